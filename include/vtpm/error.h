@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Errors and wire-level fault codes.
+ *
+ * Every fallible function in vtpmd returns 0 on success or a negative value
+ * (-(int)code) on failure and fills a caller-provided vtpm_error.  Only the
+ * top level (a request handler's reply, a tool's main) turns the error into
+ * a log line or a reply fault.  The fault codes are part of the wire
+ * protocol (docs/protocol.md): never renumber or rename them.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+
+typedef enum {
+    VTPM_FAULT_NONE = 0,
+    VTPM_FAULT_BAD_REQUEST,
+    VTPM_FAULT_UNSUPPORTED_VERSION,
+    VTPM_FAULT_UNKNOWN_METHOD,
+    VTPM_FAULT_EXPIRED,
+    VTPM_FAULT_INVALID_TPM_CONFIG,
+    VTPM_FAULT_FLAVOR_IMAGE_CONFLICT,
+    VTPM_FAULT_TPM_UNSUPPORTED,
+    VTPM_FAULT_SECRET_REQUIRED,
+    VTPM_FAULT_INSTANCE_NOT_FOUND,
+    VTPM_FAULT_INSTANCE_CONFLICT,
+    VTPM_FAULT_STATE_NOT_FOUND,
+    VTPM_FAULT_STATE_INTEGRITY,
+    VTPM_FAULT_STATE_TRANSFER_FAILED,
+    VTPM_FAULT_HYPERVISOR_ERROR,
+    VTPM_FAULT_BUSY,
+    VTPM_FAULT_INTERNAL,
+    VTPM_FAULT__COUNT
+} vtpm_fault;
+
+#define VTPM_ERROR_MSG_MAX 512
+
+/* Fixed-size so that filling an error never allocates and never fails. */
+typedef struct {
+    vtpm_fault code;
+    char message[VTPM_ERROR_MSG_MAX];
+} vtpm_error;
+
+/* Wire name ("BadRequest", ...); "Internal" for out-of-range values. */
+const char *vtpm_fault_name(vtpm_fault code);
+
+/* Inverse of vtpm_fault_name; returns -1 for an unknown name. */
+int vtpm_fault_from_name(const char *name);
+
+/* Whether a caller may retry the same request unchanged and expect a
+ * different outcome (transient conditions only). */
+bool vtpm_fault_retryable(vtpm_fault code);
+
+/* Fill @err (may be NULL) and return -(int)@code, so callers can write
+ * `return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "...")`.
+ * The message is truncated to VTPM_ERROR_MSG_MAX - 1 bytes. */
+int vtpm_error_set(vtpm_error *err, vtpm_fault code, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
+/* Prefix an existing message: "prefix: old message". Returns -(int)code. */
+int vtpm_error_prefix(vtpm_error *err, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+void vtpm_error_clear(vtpm_error *err);

@@ -1,0 +1,876 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "domxml.h"
+
+#define UUID "6f1c2a4e-0b7d-4c1e-9a55-3d2e8f0a1b2c"
+#define SECRET "0c3e5a7b-1d2f-4e6a-8b9c-aabbccddeeff"
+
+/* ---- a tiny DOM on top of GMarkup --------------------------------------- */
+
+typedef struct {
+    char *path; /* "domain/devices/tpm/backend" */
+    GHashTable *attrs;
+    GString *text;
+} node;
+
+typedef struct {
+    GPtrArray *nodes; /* document order */
+    GPtrArray *stack;
+} doc;
+
+static void
+node_free(gpointer data)
+{
+    node *n = data;
+
+    g_free(n->path);
+    g_hash_table_unref(n->attrs);
+    g_string_free(n->text, TRUE);
+    g_free(n);
+}
+
+static void
+doc_free(doc *d)
+{
+    if (!d)
+        return;
+    g_ptr_array_unref(d->nodes);
+    g_ptr_array_unref(d->stack);
+    g_free(d);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(doc, doc_free)
+
+static void
+on_start(GMarkupParseContext *ctx, const char *name, const char **attr_names,
+         const char **attr_values, gpointer user_data, GError **error)
+{
+    doc *d = user_data;
+    node *n = g_new0(node, 1);
+    node *parent = d->stack->len ? g_ptr_array_index(d->stack, d->stack->len - 1) : NULL;
+
+    n->path = parent ? g_strconcat(parent->path, "/", name, NULL) : g_strdup(name);
+    n->attrs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    n->text = g_string_new(NULL);
+    for (size_t i = 0; attr_names[i]; i++)
+        g_hash_table_insert(n->attrs, g_strdup(attr_names[i]), g_strdup(attr_values[i]));
+    g_ptr_array_add(d->nodes, n);
+    g_ptr_array_add(d->stack, n);
+}
+
+static void
+on_end(GMarkupParseContext *ctx, const char *name, gpointer user_data, GError **error)
+{
+    doc *d = user_data;
+
+    g_ptr_array_remove_index(d->stack, d->stack->len - 1);
+}
+
+static void
+on_text(GMarkupParseContext *ctx, const char *text, gsize len, gpointer user_data,
+        GError **error)
+{
+    doc *d = user_data;
+
+    if (d->stack->len) {
+        node *n = g_ptr_array_index(d->stack, d->stack->len - 1);
+
+        g_string_append_len(n->text, text, (gssize)len);
+    }
+}
+
+static doc *
+doc_parse(const char *xml)
+{
+    static const GMarkupParser parser = { on_start, on_end, on_text, NULL, NULL };
+    doc *d = g_new0(doc, 1);
+    g_autoptr(GMarkupParseContext) ctx = NULL;
+    g_autoptr(GError) error = NULL;
+
+    d->nodes = g_ptr_array_new_with_free_func(node_free);
+    d->stack = g_ptr_array_new();
+    ctx = g_markup_parse_context_new(&parser, 0, d, NULL);
+    if (!g_markup_parse_context_parse(ctx, xml, -1, &error) ||
+        !g_markup_parse_context_end_parse(ctx, &error))
+        fail_msg("XML does not parse: %s\n%s", error->message, xml);
+    return d;
+}
+
+static const node *
+find(const doc *d, const char *path)
+{
+    for (guint i = 0; i < d->nodes->len; i++) {
+        const node *n = g_ptr_array_index(d->nodes, i);
+
+        if (strcmp(n->path, path) == 0)
+            return n;
+    }
+    return NULL;
+}
+
+static guint
+count(const doc *d, const char *path)
+{
+    guint c = 0;
+
+    for (guint i = 0; i < d->nodes->len; i++) {
+        const node *n = g_ptr_array_index(d->nodes, i);
+
+        c += strcmp(n->path, path) == 0;
+    }
+    return c;
+}
+
+static const node *
+must_find(const doc *d, const char *path)
+{
+    const node *n = find(d, path);
+
+    if (!n)
+        fail_msg("no <%s>", path);
+    return n;
+}
+
+static const char *
+attr(const doc *d, const char *path, const char *name)
+{
+    const char *v = g_hash_table_lookup(must_find(d, path)->attrs, name);
+
+    if (!v)
+        fail_msg("<%s> has no %s", path, name);
+    return v;
+}
+
+static const char *
+text(const doc *d, const char *path)
+{
+    return must_find(d, path)->text->str;
+}
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+typedef struct {
+    vtpm_flavor flavor;
+    vtpm_image image;
+    vtpm_instance inst;
+    vtpm_device tpm;
+    vtpm_domxml_params p;
+    char *dir;
+} fx;
+
+static int
+setup(void **state)
+{
+    fx *f = g_new0(fx, 1);
+    g_autoptr(GError) error = NULL;
+
+    f->flavor.name = "m1.small";
+    f->flavor.vcpus = 2;
+    f->flavor.memory_mb = 512;
+    f->image.id = "0a1b2c3d-img";
+    f->image.name = "";
+    memcpy(f->inst.uuid, UUID, sizeof(f->inst.uuid));
+    f->inst.name = "web-1";
+    f->inst.flavor = &f->flavor;
+    f->inst.image = &f->image;
+    f->tpm = (vtpm_device){ VTPM_VERSION_2_0, VTPM_MODEL_TIS, VTPM_SECRET_HOST };
+    f->p.inst = &f->inst;
+    f->p.tpm = &f->tpm;
+    f->dir = g_dir_make_tmp("vtpmd-domxml-XXXXXX", &error);
+    assert_non_null(f->dir);
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    fx *f = *state;
+    g_autoptr(GDir) dir = g_dir_open(f->dir, 0, NULL);
+    const char *name;
+
+    while (dir && (name = g_dir_read_name(dir))) {
+        g_autofree char *path = g_build_filename(f->dir, name, NULL);
+
+        g_unlink(path);
+    }
+    g_rmdir(f->dir);
+    g_free(f->dir);
+    g_free(f);
+    return 0;
+}
+
+static char *
+make_file(fx *f, const char *name, const void *data, size_t len)
+{
+    char *path = g_build_filename(f->dir, name, NULL);
+
+    assert_true(g_file_set_contents(path, data, (gssize)len, NULL));
+    return path;
+}
+
+/* A qcow2 v3 header: magic, version, backing_file_offset, ...,
+ * incompatible_features at 72. */
+static char *
+make_qcow2(fx *f, const char *name, guint64 backing_offset, guint64 incompat)
+{
+    unsigned char h[104] = { 'Q', 'F', 'I', 0xfb, 0, 0, 0, 3 };
+
+    for (int i = 0; i < 8; i++) {
+        h[8 + i] = (unsigned char)(backing_offset >> (56 - 8 * i));
+        h[72 + i] = (unsigned char)(incompat >> (56 - 8 * i));
+    }
+    return make_file(f, name, h, sizeof(h));
+}
+
+/* libvirt's own RNG schema: 1 valid, 0 invalid (@report says why),
+ * -1 when virt-xml-validate is not installed. */
+static int
+schema_valid(fx *f, const char *xml, char **report)
+{
+    g_autofree char *tool = g_find_program_in_path("virt-xml-validate");
+    g_autofree char *path = NULL;
+    g_autofree char *out = NULL;
+    g_autofree char *errout = NULL;
+    g_autoptr(GError) error = NULL;
+    int status = 0;
+
+    if (!tool)
+        return -1;
+    path = make_file(f, "domain.xml", xml, strlen(xml));
+    {
+        const char *argv[] = { tool, path, "domain", NULL };
+
+        assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out,
+                                 &errout, &status, &error));
+    }
+    g_unlink(path);
+    *report = g_strconcat(out, errout, NULL);
+    return g_spawn_check_wait_status(status, NULL) ? 1 : 0;
+}
+
+static void
+validate(fx *f, const char *xml)
+{
+    g_autofree char *report = NULL;
+
+    if (schema_valid(f, xml, &report) == 0)
+        fail_msg("virt-xml-validate refused:\n%s\n%s", report, xml);
+}
+
+static char *
+build_ok(fx *f)
+{
+    char *xml = NULL;
+    vtpm_error err = { 0 };
+
+    if (vtpm_domxml_build(&f->p, &xml, &err) != 0)
+        fail_msg("build failed: %s", err.message);
+    assert_non_null(xml);
+    validate(f, xml);
+    return xml;
+}
+
+static void
+expect_fault(fx *f, vtpm_fault code, const char *message)
+{
+    char *sentinel = (char *)&sentinel;
+    char *xml = sentinel;
+    vtpm_error err = { 0 };
+
+    assert_int_equal(vtpm_domxml_build(&f->p, &xml, &err), -(int)code);
+    assert_int_equal(err.code, code);
+    assert_string_equal(err.message, message);
+    assert_ptr_equal(xml, sentinel);
+}
+
+/* What every domain has, whatever the TPM and boot. */
+static void
+check_common(const doc *d, const char *type)
+{
+    assert_string_equal(attr(d, "domain", "type"), type);
+    assert_string_equal(text(d, "domain/name"), "instance-" UUID);
+    assert_string_equal(text(d, "domain/uuid"), UUID);
+    assert_string_equal(attr(d, "domain/memory", "unit"), "MiB");
+    assert_string_equal(text(d, "domain/memory"), "512");
+    assert_string_equal(text(d, "domain/vcpu"), "2");
+    assert_string_equal(attr(d, "domain/os/type", "arch"), "x86_64");
+    assert_string_equal(attr(d, "domain/os/type", "machine"), "q35");
+    assert_string_equal(text(d, "domain/os/type"), "hvm");
+    assert_int_equal(count(d, "domain/features/acpi"), 1);
+    assert_string_equal(text(d, "domain/on_poweroff"), "destroy");
+    assert_string_equal(text(d, "domain/on_reboot"), "restart");
+    assert_string_equal(text(d, "domain/on_crash"), "destroy");
+    assert_string_equal(attr(d, "domain/devices/memballoon", "model"), "none");
+    assert_int_equal(count(d, "domain/devices/graphics"), 0);
+    assert_string_equal(attr(d, "domain/metadata/vtpmd:instance", "xmlns:vtpmd"),
+                        VTPM_DOMXML_NS);
+    assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:flavor", "name"),
+                        "m1.small");
+    assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:image", "id"),
+                        "0a1b2c3d-img");
+    assert_int_equal(count(d, "domain/devices/serial"), 1);
+    assert_int_equal(count(d, "domain/devices/console"), 1);
+}
+
+/* ---- the TPM ------------------------------------------------------------- */
+
+/* Every TPM variant with every kind of boot. */
+static void
+test_tpm_matrix(void **state)
+{
+    static const struct {
+        vtpm_version version;
+        vtpm_model model;
+        vtpm_secret_security sec;
+        bool secret;
+        const char *v, *m, *s;
+    } tpms[] = {
+        { VTPM_VERSION_2_0, VTPM_MODEL_TIS, VTPM_SECRET_HOST, false, "2.0", "tpm-tis", "host" },
+        { VTPM_VERSION_2_0, VTPM_MODEL_TIS, VTPM_SECRET_USER, true, "2.0", "tpm-tis", "user" },
+        { VTPM_VERSION_2_0, VTPM_MODEL_CRB, VTPM_SECRET_DEPLOYMENT, false, "2.0", "tpm-crb",
+          "deployment" },
+        { VTPM_VERSION_2_0, VTPM_MODEL_CRB, VTPM_SECRET_USER, true, "2.0", "tpm-crb", "user" },
+        { VTPM_VERSION_1_2, VTPM_MODEL_TIS, VTPM_SECRET_HOST, false, "1.2", "tpm-tis", "host" },
+        { VTPM_VERSION_1_2, VTPM_MODEL_TIS, VTPM_SECRET_USER, true, "1.2", "tpm-tis", "user" },
+        { VTPM_VERSION_NONE, VTPM_MODEL_CRB, VTPM_SECRET_USER, false, NULL, NULL, NULL },
+    };
+    enum { BOOT_NONE, BOOT_KERNEL, BOOT_DISK, BOOT__COUNT };
+    fx *f = *state;
+    g_autofree char *disk = make_qcow2(f, "matrix.qcow2", 0, 0);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(tpms); i++) {
+        for (int b = 0; b < BOOT__COUNT; b++) {
+            g_autofree char *xml = NULL;
+            g_autoptr(doc) d = NULL;
+
+            print_message("tpm %zu boot %d\n", i, b);
+            f->tpm = (vtpm_device){ tpms[i].version, tpms[i].model, tpms[i].sec };
+            f->p.secret_uuid = tpms[i].secret ? SECRET : NULL;
+            f->inst.boot = (vtpm_boot){ b != BOOT_NONE, b == BOOT_KERNEL ? "/k" : NULL, NULL,
+                                        b == BOOT_KERNEL ? "quiet" : NULL,
+                                        b == BOOT_DISK ? disk : NULL };
+            xml = build_ok(f);
+            d = doc_parse(xml);
+            check_common(d, "qemu");
+
+            assert_int_equal(count(d, "domain/os/kernel"), b == BOOT_KERNEL);
+            assert_int_equal(count(d, "domain/os/cmdline"), b == BOOT_KERNEL);
+            assert_int_equal(count(d, "domain/os/boot"), b == BOOT_DISK);
+            assert_int_equal(count(d, "domain/devices/disk"), b == BOOT_DISK);
+
+            if (!tpms[i].v) {
+                assert_int_equal(count(d, "domain/devices/tpm"), 0);
+                assert_int_equal(count(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm"), 0);
+                continue;
+            }
+            assert_int_equal(count(d, "domain/devices/tpm"), 1);
+            assert_string_equal(attr(d, "domain/devices/tpm", "model"), tpms[i].m);
+            assert_string_equal(attr(d, "domain/devices/tpm/backend", "type"), "emulator");
+            assert_string_equal(attr(d, "domain/devices/tpm/backend", "version"), tpms[i].v);
+            if (tpms[i].secret)
+                assert_string_equal(attr(d, "domain/devices/tpm/backend/encryption", "secret"),
+                                    SECRET);
+            else
+                assert_int_equal(count(d, "domain/devices/tpm/backend/encryption"), 0);
+            assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm", "version"),
+                                tpms[i].v);
+            assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm", "model"),
+                                tpms[i].m);
+            assert_string_equal(
+                attr(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm", "secret_security"),
+                tpms[i].s);
+        }
+    }
+}
+
+static void
+test_no_tpm(void **state)
+{
+    fx *f = *state;
+
+    for (int i = 0; i < 2; i++) {
+        g_autofree char *xml = NULL;
+        g_autoptr(doc) d = NULL;
+
+        /* both spellings of "no vTPM" */
+        if (i == 0) {
+            f->p.tpm = NULL;
+        } else {
+            f->tpm.version = VTPM_VERSION_NONE;
+            f->p.tpm = &f->tpm;
+        }
+        xml = build_ok(f);
+        d = doc_parse(xml);
+        check_common(d, "qemu");
+        assert_int_equal(count(d, "domain/devices/tpm"), 0);
+        assert_int_equal(count(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm"), 0);
+    }
+}
+
+static void
+test_crb_1_2_refused(void **state)
+{
+    fx *f = *state;
+
+    f->tpm = (vtpm_device){ VTPM_VERSION_1_2, VTPM_MODEL_CRB, VTPM_SECRET_USER };
+    expect_fault(f, VTPM_FAULT_INVALID_TPM_CONFIG,
+                 "TPM model tpm-crb requires TPM version 2.0, not 1.2");
+    /* refused before anything else is looked at, even a bad secret */
+    f->p.secret_uuid = "nope";
+    f->p.virt_type = "xen";
+    expect_fault(f, VTPM_FAULT_INVALID_TPM_CONFIG,
+                 "TPM model tpm-crb requires TPM version 2.0, not 1.2");
+}
+
+static void
+test_bad_tpm_inputs(void **state)
+{
+    fx *f = *state;
+
+    f->p.secret_uuid = "0c3e5a7b-1d2f-4e6a-8b9c-aabbccddeef";
+    expect_fault(f, VTPM_FAULT_INTERNAL,
+                 "secret '0c3e5a7b-1d2f-4e6a-8b9c-aabbccddeef' is not a UUID");
+    f->p.secret_uuid = "0c3e5a7b-1d2f-4e6a-8b9c-aabbccddeeff'/><x a='";
+    expect_fault(f, VTPM_FAULT_INTERNAL,
+                 "secret '0c3e5a7b-1d2f-4e6a-8b9c-aabbccddeeff'/><x a='' is not a UUID");
+
+    f->p.secret_uuid = SECRET;
+    f->p.tpm = NULL;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "TPM secret given without a TPM");
+
+    f->p.secret_uuid = NULL;
+    f->p.tpm = &f->tpm;
+    f->tpm.version = (vtpm_version)7;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "unknown TPM version 7");
+    f->tpm.version = VTPM_VERSION_2_0;
+    f->tpm.model = (vtpm_model)9;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "unknown TPM model 9");
+    f->tpm.model = VTPM_MODEL_TIS;
+    f->tpm.secret_security = VTPM_SECRET__COUNT;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "unknown TPM secret security 3");
+}
+
+/* ---- domain type, boot, console ----------------------------------------- */
+
+static void
+test_virt_type(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = { { NULL, "qemu" }, { "auto", "qemu" }, { "qemu", "qemu" }, { "kvm", "kvm" } };
+    fx *f = *state;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *xml = NULL;
+        g_autoptr(doc) d = NULL;
+
+        f->p.virt_type = cases[i].in;
+        xml = build_ok(f);
+        d = doc_parse(xml);
+        check_common(d, cases[i].out);
+    }
+    f->p.virt_type = "xen";
+    expect_fault(f, VTPM_FAULT_INTERNAL, "unknown virt type 'xen'");
+}
+
+static void
+test_boot_kernel(void **state)
+{
+    fx *f = *state;
+    g_autofree char *xml = NULL;
+    g_autoptr(doc) d = NULL;
+
+    f->inst.boot = (vtpm_boot){ true, "/img/vmlinuz", "/img/initrd", "console=ttyS0 quiet",
+                                NULL };
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    check_common(d, "qemu");
+    assert_string_equal(text(d, "domain/os/kernel"), "/img/vmlinuz");
+    assert_string_equal(text(d, "domain/os/initrd"), "/img/initrd");
+    assert_string_equal(text(d, "domain/os/cmdline"), "console=ttyS0 quiet");
+    assert_int_equal(count(d, "domain/os/boot"), 0);
+    assert_int_equal(count(d, "domain/devices/disk"), 0);
+    assert_int_equal(count(d, "domain/devices/tpm"), 1);
+
+    /* kernel only */
+    f->inst.boot = (vtpm_boot){ true, "/img/vmlinuz", NULL, NULL, NULL };
+    g_clear_pointer(&xml, g_free);
+    g_clear_pointer(&d, doc_free);
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    assert_string_equal(text(d, "domain/os/kernel"), "/img/vmlinuz");
+    assert_int_equal(count(d, "domain/os/initrd"), 0);
+    assert_int_equal(count(d, "domain/os/cmdline"), 0);
+}
+
+/* Paths confined by the caller replace the ones of the request. */
+static void
+test_boot_params_override(void **state)
+{
+    fx *f = *state;
+    g_autofree char *xml = NULL;
+    g_autoptr(doc) d = NULL;
+
+    f->inst.boot = (vtpm_boot){ true, "vmlinuz", "initrd", "ro", NULL };
+    f->p.kernel = "/var/lib/vtpmd/images/vmlinuz";
+    f->p.initrd = "/var/lib/vtpmd/images/initrd";
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    assert_string_equal(text(d, "domain/os/kernel"), "/var/lib/vtpmd/images/vmlinuz");
+    assert_string_equal(text(d, "domain/os/initrd"), "/var/lib/vtpmd/images/initrd");
+    assert_string_equal(text(d, "domain/os/cmdline"), "ro");
+
+    /* not confined: the request's relative path is refused, not pasted */
+    f->p.kernel = NULL;
+    f->p.initrd = NULL;
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "boot.kernel 'vmlinuz' is not an absolute path");
+}
+
+static void
+test_boot_disk(void **state)
+{
+    fx *f = *state;
+    g_autofree char *raw = make_file(f, "disk.raw", "\0\0\0\0hello", 9);
+    g_autofree char *qcow = make_qcow2(f, "disk.qcow2", 0, 0);
+    g_autofree char *missing = g_build_filename(f->dir, "missing.img", NULL);
+    g_autofree char *tiny = make_file(f, "tiny", "QF", 2);
+    const struct {
+        const char *path, *format;
+        bool via_params;
+    } cases[] = {
+        { raw, "raw", false },
+        { qcow, "qcow2", false },
+        { qcow, "qcow2", true },
+        { missing, "raw", false }, /* unreadable: raw, which makes QEMU follow nothing */
+        { tiny, "raw", false },
+        { "/dev/null", "raw", false }, /* not a regular file */
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *xml = NULL;
+        g_autoptr(doc) d = NULL;
+
+        print_message("case %zu\n", i);
+        f->inst.boot = (vtpm_boot){ true, NULL, NULL, NULL,
+                                    cases[i].via_params ? "elsewhere.img" : (char *)cases[i].path };
+        f->p.disk = cases[i].via_params ? cases[i].path : NULL;
+        xml = build_ok(f);
+        d = doc_parse(xml);
+        check_common(d, "qemu");
+        assert_string_equal(attr(d, "domain/os/boot", "dev"), "hd");
+        assert_int_equal(count(d, "domain/os/kernel"), 0);
+        assert_int_equal(count(d, "domain/devices/disk"), 1);
+        assert_string_equal(attr(d, "domain/devices/disk", "type"), "file");
+        assert_string_equal(attr(d, "domain/devices/disk", "device"), "disk");
+        assert_string_equal(attr(d, "domain/devices/disk/driver", "name"), "qemu");
+        assert_string_equal(attr(d, "domain/devices/disk/driver", "type"), cases[i].format);
+        assert_string_equal(attr(d, "domain/devices/disk/source", "file"), cases[i].path);
+        assert_string_equal(attr(d, "domain/devices/disk/target", "bus"), "virtio");
+        assert_string_equal(attr(d, "domain/devices/disk/target", "dev"), "vda");
+    }
+}
+
+/* A probed qcow2 must not pull in host files QEMU would open for it. */
+static void
+test_boot_disk_qcow2_refused(void **state)
+{
+    fx *f = *state;
+    g_autofree char *backed = make_qcow2(f, "backed.qcow2", 0x68, 0);
+    g_autofree char *datafile = make_qcow2(f, "datafile.qcow2", 0, 1u << 2);
+    g_autofree char *want1 =
+        g_strdup_printf("boot disk '%s' is a qcow2 image with a backing file", backed);
+    g_autofree char *want2 =
+        g_strdup_printf("boot disk '%s' is a qcow2 image with an external data file", datafile);
+
+    f->inst.boot = (vtpm_boot){ true, NULL, NULL, NULL, backed };
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, want1);
+    f->inst.boot.disk = datafile;
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, want2);
+}
+
+static void
+test_boot_none(void **state)
+{
+    fx *f = *state;
+
+    for (int i = 0; i < 2; i++) {
+        g_autofree char *xml = NULL;
+        g_autoptr(doc) d = NULL;
+
+        /* absent, and present but empty after the caller's confinement */
+        f->inst.boot = (vtpm_boot){ i == 1, NULL, NULL, NULL, NULL };
+        xml = build_ok(f);
+        d = doc_parse(xml);
+        check_common(d, "qemu");
+        assert_int_equal(count(d, "domain/os/boot"), 0);
+        assert_int_equal(count(d, "domain/os/kernel"), 0);
+        assert_int_equal(count(d, "domain/devices/disk"), 0);
+    }
+}
+
+static void
+test_boot_refused(void **state)
+{
+    fx *f = *state;
+
+    f->inst.boot = (vtpm_boot){ true, "/k", NULL, NULL, "/d" };
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "boot: kernel and disk are mutually exclusive");
+    f->inst.boot = (vtpm_boot){ true, NULL, "/i", NULL, NULL };
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "boot: initrd and cmdline need a kernel");
+    f->inst.boot = (vtpm_boot){ true, NULL, NULL, "quiet", "/d" };
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "boot: initrd and cmdline need a kernel");
+    f->inst.boot = (vtpm_boot){ true, NULL, NULL, NULL, "disk.img" };
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "boot.disk 'disk.img' is not an absolute path");
+    f->inst.boot = (vtpm_boot){ true, "/k", NULL, "a\nb", NULL };
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "boot.cmdline contains control character 0x0a");
+}
+
+static void
+test_console(void **state)
+{
+    fx *f = *state;
+    g_autofree char *xml = NULL;
+    g_autoptr(doc) d = NULL;
+
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    assert_string_equal(attr(d, "domain/devices/serial", "type"), "pty");
+    assert_string_equal(attr(d, "domain/devices/serial/target", "port"), "0");
+    assert_string_equal(attr(d, "domain/devices/console", "type"), "pty");
+    assert_string_equal(attr(d, "domain/devices/console/target", "type"), "serial");
+    assert_int_equal(count(d, "domain/devices/serial/source"), 0);
+
+    f->p.console_log = "/var/lib/vtpmd/console/" UUID ".log";
+    g_clear_pointer(&xml, g_free);
+    g_clear_pointer(&d, doc_free);
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    assert_string_equal(attr(d, "domain/devices/serial", "type"), "file");
+    assert_string_equal(attr(d, "domain/devices/serial/source", "path"), f->p.console_log);
+    assert_string_equal(attr(d, "domain/devices/serial/source", "append"), "on");
+    assert_string_equal(attr(d, "domain/devices/serial/target", "port"), "0");
+    assert_string_equal(attr(d, "domain/devices/console", "type"), "file");
+    assert_string_equal(attr(d, "domain/devices/console/source", "path"), f->p.console_log);
+    assert_string_equal(attr(d, "domain/devices/console/source", "append"), "on");
+    assert_string_equal(attr(d, "domain/devices/console/target", "type"), "serial");
+    assert_string_equal(attr(d, "domain/devices/console/target", "port"), "0");
+
+    f->p.console_log = "console.log";
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "console log 'console.log' is not an absolute path");
+}
+
+/* ---- escaping and names -------------------------------------------------- */
+
+static void
+test_escaping(void **state)
+{
+    fx *f = *state;
+    g_autofree char *xml = NULL;
+    g_autoptr(doc) d = NULL;
+    const char *evil = "a<b>&c'd\"e</title><devices/>\xc3\xa9";
+
+    f->inst.name = (char *)evil;
+    f->flavor.name = (char *)evil;
+    f->image.id = (char *)"img'/><vtpmd:vtpm version='1.2";
+    f->inst.boot = (vtpm_boot){ true, "/k'&<", "/i\"", "root=/dev/vda a=\"b\" <x>", NULL };
+    f->p.console_log = "/log/'&\".log";
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    assert_string_equal(text(d, "domain/name"), "instance-" UUID);
+    assert_int_equal(count(d, "domain/features/acpi"), 1);
+    assert_string_equal(text(d, "domain/on_poweroff"), "destroy");
+    assert_int_equal(count(d, "domain/title"), 1);
+    assert_string_equal(text(d, "domain/title"), evil);
+    assert_int_equal(count(d, "domain/title/devices"), 0);
+    assert_int_equal(count(d, "domain/devices"), 1);
+    assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:flavor", "name"), evil);
+    assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:image", "id"),
+                        "img'/><vtpmd:vtpm version='1.2");
+    assert_int_equal(count(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm"), 1);
+    assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm", "version"), "2.0");
+    assert_string_equal(text(d, "domain/os/kernel"), "/k'&<");
+    assert_string_equal(text(d, "domain/os/initrd"), "/i\"");
+    assert_string_equal(text(d, "domain/os/cmdline"), "root=/dev/vda a=\"b\" <x>");
+    assert_string_equal(attr(d, "domain/devices/serial/source", "path"), "/log/'&\".log");
+    assert_null(strstr(xml, "<devices/>"));
+}
+
+static void
+test_title(void **state)
+{
+    fx *f = *state;
+
+    for (int i = 0; i < 2; i++) {
+        g_autofree char *xml = NULL;
+        g_autoptr(doc) d = NULL;
+
+        /* libvirt refuses an empty title, so none at all */
+        f->inst.name = i == 0 ? NULL : (char *)"";
+        xml = build_ok(f);
+        d = doc_parse(xml);
+        assert_int_equal(count(d, "domain/title"), 0);
+    }
+}
+
+static void
+test_bad_text_refused(void **state)
+{
+    fx *f = *state;
+
+    f->inst.name = "two\nlines";
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "instance name contains control character 0x0a");
+    f->inst.name = "bell\a";
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "instance name contains control character 0x07");
+    f->inst.name = "bad\xff utf8";
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "instance name is not valid UTF-8");
+    f->inst.name = "ok";
+    f->flavor.name = "tab\there";
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "flavor name contains control character 0x09");
+    f->flavor.name = "m1";
+    f->image.id = "\x1b[31m";
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "image id contains control character 0x1b");
+}
+
+static void
+test_bad_instance(void **state)
+{
+    fx *f = *state;
+    vtpm_error err = { 0 };
+    char *xml = NULL;
+
+    assert_int_equal(vtpm_domxml_build(NULL, &xml, &err), -(int)VTPM_FAULT_INTERNAL);
+    assert_null(xml);
+
+    f->flavor.vcpus = 0;
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "flavor needs at least 1 vcpu and 1 MiB of memory");
+    f->flavor.vcpus = 1;
+    f->flavor.memory_mb = 0;
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "flavor needs at least 1 vcpu and 1 MiB of memory");
+    f->flavor.memory_mb = 1;
+    f->inst.flavor = NULL;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "instance has no flavor");
+    f->inst.flavor = &f->flavor;
+    memcpy(f->inst.uuid, "not-a-uuid", sizeof("not-a-uuid"));
+    expect_fault(f, VTPM_FAULT_INTERNAL, "instance uuid 'not-a-uuid' is not a UUID");
+}
+
+static void
+test_no_image_no_flavor_name(void **state)
+{
+    fx *f = *state;
+    g_autofree char *xml = NULL;
+    g_autoptr(doc) d = NULL;
+
+    f->inst.image = NULL;
+    f->flavor.name = NULL;
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    assert_int_equal(count(d, "domain/metadata/vtpmd:instance"), 1);
+    assert_int_equal(count(d, "domain/metadata/vtpmd:instance/vtpmd:flavor"), 0);
+    assert_int_equal(count(d, "domain/metadata/vtpmd:instance/vtpmd:image"), 0);
+    assert_int_equal(count(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm"), 1);
+}
+
+/* The schema check above is not vacuous: it refuses what libvirt would. */
+static void
+test_schema_check_has_teeth(void **state)
+{
+    fx *f = *state;
+    g_autofree char *xml = build_ok(f);
+    g_autofree char *report = NULL;
+    g_autoptr(GString) bad = g_string_new(xml);
+    int rc;
+
+    g_string_replace(bad, "<memballoon", "<graphics type='none'/>\n    <memballoon", 1);
+    rc = schema_valid(f, bad->str, &report);
+    if (rc < 0)
+        skip();
+    assert_int_equal(rc, 0);
+}
+
+#define DIGEST "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void
+test_spec_digest(void **state)
+{
+    fx *f = *state;
+    g_autofree char *xml = NULL;
+    g_autofree char *plain = NULL;
+    g_autoptr(doc) d = NULL;
+    g_autoptr(doc) d2 = NULL;
+    const char *evil = "spec_digest='ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff'";
+
+    plain = build_ok(f);
+    d2 = doc_parse(plain);
+    assert_null(g_hash_table_lookup(must_find(d2, "domain/metadata/vtpmd:instance")->attrs,
+                                    "spec_digest"));
+
+    /* a flavor name cannot shadow the digest for a reader that scans */
+    f->flavor.name = (char *)evil;
+    f->p.spec_digest = DIGEST;
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    assert_string_equal(attr(d, "domain/metadata/vtpmd:instance", "spec_digest"), DIGEST);
+    assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:flavor", "name"), evil);
+    assert_true(g_str_has_prefix(strstr(xml, "spec_digest"), "spec_digest='" DIGEST "'"));
+
+    f->p.spec_digest = "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef";
+    expect_fault(f, VTPM_FAULT_INTERNAL, "spec digest is not 64 lower-case hex digits");
+    f->p.spec_digest = "0123";
+    expect_fault(f, VTPM_FAULT_INTERNAL, "spec digest is not 64 lower-case hex digits");
+    f->p.spec_digest = DIGEST "'/>";
+    expect_fault(f, VTPM_FAULT_INTERNAL, "spec digest is not 64 lower-case hex digits");
+}
+
+static void
+test_domain_name(void **state)
+{
+    g_autofree char *n = vtpm_domxml_domain_name(UUID);
+
+    assert_string_equal(n, "instance-" UUID);
+    assert_null(vtpm_domxml_domain_name(NULL));
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int
+main(void)
+{
+    g_autofree char *validator = g_find_program_in_path("virt-xml-validate");
+    const struct CMUnitTest tests[] = {
+        T(test_tpm_matrix),
+        T(test_no_tpm),
+        T(test_crb_1_2_refused),
+        T(test_bad_tpm_inputs),
+        T(test_virt_type),
+        T(test_boot_kernel),
+        T(test_boot_params_override),
+        T(test_boot_disk),
+        T(test_boot_disk_qcow2_refused),
+        T(test_boot_none),
+        T(test_boot_refused),
+        T(test_console),
+        T(test_escaping),
+        T(test_title),
+        T(test_bad_text_refused),
+        T(test_bad_instance),
+        T(test_no_image_no_flavor_name),
+        T(test_schema_check_has_teeth),
+        T(test_spec_digest),
+        cmocka_unit_test(test_domain_name),
+    };
+
+    if (!validator)
+        print_message("virt-xml-validate not found: schema checks skipped\n");
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Clients are single-threaded and short-lived, so unlike the worker this
+ * uses rabbitmq-c's blocking helpers (amqp_consume_message) and no
+ * heartbeat: a tool that sits between calls without calling into the
+ * library would otherwise be disconnected by the broker.  Every wait is
+ * bounded by the caller's timeout instead.
+ */
+#include <stdarg.h>
+#include <string.h>
+
+#include <amqp.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+
+#include "client.h"
+
+enum {
+    CHANNEL = 1,
+    FRAME_MAX = 131072,
+    CONNECT_TIMEOUT_S = 10,
+    RPC_TIMEOUT_S = 30,
+    SHORTSTR_MAX = 255,
+    URL_MAX = 4096,
+    MAX_PENDING = 65536,  /* unmatched messages kept by vtpm_client_call */
+    MAX_TAP_KEYS = 1024,
+};
+
+/* rabbitmq-c reads a whole body before its size can be looked at (the
+ * broker's max_message_size bounds that); larger bodies are then dropped
+ * rather than handed on. */
+#define MAX_BODY ((size_t)64 << 20)
+
+struct vtpm_client {
+    amqp_connection_state_t conn;
+    char *url;                       /* cut up by amqp_parse_url: ci points into it */
+    struct amqp_connection_info ci;
+    char *exchange;
+    char *fanout_exchange;
+    char *reply_queue;
+    GQueue pending;                  /* vtpm_client_msg *, oldest first */
+    bool dead;
+};
+
+static amqp_bytes_t
+cbytes(const char *s)
+{
+    return amqp_cstring_bytes(s);
+}
+
+static char *
+bytes_dup(amqp_bytes_t b)
+{
+    return b.len ? g_strndup(b.bytes, b.len) : g_strdup("");
+}
+
+static char *
+prop_dup(const amqp_basic_properties_t *p, amqp_flags_t flag, amqp_bytes_t b)
+{
+    return (p->_flags & flag) && b.len ? g_strndup(b.bytes, b.len) : NULL;
+}
+
+static bool
+shortstr_ok(const char *s)
+{
+    return !s || strlen(s) <= SHORTSTR_MAX;
+}
+
+void
+vtpm_client_msg_free(vtpm_client_msg *m)
+{
+    if (!m)
+        return;
+    g_free(m->correlation_id);
+    g_free(m->message_id);
+    g_free(m->routing_key);
+    g_free(m->exchange);
+    g_free(m->reply_to);
+    g_free(m->content_type);
+    if (m->body)
+        g_bytes_unref(m->body);
+    g_free(m);
+}
+
+/* The connection is unusable from here on; says why. */
+static int
+die(vtpm_client *c, vtpm_error *err, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+static int
+die(vtpm_client *c, vtpm_error *err, const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    c->dead = true;
+    return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: %s", msg);
+}
+
+static char *
+rpc_why(amqp_rpc_reply_t r)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        return NULL;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        return g_strdup(amqp_error_string2(r.library_error));
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            const amqp_connection_close_t *m = r.reply.decoded;
+
+            return g_strdup_printf("connection closed by the broker: %u %.*s", m->reply_code,
+                                   (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        }
+        if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            const amqp_channel_close_t *m = r.reply.decoded;
+
+            return g_strdup_printf("channel closed by the broker: %u %.*s", m->reply_code,
+                                   (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        }
+        return g_strdup_printf("unexpected method 0x%08x", r.reply.id);
+    default:
+        return g_strdup("no reply");
+    }
+}
+
+/* After an RPC: 0, or the client is dead and @err says which step failed. */
+static int
+rpc_check(vtpm_client *c, const char *what, vtpm_error *err)
+{
+    g_autofree char *why = rpc_why(amqp_get_rpc_reply(c->conn));
+
+    if (!why)
+        return 0;
+    return die(c, err, "%s: %s", what, why);
+}
+
+static int
+open_socket(vtpm_client *c, const vtpm_client_params *p, vtpm_error *err)
+{
+    struct timeval tv = { CONNECT_TIMEOUT_S, 0 };
+    amqp_socket_t *s;
+    int rc;
+
+    if (!c->ci.ssl) {
+        s = amqp_tcp_socket_new(c->conn);
+        if (!s)
+            return die(c, err, "cannot create a TCP socket");
+    } else {
+        s = amqp_ssl_socket_new(c->conn);
+        if (!s)
+            return die(c, err, "cannot create a TLS socket");
+        if ((rc = amqp_ssl_socket_set_cacert(s, p->cacert)) != AMQP_STATUS_OK)
+            return die(c, err, "TLS CA file %s: %s", p->cacert, amqp_error_string2(rc));
+        if (p->cert && (rc = amqp_ssl_socket_set_key(s, p->cert, p->key)) != AMQP_STATUS_OK)
+            return die(c, err, "TLS client cert %s / key %s: %s", p->cert, p->key,
+                       amqp_error_string2(rc));
+        if ((rc = amqp_ssl_socket_set_ssl_versions(s, AMQP_TLSv1_2, AMQP_TLSvLATEST)) !=
+            AMQP_STATUS_OK)
+            return die(c, err, "TLS 1.2+: %s", amqp_error_string2(rc));
+        amqp_ssl_socket_set_verify_peer(s, 1);
+        amqp_ssl_socket_set_verify_hostname(s, 1);
+    }
+    amqp_set_handshake_timeout(c->conn, &tv);
+    rc = amqp_socket_open_noblock(s, c->ci.host, c->ci.port, &tv);
+    if (rc != AMQP_STATUS_OK)
+        return die(c, err, "connect to %s:%d: %s", c->ci.host, c->ci.port,
+                   amqp_error_string2(rc));
+    tv.tv_sec = RPC_TIMEOUT_S;
+    amqp_set_rpc_timeout(c->conn, &tv);
+    return 0;
+}
+
+int
+vtpm_client_connect(const vtpm_client_params *p, vtpm_client **out, vtpm_error *err)
+{
+    g_autoptr(vtpm_client) c = NULL;
+    amqp_queue_declare_ok_t *ok;
+    const char *topic;
+    int rc;
+
+    if (!p || !p->url || !*p->url || strlen(p->url) > URL_MAX)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp client: no or too long URL");
+    c = g_new0(vtpm_client, 1);
+    g_queue_init(&c->pending);
+    c->dead = true; /* until the reply queue is consumed */
+    c->url = g_strdup(p->url);
+    /* Never echo the URL: it may hold a password. */
+    if (amqp_parse_url(c->url, &c->ci) != AMQP_STATUS_OK || !*c->ci.host || c->ci.port <= 0 ||
+        !*c->ci.vhost)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp client: expected amqp[s]://user:pass@host:port/vhost");
+    if (c->ci.ssl && (!p->cacert || !*p->cacert))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp client: amqps:// needs a CA file to verify the broker");
+    if (!p->cert != !p->key)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp client: TLS cert and key must be given together");
+    topic = p->topic ? p->topic : "vtpm";
+    c->exchange = g_strdup(p->exchange ? p->exchange : "vtpm");
+    c->fanout_exchange = g_strdup_printf("%s_fanout", topic);
+    if (!shortstr_ok(c->exchange) || !shortstr_ok(c->fanout_exchange))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp client: exchange name over %d bytes", SHORTSTR_MAX);
+
+    if (!(c->conn = amqp_new_connection()))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: out of memory");
+    if ((rc = open_socket(c, p, err)) < 0)
+        return rc;
+    {
+        g_autofree char *why = rpc_why(amqp_login(c->conn, c->ci.vhost, 1, FRAME_MAX, 0,
+                                                  AMQP_SASL_METHOD_PLAIN, c->ci.user,
+                                                  c->ci.password));
+
+        if (why)
+            return die(c, err, "login to %s:%d: %s", c->ci.host, c->ci.port, why);
+    }
+    amqp_channel_open(c->conn, CHANNEL);
+    if ((rc = rpc_check(c, "channel.open", err)) < 0)
+        return rc;
+    ok = amqp_queue_declare(c->conn, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+    if ((rc = rpc_check(c, "queue.declare (replies)", err)) < 0)
+        return rc;
+    c->reply_queue = bytes_dup(ok->queue);
+    amqp_basic_consume(c->conn, CHANNEL, cbytes(c->reply_queue), amqp_empty_bytes, 0, 1, 1,
+                       amqp_empty_table);
+    if ((rc = rpc_check(c, "basic.consume (replies)", err)) < 0)
+        return rc;
+    amqp_maybe_release_buffers(c->conn);
+    c->dead = false;
+    *out = g_steal_pointer(&c);
+    return 0;
+}
+
+void
+vtpm_client_free(vtpm_client *c)
+{
+    if (!c)
+        return;
+    if (c->conn) {
+        if (!c->dead) {
+            amqp_channel_close(c->conn, CHANNEL, AMQP_REPLY_SUCCESS);
+            amqp_connection_close(c->conn, AMQP_REPLY_SUCCESS);
+        }
+        amqp_destroy_connection(c->conn);
+    }
+    g_queue_clear_full(&c->pending, (GDestroyNotify)vtpm_client_msg_free);
+    g_free(c->url);
+    g_free(c->exchange);
+    g_free(c->fanout_exchange);
+    g_free(c->reply_queue);
+    g_free(c);
+}
+
+const char *
+vtpm_client_reply_queue(const vtpm_client *c)
+{
+    return c->reply_queue;
+}
+
+int
+vtpm_client_send(vtpm_client *c, const vtpm_client_send_opts *o, const void *body, size_t len,
+                 char **out_corr, vtpm_error *err)
+{
+    static const vtpm_client_send_opts defaults = { 0 };
+    g_autofree char *corr = NULL;
+    g_autofree char *msg_id = NULL;
+    amqp_basic_properties_t props = { 0 };
+    const char *exchange, *rk, *reply_to = NULL;
+    amqp_bytes_t b;
+    int rc;
+
+    if (!o)
+        o = &defaults;
+    if (c->dead)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
+    exchange = o->fanout ? c->fanout_exchange : o->exchange ? o->exchange : c->exchange;
+    rk = o->routing_key ? o->routing_key : "";
+    if (!o->cast)
+        reply_to = o->reply_to ? o->reply_to : c->reply_queue;
+    corr = o->correlation_id ? g_strdup(o->correlation_id) : g_uuid_string_random();
+    msg_id = o->message_id ? g_strdup(o->message_id) : g_uuid_string_random();
+    if (!shortstr_ok(exchange) || !shortstr_ok(rk) || !shortstr_ok(reply_to) ||
+        !shortstr_ok(corr) || !shortstr_ok(msg_id) || !shortstr_ok(o->content_type))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp client: a name or id is over %d bytes", SHORTSTR_MAX);
+
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                   AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+    props.content_type = cbytes(o->content_type ? o->content_type : "application/msgpack");
+    props.delivery_mode = 2; /* a request should survive a broker restart */
+    props.correlation_id = cbytes(corr);
+    props.message_id = cbytes(msg_id);
+    if (reply_to) {
+        props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+        props.reply_to = cbytes(reply_to);
+    }
+    /* rabbitmq-c takes the body mutable but only reads it. */
+    b.bytes = (void *)body;
+    b.len = body ? len : 0;
+    rc = amqp_basic_publish(c->conn, CHANNEL, cbytes(exchange), cbytes(rk), 0, 0, &props, b);
+    if (rc != AMQP_STATUS_OK)
+        return die(c, err, "publish: %s", amqp_error_string2(rc));
+    if (out_corr)
+        *out_corr = g_steal_pointer(&corr);
+    return 0;
+}
+
+static vtpm_client_msg *
+msg_from_envelope(const amqp_envelope_t *e)
+{
+    const amqp_basic_properties_t *p = &e->message.properties;
+    vtpm_client_msg *m = g_new0(vtpm_client_msg, 1);
+
+    m->correlation_id = prop_dup(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id);
+    m->message_id = prop_dup(p, AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
+    m->reply_to = prop_dup(p, AMQP_BASIC_REPLY_TO_FLAG, p->reply_to);
+    m->content_type = prop_dup(p, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
+    m->routing_key = bytes_dup(e->routing_key);
+    m->exchange = bytes_dup(e->exchange);
+    m->body = g_bytes_new(e->message.body.bytes, e->message.body.len);
+    m->received_us = g_get_monotonic_time();
+    return m;
+}
+
+/* A frame other than basic.deliver is waiting: read and handle it. */
+static int
+other_frame(vtpm_client *c, vtpm_error *err)
+{
+    amqp_frame_t f;
+    int rc;
+
+    if ((rc = amqp_simple_wait_frame(c->conn, &f)) != AMQP_STATUS_OK)
+        return die(c, err, "%s", amqp_error_string2(rc));
+    if (f.frame_type != AMQP_FRAME_METHOD)
+        return 0;
+    switch (f.payload.method.id) {
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        const amqp_channel_close_t *m = f.payload.method.decoded;
+        amqp_channel_close_ok_t ok = { 0 };
+
+        rc = die(c, err, "channel closed by the broker: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        amqp_send_method(c->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        return rc;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        const amqp_connection_close_t *m = f.payload.method.decoded;
+        amqp_connection_close_ok_t ok = { 0 };
+
+        rc = die(c, err, "connection closed by the broker: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        return rc;
+    }
+    case AMQP_BASIC_CANCEL_METHOD:
+        return die(c, err, "a consumed queue was deleted");
+    case AMQP_BASIC_RETURN_METHOD: {
+        amqp_message_t m;
+
+        /* Not published mandatory, so not expected; read past it. */
+        if (amqp_read_message(c->conn, f.channel, &m, 0).reply_type != AMQP_RESPONSE_NORMAL)
+            return die(c, err, "cannot read a returned message");
+        amqp_destroy_message(&m);
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Next message from the wire (not from pending). */
+static int
+recv_wire(vtpm_client *c, gint64 end_us, vtpm_client_msg **out, vtpm_error *err)
+{
+    for (;;) {
+        amqp_envelope_t e;
+        amqp_rpc_reply_t r;
+        struct timeval tv, *tvp = NULL;
+        int rc;
+
+        if (c->dead)
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
+        if (end_us >= 0) {
+            gint64 left = end_us - g_get_monotonic_time();
+
+            if (left <= 0)
+                left = 1; /* a zero timeval would be "no wait": still poll once */
+            tv.tv_sec = left / G_USEC_PER_SEC;
+            tv.tv_usec = left % G_USEC_PER_SEC;
+            tvp = &tv;
+        }
+        amqp_maybe_release_buffers(c->conn);
+        r = amqp_consume_message(c->conn, &e, tvp, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            size_t len = e.message.body.len;
+            vtpm_client_msg *m = len <= MAX_BODY ? msg_from_envelope(&e) : NULL;
+
+            amqp_destroy_envelope(&e);
+            if (!m) {
+                g_warning("amqp client: dropped a %zu-byte message (over %zu)", len, MAX_BODY);
+                continue;
+            }
+            *out = m;
+            return 0;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT)
+            return 1;
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            if ((rc = other_frame(c, err)) < 0)
+                return rc;
+            continue;
+        }
+        {
+            g_autofree char *why = rpc_why(r);
+
+            return die(c, err, "receive: %s", why);
+        }
+    }
+}
+
+static gint64
+deadline(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+}
+
+int
+vtpm_client_recv(vtpm_client *c, int timeout_ms, vtpm_client_msg **out, vtpm_error *err)
+{
+    vtpm_client_msg *m = g_queue_pop_head(&c->pending);
+
+    if (m) {
+        *out = m;
+        return 0;
+    }
+    return recv_wire(c, deadline(timeout_ms), out, err);
+}
+
+int
+vtpm_client_call(vtpm_client *c, const char *routing_key, const void *body, size_t len,
+                 int timeout_ms, vtpm_client_msg **out, vtpm_error *err)
+{
+    vtpm_client_send_opts o = { .routing_key = routing_key };
+    g_autofree char *corr = NULL;
+    gint64 end_us = deadline(timeout_ms);
+    int rc;
+
+    if ((rc = vtpm_client_send(c, &o, body, len, &corr, err)) < 0)
+        return rc;
+    for (;;) {
+        vtpm_client_msg *m = NULL;
+
+        if ((rc = recv_wire(c, end_us, &m, err)) != 0)
+            return rc;
+        if (g_strcmp0(m->correlation_id, corr) == 0) {
+            *out = m;
+            return 0;
+        }
+        if (c->pending.length >= MAX_PENDING) {
+            vtpm_client_msg_free(m);
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
+                                  "amqp client: over %d unclaimed messages while waiting",
+                                  MAX_PENDING);
+        }
+        g_queue_push_tail(&c->pending, m);
+    }
+}
+
+int
+vtpm_client_tap(vtpm_client *c, const char *exchange, const char *const *keys, size_t nkeys,
+                char **out_queue, vtpm_error *err)
+{
+    g_autofree char *queue = NULL;
+    amqp_queue_declare_ok_t *ok;
+    int rc;
+
+    if (c->dead)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
+    if (!exchange || !*exchange || !shortstr_ok(exchange) || nkeys > MAX_TAP_KEYS)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp client: tap needs an exchange name and at most %d keys",
+                              MAX_TAP_KEYS);
+    for (size_t i = 0; i < nkeys; i++) {
+        if (!keys[i] || !shortstr_ok(keys[i]))
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                                  "amqp client: tap key %zu missing or over %d bytes", i,
+                                  SHORTSTR_MAX);
+    }
+    /* Passive: a tap observes, it must not create an exchange of a type of
+     * its own choosing.  A missing exchange closes the channel (dead). */
+    amqp_exchange_declare(c->conn, CHANNEL, cbytes(exchange), cbytes("topic"), 1, 0, 0, 0,
+                          amqp_empty_table);
+    if ((rc = rpc_check(c, "exchange.declare (passive)", err)) < 0)
+        return rc;
+    ok = amqp_queue_declare(c->conn, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+    if ((rc = rpc_check(c, "queue.declare (tap)", err)) < 0)
+        return rc;
+    queue = bytes_dup(ok->queue);
+    for (size_t i = 0; i < nkeys; i++) {
+        amqp_queue_bind(c->conn, CHANNEL, cbytes(queue), cbytes(exchange), cbytes(keys[i]),
+                        amqp_empty_table);
+        if ((rc = rpc_check(c, "queue.bind (tap)", err)) < 0)
+            return rc;
+    }
+    amqp_basic_consume(c->conn, CHANNEL, cbytes(queue), amqp_empty_bytes, 0, 1, 1,
+                       amqp_empty_table);
+    if ((rc = rpc_check(c, "basic.consume (tap)", err)) < 0)
+        return rc;
+    amqp_maybe_release_buffers(c->conn);
+    if (out_queue)
+        *out_queue = g_steal_pointer(&queue);
+    return 0;
+}

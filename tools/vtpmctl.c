@@ -1,0 +1,626 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vtpmctl: the operator's and the developer's client.
+ *
+ *   vtpmctl resolve      [--flavor-spec K=V]... [--image-prop K=V]...
+ *   vtpmctl capabilities [--connect URI] [--config FILE]
+ *   vtpmctl render-xml   [--secret-uuid UUID] [--virt-type T] [--console-log PATH] < spec.json
+ *   vtpmctl call         [--url URL] [--host HOST | --fanout] [--timeout S] METHOD [ARGS_JSON]
+ *
+ * Output is JSON on stdout.  Exit codes: 0 ok, 1 fault, 2 usage, 3 timeout.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <msgpack.h>
+
+#include "vtpm/error.h"
+#include "vtpm/proto.h"
+#include "caps.h"
+#include "client.h"
+#include "config.h"
+#include "domxml.h"
+#include "mpjson.h"
+#include "policy.h"
+
+enum { EXIT_OK = 0, EXIT_FAULT = 1, EXIT_USAGE = 2, EXIT_TIMEOUT = 3 };
+
+/* Largest instance spec accepted on stdin: the wire limit. */
+#define STDIN_MAX (1024 * 1024)
+
+static void
+print_json(JsonNode *node)
+{
+    g_autoptr(JsonGenerator) gen = json_generator_new();
+    g_autofree char *s = NULL;
+
+    json_generator_set_root(gen, node);
+    json_generator_set_pretty(gen, isatty(STDOUT_FILENO));
+    s = json_generator_to_data(gen, NULL);
+    printf("%s\n", s);
+}
+
+static int
+print_fault(const vtpm_error *err)
+{
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    g_autoptr(JsonNode) root = NULL;
+
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "fault");
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "code");
+    json_builder_add_string_value(b, vtpm_fault_name(err->code));
+    json_builder_set_member_name(b, "message");
+    json_builder_add_string_value(b, err->message);
+    json_builder_end_object(b);
+    json_builder_end_object(b);
+    root = json_builder_get_root(b);
+    print_json(root);
+    return EXIT_FAULT;
+}
+
+static int
+usage_error(GOptionContext *ctx, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static int
+usage_error(GOptionContext *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "vtpmctl: %s\n", msg);
+    if (ctx) {
+        g_autofree char *help = g_option_context_get_help(ctx, TRUE, NULL);
+        fprintf(stderr, "%s", help);
+    }
+    return EXIT_USAGE;
+}
+
+/* Parse argv with @entries; returns EXIT_USAGE (after printing) on error. */
+static int
+parse_options(GOptionContext *ctx, int *argc, char ***argv)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    if (!g_option_context_parse(ctx, argc, argv, &gerr))
+        return usage_error(ctx, "%s", gerr->message);
+    return 0;
+}
+
+/* ---- resolve ----------------------------------------------------------- */
+
+static int
+add_kv(GHashTable *table, const char *opt, const char *kv, GOptionContext *ctx)
+{
+    const char *eq = strchr(kv, '=');
+
+    if (!eq || eq == kv)
+        return usage_error(ctx, "%s expects KEY=VALUE, got '%s'", opt, kv);
+    g_hash_table_replace(table, g_strndup(kv, eq - kv), g_strdup(eq + 1));
+    return 0;
+}
+
+static JsonNode *
+device_to_json(const vtpm_device *dev)
+{
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    const char *traits[3];
+    size_t n;
+
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "vtpm");
+    if (dev->version == VTPM_VERSION_NONE) {
+        json_builder_add_null_value(b);
+    } else {
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "version");
+        json_builder_add_string_value(b, vtpm_version_str(dev->version));
+        json_builder_set_member_name(b, "model");
+        json_builder_add_string_value(b, vtpm_model_str(dev->model));
+        json_builder_set_member_name(b, "secret_security");
+        json_builder_add_string_value(b, vtpm_secret_security_str(dev->secret_security));
+        json_builder_set_member_name(b, "required_traits");
+        json_builder_begin_array(b);
+        n = vtpm_policy_required_traits(dev, traits);
+        for (size_t i = 0; i < n; i++)
+            json_builder_add_string_value(b, traits[i]);
+        json_builder_end_array(b);
+        json_builder_end_object(b);
+    }
+    json_builder_end_object(b);
+    return json_builder_get_root(b);
+}
+
+static int
+cmd_resolve(int argc, char **argv)
+{
+    g_auto(GStrv) specs = NULL;
+    g_auto(GStrv) props = NULL;
+    GOptionEntry entries[] = {
+        { "flavor-spec", 'f', 0, G_OPTION_ARG_STRING_ARRAY, &specs,
+          "A flavor extra spec (repeatable)", "KEY=VALUE" },
+        { "image-prop", 'i', 0, G_OPTION_ARG_STRING_ARRAY, &props,
+          "An image property (repeatable)", "KEY=VALUE" },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- resolve the vTPM a flavor and image ask for");
+    g_autoptr(GHashTable) fl = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GHashTable) im = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(JsonNode) out = NULL;
+    vtpm_device dev;
+    vtpm_error err = { 0 };
+    int rc;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "Prints {\"vtpm\": null} or {\"vtpm\": {version, model, secret_security, required_traits}};\n"
+        "on a fault prints {\"fault\": {code, message}} and exits 1.\n"
+        "Example: vtpmctl resolve -f hw:tpm_version=2.0 -i hw_tpm_model=tpm-crb\n");
+    if ((rc = parse_options(ctx, &argc, &argv)))
+        return rc;
+    if (argc > 1)
+        return usage_error(ctx, "unexpected argument '%s'", argv[1]);
+    for (char **p = specs; p && *p; p++)
+        if ((rc = add_kv(fl, "--flavor-spec", *p, ctx)))
+            return rc;
+    for (char **p = props; p && *p; p++)
+        if ((rc = add_kv(im, "--image-prop", *p, ctx)))
+            return rc;
+
+    if (vtpm_policy_resolve(fl, im, &dev, &err) < 0)
+        return print_fault(&err);
+    out = device_to_json(&dev);
+    print_json(out);
+    return EXIT_OK;
+}
+
+/* ---- capabilities ------------------------------------------------------ */
+
+static void
+silent_virt_error(void *data, virErrorPtr e)
+{
+    /* Errors are read with virGetLastErrorMessage and reported as JSON. */
+}
+
+static int
+print_msgpack_json(const char *data, size_t len)
+{
+    msgpack_unpacked up;
+    size_t off = 0;
+
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, data, len, &off) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacked_destroy(&up);
+        fprintf(stderr, "vtpmctl: internal error: cannot re-read packed data\n");
+        return EXIT_FAULT;
+    }
+    g_autofree char *s = vtpm_mpjson_to_string(&up.data, isatty(STDOUT_FILENO));
+    printf("%s\n", s);
+    msgpack_unpacked_destroy(&up);
+    return EXIT_OK;
+}
+
+static int
+load_config(const char *path, vtpm_config **out)
+{
+    vtpm_error err = { 0 };
+
+    if (!path) {
+        *out = vtpm_config_new_default();
+        return 0;
+    }
+    if (vtpm_config_load(path, out, &err) < 0) {
+        fprintf(stderr, "vtpmctl: %s\n", err.message);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static void
+caps_config_from(const vtpm_config *cfg, vtpm_caps_config *cc)
+{
+    cc->swtpm_enabled = cfg->libvirt.swtpm_enabled;
+    cc->swtpm_user = cfg->libvirt.swtpm_user;
+    cc->swtpm_group = cfg->libvirt.swtpm_group;
+    cc->secret_modes = cfg->vtpm.supported_secret_security;
+    cc->deployment_key_file = cfg->vtpm.deployment_key_file;
+}
+
+static int
+cmd_capabilities(int argc, char **argv)
+{
+    g_autofree char *uri = NULL;
+    g_autofree char *config = NULL;
+    GOptionEntry entries[] = {
+        { "connect", 'c', 0, G_OPTION_ARG_STRING, &uri,
+          "libvirt URI (default: [libvirt] uri of the config)", "URI" },
+        { "config", 0, 0, G_OPTION_ARG_FILENAME, &config,
+          "vtpmd config file whose [libvirt] and [vtpm] settings apply", "FILE" },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- show this host's vTPM capabilities and traits");
+    g_autoptr(vtpm_config) cfg = NULL;
+    g_autoptr(vtpm_caps) caps = NULL;
+    vtpm_host_facts facts = { 0 };
+    vtpm_caps_config cc = { 0 };
+    vtpm_error err = { 0 };
+    virConnectPtr conn;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    int rc;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "Prints {host, arch, libvirt_version, qemu_version, traits, missing: {trait: reason}, tpm}.\n"
+        "Every trait this host does not offer is listed under \"missing\" with the reason.\n");
+    if ((rc = parse_options(ctx, &argc, &argv)))
+        return rc;
+    if (argc > 1)
+        return usage_error(ctx, "unexpected argument '%s'", argv[1]);
+    if ((rc = load_config(config, &cfg)))
+        return rc;
+    caps_config_from(cfg, &cc);
+
+    virSetErrorFunc(NULL, silent_virt_error);
+    /* Domain capabilities need a read-write connection; a user without
+     * one still gets versions and the reason the TPM part is missing. */
+    conn = virConnectOpen(uri ? uri : cfg->libvirt.uri);
+    if (!conn)
+        conn = virConnectOpenReadOnly(uri ? uri : cfg->libvirt.uri);
+    if (!conn) {
+        vtpm_error_set(&err, VTPM_FAULT_HYPERVISOR_ERROR, "cannot connect to libvirt at %s: %s",
+                       uri ? uri : cfg->libvirt.uri, virGetLastErrorMessage());
+        return print_fault(&err);
+    }
+    rc = vtpm_caps_probe(conn, &cc, &facts, &err);
+    virConnectClose(conn);
+    if (rc < 0) {
+        vtpm_host_facts_clear(&facts);
+        return print_fault(&err);
+    }
+    caps = vtpm_caps_evaluate_take(cfg->worker.host, &facts, &cc);
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vtpm_caps_pack(caps, &pk);
+    rc = print_msgpack_json(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* ---- render-xml -------------------------------------------------------- */
+
+static int
+read_stdin(char **out, size_t *len, vtpm_error *err)
+{
+    g_autoptr(GString) s = g_string_new(NULL);
+    char buf[8192];
+    size_t n;
+
+    while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0) {
+        if (s->len + n > STDIN_MAX)
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                                  "input exceeds %d bytes", STDIN_MAX);
+        g_string_append_len(s, buf, n);
+    }
+    if (ferror(stdin))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "cannot read standard input");
+    *len = s->len;
+    *out = g_string_free(g_steal_pointer(&s), FALSE);
+    return 0;
+}
+
+/* The instance spec on stdin may be the spec itself or {"instance": spec}
+ * (a request's args), so that a captured request can be fed back. */
+static int
+decode_stdin_instance(vtpm_instance **out, vtpm_error *err)
+{
+    g_autofree char *json = NULL;
+    size_t len = 0;
+    msgpack_sbuffer sb;
+    msgpack_unpacked up;
+    const msgpack_object *spec;
+    size_t off = 0;
+    int rc;
+
+    if ((rc = read_stdin(&json, &len, err)) < 0)
+        return rc;
+    msgpack_sbuffer_init(&sb);
+    if ((rc = vtpm_mpjson_from_string(json, len, &sb, err)) < 0) {
+        msgpack_sbuffer_destroy(&sb);
+        return vtpm_error_prefix(err, "standard input");
+    }
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, sb.data, sb.size, &off) != MSGPACK_UNPACK_SUCCESS) {
+        rc = vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "standard input: not a JSON value");
+        goto out;
+    }
+    spec = &up.data;
+    if (spec->type == MSGPACK_OBJECT_MAP && vtpm_proto_map_get(spec, "instance"))
+        spec = vtpm_proto_map_get(spec, "instance");
+    rc = vtpm_proto_decode_instance(spec, "instance", out, err);
+out:
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+static int
+cmd_render_xml(int argc, char **argv)
+{
+    g_autofree char *secret_uuid = NULL;
+    g_autofree char *virt_type = NULL;
+    g_autofree char *console_log = NULL;
+    GOptionEntry entries[] = {
+        { "secret-uuid", 's', 0, G_OPTION_ARG_STRING, &secret_uuid,
+          "libvirt secret encrypting the vTPM state (adds <encryption>)", "UUID" },
+        { "virt-type", 0, 0, G_OPTION_ARG_STRING, &virt_type,
+          "domain type: qemu (TCG, default) or kvm", "TYPE" },
+        { "console-log", 0, 0, G_OPTION_ARG_FILENAME, &console_log,
+          "append the serial console to this file", "PATH" },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- print the libvirt domain XML for an instance spec (JSON on stdin)");
+    g_autoptr(vtpm_instance) inst = NULL;
+    g_autofree char *xml = NULL;
+    vtpm_domxml_params p = { 0 };
+    vtpm_device dev;
+    vtpm_error err = { 0 };
+    int rc;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "The spec is the wire protocol's instance spec as JSON (docs/protocol.md), or\n"
+        "{\"instance\": spec}. Binary fields are {\"$bin\": \"<base64>\"}.\n"
+        "The vTPM comes from the flavor extra specs and image properties, as in the worker.\n");
+    if ((rc = parse_options(ctx, &argc, &argv)))
+        return rc;
+    if (argc > 1)
+        return usage_error(ctx, "unexpected argument '%s'", argv[1]);
+    if (virt_type && strcmp(virt_type, "qemu") != 0 && strcmp(virt_type, "kvm") != 0)
+        return usage_error(ctx, "--virt-type must be qemu or kvm, got '%s'", virt_type);
+    if (secret_uuid) {
+        char canon[37];
+        if (vtpm_proto_parse_uuid(secret_uuid, "--secret-uuid", canon, &err) < 0)
+            return usage_error(ctx, "%s", err.message);
+    }
+
+    if (decode_stdin_instance(&inst, &err) < 0)
+        return print_fault(&err);
+    if (vtpm_policy_resolve(inst->flavor->extra_specs, inst->image->properties, &dev, &err) < 0)
+        return print_fault(&err);
+
+    p.inst = inst;
+    p.tpm = &dev;
+    p.secret_uuid = dev.version != VTPM_VERSION_NONE ? secret_uuid : NULL;
+    p.virt_type = virt_type ? virt_type : "qemu";
+    p.console_log = console_log;
+    if (vtpm_domxml_build(&p, &xml, &err) < 0)
+        return print_fault(&err);
+    fputs(xml, stdout);
+    return EXIT_OK;
+}
+
+/* ---- call -------------------------------------------------------------- */
+
+static int
+reply_exit_code(const char *body, size_t len, bool *ok)
+{
+    g_autoptr(vtpm_reply) rep = NULL;
+    vtpm_proto_limits lim;
+    vtpm_error err = { 0 };
+
+    vtpm_proto_limits_init(&lim);
+    lim.max_body = 64 * 1024 * 1024;
+    if (vtpm_proto_decode_reply(body, len, &lim, &rep, &err) < 0) {
+        fprintf(stderr, "vtpmctl: undecodable reply: %s\n", err.message);
+        *ok = false;
+        return EXIT_FAULT;
+    }
+    *ok = rep->ok;
+    return rep->ok ? EXIT_OK : EXIT_FAULT;
+}
+
+static bool
+packed_is_map(const char *data, size_t len)
+{
+    msgpack_unpacked up;
+    size_t off = 0;
+    bool is_map;
+
+    msgpack_unpacked_init(&up);
+    is_map = msgpack_unpack_next(&up, data, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+             up.data.type == MSGPACK_OBJECT_MAP;
+    msgpack_unpacked_destroy(&up);
+    return is_map;
+}
+
+static int
+cmd_call(int argc, char **argv)
+{
+    g_autofree char *url = NULL;
+    g_autofree char *host = NULL;
+    g_autofree char *config = NULL;
+    g_autofree char *request_id = NULL;
+    gboolean fanout = FALSE;
+    double timeout = 30.0;
+    gint64 deadline_ms_rel = 0;
+    GOptionEntry entries[] = {
+        { "url", 'u', 0, G_OPTION_ARG_STRING, &url,
+          "broker URL (default: [amqp] url of --config, else $VTPM_AMQP_URL)", "URL" },
+        { "config", 0, 0, G_OPTION_ARG_FILENAME, &config,
+          "vtpmd config file to take [amqp] and [worker] host from", "FILE" },
+        { "host", 'H', 0, G_OPTION_ARG_STRING, &host, "the worker to call (default: [worker] host)", "HOST" },
+        { "fanout", 0, 0, G_OPTION_ARG_NONE, &fanout,
+          "broadcast to every worker and collect all replies until the timeout", NULL },
+        { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &timeout, "seconds to wait (default 30)", "SECONDS" },
+        { "deadline", 0, 0, G_OPTION_ARG_INT64, &deadline_ms_rel,
+          "set deadline_ms this many milliseconds from now", "MS" },
+        { "request-id", 0, 0, G_OPTION_ARG_STRING, &request_id, "context.request_id", "ID" },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("METHOD [ARGS_JSON] - call a vtpmd worker and print the reply");
+    g_autoptr(vtpm_config) cfg = NULL;
+    g_autoptr(vtpm_client) client = NULL;
+    g_autoptr(GBytes) req = NULL;
+    g_autoptr(JsonArray) replies = NULL;
+    vtpm_client_params cp = { 0 };
+    vtpm_client_send_opts so = { 0 };
+    g_autofree char *corr = NULL;
+    g_autofree char *routing_key = NULL;
+    g_autofree char *rid = NULL;
+    msgpack_sbuffer args;
+    vtpm_error err = { 0 };
+    gint64 end_us;
+    int rc, worst = EXIT_OK;
+    size_t nreplies = 0;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "ARGS_JSON is the method's args map as JSON, e.g. '{\"instance\": {...}}';\n"
+        "binary fields are {\"$bin\": \"<base64>\"}.  Prints the reply envelope as JSON\n"
+        "({\"v\":1,\"ok\":true,\"result\":{...}} or {..., \"fault\": {code, message, retryable}}).\n"
+        "With --fanout prints a JSON array of every reply received before the timeout.\n"
+        "Exit: 0 ok, 1 fault, 2 usage, 3 timeout (no reply).\n");
+    if ((rc = parse_options(ctx, &argc, &argv)))
+        return rc;
+    if (argc < 2 || argc > 3)
+        return usage_error(ctx, "expected METHOD [ARGS_JSON]");
+    if (fanout && host)
+        return usage_error(ctx, "--host and --fanout are mutually exclusive");
+    if (timeout <= 0 || timeout > 86400)
+        return usage_error(ctx, "--timeout must be in (0, 86400] seconds");
+    if ((rc = load_config(config, &cfg)))
+        return rc;
+    if (!url)
+        url = g_strdup(config ? cfg->amqp.url : g_getenv("VTPM_AMQP_URL") ? g_getenv("VTPM_AMQP_URL") : cfg->amqp.url);
+    if (!host)
+        host = g_strdup(cfg->worker.host);
+
+    msgpack_sbuffer_init(&args);
+    if (argc == 3 && vtpm_mpjson_from_string(argv[2], -1, &args, &err) < 0) {
+        msgpack_sbuffer_destroy(&args);
+        return usage_error(ctx, "ARGS_JSON: %s", err.message);
+    }
+    if (argc == 3 && !packed_is_map(args.data, args.size)) {
+        msgpack_sbuffer_destroy(&args);
+        return usage_error(ctx, "ARGS_JSON must be a JSON object");
+    }
+    rid = request_id ? g_strdup(request_id) : g_strdup_printf("req-%s", g_uuid_string_random());
+    req = vtpm_proto_request_new(argv[1], args.data, args.size, rid,
+                                 deadline_ms_rel ? (uint64_t)(g_get_real_time() / 1000 + deadline_ms_rel) : 0);
+    msgpack_sbuffer_destroy(&args);
+
+    cp.url = url;
+    cp.cacert = cfg->amqp.cacert;
+    cp.cert = cfg->amqp.cert;
+    cp.key = cfg->amqp.key;
+    cp.exchange = cfg->amqp.exchange;
+    cp.topic = cfg->amqp.topic;
+    if (vtpm_client_connect(&cp, &client, &err) < 0)
+        return print_fault(&err);
+
+    routing_key = g_strdup_printf("%s.%s", cfg->amqp.topic, host);
+    so.fanout = fanout;
+    so.routing_key = fanout ? "" : routing_key;
+    if (vtpm_client_send(client, &so, g_bytes_get_data(req, NULL), g_bytes_get_size(req),
+                         &corr, &err) < 0)
+        return print_fault(&err);
+
+    replies = json_array_new();
+    end_us = g_get_monotonic_time() + (gint64)(timeout * G_USEC_PER_SEC);
+    for (;;) {
+        g_autoptr(vtpm_client_msg) m = NULL;
+        gint64 left_ms = (end_us - g_get_monotonic_time()) / 1000;
+        bool ok;
+        msgpack_unpacked up;
+        size_t off = 0;
+
+        if (left_ms <= 0)
+            break;
+        rc = vtpm_client_recv(client, (int)left_ms, &m, &err);
+        if (rc < 0)
+            return print_fault(&err);
+        if (rc == 1)
+            break;
+        if (!m->correlation_id || strcmp(m->correlation_id, corr) != 0)
+            continue; /* a stray reply of an earlier call on a reused queue */
+        rc = reply_exit_code(g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body), &ok);
+        if (rc > worst)
+            worst = rc;
+        msgpack_unpacked_init(&up);
+        if (msgpack_unpack_next(&up, g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
+                                &off) == MSGPACK_UNPACK_SUCCESS)
+            json_array_add_element(replies, vtpm_mpjson_to_json(&up.data));
+        msgpack_unpacked_destroy(&up);
+        nreplies++;
+        if (!fanout)
+            break;
+    }
+    if (nreplies == 0) {
+        fprintf(stderr, "vtpmctl: no reply from %s within %.1f s\n",
+                fanout ? "any worker" : host, timeout);
+        return EXIT_TIMEOUT;
+    }
+    if (fanout) {
+        g_autoptr(JsonNode) node = json_node_new(JSON_NODE_ARRAY);
+        json_node_set_array(node, replies);
+        print_json(node);
+    } else {
+        print_json(json_array_get_element(replies, 0));
+    }
+    return worst;
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    { "resolve", cmd_resolve, "resolve the vTPM a flavor + image ask for (offline)" },
+    { "capabilities", cmd_capabilities, "this host's vTPM traits, and why any is missing" },
+    { "render-xml", cmd_render_xml, "libvirt domain XML for an instance spec (JSON on stdin)" },
+    { "call", cmd_call, "call a vtpmd worker over AMQP and print the reply" },
+};
+
+static int
+main_usage(FILE *f)
+{
+    fprintf(f, "Usage: vtpmctl COMMAND [OPTIONS]\n\nCommands:\n");
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'vtpmctl COMMAND --help' describes a command.\n"
+               "Exit codes: 0 ok, 1 fault, 2 usage, 3 timeout.\n");
+    return f == stdout ? EXIT_OK : EXIT_USAGE;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2)
+        return main_usage(stderr);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0)
+        return main_usage(stdout);
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            g_autofree char *prg = g_strdup_printf("vtpmctl %s", commands[i].name);
+            g_set_prgname(prg);
+            return commands[i].fn(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "vtpmctl: unknown command '%s'\n", argv[1]);
+    return main_usage(stderr);
+}

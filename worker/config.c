@@ -1,0 +1,640 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "policy.h"
+
+#define CONFIG_MAX_FILE (1024 * 1024)
+
+typedef enum {
+    K_STR,  /* char *, non-empty */
+    K_PATH, /* char *, absolute */
+    K_BOOL, /* bool */
+    K_UINT, /* unsigned, min..max */
+    K_SIZE, /* size_t, min..max, suffix K/M */
+    K_ENUM, /* char *, one of the alternatives in the type string */
+    K_LIST, /* unsigned bit set of vtpm_secret_security */
+} key_kind;
+
+/* Extra validation of a string value: NULL when fine, else why not. */
+typedef char *(*check_fn)(const char *v);
+
+typedef struct {
+    vtpm_config_key k;
+    key_kind kind;
+    size_t off;
+    guint64 min, max;
+    check_fn check;
+} spec;
+
+static char *check_amqp_url(const char *v);
+static char *check_host(const char *v);
+static char *check_migration_uri(const char *v);
+
+#define F(field) offsetof(vtpm_config, field)
+#define KEY(g, n, t, d, h) { .group = g, .key = n, .type = t, .dflt = d, .help = h }
+
+static const spec specs[] = {
+    { KEY("amqp", "url", "string", "amqp://guest:guest@127.0.0.1:5672/%2f",
+          "Broker: amqp://user:pass@host:port/vhost, or amqps:// for TLS (needs cacert)."),
+      K_STR, F(amqp.url), .check = check_amqp_url },
+    { KEY("amqp", "cacert", "string", NULL,
+          "CA bundle for amqps (absolute path); the broker is always verified."),
+      K_PATH, F(amqp.cacert) },
+    { KEY("amqp", "cert", "string", NULL,
+          "Client certificate for amqps (absolute path); needs key."),
+      K_PATH, F(amqp.cert) },
+    { KEY("amqp", "key", "string", NULL,
+          "Private key of the client certificate (absolute path); needs cert."),
+      K_PATH, F(amqp.key) },
+    { KEY("amqp", "exchange", "string", "vtpm", "Topic exchange requests are published to."),
+      K_STR, F(amqp.exchange) },
+    { KEY("amqp", "topic", "string", "vtpm", "Prefix of queue names and routing keys."),
+      K_STR, F(amqp.topic) },
+    { KEY("amqp", "prefetch", "uint", "16", "Unacknowledged messages per consumer (1..65535)."),
+      K_UINT, F(amqp.prefetch), 1, 65535 },
+    { KEY("amqp", "heartbeat", "uint", "30", "AMQP heartbeat in seconds (0..3600, 0 = off)."),
+      K_UINT, F(amqp.heartbeat), 0, 3600 },
+    { KEY("amqp", "queue_type", "enum(classic|quorum)", "classic",
+          "Type of the queues vtpmd declares: classic or quorum."),
+      K_ENUM, F(amqp.queue_type) },
+
+    { KEY("worker", "host", "string", NULL,
+          "Name of this host in queue names (default: the hostname; [A-Za-z0-9._-], 1..255)."),
+      K_STR, F(worker.host), .check = check_host },
+    { KEY("worker", "workers", "uint", "4", "Requests handled in parallel (1..256)."),
+      K_UINT, F(worker.workers), 1, 256 },
+    { KEY("worker", "max_message_bytes", "size", "1048576",
+          "Largest request body accepted, bytes or with suffix K/M (1K..64M)."),
+      K_SIZE, F(worker.max_message_bytes), 1024, 64 * 1024 * 1024 },
+    { KEY("worker", "dedupe_size", "uint", "1024",
+          "Recent message ids remembered to drop redeliveries (0..1000000, 0 = off)."),
+      K_UINT, F(worker.dedupe_size), 0, 1000000 },
+
+    { KEY("libvirt", "uri", "string", "qemu:///system", "libvirt connection URI."),
+      K_STR, F(libvirt.uri) },
+    { KEY("libvirt", "swtpm_enabled", "bool", "false",
+          "Offer emulated TPMs (swtpm) to instances: true or false."),
+      K_BOOL, F(libvirt.swtpm_enabled) },
+    { KEY("libvirt", "swtpm_user", "string", "tss", "User swtpm runs as."),
+      K_STR, F(libvirt.swtpm_user) },
+    { KEY("libvirt", "swtpm_group", "string", "tss", "Group swtpm runs as."),
+      K_STR, F(libvirt.swtpm_group) },
+    { KEY("libvirt", "images_dir", "string", "/var/lib/vtpmd/images",
+          "Kernels, initrds and disks instances may boot from (absolute path)."),
+      K_PATH, F(libvirt.images_dir) },
+    { KEY("libvirt", "console_dir", "string", "/var/lib/vtpmd/console",
+          "Where serial console logs are written (absolute path)."),
+      K_PATH, F(libvirt.console_dir) },
+    { KEY("libvirt", "virt_type", "enum(auto|qemu|kvm)", "auto",
+          "Domain type: kvm, qemu (TCG) or auto (kvm when available)."),
+      K_ENUM, F(libvirt.virt_type) },
+    { KEY("libvirt", "shutdown_timeout", "uint", "60",
+          "Seconds a guest gets to power off before it is destroyed (0..3600)."),
+      K_UINT, F(libvirt.shutdown_timeout), 0, 3600 },
+    { KEY("libvirt", "migration_uri_template", "string", "qemu+tls://%s/system",
+          "libvirt URI of a migration target; exactly one %s, replaced by the host."),
+      K_STR, F(libvirt.migration_uri_template), .check = check_migration_uri },
+    { KEY("libvirt", "state_dir", "string", "/var/lib/libvirt/swtpm",
+          "Root of libvirt's swtpm state (absolute path)."),
+      K_PATH, F(libvirt.state_dir) },
+
+    { KEY("store", "uri", "string", NULL,
+          "libvirt URI of the storage holding vTPM state (default: [libvirt] uri)."),
+      K_STR, F(store.uri) },
+    { KEY("store", "shelve_pool", "string", "vtpm-shelved",
+          "Storage pool for the vTPM state of shelved instances."),
+      K_STR, F(store.shelve_pool) },
+    { KEY("store", "incoming_pool", "string", "vtpm-incoming",
+          "Storage pool receiving vTPM state from other hosts."),
+      K_STR, F(store.incoming_pool) },
+    { KEY("store", "pool_dir", "string", "/var/lib/vtpmd/pools",
+          "Where missing directory pools are created (absolute path)."),
+      K_PATH, F(store.pool_dir) },
+
+    { KEY("vtpm", "supported_secret_security", "list", "user;host",
+          "Secret security modes offered: user, host, deployment (';' or ',' separated)."),
+      K_LIST, F(vtpm.supported_secret_security) },
+    { KEY("vtpm", "deployment_key_file", "string", NULL,
+          "Key for the deployment secret mode (absolute path)."),
+      K_PATH, F(vtpm.deployment_key_file) },
+};
+
+#undef KEY
+#undef F
+
+const vtpm_config_key *
+vtpm_config_keys(size_t *n)
+{
+    /* The public view is derived from specs so that there is one table. */
+    static vtpm_config_key keys[G_N_ELEMENTS(specs) + 1];
+    static gsize once;
+
+    if (g_once_init_enter(&once)) {
+        for (size_t i = 0; i < G_N_ELEMENTS(specs); i++)
+            keys[i] = specs[i].k;
+        g_once_init_leave(&once, 1);
+    }
+    if (n)
+        *n = G_N_ELEMENTS(specs);
+    return keys;
+}
+
+static const spec *
+find_spec(const char *group, const char *key)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(specs); i++) {
+        if (strcmp(specs[i].k.group, group) == 0 && (!key || strcmp(specs[i].k.key, key) == 0))
+            return &specs[i];
+    }
+    return NULL;
+}
+
+/* ---- value checks ------------------------------------------------------- */
+
+static bool
+pct_encoded_ok(const char *s, const char *end)
+{
+    for (; s < end; s++) {
+        if (*s == '%') {
+            if (end - s < 3 || !g_ascii_isxdigit(s[1]) || !g_ascii_isxdigit(s[2]))
+                return false;
+            s += 2;
+        }
+    }
+    return true;
+}
+
+/* The grammar of librabbitmq's amqp_parse_url():
+ * amqp[s]://[user[:pass]@]host[:port][/vhost], host may be [IPv6]. */
+static char *
+check_amqp_url(const char *v)
+{
+    const char *p, *at, *host, *host_end, *slash;
+
+    if (g_str_has_prefix(v, "amqp://"))
+        p = v + strlen("amqp://");
+    else if (g_str_has_prefix(v, "amqps://"))
+        p = v + strlen("amqps://");
+    else
+        return g_strdup_printf("'%s' is not an amqp:// or amqps:// URL", v);
+
+    slash = strchr(p, '/');
+    if (!slash)
+        slash = p + strlen(p);
+    at = memchr(p, '@', (size_t)(slash - p));
+    if (at) {
+        if (!pct_encoded_ok(p, at))
+            return g_strdup("bad percent-encoding in user or password");
+        p = at + 1;
+    }
+    host = p;
+    if (*host == '[') {
+        host_end = memchr(host, ']', (size_t)(slash - host));
+        if (!host_end || host_end == host + 1)
+            return g_strdup("unterminated or empty [IPv6] host");
+        p = host_end + 1;
+    } else {
+        host_end = memchr(host, ':', (size_t)(slash - host));
+        if (!host_end)
+            host_end = slash;
+        if (host_end == host)
+            return g_strdup("URL has no host");
+        p = host_end;
+    }
+    if (*p == ':') {
+        g_autofree char *port = g_strndup(p + 1, (size_t)(slash - p - 1));
+        guint64 n;
+
+        if (!g_ascii_string_to_unsigned(port, 10, 1, 65535, &n, NULL))
+            return g_strdup_printf("bad port '%s'", port);
+    } else if (p != slash) {
+        return g_strdup("unexpected text after the host");
+    }
+    if (!pct_encoded_ok(slash, slash + strlen(slash)))
+        return g_strdup("bad percent-encoding in vhost");
+    if (*slash && strchr(slash + 1, '/'))
+        return g_strdup("vhost contains '/' (write it as %2f)");
+    return NULL;
+}
+
+static char *
+check_host(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n > 255)
+        return g_strdup_printf("longer than 255 characters (%zu)", n);
+    for (const char *p = v; *p; p++) {
+        if (!g_ascii_isalnum(*p) && *p != '.' && *p != '_' && *p != '-')
+            return g_strdup_printf("'%s' contains '%c' (allowed: A-Z a-z 0-9 . _ -)", v, *p);
+    }
+    return NULL;
+}
+
+/* The template is expanded with the destination host only, so anything
+ * but one "%s" would read a missing argument or mangle the URI. */
+static char *
+check_migration_uri(const char *v)
+{
+    unsigned n = 0;
+
+    for (const char *p = strchr(v, '%'); p; p = strchr(p + 2, '%')) {
+        if (p[1] != 's')
+            return g_strdup_printf("'%s' contains a %% directive other than %%s", v);
+        n++;
+    }
+    if (n != 1)
+        return g_strdup_printf("'%s' must contain exactly one %%s (found %u)", v, n);
+    return NULL;
+}
+
+/* ---- typed parsers ------------------------------------------------------ */
+
+static char *
+size_text(guint64 n)
+{
+    if (n % (1024 * 1024) == 0)
+        return g_strdup_printf("%" G_GUINT64_FORMAT "M", n / (1024 * 1024));
+    if (n % 1024 == 0)
+        return g_strdup_printf("%" G_GUINT64_FORMAT "K", n / 1024);
+    return g_strdup_printf("%" G_GUINT64_FORMAT, n);
+}
+
+static char *
+parse_size(const char *v, const spec *s, guint64 *out)
+{
+    g_autofree char *digits = g_strdup(v);
+    size_t len = strlen(digits);
+    guint64 mult = 1, n = 0;
+    bool too_big = false;
+
+    if (len > 0 && strchr("kK", digits[len - 1]))
+        mult = 1024;
+    else if (len > 0 && strchr("mM", digits[len - 1]))
+        mult = 1024 * 1024;
+    if (mult != 1)
+        digits[len - 1] = '\0';
+    if (!g_ascii_string_to_unsigned(digits, 10, 0, G_MAXUINT64 / mult, &n, NULL)) {
+        if (!digits[0] || strspn(digits, "0123456789") != strlen(digits))
+            return g_strdup_printf("'%s' is not a size (bytes, or a number with suffix K or M)", v);
+        too_big = true;
+    }
+    if (too_big || n > s->max / mult || n * mult < s->min) {
+        g_autofree char *lo = size_text(s->min);
+        g_autofree char *hi = size_text(s->max);
+        return g_strdup_printf("%s is out of range %s..%s", v, lo, hi);
+    }
+    *out = n * mult;
+    return NULL;
+}
+
+static char *
+parse_uint(const char *v, const spec *s, guint64 *out)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (g_ascii_string_to_unsigned(v, 10, s->min, s->max, out, &error))
+        return NULL;
+    if (g_error_matches(error, G_NUMBER_PARSER_ERROR, G_NUMBER_PARSER_ERROR_OUT_OF_BOUNDS))
+        return g_strdup_printf("%s is out of range %" G_GUINT64_FORMAT "..%" G_GUINT64_FORMAT,
+                               v, s->min, s->max);
+    return g_strdup_printf("'%s' is not a number", v);
+}
+
+static char *
+parse_enum(const char *v, const spec *s)
+{
+    /* The alternatives are those of the type string, "enum(a|b|c)". */
+    const char *alts = s->k.type + strlen("enum(");
+    g_autofree char *list = g_strndup(alts, strlen(alts) - 1);
+    g_auto(GStrv) names = g_strsplit(list, "|", -1);
+
+    if (g_strv_contains((const char *const *)names, v))
+        return NULL;
+    return g_strdup_printf("'%s' is not one of %s", v, list);
+}
+
+static char *
+parse_modes(const char *v, unsigned *out)
+{
+    g_auto(GStrv) items = g_strsplit_set(v, ",;", -1);
+    unsigned bits = 0;
+
+    for (char **it = items; *it; it++) {
+        int m;
+
+        g_strstrip(*it);
+        if (!**it)
+            continue; /* "user;host;" is the GKeyFile list style */
+        m = vtpm_secret_security_parse(*it);
+        if (m < 0)
+            return g_strdup_printf("'%s' is not one of user|host|deployment", *it);
+        bits |= 1u << m;
+    }
+    if (!bits)
+        return g_strdup("names no mode (user|host|deployment)");
+    *out = bits;
+    return NULL;
+}
+
+/* Store @v (already unescaped) into @cfg; NULL, or why it is invalid. */
+static char *
+set_value(const spec *s, const char *v, vtpm_config *cfg)
+{
+    void *field = (char *)cfg + s->off;
+    char *why = NULL;
+    guint64 n = 0;
+    unsigned bits = 0;
+
+    switch (s->kind) {
+    case K_STR:
+    case K_PATH:
+    case K_ENUM:
+        if (!*v)
+            return g_strdup("empty value (comment the key out to get the default)");
+        if (s->kind == K_PATH && !g_path_is_absolute(v))
+            return g_strdup_printf("'%s' is not an absolute path", v);
+        if (s->kind == K_ENUM && (why = parse_enum(v, s)))
+            return why;
+        if (s->check && (why = s->check(v)))
+            return why;
+        g_free(*(char **)field);
+        *(char **)field = g_strdup(v);
+        return NULL;
+    case K_BOOL:
+        /* What g_key_file_get_boolean() accepts. */
+        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+            *(bool *)field = true;
+        else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+            *(bool *)field = false;
+        else
+            return g_strdup_printf("'%s' is not a boolean (true or false)", v);
+        return NULL;
+    case K_UINT:
+        if ((why = parse_uint(v, s, &n)))
+            return why;
+        *(unsigned *)field = (unsigned)n;
+        return NULL;
+    case K_SIZE:
+        if ((why = parse_size(v, s, &n)))
+            return why;
+        *(size_t *)field = (size_t)n;
+        return NULL;
+    case K_LIST:
+        if ((why = parse_modes(v, &bits)))
+            return why;
+        *(unsigned *)field = bits;
+        return NULL;
+    }
+    return g_strdup("internal: unknown key type");
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+vtpm_config *
+vtpm_config_new_default(void)
+{
+    vtpm_config *cfg = g_new0(vtpm_config, 1);
+
+    /* Defaults go through the parser so that they are the table's by
+     * construction; the tests make sure every one of them parses. */
+    for (size_t i = 0; i < G_N_ELEMENTS(specs); i++) {
+        g_autofree char *why = NULL;
+
+        if (specs[i].k.dflt)
+            why = set_value(&specs[i], specs[i].k.dflt, cfg);
+        g_assert(why == NULL);
+    }
+    cfg->worker.host = g_strdup(g_get_host_name());
+    return cfg;
+}
+
+void
+vtpm_config_free(vtpm_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < G_N_ELEMENTS(specs); i++) {
+        if (specs[i].kind == K_STR || specs[i].kind == K_PATH || specs[i].kind == K_ENUM)
+            g_free(*(char **)((char *)cfg + specs[i].off));
+    }
+    g_free(cfg->path);
+    g_free(cfg);
+}
+
+/* ---- parsing ------------------------------------------------------------ */
+
+/*
+ * GKeyFile keeps only the last of duplicate keys and no line numbers, so
+ * the text is walked line by line (as GKeyFile splits it) and each
+ * occurrence's raw value is decoded on its own by GKeyFile, which keeps
+ * its escape rules (\s, \n, \\, ...) without reimplementing them.
+ */
+static char *
+decode_value(const char *raw, char **why)
+{
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+    g_autoptr(GError) error = NULL;
+    g_autofree char *doc = NULL;
+    g_autofree char *v = NULL;
+
+    if (!g_utf8_validate(raw, -1, NULL)) {
+        *why = g_strdup("value is not UTF-8");
+        return NULL;
+    }
+    doc = g_strconcat("[v]\nv=", raw, "\n", NULL);
+    /* GLib may return a value *and* set an error for a bad escape. */
+    if (g_key_file_load_from_data(kf, doc, (gsize)-1, G_KEY_FILE_NONE, &error))
+        v = g_key_file_get_string(kf, "v", "v", &error);
+    if (error || !v) {
+        *why = g_strdup_printf("'%s' has an invalid escape sequence", raw);
+        return NULL;
+    }
+    return g_steal_pointer(&v);
+}
+
+typedef struct {
+    const char *name;
+    GHashTable *seen; /* "group\nkey" -> line */
+    char *group;      /* current [group], NULL before the first */
+} scan;
+
+static int
+scan_line(scan *sc, char *line, unsigned lineno, vtpm_config *cfg, vtpm_error *err)
+{
+    g_autofree char *id = NULL;
+    g_autofree char *v = NULL;
+    g_autofree char *why = NULL;
+    const spec *s;
+    char *eq;
+
+    while (g_ascii_isspace(*line))
+        line++;
+    if (*line == '\0' || *line == '#')
+        return 0;
+    if (*line == '[') {
+        char *close = strrchr(line, ']');
+
+        g_free(sc->group);
+        sc->group = g_strndup(line + 1, close ? (size_t)(close - line - 1) : strlen(line + 1));
+        if (!find_spec(sc->group, NULL))
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s:%u: [%s]: unknown group",
+                                  sc->name, lineno, sc->group);
+        return 0;
+    }
+    eq = strchr(line, '=');
+    if (!eq || !sc->group)
+        return 0; /* GKeyFile has already refused the file */
+    *eq = '\0';
+    g_strchomp(line);
+
+    s = find_spec(sc->group, line);
+    if (!s)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s:%u: [%s] %s: unknown key",
+                              sc->name, lineno, sc->group, line);
+    id = g_strconcat(s->k.group, "\n", s->k.key, NULL);
+    if (g_hash_table_contains(sc->seen, id))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "%s:%u: [%s] %s: duplicate key (first set on line %u)",
+                              sc->name, lineno, sc->group, line,
+                              GPOINTER_TO_UINT(g_hash_table_lookup(sc->seen, id)));
+    g_hash_table_insert(sc->seen, g_steal_pointer(&id), GUINT_TO_POINTER(lineno));
+
+    /* GKeyFile keeps trailing blanks; "workers = 4 " must still be 4. */
+    g_strchomp(eq + 1);
+    v = decode_value(eq + 1, &why);
+    if (v)
+        why = set_value(s, v, cfg);
+    if (why)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s:%u: [%s] %s: %s",
+                              sc->name, lineno, sc->group, line, why);
+    return 0;
+}
+
+static unsigned
+line_of(scan *sc, const char *group, const char *key)
+{
+    g_autofree char *id = g_strconcat(group, "\n", key, NULL);
+
+    return GPOINTER_TO_UINT(g_hash_table_lookup(sc->seen, id));
+}
+
+/* Checks between keys, once every value is valid on its own. */
+static int
+check_combination(scan *sc, const vtpm_config *cfg, vtpm_error *err)
+{
+    g_autofree char *why = NULL;
+
+    if (g_str_has_prefix(cfg->amqp.url, "amqps://") && !cfg->amqp.cacert)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "%s:%u: [amqp] url: amqps needs [amqp] cacert", sc->name,
+                              line_of(sc, "amqp", "url"));
+    if (!cfg->amqp.cert != !cfg->amqp.key) {
+        const char *has = cfg->amqp.cert ? "cert" : "key";
+
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "%s:%u: [amqp] %s: cert and key go together", sc->name,
+                              line_of(sc, "amqp", has), has);
+    }
+    /* The hostname default is not from the file, so it is checked here. */
+    if ((why = check_host(cfg->worker.host)))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "%s: [worker] host: the hostname %s; set host", sc->name, why);
+    return 0;
+}
+
+int
+vtpm_config_load_data(const char *name, const char *data, vtpm_config **out,
+                      vtpm_error *err)
+{
+    g_autoptr(vtpm_config) cfg = vtpm_config_new_default();
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    g_auto(GStrv) lines = NULL;
+    scan sc = { .name = name, .seen = seen };
+    int rc = 0;
+
+    /* Syntax first, with GLib's own message. */
+    if (!g_key_file_load_from_data(kf, data, (gsize)-1, G_KEY_FILE_NONE, &error))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s: %s", name, error->message);
+
+    lines = g_strsplit(data, "\n", -1);
+    for (unsigned i = 0; lines[i] && rc == 0; i++) {
+        size_t len = strlen(lines[i]);
+
+        if (len > 0 && lines[i][len - 1] == '\r')
+            lines[i][len - 1] = '\0';
+        rc = scan_line(&sc, lines[i], i + 1, cfg, err);
+    }
+    g_free(sc.group);
+    if (rc == 0)
+        rc = check_combination(&sc, cfg, err);
+    if (rc < 0)
+        return rc;
+
+    cfg->path = g_strdup(name);
+    *out = g_steal_pointer(&cfg);
+    return 0;
+}
+
+/* Regular files only (a FIFO would block, /dev/zero never ends), and the
+ * limit applies while reading, since the file may grow after fstat. */
+static int
+read_limited(const char *path, char **out, vtpm_error *err)
+{
+    g_autoptr(GString) buf = g_string_sized_new(4096);
+    char chunk[4096];
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+    if (fd < 0)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s: %s", path,
+                              g_strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s: not a regular file", path);
+    }
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+
+            close(fd);
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s: %s", path, g_strerror(e));
+        }
+        if (n == 0)
+            break;
+        if (buf->len + (size_t)n > CONFIG_MAX_FILE) {
+            close(fd);
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s: larger than %d bytes",
+                                  path, CONFIG_MAX_FILE);
+        }
+        g_string_append_len(buf, chunk, n);
+    }
+    close(fd);
+    if (strlen(buf->str) != buf->len)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s: contains a NUL byte", path);
+    *out = g_string_free(g_steal_pointer(&buf), FALSE);
+    return 0;
+}
+
+int
+vtpm_config_load(const char *path, vtpm_config **out, vtpm_error *err)
+{
+    g_autofree char *data = NULL;
+    int rc = read_limited(path, &data, err);
+
+    if (rc < 0)
+        return rc;
+    return vtpm_config_load_data(path, data, out, err);
+}

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Libvirt domain XML for an instance.  One builder used by the worker and
+ * by `vtpmctl render-xml`.  Every value that comes from a peer is escaped
+ * (g_markup_printf_escaped); nothing is pasted into XML unescaped.
+ */
+#pragma once
+
+#include "vtpm/error.h"
+#include "vtpm/proto.h"
+#include "policy.h"
+
+/* Namespace of the <metadata> element recording what a domain was built
+ * from: <vtpmd:instance spec_digest> (its first attribute, when given)
+ * with <vtpmd:flavor name>, <vtpmd:image id> and, only when the domain
+ * has a vTPM, <vtpmd:vtpm version model secret_security> (the strings of
+ * policy.h). */
+#define VTPM_DOMXML_NS "https://vtpmd.invalid/xmlns/instance/1"
+#define VTPM_DOMXML_NS_PREFIX "vtpmd"
+
+typedef struct {
+    const vtpm_instance *inst;
+    const vtpm_device *tpm;     /* NULL or version NONE: no <tpm> */
+    const char *secret_uuid;    /* libvirt secret for swtpm state encryption; NULL: none */
+    const char *virt_type;      /* "qemu" (TCG) or "kvm"; NULL = "qemu" */
+    const char *console_log;    /* serial console appended to this file; NULL: pty */
+    /* Boot paths already confined by the caller (NULL: take inst->boot as is). */
+    const char *kernel;
+    const char *initrd;
+    const char *disk;
+    /* Recorded in the metadata as spec_digest='...' (64 hex chars) so that
+     * a repeated spawn can tell a redelivery from a conflict; NULL: none. */
+    const char *spec_digest;
+} vtpm_domxml_params;
+
+/* Domain name for an instance: "instance-<uuid>" (the UUID is the libvirt
+ * domain UUID too, as in Nova).  Names given by users go into <title>. */
+char *vtpm_domxml_domain_name(const char *uuid);
+
+/* CRB with TPM 1.2 is refused here (InvalidTPMConfig), before libvirt. */
+int vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err);

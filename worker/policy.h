@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vTPM policy: turns a flavor's extra specs and an image's properties into
+ * "no vTPM" or the vTPM device to give, exactly as OpenStack Nova's
+ * hardware.get_vtpm_constraint does, plus the seed spec's trait and
+ * upper-case model forms.  Pure: no I/O, no global state.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <glib.h>
+
+#include "vtpm/error.h"
+
+typedef enum {
+    VTPM_VERSION_NONE = 0, /* no vTPM */
+    VTPM_VERSION_1_2,
+    VTPM_VERSION_2_0,
+} vtpm_version;
+
+typedef enum {
+    VTPM_MODEL_TIS = 0,
+    VTPM_MODEL_CRB,
+} vtpm_model;
+
+typedef enum {
+    VTPM_SECRET_USER = 0,
+    VTPM_SECRET_HOST,
+    VTPM_SECRET_DEPLOYMENT,
+    VTPM_SECRET__COUNT
+} vtpm_secret_security;
+
+typedef struct {
+    vtpm_version version; /* VTPM_VERSION_NONE: the instance gets no vTPM */
+    vtpm_model model;
+    vtpm_secret_security secret_security;
+} vtpm_device;
+
+#define VTPM_TRAIT_TPM_1_2 "COMPUTE_SECURITY_TPM_1_2"
+#define VTPM_TRAIT_TPM_2_0 "COMPUTE_SECURITY_TPM_2_0"
+#define VTPM_TRAIT_TPM_TIS "COMPUTE_SECURITY_TPM_TIS"
+#define VTPM_TRAIT_TPM_CRB "COMPUTE_SECURITY_TPM_CRB"
+#define VTPM_TRAIT_SECRET_USER "COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER"
+#define VTPM_TRAIT_SECRET_HOST "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST"
+#define VTPM_TRAIT_SECRET_DEPLOYMENT "COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT"
+
+/*
+ * @extra_specs and @image_props map str -> str; either may be NULL (empty).
+ * Faults: InvalidTPMConfig, FlavorImageConflict; the message names the
+ * offending key(s), value(s) and source(s) (flavor / image).
+ */
+int vtpm_policy_resolve(GHashTable *extra_specs, GHashTable *image_props,
+                        vtpm_device *out, vtpm_error *err);
+
+/* The traits a host must provide for @dev (version, model, secret
+ * security), in that order.  Returns how many were stored (0 when the
+ * device is VTPM_VERSION_NONE, else 3). */
+size_t vtpm_policy_required_traits(const vtpm_device *dev, const char *out[3]);
+
+bool vtpm_device_equal(const vtpm_device *a, const vtpm_device *b);
+
+/* "1.2" / "2.0" (NULL for NONE), "tpm-tis" / "tpm-crb", "user" / "host" / "deployment" */
+const char *vtpm_version_str(vtpm_version v);
+const char *vtpm_model_str(vtpm_model m);
+const char *vtpm_secret_security_str(vtpm_secret_security s);
+/* Strict parsers of the canonical strings; -1 when not recognised. */
+int vtpm_version_parse(const char *s);
+int vtpm_model_parse(const char *s);
+int vtpm_secret_security_parse(const char *s);
+/* The traits naming a version / model / secret-security mode. */
+const char *vtpm_version_trait(vtpm_version v);
+const char *vtpm_model_trait(vtpm_model m);
+const char *vtpm_secret_security_trait(vtpm_secret_security s);
