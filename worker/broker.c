@@ -1,0 +1,1090 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Notes on rabbitmq-c 0.11, which this module leans on (librabbitmq/
+ * amqp_socket.c, wait_frame_inner):
+ *
+ *   - amqp_simple_wait_frame_noblock(), once its buffer is drained, sends a
+ *     heartbeat frame when the send deadline has passed (every frame sent
+ *     moves that deadline), so calling it once per wake-up keeps our side
+ *     of the heartbeat going.
+ *   - It reports a missed broker heartbeat (AMQP_STATUS_HEARTBEAT_TIMEOUT,
+ *     two intervals without a byte) only when that deadline is earlier than
+ *     the caller's.  A zero timeval is the "immediate" deadline, earlier
+ *     than any, so the check would never fire: the loop passes 1 us instead
+ *     (still a poll(0)).  Checking it ourselves does not work: heartbeat
+ *     frames are swallowed inside the library, and one that arrives between
+ *     our poll() and its recv() leaves no trace.
+ *   - Heartbeat frames read by wait_frame_inner are swallowed, but the ones
+ *     amqp_basic_publish() reads through amqp_try_recv() are queued and come
+ *     back from amqp_simple_wait_frame_noblock(): they are ignored here.
+ *   - Decoded frames live in per-channel pools; everything a delivery needs
+ *     is copied out at once, so the pool is recycled after every frame.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <amqp.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+
+#include "broker.h"
+
+enum {
+    CHANNEL = 1,
+    FRAME_MAX = 131072,
+    CONNECT_TIMEOUT_S = 10,
+    RPC_TIMEOUT_S = 30,
+    FRAME_BUDGET = 256,         /* frames per wake-up before posted actions get a turn */
+    TICK_MS = 1000,
+    BACKOFF_START_MS = 100,
+    RECONNECT_MAX_DEFAULT_MS = 30000,
+    STABLE_CONNECTION_S = 10,   /* a connection that lived this long resets the backoff */
+    SHORTSTR_MAX = 255,
+    URL_MAX = 4096,
+    PREFETCH_DEFAULT = 16,
+};
+
+#define MAX_MESSAGE_DEFAULT ((size_t)1 << 20)
+#define MAX_MESSAGE_LIMIT ((size_t)1 << 30)
+#define CONTENT_TYPE "application/msgpack"
+#define TAG_DIRECT "vtpmd.direct"
+#define TAG_FANOUT "vtpmd.fanout"
+
+typedef enum { ACT_REPLY, ACT_PUBLISH, ACT_CALL } act_kind;
+
+typedef struct {
+    act_kind kind;
+    char *exchange;
+    char *routing_key; /* ACT_REPLY: the reply_to queue */
+    char *correlation_id;
+    GBytes *body;
+    bool ack;
+    uint64_t delivery_tag;
+    uint64_t generation;
+    void (*fn)(void *data);
+    void *data;
+} act;
+
+typedef enum { RX_IDLE, RX_HEADER, RX_BODY } rx_stage;
+
+struct vtpm_broker {
+    /* Immutable after vtpm_broker_new(). */
+    char *url;                       /* cut up by amqp_parse_url: ci points into it */
+    struct amqp_connection_info ci;
+    char *cacert, *cert, *key;
+    char *exchange, *queue_type;
+    char *queue;                     /* <topic>.<host>, also its routing key */
+    char *fanout_exchange;           /* <topic>_fanout */
+    char *conn_name;
+    unsigned prefetch, heartbeat, reconnect_max_ms;
+    size_t max_message_bytes;
+    vtpm_broker_callbacks cb;
+    int wake_fd;
+
+    /* Any thread. */
+    atomic_bool stop_requested;
+    GMutex lock;
+    GQueue acts;                     /* act *, guarded by lock */
+    bool (*drained)(void *user);     /* guarded by lock */
+
+    /* I/O thread only. */
+    amqp_connection_state_t conn;
+    uint64_t generation;
+    bool cancelled;                  /* basic.cancel sent for both consumers */
+    char *broken;                    /* first reason the connection must go */
+    int hb;                          /* negotiated heartbeat, seconds */
+    rx_stage rx;
+    vtpm_broker_delivery *rx_d;
+    uint8_t *rx_buf;
+    uint64_t rx_got;
+};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+void
+vtpm_broker_delivery_free(vtpm_broker_delivery *d)
+{
+    if (!d)
+        return;
+    g_free(d->exchange);
+    g_free(d->routing_key);
+    g_free(d->reply_to);
+    g_free(d->correlation_id);
+    g_free(d->message_id);
+    g_free(d->content_type);
+    if (d->body)
+        g_bytes_unref(d->body);
+    g_free(d);
+}
+
+static void
+act_free(act *x)
+{
+    if (!x)
+        return;
+    g_free(x->exchange);
+    g_free(x->routing_key);
+    g_free(x->correlation_id);
+    if (x->body)
+        g_bytes_unref(x->body);
+    g_free(x);
+}
+
+static char *
+bytes_dup(amqp_bytes_t b)
+{
+    return b.len ? g_strndup(b.bytes, b.len) : g_strdup("");
+}
+
+/* An absent or empty property is NULL: an empty reply_to is a cast. */
+static char *
+prop_dup(const amqp_basic_properties_t *p, amqp_flags_t flag, amqp_bytes_t b)
+{
+    return (p->_flags & flag) && b.len ? g_strndup(b.bytes, b.len) : NULL;
+}
+
+static amqp_bytes_t
+cbytes(const char *s)
+{
+    return amqp_cstring_bytes(s);
+}
+
+static bool
+shortstr_ok(const char *s)
+{
+    return !s || strlen(s) <= SHORTSTR_MAX;
+}
+
+static void
+wake(vtpm_broker *a)
+{
+    uint64_t one = 1;
+
+    /* Only fails when the counter is saturated: a wake-up is pending anyway. */
+    if (write(a->wake_fd, &one, sizeof(one)) < 0)
+        return;
+}
+
+static void
+set_broken(vtpm_broker *a, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static void
+set_broken(vtpm_broker *a, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (a->broken)
+        return;
+    va_start(ap, fmt);
+    a->broken = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+}
+
+/* amqp_parse_url() quietly turns an empty host into "localhost": a URL
+ * like amqp://:5672/ is more likely a template left unfilled. */
+static bool
+host_empty(const char *url)
+{
+    const char *auth = strstr(url, "://");
+    const char *end, *at;
+
+    if (!auth)
+        return false;
+    auth += 3;
+    end = auth + strcspn(auth, "/?#");
+    at = memchr(auth, '@', (size_t)(end - auth));
+    if (at)
+        auth = at + 1;
+    return auth == end || *auth == ':';
+}
+
+static int
+parse_url(const char *url, char **buf_out, struct amqp_connection_info *ci, vtpm_error *err)
+{
+    g_autofree char *buf = NULL;
+
+    if (!url || !*url)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: empty");
+    if (strlen(url) > URL_MAX)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: longer than %d bytes",
+                              URL_MAX);
+    buf = g_strdup(url);
+    /* Never echo the URL: it may hold a password. */
+    if (amqp_parse_url(buf, ci) != AMQP_STATUS_OK)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "broker URL: expected amqp[s]://user:pass@host:port/vhost");
+    if (!*ci->host || host_empty(url))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: empty host");
+    if (ci->port <= 0)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: port must be 1..65535");
+    if (!*ci->vhost)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "broker URL: empty vhost (write %%2f for \"/\")");
+    if (!shortstr_ok(ci->vhost) || !shortstr_ok(ci->host))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: host or vhost too long");
+    *buf_out = g_steal_pointer(&buf);
+    return 0;
+}
+
+int
+vtpm_broker_check_url(const char *url, vtpm_error *err)
+{
+    g_autofree char *buf = NULL;
+    struct amqp_connection_info ci;
+
+    return parse_url(url, &buf, &ci, err);
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+int
+vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *cb, vtpm_broker **out,
+              vtpm_error *err)
+{
+    g_autofree char *url = NULL;
+    g_autofree char *queue = NULL;
+    g_autofree char *fanout = NULL;
+    struct amqp_connection_info ci;
+    const char *exchange, *topic, *qtype;
+    vtpm_broker *a;
+    int fd, rc;
+
+    if (!params || !cb || !cb->on_delivery)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp: no parameters or on_delivery");
+    if ((rc = parse_url(params->url, &url, &ci, err)) < 0)
+        return rc;
+    if (ci.ssl && (!params->cacert || !*params->cacert))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqps:// needs a CA file (cacert) to verify the broker");
+    if (!params->cert != !params->key)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "TLS client cert and key must be given together");
+    exchange = params->exchange ? params->exchange : "vtpm";
+    topic = params->topic ? params->topic : "vtpm";
+    qtype = params->queue_type ? params->queue_type : "classic";
+    if (!params->host || !*params->host)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp: no host name");
+    if (!*exchange || !*topic)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp: empty exchange or topic");
+    if (strcmp(qtype, "classic") != 0 && strcmp(qtype, "quorum") != 0)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp: queue type must be classic or quorum, not \"%s\"", qtype);
+    queue = g_strdup_printf("%s.%s", topic, params->host);
+    fanout = g_strdup_printf("%s_fanout", topic);
+    if (!shortstr_ok(exchange) || !shortstr_ok(queue) || !shortstr_ok(fanout))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp: exchange, queue or fanout exchange name over %d bytes",
+                              SHORTSTR_MAX);
+    if (params->prefetch > UINT16_MAX)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp: prefetch must be 1..65535");
+    if (params->heartbeat > UINT16_MAX)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp: heartbeat must be 0..65535 s");
+    if (params->max_message_bytes > MAX_MESSAGE_LIMIT)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp: max_message_bytes over %zu",
+                              MAX_MESSAGE_LIMIT);
+
+    fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "eventfd: %s", g_strerror(errno));
+
+    a = g_new0(vtpm_broker, 1);
+    a->url = g_steal_pointer(&url);
+    a->ci = ci;
+    a->cacert = g_strdup(params->cacert);
+    a->cert = g_strdup(params->cert);
+    a->key = g_strdup(params->key);
+    a->exchange = g_strdup(exchange);
+    a->queue_type = g_strdup(qtype);
+    a->queue = g_steal_pointer(&queue);
+    a->fanout_exchange = g_steal_pointer(&fanout);
+    a->conn_name = g_strdup_printf("vtpmd@%s", params->host);
+    /* 0 would mean "unlimited" to the broker: deliveries in flight are the
+     * one input the broker pushes at us, so they are always bounded. */
+    a->prefetch = params->prefetch ? params->prefetch : PREFETCH_DEFAULT;
+    a->heartbeat = params->heartbeat;
+    a->max_message_bytes = params->max_message_bytes ? params->max_message_bytes
+                                                     : MAX_MESSAGE_DEFAULT;
+    a->reconnect_max_ms = params->reconnect_max_ms ? params->reconnect_max_ms
+                                                   : RECONNECT_MAX_DEFAULT_MS;
+    a->cb = *cb;
+    a->wake_fd = fd;
+    atomic_init(&a->stop_requested, false);
+    g_mutex_init(&a->lock);
+    g_queue_init(&a->acts);
+    *out = a;
+    return 0;
+}
+
+static void
+rx_reset(vtpm_broker *a)
+{
+    vtpm_broker_delivery_free(g_steal_pointer(&a->rx_d));
+    g_clear_pointer(&a->rx_buf, g_free);
+    a->rx = RX_IDLE;
+    a->rx_got = 0;
+}
+
+/* Unexecuted actions are dropped, post_call data included: the loop that
+ * could run them is gone. */
+void
+vtpm_broker_free(vtpm_broker *a)
+{
+    act *x;
+
+    if (!a)
+        return;
+    if (a->conn)
+        amqp_destroy_connection(a->conn);
+    rx_reset(a);
+    while ((x = g_queue_pop_head(&a->acts)))
+        act_free(x);
+    close(a->wake_fd);
+    g_mutex_clear(&a->lock);
+    g_free(a->broken);
+    g_free(a->url);
+    g_free(a->cacert);
+    g_free(a->cert);
+    g_free(a->key);
+    g_free(a->exchange);
+    g_free(a->queue_type);
+    g_free(a->queue);
+    g_free(a->fanout_exchange);
+    g_free(a->conn_name);
+    g_free(a);
+}
+
+/* ---- posting (any thread) ----------------------------------------------- */
+
+static void
+post(vtpm_broker *a, act *x)
+{
+    g_mutex_lock(&a->lock);
+    g_queue_push_tail(&a->acts, x);
+    g_mutex_unlock(&a->lock);
+    wake(a);
+}
+
+void
+vtpm_broker_post_reply(vtpm_broker *a, const char *reply_to, const char *correlation_id,
+                     GBytes *body, bool ack, uint64_t delivery_tag, uint64_t generation)
+{
+    act *x = g_new0(act, 1);
+
+    x->kind = ACT_REPLY;
+    x->routing_key = g_strdup(reply_to);
+    x->correlation_id = g_strdup(correlation_id);
+    x->body = body ? g_bytes_ref(body) : NULL;
+    x->ack = ack;
+    x->delivery_tag = delivery_tag;
+    x->generation = generation;
+    post(a, x);
+}
+
+void
+vtpm_broker_post_publish(vtpm_broker *a, const char *exchange, const char *routing_key, GBytes *body)
+{
+    act *x = g_new0(act, 1);
+
+    x->kind = ACT_PUBLISH;
+    x->exchange = g_strdup(exchange ? exchange : "");
+    x->routing_key = g_strdup(routing_key ? routing_key : "");
+    x->body = body ? g_bytes_ref(body) : NULL;
+    post(a, x);
+}
+
+void
+vtpm_broker_post_call(vtpm_broker *a, void (*fn)(void *data), void *data)
+{
+    act *x = g_new0(act, 1);
+
+    x->kind = ACT_CALL;
+    x->fn = fn;
+    x->data = data;
+    post(a, x);
+}
+
+void
+vtpm_broker_stop(vtpm_broker *a)
+{
+    atomic_store(&a->stop_requested, true);
+    wake(a);
+}
+
+void
+vtpm_broker_set_drain_check(vtpm_broker *a, bool (*drained)(void *user))
+{
+    g_mutex_lock(&a->lock);
+    a->drained = drained;
+    g_mutex_unlock(&a->lock);
+}
+
+uint64_t
+vtpm_broker_generation(const vtpm_broker *a)
+{
+    return a->generation;
+}
+
+/* ---- actions (I/O thread) ------------------------------------------------ */
+
+static void
+publish(vtpm_broker *a, const char *exchange, const char *routing_key, const char *corr,
+        GBytes *body)
+{
+    amqp_basic_properties_t props = { 0 };
+    amqp_bytes_t b;
+    gsize len;
+    int rc;
+
+    if (!shortstr_ok(exchange) || !shortstr_ok(routing_key) || !shortstr_ok(corr)) {
+        g_warning("amqp: not publishing to %.64s/%.64s: name over %d bytes", exchange,
+                  routing_key, SHORTSTR_MAX);
+        return;
+    }
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    props.content_type = cbytes(CONTENT_TYPE);
+    props.delivery_mode = 1;
+    if (corr) {
+        props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        props.correlation_id = cbytes(corr);
+    }
+    /* rabbitmq-c takes the body mutable but only reads it. */
+    b.bytes = (void *)g_bytes_get_data(body, &len);
+    b.len = len;
+    rc = amqp_basic_publish(a->conn, CHANNEL, cbytes(exchange), cbytes(routing_key), 0, 0,
+                            &props, b);
+    if (rc != AMQP_STATUS_OK)
+        set_broken(a, "publish: %s", amqp_error_string2(rc));
+}
+
+static void
+run_act(vtpm_broker *a, act *x)
+{
+    if (x->kind == ACT_CALL) {
+        x->fn(x->data);
+        return;
+    }
+    /* Not connected: a reply is dropped and its request, never acked, comes
+     * back from the broker; an announcement is repeated on reconnect. */
+    if (!a->conn || a->broken) {
+        g_debug("amqp: not connected: dropping a %s", x->kind == ACT_REPLY ? "reply" : "publish");
+        return;
+    }
+    if (x->kind == ACT_PUBLISH) {
+        if (x->body)
+            publish(a, x->exchange, x->routing_key, NULL, x->body);
+        return;
+    }
+    if (x->body && x->routing_key)
+        publish(a, "", x->routing_key, x->correlation_id, x->body);
+    if (!x->ack || a->broken)
+        return;
+    if (x->generation != a->generation) {
+        g_debug("amqp: not acking tag %" PRIu64 " of generation %" PRIu64 " (now %" PRIu64 ")",
+                x->delivery_tag, x->generation, a->generation);
+        return;
+    }
+    if (amqp_basic_ack(a->conn, CHANNEL, x->delivery_tag, 0) != AMQP_STATUS_OK)
+        set_broken(a, "basic.ack failed");
+}
+
+static void
+run_acts(vtpm_broker *a)
+{
+    GQueue batch;
+    act *x;
+
+    g_mutex_lock(&a->lock);
+    batch = a->acts;
+    g_queue_init(&a->acts);
+    g_mutex_unlock(&a->lock);
+    while ((x = g_queue_pop_head(&batch))) {
+        run_act(a, x);
+        act_free(x);
+    }
+}
+
+static bool
+drained(vtpm_broker *a)
+{
+    bool (*fn)(void *user);
+
+    g_mutex_lock(&a->lock);
+    fn = a->drained;
+    g_mutex_unlock(&a->lock);
+    return !fn || fn(a->cb.user);
+}
+
+static void
+wakeup_done(vtpm_broker *a)
+{
+    if (a->cb.on_wakeup)
+        a->cb.on_wakeup(a->cb.user);
+}
+
+static void
+eat_wakeups(vtpm_broker *a)
+{
+    uint64_t n;
+
+    if (read(a->wake_fd, &n, sizeof(n)) < 0)
+        return; /* EAGAIN: nothing pending */
+}
+
+/* Sleep up to @ms while disconnected, still serving posted actions; returns
+ * early on stop. */
+static int
+idle_wait(vtpm_broker *a, unsigned ms, vtpm_error *err)
+{
+    int64_t end = g_get_monotonic_time() + (int64_t)ms * 1000;
+
+    for (;;) {
+        int64_t left = (end - g_get_monotonic_time()) / 1000;
+        struct pollfd p = { .fd = a->wake_fd, .events = POLLIN };
+
+        if (left <= 0 || atomic_load(&a->stop_requested))
+            return 0;
+        if (poll(&p, 1, (int)MIN(left, TICK_MS)) < 0 && errno != EINTR)
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "poll: %s", g_strerror(errno));
+        eat_wakeups(a);
+        run_acts(a);
+        wakeup_done(a);
+    }
+}
+
+/* Stopped while disconnected: nothing to cancel, just finish the work. */
+static int
+drain_disconnected(vtpm_broker *a, vtpm_error *err)
+{
+    for (;;) {
+        struct pollfd p = { .fd = a->wake_fd, .events = POLLIN };
+
+        eat_wakeups(a);
+        run_acts(a);
+        wakeup_done(a);
+        if (drained(a)) {
+            run_acts(a);
+            return 0;
+        }
+        if (poll(&p, 1, TICK_MS) < 0 && errno != EINTR)
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "poll: %s", g_strerror(errno));
+    }
+}
+
+/* ---- connecting ------------------------------------------------------------ */
+
+static char *
+rpc_why(amqp_rpc_reply_t r, const char *what)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        return NULL;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        return g_strdup_printf("%s: %s", what, amqp_error_string2(r.library_error));
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            const amqp_connection_close_t *m = r.reply.decoded;
+
+            return g_strdup_printf("%s: connection closed by the broker: %u %.*s", what,
+                                   m->reply_code, (int)m->reply_text.len,
+                                   (const char *)m->reply_text.bytes);
+        }
+        if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            const amqp_channel_close_t *m = r.reply.decoded;
+
+            return g_strdup_printf("%s: channel closed by the broker: %u %.*s", what,
+                                   m->reply_code, (int)m->reply_text.len,
+                                   (const char *)m->reply_text.bytes);
+        }
+        return g_strdup_printf("%s: unexpected method 0x%08x", what, r.reply.id);
+    default:
+        return g_strdup_printf("%s: no reply", what);
+    }
+}
+
+static int
+make_socket(vtpm_broker *a, amqp_connection_state_t c, amqp_socket_t **out, vtpm_error *err)
+{
+    amqp_socket_t *s;
+    int rc;
+
+    if (!a->ci.ssl) {
+        if (!(s = amqp_tcp_socket_new(c)))
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot create a TCP socket");
+        *out = s;
+        return 0;
+    }
+    if (!(s = amqp_ssl_socket_new(c)))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot create a TLS socket");
+    if ((rc = amqp_ssl_socket_set_cacert(s, a->cacert)) != AMQP_STATUS_OK)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "TLS CA file %s: %s", a->cacert,
+                              amqp_error_string2(rc));
+    if (a->cert && (rc = amqp_ssl_socket_set_key(s, a->cert, a->key)) != AMQP_STATUS_OK)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "TLS client cert %s / key %s: %s",
+                              a->cert, a->key, amqp_error_string2(rc));
+    if ((rc = amqp_ssl_socket_set_ssl_versions(s, AMQP_TLSv1_2, AMQP_TLSvLATEST)) !=
+        AMQP_STATUS_OK)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "TLS 1.2+: %s", amqp_error_string2(rc));
+    amqp_ssl_socket_set_verify_peer(s, 1);
+    amqp_ssl_socket_set_verify_hostname(s, 1);
+    *out = s;
+    return 0;
+}
+
+static char *
+login(vtpm_broker *a, amqp_connection_state_t c)
+{
+    /* consumer_cancel_notify: without it the broker deletes a queue under
+     * us silently instead of sending basic.cancel. */
+    amqp_table_entry_t caps[] = {
+        { .key = cbytes("consumer_cancel_notify"),
+          .value = { .kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1 } },
+    };
+    amqp_table_entry_t props[] = {
+        { .key = cbytes("connection_name"),
+          .value = { .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = cbytes(a->conn_name) } },
+        { .key = cbytes("product"),
+          .value = { .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = cbytes("vtpmd") } },
+        { .key = cbytes("capabilities"),
+          .value = { .kind = AMQP_FIELD_KIND_TABLE,
+                     .value.table = { .num_entries = G_N_ELEMENTS(caps), .entries = caps } } },
+    };
+    amqp_table_t table = { .num_entries = G_N_ELEMENTS(props), .entries = props };
+
+    return rpc_why(amqp_login_with_properties(c, a->ci.vhost, 1, FRAME_MAX, (int)a->heartbeat,
+                                              &table, AMQP_SASL_METHOD_PLAIN, a->ci.user,
+                                              a->ci.password),
+                   "login");
+}
+
+#define CHECK(what)                                                  \
+    do {                                                             \
+        if ((why = rpc_why(amqp_get_rpc_reply(c), what)) != NULL)    \
+            return why;                                              \
+    } while (0)
+
+static char *
+declare(vtpm_broker *a, amqp_connection_state_t c)
+{
+    amqp_table_entry_t quorum = {
+        .key = cbytes("x-queue-type"),
+        .value = { .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = cbytes("quorum") },
+    };
+    amqp_table_t qargs = amqp_empty_table;
+    amqp_queue_declare_ok_t *ok;
+    g_autofree char *fq = NULL;
+    char *why;
+
+    if (strcmp(a->queue_type, "quorum") == 0) {
+        qargs.num_entries = 1;
+        qargs.entries = &quorum;
+    }
+    amqp_channel_open(c, CHANNEL);
+    CHECK("channel.open");
+    amqp_basic_qos(c, CHANNEL, 0, (uint16_t)a->prefetch, 0);
+    CHECK("basic.qos");
+    amqp_exchange_declare(c, CHANNEL, cbytes(a->exchange), cbytes("topic"), 0, 1, 0, 0,
+                          amqp_empty_table);
+    CHECK("exchange.declare");
+    /* Quorum queues must be durable, non-exclusive, non-auto-delete; the
+     * classic one is the same so that switching type only needs a delete. */
+    amqp_queue_declare(c, CHANNEL, cbytes(a->queue), 0, 1, 0, 0, qargs);
+    CHECK("queue.declare");
+    amqp_queue_bind(c, CHANNEL, cbytes(a->queue), cbytes(a->exchange), cbytes(a->queue),
+                    amqp_empty_table);
+    CHECK("queue.bind");
+    amqp_exchange_declare(c, CHANNEL, cbytes(a->fanout_exchange), cbytes("fanout"), 0, 1, 0, 0,
+                          amqp_empty_table);
+    CHECK("exchange.declare (fanout)");
+    ok = amqp_queue_declare(c, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+    CHECK("queue.declare (fanout)");
+    fq = bytes_dup(ok->queue);
+    amqp_queue_bind(c, CHANNEL, cbytes(fq), cbytes(a->fanout_exchange), amqp_empty_bytes,
+                    amqp_empty_table);
+    CHECK("queue.bind (fanout)");
+    amqp_basic_consume(c, CHANNEL, cbytes(a->queue), cbytes(TAG_DIRECT), 0, 0, 0,
+                       amqp_empty_table);
+    CHECK("basic.consume");
+    amqp_basic_consume(c, CHANNEL, cbytes(fq), cbytes(TAG_FANOUT), 0, 0, 1, amqp_empty_table);
+    CHECK("basic.consume (fanout)");
+    return NULL;
+}
+
+#undef CHECK
+
+/* 0: connected; 1: failed, try again later (*why); negative: the
+ * configuration makes connecting impossible. */
+static int
+conn_open(vtpm_broker *a, char **why, vtpm_error *err)
+{
+    struct timeval connect_tv = { CONNECT_TIMEOUT_S, 0 };
+    struct timeval rpc_tv = { RPC_TIMEOUT_S, 0 };
+    amqp_connection_state_t c = amqp_new_connection();
+    amqp_socket_t *s = NULL;
+    int rc;
+
+    if (!c)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp: out of memory");
+    if ((rc = make_socket(a, c, &s, err)) < 0) {
+        amqp_destroy_connection(c);
+        return rc;
+    }
+    /* Bounded everywhere: stop() cannot interrupt a blocking step. */
+    amqp_set_handshake_timeout(c, &connect_tv);
+    amqp_set_rpc_timeout(c, &rpc_tv);
+    rc = amqp_socket_open_noblock(s, a->ci.host, a->ci.port, &connect_tv);
+    if (rc != AMQP_STATUS_OK)
+        *why = g_strdup_printf("connect: %s", amqp_error_string2(rc));
+    else if (!(*why = login(a, c)))
+        *why = declare(a, c);
+    if (*why) {
+        amqp_destroy_connection(c);
+        return 1;
+    }
+    amqp_maybe_release_buffers(c);
+    a->conn = c;
+    a->hb = amqp_get_heartbeat(c);
+    a->cancelled = false;
+    g_clear_pointer(&a->broken, g_free);
+    return 0;
+}
+
+static void
+conn_close(vtpm_broker *a)
+{
+    /* Best effort: unacked deliveries go back to the queue either way. */
+    amqp_channel_close(a->conn, CHANNEL, AMQP_REPLY_SUCCESS);
+    amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(a->conn);
+    a->conn = NULL;
+    rx_reset(a);
+}
+
+static void
+conn_lost(vtpm_broker *a, const char *why)
+{
+    uint64_t gen = a->generation;
+
+    rx_reset(a);
+    amqp_destroy_connection(a->conn);
+    a->conn = NULL;
+    g_warning("amqp: lost the connection to %s:%d (generation %" PRIu64 "): %s", a->ci.host,
+              a->ci.port, gen, why);
+    if (a->cb.on_disconnected)
+        a->cb.on_disconnected(gen, why, a->cb.user);
+}
+
+/* ---- receiving ------------------------------------------------------------- */
+
+static void
+rx_finish(vtpm_broker *a)
+{
+    vtpm_broker_delivery *d = g_steal_pointer(&a->rx_d);
+
+    if (!d->oversized)
+        d->body = a->rx_buf ? g_bytes_new_take(g_steal_pointer(&a->rx_buf), d->body_size)
+                            : g_bytes_new(NULL, 0);
+    rx_reset(a);
+    /* After stop() nothing new is started: hand it back to the queue now
+     * rather than when the channel closes. */
+    if (a->cancelled) {
+        if (amqp_basic_reject(a->conn, CHANNEL, d->delivery_tag, 1) != AMQP_STATUS_OK)
+            set_broken(a, "basic.reject failed");
+        vtpm_broker_delivery_free(d);
+        return;
+    }
+    a->cb.on_delivery(d, a->cb.user);
+}
+
+static void
+on_deliver(vtpm_broker *a, const amqp_basic_deliver_t *m)
+{
+    vtpm_broker_delivery *d = g_new0(vtpm_broker_delivery, 1);
+
+    d->delivery_tag = m->delivery_tag;
+    d->generation = a->generation;
+    d->redelivered = m->redelivered;
+    d->exchange = bytes_dup(m->exchange);
+    d->routing_key = bytes_dup(m->routing_key);
+    a->rx_d = d;
+    a->rx = RX_HEADER;
+}
+
+static void
+on_header(vtpm_broker *a, const amqp_frame_t *f)
+{
+    const amqp_basic_properties_t *p = f->payload.properties.decoded;
+    vtpm_broker_delivery *d = a->rx_d;
+
+    if (a->rx != RX_HEADER || f->channel != CHANNEL || f->payload.properties.class_id !=
+        AMQP_BASIC_CLASS) {
+        set_broken(a, "protocol error: unexpected content header");
+        return;
+    }
+    d->body_size = f->payload.properties.body_size;
+    d->reply_to = prop_dup(p, AMQP_BASIC_REPLY_TO_FLAG, p->reply_to);
+    d->correlation_id = prop_dup(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id);
+    d->message_id = prop_dup(p, AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
+    d->content_type = prop_dup(p, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
+    /* The body of an oversized message is read and dropped frame by frame:
+     * its size is announced by the peer and must not decide our memory. */
+    if (d->body_size > a->max_message_bytes)
+        d->oversized = true;
+    else if (d->body_size)
+        a->rx_buf = g_malloc(d->body_size);
+    a->rx_got = 0;
+    a->rx = RX_BODY;
+    if (d->body_size == 0)
+        rx_finish(a);
+}
+
+static void
+on_body(vtpm_broker *a, const amqp_frame_t *f)
+{
+    const amqp_bytes_t *b = &f->payload.body_fragment;
+    vtpm_broker_delivery *d = a->rx_d;
+
+    if (a->rx != RX_BODY || f->channel != CHANNEL) {
+        set_broken(a, "protocol error: unexpected body frame");
+        return;
+    }
+    if (b->len > d->body_size - a->rx_got) {
+        set_broken(a, "protocol error: body longer than announced");
+        return;
+    }
+    if (!d->oversized)
+        memcpy(a->rx_buf + a->rx_got, b->bytes, b->len);
+    a->rx_got += b->len;
+    if (a->rx_got == d->body_size)
+        rx_finish(a);
+}
+
+static void
+on_method(vtpm_broker *a, const amqp_frame_t *f)
+{
+    const amqp_method_t *m = &f->payload.method;
+
+    if (f->channel == CHANNEL && a->rx != RX_IDLE) {
+        set_broken(a, "protocol error: method 0x%08x inside a message", m->id);
+        return;
+    }
+    switch (m->id) {
+    case AMQP_BASIC_DELIVER_METHOD:
+        on_deliver(a, m->decoded);
+        return;
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        const amqp_channel_close_t *c = m->decoded;
+        amqp_channel_close_ok_t ok = { 0 };
+
+        set_broken(a, "channel closed by the broker: %u %.*s", c->reply_code,
+                   (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+        amqp_send_method(a->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        return;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        const amqp_connection_close_t *c = m->decoded;
+        amqp_connection_close_ok_t ok = { 0 };
+
+        set_broken(a, "connection closed by the broker: %u %.*s", c->reply_code,
+                   (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+        amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        return;
+    }
+    case AMQP_BASIC_CANCEL_METHOD: {
+        const amqp_basic_cancel_t *c = m->decoded;
+
+        /* Queue deleted (or its node gone): reconnecting declares it again. */
+        set_broken(a, "consumer %.*s cancelled by the broker", (int)c->consumer_tag.len,
+                   (const char *)c->consumer_tag.bytes);
+        return;
+    }
+    case AMQP_BASIC_RETURN_METHOD:
+        /* Nothing is published mandatory: a return means the peer and we
+         * disagree about the protocol state. */
+        set_broken(a, "protocol error: unexpected basic.return");
+        return;
+    case AMQP_CHANNEL_FLOW_METHOD: {
+        const amqp_channel_flow_t *fl = m->decoded;
+        amqp_channel_flow_ok_t ok = { .active = fl->active };
+
+        amqp_send_method(a->conn, CHANNEL, AMQP_CHANNEL_FLOW_OK_METHOD, &ok);
+        return;
+    }
+    case AMQP_CONNECTION_BLOCKED_METHOD:
+        g_message("amqp: the broker blocks publishing (resource alarm)");
+        return;
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        g_message("amqp: the broker accepts publishing again");
+        return;
+    default:
+        /* basic.cancel-ok after stop(), and anything harmless. */
+        g_debug("amqp: ignoring method 0x%08x on channel %u", m->id, f->channel);
+        return;
+    }
+}
+
+/* Read what is there, without blocking; false when the budget ran out with
+ * frames possibly left. */
+static bool
+pump(vtpm_broker *a)
+{
+    for (int i = 0; i < FRAME_BUDGET; i++) {
+        struct timeval now = { 0, 1 }; /* not 0: see the top of the file */
+        amqp_frame_t f;
+        int rc;
+
+        rc = amqp_simple_wait_frame_noblock(a->conn, &f, &now);
+        if (rc == AMQP_STATUS_TIMEOUT)
+            return true;
+        if (rc == AMQP_STATUS_HEARTBEAT_TIMEOUT) {
+            set_broken(a, "nothing from the broker for %d s (missed heartbeats)", a->hb * 2);
+            return true;
+        }
+        if (rc != AMQP_STATUS_OK) {
+            set_broken(a, "%s", amqp_error_string2(rc));
+            return true;
+        }
+        switch (f.frame_type) {
+        case AMQP_FRAME_METHOD:
+            on_method(a, &f);
+            break;
+        case AMQP_FRAME_HEADER:
+            on_header(a, &f);
+            break;
+        case AMQP_FRAME_BODY:
+            on_body(a, &f);
+            break;
+        default:
+            break; /* heartbeat queued by amqp_try_recv() */
+        }
+        amqp_maybe_release_buffers_on_channel(a->conn, f.channel);
+        if (a->broken)
+            return true;
+    }
+    return false;
+}
+
+static void
+cancel_consumers(vtpm_broker *a)
+{
+    static const char *const tags[] = { TAG_DIRECT, TAG_FANOUT };
+
+    a->cancelled = true;
+    /* Sent without waiting: basic.cancel-ok arrives through pump(). */
+    for (size_t i = 0; i < G_N_ELEMENTS(tags); i++) {
+        amqp_basic_cancel_t c = { .consumer_tag = cbytes(tags[i]), .nowait = 0 };
+
+        if (amqp_send_method(a->conn, CHANNEL, AMQP_BASIC_CANCEL_METHOD, &c) != AMQP_STATUS_OK) {
+            set_broken(a, "basic.cancel failed");
+            return;
+        }
+    }
+}
+
+/* Serve one connection: 0 after a clean stop, 1 when it was lost (*why),
+ * negative on an internal failure. */
+static int
+serve(vtpm_broker *a, char **why, vtpm_error *err)
+{
+    bool more = false;
+    /* Heartbeats are serviced from here only: wake up at least twice per
+     * interval. */
+    int tick = a->hb > 0 ? MIN(TICK_MS, a->hb * 500) : TICK_MS;
+
+    for (;;) {
+        struct pollfd p[2] = {
+            { .fd = a->wake_fd, .events = POLLIN },
+            { .fd = amqp_get_sockfd(a->conn), .events = POLLIN },
+        };
+        bool busy = more || amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn);
+
+        if (poll(p, 2, busy ? 0 : tick) < 0 && errno != EINTR)
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "poll: %s", g_strerror(errno));
+        if (p[0].revents)
+            eat_wakeups(a);
+        if (atomic_load(&a->stop_requested) && !a->cancelled)
+            cancel_consumers(a);
+        run_acts(a);
+        more = false;
+        if (!a->broken)
+            more = !pump(a);
+        wakeup_done(a);
+        if (a->broken) {
+            *why = g_steal_pointer(&a->broken);
+            return 1;
+        }
+        if (a->cancelled && drained(a)) {
+            /* What was posted before the owner said "drained" still goes out. */
+            run_acts(a);
+            conn_close(a);
+            return 0;
+        }
+    }
+}
+
+static unsigned
+next_delay(const vtpm_broker *a, unsigned delay)
+{
+    return delay ? MIN(a->reconnect_max_ms, delay * 2) : MIN(a->reconnect_max_ms,
+                                                             BACKOFF_START_MS);
+}
+
+int
+vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
+{
+    g_autofree char *last_why = NULL;
+    unsigned attempts = 0, delay = 0;
+    int rc;
+
+    for (;;) {
+        g_autofree char *why = NULL;
+        int64_t since;
+
+        if (atomic_load(&a->stop_requested))
+            return drain_disconnected(a, err);
+        if (delay && (rc = idle_wait(a, delay + g_random_int_range(0, (gint32)(delay / 10) + 1),
+                                     err)) < 0)
+            return rc;
+        if (atomic_load(&a->stop_requested))
+            continue;
+        attempts++;
+        if ((rc = conn_open(a, &why, err)) < 0)
+            return rc;
+        if (rc > 0) {
+            /* Once per outage, and again only if the reason changes. */
+            if (g_strcmp0(why, last_why) != 0)
+                g_warning("amqp: cannot connect to %s:%d: %s (retrying up to every %u ms)",
+                          a->ci.host, a->ci.port, why, a->reconnect_max_ms);
+            else
+                g_debug("amqp: attempt %u: %s", attempts, why);
+            g_free(last_why);
+            last_why = g_steal_pointer(&why);
+            delay = next_delay(a, delay);
+            continue;
+        }
+        a->generation++;
+        g_message("amqp: connected to %s:%d vhost %s as %s (generation %" PRIu64
+                  ", %u attempt%s)",
+                  a->ci.host, a->ci.port, a->ci.vhost, a->conn_name, a->generation, attempts,
+                  attempts == 1 ? "" : "s");
+        attempts = 0;
+        g_clear_pointer(&last_why, g_free);
+        if (a->cb.on_connected)
+            a->cb.on_connected(a->generation, a->cb.user);
+        since = g_get_monotonic_time();
+        if ((rc = serve(a, &why, err)) <= 0)
+            return rc;
+        conn_lost(a, why);
+        /* A connection that dies right after it was made must not turn
+         * into a tight reconnect loop. */
+        if (g_get_monotonic_time() - since >= STABLE_CONNECTION_S * G_USEC_PER_SEC)
+            delay = 0;
+        else
+            delay = next_delay(a, delay);
+    }
+}

@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vtpmd: the per-host vTPM worker.  Wiring only: configuration, logging,
+ * signals, and the three parts (worker context, dispatcher, AMQP runtime).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "broker.h"
+#include "config.h"
+#include "dispatch.h"
+#include "worker.h"
+
+#define DEFAULT_CONFIG "/etc/vtpmd/vtpmd.conf"
+
+/* ---- logging ------------------------------------------------------------ */
+
+static struct {
+    GMutex lock;
+    FILE *file;       /* NULL: stderr */
+    char *path;
+    GLogLevelFlags max; /* most verbose level written */
+} logs = { .max = G_LOG_LEVEL_INFO };
+
+static const char *
+level_name(GLogLevelFlags l)
+{
+    if (l & G_LOG_LEVEL_ERROR)
+        return "error";
+    if (l & G_LOG_LEVEL_CRITICAL)
+        return "critical";
+    if (l & G_LOG_LEVEL_WARNING)
+        return "warning";
+    if (l & G_LOG_LEVEL_MESSAGE)
+        return "info";
+    if (l & G_LOG_LEVEL_INFO)
+        return "info";
+    return "debug";
+}
+
+static int
+level_rank(GLogLevelFlags l)
+{
+    if (l & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
+        return 0;
+    if (l & G_LOG_LEVEL_WARNING)
+        return 1;
+    if (l & (G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO))
+        return 2;
+    return 3;
+}
+
+static GLogWriterOutput
+log_writer(GLogLevelFlags level, const GLogField *fields, gsize n, gpointer user)
+{
+    const char *msg = NULL;
+    char ts[64];
+    struct timespec now;
+    struct tm tm;
+
+    if (level_rank(level) > level_rank(logs.max))
+        return G_LOG_WRITER_HANDLED;
+    for (gsize i = 0; i < n; i++) {
+        if (strcmp(fields[i].key, "MESSAGE") == 0)
+            msg = fields[i].value;
+    }
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    g_mutex_lock(&logs.lock);
+    fprintf(logs.file ? logs.file : stderr, "%s.%03ldZ vtpmd[%d]: %s: %s\n", ts,
+            now.tv_nsec / 1000000, (int)getpid(), level_name(level), msg ? msg : "");
+    fflush(logs.file ? logs.file : stderr);
+    g_mutex_unlock(&logs.lock);
+    return G_LOG_WRITER_HANDLED;
+}
+
+static int
+log_open(void)
+{
+    FILE *f;
+
+    if (!logs.path)
+        return 0;
+    f = fopen(logs.path, "ae");
+    if (!f)
+        return -errno;
+    g_mutex_lock(&logs.lock);
+    if (logs.file)
+        fclose(logs.file);
+    logs.file = f;
+    g_mutex_unlock(&logs.lock);
+    return 0;
+}
+
+static bool
+parse_level(const char *s)
+{
+    static const struct { const char *name; GLogLevelFlags level; } levels[] = {
+        { "debug", G_LOG_LEVEL_DEBUG },     { "info", G_LOG_LEVEL_INFO },
+        { "warning", G_LOG_LEVEL_WARNING }, { "error", G_LOG_LEVEL_CRITICAL },
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(levels); i++) {
+        if (g_ascii_strcasecmp(s, levels[i].name) == 0) {
+            logs.max = levels[i].level;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- signals -------------------------------------------------------------- */
+
+static sigset_t handled;
+
+static gpointer
+signal_thread(gpointer data)
+{
+    vtpm_broker *a = data;
+    int sig;
+
+    for (;;) {
+        if (sigwait(&handled, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            int rc = log_open();
+
+            if (rc < 0)
+                g_warning("SIGHUP: cannot reopen %s: %s", logs.path, g_strerror(-rc));
+            else
+                g_message("SIGHUP: log reopened");
+            continue;
+        }
+        g_message("%s: draining: no new requests; finishing those in flight",
+                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        vtpm_broker_stop(a);
+    }
+    return NULL;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+int
+main(int argc, char **argv)
+{
+    g_autofree char *config_path = NULL;
+    g_autofree char *level = NULL;
+    gboolean check_only = FALSE, version = FALSE;
+    GOptionEntry entries[] = {
+        { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
+          "configuration file (default " DEFAULT_CONFIG ")", "FILE" },
+        { "log-level", 'l', 0, G_OPTION_ARG_STRING, &level,
+          "debug, info (default), warning or error", "LEVEL" },
+        { "log-file", 0, 0, G_OPTION_ARG_FILENAME, &logs.path,
+          "append logs to FILE instead of stderr (SIGHUP reopens it)", "FILE" },
+        { "check-config", 0, 0, G_OPTION_ARG_NONE, &check_only,
+          "validate the configuration and exit", NULL },
+        { "version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version and exit", NULL },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- emulated vTPM worker for cloud instances");
+    g_autoptr(GError) gerr = NULL;
+    g_autoptr(vtpm_config) cfg = NULL;
+    vtpm_worker w;
+    vtpm_dispatch *d = NULL;
+    vtpm_broker *a = NULL;
+    vtpm_broker_params ap = { 0 };
+    vtpm_broker_callbacks cb = { 0 };
+    vtpm_error err = { 0 };
+    GThread *sigt;
+    int rc;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "Consumes vTPM lifecycle requests from RabbitMQ (docs/protocol.md) and drives\n"
+        "libvirt/QEMU/swtpm.  SIGTERM drains and exits 0; SIGHUP reopens the log file.\n");
+    if (!g_option_context_parse(ctx, &argc, &argv, &gerr)) {
+        fprintf(stderr, "vtpmd: %s\n", gerr->message);
+        return 2;
+    }
+    if (version) {
+        printf("vtpmd %s\n", VTPM_VERSION);
+        return 0;
+    }
+    if (level && !parse_level(level)) {
+        fprintf(stderr, "vtpmd: --log-level: unknown level '%s' (debug, info, warning, error)\n", level);
+        return 2;
+    }
+    g_log_set_writer_func(log_writer, NULL, NULL);
+    if ((rc = log_open()) < 0) {
+        fprintf(stderr, "vtpmd: --log-file %s: %s\n", logs.path, g_strerror(-rc));
+        return 1;
+    }
+
+    if (vtpm_config_load(config_path ? config_path : DEFAULT_CONFIG, &cfg, &err) < 0) {
+        g_critical("configuration: %s", err.message);
+        return 1;
+    }
+    if (check_only) {
+        printf("%s: OK\n", cfg->path);
+        return 0;
+    }
+
+    /* Signals go to one thread that waits for them; every other thread
+     * (pool, libvirt, AMQP) inherits the blocked mask. */
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    sigaddset(&handled, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &handled, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (vtpm_worker_init(&w, cfg, &err) < 0) {
+        g_critical("start-up: %s", err.message);
+        return 1;
+    }
+    if (vtpm_dispatch_new(&w, cfg->worker.workers, cfg->worker.dedupe_size, &d, &err) < 0) {
+        g_critical("start-up: %s", err.message);
+        vtpm_worker_clear(&w);
+        return 1;
+    }
+    vtpm_dispatch_callbacks(d, &cb);
+    ap.url = cfg->amqp.url;
+    ap.cacert = cfg->amqp.cacert;
+    ap.cert = cfg->amqp.cert;
+    ap.key = cfg->amqp.key;
+    ap.exchange = cfg->amqp.exchange;
+    ap.topic = cfg->amqp.topic;
+    ap.host = cfg->worker.host;
+    ap.queue_type = cfg->amqp.queue_type;
+    ap.prefetch = cfg->amqp.prefetch;
+    ap.heartbeat = cfg->amqp.heartbeat;
+    ap.max_message_bytes = cfg->worker.max_message_bytes;
+    if (vtpm_broker_new(&ap, &cb, &a, &err) < 0) {
+        g_critical("start-up: %s", err.message);
+        vtpm_dispatch_free(d);
+        vtpm_worker_clear(&w);
+        return 1;
+    }
+    vtpm_dispatch_set_amqp(d, a);
+    vtpm_broker_set_drain_check(a, vtpm_dispatch_drained);
+    w.amqp = a;
+    sigt = g_thread_new("signals", signal_thread, a);
+    g_thread_unref(sigt);
+
+    {
+        g_autoptr(vtpm_caps_snapshot) s = vtpm_worker_caps(&w);
+        g_message("vtpmd %s starting: host=%s queue=%s.%s libvirt=%s virt_type=%s workers=%u "
+                  "traits=%u",
+                  VTPM_VERSION, cfg->worker.host, cfg->amqp.topic, cfg->worker.host,
+                  cfg->libvirt.uri, w.virt_type, cfg->worker.workers, s->caps->traits->len);
+    }
+    rc = vtpm_broker_run(a, &err);
+    if (rc < 0)
+        g_critical("AMQP: %s", err.message);
+    else
+        g_message("stopped cleanly");
+
+    w.amqp = NULL;
+    vtpm_dispatch_free(d);
+    vtpm_broker_free(a);
+    vtpm_worker_clear(&w);
+    return rc < 0 ? 1 : 0;
+}

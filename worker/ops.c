@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Handlers for the instance basics: get_capabilities, spawn, destroy.
+ * Each is idempotent, because delivery is at-least-once: running the same
+ * request twice leaves the same result as running it once.
+ */
+#include <string.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <libvirt/virterror.h>
+
+#include "domxml.h"
+#include "fsutil.h"
+#include "methods.h"
+#include "policy.h"
+
+int
+vtpm_op_get_capabilities(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                         vtpm_error *err)
+{
+    g_autoptr(vtpm_caps_snapshot) snap = vtpm_worker_caps(w);
+
+    /* Served from the snapshot: a scheduler may poll this often, and a
+     * probe costs libvirt round trips. */
+    return msgpack_sbuffer_write(result->data, g_bytes_get_data(snap->packed, NULL),
+                                 g_bytes_get_size(snap->packed)) == 0
+               ? 0
+               : vtpm_error_set(err, VTPM_FAULT_INTERNAL, "out of memory");
+}
+
+/* ---- helpers shared by the lifecycle handlers --------------------------- */
+
+char *
+vtpm_ops_state_dir(vtpm_worker *w, const char *uuid)
+{
+    return g_build_filename(w->cfg->libvirt.state_dir, uuid, NULL);
+}
+
+/* Every trait @dev needs must be offered by this host, else TPMUnsupported
+ * naming each missing trait and why it is missing. */
+static int
+check_host_offers(vtpm_worker *w, const vtpm_device *dev, vtpm_error *err)
+{
+    g_autoptr(vtpm_caps_snapshot) snap = vtpm_worker_caps(w);
+    g_autoptr(GString) why = g_string_new(NULL);
+    const char *traits[3];
+    size_t n = vtpm_policy_required_traits(dev, traits);
+
+    for (size_t i = 0; i < n; i++) {
+        const char *reason;
+
+        if (vtpm_caps_has_trait(snap->caps, traits[i]))
+            continue;
+        reason = g_hash_table_lookup(snap->caps->missing, traits[i]);
+        g_string_append_printf(why, "%s%s (%s)", why->len ? "; " : "", traits[i],
+                               reason ? reason : "not offered");
+    }
+    if (why->len)
+        return vtpm_error_set(err, VTPM_FAULT_TPM_UNSUPPORTED,
+                              "host %s cannot provide TPM %s/%s/%s: %s", w->cfg->worker.host,
+                              vtpm_version_str(dev->version), vtpm_model_str(dev->model),
+                              vtpm_secret_security_str(dev->secret_security), why->str);
+    return 0;
+}
+
+static gint
+cmp_strp(gconstpointer a, gconstpointer b, gpointer user)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+digest_strmap(GChecksum *ck, const char *tag, GHashTable *map)
+{
+    g_autofree gpointer *keys = (gpointer *)g_hash_table_get_keys_as_array(map, NULL);
+    guint n = g_hash_table_size(map);
+
+    g_qsort_with_data(keys, n, sizeof(gpointer), cmp_strp, NULL);
+    g_checksum_update(ck, (const guchar *)tag, -1);
+    for (guint i = 0; i < n; i++) {
+        const char *k = keys[i];
+        const char *v = g_hash_table_lookup(map, k);
+
+        /* Lengths first: no concatenation of two fields can collide. */
+        g_autofree char *rec = g_strdup_printf("%zu:%s=%zu:%s;", strlen(k), k, strlen(v), v);
+        g_checksum_update(ck, (const guchar *)rec, -1);
+    }
+}
+
+static void
+digest_str(GChecksum *ck, const char *tag, const char *s)
+{
+    g_autofree char *rec = s ? g_strdup_printf("%s=%zu:%s;", tag, strlen(s), s)
+                             : g_strdup_printf("%s=-;", tag);
+    g_checksum_update(ck, (const guchar *)rec, -1);
+}
+
+/*
+ * What makes two spawn requests "the same instance": flavor, image, boot
+ * and vTPM.  Stored in the domain's metadata so that a repeated spawn can
+ * tell a harmless redelivery from a conflicting request.
+ */
+char *
+vtpm_ops_spec_digest(const vtpm_instance *inst, const vtpm_device *dev)
+{
+    g_autoptr(GChecksum) ck = g_checksum_new(G_CHECKSUM_SHA256);
+    g_autofree char *nums = g_strdup_printf("vcpus=%" G_GUINT64_FORMAT ";mem=%" G_GUINT64_FORMAT
+                                            ";tpm=%d/%d/%d;",
+                                            inst->flavor->vcpus, inst->flavor->memory_mb,
+                                            dev->version, dev->model, dev->secret_security);
+
+    digest_str(ck, "flavor", inst->flavor->name);
+    g_checksum_update(ck, (const guchar *)nums, -1);
+    digest_strmap(ck, "extra_specs", inst->flavor->extra_specs);
+    digest_str(ck, "image", inst->image->id);
+    digest_strmap(ck, "properties", inst->image->properties);
+    digest_str(ck, "kernel", inst->boot.kernel);
+    digest_str(ck, "initrd", inst->boot.initrd);
+    digest_str(ck, "cmdline", inst->boot.cmdline);
+    digest_str(ck, "disk", inst->boot.disk);
+    return g_strdup(g_checksum_get_string(ck));
+}
+
+/* The digest recorded in an existing domain's metadata, NULL if none. */
+static char *
+metadata_digest(const char *md)
+{
+    const char *p, *q;
+
+    if (!md || !(p = strstr(md, "spec_digest")))
+        return NULL;
+    p = strpbrk(p, "'\">");
+    if (!p)
+        return NULL;
+    p++;
+    q = p;
+    while (g_ascii_isxdigit(*q))
+        q++;
+    return q - p == 64 ? g_strndup(p, q - p) : NULL;
+}
+
+static int
+confine_boot(vtpm_worker *w, const vtpm_instance *inst, char **kernel, char **initrd,
+             char **disk, vtpm_error *err)
+{
+    const char *dir = w->cfg->libvirt.images_dir;
+    int rc;
+
+    if (!inst->boot.present)
+        return 0;
+    if (inst->boot.kernel &&
+        (rc = vtpm_fs_confine(dir, inst->boot.kernel, "args.instance.boot.kernel", kernel, err)) < 0)
+        return rc;
+    if (inst->boot.initrd &&
+        (rc = vtpm_fs_confine(dir, inst->boot.initrd, "args.instance.boot.initrd", initrd, err)) < 0)
+        return rc;
+    if (inst->boot.disk &&
+        (rc = vtpm_fs_confine(dir, inst->boot.disk, "args.instance.boot.disk", disk, err)) < 0)
+        return rc;
+    return 0;
+}
+
+void
+vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_device *dev)
+{
+    if (dev->version == VTPM_VERSION_NONE) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    g_autofree char *sd = vtpm_ops_state_dir(w, uuid);
+    msgpack_pack_map(pk, 4);
+    vtpm_pack_kv_str(pk, "version", vtpm_version_str(dev->version));
+    vtpm_pack_kv_str(pk, "model", vtpm_model_str(dev->model));
+    vtpm_pack_kv_str(pk, "secret_security", vtpm_secret_security_str(dev->secret_security));
+    vtpm_pack_kv_str(pk, "state_dir", sd);
+}
+
+static int
+start_domain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
+{
+    int active = virDomainIsActive(dom);
+
+    if (active < 0)
+        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
+    if (active)
+        return 0;
+    if (virDomainCreate(dom) < 0)
+        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "starting domain");
+    return 0;
+}
+
+int
+vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
+{
+    g_autoptr(vtpm_instance) inst = NULL;
+    g_autofree char *kernel = NULL, *initrd = NULL, *disk = NULL;
+    g_autofree char *console = NULL, *digest = NULL, *xml = NULL, *name = NULL;
+    g_autofree char *state_dir = NULL, *md = NULL, *old_digest = NULL;
+    vtpm_domxml_params p = { 0 };
+    vtpm_device dev;
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    bool power_on = true, state_existed;
+    int rc;
+
+    if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0)
+        return rc;
+    if ((rc = vtpm_policy_resolve(inst->flavor->extra_specs, inst->image->properties, &dev, err)) < 0)
+        return rc;
+    /* Refuse before touching libvirt: nothing to undo. */
+    if (dev.version != VTPM_VERSION_NONE && (rc = check_host_offers(w, &dev, err)) < 0)
+        return rc;
+    if ((rc = confine_boot(w, inst, &kernel, &initrd, &disk, err)) < 0)
+        return rc;
+    if ((rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0)
+        return rc;
+
+    console = g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, inst->uuid);
+    digest = vtpm_ops_spec_digest(inst, &dev);
+    name = vtpm_domxml_domain_name(inst->uuid);
+    p.inst = inst;
+    p.tpm = &dev;
+    p.virt_type = w->virt_type;
+    p.console_log = console;
+    p.kernel = kernel;
+    p.initrd = initrd;
+    p.disk = disk;
+    p.spec_digest = digest;
+    if ((rc = vtpm_domxml_build(&p, &xml, err)) < 0)
+        return rc;
+
+    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
+        return rc;
+    if ((rc = vtpm_virt_lookup(w->virt, conn, inst->uuid, &dom, err)) < 0)
+        goto out;
+
+    if (dom) {
+        /* A redelivery, or a retry after a crash: same spec means done. */
+        if ((rc = vtpm_virt_get_metadata(w->virt, dom, &md, err)) < 0)
+            goto out;
+        old_digest = metadata_digest(md);
+        if (!old_digest || strcmp(old_digest, digest) != 0) {
+            rc = vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
+                                "instance %s already exists on host %s with a different "
+                                "spec; destroy or rebuild it instead",
+                                inst->uuid, w->cfg->worker.host);
+            goto out;
+        }
+        if (power_on && (rc = start_domain(w, dom, err)) < 0)
+            goto out;
+    } else {
+        state_dir = vtpm_ops_state_dir(w, inst->uuid);
+        /* State kept by an earlier destroy(keep_vtpm) is adopted by the new
+         * domain; it must survive a failed start just as it was. */
+        state_existed = vtpm_fs_is_dir(state_dir);
+        dom = virDomainDefineXML(conn, xml);
+        if (!dom) {
+            rc = vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "defining domain %s",
+                                 name);
+            goto out;
+        }
+        if (power_on && (rc = start_domain(w, dom, err)) < 0) {
+            vtpm_error cleanup = { 0 };
+
+            if (vtpm_virt_undefine(w->virt, dom, state_existed, &cleanup) < 0)
+                g_warning("instance %s: cleanup after failed start: %s", inst->uuid,
+                          cleanup.message);
+            if (!state_existed && vtpm_fs_rmtree(state_dir, &cleanup) < 0)
+                g_warning("instance %s: cleanup after failed start: %s", inst->uuid,
+                          cleanup.message);
+            goto out;
+        }
+    }
+
+    msgpack_pack_map(result, 2);
+    vtpm_pack_kv_str(result, "domain", name);
+    vtpm_pack_str(result, "vtpm");
+    vtpm_ops_pack_vtpm(result, w, inst->uuid, &dev);
+    rc = 0;
+out:
+    if (dom)
+        virDomainFree(dom);
+    virConnectClose(conn);
+    return rc;
+}
+
+int
+vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
+{
+    const msgpack_object *io = NULL;
+    g_autofree char *uuid_in = NULL, *state_dir = NULL, *console = NULL;
+    char uuid[37];
+    bool keep = false, existed = false, had_state;
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    int rc;
+
+    /* Only the UUID matters to a destroy: a caller that lost the rest of
+     * the spec must still be able to clean up. */
+    if ((rc = vtpm_proto_get_map(&req->args, "args", "instance", true, &io, err)) < 0 ||
+        (rc = vtpm_proto_get_str(io, "args.instance", "uuid", true, 64, &uuid_in, err)) < 0 ||
+        (rc = vtpm_proto_parse_uuid(uuid_in, "args.instance.uuid", uuid, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "keep_vtpm", false, false, &keep, err)) < 0)
+        return rc;
+
+    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
+        return rc;
+    if ((rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
+        goto out;
+    state_dir = vtpm_ops_state_dir(w, uuid);
+    had_state = vtpm_fs_is_dir(state_dir);
+    if (dom) {
+        existed = true;
+        if ((rc = vtpm_virt_stop(w->virt, dom, err)) < 0 ||
+            (rc = vtpm_virt_undefine(w->virt, dom, keep, err)) < 0)
+            goto out;
+    }
+    /* libvirt deletes the state only of domains it started at least once;
+     * leftovers of a failed or interrupted operation go too. */
+    if (!keep && (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+        goto out;
+    console = g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, uuid);
+    if (!keep)
+        (void)unlink(console);
+
+    msgpack_pack_map(result, 2);
+    vtpm_pack_kv_bool(result, "destroyed", existed);
+    vtpm_pack_kv_str(result, "vtpm_state", !had_state ? "none" : keep ? "kept" : "deleted");
+    rc = 0;
+out:
+    if (dom)
+        virDomainFree(dom);
+    virConnectClose(conn);
+    return rc;
+}

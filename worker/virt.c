@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <libvirt/virterror.h>
+
+#include "domxml.h"
+#include "virt.h"
+
+#define BACKOFF_MIN_US (100 * 1000)
+#define BACKOFF_MAX_US (30 * G_USEC_PER_SEC)
+
+struct vtpm_virt {
+    char *uri;
+    GMutex lock;
+    virConnectPtr conn;   /* NULL while disconnected */
+    bool lost;            /* a connection existed and died: log once on return */
+    gint64 next_try_us;   /* monotonic; no reconnect attempt before */
+    gint64 backoff_us;
+    unsigned reconnects;
+    int closed;           /* set by libvirt's close callback */
+};
+
+static GOnce event_once = G_ONCE_INIT;
+
+static void
+silent_error(void *data, virErrorPtr e)
+{
+    /* Errors are read with virGetLastError and reported by the caller;
+     * libvirt's default handler would print them to stderr. */
+}
+
+static gpointer
+event_loop(gpointer data)
+{
+    for (;;) {
+        if (virEventRunDefaultImpl() < 0)
+            g_usleep(100 * 1000);
+    }
+    return NULL;
+}
+
+static gpointer
+event_init(gpointer data)
+{
+    virSetErrorFunc(NULL, silent_error);
+    if (virEventRegisterDefaultImpl() < 0)
+        return GINT_TO_POINTER(-1);
+    g_thread_unref(g_thread_new("virt-events", event_loop, NULL));
+    return GINT_TO_POINTER(1);
+}
+
+int
+vtpm_virt_new(const char *uri, vtpm_virt **out, vtpm_error *err)
+{
+    vtpm_virt *v;
+
+    if (GPOINTER_TO_INT(g_once(&event_once, event_init, NULL)) < 0)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot start libvirt's event loop");
+    v = g_new0(vtpm_virt, 1);
+    v->uri = g_strdup(uri);
+    g_mutex_init(&v->lock);
+    v->backoff_us = BACKOFF_MIN_US;
+    *out = v;
+    return 0;
+}
+
+void
+vtpm_virt_free(vtpm_virt *v)
+{
+    if (!v)
+        return;
+    if (v->conn)
+        virConnectClose(v->conn);
+    g_mutex_clear(&v->lock);
+    g_free(v->uri);
+    g_free(v);
+}
+
+const char *
+vtpm_virt_uri(const vtpm_virt *v)
+{
+    return v->uri;
+}
+
+unsigned
+vtpm_virt_reconnects(const vtpm_virt *v)
+{
+    return g_atomic_int_get(&v->reconnects);
+}
+
+/* Runs on libvirt's event thread while libvirt holds its close-callback
+ * lock: only raise a flag; the next vtpm_virt_conn() cleans up (taking
+ * our lock here could deadlock against an unregister under our lock). */
+static void
+close_cb(virConnectPtr conn, int reason, void *opaque)
+{
+    vtpm_virt *v = opaque;
+
+    g_atomic_int_set(&v->closed, 1);
+}
+
+static void
+mark_dead_locked(vtpm_virt *v)
+{
+    if (!v->conn)
+        return;
+    g_warning("libvirt connection to %s is dead; will reconnect", v->uri);
+    virConnectUnregisterCloseCallback(v->conn, close_cb);
+    virConnectClose(v->conn);
+    v->conn = NULL;
+    v->lost = true;
+    v->next_try_us = 0;
+    v->backoff_us = BACKOFF_MIN_US;
+    g_atomic_int_set(&v->closed, 0);
+}
+
+int
+vtpm_virt_conn(vtpm_virt *v, virConnectPtr *out, bool *reconnected, vtpm_error *err)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&v->lock);
+    gint64 now = g_get_monotonic_time();
+    virConnectPtr c;
+
+    if (v->conn && (g_atomic_int_get(&v->closed) || virConnectIsAlive(v->conn) != 1))
+        mark_dead_locked(v);
+    if (v->conn) {
+        virConnectRef(v->conn);
+        *out = v->conn;
+        if (reconnected)
+            *reconnected = false;
+        return 0;
+    }
+    if (now < v->next_try_us)
+        return vtpm_error_set(err, VTPM_FAULT_HYPERVISOR_ERROR,
+                              "libvirt at %s is unavailable; retrying in %" G_GINT64_FORMAT " ms",
+                              v->uri, (v->next_try_us - now) / 1000);
+
+    c = virConnectOpen(v->uri);
+    if (!c) {
+        const char *msg = virGetLastErrorMessage();
+
+        if (v->next_try_us == 0 || v->backoff_us == BACKOFF_MIN_US)
+            g_warning("cannot connect to libvirt at %s: %s", v->uri, msg);
+        v->next_try_us = now + v->backoff_us;
+        v->backoff_us = MIN(v->backoff_us * 2, BACKOFF_MAX_US);
+        return vtpm_error_set(err, VTPM_FAULT_HYPERVISOR_ERROR,
+                              "cannot connect to libvirt at %s: %s", v->uri, msg);
+    }
+    /* Keepalive lets libvirt notice a dead daemon even while idle. */
+    virConnectSetKeepAlive(c, 5, 3);
+    virConnectRegisterCloseCallback(c, close_cb, v, NULL);
+    if (v->lost) {
+        g_message("libvirt connection to %s re-established", v->uri);
+        v->reconnects++;
+    }
+    if (reconnected)
+        *reconnected = v->lost;
+    v->lost = false;
+    v->backoff_us = BACKOFF_MIN_US;
+    v->next_try_us = 0;
+    v->conn = c;
+    virConnectRef(c);
+    *out = c;
+    return 0;
+}
+
+static bool
+error_means_dead(const virError *e)
+{
+    if (!e)
+        return false;
+    return e->code == VIR_ERR_NO_CONNECT || e->code == VIR_ERR_INVALID_CONN ||
+           (e->domain == VIR_FROM_RPC &&
+            (e->code == VIR_ERR_SYSTEM_ERROR || e->code == VIR_ERR_RPC ||
+             e->code == VIR_ERR_INTERNAL_ERROR));
+}
+
+int
+vtpm_virt_error(vtpm_virt *v, vtpm_fault code, vtpm_error *err, const char *fmt, ...)
+{
+    const virError *e = virGetLastError();
+    char what[VTPM_ERROR_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (v && error_means_dead(e)) {
+        g_mutex_lock(&v->lock);
+        mark_dead_locked(v);
+        g_mutex_unlock(&v->lock);
+        code = VTPM_FAULT_HYPERVISOR_ERROR;
+    }
+    return vtpm_error_set(err, code, "%s: %s", what,
+                          e && e->message ? e->message : "unknown libvirt error");
+}
+
+int
+vtpm_virt_lookup(vtpm_virt *v, virConnectPtr conn, const char *uuid, virDomainPtr *out,
+                 vtpm_error *err)
+{
+    virDomainPtr dom = virDomainLookupByUUIDString(conn, uuid);
+
+    if (!dom) {
+        const virError *e = virGetLastError();
+
+        if (e && e->code == VIR_ERR_NO_DOMAIN) {
+            virResetLastError();
+            *out = NULL;
+            return 0;
+        }
+        return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err,
+                               "looking up domain %s", uuid);
+    }
+    *out = dom;
+    return 0;
+}
+
+int
+vtpm_virt_state(vtpm_virt *v, virDomainPtr dom, int *state, vtpm_error *err)
+{
+    int st, reason;
+
+    if (virDomainGetState(dom, &st, &reason, 0) < 0)
+        return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
+    *state = st;
+    return 0;
+}
+
+#define VTPM_METADATA_NS VTPM_DOMXML_NS
+
+int
+vtpm_virt_get_metadata(vtpm_virt *v, virDomainPtr dom, char **out, vtpm_error *err)
+{
+    char *md = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, VTPM_METADATA_NS,
+                                    VIR_DOMAIN_AFFECT_CONFIG);
+
+    if (!md) {
+        const virError *e = virGetLastError();
+
+        if (e && e->code == VIR_ERR_NO_DOMAIN_METADATA) {
+            virResetLastError();
+            *out = NULL;
+            return 0;
+        }
+        return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain metadata");
+    }
+    *out = g_strdup(md);
+    free(md);
+    return 0;
+}
+
+int
+vtpm_virt_stop(vtpm_virt *v, virDomainPtr dom, vtpm_error *err)
+{
+    int active = virDomainIsActive(dom);
+
+    if (active < 0)
+        return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
+    if (!active)
+        return 0;
+    if (virDomainDestroy(dom) < 0) {
+        /* It may have stopped on its own in between. */
+        if (virDomainIsActive(dom) == 0) {
+            virResetLastError();
+            return 0;
+        }
+        return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "stopping domain");
+    }
+    return 0;
+}
+
+int
+vtpm_virt_shutdown(vtpm_virt *v, virDomainPtr dom, unsigned timeout_s, bool *hard,
+                   vtpm_error *err)
+{
+    gint64 end;
+    int active = virDomainIsActive(dom);
+
+    if (hard)
+        *hard = false;
+    if (active < 0)
+        return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
+    if (!active)
+        return 0;
+    if (timeout_s > 0 && virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) == 0) {
+        end = g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC;
+        while (g_get_monotonic_time() < end) {
+            active = virDomainIsActive(dom);
+            if (active == 0)
+                return 0;
+            if (active < 0)
+                return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
+            g_usleep(200 * 1000);
+        }
+    } else {
+        virResetLastError();
+    }
+    if (hard)
+        *hard = true;
+    return vtpm_virt_stop(v, dom, err);
+}
+
+int
+vtpm_virt_undefine(vtpm_virt *v, virDomainPtr dom, bool keep_tpm, vtpm_error *err)
+{
+    unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                     VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;
+
+    flags |= keep_tpm ? VIR_DOMAIN_UNDEFINE_KEEP_TPM : VIR_DOMAIN_UNDEFINE_TPM;
+    if (virDomainUndefineFlags(dom, flags) < 0)
+        return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "undefining domain");
+    return 0;
+}

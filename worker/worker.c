@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <string.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "worker.h"
+
+static void
+snapshot_free(gpointer p)
+{
+    vtpm_caps_snapshot *s = p;
+
+    vtpm_caps_free(s->caps);
+    g_bytes_unref(s->packed);
+}
+
+void
+vtpm_caps_snapshot_unref(vtpm_caps_snapshot *s)
+{
+    if (s)
+        g_atomic_rc_box_release_full(s, snapshot_free);
+}
+
+static vtpm_caps_snapshot *
+snapshot_new(vtpm_caps *caps)
+{
+    vtpm_caps_snapshot *s = g_atomic_rc_box_new0(vtpm_caps_snapshot);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vtpm_caps_pack(caps, &pk);
+    s->packed = g_bytes_new(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    s->caps = caps;
+    return s;
+}
+
+vtpm_caps_snapshot *
+vtpm_worker_caps(vtpm_worker *w)
+{
+    g_autoptr(GMutexLocker) l = g_mutex_locker_new(&w->caps_lock);
+
+    return g_atomic_rc_box_acquire(w->caps);
+}
+
+static void
+caps_config(const vtpm_config *cfg, vtpm_caps_config *cc)
+{
+    cc->swtpm_enabled = cfg->libvirt.swtpm_enabled;
+    cc->swtpm_user = cfg->libvirt.swtpm_user;
+    cc->swtpm_group = cfg->libvirt.swtpm_group;
+    cc->secret_modes = cfg->vtpm.supported_secret_security;
+    cc->deployment_key_file = cfg->vtpm.deployment_key_file;
+}
+
+/* Facts when libvirt cannot be asked at all: every trait then says so. */
+static void
+facts_unreachable(vtpm_host_facts *f, const char *why)
+{
+    memset(f, 0, sizeof(*f));
+    f->domcaps_error = g_strdup_printf("libvirt unavailable: %s", why);
+}
+
+static vtpm_caps *
+probe(vtpm_worker *w)
+{
+    vtpm_host_facts facts = { 0 };
+    vtpm_caps_config cc = { 0 };
+    vtpm_error err = { 0 };
+    virConnectPtr conn = NULL;
+
+    caps_config(w->cfg, &cc);
+    if (vtpm_virt_conn(w->virt, &conn, NULL, &err) < 0 ||
+        vtpm_caps_probe(conn, &cc, &facts, &err) < 0) {
+        vtpm_host_facts_clear(&facts);
+        facts_unreachable(&facts, err.message);
+    }
+    if (conn)
+        virConnectClose(conn);
+    return vtpm_caps_evaluate_take(w->cfg->worker.host, &facts, &cc);
+}
+
+static void
+announce(vtpm_worker *w, vtpm_caps_snapshot *s)
+{
+    g_autofree char *rk = g_strdup_printf("capabilities.%s", w->cfg->worker.host);
+    g_autoptr(GBytes) msg = vtpm_proto_reply_ok(g_bytes_get_data(s->packed, NULL),
+                                                g_bytes_get_size(s->packed));
+
+    if (w->amqp)
+        vtpm_broker_post_publish(w->amqp, w->cfg->amqp.exchange, rk, msg);
+}
+
+void
+vtpm_worker_refresh_caps(vtpm_worker *w, bool force_announce)
+{
+    vtpm_caps_snapshot *fresh = snapshot_new(probe(w));
+    vtpm_caps_snapshot *old;
+    bool changed;
+
+    g_mutex_lock(&w->caps_lock);
+    old = w->caps;
+    changed = !old || !vtpm_caps_equal(old->caps, fresh->caps);
+    w->caps = fresh;
+    g_mutex_unlock(&w->caps_lock);
+
+    if (changed && old) {
+        g_message("capabilities changed: %u trait(s) offered", fresh->caps->traits->len);
+    }
+    if (changed || force_announce)
+        announce(w, fresh);
+    vtpm_caps_snapshot_unref(old);
+}
+
+void
+vtpm_worker_announce_caps(vtpm_worker *w)
+{
+    g_autoptr(vtpm_caps_snapshot) s = vtpm_worker_caps(w);
+
+    announce(w, s);
+}
+
+int
+vtpm_worker_init(vtpm_worker *w, vtpm_config *cfg, vtpm_error *err)
+{
+    int rc;
+
+    memset(w, 0, sizeof(*w));
+    w->cfg = cfg;
+    g_mutex_init(&w->caps_lock);
+    vtpm_proto_limits_init(&w->limits);
+    w->limits.max_body = cfg->worker.max_message_bytes;
+    if (g_strcmp0(cfg->libvirt.virt_type, "auto") == 0)
+        w->virt_type = g_strdup(access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "qemu");
+    else
+        w->virt_type = g_strdup(cfg->libvirt.virt_type);
+    if ((rc = vtpm_virt_new(cfg->libvirt.uri, &w->virt, err)) < 0)
+        return rc;
+    vtpm_worker_refresh_caps(w, false);
+    return 0;
+}
+
+void
+vtpm_worker_clear(vtpm_worker *w)
+{
+    vtpm_caps_snapshot_unref(w->caps);
+    w->caps = NULL;
+    vtpm_virt_free(w->virt);
+    w->virt = NULL;
+    g_free(w->virt_type);
+    g_mutex_clear(&w->caps_lock);
+}
