@@ -74,6 +74,7 @@ config_equal(const vtpm_config *a, const vtpm_config *b)
            g_strcmp0(a->store.shelve_pool, b->store.shelve_pool) == 0 &&
            g_strcmp0(a->store.incoming_pool, b->store.incoming_pool) == 0 &&
            g_strcmp0(a->store.pool_dir, b->store.pool_dir) == 0 &&
+           g_strcmp0(a->store.kept_dir, b->store.kept_dir) == 0 &&
            a->vtpm.supported_secret_security == b->vtpm.supported_secret_security &&
            g_strcmp0(a->vtpm.deployment_key_file, b->vtpm.deployment_key_file) == 0;
 }
@@ -112,6 +113,7 @@ test_defaults(void **state)
     assert_string_equal(c->store.shelve_pool, "vtpm-shelved");
     assert_string_equal(c->store.incoming_pool, "vtpm-incoming");
     assert_string_equal(c->store.pool_dir, "/var/lib/vtpmd/pools");
+    assert_string_equal(c->store.kept_dir, "/var/lib/vtpmd/kept");
     assert_int_equal(c->vtpm.supported_secret_security,
                      BIT(VTPM_SECRET_USER) | BIT(VTPM_SECRET_HOST));
     assert_null(c->vtpm.deployment_key_file);
@@ -128,7 +130,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 29);
+    assert_int_equal(n, 30);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -223,6 +225,7 @@ static const char full_conf[] =
     "shelve_pool = shelf\n"
     "incoming_pool = inbox\n"
     "pool_dir = /srv/pools\n"
+    "kept_dir = /srv/kept\n"
     "[vtpm]\n"
     "supported_secret_security = deployment, user\n"
     "deployment_key_file = /etc/vtpmd/dk\n";
@@ -270,6 +273,7 @@ test_every_key(void **state)
     assert_string_equal(c->store.shelve_pool, "shelf");
     assert_string_equal(c->store.incoming_pool, "inbox");
     assert_string_equal(c->store.pool_dir, "/srv/pools");
+    assert_string_equal(c->store.kept_dir, "/srv/kept");
     assert_int_equal(c->vtpm.supported_secret_security,
                      BIT(VTPM_SECRET_DEPLOYMENT) | BIT(VTPM_SECRET_USER));
     assert_string_equal(c->vtpm.deployment_key_file, "/etc/vtpmd/dk");

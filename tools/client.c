@@ -7,6 +7,7 @@
  * bounded by the caller's timeout instead.
  */
 #include <stdarg.h>
+#include <errno.h>
 #include <string.h>
 
 #include <amqp.h>
@@ -96,7 +97,9 @@ die(vtpm_client *c, vtpm_error *err, const char *fmt, ...)
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     c->dead = true;
-    return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: %s", msg);
+    /* Not reaching the broker is not a bug of anyone's: Busy is the
+     * retryable "the service cannot be reached now". */
+    return vtpm_error_set(err, VTPM_FAULT_BUSY, "amqp client: %s", msg);
 }
 
 static char *
@@ -166,7 +169,7 @@ open_socket(vtpm_client *c, const vtpm_client_params *p, vtpm_error *err)
     amqp_set_handshake_timeout(c->conn, &tv);
     rc = amqp_socket_open_noblock(s, c->ci.host, c->ci.port, &tv);
     if (rc != AMQP_STATUS_OK)
-        return die(c, err, "connect to %s:%d: %s", c->ci.host, c->ci.port,
+        return die(c, err, "cannot connect to the broker at %s:%d: %s", c->ci.host, c->ci.port,
                    amqp_error_string2(rc));
     tv.tv_sec = RPC_TIMEOUT_S;
     amqp_set_rpc_timeout(c->conn, &tv);

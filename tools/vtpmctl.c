@@ -275,12 +275,25 @@ cmd_capabilities(int argc, char **argv)
     /* Domain capabilities need a read-write connection; a user without
      * one still gets versions and the reason the TPM part is missing. */
     conn = virConnectOpen(uri ? uri : cfg->libvirt.uri);
-    if (!conn)
-        conn = virConnectOpenReadOnly(uri ? uri : cfg->libvirt.uri);
     if (!conn) {
-        vtpm_error_set(&err, VTPM_FAULT_HYPERVISOR_ERROR, "cannot connect to libvirt at %s: %s",
-                       uri ? uri : cfg->libvirt.uri, virGetLastErrorMessage());
-        return print_fault(&err);
+        /* Report why the read-write connection failed: the read-only
+         * attempt's error (e.g. about a -ro socket) alone would mislead. */
+        g_autofree char *rw_why = g_strdup(virGetLastErrorMessage());
+
+        conn = virConnectOpenReadOnly(uri ? uri : cfg->libvirt.uri);
+        if (!conn) {
+            const char *ro_why = virGetLastErrorMessage();
+
+            if (strcmp(rw_why, ro_why) == 0)
+                vtpm_error_set(&err, VTPM_FAULT_HYPERVISOR_ERROR,
+                               "cannot connect to libvirt at %s: %s",
+                               uri ? uri : cfg->libvirt.uri, rw_why);
+            else
+                vtpm_error_set(&err, VTPM_FAULT_HYPERVISOR_ERROR,
+                               "cannot connect to libvirt at %s: %s (read-only: %s)",
+                               uri ? uri : cfg->libvirt.uri, rw_why, ro_why);
+            return print_fault(&err);
+        }
     }
     rc = vtpm_caps_probe(conn, &cc, &facts, &err);
     virConnectClose(conn);
@@ -360,6 +373,7 @@ cmd_render_xml(int argc, char **argv)
 {
     g_autofree char *secret_uuid = NULL;
     g_autofree char *virt_type = NULL;
+    char secret_canon[37] = "";
     g_autofree char *console_log = NULL;
     GOptionEntry entries[] = {
         { "secret-uuid", 's', 0, G_OPTION_ARG_STRING, &secret_uuid,
@@ -389,11 +403,9 @@ cmd_render_xml(int argc, char **argv)
         return usage_error(ctx, "unexpected argument '%s'", argv[1]);
     if (virt_type && strcmp(virt_type, "qemu") != 0 && strcmp(virt_type, "kvm") != 0)
         return usage_error(ctx, "--virt-type must be qemu or kvm, got '%s'", virt_type);
-    if (secret_uuid) {
-        char canon[37];
-        if (vtpm_proto_parse_uuid(secret_uuid, "--secret-uuid", canon, &err) < 0)
-            return usage_error(ctx, "%s", err.message);
-    }
+    /* libvirt's secret UUIDs are lower case, as the worker writes them. */
+    if (secret_uuid && vtpm_proto_parse_uuid(secret_uuid, "--secret-uuid", secret_canon, &err) < 0)
+        return usage_error(ctx, "%s", err.message);
 
     if (decode_stdin_instance(&inst, &err) < 0)
         return print_fault(&err);
@@ -402,7 +414,7 @@ cmd_render_xml(int argc, char **argv)
 
     p.inst = inst;
     p.tpm = &dev;
-    p.secret_uuid = dev.version != VTPM_VERSION_NONE ? secret_uuid : NULL;
+    p.secret_uuid = secret_uuid && dev.version != VTPM_VERSION_NONE ? secret_canon : NULL;
     p.virt_type = virt_type ? virt_type : "qemu";
     p.console_log = console_log;
     if (vtpm_domxml_build(&p, &xml, &err) < 0)
@@ -455,6 +467,7 @@ cmd_call(int argc, char **argv)
     gboolean fanout = FALSE;
     double timeout = 30.0;
     gint64 deadline_ms_rel = 0;
+    uint64_t deadline_ms = 0;
     GOptionEntry entries[] = {
         { "url", 'u', 0, G_OPTION_ARG_STRING, &url,
           "broker URL (default: [amqp] url of --config, else $VTPM_AMQP_URL)", "URL" },
@@ -498,8 +511,19 @@ cmd_call(int argc, char **argv)
         return usage_error(ctx, "expected METHOD [ARGS_JSON]");
     if (fanout && host)
         return usage_error(ctx, "--host and --fanout are mutually exclusive");
-    if (timeout <= 0 || timeout > 86400)
+    /* Written so that NaN fails too. */
+    if (!(timeout > 0 && timeout <= 86400))
         return usage_error(ctx, "--timeout must be in (0, 86400] seconds");
+    /* now + MS must neither overflow nor fall to 0 or below (0 means "no
+     * deadline"); a negative MS (a deadline already past) is allowed. */
+    if (deadline_ms_rel != 0) {
+        gint64 now_ms = g_get_real_time() / 1000;
+
+        if (deadline_ms_rel > G_MAXINT64 - now_ms || deadline_ms_rel <= -now_ms)
+            return usage_error(ctx, "--deadline %" G_GINT64_FORMAT " is out of range",
+                               deadline_ms_rel);
+        deadline_ms = (uint64_t)(now_ms + deadline_ms_rel);
+    }
     if ((rc = load_config(config, &cfg)))
         return rc;
     if (!url)
@@ -516,9 +540,14 @@ cmd_call(int argc, char **argv)
         msgpack_sbuffer_destroy(&args);
         return usage_error(ctx, "ARGS_JSON must be a JSON object");
     }
-    rid = request_id ? g_strdup(request_id) : g_strdup_printf("req-%s", g_uuid_string_random());
-    req = vtpm_proto_request_new(argv[1], args.data, args.size, rid,
-                                 deadline_ms_rel ? (uint64_t)(g_get_real_time() / 1000 + deadline_ms_rel) : 0);
+    if (request_id) {
+        rid = g_strdup(request_id);
+    } else {
+        g_autofree char *uuid = g_uuid_string_random();
+
+        rid = g_strdup_printf("req-%s", uuid);
+    }
+    req = vtpm_proto_request_new(argv[1], args.data, args.size, rid, deadline_ms);
     msgpack_sbuffer_destroy(&args);
 
     cp.url = url;
@@ -562,6 +591,8 @@ cmd_call(int argc, char **argv)
         if (msgpack_unpack_next(&up, g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
                                 &off) == MSGPACK_UNPACK_SUCCESS)
             json_array_add_element(replies, vtpm_mpjson_to_json(&up.data));
+        else
+            json_array_add_null_element(replies); /* not msgpack; said on stderr */
         msgpack_unpacked_destroy(&up);
         nreplies++;
         if (!fanout)

@@ -116,6 +116,9 @@ static const spec specs[] = {
     { KEY("store", "pool_dir", "string", "/var/lib/vtpmd/pools",
           "Where missing directory pools are created (absolute path)."),
       K_PATH, F(store.pool_dir) },
+    { KEY("store", "kept_dir", "string", "/var/lib/vtpmd/kept",
+          "Where a migration source keeps the vTPM state until confirm or revert (absolute path)."),
+      K_PATH, F(store.kept_dir) },
 
     { KEY("vtpm", "supported_secret_security", "list", "user;host",
           "Secret security modes offered: user, host, deployment (';' or ',' separated)."),

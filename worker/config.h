@@ -48,6 +48,7 @@ typedef struct {
         char *shelve_pool;
         char *incoming_pool;
         char *pool_dir;      /* where vtpmd creates missing directory pools */
+        char *kept_dir;      /* migration source's copy of the state until confirm/revert */
     } store;
     struct {
         unsigned supported_secret_security; /* bit (1u << vtpm_secret_security) */

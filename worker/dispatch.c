@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "dispatch.h"
+#include "inject.h"
 #include "methods.h"
 
 /* How often the capabilities are probed again, so that a scheduler learns
@@ -137,6 +138,9 @@ job_run(gpointer data, gpointer user)
                             "deadline passed %" G_GUINT64_FORMAT " ms ago while queued",
                             now_ms() - j->req->deadline_ms);
     } else {
+        g_autofree char *point = g_strdup_printf("%s.start", j->req->method);
+
+        vtpm_inject(point);
         rc = j->method->fn(d->w, j->req, &pk, &err);
         if (rc < 0 && err.code == VTPM_FAULT_NONE)
             vtpm_error_set(&err, VTPM_FAULT_INTERNAL, "handler failed without a reason");

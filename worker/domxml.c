@@ -332,3 +332,93 @@ vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err)
     *out = g_string_free(g_steal_pointer(&x), FALSE);
     return 0;
 }
+
+/* ---- reading our metadata back ------------------------------------------ */
+
+static const char *
+local_name(const char *qname)
+{
+    const char *colon = strchr(qname, ':');
+
+    return colon ? colon + 1 : qname;
+}
+
+static const char *
+attr(const char **names, const char **values, const char *want)
+{
+    for (size_t i = 0; names[i]; i++) {
+        if (strcmp(local_name(names[i]), want) == 0)
+            return values[i];
+    }
+    return NULL;
+}
+
+typedef struct {
+    vtpm_domxml_meta m;
+    bool bad_tpm;
+} meta_parse;
+
+static void
+meta_start(GMarkupParseContext *ctx, const char *element, const char **names,
+           const char **values, gpointer user, GError **gerr)
+{
+    meta_parse *mp = user;
+    const char *el = local_name(element);
+    const char *v;
+
+    if (strcmp(el, "instance") == 0) {
+        if ((v = attr(names, values, "spec_digest")) && !mp->m.spec_digest)
+            mp->m.spec_digest = g_strdup(v);
+    } else if (strcmp(el, "flavor") == 0) {
+        if ((v = attr(names, values, "name")) && !mp->m.flavor)
+            mp->m.flavor = g_strdup(v);
+    } else if (strcmp(el, "image") == 0) {
+        if ((v = attr(names, values, "id")) && !mp->m.image)
+            mp->m.image = g_strdup(v);
+    } else if (strcmp(el, "vtpm") == 0) {
+        int ver = vtpm_version_parse(attr(names, values, "version"));
+        int model = vtpm_model_parse(attr(names, values, "model"));
+        int sec = vtpm_secret_security_parse(attr(names, values, "secret_security"));
+
+        if (ver < 0 || model < 0 || sec < 0) {
+            mp->bad_tpm = true;
+            return;
+        }
+        mp->m.tpm.version = ver;
+        mp->m.tpm.model = model;
+        mp->m.tpm.secret_security = sec;
+    }
+}
+
+int
+vtpm_domxml_parse_metadata(const char *md, vtpm_domxml_meta *out, vtpm_error *err)
+{
+    static const GMarkupParser parser = { .start_element = meta_start };
+    meta_parse mp = { 0 };
+    g_autoptr(GMarkupParseContext) ctx =
+        g_markup_parse_context_new(&parser, G_MARKUP_PREFIX_ERROR_POSITION, &mp, NULL);
+    g_autoptr(GError) gerr = NULL;
+
+    mp.m.tpm.version = VTPM_VERSION_NONE;
+    if (!g_markup_parse_context_parse(ctx, md, -1, &gerr) ||
+        !g_markup_parse_context_end_parse(ctx, &gerr)) {
+        vtpm_domxml_meta_clear(&mp.m);
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domain metadata: %s", gerr->message);
+    }
+    if (mp.bad_tpm) {
+        vtpm_domxml_meta_clear(&mp.m);
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domain metadata: unknown vTPM values");
+    }
+    *out = mp.m;
+    return 0;
+}
+
+void
+vtpm_domxml_meta_clear(vtpm_domxml_meta *m)
+{
+    if (!m)
+        return;
+    g_clear_pointer(&m->spec_digest, g_free);
+    g_clear_pointer(&m->flavor, g_free);
+    g_clear_pointer(&m->image, g_free);
+}

@@ -39,3 +39,16 @@ char *vtpm_domxml_domain_name(const char *uuid);
 
 /* CRB with TPM 1.2 is refused here (InvalidTPMConfig), before libvirt. */
 int vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err);
+
+/* What a domain's <vtpmd:instance> metadata says it was built from. */
+typedef struct {
+    char *spec_digest; /* NULL when absent */
+    char *flavor;      /* NULL when absent */
+    char *image;       /* NULL when absent */
+    vtpm_device tpm;   /* version NONE when the domain has no vTPM */
+} vtpm_domxml_meta;
+
+/* Parse the metadata element as libvirt returns it (any namespace prefix).
+ * Internal on malformed XML or unknown TPM values. */
+int vtpm_domxml_parse_metadata(const char *md, vtpm_domxml_meta *out, vtpm_error *err);
+void vtpm_domxml_meta_clear(vtpm_domxml_meta *m);

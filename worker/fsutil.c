@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -83,4 +84,85 @@ vtpm_fs_is_dir(const char *path)
     struct stat st;
 
     return lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int
+vtpm_fs_sync_dir(const char *dir, vtpm_error *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd < 0)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "opening %s: %s", dir, g_strerror(errno));
+    if (fsync(fd) < 0) {
+        int e = errno;
+
+        close(fd);
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "syncing %s: %s", dir, g_strerror(e));
+    }
+    close(fd);
+    return 0;
+}
+
+int
+vtpm_fs_write_atomic(const char *path, const void *data, size_t len, int mode, vtpm_error *err)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
+    const char *p = data;
+    size_t left = len;
+    int fd, e;
+
+    fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, mode);
+    if (fd < 0)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "creating %s: %s", tmp, g_strerror(errno));
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            goto fail;
+        p += n;
+        left -= (size_t)n;
+    }
+    if (fchmod(fd, mode) < 0 || fsync(fd) < 0)
+        goto fail;
+    if (close(fd) < 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) < 0)
+        goto fail;
+    return vtpm_fs_sync_dir(dir, err);
+fail:
+    e = errno ? errno : EIO;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "writing %s: %s", path, g_strerror(e));
+}
+
+int
+vtpm_fs_read(const char *path, size_t max, GBytes **out, vtpm_error *err)
+{
+    g_autoptr(GError) gerr = NULL;
+    g_autofree char *buf = NULL;
+    struct stat st;
+    gsize len = 0;
+
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND, "%s does not exist", path);
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "%s: %s", path, g_strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "%s is not a regular file", path);
+    if ((size_t)st.st_size > max)
+        return vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY, "%s: %lld bytes exceed %zu", path,
+                              (long long)st.st_size, max);
+    if (!g_file_get_contents(path, &buf, &len, &gerr))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "%s", gerr->message);
+    *out = g_bytes_new_take(g_steal_pointer(&buf), len);
+    return 0;
 }

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <glib.h>
 #include "vtpm/error.h"
 
 /* Resolve @path (must exist) and require it to lie strictly inside @dir
@@ -22,3 +24,16 @@ int vtpm_fs_rmtree(const char *path, vtpm_error *err);
 int vtpm_fs_mkdirs(const char *path, int mode, vtpm_error *err);
 
 bool vtpm_fs_is_dir(const char *path);
+
+/* Write @len bytes to @path atomically: a temporary file in the same
+ * directory, fsync, rename over @path, fsync of the directory.  A crash
+ * leaves either the old file or the new one, never a torn one. */
+int vtpm_fs_write_atomic(const char *path, const void *data, size_t len, int mode,
+                         vtpm_error *err);
+
+/* Read a whole regular file of at most @max bytes.  StateNotFound when it
+ * does not exist. */
+int vtpm_fs_read(const char *path, size_t max, GBytes **out, vtpm_error *err);
+
+/* fsync a directory (after a rename or unlink in it). */
+int vtpm_fs_sync_dir(const char *dir, vtpm_error *err);

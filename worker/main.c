@@ -17,6 +17,7 @@
 #include "broker.h"
 #include "config.h"
 #include "dispatch.h"
+#include "inject.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "/etc/vtpmd/vtpmd.conf"
@@ -209,6 +210,8 @@ main(int argc, char **argv)
         printf("%s: OK\n", cfg->path);
         return 0;
     }
+
+    vtpm_inject_init();
 
     /* Signals go to one thread that waits for them; every other thread
      * (pool, libvirt, AMQP) inherits the blocked mask. */

@@ -12,6 +12,7 @@
 
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
+#include "domxml.h"
 #include "policy.h"
 #include "worker.h"
 
@@ -35,9 +36,55 @@ int vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *resul
 int vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
                     vtpm_error *err);
 
+/* Handlers (worker/lifecycle.c) */
+int vtpm_op_power_off(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                      vtpm_error *err);
+int vtpm_op_power_on(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                     vtpm_error *err);
+int vtpm_op_migrate_disk_and_power_off(vtpm_worker *w, const vtpm_request *req,
+                                       msgpack_packer *result, vtpm_error *err);
+int vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                             vtpm_error *err);
+int vtpm_op_confirm_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                              vtpm_error *err);
+int vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
+                                    msgpack_packer *result, vtpm_error *err);
+int vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                   vtpm_error *err);
+int vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                     vtpm_error *err);
+int vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                    vtpm_error *err);
+
 /* Helpers shared by the handlers (worker/ops.c). */
 char *vtpm_ops_state_dir(vtpm_worker *w, const char *uuid);
 char *vtpm_ops_spec_digest(const vtpm_instance *inst, const vtpm_device *dev);
 /* nil, or {version, model, secret_security, state_dir} */
 void vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                         const vtpm_device *dev);
+
+/* What (re)defining an instance's domain needs, derived from its spec. */
+typedef struct {
+    vtpm_device dev;
+    char *digest;
+    char *xml;
+    char *name;
+} vtpm_ops_domain;
+
+void vtpm_ops_domain_clear(vtpm_ops_domain *d);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_ops_domain, vtpm_ops_domain_clear)
+
+/* Resolve the vTPM (TPMUnsupported when this host lacks a needed trait),
+ * confine boot paths, build the domain XML. */
+int vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out,
+                     vtpm_error *err);
+int vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDomainPtr *out,
+                    vtpm_error *err);
+/* Start if not running. */
+int vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, vtpm_error *err);
+/* The domain's vtpmd metadata (zeroed, version NONE, when it has none). */
+int vtpm_ops_get_meta(vtpm_worker *w, virDomainPtr dom, vtpm_domxml_meta *out,
+                      vtpm_error *err);
+/* {domain, vtpm, vtpm_state?} */
+void vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
+                                 const vtpm_ops_domain *d, const char *vtpm_state);

@@ -14,6 +14,7 @@
 #include "fsutil.h"
 #include "methods.h"
 #include "policy.h"
+#include "store.h"
 
 int
 vtpm_op_get_capabilities(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
@@ -122,22 +123,21 @@ vtpm_ops_spec_digest(const vtpm_instance *inst, const vtpm_device *dev)
     return g_strdup(g_checksum_get_string(ck));
 }
 
-/* The digest recorded in an existing domain's metadata, NULL if none. */
-static char *
-metadata_digest(const char *md)
+int
+vtpm_ops_get_meta(vtpm_worker *w, virDomainPtr dom, vtpm_domxml_meta *out, vtpm_error *err)
 {
-    const char *p, *q;
+    g_autofree char *md = NULL;
+    int rc;
 
-    if (!md || !(p = strstr(md, "spec_digest")))
-        return NULL;
-    p = strpbrk(p, "'\">");
-    if (!p)
-        return NULL;
-    p++;
-    q = p;
-    while (g_ascii_isxdigit(*q))
-        q++;
-    return q - p == 64 ? g_strndup(p, q - p) : NULL;
+    memset(out, 0, sizeof(*out));
+    if ((rc = vtpm_virt_get_metadata(w->virt, dom, &md, err)) < 0)
+        return rc;
+    if (!md) {
+        /* Not ours (defined by hand): treat as "no spec, no vTPM known". */
+        out->tpm.version = VTPM_VERSION_NONE;
+        return 0;
+    }
+    return vtpm_domxml_parse_metadata(md, out, err);
 }
 
 static int
@@ -176,8 +176,8 @@ vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const v
     vtpm_pack_kv_str(pk, "state_dir", sd);
 }
 
-static int
-start_domain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
+int
+vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
 {
     int active = virDomainIsActive(dom);
 
@@ -190,15 +190,84 @@ start_domain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
     return 0;
 }
 
+void
+vtpm_ops_domain_clear(vtpm_ops_domain *d)
+{
+    g_clear_pointer(&d->digest, g_free);
+    g_clear_pointer(&d->xml, g_free);
+    g_clear_pointer(&d->name, g_free);
+}
+
+int
+vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out,
+                 vtpm_error *err)
+{
+    g_autofree char *kernel = NULL, *initrd = NULL, *disk = NULL, *console = NULL;
+    vtpm_domxml_params p = { 0 };
+    vtpm_ops_domain d = { 0 };
+    int rc;
+
+    if ((rc = vtpm_policy_resolve(inst->flavor->extra_specs, inst->image->properties, &d.dev,
+                                  err)) < 0)
+        return rc;
+    /* Refuse before touching libvirt: nothing to undo. */
+    if (d.dev.version != VTPM_VERSION_NONE && (rc = check_host_offers(w, &d.dev, err)) < 0)
+        return rc;
+    if ((rc = confine_boot(w, inst, &kernel, &initrd, &disk, err)) < 0)
+        return rc;
+    if ((rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0)
+        return rc;
+
+    console = g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, inst->uuid);
+    d.digest = vtpm_ops_spec_digest(inst, &d.dev);
+    d.name = vtpm_domxml_domain_name(inst->uuid);
+    p.inst = inst;
+    p.tpm = &d.dev;
+    p.virt_type = w->virt_type;
+    p.console_log = console;
+    p.kernel = kernel;
+    p.initrd = initrd;
+    p.disk = disk;
+    p.spec_digest = d.digest;
+    if ((rc = vtpm_domxml_build(&p, &d.xml, err)) < 0) {
+        vtpm_ops_domain_clear(&d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+int
+vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDomainPtr *out,
+                vtpm_error *err)
+{
+    virDomainPtr dom = virDomainDefineXML(conn, xml);
+
+    if (!dom)
+        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "defining domain");
+    *out = dom;
+    return 0;
+}
+
+void
+vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
+                            const vtpm_ops_domain *d, const char *vtpm_state)
+{
+    msgpack_pack_map(pk, vtpm_state ? 3 : 2);
+    vtpm_pack_kv_str(pk, "domain", d->name);
+    vtpm_pack_str(pk, "vtpm");
+    vtpm_ops_pack_vtpm(pk, w, uuid, &d->dev);
+    if (vtpm_state)
+        vtpm_pack_kv_str(pk, "vtpm_state", vtpm_state);
+}
+
 int
 vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
 {
     g_autoptr(vtpm_instance) inst = NULL;
-    g_autofree char *kernel = NULL, *initrd = NULL, *disk = NULL;
-    g_autofree char *console = NULL, *digest = NULL, *xml = NULL, *name = NULL;
-    g_autofree char *state_dir = NULL, *md = NULL, *old_digest = NULL;
-    vtpm_domxml_params p = { 0 };
-    vtpm_device dev;
+    g_auto(vtpm_ops_domain) d = { 0 };
+    g_autofree char *state_dir = NULL;
+    vtpm_domxml_meta meta = { 0 };
     virConnectPtr conn = NULL;
     virDomainPtr dom = NULL;
     bool power_on = true, state_existed;
@@ -207,30 +276,8 @@ vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
     if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
         (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0)
         return rc;
-    if ((rc = vtpm_policy_resolve(inst->flavor->extra_specs, inst->image->properties, &dev, err)) < 0)
+    if ((rc = vtpm_ops_prepare(w, inst, &d, err)) < 0)
         return rc;
-    /* Refuse before touching libvirt: nothing to undo. */
-    if (dev.version != VTPM_VERSION_NONE && (rc = check_host_offers(w, &dev, err)) < 0)
-        return rc;
-    if ((rc = confine_boot(w, inst, &kernel, &initrd, &disk, err)) < 0)
-        return rc;
-    if ((rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0)
-        return rc;
-
-    console = g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, inst->uuid);
-    digest = vtpm_ops_spec_digest(inst, &dev);
-    name = vtpm_domxml_domain_name(inst->uuid);
-    p.inst = inst;
-    p.tpm = &dev;
-    p.virt_type = w->virt_type;
-    p.console_log = console;
-    p.kernel = kernel;
-    p.initrd = initrd;
-    p.disk = disk;
-    p.spec_digest = digest;
-    if ((rc = vtpm_domxml_build(&p, &xml, err)) < 0)
-        return rc;
-
     if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
         return rc;
     if ((rc = vtpm_virt_lookup(w->virt, conn, inst->uuid, &dom, err)) < 0)
@@ -238,30 +285,25 @@ vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
 
     if (dom) {
         /* A redelivery, or a retry after a crash: same spec means done. */
-        if ((rc = vtpm_virt_get_metadata(w->virt, dom, &md, err)) < 0)
+        if ((rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
             goto out;
-        old_digest = metadata_digest(md);
-        if (!old_digest || strcmp(old_digest, digest) != 0) {
+        if (!meta.spec_digest || strcmp(meta.spec_digest, d.digest) != 0) {
             rc = vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
                                 "instance %s already exists on host %s with a different "
                                 "spec; destroy or rebuild it instead",
                                 inst->uuid, w->cfg->worker.host);
             goto out;
         }
-        if (power_on && (rc = start_domain(w, dom, err)) < 0)
+        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
             goto out;
     } else {
         state_dir = vtpm_ops_state_dir(w, inst->uuid);
         /* State kept by an earlier destroy(keep_vtpm) is adopted by the new
          * domain; it must survive a failed start just as it was. */
         state_existed = vtpm_fs_is_dir(state_dir);
-        dom = virDomainDefineXML(conn, xml);
-        if (!dom) {
-            rc = vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "defining domain %s",
-                                 name);
+        if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
             goto out;
-        }
-        if (power_on && (rc = start_domain(w, dom, err)) < 0) {
+        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0) {
             vtpm_error cleanup = { 0 };
 
             if (vtpm_virt_undefine(w->virt, dom, state_existed, &cleanup) < 0)
@@ -274,12 +316,10 @@ vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
         }
     }
 
-    msgpack_pack_map(result, 2);
-    vtpm_pack_kv_str(result, "domain", name);
-    vtpm_pack_str(result, "vtpm");
-    vtpm_ops_pack_vtpm(result, w, inst->uuid, &dev);
+    vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, NULL);
     rc = 0;
 out:
+    vtpm_domxml_meta_clear(&meta);
     if (dom)
         virDomainFree(dom);
     virConnectClose(conn);
@@ -290,7 +330,7 @@ int
 vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
 {
     const msgpack_object *io = NULL;
-    g_autofree char *uuid_in = NULL, *state_dir = NULL, *console = NULL;
+    g_autofree char *uuid_in = NULL, *state_dir = NULL, *console = NULL, *incoming = NULL;
     char uuid[37];
     bool keep = false, existed = false, had_state;
     virConnectPtr conn = NULL;
@@ -320,6 +360,11 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     /* libvirt deletes the state only of domains it started at least once;
      * leftovers of a failed or interrupted operation go too. */
     if (!keep && (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+        goto out;
+    /* On a migration destination, a revert starts with destroy: the
+     * incoming state must not outlive it. */
+    incoming = g_strdup_printf("%s.vtpm.tar", uuid);
+    if (!keep && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, incoming, err)) < 0)
         goto out;
     console = g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, uuid);
     if (!keep)

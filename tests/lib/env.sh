@@ -9,6 +9,11 @@
 # and processes that belong to a host (vtpmd) run inside it via nsenter,
 # seeing exactly the paths they would see in production.
 #
+# A host started with vt_host_start_net also gets a network namespace of
+# its own (an address of its own, reached over a veth pair), so that one
+# host's vtpmd can talk to another host's libvirtd over TCP as in
+# production.
+#
 # Sourced by tests/integration.sh, tools/quickstart and the acceptance suite.
 # Everything lives under $VT_ROOT and is removed by vt_cleanup.
 
@@ -17,6 +22,8 @@ VT_RMQ_NODE=
 VT_RMQ_PORT=
 VT_HOSTS=()
 VT_DAEMONS=()
+VT_NETNS=()
+VT_VETHS=()
 
 vt_log() { printf '[env] %s\n' "$*" >&2; }
 vt_die() { printf '[env] FATAL: %s\n' "$*" >&2; exit 1; }
@@ -154,7 +161,8 @@ EOF
     cp /etc/libvirt/libvirt.conf "$r/etc/libvirt/" 2>/dev/null || true
 }
 
-vt_host_start() {
+# The host's tree: mount points, directories, ownership, configuration.
+vt_host_prepare_tree() {
     local h=$1 r p
     r=$(vt_host_root "$h")
     vt_users
@@ -165,24 +173,139 @@ vt_host_start() {
     chown tss:tss "$r/var/lib/swtpm-localca" "$r/var/log/swtpm/libvirt/qemu"
     chmod 0711 "$r/var/lib/libvirt/swtpm"
     vt_host_write_config "$r"
-    local script="set -e
-for p in ${VT_HOST_PATHS[*]}; do mount --bind \"$r\$p\" \"\$p\"; done
-virtlogd -d
-exec libvirtd -d"
-    unshare --mount --propagation private -- bash -c "$script" \
-        > "$r/start.out" 2>&1 || { cat "$r/start.out" >&2; vt_die "host $h: libvirtd did not start"; }
-    local uri i
+}
+
+# Wait until host $1's libvirtd answers on its socket (and on every further
+# URI given), then count the host as started.
+vt_host_wait() {
+    local h=$1 r uri u ok
+    shift
+    r=$(vt_host_root "$h")
     uri=$(vt_host_uri "$h")
-    for i in $(seq 1 100); do
-        if virsh -q -c "$uri" version > /dev/null 2>&1; then
+    for _ in $(seq 1 100); do
+        ok=1
+        for u in "$uri" "$@"; do
+            virsh -q -c "$u" version > /dev/null 2>&1 || { ok=; break; }
+        done
+        if [ -n "$ok" ]; then
             VT_HOSTS+=("$h")
-            vt_log "host $h: libvirtd pid $(vt_host_pid "$h"), $uri"
+            vt_log "host $h: libvirtd pid $(vt_host_pid "$h"), $uri${1:+, $*}"
             return 0
         fi
         sleep 0.2
     done
     cat "$r/var/log/libvirt/libvirtd.log" >&2 2>/dev/null
     vt_die "host $h: libvirtd not answering"
+}
+
+vt_host_start() {
+    local h=$1 r
+    r=$(vt_host_root "$h")
+    vt_host_prepare_tree "$h"
+    local script="set -e
+for p in ${VT_HOST_PATHS[*]}; do mount --bind \"$r\$p\" \"\$p\"; done
+virtlogd -d
+exec libvirtd -d"
+    unshare --mount --propagation private -- bash -c "$script" \
+        > "$r/start.out" 2>&1 || { cat "$r/start.out" >&2; vt_die "host $h: libvirtd did not start"; }
+    vt_host_wait "$h"
+}
+
+# ---- hosts with an address of their own ------------------------------------------
+#
+# vt_host_start_net NAME INDEX makes a host as vt_host_start does, whose
+# libvirtd and virtlogd also run in network namespace vtpm-NAME-$$, joined
+# to the root namespace by a veth pair: root side vt<INDEX><$$> with
+# 10.199.INDEX.1/24, host side eth0 with 10.199.INDEX.2/24.  libvirtd
+# listens there on TCP 16509 without authentication
+# (qemu+tcp://10.199.INDEX.2/system), besides its unix socket.  Daemons
+# started with vt_host_spawn stay in the root network namespace (they reach
+# RabbitMQ on 127.0.0.1) but see the host's files.  The tree records the
+# namespace and the address ($r/netns, $r/addr) for shells that source this
+# file later (vt_host_restart_libvirtd from a test).
+
+VT_NET_PREFIX=10.199
+VT_NET_PORT=16509
+
+vt_host_addr() { cat "$(vt_host_root "$1")/addr"; }
+vt_host_tcp_uri() { echo "qemu+tcp://$(vt_host_addr "$1")/system"; }
+
+# Whether no root-namespace address or route lies in 10.199.$1.0/24:
+# another run's host, or a leftover of a killed run, would make the subnet
+# ambiguous.
+vt_net_index_free() {
+    local net=$VT_NET_PREFIX.$1.0/24
+    [ -z "$(ip -4 -o addr show to "$net")" ] && [ -z "$(ip -4 route show "$net")" ]
+}
+
+# The smallest free index >= $1 (default 1).
+vt_net_next_index() {
+    local i
+    for ((i = ${1:-1}; i <= 254; i++)); do
+        if vt_net_index_free "$i"; then
+            echo "$i"
+            return 0
+        fi
+    done
+    vt_die "no free subnet in $VT_NET_PREFIX.0.0/16"
+}
+
+# (Re)start libvirtd and virtlogd of net host $1 in its network namespace
+# and a fresh mount namespace.  nsenter --net rather than `ip netns exec`:
+# the latter mounts a new /sys for the namespace, which drops the cgroup
+# mounts below /sys/fs/cgroup, so libvirtd would run guests differently
+# from a plain host's.  libvirtd 9 (not socket-activated) opens the TCP
+# listener only with --listen, whatever listen_tcp says.
+vt_host_launch_net() {
+    local h=$1 r ns addr
+    r=$(vt_host_root "$h")
+    ns=$(cat "$r/netns")
+    addr=$(vt_host_addr "$h")
+    # /run/netns holds every test host's namespace handle; copied into
+    # this mount namespace they would outlive their hosts as long as this
+    # one's processes live.
+    local script="set -e
+umount -l /run/netns 2>/dev/null || true
+for p in ${VT_HOST_PATHS[*]}; do mount --bind \"$r\$p\" \"\$p\"; done
+virtlogd -d
+exec libvirtd -d --listen"
+    nsenter --net="/run/netns/$ns" -- unshare --mount --propagation private -- bash -c "$script" \
+        > "$r/start.out" 2>&1 || { cat "$r/start.out" >&2; vt_die "host $h: libvirtd did not start"; }
+    vt_host_wait "$h" "qemu+tcp://$addr/system"
+}
+
+vt_host_start_net() {
+    local h=$1 idx=$2 r ns veth addr
+    if ! [[ $idx =~ ^[1-9][0-9]{0,2}$ ]] || ((idx > 254)); then
+        vt_die "host $h: bad net index '$idx'"
+    fi
+    r=$(vt_host_root "$h")
+    ns="vtpm-$h-$$"
+    # At most 15 characters (IFNAMSIZ): "vt" + 3 + a 7-digit pid.
+    veth="vt$idx$$"
+    addr=$VT_NET_PREFIX.$idx.2
+    vt_net_index_free "$idx" || vt_die "host $h: $VT_NET_PREFIX.$idx.0/24 is in use"
+    ip netns add "$ns"
+    VT_NETNS+=("$ns")
+    ip link add "$veth" type veth peer name eth0 netns "$ns"
+    VT_VETHS+=("$veth")
+    ip addr add "$VT_NET_PREFIX.$idx.1/24" dev "$veth"
+    ip link set "$veth" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "$addr/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    vt_host_prepare_tree "$h"
+    echo "$ns" > "$r/netns"
+    echo "$addr" > "$r/addr"
+    cat >> "$r/etc/libvirt/libvirtd.conf" <<EOF
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "$addr"
+auth_tcp = "none"
+tcp_port = "$VT_NET_PORT"
+EOF
+    export "VT_HOST_${h^^}_ADDR=$addr"
+    vt_host_launch_net "$h"
 }
 
 vt_host_stop() {
@@ -214,7 +337,11 @@ vt_host_restart_libvirtd() {
     [ -n "$vlpid" ] && kill "$vlpid" 2>/dev/null || true
     rm -f "$(vt_host_root "$h")/run/libvirtd.pid" "$(vt_host_root "$h")/run/virtlogd.pid"
     VT_HOSTS=("${VT_HOSTS[@]/$h}")
-    vt_host_start "$h"
+    if [ -f "$(vt_host_root "$h")/netns" ]; then
+        vt_host_launch_net "$h"
+    else
+        vt_host_start "$h"
+    fi
 }
 
 # Start a daemon inside host $1's mount namespace, in the background.
@@ -237,6 +364,14 @@ vt_cleanup() {
     done
     for h in "${VT_HOSTS[@]}"; do
         [ -n "$h" ] && vt_host_stop "$h"
+    done
+    # Deleting the root side of a veth deletes the pair, even while a
+    # leftover process still pins the namespace.
+    for p in "${VT_VETHS[@]}"; do
+        ip link del "$p" 2>/dev/null || true
+    done
+    for p in "${VT_NETNS[@]}"; do
+        ip netns del "$p" 2>/dev/null || true
     done
     vt_rmq_stop
     # Leave the tree when asked (debugging a failure).

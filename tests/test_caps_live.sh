@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# `vtpmctl capabilities` against a real libvirtd (QEMU driver, swtpm): the
+# traits a host offers and why the others are missing, as the [libvirt] and
+# [vtpm] settings change.  Runs under tests/integration.sh, which starts
+# libvirt host "a" and exports VT_HOST_A_URI.
+# Usage: integration.sh test_caps_live.sh PATH/TO/vtpmctl
+#
+# Prints one "ok - ..." / "not ok - ..." line per check, then "N passed, M
+# failed"; exits 1 if any check failed.
+set -u
+
+V=${1:?usage: integration.sh test_caps_live.sh PATH/TO/vtpmctl}
+if [ ! -x "$V" ] || [ -z "${VT_HOST_A_URI:-}" ]; then
+    echo "not ok - needs an executable vtpmctl ($V) and VT_HOST_A_URI (run under integration.sh)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+URI=$VT_HOST_A_URI
+
+tmp=$(mktemp -d /tmp/test_caps_live.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+OUT=$tmp/out
+ERR=$tmp/err
+RC=0
+pass=0
+fail=0
+
+T12=COMPUTE_SECURITY_TPM_1_2
+T20=COMPUTE_SECURITY_TPM_2_0
+TIS=COMPUTE_SECURITY_TPM_TIS
+CRB=COMPUTE_SECURITY_TPM_CRB
+USER=COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER
+HOST=COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST
+DEPL=COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT
+export T12 T20 TIS CRB USER HOST DEPL
+TPM_TRAITS="[T12, T20, TIS, CRB]"
+ALL_TRAITS="[T12, T20, TIS, CRB, USER, HOST, DEPL]"
+
+# ---- harness -----------------------------------------------------------------
+
+diag() {
+    printf '#   exit %s\n' "$RC"
+    [ -s "$OUT" ] && head -n 60 "$OUT" | cut -c 1-4000 | sed 's/^/#   stdout: /'
+    [ -s "$ERR" ] && head -n 30 "$ERR" | cut -c 1-4000 | sed 's/^/#   stderr: /'
+    return 0
+}
+
+pass() { echo "ok - $1"; pass=$((pass + 1)); }
+fail() { echo "not ok - $1"; fail=$((fail + 1)); diag; }
+
+check() {
+    local desc=$1
+    shift
+    if "$@"; then pass "$desc"; else fail "$desc"; fi
+}
+
+rc_is() { [ "$RC" = "$1" ]; }
+
+# One python3 answers every JSON question (starting python3 per check costs
+# ~0.5 s on a loaded host).  Request: FILE<TAB>PYEXPR on one line; answer: 1
+# (PYEXPR true for d, the parsed FILE) or 0 (false, or FILE unparsable).
+# The trait names above are Python names too; m is d["missing"].
+coproc PY {
+    exec python3 -u -c '
+import json, os, sys
+names = {k: os.environ[k] for k in ("T12", "T20", "TIS", "CRB", "USER", "HOST", "DEPL")}
+for line in sys.stdin:
+    path, expr = line.rstrip("\n").split("\t", 1)
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        ns = dict(names, d=d, m=d.get("missing", {}) if isinstance(d, dict) else {})
+        ok = bool(eval("(" + expr + ")", ns))
+    except Exception:
+        ok = False
+    print(1 if ok else 0, flush=True)
+'
+}
+
+# js PYEXPR: stdout is one JSON value d for which PYEXPR is true.
+js() {
+    local ans
+    printf '%s\t%s\n' "$OUT" "${1//$'\n'/ }" >&"${PY[1]}"
+    read -r ans <&"${PY[0]}" || return 1
+    [ "$ans" = 1 ]
+}
+
+echo '{"missing": {"a": 1}}' > "$OUT"
+if ! js "m == {'a': 1} and T12 == 'COMPUTE_SECURITY_TPM_1_2'" || js "m == {}"; then
+    echo "not ok - the python3 helper answers"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# caps NAME CONFIG-TEXT: vtpmctl capabilities with that config file.
+caps() {
+    printf '%s\n' "$2" > "$tmp/$1.conf"
+    timeout 120 "$V" capabilities --connect "$URI" --config "$tmp/$1.conf" > "$OUT" 2> "$ERR"
+    RC=$?
+}
+
+ENABLED='[worker]
+host = caps-live-a
+[libvirt]
+swtpm_enabled = true'
+
+# ---- swtpm enabled: everything but the deployment mode ---------------------
+
+caps enabled "$ENABLED"
+check "enabled: exit 0 with JSON on stdout" eval 'rc_is 0 && js "isinstance(d, dict)"'
+check "enabled: host is [worker] host" js "d['host'] == 'caps-live-a'"
+check "enabled: offers TPM 1.2, 2.0, TIS, CRB, secret security user and host" \
+    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER, HOST])"
+check "enabled: only DEPLOYMENT missing, because it is not configured" \
+    js "list(m) == [DEPL] and 'deployment' in m[DEPL] and 'supported_secret_security' in m[DEPL]"
+check "enabled: libvirt_version 9.0.0" js "d['libvirt_version'] == '9.0.0'"
+check "enabled: qemu_version 7.2.x" js "d['qemu_version'].startswith('7.2')"
+check "enabled: arch x86_64" js "d['arch'] == 'x86_64'"
+check "enabled: tpm.supported" js "d['tpm']['supported'] is True"
+check "enabled: tpm.models has tpm-tis and tpm-crb" \
+    js "{'tpm-tis', 'tpm-crb'} <= set(d['tpm']['models'])"
+check "enabled: tpm.versions has 1.2 and 2.0" js "{'1.2', '2.0'} <= set(d['tpm']['versions'])"
+check "enabled: tpm.backends has emulator" js "'emulator' in d['tpm']['backends']"
+
+# The tpm part agrees with what libvirtd itself says.
+if virsh -q -c "$URI" domcapabilities > "$tmp/domcaps.xml" 2> "$tmp/domcaps.err"; then
+    cp "$OUT" "$tmp/enabled.json"
+    check "enabled: tpm.models equal virsh domcapabilities' TPM models" \
+        python3 -c '
+import json, sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+want = sorted(v.text.strip() for v in r.findall("devices/tpm/enum[@name=\"model\"]/value")
+              if v.text.strip() in ("tpm-tis", "tpm-crb"))
+got = sorted(json.load(open(sys.argv[2]))["tpm"]["models"])
+sys.exit(0 if want == got else 1)' "$tmp/domcaps.xml" "$tmp/enabled.json"
+else
+    fail "virsh domcapabilities on host a"
+    sed 's/^/#   /' "$tmp/domcaps.err"
+fi
+
+# ---- swtpm disabled --------------------------------------------------------
+
+caps disabled '[libvirt]
+swtpm_enabled = false'
+check "disabled: exit 0" rc_is 0
+check "disabled: no traits" js "d['traits'] == []"
+check "disabled: all 7 traits missing" js "sorted(m) == sorted($ALL_TRAITS)"
+check "disabled: every reason mentions swtpm_enabled" \
+    js "all('swtpm_enabled' in v for v in m.values())"
+check "disabled: host facts still reported" \
+    js "d['arch'] == 'x86_64' and d['libvirt_version'] == '9.0.0' and
+        d['qemu_version'].startswith('7.2')"
+
+# The default configuration has swtpm disabled.
+printf '' > "$tmp/empty.conf"
+timeout 120 "$V" capabilities --connect "$URI" --config "$tmp/empty.conf" > "$OUT" 2> "$ERR"
+RC=$?
+check "empty config (default): no traits, reasons mention swtpm_enabled" \
+    eval 'rc_is 0 && js "d[\"traits\"] == [] and all(\"swtpm_enabled\" in v for v in m.values())"'
+
+# ---- swtpm user / group that do not exist ----------------------------------
+
+caps nouser "$ENABLED
+swtpm_user = nosuchuser"
+check "swtpm_user=nosuchuser: exit 0" rc_is 0
+check "swtpm_user=nosuchuser: no TPM traits" \
+    js "not set(d['traits']) & set($TPM_TRAITS)"
+check "swtpm_user=nosuchuser: no traits at all" js "d['traits'] == []"
+check "swtpm_user=nosuchuser: every reason names nosuchuser" \
+    js "sorted(m) == sorted($ALL_TRAITS) and all('nosuchuser' in v for v in m.values())"
+check "swtpm_user=nosuchuser: reasons no longer mention swtpm_enabled" \
+    js "not any('swtpm_enabled' in v for v in m.values())"
+
+caps nogroup "$ENABLED
+swtpm_group = nosuchgroup"
+check "swtpm_group=nosuchgroup: no traits, every reason names nosuchgroup" \
+    eval 'rc_is 0 && js "d[\"traits\"] == [] and all(\"nosuchgroup\" in v for v in m.values())"'
+
+# ---- secret security modes --------------------------------------------------
+
+caps useronly "$ENABLED
+[vtpm]
+supported_secret_security = user"
+check "supported_secret_security=user: exit 0" rc_is 0
+check "supported_secret_security=user: HOST missing with a reason" \
+    js "HOST not in d['traits'] and 'host' in m.get(HOST, '') and
+        'supported_secret_security' in m[HOST]"
+check "supported_secret_security=user: USER and the TPM traits still offered" \
+    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER])"
+
+caps nokey "$ENABLED
+[vtpm]
+supported_secret_security = user;host;deployment"
+check "deployment without deployment_key_file: DEPLOYMENT missing, says the key file is not set" \
+    eval 'rc_is 0 && js "DEPL not in d[\"traits\"] and \"deployment_key_file\" in m.get(DEPL, \"\")"'
+
+caps deployment "$ENABLED
+[vtpm]
+supported_secret_security = user;host;deployment
+deployment_key_file = /etc/hostname"
+check "deployment + deployment_key_file: exit 0" rc_is 0
+check "deployment + deployment_key_file: DEPLOYMENT offered" js "DEPL in d['traits']"
+check "deployment + deployment_key_file: all 7 traits, nothing missing" \
+    js "sorted(d['traits']) == sorted($ALL_TRAITS) and m == {}"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

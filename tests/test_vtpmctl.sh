@@ -1,0 +1,501 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The vtpmctl CLI's documented behaviour: resolve, render-xml, capabilities
+# (against libvirt's test driver), call (against an unreachable broker) and
+# the top-level command dispatch.  Usage: test_vtpmctl.sh PATH/TO/vtpmctl
+#
+# Prints one "ok - ..." / "not ok - ..." line per check, then "N passed, M
+# failed"; exits 1 if any check failed.
+#
+# Checks given to eval expand $OUT etc. when they run, hence single quotes.
+# shellcheck disable=SC2016
+set -u
+
+V=${1:?usage: test_vtpmctl.sh PATH/TO/vtpmctl}
+[ -x "$V" ] || { echo "not ok - $V is not executable"; echo "0 passed, 1 failed"; exit 1; }
+
+tmp=$(mktemp -d /tmp/test_vtpmctl.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+OUT=$tmp/out
+ERR=$tmp/err
+RC=0
+pass=0
+fail=0
+
+# Unreachable broker: nothing listens on TCP port 1.
+DEAD_URL='amqp://guest:guest@127.0.0.1:1/%2f'
+UUID=0e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd001
+SECRET=6f1c2b3a-9d8e-4f70-a1b2-c3d4e5f60718
+
+FAULT_CODES='BadRequest UnsupportedVersion UnknownMethod Expired InvalidTPMConfig
+FlavorImageConflict TPMUnsupported SecretRequired InstanceNotFound InstanceConflict
+StateNotFound StateIntegrity StateTransferFailed HypervisorError Busy Internal'
+TRAITS='COMPUTE_SECURITY_TPM_1_2 COMPUTE_SECURITY_TPM_2_0 COMPUTE_SECURITY_TPM_TIS
+COMPUTE_SECURITY_TPM_CRB COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER
+COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT'
+export FAULT_CODES TRAITS
+
+# ---- harness -----------------------------------------------------------------
+
+# What the last command did, for a failed check.
+diag() {
+    printf '#   exit %s\n' "$RC"
+    [ -s "$OUT" ] && head -n 60 "$OUT" | cut -c 1-4000 | sed 's/^/#   stdout: /'
+    [ -s "$ERR" ] && head -n 30 "$ERR" | cut -c 1-4000 | sed 's/^/#   stderr: /'
+    return 0
+}
+
+pass() { echo "ok - $1"; pass=$((pass + 1)); }
+fail() { echo "not ok - $1"; fail=$((fail + 1)); diag; }
+
+# check DESC COMMAND...: the command's status decides.
+check() {
+    local desc=$1
+    shift
+    if "$@"; then pass "$desc"; else fail "$desc"; fi
+}
+
+# run ARGS...: vtpmctl with stdin from $IN (default: nothing).
+run() {
+    timeout 60 "$V" "$@" < "${IN:-/dev/null}" > "$OUT" 2> "$ERR"
+    RC=$?
+}
+
+# runin TEXT ARGS...: vtpmctl with TEXT on stdin.
+runin() {
+    local text=$1
+    shift
+    printf '%s' "$text" > "$tmp/in"
+    IN=$tmp/in run "$@"
+}
+
+rc_is() { [ "$RC" = "$1" ]; }
+
+# One python3 answers every JSON/XML question (starting python3 per check
+# costs ~0.5 s on a loaded host).  Request: MODE<TAB>FILE<TAB>PYEXPR[<TAB>SUB]...
+# on one line; answer: 1 (PYEXPR true) or 0 (false, or FILE unparsable).
+# MODE json: d is the parsed value; MODE xml: r is the root element; subs
+# are the SUBs, codes the fault codes and traits the trait names.
+coproc PY {
+    exec python3 -u -c '
+import json, os, sys, xml.etree.ElementTree as ET
+codes = os.environ["FAULT_CODES"].split()
+traits = os.environ["TRAITS"].split()
+for line in sys.stdin:
+    mode, path, expr, *subs = line.rstrip("\n").split("\t")
+    ns = {"codes": codes, "traits": traits, "subs": subs}
+    try:
+        if mode == "json":
+            with open(path) as f:
+                ns["d"] = json.load(f)
+        else:
+            ns["r"] = ET.parse(path).getroot()
+        ok = bool(eval("(" + expr + ")", ns))
+    except Exception:
+        ok = False
+    print(1 if ok else 0, flush=True)
+'
+}
+
+# pyq MODE PYEXPR [SUB...]: ask the python3 coprocess about $OUT.
+pyq() {
+    local mode=$1 expr=${2//$'\n'/ } ans
+    shift 2
+    {
+        printf '%s\t%s\t%s' "$mode" "$OUT" "$expr"
+        [ $# -eq 0 ] || printf '\t%s' "$@"
+        printf '\n'
+    } >&"${PY[1]}"
+    read -r ans <&"${PY[0]}" || return 1
+    [ "$ans" = 1 ]
+}
+
+# js PYEXPR: stdout is one JSON value d for which PYEXPR is true.
+js() { pyq json "$@"; }
+
+# xq PYEXPR: stdout is XML whose root element r makes PYEXPR true.
+xq() { pyq xml "$@"; }
+
+# Expect exit 0 and a JSON stdout for which PYEXPR holds.
+expect_json() {
+    local desc=$1 expr=$2
+    if rc_is 0 && js "$expr"; then pass "$desc"; else fail "$desc"; fi
+}
+
+# expect_fault DESC CODE [SUBSTRING...]: exit 1 and exactly
+# {"fault": {"code": CODE, "message": "...SUBSTRING..."}} on stdout.
+expect_fault() {
+    local desc=$1 code=$2
+    shift 2
+    if rc_is 1 && js "list(d) == ['fault'] and sorted(d['fault']) == ['code', 'message'] and
+                      d['fault']['code'] == '$code' and isinstance(d['fault']['message'], str) and
+                      all(s in d['fault']['message'] for s in subs)" "$@"; then
+        pass "$desc"
+    else
+        fail "$desc"
+    fi
+}
+
+# expect_usage DESC [STDERR-SUBSTRING]: exit 2, nothing on stdout, a
+# "vtpmctl: ..." diagnostic on stderr.
+expect_usage() {
+    local desc=$1 sub=${2:-vtpmctl: }
+    if rc_is 2 && [ ! -s "$OUT" ] && grep -qF -- "$sub" "$ERR"; then
+        pass "$desc"
+    else
+        fail "$desc"
+    fi
+}
+
+echo '{"ok": [1]}' > "$OUT"
+if ! js "d == {'ok': [1]}" || js "d == {'ok': [2]}"; then
+    echo "not ok - the python3 helper answers"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# ---- top level -----------------------------------------------------------------
+
+run
+expect_usage "no command: exit 2 with usage on stderr" "Usage: vtpmctl COMMAND"
+run --help
+check "--help: exit 0, usage on stdout naming every command" \
+    eval 'rc_is 0 && grep -q "^Usage: vtpmctl COMMAND" "$OUT" && grep -q "^  resolve " "$OUT" &&
+          grep -q "^  capabilities " "$OUT" && grep -q "^  render-xml " "$OUT" &&
+          grep -q "^  call " "$OUT" && [ ! -s "$ERR" ]'
+run -h
+check "-h: exit 0 with usage on stdout" eval 'rc_is 0 && grep -q "^Usage: vtpmctl" "$OUT"'
+run help
+check "help: exit 0 with usage on stdout" eval 'rc_is 0 && grep -q "^Usage: vtpmctl" "$OUT"'
+run frobnicate
+expect_usage "unknown command: exit 2 naming it" "unknown command 'frobnicate'"
+for cmd in resolve capabilities render-xml call; do
+    run "$cmd" --help
+    check "$cmd --help: exit 0 with usage on stdout" \
+        eval 'rc_is 0 && grep -q "vtpmctl $cmd" "$OUT" && grep -q -- "--help" "$OUT"'
+done
+
+# ---- resolve -------------------------------------------------------------------
+
+run resolve
+expect_json "resolve: no specs -> {\"vtpm\": null}" "d == {'vtpm': None}"
+run resolve -f hw:tpm_model=tpm-crb
+expect_json "resolve: only hw:tpm_model -> no vTPM" "d == {'vtpm': None}"
+run resolve -i hw_tpm_model=tpm-tis
+expect_json "resolve: only hw_tpm_model image property -> no vTPM" "d == {'vtpm': None}"
+run resolve -f hw:tpm_secret_security=host
+expect_json "resolve: only hw:tpm_secret_security -> no vTPM" "d == {'vtpm': None}"
+run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=forbidden
+expect_json "resolve: only a forbidden version trait -> no vTPM" "d == {'vtpm': None}"
+
+run resolve -f hw:tpm_version=2.0
+expect_json "resolve: flavor hw:tpm_version=2.0 -> 2.0, tpm-tis, user, required traits" \
+    "d == {'vtpm': {'version': '2.0', 'model': 'tpm-tis', 'secret_security': 'user',
+           'required_traits': ['COMPUTE_SECURITY_TPM_2_0', 'COMPUTE_SECURITY_TPM_TIS',
+                               'COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER']}}"
+run resolve -i hw_tpm_version=1.2
+expect_json "resolve: image hw_tpm_version=1.2 -> 1.2, tpm-tis, user" \
+    "d['vtpm'] == {'version': '1.2', 'model': 'tpm-tis', 'secret_security': 'user',
+                   'required_traits': ['COMPUTE_SECURITY_TPM_1_2', 'COMPUTE_SECURITY_TPM_TIS',
+                                       'COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER']}"
+run resolve -f hw:tpm_version=2.0 -i hw_tpm_version=2.0
+expect_json "resolve: flavor and image agree on 2.0" "d['vtpm']['version'] == '2.0'"
+run resolve -f hw:tpm_version= -i hw_tpm_version=1.2
+expect_json "resolve: an empty flavor value falls through to the image (Nova)" \
+    "d['vtpm']['version'] == '1.2'"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_model=tpm-crb
+expect_json "resolve: flavor 2.0 + tpm-crb -> CRB with its trait" \
+    "d['vtpm']['model'] == 'tpm-crb' and d['vtpm']['required_traits'] ==
+     ['COMPUTE_SECURITY_TPM_2_0', 'COMPUTE_SECURITY_TPM_CRB',
+      'COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER']"
+run resolve -f hw:tpm_version=2.0 -i hw_tpm_model=tpm-crb
+expect_json "resolve: flavor version + image model tpm-crb -> CRB" \
+    "d['vtpm']['version'] == '2.0' and d['vtpm']['model'] == 'tpm-crb'"
+run resolve -i hw_tpm_version=2.0 -i hw_tpm_model=tpm-tis
+expect_json "resolve: image version + image model tpm-tis -> TIS" \
+    "d['vtpm']['version'] == '2.0' and d['vtpm']['model'] == 'tpm-tis'"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_secret_security=host
+expect_json "resolve: hw:tpm_secret_security=host -> host and its trait" \
+    "d['vtpm']['secret_security'] == 'host' and d['vtpm']['required_traits'] ==
+     ['COMPUTE_SECURITY_TPM_2_0', 'COMPUTE_SECURITY_TPM_TIS',
+      'COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST']"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_secret_security=user
+expect_json "resolve: hw:tpm_secret_security=user -> user" \
+    "d['vtpm']['secret_security'] == 'user'"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_model=tpm-crb -f hw:tpm_secret_security=deployment
+expect_json "resolve: CRB + deployment -> all three traits" \
+    "d['vtpm']['required_traits'] == ['COMPUTE_SECURITY_TPM_2_0', 'COMPUTE_SECURITY_TPM_CRB',
+     'COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT']"
+run resolve -f hw:tpm_version=2.0 -i hw_tpm_secret_security=host
+expect_json "resolve: secret security is a flavor setting only (image value ignored)" \
+    "d['vtpm']['secret_security'] == 'user'"
+run resolve -f hw:tpm_version=1.2 -f hw:tpm_secret_security=host
+expect_json "resolve: 1.2 + host -> the 1.2 trait set" \
+    "d['vtpm']['required_traits'] == ['COMPUTE_SECURITY_TPM_1_2', 'COMPUTE_SECURITY_TPM_TIS',
+     'COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST']"
+
+# Seed-spec forms.
+run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=required
+expect_json "resolve: flavor trait:COMPUTE_SECURITY_TPM_2_0=required -> 2.0 TIS user" \
+    "d['vtpm'] == {'version': '2.0', 'model': 'tpm-tis', 'secret_security': 'user',
+                   'required_traits': ['COMPUTE_SECURITY_TPM_2_0', 'COMPUTE_SECURITY_TPM_TIS',
+                                       'COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER']}"
+run resolve -i trait:COMPUTE_SECURITY_TPM_1_2=required
+expect_json "resolve: image trait:COMPUTE_SECURITY_TPM_1_2=required -> 1.2" \
+    "d['vtpm']['version'] == '1.2'"
+run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=required -i hw_tpm_version=2.0
+expect_json "resolve: a required trait and the same version agree" "d['vtpm']['version'] == '2.0'"
+run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=forbidden -f hw:tpm_version=1.2
+expect_json "resolve: forbidding 2.0 while asking for 1.2 -> 1.2" "d['vtpm']['version'] == '1.2'"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_model=CRB
+expect_json "resolve: model \"CRB\" -> tpm-crb" "d['vtpm']['model'] == 'tpm-crb'"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_model=tis
+expect_json "resolve: model \"tis\" -> tpm-tis" "d['vtpm']['model'] == 'tpm-tis'"
+run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=required -i hw_tpm_model=Crb
+expect_json "resolve: trait + image model \"Crb\" (any case) -> 2.0 tpm-crb" \
+    "d['vtpm']['version'] == '2.0' and d['vtpm']['model'] == 'tpm-crb' and
+     'COMPUTE_SECURITY_TPM_CRB' in d['vtpm']['required_traits']"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_model=CRB -i hw_tpm_model=tpm-crb
+expect_json "resolve: \"CRB\" and tpm-crb are the same model, no conflict" \
+    "d['vtpm']['model'] == 'tpm-crb'"
+
+# InvalidTPMConfig.
+run resolve -f hw:tpm_version=3.0
+expect_fault "resolve: flavor version 3.0 -> InvalidTPMConfig naming key and source" \
+    InvalidTPMConfig "flavor extra spec" "hw:tpm_version=3.0"
+run resolve -i hw_tpm_version=2
+expect_fault "resolve: image version 2 -> InvalidTPMConfig naming key and source" \
+    InvalidTPMConfig "image property" "hw_tpm_version=2"
+run resolve -i hw_tpm_version=
+expect_fault "resolve: empty image version -> InvalidTPMConfig (Nova)" \
+    InvalidTPMConfig "hw_tpm_version"
+run resolve -f hw:tpm_version=1.2 -f hw:tpm_model=tpm-crb
+expect_fault "resolve: CRB with 1.2 -> InvalidTPMConfig naming both settings" \
+    InvalidTPMConfig "hw:tpm_model=tpm-crb" "hw:tpm_version=1.2"
+run resolve -i hw_tpm_version=1.2 -f hw:tpm_model=CRB
+expect_fault "resolve: \"CRB\" with image 1.2 -> InvalidTPMConfig" \
+    InvalidTPMConfig "hw:tpm_model=CRB" "image property hw_tpm_version=1.2"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_model=tpm-foo
+expect_fault "resolve: bad model -> InvalidTPMConfig naming it" \
+    InvalidTPMConfig "flavor extra spec" "hw:tpm_model=tpm-foo"
+run resolve -f hw:tpm_version=2.0 -i hw_tpm_model=bogus
+expect_fault "resolve: bad image model -> InvalidTPMConfig naming the image property" \
+    InvalidTPMConfig "image property" "hw_tpm_model=bogus"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_secret_security=nobody
+expect_fault "resolve: bad secret security -> InvalidTPMConfig naming it" \
+    InvalidTPMConfig "flavor extra spec" "hw:tpm_secret_security=nobody"
+run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=preferred
+expect_fault "resolve: bad trait value -> InvalidTPMConfig" \
+    InvalidTPMConfig "trait:COMPUTE_SECURITY_TPM_2_0=preferred"
+
+# FlavorImageConflict.
+run resolve -f hw:tpm_version=2.0 -i hw_tpm_version=1.2
+expect_fault "resolve: flavor 2.0 vs image 1.2 -> FlavorImageConflict naming both" \
+    FlavorImageConflict "flavor extra spec hw:tpm_version=2.0" "image property hw_tpm_version=1.2"
+run resolve -f hw:tpm_version=2.0 -f hw:tpm_model=tpm-tis -i hw_tpm_model=tpm-crb
+expect_fault "resolve: flavor tpm-tis vs image tpm-crb -> FlavorImageConflict" \
+    FlavorImageConflict "flavor extra spec hw:tpm_model=tpm-tis" "image property hw_tpm_model=tpm-crb"
+run resolve -f trait:COMPUTE_SECURITY_TPM_1_2=required -f hw:tpm_version=2.0
+expect_fault "resolve: trait 1.2 vs version 2.0 -> FlavorImageConflict naming both" \
+    FlavorImageConflict "trait:COMPUTE_SECURITY_TPM_1_2=required" "hw:tpm_version=2.0"
+run resolve -i trait:COMPUTE_SECURITY_TPM_2_0=required -i hw_tpm_version=1.2
+expect_fault "resolve: image trait 2.0 vs image version 1.2 -> FlavorImageConflict" \
+    FlavorImageConflict "image property trait:COMPUTE_SECURITY_TPM_2_0=required" \
+    "image property hw_tpm_version=1.2"
+run resolve -f trait:COMPUTE_SECURITY_TPM_1_2=required -i trait:COMPUTE_SECURITY_TPM_2_0=required
+expect_fault "resolve: both version traits required -> FlavorImageConflict naming both" \
+    FlavorImageConflict "flavor extra spec trait:COMPUTE_SECURITY_TPM_1_2=required" \
+    "image property trait:COMPUTE_SECURITY_TPM_2_0=required"
+run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=forbidden -i hw_tpm_version=2.0
+expect_fault "resolve: 2.0 forbidden and asked for -> FlavorImageConflict" \
+    FlavorImageConflict "trait:COMPUTE_SECURITY_TPM_2_0=forbidden" "hw_tpm_version=2.0"
+
+# Usage errors.
+run resolve -f hw:tpm_version
+expect_usage "resolve: --flavor-spec without '=' -> exit 2" "expects KEY=VALUE"
+run resolve -i hw_tpm_version
+expect_usage "resolve: --image-prop without '=' -> exit 2" "expects KEY=VALUE"
+run resolve -f =2.0
+expect_usage "resolve: empty key -> exit 2" "expects KEY=VALUE"
+run resolve --flavour-spec hw:tpm_version=2.0
+expect_usage "resolve: unknown option -> exit 2" "--flavour-spec"
+run resolve hw:tpm_version=2.0
+expect_usage "resolve: stray argument -> exit 2" "unexpected argument 'hw:tpm_version=2.0'"
+
+# ---- render-xml ----------------------------------------------------------------
+
+# spec SPECS_JSON PROPS_JSON: an instance spec with those extra specs/properties.
+spec() {
+    printf '{"uuid": "%s", "name": "web-1", "flavor": {"name": "m1.small", "vcpus": 1,
+"memory_mb": 128, "extra_specs": %s}, "image": {"id": "img-1", "properties": %s}}' \
+        "$UUID" "${1:-{\}}" "${2:-{\}}"
+}
+
+# validate DESC: stdout is a libvirt domain XML per libvirt's schema.
+validate() {
+    cp "$OUT" "$tmp/domain.xml"
+    if virt-xml-validate "$tmp/domain.xml" domain > "$tmp/validate.out" 2>&1; then
+        pass "$1"
+    else
+        fail "$1"
+        sed 's/^/#   virt-xml-validate: /' "$tmp/validate.out"
+    fi
+}
+
+TPM="r.find('devices/tpm')"
+BACKEND="r.find('devices/tpm/backend')"
+
+runin "$(spec '{"hw:tpm_version": "2.0"}')" render-xml
+check "render-xml: bare spec with 2.0 -> exit 0, nothing on stderr" eval 'rc_is 0 && [ ! -s "$ERR" ]'
+check "render-xml: <tpm model='tpm-tis'><backend type='emulator' version='2.0'>" \
+    xq "r.tag == 'domain' and len(r.findall('devices/tpm')) == 1 and
+        $TPM.get('model') == 'tpm-tis' and $BACKEND.get('type') == 'emulator' and
+        $BACKEND.get('version') == '2.0'"
+check "render-xml: <acpi/>, <on_poweroff>destroy</on_poweroff>, <uuid>" \
+    xq "r.find('features/acpi') is not None and r.findtext('on_poweroff') == 'destroy' and
+        r.findtext('uuid') == '$UUID'"
+check "render-xml: no <encryption> without --secret-uuid" \
+    xq "r.find('devices/tpm/backend/encryption') is None"
+check "render-xml: domain type qemu by default" xq "r.get('type') == 'qemu'"
+validate "render-xml: TIS 2.0 domain passes virt-xml-validate"
+
+runin "{\"instance\": $(spec '{"hw:tpm_version": "2.0", "hw:tpm_model": "tpm-crb"}')}" \
+    render-xml --secret-uuid "$SECRET"
+check "render-xml: {\"instance\": spec} + --secret-uuid -> exit 0" rc_is 0
+check "render-xml: CRB -> <tpm model='tpm-crb'> with version 2.0" \
+    xq "$TPM.get('model') == 'tpm-crb' and $BACKEND.get('type') == 'emulator' and
+        $BACKEND.get('version') == '2.0'"
+check "render-xml: --secret-uuid adds <encryption secret='UUID'/>" \
+    xq "[e.get('secret') for e in r.findall('devices/tpm/backend/encryption')] == ['$SECRET']"
+check "render-xml: wrapped spec keeps <uuid> and <acpi/>" \
+    xq "r.findtext('uuid') == '$UUID' and r.find('features/acpi') is not None"
+validate "render-xml: CRB domain with <encryption> passes virt-xml-validate"
+
+runin "$(spec '{}' '{"hw_tpm_version": "1.2"}')" render-xml -s "${SECRET^^}" --virt-type kvm
+check "render-xml: image 1.2 -> TIS 1.2 backend" \
+    xq "$TPM.get('model') == 'tpm-tis' and $BACKEND.get('version') == '1.2'"
+check "render-xml: --secret-uuid in upper case is written in libvirt's lower case" \
+    xq "r.find('devices/tpm/backend/encryption').get('secret') == '$SECRET'"
+check "render-xml: --virt-type kvm -> <domain type='kvm'>" xq "r.get('type') == 'kvm'"
+validate "render-xml: TIS 1.2 kvm domain passes virt-xml-validate"
+
+runin "$(spec)" render-xml --secret-uuid "$SECRET"
+check "render-xml: no vTPM -> exit 0 and a domain" eval 'rc_is 0 && xq "r.tag == \"domain\""'
+check "render-xml: no vTPM -> no <tpm>, no <encryption>" \
+    xq "r.find('.//tpm') is None and r.find('.//encryption') is None"
+check "render-xml: no vTPM still has <acpi/>, <on_poweroff>, <uuid>" \
+    xq "r.find('features/acpi') is not None and r.findtext('on_poweroff') == 'destroy' and
+        r.findtext('uuid') == '$UUID'"
+validate "render-xml: domain without vTPM passes virt-xml-validate"
+
+runin "$(spec '{"hw:tpm_version": "1.2", "hw:tpm_model": "tpm-crb"}')" render-xml
+expect_fault "render-xml: CRB + 1.2 -> exit 1 InvalidTPMConfig" InvalidTPMConfig "hw:tpm_model=tpm-crb"
+check "render-xml: CRB + 1.2 -> no XML on stdout" eval '! grep -q "<" "$OUT"'
+runin "$(spec '{"hw:tpm_version": "2.0"}' '{"hw_tpm_version": "1.2"}')" render-xml
+expect_fault "render-xml: flavor/image conflict -> FlavorImageConflict" FlavorImageConflict \
+    "hw:tpm_version=2.0" "hw_tpm_version=1.2"
+check "render-xml: conflict -> no XML on stdout" eval '! grep -q "<" "$OUT"'
+
+runin '{"uuid": "'"$UUID"'", "flavor": ' render-xml
+expect_fault "render-xml: truncated JSON -> BadRequest about standard input" BadRequest "standard input"
+runin '' render-xml
+expect_fault "render-xml: empty input -> BadRequest" BadRequest "standard input"
+runin '[1, 2]' render-xml
+expect_fault "render-xml: a JSON array -> BadRequest naming instance" BadRequest "instance"
+runin "$(spec | sed "s/$UUID/0e5c8b0f-1a54-4d36-9a3b/")" render-xml
+expect_fault "render-xml: bad uuid -> BadRequest naming instance.uuid" BadRequest "instance.uuid"
+runin "{\"instance\": $(spec | sed "s/$UUID/{$UUID}/")}" render-xml
+expect_fault "render-xml: braced uuid in {\"instance\"} -> BadRequest naming instance.uuid" \
+    BadRequest "instance.uuid"
+runin '{"uuid": "'"$UUID"'", "image": {"id": "img-1"}}' render-xml
+expect_fault "render-xml: missing flavor -> BadRequest naming instance.flavor" \
+    BadRequest "instance.flavor" "missing"
+runin '{"uuid": "'"$UUID"'", "flavor": {"name": "m", "vcpus": "1", "memory_mb": 128}, "image": {"id": "i"}}' render-xml
+expect_fault "render-xml: vcpus as a string -> BadRequest naming instance.flavor.vcpus" \
+    BadRequest "instance.flavor.vcpus"
+
+runin "$(spec '{"hw:tpm_version": "2.0"}')" render-xml --secret-uuid not-a-uuid
+expect_usage "render-xml: bad --secret-uuid -> exit 2" "--secret-uuid"
+runin "$(spec '{"hw:tpm_version": "2.0"}')" render-xml --virt-type xen
+expect_usage "render-xml: bad --virt-type -> exit 2" "--virt-type"
+runin "$(spec '{"hw:tpm_version": "2.0"}')" render-xml extra
+expect_usage "render-xml: stray argument -> exit 2" "unexpected argument 'extra'"
+
+# ---- capabilities (libvirt's test driver) --------------------------------------
+
+CAPS_SHAPE="sorted(d) == sorted(['host', 'arch', 'libvirt_version', 'qemu_version', 'traits',
+            'missing', 'tpm']) and isinstance(d['host'], str) and d['host'] != ''"
+MISSING_ALL="sorted(d['missing']) == sorted(traits) and
+             all(isinstance(v, str) and v.strip() for v in d['missing'].values())"
+
+run capabilities --connect test:///default
+check "capabilities (test driver): exit 0" rc_is 0
+check "capabilities: JSON with host, arch, versions, traits, missing, tpm" js "$CAPS_SHAPE"
+check "capabilities: no traits offered" js "d['traits'] == []"
+check "capabilities: all 7 traits missing, each with a non-empty reason" js "$MISSING_ALL"
+check "capabilities: default config -> every reason mentions swtpm_enabled" \
+    js "all('swtpm_enabled' in v for v in d['missing'].values())"
+check "capabilities: tpm part says unsupported" \
+    js "d['tpm'] == {'supported': False, 'models': [], 'backends': [], 'versions': []}"
+
+printf '[libvirt]\nswtpm_enabled = true\n' > "$tmp/enabled.conf"
+run capabilities --connect test:///default --config "$tmp/enabled.conf"
+check "capabilities --config swtpm_enabled=true: exit 0" rc_is 0
+check "capabilities --config: still no traits, 7 reasons" \
+    js "$CAPS_SHAPE and d['traits'] == [] and $MISSING_ALL"
+check "capabilities --config: reasons no longer mention swtpm_enabled" \
+    js "not any('swtpm_enabled' in v for v in d['missing'].values())"
+check "capabilities --config: reasons give the domain capabilities reason" \
+    js "all('domain capabilities' in v for v in d['missing'].values())"
+
+printf '[libvirt]\nswtpm_enabled = true\nswtpm_enabld = true\n' > "$tmp/typo.conf"
+run capabilities --connect test:///default --config "$tmp/typo.conf"
+expect_usage "capabilities: unknown config key -> exit 2 with FILE:LINE" "$tmp/typo.conf:3"
+check "capabilities: the config error names the key" grep -q "swtpm_enabld" "$ERR"
+run capabilities --connect test:///default --config "$tmp/no-such.conf"
+expect_usage "capabilities: missing config file -> exit 2 naming it" "$tmp/no-such.conf"
+run capabilities --connect test:///default extra
+expect_usage "capabilities: stray argument -> exit 2" "unexpected argument 'extra'"
+run capabilities --connect "qemu:///system?socket=$tmp/no-such-sock"
+expect_fault "capabilities: unreachable libvirt -> HypervisorError naming the URI" \
+    HypervisorError "cannot connect to libvirt" "$tmp/no-such-sock"
+
+# ---- call ----------------------------------------------------------------------
+
+run call --url "$DEAD_URL" --timeout 5 get_capabilities
+check "call: unreachable broker -> exit 1" rc_is 1
+check "call: unreachable broker -> a known fault code" \
+    js "list(d) == ['fault'] and d['fault']['code'] in codes"
+check "call: the fault message names the connection problem and the broker" \
+    js "'connect' in d['fault']['message'] and '127.0.0.1:1' in d['fault']['message']"
+VTPM_AMQP_URL=$DEAD_URL run call --timeout 5 get_capabilities
+check "call: \$VTPM_AMQP_URL is the default broker" \
+    eval 'rc_is 1 && js "\"127.0.0.1:1\" in d[\"fault\"][\"message\"]"'
+run call --url 'http://example.invalid/' get_capabilities
+expect_fault "call: a URL that is not amqp[s]:// -> BadRequest" BadRequest "amqp"
+
+# Usage errors come before any connection attempt (a connection would fail:
+# exit 1 with a fault).
+run call --url "$DEAD_URL"
+expect_usage "call: no METHOD -> exit 2" "expected METHOD"
+run call --url "$DEAD_URL" get_capabilities '{}' extra
+expect_usage "call: too many arguments -> exit 2" "expected METHOD"
+run call --url "$DEAD_URL" --host compute-1 --fanout get_capabilities
+expect_usage "call: --host with --fanout -> exit 2" "mutually exclusive"
+run call --url "$DEAD_URL" spawn '[1, 2]'
+expect_usage "call: ARGS_JSON an array -> exit 2" "JSON object"
+run call --url "$DEAD_URL" spawn '"instance"'
+expect_usage "call: ARGS_JSON a string -> exit 2" "JSON object"
+run call --url "$DEAD_URL" spawn '{"instance": '
+expect_usage "call: ARGS_JSON not JSON -> exit 2" "ARGS_JSON"
+for t in 0 -1 86401 abc nan inf; do
+    run call --url "$DEAD_URL" --timeout "$t" get_capabilities
+    expect_usage "call: --timeout $t -> exit 2" "--timeout"
+done
+run call --url "$DEAD_URL" --deadline 9223372036854775807 get_capabilities
+expect_usage "call: --deadline overflowing the clock -> exit 2" "--deadline"
+run call --url "$DEAD_URL" --bogus get_capabilities
+expect_usage "call: unknown option -> exit 2" "--bogus"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,990 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The state-moving operations: power cycle, cold migration / resize
+ * (migrate_disk_and_power_off -> finish_migration -> confirm_migration, or
+ * destroy on the destination + finish_revert_migration on the source),
+ * shelve / unshelve and rebuild.
+ *
+ * The rule every step follows: the TPM state is always somewhere whole and
+ * checksummed — the local state dir, the kept copy, the transfer volume or
+ * the shelve store — and a copy is deleted only after the next one has been
+ * verified.  Every handler is idempotent, so a redelivery after a crash at
+ * any named injection point (vtpm_inject) completes the operation.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libvirt/virterror.h>
+
+#include "archive.h"
+#include "fsutil.h"
+#include "inject.h"
+#include "methods.h"
+#include "store.h"
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static int
+arg_uuid(const vtpm_request *req, char uuid[37], vtpm_error *err)
+{
+    const msgpack_object *io = NULL;
+    g_autofree char *s = NULL;
+    int rc;
+
+    if ((rc = vtpm_proto_get_map(&req->args, "args", "instance", true, &io, err)) < 0 ||
+        (rc = vtpm_proto_get_str(io, "args.instance", "uuid", true, 64, &s, err)) < 0)
+        return rc;
+    return vtpm_proto_parse_uuid(s, "args.instance.uuid", uuid, err);
+}
+
+/* Looks the domain up; InstanceNotFound when it does not exist. */
+static int
+find_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid, virDomainPtr *out,
+            vtpm_error *err)
+{
+    virDomainPtr dom = NULL;
+    int rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err);
+
+    if (rc < 0)
+        return rc;
+    if (!dom)
+        return vtpm_error_set(err, VTPM_FAULT_INSTANCE_NOT_FOUND,
+                              "instance %s has no domain on host %s", uuid, w->cfg->worker.host);
+    *out = dom;
+    return 0;
+}
+
+static char *
+kept_path(vtpm_worker *w, const char *uuid)
+{
+    return g_strdup_printf("%s/%s.tar", w->cfg->store.kept_dir, uuid);
+}
+
+static char *
+volume_name(const char *uuid)
+{
+    return g_strdup_printf("%s.vtpm.tar", uuid);
+}
+
+static int
+swtpm_ids(vtpm_worker *w, int *uid, int *gid, vtpm_error *err)
+{
+    struct passwd *pw = getpwnam(w->cfg->libvirt.swtpm_user);
+    struct group *gr = getgrnam(w->cfg->libvirt.swtpm_group);
+
+    if (!pw || !gr)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "swtpm user %s or group %s does not exist",
+                              w->cfg->libvirt.swtpm_user, w->cfg->libvirt.swtpm_group);
+    *uid = (int)pw->pw_uid;
+    *gid = (int)gr->gr_gid;
+    return 0;
+}
+
+/*
+ * Replace the instance's state dir with the archive's contents.  Extract
+ * into a fresh sibling directory first, then swap it in with one
+ * renameat2(RENAME_EXCHANGE): a crash leaves either the old state or the
+ * new one in place, never a mix.
+ */
+static int
+restore_state(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error *err)
+{
+    g_autofree char *final = vtpm_ops_state_dir(w, uuid);
+    g_autofree char *tmp = g_strdup_printf("%s/.%s.restore-XXXXXX", w->cfg->libvirt.state_dir, uuid);
+    int uid = -1, gid = -1, rc;
+
+    if ((rc = swtpm_ids(w, &uid, &gid, err)) < 0 ||
+        (rc = vtpm_fs_mkdirs(w->cfg->libvirt.state_dir, 0711, err)) < 0)
+        return rc;
+    if (!g_mkdtemp_full(tmp, 0711))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "creating %s: %s", tmp, g_strerror(errno));
+    /* libvirt keeps <uuid>/ root-owned 0711 and what is inside for swtpm. */
+    chmod(tmp, 0711);
+    if ((rc = vtpm_archive_extract(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
+                                   tmp, uid, gid, NULL, err)) < 0) {
+        vtpm_error ignore;
+        vtpm_fs_rmtree(tmp, &ignore);
+        return rc;
+    }
+    if (vtpm_fs_is_dir(final)) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_EXCHANGE) < 0) {
+            int e = errno;
+            vtpm_error ignore;
+
+            vtpm_fs_rmtree(tmp, &ignore);
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "swapping in %s: %s", final,
+                                  g_strerror(e));
+        }
+        /* tmp now holds the previous state. */
+        if ((rc = vtpm_fs_sync_dir(w->cfg->libvirt.state_dir, err)) < 0)
+            return rc;
+        return vtpm_fs_rmtree(tmp, err);
+    }
+    if (rename(tmp, final) < 0) {
+        int e = errno;
+        vtpm_error ignore;
+
+        vtpm_fs_rmtree(tmp, &ignore);
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "moving state to %s: %s", final,
+                              g_strerror(e));
+    }
+    return vtpm_fs_sync_dir(w->cfg->libvirt.state_dir, err);
+}
+
+/* The archive of the instance's current state plus what is needed to
+ * recreate its domain.  An instance without vTPM gets a manifest-only
+ * archive. */
+static int
+pack_state(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_device *dev,
+           const char *reason, GHashTable *extra, GBytes **out, vtpm_error *err)
+{
+    g_autofree char *state_dir = vtpm_ops_state_dir(w, uuid);
+    g_autofree char *empty = NULL;
+    char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+    vtpm_archive_meta meta;
+    int rc;
+
+    if (!xml)
+        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err,
+                               "reading the definition of %s", uuid);
+    vtpm_archive_meta_init(&meta);
+    meta.format = VTPM_ARCHIVE_FORMAT;
+    memcpy(meta.uuid, uuid, sizeof(meta.uuid));
+    if (dev->version != VTPM_VERSION_NONE) {
+        meta.tpm_version = g_strdup(vtpm_version_str(dev->version));
+        meta.tpm_model = g_strdup(vtpm_model_str(dev->model));
+        meta.secret_security = g_strdup(vtpm_secret_security_str(dev->secret_security));
+    }
+    meta.generation = (uint64_t)(g_get_real_time() / 1000);
+    meta.created_ms = g_get_real_time() / 1000;
+    meta.reason = g_strdup(reason);
+    meta.domain_xml = g_strdup(xml);
+    free(xml);
+    if (extra) {
+        GHashTableIter it;
+        gpointer k, v;
+
+        g_hash_table_iter_init(&it, extra);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            g_hash_table_replace(meta.extra, g_strdup(k), g_strdup(v));
+    }
+    if (dev->version == VTPM_VERSION_NONE) {
+        empty = g_dir_make_tmp("vtpmd-empty-XXXXXX", NULL);
+        if (!empty) {
+            vtpm_archive_meta_clear(&meta);
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot create a temporary dir");
+        }
+    }
+    rc = vtpm_archive_pack(empty ? empty : state_dir, &meta, out, err);
+    if (empty)
+        rmdir(empty);
+    vtpm_archive_meta_clear(&meta);
+    return rc;
+}
+
+/* Whether the archive carries TPM state (not manifest-only). */
+static bool
+meta_has_tpm(const vtpm_archive_meta *m)
+{
+    return m->tpm_version != NULL;
+}
+
+static int
+meta_device(const vtpm_archive_meta *m, vtpm_device *out)
+{
+    int v, mo, s;
+
+    if (!meta_has_tpm(m)) {
+        memset(out, 0, sizeof(*out));
+        out->version = VTPM_VERSION_NONE;
+        return 0;
+    }
+    v = vtpm_version_parse(m->tpm_version);
+    mo = vtpm_model_parse(m->tpm_model);
+    s = vtpm_secret_security_parse(m->secret_security ? m->secret_security : "user");
+    if (v < 0 || mo < 0 || s < 0)
+        return -1;
+    out->version = v;
+    out->model = mo;
+    out->secret_security = s;
+    return 0;
+}
+
+/* The connection holding the shelve pool ([store] uri or the local one). */
+static int
+store_conn(vtpm_worker *w, virConnectPtr *out, vtpm_error *err)
+{
+    virConnectPtr c;
+
+    if (!w->cfg->store.uri || strcmp(w->cfg->store.uri, w->cfg->libvirt.uri) == 0)
+        return vtpm_virt_conn(w->virt, out, NULL, err);
+    c = virConnectOpen(w->cfg->store.uri);
+    if (!c)
+        return vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
+                              "cannot connect to the state store at %s: %s", w->cfg->store.uri,
+                              virGetLastErrorMessage());
+    *out = c;
+    return 0;
+}
+
+static int
+ensure_pool(vtpm_worker *w, virConnectPtr conn, const char *pool, vtpm_error *err)
+{
+    g_autofree char *dir = g_build_filename(w->cfg->store.pool_dir, pool, NULL);
+
+    return vtpm_store_ensure_pool(conn, pool, dir, err);
+}
+
+static void
+pack_transfer(msgpack_packer *pk, const char *key, GBytes *archive, const char *ref)
+{
+    g_autofree char *sha = NULL;
+
+    vtpm_pack_str(pk, key);
+    if (!archive) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    sha = vtpm_archive_sha256(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive));
+    msgpack_pack_map(pk, ref ? 3 : 2);
+    if (ref)
+        vtpm_pack_kv_str(pk, "ref", ref);
+    vtpm_pack_kv_uint(pk, "bytes", g_bytes_get_size(archive));
+    vtpm_pack_kv_str(pk, "sha256", sha);
+}
+
+/* Optional {bytes, sha256} the caller passes back: checked when given. */
+static int
+check_expected(const msgpack_object *map, const char *where, GBytes *archive, vtpm_error *err)
+{
+    g_autofree char *want = NULL, *have = NULL;
+    uint64_t bytes = 0;
+    int rc;
+
+    if (!map)
+        return 0;
+    if ((rc = vtpm_proto_get_str(map, where, "sha256", false, 64, &want, err)) < 0 ||
+        (rc = vtpm_proto_get_uint(map, where, "bytes", false, 0, &bytes, err)) < 0)
+        return rc;
+    if (bytes && bytes != g_bytes_get_size(archive))
+        return vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
+                              "archive is %zu bytes, %s.bytes says %" G_GUINT64_FORMAT,
+                              g_bytes_get_size(archive), where, bytes);
+    if (!want)
+        return 0;
+    have = vtpm_archive_sha256(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive));
+    if (g_ascii_strcasecmp(want, have) != 0)
+        return vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
+                              "archive sha256 %s does not match %s.sha256 %s", have, where, want);
+    return 0;
+}
+
+/* ---- power ------------------------------------------------------------------ */
+
+int
+vtpm_op_power_off(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                  vtpm_error *err)
+{
+    char uuid[37];
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    bool forced = false;
+    int rc;
+
+    if ((rc = arg_uuid(req, uuid, err)) < 0 || (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
+        return rc;
+    if ((rc = find_domain(w, conn, uuid, &dom, err)) < 0)
+        goto out;
+    /* The state dir stays: libvirt only removes it on undefine. */
+    if ((rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, &forced, err)) < 0)
+        goto out;
+    msgpack_pack_map(result, 2);
+    vtpm_pack_kv_str(result, "state", "shutoff");
+    vtpm_pack_kv_bool(result, "forced", forced);
+out:
+    if (dom)
+        virDomainFree(dom);
+    virConnectClose(conn);
+    return rc;
+}
+
+int
+vtpm_op_power_on(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                 vtpm_error *err)
+{
+    char uuid[37];
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    int rc;
+
+    if ((rc = arg_uuid(req, uuid, err)) < 0 || (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
+        return rc;
+    if ((rc = find_domain(w, conn, uuid, &dom, err)) < 0 || (rc = vtpm_ops_start(w, dom, err)) < 0)
+        goto out;
+    msgpack_pack_map(result, 1);
+    vtpm_pack_kv_str(result, "state", "running");
+out:
+    if (dom)
+        virDomainFree(dom);
+    virConnectClose(conn);
+    return rc;
+}
+
+/* ---- cold migration / resize ------------------------------------------------- */
+
+static int
+check_host_name(const char *h, vtpm_error *err)
+{
+    if (!h[0] || strlen(h) > 255)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "args.dest_host: 1..255 characters");
+    for (const char *p = h; *p; p++) {
+        if (!g_ascii_isalnum(*p) && *p != '.' && *p != '-' && *p != '_' && *p != ':')
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                                  "args.dest_host: character 0x%02x not allowed in a host name",
+                                  (unsigned char)*p);
+    }
+    return 0;
+}
+
+/* A connection to @host's libvirtd: the local one for ourselves. */
+static int
+host_conn(vtpm_worker *w, const char *host, virConnectPtr *out, vtpm_error *err)
+{
+    g_autofree char *uri = NULL;
+    virConnectPtr c;
+
+    if (strcmp(host, w->cfg->worker.host) == 0)
+        return vtpm_virt_conn(w->virt, out, NULL, err);
+    /* The template was validated at start: exactly one %s. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    uri = g_strdup_printf(w->cfg->libvirt.migration_uri_template, host);
+#pragma GCC diagnostic pop
+    c = virConnectOpen(uri);
+    if (!c)
+        return vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
+                              "cannot connect to destination %s (%s): %s", host, uri,
+                              virGetLastErrorMessage());
+    *out = c;
+    return 0;
+}
+
+int
+vtpm_op_migrate_disk_and_power_off(vtpm_worker *w, const vtpm_request *req,
+                                   msgpack_packer *result, vtpm_error *err)
+{
+    g_autofree char *dest = NULL, *kept = NULL, *vol = NULL;
+    g_autoptr(GBytes) archive = NULL;
+    g_autoptr(GHashTable) extra = g_hash_table_new(g_str_hash, g_str_equal);
+    vtpm_domxml_meta dm = { 0 };
+    vtpm_archive_meta km;
+    char uuid[37];
+    virConnectPtr conn = NULL, dconn = NULL;
+    virDomainPtr dom = NULL;
+    int rc;
+
+    vtpm_archive_meta_init(&km);
+    if ((rc = arg_uuid(req, uuid, err)) < 0 ||
+        (rc = vtpm_proto_get_str(&req->args, "args", "dest_host", true, 255, &dest, err)) < 0 ||
+        (rc = check_host_name(dest, err)) < 0)
+        goto out;
+    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
+        (rc = find_domain(w, conn, uuid, &dom, err)) < 0 ||
+        (rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0)
+        goto out;
+    if ((rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err)) < 0)
+        goto out;
+    vtpm_inject("migrate_disk_and_power_off.after_power_off");
+
+    kept = kept_path(w, uuid);
+    /* A redelivery reuses the kept copy: same bytes, same checksum. */
+    if (vtpm_fs_read(kept, VTPM_ARCHIVE_MAX_TOTAL + 1024 * 1024, &archive, NULL) == 0 &&
+        vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive), &km,
+                            NULL) == 0 &&
+        strcmp(km.uuid, uuid) == 0 && g_strcmp0(g_hash_table_lookup(km.extra, "dest_host"), dest) == 0) {
+        g_message("instance %s: reusing the kept copy %s", uuid, kept);
+    } else {
+        g_clear_pointer(&archive, g_bytes_unref);
+        g_hash_table_insert(extra, "dest_host", dest);
+        g_hash_table_insert(extra, "source_host", w->cfg->worker.host);
+        if ((rc = pack_state(w, dom, uuid, &dm.tpm, "migrate", extra, &archive, err)) < 0 ||
+            (rc = vtpm_fs_mkdirs(w->cfg->store.kept_dir, 0700, err)) < 0 ||
+            (rc = vtpm_fs_write_atomic(kept, g_bytes_get_data(archive, NULL),
+                                       g_bytes_get_size(archive), 0600, err)) < 0)
+            goto out;
+    }
+    vtpm_inject("migrate_disk_and_power_off.after_kept_copy");
+
+    if (dm.tpm.version != VTPM_VERSION_NONE) {
+        vol = volume_name(uuid);
+        if ((rc = host_conn(w, dest, &dconn, err)) < 0 ||
+            (rc = ensure_pool(w, dconn, w->cfg->store.incoming_pool, err)) < 0 ||
+            (rc = vtpm_store_put(dconn, w->cfg->store.incoming_pool, vol, archive, err)) < 0) {
+            vtpm_error_prefix(err, "transferring the vTPM state of %s to %s", uuid, dest);
+            goto out;
+        }
+        vtpm_inject("migrate_disk_and_power_off.after_upload");
+    }
+
+    msgpack_pack_map(result, 1);
+    pack_transfer(result, "vtpm_transfer", dm.tpm.version != VTPM_VERSION_NONE ? archive : NULL,
+                  NULL);
+    rc = 0;
+out:
+    vtpm_archive_meta_clear(&km);
+    vtpm_domxml_meta_clear(&dm);
+    if (dom)
+        virDomainFree(dom);
+    if (dconn)
+        virConnectClose(dconn);
+    if (conn)
+        virConnectClose(conn);
+    return rc;
+}
+
+int
+vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                         vtpm_error *err)
+{
+    g_autoptr(vtpm_instance) inst = NULL;
+    g_autoptr(vtpm_flavor) old_flavor = NULL;
+    g_auto(vtpm_ops_domain) d = { 0 };
+    g_autoptr(GBytes) archive = NULL;
+    g_autofree char *vol = NULL, *state_dir = NULL;
+    const msgpack_object *oflo = NULL, *expected = NULL;
+    vtpm_domxml_meta dm = { 0 };
+    vtpm_archive_meta am;
+    vtpm_device old_dev;
+    const char *outcome;
+    bool power_on = true, have_vol = false;
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    int rc;
+
+    vtpm_archive_meta_init(&am);
+    if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
+        (rc = vtpm_proto_get_map(&req->args, "args", "old_flavor", true, &oflo, err)) < 0 ||
+        (rc = vtpm_proto_decode_flavor(oflo, "args.old_flavor", &old_flavor, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0 ||
+        (rc = vtpm_proto_get_map(&req->args, "args", "vtpm_transfer", false, &expected, err)) < 0)
+        goto out;
+    if ((rc = vtpm_policy_resolve(old_flavor->extra_specs, inst->image->properties, &old_dev,
+                                  err)) < 0) {
+        vtpm_error_prefix(err, "args.old_flavor");
+        goto out;
+    }
+    if ((rc = vtpm_ops_prepare(w, inst, &d, err)) < 0)
+        goto out;
+
+    vol = volume_name(inst->uuid);
+    state_dir = vtpm_ops_state_dir(w, inst->uuid);
+    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
+        (rc = vtpm_store_exists(conn, w->cfg->store.incoming_pool, vol, &have_vol, err)) < 0 ||
+        (rc = vtpm_virt_lookup(w->virt, conn, inst->uuid, &dom, err)) < 0)
+        goto out;
+
+    if (d.dev.version == VTPM_VERSION_NONE) {
+        outcome = "none";
+    } else if (old_dev.version == VTPM_VERSION_NONE || old_dev.version != d.dev.version ||
+               old_dev.model != d.dev.model) {
+        /* As Nova: a changed vTPM (or a newly requested one) starts fresh. */
+        outcome = "fresh";
+    } else {
+        outcome = "restored";
+    }
+
+    if (strcmp(outcome, "restored") == 0) {
+        if (!have_vol) {
+            /* Done before (redelivery): the domain runs this spec already. */
+            if (dom && vtpm_ops_get_meta(w, dom, &dm, NULL) == 0 && dm.spec_digest &&
+                strcmp(dm.spec_digest, d.digest) == 0 && vtpm_fs_is_dir(state_dir)) {
+                if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+                    goto out;
+                goto reply;
+            }
+            rc = vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND,
+                                "no incoming vTPM state for %s in pool %s on host %s",
+                                inst->uuid, w->cfg->store.incoming_pool, w->cfg->worker.host);
+            goto out;
+        }
+        if ((rc = vtpm_store_get(conn, w->cfg->store.incoming_pool, vol, &archive, err)) < 0 ||
+            (rc = check_expected(expected, "args.vtpm_transfer", archive, err)) < 0 ||
+            (rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
+                                      &am, err)) < 0)
+            goto out;
+        if (strcmp(am.uuid, inst->uuid) != 0) {
+            rc = vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
+                                "incoming archive belongs to instance %s, not %s", am.uuid,
+                                inst->uuid);
+            goto out;
+        }
+        /* Ours before the domain exists: nothing else may hold it. */
+        if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
+            goto out;
+        if ((rc = restore_state(w, inst->uuid, archive, err)) < 0)
+            goto out;
+        vtpm_inject("finish_migration.after_restore");
+    } else {
+        /* A resize in place leaves the old state here; the kept copy holds
+         * it for a revert. */
+        if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
+            goto out;
+        if ((rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+            goto out;
+    }
+
+    if (dom)
+        virDomainFree(dom);
+    dom = NULL;
+    if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
+        goto out;
+    if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+        goto out;
+    vtpm_inject("finish_migration.after_start");
+    if (have_vol && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, vol, err)) < 0)
+        goto out;
+
+reply:
+    vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, outcome);
+    rc = 0;
+out:
+    vtpm_archive_meta_clear(&am);
+    vtpm_domxml_meta_clear(&dm);
+    if (dom)
+        virDomainFree(dom);
+    if (conn)
+        virConnectClose(conn);
+    return rc;
+}
+
+int
+vtpm_op_confirm_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                          vtpm_error *err)
+{
+    g_autofree char *kept = NULL, *state_dir = NULL;
+    g_autoptr(GBytes) archive = NULL;
+    vtpm_archive_meta km;
+    const char *dest;
+    char uuid[37];
+    bool moved;
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    int rc;
+
+    vtpm_archive_meta_init(&km);
+    if ((rc = arg_uuid(req, uuid, err)) < 0)
+        return rc;
+    kept = kept_path(w, uuid);
+    rc = vtpm_fs_read(kept, VTPM_ARCHIVE_MAX_TOTAL + 1024 * 1024, &archive, err);
+    if (rc == -(int)VTPM_FAULT_STATE_NOT_FOUND) {
+        /* Confirmed already (redelivery), or never migrated from here. */
+        msgpack_pack_map(result, 1);
+        vtpm_pack_kv_bool(result, "confirmed", false);
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+    if ((rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
+                                  &km, err)) < 0) {
+        vtpm_error_prefix(err, "kept copy %s", kept);
+        goto out;
+    }
+    dest = g_hash_table_lookup(km.extra, "dest_host");
+    /* After a resize in place the domain here is the new one: keep it. */
+    moved = !dest || strcmp(dest, w->cfg->worker.host) != 0;
+    if (moved) {
+        if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
+            (rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
+            goto out;
+        if (dom && ((rc = vtpm_virt_stop(w->virt, dom, err)) < 0 ||
+                    (rc = vtpm_virt_undefine(w->virt, dom, false, err)) < 0))
+            goto out;
+        state_dir = vtpm_ops_state_dir(w, uuid);
+        if ((rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+            goto out;
+        vtpm_inject("confirm_migration.after_cleanup");
+    }
+    if (unlink(kept) < 0 && errno != ENOENT) {
+        rc = vtpm_error_set(err, VTPM_FAULT_INTERNAL, "removing %s: %s", kept, g_strerror(errno));
+        goto out;
+    }
+    msgpack_pack_map(result, 1);
+    vtpm_pack_kv_bool(result, "confirmed", true);
+    rc = 0;
+out:
+    vtpm_archive_meta_clear(&km);
+    if (dom)
+        virDomainFree(dom);
+    if (conn)
+        virConnectClose(conn);
+    return rc;
+}
+
+int
+vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
+                                msgpack_packer *result, vtpm_error *err)
+{
+    g_autofree char *kept = NULL, *name = NULL;
+    g_autoptr(GBytes) archive = NULL;
+    vtpm_archive_meta km;
+    char uuid[37];
+    bool power_on = true;
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    const char *state = "none";
+    int rc;
+
+    vtpm_archive_meta_init(&km);
+    if ((rc = arg_uuid(req, uuid, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0)
+        return rc;
+    name = vtpm_domxml_domain_name(uuid);
+    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
+        return rc;
+    kept = kept_path(w, uuid);
+    rc = vtpm_fs_read(kept, VTPM_ARCHIVE_MAX_TOTAL + 1024 * 1024, &archive, err);
+    if (rc == -(int)VTPM_FAULT_STATE_NOT_FOUND) {
+        /* Reverted already (redelivery): the domain is back. */
+        if ((rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
+            goto out;
+        if (!dom) {
+            rc = vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND,
+                                "no kept copy of %s on host %s to revert to", uuid,
+                                w->cfg->worker.host);
+            goto out;
+        }
+        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+            goto out;
+        {
+            g_autofree char *sd = vtpm_ops_state_dir(w, uuid);
+
+            state = vtpm_fs_is_dir(sd) ? "restored" : "none";
+        }
+        goto reply;
+    }
+    if (rc < 0)
+        goto out;
+    if ((rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
+                                  &km, err)) < 0) {
+        vtpm_error_prefix(err, "kept copy %s", kept);
+        goto out;
+    }
+    if (!km.domain_xml) {
+        rc = vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY, "kept copy %s has no domain XML", kept);
+        goto out;
+    }
+    if ((rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
+        goto out;
+    if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
+        goto out;
+    if (meta_has_tpm(&km)) {
+        if ((rc = restore_state(w, uuid, archive, err)) < 0)
+            goto out;
+        state = "restored";
+    }
+    vtpm_inject("finish_revert_migration.after_restore");
+    if (dom)
+        virDomainFree(dom);
+    dom = NULL;
+    if ((rc = vtpm_ops_define(w, conn, km.domain_xml, &dom, err)) < 0)
+        goto out;
+    if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+        goto out;
+    vtpm_inject("finish_revert_migration.after_start");
+    if (unlink(kept) < 0 && errno != ENOENT) {
+        rc = vtpm_error_set(err, VTPM_FAULT_INTERNAL, "removing %s: %s", kept, g_strerror(errno));
+        goto out;
+    }
+reply:
+    msgpack_pack_map(result, 2);
+    vtpm_pack_kv_str(result, "domain", name);
+    vtpm_pack_kv_str(result, "vtpm_state", state);
+    rc = 0;
+out:
+    vtpm_archive_meta_clear(&km);
+    if (dom)
+        virDomainFree(dom);
+    virConnectClose(conn);
+    return rc;
+}
+
+/* ---- shelve / unshelve ------------------------------------------------------- */
+
+int
+vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
+{
+    g_autofree char *vol = NULL, *ref = NULL, *state_dir = NULL;
+    g_autoptr(GBytes) archive = NULL;
+    g_autoptr(GBytes) back = NULL;
+    vtpm_domxml_meta dm = { 0 };
+    char uuid[37];
+    bool offload = true, exists = false;
+    virConnectPtr conn = NULL, sconn = NULL;
+    virDomainPtr dom = NULL;
+    int rc;
+
+    if ((rc = arg_uuid(req, uuid, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "offload", false, true, &offload, err)) < 0)
+        return rc;
+    vol = volume_name(uuid);
+    ref = g_strdup_printf("%s/%s", w->cfg->store.shelve_pool, vol);
+    state_dir = vtpm_ops_state_dir(w, uuid);
+    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
+        (rc = store_conn(w, &sconn, err)) < 0 ||
+        (rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
+        goto out;
+
+    if (!dom) {
+        /* Offloaded already (redelivery): answer from the store. */
+        if ((rc = vtpm_store_exists(sconn, w->cfg->store.shelve_pool, vol, &exists, err)) < 0)
+            goto out;
+        if (!exists) {
+            rc = vtpm_error_set(err, VTPM_FAULT_INSTANCE_NOT_FOUND,
+                                "instance %s has no domain on host %s and nothing shelved", uuid,
+                                w->cfg->worker.host);
+            goto out;
+        }
+        if ((rc = vtpm_store_get(sconn, w->cfg->store.shelve_pool, vol, &archive, err)) < 0 ||
+            (rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
+                                      NULL, err)) < 0)
+            goto out;
+        goto reply;
+    }
+
+    if ((rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0 ||
+        (rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err)) < 0)
+        goto out;
+    vtpm_inject("shelve.after_power_off");
+    if (dm.tpm.version != VTPM_VERSION_NONE) {
+        if ((rc = pack_state(w, dom, uuid, &dm.tpm, "shelve", NULL, &archive, err)) < 0 ||
+            (rc = ensure_pool(w, sconn, w->cfg->store.shelve_pool, err)) < 0 ||
+            (rc = vtpm_store_put(sconn, w->cfg->store.shelve_pool, vol, archive, err)) < 0)
+            goto out;
+        /* Read it back and check it whole before the local copy may go. */
+        if ((rc = vtpm_store_get(sconn, w->cfg->store.shelve_pool, vol, &back, err)) < 0)
+            goto out;
+        if (!g_bytes_equal(back, archive) ||
+            vtpm_archive_verify(g_bytes_get_data(back, NULL), g_bytes_get_size(back), NULL,
+                                err) < 0) {
+            rc = vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
+                                "shelved archive %s did not read back intact; local state kept",
+                                ref);
+            goto out;
+        }
+        vtpm_inject("shelve.after_store");
+    }
+    if (offload) {
+        if ((rc = vtpm_virt_undefine(w->virt, dom, false, err)) < 0 ||
+            (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+            goto out;
+        vtpm_inject("shelve.after_offload");
+    }
+reply:
+    msgpack_pack_map(result, 2);
+    pack_transfer(result, "shelved", archive, ref);
+    vtpm_pack_kv_bool(result, "offloaded", offload || !dom);
+    rc = 0;
+out:
+    vtpm_domxml_meta_clear(&dm);
+    if (dom)
+        virDomainFree(dom);
+    if (sconn)
+        virConnectClose(sconn);
+    if (conn)
+        virConnectClose(conn);
+    return rc;
+}
+
+int
+vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                 vtpm_error *err)
+{
+    g_autoptr(vtpm_instance) inst = NULL;
+    g_auto(vtpm_ops_domain) d = { 0 };
+    g_autoptr(GBytes) archive = NULL;
+    g_autofree char *ref = NULL, *vol = NULL, *pool = NULL;
+    const msgpack_object *shelved = NULL;
+    vtpm_domxml_meta dm = { 0 };
+    vtpm_archive_meta am;
+    vtpm_device adev;
+    bool power_on = true, exists = false;
+    const char *slash;
+    virConnectPtr conn = NULL, sconn = NULL;
+    virDomainPtr dom = NULL;
+    int rc;
+
+    vtpm_archive_meta_init(&am);
+    if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
+        (rc = vtpm_proto_get_map(&req->args, "args", "shelved", false, &shelved, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0)
+        goto out;
+    if ((rc = vtpm_ops_prepare(w, inst, &d, err)) < 0)
+        goto out;
+    if (d.dev.version != VTPM_VERSION_NONE) {
+        if (!shelved) {
+            rc = vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                                "args.shelved: required for an instance with a vTPM");
+            goto out;
+        }
+        if ((rc = vtpm_proto_get_str(shelved, "args.shelved", "ref", true, 512, &ref, err)) < 0)
+            goto out;
+        slash = strchr(ref, '/');
+        vol = volume_name(inst->uuid);
+        /* Only this instance's archive in the configured store: a ref must
+         * not let a caller read another volume. */
+        if (!slash || strncmp(ref, w->cfg->store.shelve_pool, slash - ref) != 0 ||
+            strlen(w->cfg->store.shelve_pool) != (size_t)(slash - ref) || strcmp(slash + 1, vol) != 0) {
+            rc = vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                                "args.shelved.ref: expected %s/%s", w->cfg->store.shelve_pool, vol);
+            goto out;
+        }
+        pool = g_strndup(ref, slash - ref);
+    }
+
+    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
+        (rc = vtpm_virt_lookup(w->virt, conn, inst->uuid, &dom, err)) < 0)
+        goto out;
+    if (pool && ((rc = store_conn(w, &sconn, err)) < 0 ||
+                 (rc = vtpm_store_exists(sconn, pool, vol, &exists, err)) < 0))
+        goto out;
+
+    if (dom) {
+        /* Unshelved already here (redelivery): finish the clean-up. */
+        if ((rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0)
+            goto out;
+        if (!dm.spec_digest || strcmp(dm.spec_digest, d.digest) != 0) {
+            rc = vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
+                                "instance %s already has a different domain on host %s",
+                                inst->uuid, w->cfg->worker.host);
+            goto out;
+        }
+        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+            goto out;
+        if (exists && (rc = vtpm_store_delete(sconn, pool, vol, err)) < 0)
+            goto out;
+        goto reply;
+    }
+
+    if (pool) {
+        if (!exists) {
+            rc = vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND, "shelved archive %s does not exist",
+                                ref);
+            goto out;
+        }
+        if ((rc = vtpm_store_get(sconn, pool, vol, &archive, err)) < 0 ||
+            (rc = check_expected(shelved, "args.shelved", archive, err)) < 0 ||
+            (rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
+                                      &am, err)) < 0)
+            goto out;
+        if (strcmp(am.uuid, inst->uuid) != 0) {
+            rc = vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
+                                "shelved archive belongs to instance %s, not %s", am.uuid,
+                                inst->uuid);
+            goto out;
+        }
+        if (meta_device(&am, &adev) < 0 || adev.version != d.dev.version ||
+            adev.model != d.dev.model) {
+            rc = vtpm_error_set(err, VTPM_FAULT_INVALID_TPM_CONFIG,
+                                "shelved state is TPM %s/%s but the instance asks for %s/%s; "
+                                "state left in the store",
+                                am.tpm_version ? am.tpm_version : "none",
+                                am.tpm_model ? am.tpm_model : "none",
+                                vtpm_version_str(d.dev.version), vtpm_model_str(d.dev.model));
+            goto out;
+        }
+        if ((rc = restore_state(w, inst->uuid, archive, err)) < 0)
+            goto out;
+        vtpm_inject("unshelve.after_restore");
+    }
+    if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
+        goto out;
+    if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+        goto out;
+    vtpm_inject("unshelve.after_start");
+    if (pool && (rc = vtpm_store_delete(sconn, pool, vol, err)) < 0)
+        goto out;
+reply:
+    vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, pool ? "restored" : "none");
+    rc = 0;
+out:
+    vtpm_archive_meta_clear(&am);
+    vtpm_domxml_meta_clear(&dm);
+    if (dom)
+        virDomainFree(dom);
+    if (sconn)
+        virConnectClose(sconn);
+    if (conn)
+        virConnectClose(conn);
+    return rc;
+}
+
+/* ---- rebuild ------------------------------------------------------------------ */
+
+int
+vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                vtpm_error *err)
+{
+    g_autoptr(vtpm_instance) inst = NULL;
+    g_auto(vtpm_ops_domain) d = { 0 };
+    g_autofree char *state_dir = NULL;
+    vtpm_domxml_meta dm = { 0 };
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL, ndom = NULL;
+    const char *state;
+    bool same;
+    int rc;
+
+    if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0)
+        return rc;
+    /* TPMUnsupported here leaves the instance exactly as it was. */
+    if ((rc = vtpm_ops_prepare(w, inst, &d, err)) < 0)
+        return rc;
+    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
+        return rc;
+    if ((rc = find_domain(w, conn, inst->uuid, &dom, err)) < 0 ||
+        (rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0)
+        goto out;
+    state_dir = vtpm_ops_state_dir(w, inst->uuid);
+    /* The TPM belongs to the machine, not the disk: kept unless the vTPM
+     * configuration itself changes. */
+    same = dm.tpm.version == d.dev.version &&
+           (d.dev.version == VTPM_VERSION_NONE || dm.tpm.model == d.dev.model);
+    state = d.dev.version == VTPM_VERSION_NONE ? "none" : same ? "kept" : "replaced";
+    if (dm.spec_digest && strcmp(dm.spec_digest, d.digest) == 0) {
+        /* Rebuilt already (redelivery): make sure it runs. */
+        if ((rc = vtpm_ops_start(w, dom, err)) < 0)
+            goto out;
+        goto reply;
+    }
+    if ((rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err)) < 0)
+        goto out;
+    if ((rc = vtpm_ops_define(w, conn, d.xml, &ndom, err)) < 0) {
+        vtpm_error ignore;
+
+        /* The old definition is still in place; bring it back up. */
+        vtpm_ops_start(w, dom, &ignore);
+        goto out;
+    }
+    vtpm_inject("rebuild.after_define");
+    if (!same && (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+        goto out;
+    if ((rc = vtpm_ops_start(w, ndom, err)) < 0)
+        goto out;
+reply:
+    vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, state);
+    rc = 0;
+out:
+    vtpm_domxml_meta_clear(&dm);
+    if (ndom)
+        virDomainFree(ndom);
+    if (dom)
+        virDomainFree(dom);
+    virConnectClose(conn);
+    return rc;
+}
