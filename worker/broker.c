@@ -448,7 +448,10 @@ publish(vtpm_broker *a, const char *exchange, const char *routing_key, const cha
     }
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
     props.content_type = cbytes(CONTENT_TYPE);
-    props.delivery_mode = 1;
+    /* Persistent: a caller that waits on a durable reply queue must not
+     * lose an answer to a broker restart (its request is acked by then).
+     * Transient reply queues ignore the flag at no cost. */
+    props.delivery_mode = 2;
     if (corr) {
         props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
         props.correlation_id = cbytes(corr);
@@ -984,6 +987,7 @@ cancel_consumers(vtpm_broker *a)
             return;
         }
     }
+    g_message("amqp: consumers cancelled; no new requests will be taken");
 }
 
 /* Serve one connection: 0 after a clean stop, 1 when it was lost (*why),

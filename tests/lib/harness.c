@@ -1,0 +1,1004 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+/* ---- environment ------------------------------------------------------- */
+
+bool
+vt_env_ready(const char **missing)
+{
+    static const char *const need[] = { "VT_AMQP_URL", "VT_ROOT", "VT_HOST_A_URI",
+                                         "VT_HOST_A_ROOT", "VT_VTPMD", "VT_SRCDIR" };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(need); i++) {
+        const char *v = g_getenv(need[i]);
+
+        if (!v || !*v) {
+            if (missing)
+                *missing = need[i];
+            return false;
+        }
+    }
+    return true;
+}
+
+const char *
+vt_env(const char *name)
+{
+    const char *v = g_getenv(name);
+
+    if (!v || !*v)
+        fail_msg("environment variable %s is not set (run through tests/integration.sh)",
+                 name);
+    return v;
+}
+
+static char *
+host_var(const char *h, const char *what)
+{
+    g_autofree char *up = g_ascii_strup(h, -1);
+
+    return g_strdup_printf("VT_HOST_%s_%s", up, what);
+}
+
+const char *
+vt_host_uri(const char *h)
+{
+    g_autofree char *var = host_var(h, "URI");
+
+    return vt_env(var);
+}
+
+char *
+vt_host_path(const char *h, const char *path)
+{
+    g_autofree char *var = host_var(h, "ROOT");
+
+    return g_build_filename(vt_env(var), path, NULL);
+}
+
+pid_t
+vt_host_libvirtd_pid(const char *h)
+{
+    g_autofree char *pidfile = vt_host_path(h, "run/libvirtd.pid");
+    g_autofree char *text = NULL;
+    guint64 pid = 0;
+
+    if (!g_file_get_contents(pidfile, &text, NULL, NULL) ||
+        !g_ascii_string_to_unsigned(g_strstrip(text), 10, 1, G_MAXINT32, &pid, NULL))
+        fail_msg("host %s: cannot read libvirtd's pid from %s", h, pidfile);
+    return (pid_t)pid;
+}
+
+char *
+vt_uuid(void)
+{
+    return g_uuid_string_random();
+}
+
+char *
+vt_unique(const char *tag)
+{
+    static unsigned seq;
+
+    return g_strdup_printf("wt-%d-%s-%u", (int)getpid(), tag, ++seq);
+}
+
+/* ---- vtpmd ------------------------------------------------------------- */
+
+char *
+vt_config_write(const vt_config_opts *o)
+{
+    g_autoptr(GString) t = g_string_new(NULL);
+    g_autoptr(GError) gerr = NULL;
+    g_autofree char *name = g_strdup_printf("vtpmd-%s.conf", o->worker_host);
+    char *path = g_build_filename(vt_env("VT_ROOT"), name, NULL);
+
+    g_string_append_printf(t, "[amqp]\nurl = %s\n", vt_env("VT_AMQP_URL"));
+    g_string_append_printf(t, "[worker]\nhost = %s\n", o->worker_host);
+    if (o->workers)
+        g_string_append_printf(t, "workers = %u\n", o->workers);
+    if (o->worker_extra)
+        g_string_append_printf(t, "%s\n", o->worker_extra);
+    g_string_append_printf(t, "[libvirt]\nuri = qemu:///system\nswtpm_enabled = %s\n",
+                           o->swtpm_disabled ? "false" : "true");
+    if (o->libvirt_extra)
+        g_string_append_printf(t, "%s\n", o->libvirt_extra);
+    if (o->tail)
+        g_string_append_printf(t, "%s\n", o->tail);
+    if (!g_file_set_contents(path, t->str, (gssize)t->len, &gerr))
+        fail_msg("writing %s: %s", path, gerr->message);
+    return path;
+}
+
+vt_vtpmd *
+vt_vtpmd_spawn(const char *lv_host, const char *config, const char *worker_host,
+               const char *const *env)
+{
+    vt_vtpmd *d = g_new0(vt_vtpmd, 1);
+    g_autofree char *ns = NULL;
+    g_autofree char *ns_arg = NULL;
+    g_auto(GStrv) envp = g_get_environ();
+    g_autoptr(GError) gerr = NULL;
+    const char *argv[10];
+    int fd;
+
+    d->lv_host = g_strdup(lv_host);
+    d->worker_host = g_strdup(worker_host);
+    d->routing_key = g_strdup_printf("vtpm.%s", worker_host);
+    d->config = g_strdup(config);
+    d->log_path = g_strdup_printf("%s/vtpmd-%s.log", vt_env("VT_ROOT"), worker_host);
+    d->out_path = g_strdup_printf("%s/vtpmd-%s.out", vt_env("VT_ROOT"), worker_host);
+    for (size_t i = 0; env && env[i]; i++) {
+        const char *eq = strchr(env[i], '=');
+        g_autofree char *k = NULL;
+
+        if (!eq)
+            fail_msg("environment entry '%s' is not NAME=value", env[i]);
+        k = g_strndup(env[i], eq - env[i]);
+        envp = g_environ_setenv(envp, k, eq + 1, TRUE);
+    }
+    /* vtpmd belongs to the host: it must see the host's /var/lib/libvirt,
+     * /run/libvirt etc., exactly as in production.  nsenter execs it, so
+     * the pid is vtpmd's own and signals reach it directly. */
+    ns_arg = g_strdup_printf("--mount=/proc/%d/ns/mnt", (int)vt_host_libvirtd_pid(lv_host));
+    argv[0] = "nsenter";
+    argv[1] = ns_arg;
+    argv[2] = "--";
+    argv[3] = vt_env("VT_VTPMD");
+    argv[4] = "--config";
+    argv[5] = config;
+    argv[6] = "--log-file";
+    argv[7] = d->log_path;
+    argv[8] = NULL;
+    fd = open(d->out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        fail_msg("%s: %s", d->out_path, g_strerror(errno));
+    if (!g_spawn_async_with_fds(NULL, (char **)argv, envp,
+                                G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                &d->pid, -1, fd, fd, &gerr)) {
+        close(fd);
+        fail_msg("starting vtpmd for %s: %s", worker_host, gerr->message);
+    }
+    close(fd);
+    return d;
+}
+
+bool
+vt_vtpmd_running(vt_vtpmd *d)
+{
+    int st;
+    pid_t r;
+
+    if (d->reaped)
+        return false;
+    r = waitpid(d->pid, &st, WNOHANG);
+    if (r == d->pid) {
+        d->reaped = true;
+        d->wait_status = st;
+        return false;
+    }
+    return true;
+}
+
+static int
+status_code(int st)
+{
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return -1;
+}
+
+int
+vt_vtpmd_wait_exit(vt_vtpmd *d, int timeout_ms)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+    while (vt_vtpmd_running(d)) {
+        if (g_get_monotonic_time() >= end)
+            return -1;
+        g_usleep(10 * 1000);
+    }
+    return status_code(d->wait_status);
+}
+
+int
+vt_vtpmd_term(vt_vtpmd *d, int timeout_ms)
+{
+    if (vt_vtpmd_running(d))
+        kill(d->pid, SIGTERM);
+    return vt_vtpmd_wait_exit(d, timeout_ms);
+}
+
+void
+vt_vtpmd_kill(vt_vtpmd *d)
+{
+    if (!vt_vtpmd_running(d))
+        return;
+    kill(d->pid, SIGKILL);
+    if (vt_vtpmd_wait_exit(d, 10000) < 0)
+        print_error("vtpmd %s (pid %d) survived SIGKILL for 10 s\n", d->worker_host,
+                    (int)d->pid);
+}
+
+void
+vt_vtpmd_free(vt_vtpmd *d)
+{
+    if (!d)
+        return;
+    vt_vtpmd_kill(d);
+    g_free(d->lv_host);
+    g_free(d->worker_host);
+    g_free(d->routing_key);
+    g_free(d->config);
+    g_free(d->log_path);
+    g_free(d->out_path);
+    g_free(d);
+}
+
+static char *
+slurp(const char *path)
+{
+    char *text = NULL;
+
+    if (!path || !g_file_get_contents(path, &text, NULL, NULL))
+        return g_strdup("");
+    return text;
+}
+
+char *
+vt_vtpmd_log(const vt_vtpmd *d)
+{
+    return slurp(d->log_path);
+}
+
+char *
+vt_vtpmd_output(const vt_vtpmd *d)
+{
+    return slurp(d->out_path);
+}
+
+char *
+vt_vtpmd_sanitizer_report(const vt_vtpmd *d)
+{
+    static const char *const marks[] = { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                         "runtime error:", "WARNING: AddressSanitizer" };
+    g_autofree char *out = vt_vtpmd_output(d);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(marks); i++) {
+        const char *p = strstr(out, marks[i]);
+
+        if (p) {
+            const char *bol = p, *eol = strchr(p, '\n');
+
+            while (bol > out && bol[-1] != '\n')
+                bol--;
+            return eol ? g_strndup(bol, eol - bol) : g_strdup(bol);
+        }
+    }
+    return NULL;
+}
+
+static void
+dump_tail(const char *what, const char *text, size_t max)
+{
+    size_t n = strlen(text);
+
+    print_error("---- %s (%s%zu bytes) ----\n%s\n", what, n > max ? "last " : "",
+                MIN(n, max), n > max ? text + n - max : text);
+}
+
+void
+vt_vtpmd_dump(const vt_vtpmd *d)
+{
+    g_autofree char *log = vt_vtpmd_log(d);
+    g_autofree char *out = vt_vtpmd_output(d);
+
+    dump_tail(d->log_path, log, 6000);
+    dump_tail(d->out_path, out, 6000);
+}
+
+unsigned
+vt_count_lines(const char *text, const char *const *needles)
+{
+    g_auto(GStrv) lines = g_strsplit(text ? text : "", "\n", -1);
+    unsigned n = 0;
+
+    for (size_t i = 0; lines[i]; i++) {
+        bool all = true;
+
+        for (size_t k = 0; needles[k] && all; k++)
+            all = strstr(lines[i], needles[k]) != NULL;
+        if (all && lines[i][0])
+            n++;
+    }
+    return n;
+}
+
+bool
+vt_vtpmd_wait_log(const vt_vtpmd *d, const char *const *needles, int timeout_ms)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+    for (;;) {
+        g_autofree char *log = vt_vtpmd_log(d);
+
+        if (vt_count_lines(log, needles) > 0)
+            return true;
+        if (g_get_monotonic_time() >= end)
+            return false;
+        g_usleep(50 * 1000);
+    }
+}
+
+bool
+vt_vtpmd_wait_ready(vt_vtpmd *d, int timeout_ms)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    g_autoptr(GBytes) body = vt_request("get_capabilities", NULL, "wt-ready", 0);
+    vtpm_client *c = NULL;
+    bool ready = false;
+
+    /* Its own client: until vtpmd has declared its queue, requests are
+     * unroutable and dropped, and until some vtpmd has declared the
+     * exchange, publishing closes the channel.  So: short calls, again. */
+    while (!ready) {
+        g_autoptr(vtpm_client_msg) m = NULL;
+        vtpm_error err = { 0 };
+        int rc;
+
+        if (!vt_vtpmd_running(d)) {
+            print_error("vtpmd %s exited with %d before answering get_capabilities\n",
+                        d->worker_host, status_code(d->wait_status));
+            vt_vtpmd_dump(d);
+            break;
+        }
+        if (g_get_monotonic_time() >= end) {
+            print_error("vtpmd %s did not answer get_capabilities within %d ms\n",
+                        d->worker_host, timeout_ms);
+            vt_vtpmd_dump(d);
+            break;
+        }
+        if (!c) {
+            vtpm_client_params p = { .url = vt_env("VT_AMQP_URL") };
+
+            if (vtpm_client_connect(&p, &c, &err) < 0) {
+                c = NULL;
+                g_usleep(200 * 1000);
+                continue;
+            }
+        }
+        rc = vtpm_client_call(c, d->routing_key, g_bytes_get_data(body, NULL),
+                              g_bytes_get_size(body), 1000, &m, &err);
+        if (rc < 0) {
+            vtpm_client_free(c);
+            c = NULL;
+            g_usleep(200 * 1000);
+            continue;
+        }
+        if (rc == 0) {
+            g_autoptr(vt_reply) r = vt_reply_decode(g_steal_pointer(&m));
+
+            ready = r->rep && r->rep->ok;
+            if (!ready)
+                print_error("vtpmd %s: get_capabilities answered %s\n", d->worker_host,
+                            vt_reply_summary(r));
+        }
+    }
+    vtpm_client_free(c);
+    return ready;
+}
+
+vt_vtpmd *
+vt_vtpmd_start(const char *lv_host, const vt_config_opts *o, const char *const *env)
+{
+    g_autofree char *cfg = vt_config_write(o);
+    vt_vtpmd *d = vt_vtpmd_spawn(lv_host, cfg, o->worker_host, env);
+
+    if (!vt_vtpmd_wait_ready(d, VT_READY_MS)) {
+        vt_vtpmd_free(d);
+        fail_msg("vtpmd for %s did not become ready", o->worker_host);
+    }
+    return d;
+}
+
+/* ---- services ---------------------------------------------------------- */
+
+int
+vt_env_sh(const char *script, char **out)
+{
+    g_autofree char *env = g_build_filename(vt_env("VT_SRCDIR"), "tests", "lib", "env.sh", NULL);
+    g_autofree char *o = NULL, *e = NULL;
+    g_autoptr(GError) gerr = NULL;
+    int status = 0, code;
+    /* env.sh empties VT_RMQ_PORT/NODE when sourced: put ours back. */
+    const char *argv[] = { "bash", "-c",
+                           "p=$VT_RMQ_PORT; n=$VT_RMQ_NODE; source \"$0\"; "
+                           "VT_RMQ_PORT=$p; VT_RMQ_NODE=$n; eval \"$1\"",
+                           env, script, NULL };
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &o, &e,
+                      &status, &gerr))
+        fail_msg("running bash: %s", gerr->message);
+    code = status_code(status);
+    if (code != 0)
+        print_error("env.sh: '%s' exited %d:\n%s%s\n", script, code, o, e);
+    if (out)
+        *out = g_steal_pointer(&o);
+    return code;
+}
+
+void
+vt_rmq_restart(void)
+{
+    if (vt_env_sh("vt_rmq_restart", NULL) != 0)
+        fail_msg("restarting the broker failed");
+}
+
+void
+vt_libvirtd_kill(const char *h)
+{
+    pid_t pid = vt_host_libvirtd_pid(h);
+
+    if (kill(pid, SIGKILL) < 0)
+        fail_msg("host %s: kill -9 libvirtd (pid %d): %s", h, (int)pid, g_strerror(errno));
+    for (int i = 0; i < 500 && kill(pid, 0) == 0; i++) {
+        /* Our child it is not: it is gone when kill(0) fails (or a zombie
+         * of another parent, which is as good). */
+        g_autofree char *stat = NULL;
+        g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+
+        if (g_file_get_contents(path, &stat, NULL, NULL) && strstr(stat, ") Z "))
+            break;
+        g_usleep(10 * 1000);
+    }
+}
+
+void
+vt_libvirtd_restart(const char *h)
+{
+    g_autofree char *script = g_strdup_printf("vt_host_restart_libvirtd %s", h);
+
+    if (vt_env_sh(script, NULL) != 0)
+        fail_msg("host %s: restarting libvirtd failed", h);
+}
+
+int
+vt_virsh(const char *h, char **out, ...)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    g_autofree char *o = NULL, *e = NULL;
+    g_autoptr(GError) gerr = NULL;
+    int status = 0;
+    va_list ap;
+    const char *a;
+
+    g_ptr_array_add(argv, (char *)"virsh");
+    g_ptr_array_add(argv, (char *)"-c");
+    g_ptr_array_add(argv, (char *)vt_host_uri(h));
+    va_start(ap, out);
+    while ((a = va_arg(ap, const char *)))
+        g_ptr_array_add(argv, (char *)a);
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &o, &e,
+                      &status, &gerr))
+        fail_msg("running virsh: %s", gerr->message);
+    if (out)
+        *out = g_steal_pointer(&o);
+    return status_code(status);
+}
+
+void
+vt_virsh_cleanup(const char *h)
+{
+    g_autofree char *out = NULL;
+    g_auto(GStrv) names = NULL;
+
+    if (vt_virsh(h, &out, "list", "--all", "--name", NULL) != 0)
+        return;
+    names = g_strsplit(out, "\n", -1);
+    for (size_t i = 0; names[i]; i++) {
+        const char *n = g_strstrip(names[i]);
+
+        if (!g_str_has_prefix(n, "instance-"))
+            continue;
+        print_message("cleanup: removing leftover domain %s\n", n);
+        vt_virsh(h, NULL, "destroy", n, NULL);
+        vt_virsh(h, NULL, "undefine", n, "--tpm", NULL);
+    }
+}
+
+/* ---- /proc and files --------------------------------------------------- */
+
+GArray *
+vt_find_procs(const char *prog, const char *needle)
+{
+    GArray *pids = g_array_new(FALSE, FALSE, sizeof(pid_t));
+    DIR *dir = opendir("/proc");
+    struct dirent *e;
+
+    if (!dir)
+        fail_msg("/proc: %s", g_strerror(errno));
+    while ((e = readdir(dir))) {
+        g_autofree char *path = NULL, *cmd = NULL;
+        guint64 pid;
+        gsize len;
+        const char *base;
+
+        if (!g_ascii_string_to_unsigned(e->d_name, 10, 1, G_MAXINT32, &pid, NULL))
+            continue;
+        path = g_strdup_printf("/proc/%s/cmdline", e->d_name);
+        if (!g_file_get_contents(path, &cmd, &len, NULL) || len == 0)
+            continue;
+        /* argv[0] ends at the first NUL */
+        base = strrchr(cmd, '/');
+        base = base ? base + 1 : cmd;
+        if (strcmp(base, prog) != 0)
+            continue;
+        for (gsize i = 0; i + 1 < len; i++)
+            if (cmd[i] == '\0')
+                cmd[i] = ' ';
+        if (strstr(cmd, needle)) {
+            pid_t p = (pid_t)pid;
+
+            g_array_append_val(pids, p);
+        }
+    }
+    closedir(dir);
+    return pids;
+}
+
+bool
+vt_wait_procs(const char *prog, const char *needle, bool want_running, int timeout_ms)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+    for (;;) {
+        g_autoptr(GArray) pids = vt_find_procs(prog, needle);
+
+        if ((pids->len > 0) == want_running)
+            return true;
+        if (g_get_monotonic_time() >= end)
+            return false;
+        g_usleep(50 * 1000);
+    }
+}
+
+char *
+vt_sha256_file(const char *path)
+{
+    g_autofree char *data = NULL;
+    gsize len;
+
+    if (!g_file_get_contents(path, &data, &len, NULL))
+        return NULL;
+    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static void
+pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void
+pack_strmap(msgpack_packer *pk, const char *const *kv)
+{
+    size_t n = 0;
+
+    while (kv && kv[2 * n])
+        n++;
+    msgpack_pack_map(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        pack_str(pk, kv[2 * i]);
+        pack_str(pk, kv[2 * i + 1] ? kv[2 * i + 1] : "");
+    }
+}
+
+static GBytes *
+sbuffer_bytes(msgpack_sbuffer *sb)
+{
+    GBytes *b = g_bytes_new(sb->data, sb->size);
+
+    msgpack_sbuffer_destroy(sb);
+    return b;
+}
+
+GBytes *
+vt_args_spawn(const vt_spawn_spec *s)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, s->power_on >= 0 ? 2 : 1);
+    pack_str(&pk, "instance");
+    msgpack_pack_map(&pk, s->kernel ? 5 : 4);
+    pack_str(&pk, "uuid");
+    pack_str(&pk, s->uuid);
+    pack_str(&pk, "name");
+    pack_str(&pk, "wt-instance");
+    pack_str(&pk, "flavor");
+    msgpack_pack_map(&pk, 4);
+    pack_str(&pk, "name");
+    pack_str(&pk, s->flavor ? s->flavor : "m1.wt");
+    pack_str(&pk, "vcpus");
+    msgpack_pack_unsigned_int(&pk, s->vcpus ? s->vcpus : 1);
+    pack_str(&pk, "memory_mb");
+    msgpack_pack_unsigned_int(&pk, s->memory_mb ? s->memory_mb : 64);
+    pack_str(&pk, "extra_specs");
+    pack_strmap(&pk, s->extra_specs);
+    pack_str(&pk, "image");
+    msgpack_pack_map(&pk, 3);
+    pack_str(&pk, "id");
+    pack_str(&pk, s->image_id ? s->image_id : "firmware-only");
+    pack_str(&pk, "name");
+    pack_str(&pk, "none");
+    pack_str(&pk, "properties");
+    pack_strmap(&pk, s->properties);
+    if (s->kernel) {
+        pack_str(&pk, "boot");
+        msgpack_pack_map(&pk, 1);
+        pack_str(&pk, "kernel");
+        pack_str(&pk, s->kernel);
+    }
+    if (s->power_on >= 0) {
+        pack_str(&pk, "power_on");
+        if (s->power_on)
+            msgpack_pack_true(&pk);
+        else
+            msgpack_pack_false(&pk);
+    }
+    return sbuffer_bytes(&sb);
+}
+
+GBytes *
+vt_args_destroy(const char *uuid, int keep_vtpm)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, keep_vtpm >= 0 ? 2 : 1);
+    pack_str(&pk, "instance");
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "uuid");
+    pack_str(&pk, uuid);
+    if (keep_vtpm >= 0) {
+        pack_str(&pk, "keep_vtpm");
+        if (keep_vtpm)
+            msgpack_pack_true(&pk);
+        else
+            msgpack_pack_false(&pk);
+    }
+    return sbuffer_bytes(&sb);
+}
+
+GBytes *
+vt_request(const char *method, GBytes *args, const char *request_id, uint64_t deadline_ms)
+{
+    return vtpm_proto_request_new(method, args ? g_bytes_get_data(args, NULL) : NULL,
+                                  args ? g_bytes_get_size(args) : 0, request_id, deadline_ms);
+}
+
+/* ---- calls ------------------------------------------------------------- */
+
+static vtpm_client *shared_client;
+
+vtpm_client *
+vt_client_new(void)
+{
+    vtpm_client_params p = { .url = vt_env("VT_AMQP_URL") };
+    vtpm_client *c = NULL;
+    vtpm_error err = { 0 };
+
+    /* Right after a broker restart the port may need a moment. */
+    for (int i = 0; i < 100; i++) {
+        if (vtpm_client_connect(&p, &c, &err) == 0)
+            return c;
+        g_usleep(200 * 1000);
+    }
+    fail_msg("cannot connect a client to the broker: %s", err.message);
+    return NULL;
+}
+
+vtpm_client *
+vt_client(void)
+{
+    if (!shared_client)
+        shared_client = vt_client_new();
+    return shared_client;
+}
+
+void
+vt_client_drop(void)
+{
+    g_clear_pointer(&shared_client, vtpm_client_free);
+}
+
+void
+vt_reply_free(vt_reply *r)
+{
+    if (!r)
+        return;
+    vtpm_client_msg_free(r->msg);
+    vtpm_reply_free(r->rep);
+    g_free(r);
+}
+
+vt_reply *
+vt_reply_decode(vtpm_client_msg *m)
+{
+    vt_reply *r = g_new0(vt_reply, 1);
+    vtpm_proto_limits lim;
+    vtpm_error err = { 0 };
+
+    r->msg = m;
+    vtpm_proto_limits_init(&lim);
+    if (!m->body || vtpm_proto_decode_reply(g_bytes_get_data(m->body, NULL),
+                                            g_bytes_get_size(m->body), &lim, &r->rep, &err) < 0) {
+        r->rep = NULL;
+        g_strlcpy(r->error, m->body ? err.message : "no body", sizeof(r->error));
+    }
+    return r;
+}
+
+vt_reply *
+vt_call_body(const char *routing_key, const void *body, size_t len, int timeout_ms)
+{
+    vtpm_client_msg *m = NULL;
+    vtpm_error err = { 0 };
+    int rc = vtpm_client_call(vt_client(), routing_key, body, len, timeout_ms, &m, &err);
+
+    if (rc < 0) {
+        vt_client_drop();
+        fail_msg("call to %s: %s", routing_key, err.message);
+    }
+    if (rc > 0)
+        fail_msg("call to %s (%zu-byte body): no reply within %d ms", routing_key, len,
+                 timeout_ms);
+    return vt_reply_decode(m);
+}
+
+vt_reply *
+vt_call_bytes(const char *routing_key, GBytes *body, int timeout_ms)
+{
+    return vt_call_body(routing_key, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+                        timeout_ms);
+}
+
+vt_reply *
+vt_call(const vt_vtpmd *d, const char *method, GBytes *args, int timeout_ms)
+{
+    g_autofree char *rid = g_strdup_printf("req-%s", method);
+    g_autoptr(GBytes) body = vt_request(method, args, rid, 0);
+
+    return vt_call_bytes(d->routing_key, body, timeout_ms);
+}
+
+const char *
+vt_reply_summary(const vt_reply *r)
+{
+    static char buf[1024];
+
+    if (!r)
+        g_snprintf(buf, sizeof(buf), "(no reply)");
+    else if (!r->rep)
+        g_snprintf(buf, sizeof(buf), "(undecodable reply: %s)", r->error);
+    else if (r->rep->ok)
+        g_snprintf(buf, sizeof(buf), "ok");
+    else
+        g_snprintf(buf, sizeof(buf), "%s%s: %s", r->rep->fault_code,
+                   r->rep->retryable ? " (retryable)" : "", r->rep->fault_message);
+    return buf;
+}
+
+void
+vt_assert_ok(const vt_reply *r, const char *what)
+{
+    if (!r || !r->rep || !r->rep->ok)
+        fail_msg("%s: expected ok, got %s", what, vt_reply_summary(r));
+}
+
+void
+vt_assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, const char *what)
+{
+    if (!r || !r->rep)
+        fail_msg("%s: expected fault %s, got %s", what, vtpm_fault_name(code),
+                 vt_reply_summary(r));
+    if (r->rep->ok)
+        fail_msg("%s: expected fault %s, got ok", what, vtpm_fault_name(code));
+    if (r->rep->fault != code || g_strcmp0(r->rep->fault_code, vtpm_fault_name(code)) != 0)
+        fail_msg("%s: expected fault %s, got %s", what, vtpm_fault_name(code),
+                 vt_reply_summary(r));
+    if (fragment && !strstr(r->rep->fault_message ? r->rep->fault_message : "", fragment))
+        fail_msg("%s: fault message should contain \"%s\", got %s", what, fragment,
+                 vt_reply_summary(r));
+    if (r->rep->retryable != vtpm_fault_retryable(code))
+        fail_msg("%s: %s must have retryable=%s (docs/protocol.md), got %s", what,
+                 vtpm_fault_name(code), vtpm_fault_retryable(code) ? "true" : "false",
+                 vt_reply_summary(r));
+}
+
+/* ---- msgpack objects --------------------------------------------------- */
+
+const msgpack_object *
+vt_obj_at(const msgpack_object *map, const char *path)
+{
+    g_auto(GStrv) parts = g_strsplit(path, ".", -1);
+    const msgpack_object *o = map;
+
+    for (size_t i = 0; parts[i] && o; i++)
+        o = vtpm_proto_map_get(o, parts[i]);
+    return o;
+}
+
+char *
+vt_obj_str(const msgpack_object *map, const char *path)
+{
+    const msgpack_object *o = vt_obj_at(map, path);
+
+    if (!o || o->type != MSGPACK_OBJECT_STR)
+        return NULL;
+    return g_strndup(o->via.str.ptr, o->via.str.size);
+}
+
+bool
+vt_obj_bool(const msgpack_object *map, const char *path)
+{
+    const msgpack_object *o = vt_obj_at(map, path);
+
+    if (!o || o->type != MSGPACK_OBJECT_BOOLEAN)
+        fail_msg("result.%s: expected a bool, got %s", path,
+                 !o ? "nothing" : "another type");
+    return o->via.boolean;
+}
+
+bool
+vt_array_has_str(const msgpack_object *arr, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (!arr || arr->type != MSGPACK_OBJECT_ARRAY)
+        return false;
+    for (uint32_t i = 0; i < arr->via.array.size; i++) {
+        const msgpack_object *e = &arr->via.array.ptr[i];
+
+        if (e->type == MSGPACK_OBJECT_STR && e->via.str.size == n &&
+            memcmp(e->via.str.ptr, s, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* ---- raw AMQP ---------------------------------------------------------- */
+
+struct vt_amqp {
+    amqp_connection_state_t conn;
+    bool dead;
+};
+
+static bool
+rpc_ok(vt_amqp *a)
+{
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+
+    if (r.reply_type != AMQP_RESPONSE_NORMAL)
+        a->dead = true;
+    return !a->dead;
+}
+
+vt_amqp *
+vt_amqp_open(const char *url)
+{
+    g_autofree char *u = g_strdup(url);
+    struct amqp_connection_info ci;
+    struct timeval tv = { 5, 0 };
+    amqp_socket_t *s;
+    vt_amqp *a;
+
+    if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK)
+        fail_msg("cannot parse the broker URL");
+    a = g_new0(vt_amqp, 1);
+    a->conn = amqp_new_connection();
+    s = amqp_tcp_socket_new(a->conn);
+    if (!s || amqp_socket_open_noblock(s, ci.host, ci.port, &tv) != AMQP_STATUS_OK ||
+        amqp_login(a->conn, ci.vhost, 1, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password)
+                .reply_type != AMQP_RESPONSE_NORMAL) {
+        amqp_destroy_connection(a->conn);
+        g_free(a);
+        return NULL;
+    }
+    amqp_channel_open(a->conn, 1);
+    if (!rpc_ok(a)) {
+        vt_amqp_close(a);
+        return NULL;
+    }
+    return a;
+}
+
+void
+vt_amqp_close(vt_amqp *a)
+{
+    if (!a)
+        return;
+    if (!a->dead) {
+        amqp_channel_close(a->conn, 1, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(a->conn);
+    g_free(a);
+}
+
+int
+vt_amqp_declare_durable(vt_amqp *a, const char *queue)
+{
+    amqp_queue_declare(a->conn, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
+    return rpc_ok(a) ? 0 : -1;
+}
+
+int
+vt_amqp_consume(vt_amqp *a, const char *queue)
+{
+    amqp_basic_qos(a->conn, 1, 0, 100, 0);
+    if (!rpc_ok(a))
+        return -1;
+    amqp_basic_consume(a->conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    return rpc_ok(a) ? 0 : -1;
+}
+
+int
+vt_amqp_next(vt_amqp *a, int timeout_ms, char **corr, GBytes **body)
+{
+    struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+    amqp_envelope_t e;
+    amqp_rpc_reply_t r;
+    const amqp_basic_properties_t *p;
+
+    if (a->dead)
+        return -1;
+    amqp_maybe_release_buffers(a->conn);
+    r = amqp_consume_message(a->conn, &e, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT)
+        return 1;
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        a->dead = true;
+        return -1;
+    }
+    p = &e.message.properties;
+    *corr = (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+                ? g_strndup(p->correlation_id.bytes, p->correlation_id.len)
+                : g_strdup("");
+    *body = g_bytes_new(e.message.body.bytes, e.message.body.len);
+    if (amqp_basic_ack(a->conn, 1, e.delivery_tag, 0) != AMQP_STATUS_OK)
+        a->dead = true;
+    amqp_destroy_envelope(&e);
+    return 0;
+}
