@@ -85,6 +85,9 @@ vt_rmq_start() {
 loopback_users = none
 log.file.level = warning
 EOF
+    if [ "${VT_RMQ_TLS:-}" = 1 ]; then
+        vt_rmq_tls_listener >> "$d/rabbitmq.conf"
+    fi
     (
         vt_rmq_env
         setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$d/server.out" 2>&1 < /dev/null &
@@ -96,6 +99,11 @@ EOF
     export VT_AMQP_URL="amqp://guest:guest@127.0.0.1:$VT_RMQ_PORT/%2f"
     export VT_RMQ_PORT VT_RMQ_NODE
     vt_log "RabbitMQ $VT_RMQ_NODE on 127.0.0.1:$VT_RMQ_PORT"
+    if [ "${VT_RMQ_TLS:-}" = 1 ]; then
+        vt_rmq_tls_wait
+        export VT_AMQPS_URL="amqps://guest:guest@localhost:$VT_RMQ_TLS_PORT/%2f"
+        vt_log "RabbitMQ TLS on localhost:$VT_RMQ_TLS_PORT (127.0.0.1 and 127.0.0.2), CA $VT_TLS_DIR/ca.pem"
+    fi
 }
 
 vt_rmq_stop() {
@@ -108,6 +116,120 @@ vt_rmq_stop() {
 vt_rmq_restart() {
     vt_rmq_stop
     vt_rmq_start
+}
+
+# ---- TLS for the broker (VT_RMQ_TLS=1) ---------------------------------------
+#
+# With VT_RMQ_TLS=1 in the environment, vt_rmq_start also opens an AMQPS
+# listener on a second free port, bound to 127.0.0.1 and 127.0.0.2 only (the
+# node lets guest in from anywhere), with a certificate for DNS:localhost and
+# IP:127.0.0.1 issued by a test CA, and exports VT_AMQPS_URL
+# (amqps://guest:guest@localhost:PORT/%2f), VT_RMQ_TLS_PORT and VT_TLS_DIR.
+# The node asks for a client certificate (verify_peer) but does not insist
+# (fail_if_no_peer_cert = false).  127.0.0.2 reaches the same listener under
+# a name the certificate does not carry (hostname verification tests).
+# Without VT_RMQ_TLS nothing changes.
+#
+# vt_rmq_tls_setup makes, once per $VT_ROOT, in $VT_ROOT/tls (VT_TLS_DIR):
+#   ca.pem, ca.key              the test CA
+#   server.pem, server.key      CN=localhost, SAN DNS:localhost, IP:127.0.0.1,
+#                               serverAuth, issued by ca
+#   client.pem, client.key      CN=vtpmd-test-client, clientAuth, issued by ca
+#   other-ca.pem, other-ca.key  an unrelated CA (verification must fail)
+# Keys are unencrypted, mode 0600: the test node runs as root.
+
+vt_rmq_tls_setup() {
+    local d
+    [ -n "$VT_ROOT" ] || vt_die "vt_rmq_tls_setup: VT_ROOT is not set (vt_init first)"
+    d=$VT_ROOT/tls
+    export VT_TLS_DIR=$d
+    if [ -s "$d/server.pem" ] && [ -s "$d/client.pem" ] && [ -s "$d/other-ca.pem" ]; then
+        return 0
+    fi
+    mkdir -p "$d"
+    cat > "$d/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+    if ! (
+        set -e
+        cd "$d"
+        umask 077
+        ca() { # NAME CN
+            openssl req -x509 -config openssl.cnf -extensions ca_ext -newkey rsa:2048 -nodes \
+                -keyout "$1.key" -out "$1.pem" -days 30 -subj "/CN=$2"
+        }
+        leaf() { # NAME CN EXTENSIONS
+            openssl req -new -config openssl.cnf -newkey rsa:2048 -nodes \
+                -keyout "$1.key" -out "$1.csr" -subj "/CN=$2"
+            openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key \
+                -set_serial "0x$(openssl rand -hex 8)" -days 30 \
+                -extfile openssl.cnf -extensions "$3" -out "$1.pem"
+            rm -f "$1.csr"
+        }
+        ca ca "vtpmd test CA"
+        ca other-ca "unrelated test CA"
+        leaf server localhost server_ext
+        leaf client vtpmd-test-client client_ext
+        chmod 0644 ./*.pem
+        openssl verify -CAfile ca.pem server.pem client.pem
+    ) > "$d/openssl.out" 2>&1; then
+        cat "$d/openssl.out" >&2
+        vt_die "vt_rmq_tls_setup: openssl failed"
+    fi
+}
+
+# rabbitmq.conf lines of the TLS listener (picks VT_RMQ_TLS_PORT, kept across
+# vt_rmq_restart).
+vt_rmq_tls_listener() {
+    vt_rmq_tls_setup
+    if [ -z "${VT_RMQ_TLS_PORT:-}" ]; then
+        VT_RMQ_TLS_PORT=$(vt_free_port)
+        while [ "$VT_RMQ_TLS_PORT" = "$VT_RMQ_PORT" ]; do VT_RMQ_TLS_PORT=$(vt_free_port); done
+    fi
+    export VT_RMQ_TLS_PORT
+    cat <<EOF
+listeners.ssl.default = 127.0.0.1:$VT_RMQ_TLS_PORT
+listeners.ssl.alt = 127.0.0.2:$VT_RMQ_TLS_PORT
+ssl_options.cacertfile = $VT_TLS_DIR/ca.pem
+ssl_options.certfile = $VT_TLS_DIR/server.pem
+ssl_options.keyfile = $VT_TLS_DIR/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+EOF
+}
+
+# The node is up (vt_rmq_start waited for it): its TLS listener must answer
+# too, or the configuration was not taken.
+vt_rmq_tls_wait() {
+    for _ in $(seq 1 50); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$VT_RMQ_TLS_PORT") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    cat "$VT_ROOT/rabbitmq/server.out" >&2
+    vt_die "RabbitMQ: no TLS listener on 127.0.0.1:$VT_RMQ_TLS_PORT"
 }
 
 # ---- compute hosts ------------------------------------------------------------
