@@ -216,6 +216,28 @@ meta_device(const vtpm_archive_meta *m, vtpm_device *out)
     return 0;
 }
 
+/* The spec digest that a domain XML (as libvirt formats it) records in its
+ * vtpmd metadata; NULL when it has none.  The first literal "<metadata>" is
+ * the element: text content that spells it is escaped. */
+static char *
+xml_spec_digest(const char *xml)
+{
+    const char *b = xml ? strstr(xml, "<metadata>") : NULL;
+    const char *e = b ? strstr(b, "</metadata>") : NULL;
+    g_autofree char *md = NULL;
+    vtpm_domxml_meta m = { 0 };
+    char *out = NULL;
+
+    if (!e)
+        return NULL;
+    md = g_strndup(b, (gsize)(e + strlen("</metadata>") - b));
+    if (vtpm_domxml_parse_metadata(md, &m, NULL) == 0) {
+        out = g_steal_pointer(&m.spec_digest);
+        vtpm_domxml_meta_clear(&m);
+    }
+    return out;
+}
+
 /* The connection holding the shelve pool ([store] uri or the local one). */
 static int
 store_conn(vtpm_worker *w, virConnectPtr *out, vtpm_error *err)
@@ -499,15 +521,24 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
         outcome = "restored";
     }
 
+    /*
+     * Done before (redelivery): the domain is defined with this spec, which
+     * happens only after the state was restored (or dropped).  The guest
+     * may run on that state already, and then it is newer than the
+     * transfer volume: never stop it or restore over it, only finish.
+     */
+    if (dom && vtpm_ops_get_meta(w, dom, &dm, NULL) == 0 && dm.spec_digest &&
+        strcmp(dm.spec_digest, d.digest) == 0 &&
+        (strcmp(outcome, "restored") != 0 || vtpm_fs_is_dir(state_dir))) {
+        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+            goto out;
+        if (have_vol && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, vol, err)) < 0)
+            goto out;
+        goto reply;
+    }
+
     if (strcmp(outcome, "restored") == 0) {
         if (!have_vol) {
-            /* Done before (redelivery): the domain runs this spec already. */
-            if (dom && vtpm_ops_get_meta(w, dom, &dm, NULL) == 0 && dm.spec_digest &&
-                strcmp(dm.spec_digest, d.digest) == 0 && vtpm_fs_is_dir(state_dir)) {
-                if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
-                    goto out;
-                goto reply;
-            }
             rc = vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND,
                                 "no incoming vTPM state for %s in pool %s on host %s",
                                 inst->uuid, w->cfg->store.incoming_pool, w->cfg->worker.host);
@@ -632,6 +663,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
 {
     g_autofree char *kept = NULL, *name = NULL;
     g_autoptr(GBytes) archive = NULL;
+    vtpm_domxml_meta dm = { 0 };
     vtpm_archive_meta km;
     char uuid[37];
     bool power_on = true;
@@ -681,6 +713,27 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     }
     if ((rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
         goto out;
+    if (dom) {
+        g_autofree char *want = xml_spec_digest(km.domain_xml);
+        g_autofree char *sd = vtpm_ops_state_dir(w, uuid);
+
+        if ((rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0)
+            goto out;
+        if (want && dm.spec_digest && strcmp(want, dm.spec_digest) == 0 &&
+            (!meta_has_tpm(&km) || vtpm_fs_is_dir(sd))) {
+            /* The old domain is defined with its state in place: the
+             * destination was another host, or an earlier delivery
+             * reverted and died before dropping the kept copy.  That state
+             * is as new as or newer than the kept copy (the guest may have
+             * run on it): never restore over it. */
+            g_message("instance %s: the old domain and its state are in place; not restoring %s",
+                      uuid, kept);
+            if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+                goto out;
+            state = meta_has_tpm(&km) ? "restored" : "none";
+            goto drop_kept;
+        }
+    }
     if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
         goto out;
     if (meta_has_tpm(&km)) {
@@ -697,6 +750,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
         goto out;
     vtpm_inject("finish_revert_migration.after_start");
+drop_kept:
     if (unlink(kept) < 0 && errno != ENOENT) {
         rc = vtpm_error_set(err, VTPM_FAULT_INTERNAL, "removing %s: %s", kept, g_strerror(errno));
         goto out;
@@ -708,6 +762,7 @@ reply:
     rc = 0;
 out:
     vtpm_archive_meta_clear(&km);
+    vtpm_domxml_meta_clear(&dm);
     if (dom)
         virDomainFree(dom);
     virConnectClose(conn);
@@ -932,7 +987,7 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
 {
     g_autoptr(vtpm_instance) inst = NULL;
     g_auto(vtpm_ops_domain) d = { 0 };
-    g_autofree char *state_dir = NULL;
+    g_autofree char *state_dir = NULL, *replaced = NULL;
     vtpm_domxml_meta dm = { 0 };
     virConnectPtr conn = NULL;
     virDomainPtr dom = NULL, ndom = NULL;
@@ -951,28 +1006,51 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
         (rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0)
         goto out;
     state_dir = vtpm_ops_state_dir(w, inst->uuid);
+    replaced = vtpm_ops_replaced_dir(w, inst->uuid);
     /* The TPM belongs to the machine, not the disk: kept unless the vTPM
      * configuration itself changes. */
     same = dm.tpm.version == d.dev.version &&
            (d.dev.version == VTPM_VERSION_NONE || dm.tpm.model == d.dev.model);
     state = d.dev.version == VTPM_VERSION_NONE ? "none" : same ? "kept" : "replaced";
     if (dm.spec_digest && strcmp(dm.spec_digest, d.digest) == 0) {
-        /* Rebuilt already (redelivery): make sure it runs. */
+        /* Rebuilt already (redelivery).  A state set aside by that run
+         * means it died before dropping it: the TPM is being replaced. */
+        if (vtpm_fs_is_dir(replaced)) {
+            if ((rc = vtpm_fs_rmtree(replaced, err)) < 0)
+                goto out;
+            state = "replaced";
+        }
         if ((rc = vtpm_ops_start(w, dom, err)) < 0)
             goto out;
         goto reply;
     }
     if ((rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err)) < 0)
         goto out;
+    /* A changing vTPM: set the old state aside before the new definition
+     * exists, so that a crash after the define cannot start the new TPM on
+     * the old state, and a failed define can put it back. */
+    if (!same && vtpm_fs_is_dir(state_dir)) {
+        if ((rc = vtpm_fs_rmtree(replaced, err)) < 0)
+            goto out;
+        if (rename(state_dir, replaced) < 0) {
+            rc = vtpm_error_set(err, VTPM_FAULT_INTERNAL, "setting aside %s: %s", state_dir,
+                                g_strerror(errno));
+            goto out;
+        }
+    }
     if ((rc = vtpm_ops_define(w, conn, d.xml, &ndom, err)) < 0) {
         vtpm_error ignore;
 
-        /* The old definition is still in place; bring it back up. */
+        /* The old definition is still in place; so is its state again. */
+        if (!same && vtpm_fs_is_dir(replaced) && !vtpm_fs_is_dir(state_dir) &&
+            rename(replaced, state_dir) < 0)
+            g_warning("instance %s: cannot put %s back: %s", inst->uuid, replaced,
+                      g_strerror(errno));
         vtpm_ops_start(w, dom, &ignore);
         goto out;
     }
     vtpm_inject("rebuild.after_define");
-    if (!same && (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+    if (!same && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
         goto out;
     if ((rc = vtpm_ops_start(w, ndom, err)) < 0)
         goto out;

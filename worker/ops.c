@@ -38,6 +38,12 @@ vtpm_ops_state_dir(vtpm_worker *w, const char *uuid)
     return g_build_filename(w->cfg->libvirt.state_dir, uuid, NULL);
 }
 
+char *
+vtpm_ops_replaced_dir(vtpm_worker *w, const char *uuid)
+{
+    return g_strdup_printf("%s/.%s.replaced", w->cfg->libvirt.state_dir, uuid);
+}
+
 /* Every trait @dev needs must be offered by this host, else TPMUnsupported
  * naming each missing trait and why it is missing. */
 static int
@@ -331,6 +337,7 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
 {
     const msgpack_object *io = NULL;
     g_autofree char *uuid_in = NULL, *state_dir = NULL, *console = NULL, *incoming = NULL;
+    g_autofree char *replaced = NULL;
     char uuid[37];
     bool keep = false, existed = false, had_state;
     virConnectPtr conn = NULL;
@@ -360,6 +367,9 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     /* libvirt deletes the state only of domains it started at least once;
      * leftovers of a failed or interrupted operation go too. */
     if (!keep && (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+        goto out;
+    replaced = vtpm_ops_replaced_dir(w, uuid);
+    if (!keep && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
         goto out;
     /* On a migration destination, a revert starts with destroy: the
      * incoming state must not outlive it. */

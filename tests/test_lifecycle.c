@@ -1,0 +1,1929 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The vTPM through an instance's life (docs/lifecycle.md), end to end: two
+ * libvirt hosts "a" and "b" with addresses of their own (integration.sh
+ * --net --hosts 2), one vtpmd on each, driven over the real broker.  Every
+ * operation that moves TPM state is checked where an operator would look:
+ * the reply, virsh, the state file, the kept copy, the destination's
+ * incoming volume and the shelve store (both as files in the hosts' trees).
+ *
+ * Comparing TPM state.  swtpm rewrites tpm2-00.permall whenever the guest
+ * runs (the firmware's TPM2_Startup bumps counters), so a state file is
+ * compared byte for byte (sha256) only at quiescent points: the sha S of the
+ * source's file right after a power-off versus the destination's file after
+ * the operation left the domain defined but not started (power_on=false),
+ * and versus the file inside each archive.  Where the operation itself must
+ * start the guest (rebuild), "the same TPM" is shown by (a) the state file
+ * differing from S in only a handful of bytes (a power cycle changes 3; two
+ * different TPMs differ in thousands) and (b) swtpm_setup not having
+ * manufactured a new TPM (its log per domain).
+ *
+ * Guests are firmware-only QEMU/TCG domains of 64 MiB; at most two run at
+ * a time.  VT_TEST_FILTER=<glob> runs some tests only.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <glib.h>
+
+#include "lib/harness.h"
+
+enum { A = 0, B = 1, NHOSTS = 2 };
+
+#define OP_MS 120000      /* one lifecycle call */
+#define CRASH_EXIT_MS 120000
+#define STATE_V2 "2.0"
+#define STATE_V12 "1.2"
+/* A power cycle of the same TPM changes 3 bytes of tpm2-00.permall (clock
+ * and reset counters); two different TPMs differ in thousands. */
+#define SAME_TPM_MAX_DIFF 64
+
+static const char *const host_name[NHOSTS] = { "a", "b" };
+static const char *host_addr[NHOSTS];
+static vt_vtpmd *dmn[NHOSTS];        /* the vtpmd serving each host */
+static bool dmn_injected[NHOSTS];    /* started with fault injection */
+static GPtrArray *extra_daemons;     /* other vtpmds a test started */
+static gint64 t_test, t_suite;
+static char cur_test[128];
+
+/* ---- flavors and instances ------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    unsigned memory_mb;
+    const char *const *specs; /* extra_specs: key, value, ..., NULL */
+} flavor;
+
+typedef struct {
+    const char *uuid;
+    const flavor *fl;
+    const char *image_id;        /* default "img-1" */
+    const char *const *props;    /* image properties */
+} instance;
+
+static const char *const specs_20_tis[] = { "hw:tpm_version", "2.0", "hw:tpm_model", "tpm-tis",
+                                            NULL };
+static const char *const specs_12_tis[] = { "hw:tpm_version", "1.2", "hw:tpm_model", "tpm-tis",
+                                            NULL };
+static const char *const specs_20_user[] = { "hw:tpm_version", "2.0", "hw:tpm_model", "tpm-tis",
+                                             "hw:tpm_secret_security", "user", NULL };
+static const char *const props_20_tis[] = { "hw_tpm_version", "2.0", "hw_tpm_model", "tpm-tis",
+                                            NULL };
+static const char *const props_20_crb[] = { "hw_tpm_version", "2.0", "hw_tpm_model", "tpm-crb",
+                                            NULL };
+static const char *const props_12[] = { "hw_tpm_version", "1.2", NULL };
+
+static const flavor FL_TPM = { "m1.lc", 64, specs_20_tis };
+static const flavor FL_TPM_BIG = { "m2.lc", 96, specs_20_tis }; /* same vTPM, other flavor */
+static const flavor FL_TPM12 = { "m1.lc-tpm12", 64, specs_12_tis };
+static const flavor FL_NONE = { "m1.lc-notpm", 64, NULL };
+static const flavor FL_PLAIN = { "m1.lc-plain", 64, NULL }; /* the vTPM comes from the image */
+static const flavor FL_USER = { "m1.lc-user", 64, specs_20_user };
+
+/* ---- msgpack args ------------------------------------------------------------------------ */
+
+#define MP_BEGIN(sb, pk)                                                \
+    msgpack_sbuffer sb;                                                 \
+    msgpack_packer pk;                                                  \
+    msgpack_sbuffer_init(&sb);                                          \
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write)
+
+static GBytes *
+mp_bytes(msgpack_sbuffer *sb)
+{
+    GBytes *b = g_bytes_new(sb->data, sb->size);
+
+    msgpack_sbuffer_destroy(sb);
+    return b;
+}
+
+static void
+mp_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+static void
+mp_bool(msgpack_packer *pk, bool v)
+{
+    if (v)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
+
+static void
+mp_strmap(msgpack_packer *pk, const char *const *kv)
+{
+    size_t n = 0;
+
+    while (kv && kv[2 * n])
+        n++;
+    msgpack_pack_map(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        mp_str(pk, kv[2 * i]);
+        mp_str(pk, kv[2 * i + 1]);
+    }
+}
+
+static void
+mp_flavor(msgpack_packer *pk, const flavor *f)
+{
+    msgpack_pack_map(pk, 4);
+    mp_str(pk, "name");
+    mp_str(pk, f->name);
+    mp_str(pk, "vcpus");
+    msgpack_pack_unsigned_int(pk, 1);
+    mp_str(pk, "memory_mb");
+    msgpack_pack_unsigned_int(pk, f->memory_mb);
+    mp_str(pk, "extra_specs");
+    mp_strmap(pk, f->specs);
+}
+
+static void
+mp_instance(msgpack_packer *pk, const instance *in)
+{
+    msgpack_pack_map(pk, 4);
+    mp_str(pk, "uuid");
+    mp_str(pk, in->uuid);
+    mp_str(pk, "name");
+    mp_str(pk, "lc-instance");
+    mp_str(pk, "flavor");
+    mp_flavor(pk, in->fl);
+    mp_str(pk, "image");
+    msgpack_pack_map(pk, 3);
+    mp_str(pk, "id");
+    mp_str(pk, in->image_id ? in->image_id : "img-1");
+    mp_str(pk, "name");
+    mp_str(pk, "firmware-only");
+    mp_str(pk, "properties");
+    mp_strmap(pk, in->props);
+}
+
+/* {bytes, sha256} or {ref, bytes, sha256} as the results carry them. */
+typedef struct {
+    char *ref;
+    uint64_t bytes;
+    char *sha256;
+} xfer;
+
+static void
+xfer_clear(xfer *x)
+{
+    g_clear_pointer(&x->ref, g_free);
+    g_clear_pointer(&x->sha256, g_free);
+    x->bytes = 0;
+}
+
+static void
+mp_xfer(msgpack_packer *pk, const xfer *x)
+{
+    msgpack_pack_map(pk, (x->ref ? 1 : 0) + (x->bytes ? 1 : 0) + (x->sha256 ? 1 : 0));
+    if (x->ref) {
+        mp_str(pk, "ref");
+        mp_str(pk, x->ref);
+    }
+    if (x->bytes) {
+        mp_str(pk, "bytes");
+        msgpack_pack_uint64(pk, x->bytes);
+    }
+    if (x->sha256) {
+        mp_str(pk, "sha256");
+        mp_str(pk, x->sha256);
+    }
+}
+
+/* {instance} */
+static GBytes *
+args_inst(const instance *in)
+{
+    MP_BEGIN(sb, pk);
+    msgpack_pack_map(&pk, 1);
+    mp_str(&pk, "instance");
+    mp_instance(&pk, in);
+    return mp_bytes(&sb);
+}
+
+/* {instance, power_on} */
+static GBytes *
+args_inst_power(const instance *in, bool power_on)
+{
+    MP_BEGIN(sb, pk);
+    msgpack_pack_map(&pk, 2);
+    mp_str(&pk, "instance");
+    mp_instance(&pk, in);
+    mp_str(&pk, "power_on");
+    mp_bool(&pk, power_on);
+    return mp_bytes(&sb);
+}
+
+static GBytes *
+args_migrate(const instance *in, const char *dest_host)
+{
+    MP_BEGIN(sb, pk);
+    msgpack_pack_map(&pk, 2);
+    mp_str(&pk, "instance");
+    mp_instance(&pk, in);
+    mp_str(&pk, "dest_host");
+    mp_str(&pk, dest_host);
+    return mp_bytes(&sb);
+}
+
+/* @in carries the new flavor; @transfer may be NULL. */
+static GBytes *
+args_finish(const instance *in, const flavor *old, bool power_on, const xfer *transfer)
+{
+    MP_BEGIN(sb, pk);
+    msgpack_pack_map(&pk, transfer ? 4 : 3);
+    mp_str(&pk, "instance");
+    mp_instance(&pk, in);
+    mp_str(&pk, "old_flavor");
+    mp_flavor(&pk, old);
+    mp_str(&pk, "power_on");
+    mp_bool(&pk, power_on);
+    if (transfer) {
+        mp_str(&pk, "vtpm_transfer");
+        mp_xfer(&pk, transfer);
+    }
+    return mp_bytes(&sb);
+}
+
+static GBytes *
+args_unshelve(const instance *in, const xfer *shelved, bool power_on)
+{
+    MP_BEGIN(sb, pk);
+    msgpack_pack_map(&pk, 3);
+    mp_str(&pk, "instance");
+    mp_instance(&pk, in);
+    mp_str(&pk, "shelved");
+    if (shelved)
+        mp_xfer(&pk, shelved);
+    else
+        msgpack_pack_nil(&pk);
+    mp_str(&pk, "power_on");
+    mp_bool(&pk, power_on);
+    return mp_bytes(&sb);
+}
+
+/* ---- calls ------------------------------------------------------------------------------- */
+
+/* Call host @h's vtpmd; takes @args. */
+static vt_reply *
+call(int h, const char *method, GBytes *args)
+{
+    vt_reply *r = vt_call(dmn[h], method, args, OP_MS);
+
+    g_bytes_unref(args);
+    return r;
+}
+
+static vt_reply *
+call_ok(int h, const char *method, GBytes *args, const char *what)
+{
+    vt_reply *r = call(h, method, args);
+
+    if (!r->rep || !r->rep->ok) {
+        g_autofree char *msg = g_strdup_printf("%s (%s on host %s): expected ok, got %s", what,
+                                               method, host_name[h], vt_reply_summary(r));
+
+        vt_reply_free(r);
+        fail_msg("%s", msg);
+    }
+    return r;
+}
+
+static void
+call_ok_free(int h, const char *method, GBytes *args, const char *what)
+{
+    vt_reply_free(call_ok(h, method, args, what));
+}
+
+static void
+assert_res_str(const vt_reply *r, const char *path, const char *want, const char *what)
+{
+    g_autofree char *got = vt_obj_str(&r->rep->result, path);
+
+    if (g_strcmp0(got, want) != 0)
+        fail_msg("%s: result.%s should be \"%s\", got %s%s%s", what, path, want,
+                 got ? "\"" : "", got ? got : "nothing", got ? "\"" : "");
+}
+
+static uint64_t
+res_uint(const vt_reply *r, const char *path, const char *what)
+{
+    const msgpack_object *o = vt_obj_at(&r->rep->result, path);
+
+    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        fail_msg("%s: result.%s should be an unsigned integer", what, path);
+    return o->via.u64;
+}
+
+/* result.<key> as {ref?, bytes, sha256}; fails when it is not a map. */
+static void
+res_xfer(const vt_reply *r, const char *key, xfer *out, const char *what)
+{
+    const msgpack_object *o = vt_obj_at(&r->rep->result, key);
+    g_autofree char *p_ref = g_strdup_printf("%s.ref", key);
+    g_autofree char *p_sha = g_strdup_printf("%s.sha256", key);
+    g_autofree char *p_bytes = g_strdup_printf("%s.bytes", key);
+
+    if (!o || o->type != MSGPACK_OBJECT_MAP)
+        fail_msg("%s: result.%s should be a map {bytes, sha256}, got %s", what, key,
+                 !o ? "nothing" : o->type == MSGPACK_OBJECT_NIL ? "nil" : "another type");
+    out->ref = vt_obj_str(&r->rep->result, p_ref);
+    out->sha256 = vt_obj_str(&r->rep->result, p_sha);
+    out->bytes = res_uint(r, p_bytes, what);
+    if (!out->sha256 || strlen(out->sha256) != 64)
+        fail_msg("%s: result.%s should be 64 hex digits, got %s", what, p_sha,
+                 out->sha256 ? out->sha256 : "nothing");
+}
+
+/* ---- hosts: domains and files -------------------------------------------------------------- */
+
+static char *
+hpath(int h, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static char *
+hpath(int h, const char *fmt, ...)
+{
+    g_autofree char *rel = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    rel = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    return vt_host_path(host_name[h], rel);
+}
+
+static char *
+p_state_dir(int h, const char *uuid)
+{
+    return hpath(h, "var/lib/libvirt/swtpm/%s", uuid);
+}
+
+static char *
+p_state_file(int h, const char *uuid, const char *ver)
+{
+    return strcmp(ver, STATE_V12) == 0 ? hpath(h, "var/lib/libvirt/swtpm/%s/tpm1.2/tpm-00.permall", uuid)
+                                       : hpath(h, "var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall", uuid);
+}
+
+static char *
+p_kept(int h, const char *uuid)
+{
+    return hpath(h, "var/lib/vtpmd/kept/%s.tar", uuid);
+}
+
+static char *
+p_incoming(int h, const char *uuid)
+{
+    return hpath(h, "var/lib/vtpmd/pools/vtpm-incoming/%s.vtpm.tar", uuid);
+}
+
+/* The shelve store is host a's libvirtd ([store] uri of both vtpmds). */
+static char *
+p_shelved(const char *uuid)
+{
+    return hpath(A, "var/lib/vtpmd/pools/vtpm-shelved/%s.vtpm.tar", uuid);
+}
+
+static char *
+p_swtpm_log(int h, const char *uuid)
+{
+    return hpath(h, "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
+}
+
+static bool
+exists(const char *path)
+{
+    struct stat st;
+
+    return lstat(path, &st) == 0;
+}
+
+static char *
+dom_name(const char *uuid)
+{
+    return g_strdup_printf("instance-%s", uuid);
+}
+
+static bool
+dom_exists(int h, const char *uuid)
+{
+    g_autofree char *n = dom_name(uuid);
+
+    return vt_virsh(host_name[h], NULL, "dominfo", n, NULL) == 0;
+}
+
+static char *
+dom_state(int h, const char *uuid)
+{
+    g_autofree char *n = dom_name(uuid);
+    char *out = NULL;
+
+    if (vt_virsh(host_name[h], &out, "domstate", n, NULL) != 0) {
+        g_free(out);
+        return g_strdup("(no domain)");
+    }
+    return g_strstrip(out);
+}
+
+static char *
+dom_xml(int h, const char *uuid, bool inactive)
+{
+    g_autofree char *n = dom_name(uuid);
+    char *out = NULL;
+
+    if (vt_virsh(host_name[h], &out, "dumpxml", n, inactive ? "--inactive" : NULL, NULL) != 0)
+        fail_msg("virsh dumpxml %s on host %s failed", n, host_name[h]);
+    return out;
+}
+
+static void
+assert_dom_state(int h, const char *uuid, const char *want, const char *what)
+{
+    g_autofree char *st = dom_state(h, uuid);
+
+    if (strcmp(st, want) != 0)
+        fail_msg("%s: domain of %s on host %s should be \"%s\", virsh says \"%s\"", what, uuid,
+                 host_name[h], want, st);
+}
+
+static void
+assert_no_domain(int h, const char *uuid, const char *what)
+{
+    if (dom_exists(h, uuid))
+        fail_msg("%s: host %s should have no domain for %s, but virsh lists one", what,
+                 host_name[h], uuid);
+}
+
+static void
+assert_gone(const char *path, const char *what, const char *thing)
+{
+    if (exists(path))
+        fail_msg("%s: %s %s should be gone but is still there", what, thing, path);
+}
+
+static void
+assert_present(const char *path, const char *what, const char *thing)
+{
+    if (!exists(path))
+        fail_msg("%s: %s %s should exist but does not", what, thing, path);
+}
+
+/* The memory and flavor name of the domain's definition. */
+static void
+assert_dom_flavor(int h, const char *uuid, const flavor *f, const char *what)
+{
+    g_autofree char *xml = dom_xml(h, uuid, true);
+    g_autofree char *mem = g_strdup_printf("<memory unit='KiB'>%u</memory>", f->memory_mb * 1024);
+    g_autofree char *name = g_strdup_printf("<vtpmd:flavor name=\"%s\"/>", f->name);
+
+    if (!strstr(xml, mem) || !strstr(xml, name))
+        fail_msg("%s: the domain on host %s should have flavor %s (%s, %s):\n%s", what,
+                 host_name[h], f->name, mem, name, xml);
+}
+
+static char *
+sha_of(const char *path)
+{
+    return vt_sha256_file(path);
+}
+
+static gsize
+file_size(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0)
+        fail_msg("%s: %s", path, g_strerror(errno));
+    return (gsize)st.st_size;
+}
+
+static GBytes *
+read_file(const char *path)
+{
+    g_autoptr(GError) gerr = NULL;
+    char *data = NULL;
+    gsize len;
+
+    if (!g_file_get_contents(path, &data, &len, &gerr))
+        fail_msg("reading %s: %s", path, gerr->message);
+    return g_bytes_new_take(data, len);
+}
+
+/* The state file of @uuid on host @h must have sha256 @want. */
+static void
+assert_state_sha(int h, const char *uuid, const char *ver, const char *want, const char *what)
+{
+    g_autofree char *sf = p_state_file(h, uuid, ver);
+    g_autofree char *got = sha_of(sf);
+
+    if (!got)
+        fail_msg("%s: the TPM state file %s on host %s is missing (expected sha256 %s)", what, sf,
+                 host_name[h], want);
+    if (strcmp(got, want) != 0)
+        fail_msg("%s: the TPM state file %s on host %s has sha256 %s, expected %s (the state "
+                 "before the operation)", what, sf, host_name[h], got, want);
+}
+
+/* sha256 of the state file, which must exist. */
+static char *
+state_sha(int h, const char *uuid, const char *ver, const char *what)
+{
+    g_autofree char *sf = p_state_file(h, uuid, ver);
+    char *s = sha_of(sf);
+
+    if (!s)
+        fail_msg("%s: no TPM state file %s on host %s", what, sf, host_name[h]);
+    return s;
+}
+
+static void
+assert_owner_mode(const char *path, uid_t uid, gid_t gid, unsigned mode, const char *owner,
+                  const char *what)
+{
+    struct stat st;
+
+    if (lstat(path, &st) < 0)
+        fail_msg("%s: %s: %s", what, path, g_strerror(errno));
+    if (st.st_uid != uid || st.st_gid != gid || (st.st_mode & 07777) != mode)
+        fail_msg("%s: %s is %u:%u %04o, expected %s %04o", what, path, (unsigned)st.st_uid,
+                 (unsigned)st.st_gid, st.st_mode & 07777, owner, mode);
+}
+
+/* Restored state looks as libvirt makes it: <uuid>/ root 0711, tpm2/ tss
+ * 0700, the state file tss 0600. */
+static void
+assert_state_perms(int h, const char *uuid, const char *what)
+{
+    struct passwd *pw = getpwnam("tss");
+    struct group *gr = getgrnam("tss");
+    g_autofree char *sd = p_state_dir(h, uuid);
+    g_autofree char *td = g_build_filename(sd, "tpm2", NULL);
+    g_autofree char *sf = p_state_file(h, uuid, STATE_V2);
+
+    if (!pw || !gr)
+        fail_msg("user or group tss does not exist");
+    assert_owner_mode(sd, 0, 0, 0711, "root:root", what);
+    assert_owner_mode(td, pw->pw_uid, gr->gr_gid, 0700, "tss:tss", what);
+    assert_owner_mode(sf, pw->pw_uid, gr->gr_gid, 0600, "tss:tss", what);
+}
+
+/* How often swtpm_setup manufactured a TPM for the instance on host @h. */
+static unsigned
+manufactured(int h, const char *uuid)
+{
+    g_autofree char *log = p_swtpm_log(h, uuid);
+    g_autofree char *text = NULL;
+    const char *needles[] = { "Starting vTPM manufacturing", NULL };
+
+    if (!g_file_get_contents(log, &text, NULL, NULL))
+        return 0;
+    return vt_count_lines(text, needles);
+}
+
+/* Bytes in which two state files differ (a length difference counts). */
+static gsize
+bytes_differing(GBytes *a, GBytes *b)
+{
+    gsize la, lb, n = 0;
+    const guint8 *pa = g_bytes_get_data(a, &la), *pb = g_bytes_get_data(b, &lb);
+
+    for (gsize i = 0; i < MIN(la, lb); i++)
+        n += pa[i] != pb[i];
+    return n + (la > lb ? la - lb : lb - la);
+}
+
+/* The TPM in @now is the one in @before, after the guest ran. */
+static void
+assert_same_tpm(GBytes *before, GBytes *now, const char *what)
+{
+    gsize d = bytes_differing(before, now);
+
+    if (d > SAME_TPM_MAX_DIFF)
+        fail_msg("%s: the TPM state differs from the state before in %zu bytes (a power cycle "
+                 "of the same TPM changes a few; a new TPM thousands): the TPM was replaced",
+                 what, d);
+}
+
+/* ---- archives --------------------------------------------------------------------------------- */
+
+static char *
+run_cmd(const char *const *argv, const char *what)
+{
+    g_autoptr(GError) gerr = NULL;
+    g_autofree char *err = NULL;
+    char *out = NULL;
+    int status = 0;
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
+                      &status, &gerr))
+        fail_msg("running %s: %s", argv[0], gerr->message);
+    if (!g_spawn_check_wait_status(status, NULL))
+        fail_msg("%s: `%s %s %s` failed: %s", what, argv[0], argv[1], argv[2], err);
+    return out;
+}
+
+/* A state archive (kept copy, transfer volume, shelved volume): a tar that
+ * `tar -tvf` lists as vtpmd-manifest.json, tpm2/, tpm2/tpm2-00.permall, whose
+ * state file has sha256 @state_sha, recorded in the manifest. */
+static void
+assert_archive(const char *path, const char *state_sha, const char *what)
+{
+    const char *list[] = { "tar", "-tvf", path, NULL };
+    const char *man[] = { "tar", "-xOf", path, "vtpmd-manifest.json", NULL };
+    g_autofree char *listing = run_cmd(list, what);
+    g_autofree char *manifest = run_cmd(man, what);
+    g_auto(GStrv) lines = g_strsplit(g_strstrip(listing), "\n", -1);
+    static const char *const want[] = { "vtpmd-manifest.json", "tpm2/", "tpm2/tpm2-00.permall" };
+    g_autofree char *tmp = NULL;
+    g_autofree char *sha = NULL;
+
+    if (g_strv_length(lines) != G_N_ELEMENTS(want))
+        fail_msg("%s: `tar -tvf %s` should list %zu members, got:\n%s", what, path,
+                 G_N_ELEMENTS(want), listing);
+    for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+        const char *sp = strrchr(lines[i], ' ');
+
+        if (!sp || strcmp(sp + 1, want[i]) != 0)
+            fail_msg("%s: member %zu of %s should be %s, `tar -tvf` lists:\n%s", what, i + 1,
+                     path, want[i], listing);
+    }
+    if (!strstr(manifest, state_sha))
+        fail_msg("%s: the manifest of %s does not record sha256 %s of the state file:\n%s", what,
+                 path, state_sha, manifest);
+    /* tar -xO into a file, then hash: the state file itself. */
+    tmp = g_strdup_printf("%s/lc-member-%d", vt_env("VT_ROOT"), (int)getpid());
+    {
+        g_autofree char *cmd = g_strdup_printf("tar -xOf '%s' tpm2/tpm2-00.permall > '%s'", path,
+                                               tmp);
+        const char *sh[] = { "sh", "-c", cmd, NULL };
+        g_autofree char *o = run_cmd(sh, what);
+    }
+    sha = sha_of(tmp);
+    unlink(tmp);
+    if (g_strcmp0(sha, state_sha) != 0)
+        fail_msg("%s: tpm2/tpm2-00.permall inside %s has sha256 %s, the state file had %s", what,
+                 path, sha ? sha : "(unreadable)", state_sha);
+}
+
+/* The volume/file at @path has @x's size and sha256. */
+static void
+assert_file_is(const char *path, const xfer *x, const char *what)
+{
+    g_autofree char *sha = sha_of(path);
+
+    if (!sha)
+        fail_msg("%s: %s does not exist (the reply announced %" G_GUINT64_FORMAT
+                 " bytes, sha256 %s)", what, path, x->bytes, x->sha256);
+    if (strcmp(sha, x->sha256) != 0)
+        fail_msg("%s: %s has sha256 %s, the reply says %s", what, path, sha, x->sha256);
+    if (file_size(path) != x->bytes)
+        fail_msg("%s: %s has %zu bytes, the reply says %" G_GUINT64_FORMAT, what, path,
+                 file_size(path), x->bytes);
+}
+
+/* Offset and size of member @name's data in the ustar file @data. */
+static gsize
+tar_member(const guint8 *data, gsize len, const char *name, gsize *size)
+{
+    gsize off = 0;
+
+    while (off + 512 <= len) {
+        const guint8 *hdr = data + off;
+        char nm[101], sz[13];
+        guint64 n;
+
+        if (hdr[0] == 0)
+            break;
+        memcpy(nm, hdr, 100);
+        nm[100] = 0;
+        memcpy(sz, hdr + 124, 12);
+        sz[12] = 0;
+        n = g_ascii_strtoull(sz, NULL, 8);
+        if (strcmp(nm, name) == 0) {
+            *size = n;
+            return off + 512;
+        }
+        off += 512 + (n + 511) / 512 * 512;
+    }
+    fail_msg("no member %s in the archive", name);
+    return 0;
+}
+
+/* Flip one byte in the middle of the state file's data, in place. */
+static void
+flip_state_byte(const char *path)
+{
+    g_autoptr(GBytes) b = read_file(path);
+    gsize len, size = 0, off;
+    const guint8 *d = g_bytes_get_data(b, &len);
+    guint8 c;
+    int fd;
+
+    off = tar_member(d, len, "tpm2/tpm2-00.permall", &size);
+    if (size == 0)
+        fail_msg("%s: empty state file member", path);
+    off += size / 2;
+    c = d[off] ^ 0x5a;
+    fd = open(path, O_WRONLY);
+    if (fd < 0 || pwrite(fd, &c, 1, (off_t)off) != 1)
+        fail_msg("writing %s: %s", path, g_strerror(errno));
+    close(fd);
+}
+
+/* ---- vtpmd per host --------------------------------------------------------------------------- */
+
+static char *
+host_libvirt_extra(void)
+{
+    return g_strdup("shutdown_timeout = 3\nmigration_uri_template = qemu+tcp://%s/system");
+}
+
+static char *
+host_tail(const char *vtpm_group)
+{
+    return g_strdup_printf("[store]\nuri = qemu+tcp://%s/system\n%s", host_addr[A],
+                           vtpm_group ? vtpm_group : "");
+}
+
+/* Start the vtpmd of host @h (worker host = its address), with @env. */
+static void
+host_start(int h, const char *const *env)
+{
+    g_autofree char *lx = host_libvirt_extra();
+    g_autofree char *tail = host_tail(NULL);
+    vt_config_opts o = { .worker_host = host_addr[h], .libvirt_extra = lx, .tail = tail };
+
+    dmn[h] = vt_vtpmd_start(host_name[h], &o, env);
+    dmn_injected[h] = env != NULL;
+}
+
+static void
+host_stop(int h)
+{
+    if (!dmn[h])
+        return;
+    if (vt_vtpmd_running(dmn[h])) {
+        int code = vt_vtpmd_term(dmn[h], 30000);
+
+        if (code != 0)
+            print_error("vtpmd of host %s exited %d on SIGTERM\n", host_name[h], code);
+    }
+    g_clear_pointer(&dmn[h], vt_vtpmd_free);
+}
+
+/* ---- common steps ---------------------------------------------------------------------------- */
+
+static void
+begin(const char *name)
+{
+    g_strlcpy(cur_test, name, sizeof(cur_test));
+    t_test = g_get_monotonic_time();
+}
+
+static void
+spawn_on(int h, const instance *in, bool power_on)
+{
+    g_autoptr(vt_reply) r = call_ok(h, "spawn", args_inst_power(in, power_on), "spawn");
+}
+
+/* power_off; returns the sha256 of the now quiescent state file. */
+static char *
+power_off_sha(int h, const instance *in, const char *ver, const char *what)
+{
+    g_autoptr(vt_reply) r = call_ok(h, "power_off", args_inst(in), what);
+
+    assert_res_str(r, "state", "shutoff", what);
+    assert_dom_state(h, in->uuid, "shut off", what);
+    return state_sha(h, in->uuid, ver, what);
+}
+
+/* spawn on a and power off: the state S every later copy must equal. */
+static char *
+spawn_off(const instance *in)
+{
+    spawn_on(A, in, true);
+    return power_off_sha(A, in, STATE_V2, "power_off after spawn");
+}
+
+static void
+migrate(int from, int to, const instance *in, xfer *x, const char *what)
+{
+    g_autoptr(vt_reply) r = call_ok(from, "migrate_disk_and_power_off",
+                                    args_migrate(in, host_addr[to]), what);
+
+    res_xfer(r, "vtpm_transfer", x, what);
+}
+
+static void
+destroy_on(int h, const char *uuid, const char *what)
+{
+    g_autoptr(vt_reply) r = call_ok(h, "destroy", vt_args_destroy(uuid, -1), what);
+    g_autofree char *sd = p_state_dir(h, uuid);
+    g_autofree char *inc = p_incoming(h, uuid);
+
+    assert_no_domain(h, uuid, what);
+    assert_gone(sd, what, "state dir");
+    assert_gone(inc, what, "incoming volume");
+}
+
+/* Where the source keeps nothing: domain, state dir and kept copy gone. */
+static void
+assert_source_clean(int h, const char *uuid, const char *what)
+{
+    g_autofree char *sd = p_state_dir(h, uuid);
+    g_autofree char *kept = p_kept(h, uuid);
+
+    assert_no_domain(h, uuid, what);
+    assert_gone(sd, what, "state dir");
+    assert_gone(kept, what, "kept copy");
+}
+
+/* After a finish_migration / unshelve with power_on=false: the restored
+ * state is S, looks as libvirt makes it, and the domain is defined. */
+static void
+assert_restored_off(int h, const char *uuid, const char *S, const char *what)
+{
+    assert_state_sha(h, uuid, STATE_V2, S, what);
+    assert_state_perms(h, uuid, what);
+    assert_dom_state(h, uuid, "shut off", what);
+}
+
+/* ---- fixtures ---------------------------------------------------------------------------------- */
+
+static int
+group_setup(void **state)
+{
+    host_addr[A] = vt_env("VT_HOST_A_ADDR");
+    host_addr[B] = vt_env("VT_HOST_B_ADDR");
+    vt_env("VT_HOST_B_ROOT");
+    extra_daemons = g_ptr_array_new_with_free_func((GDestroyNotify)vt_vtpmd_free);
+    t_suite = g_get_monotonic_time();
+    host_start(A, NULL);
+    host_start(B, NULL);
+    return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+    for (int h = 0; h < NHOSTS; h++) {
+        vt_virsh_cleanup(host_name[h]);
+        host_stop(h);
+    }
+    g_ptr_array_unref(extra_daemons);
+    vt_client_drop();
+    print_message("[lifecycle] whole suite: %.1f s\n",
+                  (g_get_monotonic_time() - t_suite) / 1e6);
+    return 0;
+}
+
+static int
+test_setup(void **state)
+{
+    /* A previous test may have left a daemon with fault injection, or a
+     * dead one: every test starts with two plain vtpmds. */
+    for (int h = 0; h < NHOSTS; h++) {
+        if (dmn[h] && (!vt_vtpmd_running(dmn[h]) || dmn_injected[h])) {
+            print_message("setup: replacing the vtpmd of host %s\n", host_name[h]);
+            host_stop(h);
+        }
+        if (!dmn[h])
+            host_start(h, NULL);
+    }
+    cur_test[0] = 0;
+    t_test = g_get_monotonic_time();
+    return 0;
+}
+
+static int
+test_teardown(void **state)
+{
+    g_ptr_array_set_size(extra_daemons, 0);
+    for (int h = 0; h < NHOSTS; h++)
+        vt_virsh_cleanup(host_name[h]);
+    print_message("[lifecycle] %s: %.1f s\n", cur_test[0] ? cur_test : "(test)",
+                  (g_get_monotonic_time() - t_test) / 1e6);
+    return 0;
+}
+
+/* ---- 1. power cycle ------------------------------------------------------------------------------ */
+
+static void
+test_power_cycle(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    g_autofree char *sf = p_state_file(A, uuid, STATE_V2);
+    g_autofree char *S = NULL, *S2 = NULL;
+
+    begin("power cycle");
+    spawn_on(A, &in, true);
+    assert_dom_state(A, uuid, "running", "spawn");
+    assert_present(sf, "spawn", "TPM state file");
+    S = power_off_sha(A, &in, STATE_V2, "first power_off");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "power_on", args_inst(&in), "power_on");
+
+        assert_res_str(r, "state", "running", "power_on");
+        assert_dom_state(A, uuid, "running", "power_on");
+        assert_present(sf, "power_on", "TPM state file");
+    }
+    S2 = power_off_sha(A, &in, STATE_V2, "second power_off");
+    /* Same TPM: only swtpm's counters moved (the sha itself changes when
+     * the firmware runs, so it is not compared across a power cycle). */
+    if (manufactured(A, uuid) != 1)
+        fail_msg("power cycle: swtpm_setup manufactured %u TPMs for the instance, expected 1 "
+                 "(the TPM must survive the power cycle)", manufactured(A, uuid));
+    print_message("power cycle: state sha256 %.16s... before, %.16s... after\n", S, S2);
+    destroy_on(A, uuid, "destroy");
+}
+
+/* ---- 2. cold migration a -> b ---------------------------------------------------------------------- */
+
+static void
+test_cold_migration(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    g_autofree char *S = NULL;
+    g_autofree char *inc = p_incoming(B, uuid);
+    g_autofree char *kept = p_kept(A, uuid);
+    g_autofree char *sf_b = p_state_file(B, uuid, STATE_V2);
+    xfer x = { 0 };
+
+    begin("cold migration a -> b");
+    S = spawn_off(&in);
+    migrate(A, B, &in, &x, "migrate_disk_and_power_off a -> b");
+    assert_file_is(inc, &x, "migrate: the incoming volume on b");
+    assert_archive(inc, S, "migrate: the incoming volume on b");
+    {
+        g_autofree char *ks = sha_of(kept);
+
+        if (g_strcmp0(ks, x.sha256) != 0)
+            fail_msg("migrate: the kept copy %s on a has sha256 %s, the transferred archive %s "
+                     "(they must be the same archive)", kept, ks ? ks : "(missing)", x.sha256);
+        assert_archive(kept, S, "migrate: the kept copy on a");
+    }
+    assert_dom_state(A, uuid, "shut off", "migrate: the source domain");
+    assert_state_sha(A, uuid, STATE_V2, S, "migrate: the source's state");
+
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "finish_migration",
+                                        args_finish(&in, &FL_TPM, false, &x), "finish_migration");
+
+        assert_res_str(r, "vtpm_state", "restored", "finish_migration");
+        assert_res_str(r, "vtpm.version", "2.0", "finish_migration");
+    }
+    assert_restored_off(B, uuid, S, "finish_migration on b");
+    assert_gone(inc, "finish_migration", "incoming volume");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "power_on", args_inst(&in), "power_on on b");
+    }
+    assert_dom_state(B, uuid, "running", "power_on on b");
+    if (manufactured(B, uuid) != 0)
+        fail_msg("power_on on b: swtpm_setup manufactured a new TPM instead of using the "
+                 "migrated state");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "confirm_migration", args_inst(&in),
+                                        "confirm_migration");
+
+        if (!vt_obj_bool(&r->rep->result, "confirmed"))
+            fail_msg("confirm_migration: result.confirmed should be true");
+    }
+    assert_source_clean(A, uuid, "confirm_migration on a");
+    assert_dom_state(B, uuid, "running", "confirm_migration: the domain on b");
+    assert_present(sf_b, "confirm_migration", "state file on b");
+    destroy_on(B, uuid, "destroy on b");
+    xfer_clear(&x);
+}
+
+/* ---- 3. resize to another host ------------------------------------------------------------------- */
+
+/* Spawn with FL_TPM on a, resize to @new_fl on b: finish_migration must
+ * answer @want ("restored" | "fresh" | "none"). */
+static void
+resize_to_b(const flavor *new_fl, const char *want, const char *what)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance in_new = { .uuid = uuid, .fl = new_fl };
+    g_autofree char *S = NULL;
+    g_autofree char *inc = p_incoming(B, uuid);
+    g_autofree char *sd_b = p_state_dir(B, uuid);
+    g_autofree char *tpm2_b = g_build_filename(sd_b, "tpm2", NULL);
+    bool fresh = strcmp(want, "fresh") == 0;
+    xfer x = { 0 };
+
+    S = spawn_off(&in);
+    migrate(A, B, &in, &x, what);
+    assert_file_is(inc, &x, what);
+    {
+        /* A fresh TPM needs a start to exist: libvirt makes it then. */
+        g_autoptr(vt_reply) r = call_ok(B, "finish_migration",
+                                        args_finish(&in_new, &FL_TPM, fresh, &x), what);
+
+        assert_res_str(r, "vtpm_state", want, what);
+        if (strcmp(want, "none") == 0) {
+            const msgpack_object *v = vt_obj_at(&r->rep->result, "vtpm");
+
+            if (v && v->type != MSGPACK_OBJECT_NIL)
+                fail_msg("%s: result.vtpm should be nil for a flavor without vTPM", what);
+        }
+    }
+    assert_gone(inc, what, "incoming volume");
+    assert_dom_flavor(B, uuid, new_fl, what);
+    if (strcmp(want, "restored") == 0) {
+        assert_restored_off(B, uuid, S, what);
+    } else if (fresh) {
+        g_autofree char *sf12 = p_state_file(B, uuid, STATE_V12);
+        g_autofree char *xml = dom_xml(B, uuid, true);
+
+        assert_dom_state(B, uuid, "running", what);
+        if (!strstr(xml, "version='1.2'"))
+            fail_msg("%s: the domain on b should have a TPM 1.2 backend:\n%s", what, xml);
+        assert_present(sf12, what, "TPM 1.2 state file");
+        assert_gone(tpm2_b, what, "the old TPM 2.0 state");
+        if (manufactured(B, uuid) != 1)
+            fail_msg("%s: swtpm_setup manufactured %u TPMs on b, expected 1 (a fresh TPM)", what,
+                     manufactured(B, uuid));
+    } else {
+        g_autofree char *xml = dom_xml(B, uuid, true);
+
+        if (strstr(xml, "<tpm"))
+            fail_msg("%s: the domain on b should have no <tpm>:\n%s", what, xml);
+        assert_gone(sd_b, what, "state dir on b");
+    }
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "confirm_migration", args_inst(&in), what);
+
+        if (!vt_obj_bool(&r->rep->result, "confirmed"))
+            fail_msg("%s: confirm_migration should answer confirmed=true", what);
+    }
+    assert_source_clean(A, uuid, what);
+    if (!dom_exists(B, uuid))
+        fail_msg("%s: confirm_migration on a removed the domain on b", what);
+    destroy_on(B, uuid, what);
+    xfer_clear(&x);
+}
+
+static void
+test_resize(void **state)
+{
+    begin("resize a -> b (same vTPM / 2.0 -> 1.2 / no vTPM)");
+    resize_to_b(&FL_TPM_BIG, "restored", "resize to a bigger flavor with the same vTPM");
+    resize_to_b(&FL_TPM12, "fresh", "resize to a TPM 1.2 flavor");
+    resize_to_b(&FL_NONE, "none", "resize to a flavor without vTPM");
+}
+
+/* ---- 4. resize in place --------------------------------------------------------------------------- */
+
+static void
+test_resize_in_place(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance in_new = { .uuid = uuid, .fl = &FL_TPM_BIG };
+    g_autofree char *S = NULL;
+    g_autofree char *inc = p_incoming(A, uuid);
+    g_autofree char *kept = p_kept(A, uuid);
+    xfer x = { 0 };
+
+    begin("resize in place");
+    S = spawn_off(&in);
+    migrate(A, A, &in, &x, "migrate_disk_and_power_off to its own host");
+    assert_file_is(inc, &x, "resize in place: the incoming volume on a");
+    assert_archive(inc, S, "resize in place: the incoming volume on a");
+    assert_present(kept, "resize in place", "kept copy");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "finish_migration",
+                                        args_finish(&in_new, &FL_TPM, false, &x),
+                                        "finish_migration in place");
+
+        assert_res_str(r, "vtpm_state", "restored", "finish_migration in place");
+    }
+    assert_restored_off(A, uuid, S, "finish_migration in place");
+    assert_dom_flavor(A, uuid, &FL_TPM_BIG, "finish_migration in place");
+    assert_gone(inc, "finish_migration in place", "incoming volume");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "confirm_migration", args_inst(&in),
+                                        "confirm_migration in place");
+
+        if (!vt_obj_bool(&r->rep->result, "confirmed"))
+            fail_msg("confirm_migration in place should answer confirmed=true");
+    }
+    if (!dom_exists(A, uuid))
+        fail_msg("confirm_migration in place removed the domain: it is the resized one");
+    assert_dom_flavor(A, uuid, &FL_TPM_BIG, "confirm_migration in place");
+    assert_state_sha(A, uuid, STATE_V2, S, "confirm_migration in place");
+    assert_gone(kept, "confirm_migration in place", "kept copy");
+    destroy_on(A, uuid, "destroy");
+    xfer_clear(&x);
+}
+
+/* ---- 5. migration + revert -------------------------------------------------------------------------- */
+
+static void
+revert_on_a(const instance *in, const char *S, const char *what)
+{
+    g_autofree char *kept = p_kept(A, in->uuid);
+    g_autoptr(vt_reply) r = call_ok(A, "finish_revert_migration", args_inst_power(in, false),
+                                    what);
+
+    assert_res_str(r, "vtpm_state", "restored", what);
+    assert_restored_off(A, in->uuid, S, what);
+    assert_dom_flavor(A, in->uuid, &FL_TPM, what);
+    assert_gone(kept, what, "kept copy");
+}
+
+static void
+test_revert(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance in_new = { .uuid = uuid, .fl = &FL_TPM_BIG };
+    g_autofree char *S = NULL;
+    g_autofree char *inc = p_incoming(B, uuid);
+    xfer x = { 0 };
+
+    begin("migration + revert");
+    S = spawn_off(&in);
+
+    /* Reverted before finish_migration ran: destroy on b removes the
+     * transfer volume. */
+    migrate(A, B, &in, &x, "migrate (revert before finish)");
+    assert_present(inc, "migrate (revert before finish)", "incoming volume on b");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "destroy", vt_args_destroy(uuid, -1),
+                                        "destroy on b before finish");
+
+        if (vt_obj_bool(&r->rep->result, "destroyed"))
+            fail_msg("destroy on b before finish: result.destroyed should be false (no domain)");
+    }
+    assert_gone(inc, "destroy on b before finish", "incoming volume");
+    revert_on_a(&in, S, "finish_revert_migration (before finish)");
+    xfer_clear(&x);
+
+    /* The full revert: resized on b and running there. */
+    migrate(A, B, &in, &x, "migrate");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "finish_migration",
+                                        args_finish(&in_new, &FL_TPM, true, &x),
+                                        "finish_migration (resize) on b");
+
+        assert_res_str(r, "vtpm_state", "restored", "finish_migration on b");
+    }
+    assert_dom_state(B, uuid, "running", "finish_migration on b");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "destroy", vt_args_destroy(uuid, -1), "destroy on b");
+
+        if (!vt_obj_bool(&r->rep->result, "destroyed"))
+            fail_msg("destroy on b: result.destroyed should be true");
+        assert_res_str(r, "vtpm_state", "deleted", "destroy on b");
+    }
+    {
+        g_autofree char *sd_b = p_state_dir(B, uuid);
+
+        assert_no_domain(B, uuid, "destroy on b");
+        assert_gone(sd_b, "destroy on b", "state dir");
+        assert_gone(inc, "destroy on b", "incoming volume");
+    }
+    revert_on_a(&in, S, "finish_revert_migration");
+    destroy_on(A, uuid, "destroy on a");
+    xfer_clear(&x);
+}
+
+/* ---- 6. shelve / unshelve --------------------------------------------------------------------------- */
+
+static void
+shelve_on(int h, const instance *in, xfer *sh, const char *what)
+{
+    g_autoptr(vt_reply) r = call_ok(h, "shelve", args_inst(in), what);
+    g_autofree char *want_ref = g_strdup_printf("vtpm-shelved/%s.vtpm.tar", in->uuid);
+
+    res_xfer(r, "shelved", sh, what);
+    if (g_strcmp0(sh->ref, want_ref) != 0)
+        fail_msg("%s: result.shelved.ref should be %s, got %s", what, want_ref,
+                 sh->ref ? sh->ref : "nothing");
+    if (!vt_obj_bool(&r->rep->result, "offloaded"))
+        fail_msg("%s: result.offloaded should be true", what);
+}
+
+/* Nothing of @uuid on host @h: no domain, no state. */
+static void
+assert_nothing_on(int h, const char *uuid, const char *what)
+{
+    g_autofree char *sd = p_state_dir(h, uuid);
+
+    assert_no_domain(h, uuid, what);
+    assert_gone(sd, what, "state dir");
+}
+
+static void
+test_shelve(void **state)
+{
+    g_autofree char *uuid = vt_uuid(), *uuid2 = vt_uuid(), *uuid3 = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance in2 = { .uuid = uuid2, .fl = &FL_TPM };
+    instance in3 = { .uuid = uuid3, .fl = &FL_TPM };
+    g_autofree char *S = NULL, *S3 = NULL, *altered = NULL;
+    g_autofree char *vol = p_shelved(uuid), *vol3 = p_shelved(uuid3);
+    xfer sh = { 0 }, sh3 = { 0 };
+
+    begin("shelve / unshelve");
+    S = spawn_off(&in);
+    shelve_on(A, &in, &sh, "shelve");
+    assert_file_is(vol, &sh, "shelve: the volume in the shelve pool");
+    assert_archive(vol, S, "shelve: the volume in the shelve pool");
+    assert_nothing_on(A, uuid, "shelve (offload) on a");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "unshelve", args_unshelve(&in, &sh, false),
+                                        "unshelve on b");
+
+        assert_res_str(r, "vtpm_state", "restored", "unshelve on b");
+    }
+    assert_restored_off(B, uuid, S, "unshelve on b");
+    assert_gone(vol, "unshelve on b", "shelved archive");
+    destroy_on(B, uuid, "destroy on b");
+
+    /* An archive that is not (or no longer) in the store. */
+    {
+        xfer fake = { .ref = g_strdup_printf("vtpm-shelved/%s.vtpm.tar", uuid2),
+                      .bytes = sh.bytes, .sha256 = g_strdup(sh.sha256) };
+        g_autoptr(vt_reply) r = call(B, "unshelve", args_unshelve(&in2, &fake, false));
+
+        vt_assert_fault(r, VTPM_FAULT_STATE_NOT_FOUND, NULL, "unshelve of a missing archive");
+        assert_nothing_on(B, uuid2, "unshelve of a missing archive");
+        xfer_clear(&fake);
+    }
+
+    /* Damaged archives: refused, left in the store, nothing defined. */
+    S3 = spawn_off(&in3);
+    shelve_on(A, &in3, &sh3, "shelve (second instance)");
+    {
+        xfer bad = { .ref = g_strdup(sh3.ref), .bytes = sh3.bytes,
+                     .sha256 = g_strdup("0000000000000000000000000000000000000000000000000000000000000000") };
+        g_autoptr(vt_reply) r = call(B, "unshelve", args_unshelve(&in3, &bad, false));
+
+        vt_assert_fault(r, VTPM_FAULT_STATE_INTEGRITY, NULL,
+                        "unshelve with a shelved.sha256 that does not match");
+        assert_file_is(vol3, &sh3, "unshelve with a wrong sha256: the archive left in place");
+        assert_nothing_on(B, uuid3, "unshelve with a wrong sha256");
+        xfer_clear(&bad);
+    }
+    flip_state_byte(vol3);
+    altered = sha_of(vol3);
+    {
+        /* Only the ref: the archive's own manifest must catch it. */
+        xfer ref_only = { .ref = g_strdup(sh3.ref) };
+        g_autoptr(vt_reply) r = call(B, "unshelve", args_unshelve(&in3, &ref_only, false));
+        g_autofree char *now = sha_of(vol3);
+
+        vt_assert_fault(r, VTPM_FAULT_STATE_INTEGRITY, NULL,
+                        "unshelve of an archive with a flipped byte in the state file");
+        if (g_strcmp0(now, altered) != 0)
+            fail_msg("unshelve of a damaged archive: the archive should be left in place as it "
+                     "was (sha256 %s), now %s", altered, now ? now : "(gone)");
+        assert_nothing_on(B, uuid3, "unshelve of a damaged archive");
+        xfer_clear(&ref_only);
+    }
+    {
+        g_autoptr(vt_reply) r = call(B, "unshelve", args_unshelve(&in3, &sh3, false));
+
+        vt_assert_fault(r, VTPM_FAULT_STATE_INTEGRITY, NULL,
+                        "unshelve of a damaged archive (with its original sha256)");
+        assert_nothing_on(B, uuid3, "unshelve of a damaged archive (with its original sha256)");
+    }
+    /* Repaired, the same archive unshelves: nothing was consumed. */
+    flip_state_byte(vol3);
+    assert_file_is(vol3, &sh3, "the repaired archive");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "unshelve", args_unshelve(&in3, &sh3, false),
+                                        "unshelve of the repaired archive");
+
+        assert_res_str(r, "vtpm_state", "restored", "unshelve of the repaired archive");
+    }
+    assert_restored_off(B, uuid3, S3, "unshelve of the repaired archive");
+    assert_gone(vol3, "unshelve of the repaired archive", "shelved archive");
+    destroy_on(B, uuid3, "destroy on b");
+    xfer_clear(&sh);
+    xfer_clear(&sh3);
+}
+
+/* ---- 7. rebuild ------------------------------------------------------------------------------------- */
+
+static void
+test_rebuild(void **state)
+{
+    g_autofree char *uuid = vt_uuid(), *uuid2 = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-1", .props = props_20_tis };
+    instance in_img2 = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-2", .props = props_20_tis };
+    instance in_crb = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-3", .props = props_20_crb };
+    instance in_12 = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-4", .props = props_12 };
+    g_autofree char *sf = p_state_file(A, uuid, STATE_V2);
+    g_autofree char *sd = p_state_dir(A, uuid);
+    g_autofree char *tpm2 = g_build_filename(sd, "tpm2", NULL);
+    g_autofree char *S = NULL, *S2 = NULL;
+    g_autoptr(GBytes) before = NULL, after = NULL;
+    unsigned m0;
+
+    begin("rebuild");
+    spawn_on(A, &in, true);
+    S = power_off_sha(A, &in, STATE_V2, "power_off before rebuild");
+    before = read_file(sf);
+    m0 = manufactured(A, uuid);
+
+    /* New image, same vTPM: the TPM stays. */
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args_inst(&in_img2), "rebuild, same vTPM");
+        g_autofree char *xml = dom_xml(A, uuid, true);
+
+        assert_res_str(r, "vtpm_state", "kept", "rebuild, same vTPM");
+        assert_dom_state(A, uuid, "running", "rebuild, same vTPM");
+        if (!strstr(xml, "<vtpmd:image id=\"img-2\"/>"))
+            fail_msg("rebuild: the domain should carry the new image img-2:\n%s", xml);
+    }
+    S2 = power_off_sha(A, &in_img2, STATE_V2, "power_off after rebuild");
+    after = read_file(sf);
+    /* The rebuild started the guest, so swtpm rewrote its counters: the
+     * sha cannot match, the TPM must. */
+    assert_same_tpm(before, after, "rebuild with the same vTPM");
+    if (manufactured(A, uuid) != m0)
+        fail_msg("rebuild with the same vTPM: swtpm_setup manufactured a new TPM");
+    print_message("rebuild kept: state sha256 %.16s... -> %.16s..., %zu bytes differ\n", S, S2,
+                  bytes_differing(before, after));
+
+    /* The image asks for another model (tpm-crb): a fresh TPM. */
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args_inst(&in_crb), "rebuild to tpm-crb");
+        g_autofree char *xml = dom_xml(A, uuid, true);
+
+        assert_res_str(r, "vtpm_state", "replaced", "rebuild to tpm-crb");
+        assert_dom_state(A, uuid, "running", "rebuild to tpm-crb");
+        if (!strstr(xml, "<tpm model='tpm-crb'>"))
+            fail_msg("rebuild to tpm-crb: the domain should have a CRB TPM:\n%s", xml);
+        if (manufactured(A, uuid) != m0 + 1)
+            fail_msg("rebuild to tpm-crb: swtpm_setup should have manufactured one new TPM "
+                     "(%u)", manufactured(A, uuid) - m0);
+    }
+
+    /* The image asks for TPM 1.2: a fresh TPM replaces the old one. */
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args_inst(&in_12), "rebuild to TPM 1.2");
+        g_autofree char *sf12 = p_state_file(A, uuid, STATE_V12);
+        g_autofree char *xml = dom_xml(A, uuid, true);
+
+        assert_res_str(r, "vtpm_state", "replaced", "rebuild to TPM 1.2");
+        assert_dom_state(A, uuid, "running", "rebuild to TPM 1.2");
+        if (!strstr(xml, "version='1.2'"))
+            fail_msg("rebuild to TPM 1.2: the domain should have a TPM 1.2 backend:\n%s", xml);
+        assert_present(sf12, "rebuild to TPM 1.2", "TPM 1.2 state file");
+        assert_gone(tpm2, "rebuild to TPM 1.2", "the old TPM 2.0 state");
+        if (manufactured(A, uuid) != m0 + 2)
+            fail_msg("rebuild to TPM 1.2: swtpm_setup should have manufactured one new TPM");
+    }
+    destroy_on(A, uuid, "destroy");
+
+    /* A host that cannot give the vTPM: TPMUnsupported, nothing touched. */
+    {
+        g_autofree char *host = vt_unique("lc-hostonly");
+        g_autofree char *lx = host_libvirt_extra();
+        g_autofree char *tail = host_tail("[vtpm]\nsupported_secret_security = host\n");
+        vt_config_opts o = { .worker_host = host, .libvirt_extra = lx, .tail = tail };
+        instance u = { .uuid = uuid2, .fl = &FL_USER, .image_id = "img-1" };
+        instance u2 = { .uuid = uuid2, .fl = &FL_USER, .image_id = "img-2" };
+        vt_vtpmd *d = vt_vtpmd_start(host_name[A], &o, NULL);
+        g_autofree char *live0 = NULL, *inact0 = NULL, *live1 = NULL, *inact1 = NULL;
+
+        g_ptr_array_add(extra_daemons, d);
+        spawn_on(A, &u, true);
+        live0 = dom_xml(A, uuid2, false);
+        inact0 = dom_xml(A, uuid2, true);
+        {
+            g_autoptr(GBytes) args = args_inst(&u2);
+            g_autoptr(vt_reply) r = vt_call(d, "rebuild", args, OP_MS);
+
+            vt_assert_fault(r, VTPM_FAULT_TPM_UNSUPPORTED,
+                            "COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER",
+                            "rebuild on a host without secret security user");
+        }
+        live1 = dom_xml(A, uuid2, false);
+        inact1 = dom_xml(A, uuid2, true);
+        if (strcmp(live0, live1) != 0)
+            fail_msg("TPMUnsupported rebuild changed the live domain XML:\nbefore:\n%s\nafter:\n%s",
+                     live0, live1);
+        if (strcmp(inact0, inact1) != 0)
+            fail_msg("TPMUnsupported rebuild changed the domain definition:\nbefore:\n%s\n"
+                     "after:\n%s", inact0, inact1);
+        assert_dom_state(A, uuid2, "running", "TPMUnsupported rebuild");
+        destroy_on(A, uuid2, "destroy");
+    }
+}
+
+/* ---- 8. idempotency under redelivery ----------------------------------------------------------------- */
+
+/* Every state-moving request sent twice (each copy its own message_id, so
+ * the handler itself runs twice, not the reply cache), along one chain in
+ * which the guest never runs: the state file must stay S throughout. */
+static void
+test_idempotency(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    g_autofree char *S = NULL;
+    g_autofree char *inc_b = p_incoming(B, uuid), *inc_a = p_incoming(A, uuid);
+    g_autofree char *kept_b = p_kept(B, uuid);
+    g_autofree char *vol = p_shelved(uuid);
+    xfer x1 = { 0 }, x2 = { 0 }, x3 = { 0 }, s1 = { 0 }, s2 = { 0 };
+
+    begin("idempotency under redelivery");
+    S = spawn_off(&in);
+
+    /* migrate_disk_and_power_off: the kept copy is reused, same archive. */
+    migrate(A, B, &in, &x1, "migrate (first)");
+    migrate(A, B, &in, &x2, "migrate (again)");
+    if (strcmp(x1.sha256, x2.sha256) != 0 || x1.bytes != x2.bytes)
+        fail_msg("migrate sent twice: the transfers differ (%s, %" G_GUINT64_FORMAT " bytes vs "
+                 "%s, %" G_GUINT64_FORMAT " bytes)", x1.sha256, x1.bytes, x2.sha256, x2.bytes);
+    assert_file_is(inc_b, &x2, "migrate sent twice: the incoming volume");
+    assert_archive(inc_b, S, "migrate sent twice: the incoming volume");
+    assert_state_sha(A, uuid, STATE_V2, S, "migrate sent twice: the source");
+
+    /* finish_migration: the second finds the work done. */
+    for (int i = 0; i < 2; i++) {
+        const char *what = i ? "finish_migration (again)" : "finish_migration (first)";
+        g_autoptr(vt_reply) r = call_ok(B, "finish_migration",
+                                        args_finish(&in, &FL_TPM, false, &x1), what);
+
+        assert_res_str(r, "vtpm_state", "restored", what);
+        assert_restored_off(B, uuid, S, what);
+        assert_gone(inc_b, what, "incoming volume");
+    }
+
+    /* confirm_migration: the second has nothing pending. */
+    for (int i = 0; i < 2; i++) {
+        const char *what = i ? "confirm_migration (again)" : "confirm_migration (first)";
+        g_autoptr(vt_reply) r = call_ok(A, "confirm_migration", args_inst(&in), what);
+
+        if (vt_obj_bool(&r->rep->result, "confirmed") != (i == 0))
+            fail_msg("%s: result.confirmed should be %s", what, i ? "false" : "true");
+        assert_source_clean(A, uuid, what);
+        assert_restored_off(B, uuid, S, what);
+    }
+
+    /* finish_revert_migration: b -> a, destroy on a, revert on b twice. */
+    migrate(B, A, &in, &x3, "migrate b -> a");
+    call_ok_free(A, "finish_migration", args_finish(&in, &FL_TPM, false, &x3),
+                 "finish_migration on a");
+    destroy_on(A, uuid, "destroy on a (revert)");
+    for (int i = 0; i < 2; i++) {
+        const char *what = i ? "finish_revert_migration (again)"
+                             : "finish_revert_migration (first)";
+        g_autoptr(vt_reply) r = call_ok(B, "finish_revert_migration",
+                                        args_inst_power(&in, false), what);
+
+        assert_res_str(r, "vtpm_state", "restored", what);
+        assert_restored_off(B, uuid, S, what);
+        assert_gone(kept_b, what, "kept copy");
+    }
+    assert_gone(inc_a, "revert", "incoming volume on a");
+
+    /* shelve: the second answers from the store. */
+    shelve_on(B, &in, &s1, "shelve (first)");
+    shelve_on(B, &in, &s2, "shelve (again)");
+    if (strcmp(s1.sha256, s2.sha256) != 0 || s1.bytes != s2.bytes)
+        fail_msg("shelve sent twice: the answers differ (%s vs %s)", s1.sha256, s2.sha256);
+    assert_file_is(vol, &s1, "shelve sent twice: the shelved volume");
+    assert_archive(vol, S, "shelve sent twice: the shelved volume");
+    assert_nothing_on(B, uuid, "shelve sent twice");
+
+    /* unshelve: the second finds the domain there and the archive gone. */
+    for (int i = 0; i < 2; i++) {
+        const char *what = i ? "unshelve (again)" : "unshelve (first)";
+        g_autoptr(vt_reply) r = call_ok(A, "unshelve", args_unshelve(&in, &s1, false), what);
+
+        assert_res_str(r, "vtpm_state", "restored", what);
+        assert_restored_off(A, uuid, S, what);
+        assert_gone(vol, what, "shelved archive");
+    }
+    destroy_on(A, uuid, "destroy");
+    xfer_clear(&x1);
+    xfer_clear(&x2);
+    xfer_clear(&x3);
+    xfer_clear(&s1);
+    xfer_clear(&s2);
+}
+
+/* ---- 9. a crash at every named point ------------------------------------------------------------------ */
+
+typedef enum { OP_MIGRATE, OP_FINISH, OP_CONFIRM, OP_REVERT, OP_SHELVE, OP_UNSHELVE, OP_REBUILD } crash_op;
+
+static const char *const op_method[] = {
+    [OP_MIGRATE] = "migrate_disk_and_power_off", [OP_FINISH] = "finish_migration",
+    [OP_CONFIRM] = "confirm_migration",          [OP_REVERT] = "finish_revert_migration",
+    [OP_SHELVE] = "shelve",                      [OP_UNSHELVE] = "unshelve",
+    [OP_REBUILD] = "rebuild",
+};
+
+typedef struct {
+    const char *name;  /* the test's name */
+    const char *point; /* VTPMD_CRASH_AT */
+    crash_op op;
+    bool power_on;     /* finish / revert / unshelve: start the guest (crash with it running) */
+    bool change_tpm;   /* rebuild: another TPM model; finish: a resize to TPM 1.2 (fresh) */
+} crash_case;
+
+/* docs/lifecycle.md "Crash points", each operation's points after .start;
+ * the after_start points also with power_on=true (Nova's default), where the
+ * guest already runs when vtpmd dies, and rebuild also with a vTPM change. */
+static const crash_case crash_cases[] = {
+    { "crash migrate_disk_and_power_off.after_power_off",
+      "migrate_disk_and_power_off.after_power_off", OP_MIGRATE },
+    { "crash migrate_disk_and_power_off.after_kept_copy",
+      "migrate_disk_and_power_off.after_kept_copy", OP_MIGRATE },
+    { "crash migrate_disk_and_power_off.after_upload",
+      "migrate_disk_and_power_off.after_upload", OP_MIGRATE },
+    { "crash finish_migration.after_restore", "finish_migration.after_restore", OP_FINISH },
+    { "crash finish_migration.after_start", "finish_migration.after_start", OP_FINISH },
+    { "crash finish_migration.after_start (power_on)", "finish_migration.after_start", OP_FINISH,
+      .power_on = true },
+    { "crash finish_migration.after_start (fresh TPM, power_on)", "finish_migration.after_start",
+      OP_FINISH, .power_on = true, .change_tpm = true },
+    { "crash confirm_migration.after_cleanup", "confirm_migration.after_cleanup", OP_CONFIRM },
+    { "crash finish_revert_migration.after_restore", "finish_revert_migration.after_restore",
+      OP_REVERT },
+    { "crash finish_revert_migration.after_start", "finish_revert_migration.after_start",
+      OP_REVERT },
+    { "crash finish_revert_migration.after_start (power_on)",
+      "finish_revert_migration.after_start", OP_REVERT, .power_on = true },
+    { "crash shelve.after_power_off", "shelve.after_power_off", OP_SHELVE },
+    { "crash shelve.after_store", "shelve.after_store", OP_SHELVE },
+    { "crash shelve.after_offload", "shelve.after_offload", OP_SHELVE },
+    { "crash unshelve.after_restore", "unshelve.after_restore", OP_UNSHELVE },
+    { "crash unshelve.after_start", "unshelve.after_start", OP_UNSHELVE },
+    { "crash unshelve.after_start (power_on)", "unshelve.after_start", OP_UNSHELVE,
+      .power_on = true },
+    { "crash rebuild.after_define", "rebuild.after_define", OP_REBUILD },
+    { "crash rebuild.after_define (vTPM model change)", "rebuild.after_define", OP_REBUILD,
+      .change_tpm = true },
+};
+
+/* The reply with correlation id @corr on the harness's client. */
+static vt_reply *
+recv_reply(const char *corr, int timeout_ms, const char *what)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    vtpm_error err = { 0 };
+
+    for (;;) {
+        vtpm_client_msg *m = NULL;
+        gint64 left = (end - g_get_monotonic_time()) / 1000;
+        int rc = left > 0 ? vtpm_client_recv(vt_client(), (int)left, &m, &err) : 1;
+
+        if (rc < 0) {
+            vt_client_drop();
+            fail_msg("%s: waiting for the reply: %s", what, err.message);
+        }
+        if (rc > 0)
+            fail_msg("%s: no reply within %d ms of the restarted vtpmd (the redelivered "
+                     "request never completed)", what, timeout_ms);
+        if (m->correlation_id && strcmp(m->correlation_id, corr) == 0)
+            return vt_reply_decode(m);
+        vtpm_client_msg_free(m);
+    }
+}
+
+static unsigned
+crash_lines(const vt_vtpmd *d, const char *point)
+{
+    g_autofree char *log = vt_vtpmd_log(d);
+    g_autofree char *needle = g_strdup_printf("fault injection: crashing at %s", point);
+    const char *needles[] = { needle, NULL };
+
+    return vt_count_lines(log, needles);
+}
+
+static pid_t
+first_pid(const char *prog, const char *uuid)
+{
+    g_autoptr(GArray) pids = vt_find_procs(prog, uuid);
+
+    return pids->len ? g_array_index(pids, pid_t, 0) : 0;
+}
+
+/* The guest the crashed vtpmd had started must still be the one running:
+ * a redelivery must neither kill it nor roll its TPM state back to the
+ * archive (or wipe it).  @marker, a file in its state dir, stands for what
+ * the guest wrote to its TPM since it started. */
+static void
+assert_guest_untouched(int h, const char *uuid, pid_t qemu, pid_t swtpm, const char *marker,
+                       unsigned want_manufactured, const char *what)
+{
+    pid_t q = first_pid("qemu-system-x86_64", uuid), s = first_pid("swtpm", uuid);
+    bool restarted = q != qemu || s != swtpm, replaced = !exists(marker);
+
+    if (restarted || replaced)
+        fail_msg("%s: the redelivered request %s%s%s (qemu pid %d -> %d, swtpm pid %d -> %d)",
+                 what,
+                 restarted ? "killed the guest that was already running and started it again"
+                           : "",
+                 restarted && replaced ? ", and " : "",
+                 replaced ? "replaced the state dir the running guest uses: what the guest "
+                            "wrote to its TPM since it started is lost"
+                          : "",
+                 (int)qemu, (int)q, (int)swtpm, (int)s);
+    assert_dom_state(h, uuid, "running", what);
+    if (manufactured(h, uuid) != want_manufactured)
+        fail_msg("%s: swtpm_setup manufactured %u TPM(s) on host %s, expected %u", what,
+                 manufactured(h, uuid), host_name[h], want_manufactured);
+}
+
+static void
+test_crash(void **state)
+{
+    const crash_case *c = *state;
+    const char *method = op_method[c->op];
+    int h = c->op == OP_FINISH || c->op == OP_UNSHELVE ? B : A;
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *env_kv = g_strdup_printf("VTPMD_CRASH_AT=%s", c->point);
+    const char *env[] = { env_kv, NULL };
+    g_autofree char *mid = g_strdup_printf("lc-crash-%s", uuid);
+    g_autofree char *rid = g_strdup_printf("lc-crash-%s", c->point);
+    g_autofree char *corr = NULL;
+    g_autofree char *S = NULL;
+    g_autofree char *inc_b = p_incoming(B, uuid), *kept_a = p_kept(A, uuid);
+    g_autofree char *vol = p_shelved(uuid);
+    g_autofree char *sf_a = p_state_file(A, uuid, STATE_V2);
+    g_autofree char *sd_h = p_state_dir(h, uuid);
+    g_autofree char *marker = g_build_filename(sd_h, "lc-written-by-guest", NULL);
+    g_autoptr(GBytes) args = NULL, body = NULL, before = NULL;
+    g_autoptr(vt_reply) r = NULL;
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance in_new = in;
+    xfer x = { 0 }, sh = { 0 };
+    pid_t qemu = 0, swtpm = 0;
+    unsigned m0, n0;
+    int code;
+
+    begin(c->name);
+    if (c->op == OP_FINISH && c->change_tpm)
+        in_new.fl = &FL_TPM12;
+    if (c->op == OP_REBUILD) {
+        in = (instance){ .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-1",
+                         .props = props_20_tis };
+        in_new = (instance){ .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-2",
+                             .props = c->change_tpm ? props_20_crb : props_20_tis };
+    }
+
+    /* Bring the instance to where @method applies. */
+    S = spawn_off(&in);
+    before = read_file(sf_a);
+    m0 = manufactured(A, uuid);
+    switch (c->op) {
+    case OP_FINISH:
+        migrate(A, B, &in, &x, "setup: migrate");
+        break;
+    case OP_CONFIRM:
+        migrate(A, B, &in, &x, "setup: migrate");
+        call_ok_free(B, "finish_migration", args_finish(&in, &FL_TPM, false, &x),
+                     "setup: finish_migration");
+        break;
+    case OP_REVERT: {
+        /* A resize in place, then the revert flow on the same host: the
+         * destination's destroy removes domain and state, so the revert
+         * has to restore the kept copy — the path the crash points cut.
+         * (After a migration to another host the old domain and its state
+         * are still in place and the revert restores nothing.) */
+        instance big = in;
+
+        big.fl = &FL_TPM_BIG;
+        migrate(A, A, &in, &x, "setup: resize in place");
+        call_ok_free(A, "finish_migration", args_finish(&big, &FL_TPM, false, &x),
+                     "setup: finish_migration in place");
+        destroy_on(A, uuid, "setup: destroy (revert flow, same host)");
+        break;
+    }
+    case OP_UNSHELVE:
+        shelve_on(A, &in, &sh, "setup: shelve");
+        break;
+    default:
+        break;
+    }
+    switch (c->op) {
+    case OP_MIGRATE: args = args_migrate(&in, host_addr[B]); break;
+    case OP_FINISH: args = args_finish(&in_new, &FL_TPM, c->power_on, &x); break;
+    case OP_REVERT: args = args_inst_power(&in, c->power_on); break;
+    case OP_UNSHELVE: args = args_unshelve(&in, &sh, c->power_on); break;
+    case OP_REBUILD: args = args_inst(&in_new); break;
+    default: args = args_inst(&in); break;
+    }
+    body = vt_request(method, args, rid, 0);
+
+    /* The acting host's vtpmd, with the crash armed. */
+    host_stop(h);
+    host_start(h, env);
+    n0 = crash_lines(dmn[h], c->point);
+    {
+        vtpm_client_send_opts o = { .routing_key = dmn[h]->routing_key, .message_id = mid };
+        vtpm_error err = { 0 };
+
+        if (vtpm_client_send(vt_client(), &o, g_bytes_get_data(body, NULL),
+                             g_bytes_get_size(body), &corr, &err) < 0) {
+            vt_client_drop();
+            fail_msg("sending %s: %s", method, err.message);
+        }
+    }
+    code = vt_vtpmd_wait_exit(dmn[h], CRASH_EXIT_MS);
+    if (code != 128 + 9) {
+        vt_vtpmd_dump(dmn[h]);
+        if (code < 0)
+            fail_msg("%s: vtpmd on host %s did not crash at %s within %d ms (the point was never "
+                     "reached)", c->name, host_name[h], c->point, CRASH_EXIT_MS);
+        fail_msg("%s: vtpmd on host %s exited %d, expected death by SIGKILL at %s", c->name,
+                 host_name[h], code, c->point);
+    }
+    if (crash_lines(dmn[h], c->point) != n0 + 1)
+        fail_msg("%s: vtpmd died, but its log does not say it crashed at %s", c->name, c->point);
+    if (c->power_on) {
+        /* The guest the crashed vtpmd started; it writes to its TPM. */
+        qemu = first_pid("qemu-system-x86_64", uuid);
+        swtpm = first_pid("swtpm", uuid);
+        assert_dom_state(h, uuid, "running", "after the crash");
+        if (!qemu || !swtpm)
+            fail_msg("%s: the guest should run after the crash (qemu %d, swtpm %d)", c->name,
+                     (int)qemu, (int)swtpm);
+        if (!g_file_set_contents(marker, "x", 1, NULL))
+            fail_msg("%s: cannot write %s", c->name, marker);
+    }
+
+    /* A fresh vtpmd: the broker redelivers the unacked request. */
+    g_clear_pointer(&dmn[h], vt_vtpmd_free);
+    host_start(h, NULL);
+    r = recv_reply(corr, OP_MS, c->name);
+    if (!r->rep || !r->rep->ok) {
+        vt_vtpmd_dump(dmn[h]);
+        fail_msg("%s: the redelivered %s should complete, got %s", c->name, method,
+                 vt_reply_summary(r));
+    }
+
+    switch (c->op) {
+    case OP_MIGRATE: {
+        g_autofree char *ks = NULL;
+
+        xfer_clear(&x);
+        res_xfer(r, "vtpm_transfer", &x, c->name);
+        assert_file_is(inc_b, &x, c->name);
+        assert_archive(inc_b, S, c->name);
+        ks = sha_of(kept_a);
+        if (g_strcmp0(ks, x.sha256) != 0)
+            fail_msg("%s: the kept copy on a (sha256 %s) is not the transferred archive (%s)",
+                     c->name, ks ? ks : "missing", x.sha256);
+        assert_state_sha(A, uuid, STATE_V2, S, c->name);
+        assert_dom_state(A, uuid, "shut off", c->name);
+        /* ... and the migration completes from there. */
+        call_ok_free(B, "finish_migration", args_finish(&in, &FL_TPM, false, &x),
+                     "finish_migration after the crash");
+        assert_restored_off(B, uuid, S, "finish_migration after the crash");
+        call_ok_free(A, "confirm_migration", args_inst(&in), "confirm after the crash");
+        assert_source_clean(A, uuid, "confirm after the crash");
+        destroy_on(B, uuid, "destroy on b");
+        break;
+    }
+    case OP_FINISH:
+        assert_res_str(r, "vtpm_state", c->change_tpm ? "fresh" : "restored", c->name);
+        assert_gone(inc_b, c->name, "incoming volume");
+        if (c->power_on)
+            assert_guest_untouched(B, uuid, qemu, swtpm, marker, c->change_tpm ? 1 : 0, c->name);
+        else
+            assert_restored_off(B, uuid, S, c->name);
+        call_ok_free(A, "confirm_migration", args_inst(&in), "confirm after the crash");
+        assert_source_clean(A, uuid, "confirm after the crash");
+        destroy_on(B, uuid, "destroy on b");
+        break;
+    case OP_CONFIRM:
+        if (!vt_obj_bool(&r->rep->result, "confirmed"))
+            fail_msg("%s: result.confirmed should be true (the crashed run never answered)",
+                     c->name);
+        assert_source_clean(A, uuid, c->name);
+        assert_restored_off(B, uuid, S, "the destination after confirm");
+        destroy_on(B, uuid, "destroy on b");
+        break;
+    case OP_REVERT:
+        assert_res_str(r, "vtpm_state", "restored", c->name);
+        assert_gone(kept_a, c->name, "kept copy");
+        assert_dom_flavor(A, uuid, &FL_TPM, c->name);
+        if (c->power_on)
+            assert_guest_untouched(A, uuid, qemu, swtpm, marker, m0, c->name); /* spawned on a */
+        else
+            assert_restored_off(A, uuid, S, c->name);
+        assert_nothing_on(B, uuid, c->name);
+        destroy_on(A, uuid, "destroy on a");
+        break;
+    case OP_SHELVE:
+        res_xfer(r, "shelved", &sh, c->name);
+        if (!vt_obj_bool(&r->rep->result, "offloaded"))
+            fail_msg("%s: result.offloaded should be true", c->name);
+        assert_file_is(vol, &sh, c->name);
+        assert_archive(vol, S, c->name);
+        assert_nothing_on(A, uuid, c->name);
+        call_ok_free(B, "unshelve", args_unshelve(&in, &sh, false), "unshelve after the crash");
+        assert_restored_off(B, uuid, S, "unshelve after the crash");
+        assert_gone(vol, "unshelve after the crash", "shelved archive");
+        destroy_on(B, uuid, "destroy on b");
+        break;
+    case OP_UNSHELVE:
+        assert_res_str(r, "vtpm_state", "restored", c->name);
+        assert_gone(vol, c->name, "shelved archive");
+        if (c->power_on)
+            assert_guest_untouched(B, uuid, qemu, swtpm, marker, 0, c->name);
+        else
+            assert_restored_off(B, uuid, S, c->name);
+        destroy_on(B, uuid, "destroy on b");
+        break;
+    case OP_REBUILD: {
+        g_autofree char *xml = dom_xml(A, uuid, true);
+        g_autofree char *S2 = NULL, *label = vt_obj_str(&r->rep->result, "vtpm_state");
+        g_autoptr(GBytes) after = NULL;
+        const char *want = c->change_tpm ? "replaced" : "kept";
+        gsize diff;
+        unsigned made;
+        bool same_tpm;
+
+        assert_dom_state(A, uuid, "running", c->name);
+        if (!strstr(xml, "<vtpmd:image id=\"img-2\"/>") ||
+            !strstr(xml, c->change_tpm ? "<tpm model='tpm-crb'>" : "<tpm model='tpm-tis'>"))
+            fail_msg("%s: the domain should be the rebuilt one (img-2, %s):\n%s", c->name,
+                     c->change_tpm ? "tpm-crb" : "tpm-tis", xml);
+        S2 = power_off_sha(A, &in_new, STATE_V2, "power_off after the rebuild");
+        after = read_file(sf_a);
+        diff = bytes_differing(before, after);
+        made = manufactured(A, uuid) - m0;
+        same_tpm = diff <= SAME_TPM_MAX_DIFF && made == 0;
+        /* Both the answer and the TPM itself, in one message. */
+        if (g_strcmp0(label, want) != 0 || same_tpm != !c->change_tpm)
+            fail_msg("%s: expected vtpm_state \"%s\" and %s; got \"%s\" and %s (%zu bytes of "
+                     "the state differ from before, %u TPM(s) manufactured)", c->name, want,
+                     c->change_tpm ? "a fresh TPM" : "the same TPM", label ? label : "nothing",
+                     same_tpm ? "the old TPM" : "a new TPM", diff, made);
+        destroy_on(A, uuid, "destroy");
+        break;
+    }
+    }
+    xfer_clear(&x);
+    xfer_clear(&sh);
+}
+
+/* ---- main ----------------------------------------------------------------------------------------------- */
+
+int
+main(void)
+{
+    static const struct CMUnitTest fixed[] = {
+        cmocka_unit_test_setup_teardown(test_power_cycle, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_cold_migration, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_resize, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_resize_in_place, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_revert, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_shelve, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_rebuild, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency, test_setup, test_teardown),
+    };
+    size_t n = G_N_ELEMENTS(fixed) + G_N_ELEMENTS(crash_cases);
+    g_autofree struct CMUnitTest *tests = g_new0(struct CMUnitTest, n);
+    const char *missing = NULL;
+
+    memcpy(tests, fixed, sizeof(fixed));
+    /* The crash table: one test per row, named after it. */
+    for (size_t i = 0; i < G_N_ELEMENTS(crash_cases); i++) {
+        struct CMUnitTest *t = &tests[G_N_ELEMENTS(fixed) + i];
+
+        t->name = crash_cases[i].name;
+        t->test_func = test_crash;
+        t->setup_func = test_setup;
+        t->teardown_func = test_teardown;
+        t->initial_state = (void *)&crash_cases[i];
+    }
+    if (!vt_env_ready(&missing) || !g_getenv("VT_HOST_B_ADDR")) {
+        fprintf(stderr, "test_lifecycle: %s is not set; run it through tests/integration.sh "
+                        "--net --hosts 2 (skipped)\n", missing ? missing : "VT_HOST_B_ADDR");
+        return 77;
+    }
+    if (g_getenv("VT_TEST_FILTER"))
+        cmocka_set_test_filter(g_getenv("VT_TEST_FILTER"));
+    return _cmocka_run_group_tests("test_lifecycle", tests, n, group_setup, group_teardown);
+}
