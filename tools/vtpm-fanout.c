@@ -1,0 +1,1456 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vtpm-fanout: load generator and delivery checker for vtpmd workers.
+ *
+ *   vtpm-fanout --url URL (--hosts H1,H2,... | --discover | --spawn-workers K --vtpmd PATH)
+ *               --calls N [--concurrency C] [--mix get_capabilities=70,destroy=30]
+ *               [--warmup W] [--timeout S] [--settle S] [--broadcast] [--json]
+ *
+ * Sends N calls round-robin over the hosts with C in flight on one client
+ * connection and accounts for every one of them: exactly one reply per
+ * correlation id.  It reports lost, duplicate, late and unmatched replies,
+ * ok vs fault per code, throughput and latency percentiles per method and
+ * per host.  Exit: 0 nothing lost, duplicated, unmatched or undecodable
+ * (and, with --broadcast, every host answered; with --spawn-workers, every
+ * worker started and exited 0); 1 otherwise; 2 usage.
+ *
+ * Single-threaded on purpose: one loop sends while fewer than C calls are
+ * outstanding and otherwise waits in vtpm_client_recv() for the next reply
+ * or the next call's timeout, whichever is first.  The tool measures the
+ * workers and the broker, so it must not add queueing of its own.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <msgpack.h>
+
+#include "vtpm/error.h"
+#include "vtpm/proto.h"
+#include "client.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+#define LIST_MAX 20                                  /* ids listed per problem */
+#define DISCOVER_WINDOW_US (2 * G_USEC_PER_SEC)
+#define READY_TIMEOUT_US (60 * G_USEC_PER_SEC)       /* a spawned worker must answer by then */
+#define READY_PROBE_MS 500
+#define STOP_TIMEOUT_US (60 * G_USEC_PER_SEC)        /* SIGTERM drains: in-flight work finishes */
+#define MAX_SPAWN 64
+#define MAX_CALLS 100000000u
+
+/* Methods this tool can generate without an instance spec: neither
+ * touches TPM state (destroy of a missing instance succeeds and does
+ * nothing), so they can be fired at any worker. */
+typedef enum { M_GET_CAPABILITIES, M_DESTROY, M__COUNT } fan_method;
+
+static const char *const method_names[M__COUNT] = { "get_capabilities", "destroy" };
+
+typedef struct {
+    char *corr;           /* correlation id; also keys by_corr */
+    const char *fault;    /* interned fault code of the first reply; NULL = ok */
+    gint64 sent_us;
+    gint64 reply_us;      /* first reply; 0 = none */
+    gint64 deadline_us;
+    guint host;
+    guint nreplies;
+    guint8 method;
+    bool measured;        /* not a warm-up call */
+    bool timed_out;       /* its timeout passed before the first reply */
+} fan_call;
+
+/* One fanout get_capabilities (--discover, --broadcast). */
+typedef struct {
+    char *corr;
+    gint64 sent_us, end_us;
+    GHashTable *answered; /* host -> GINT64 latency us, replies within the window */
+    guint late;           /* replies after the window */
+} fan_bcast;
+
+typedef struct {
+    char *host;
+    char *conf, *log;
+    GPid pid;             /* 0: not running */
+    double ready_ms;      /* -1: never answered */
+    int status;           /* waitpid status; -1: unknown */
+    bool started;
+    bool ok;
+} fan_worker;
+
+/* Accounting for one problem kind: a count and the first LIST_MAX ids. */
+typedef struct {
+    guint n;
+    GPtrArray *ids;
+} fan_tally;
+
+typedef struct {
+    /* options */
+    char *url, *exchange, *topic;
+    guint concurrency;
+    gint64 timeout_us, settle_us;
+    guint weights[M__COUNT];
+    guint weight_sum;
+    GRand *rand;
+
+    vtpm_client *client;
+    vtpm_proto_limits lim;
+    char *run_id;
+    GPtrArray *hosts;       /* char * */
+    GPtrArray *routing;     /* char *, routing key per host */
+
+    fan_call *calls;        /* warm-up calls first, then the measured ones */
+    guint ncalls, nwarmup;
+    GHashTable *by_corr;    /* corr -> fan_call * */
+    GHashTable *bcasts;     /* corr -> fan_bcast * */
+    GQueue outstanding;     /* fan_call *, in send order (= deadline order) */
+    guint inflight;         /* sent, no reply yet, not timed out */
+    guint answered;         /* calls with at least one reply */
+    guint sent;
+
+    fan_tally lost, duplicate, late, unmatched, invalid;
+    gint64 t0_us, t1_us;    /* measured phase: first send, last first-reply */
+    char *error;            /* fatal: why the run stopped early */
+} fan_run;
+
+static void
+tally_init(fan_tally *t)
+{
+    t->n = 0;
+    t->ids = g_ptr_array_new_with_free_func(g_free);
+}
+
+static void
+tally_add(fan_tally *t, char *id_take)
+{
+    t->n++;
+    if (t->ids->len < LIST_MAX)
+        g_ptr_array_add(t->ids, id_take);
+    else
+        g_free(id_take);
+}
+
+static gint64
+now_us(void)
+{
+    return g_get_monotonic_time();
+}
+
+/* ---- usage ---------------------------------------------------------------- */
+
+static int
+usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+static int
+usage_error(const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "vtpm-fanout: %s\n(vtpm-fanout --help explains the options)\n", msg);
+    return EXIT_USAGE;
+}
+
+/* "get_capabilities=70,destroy=30" -> weights.  A method named without a
+ * weight gets 1. */
+static int
+parse_mix(fan_run *r, const char *mix)
+{
+    g_auto(GStrv) parts = g_strsplit(mix, ",", -1);
+
+    memset(r->weights, 0, sizeof(r->weights));
+    r->weight_sum = 0;
+    for (guint i = 0; parts[i]; i++) {
+        g_autofree char *name = NULL;
+        const char *eq;
+        guint64 w = 1;
+        int m = -1;
+
+        g_strstrip(parts[i]);
+        if (!*parts[i])
+            continue;
+        eq = strchr(parts[i], '=');
+        name = eq ? g_strndup(parts[i], eq - parts[i]) : g_strdup(parts[i]);
+        if (eq && (!g_ascii_string_to_unsigned(eq + 1, 10, 0, 1000000, &w, NULL)))
+            return usage_error("--mix: weight of '%s' must be an integer 0..1000000", name);
+        for (int k = 0; k < M__COUNT; k++) {
+            if (strcmp(name, method_names[k]) == 0)
+                m = k;
+        }
+        if (m < 0)
+            return usage_error("--mix: method '%s' is not supported: vtpm-fanout generates "
+                               "only get_capabilities and destroy (the others need an "
+                               "instance spec and touch TPM state)",
+                               name);
+        r->weights[m] += (guint)w;
+        r->weight_sum += (guint)w;
+    }
+    if (r->weight_sum == 0)
+        return usage_error("--mix: no method with a weight above 0");
+    return 0;
+}
+
+static fan_method
+pick_method(fan_run *r)
+{
+    guint x = (guint)g_rand_int_range(r->rand, 0, (gint32)r->weight_sum);
+
+    for (int m = 0; m < M__COUNT; m++) {
+        if (x < r->weights[m])
+            return m;
+        x -= r->weights[m];
+    }
+    return M_GET_CAPABILITIES;
+}
+
+static bool
+host_name_ok(const char *h)
+{
+    if (!*h || strlen(h) > 200)
+        return false;
+    for (const char *p = h; *p; p++) {
+        if (!g_ascii_isalnum(*p) && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    }
+    return true;
+}
+
+static void
+add_host(fan_run *r, const char *h)
+{
+    for (guint i = 0; i < r->hosts->len; i++) {
+        if (strcmp(g_ptr_array_index(r->hosts, i), h) == 0)
+            return;
+    }
+    g_ptr_array_add(r->hosts, g_strdup(h));
+    g_ptr_array_add(r->routing, g_strdup_printf("%s.%s", r->topic, h));
+}
+
+/* ---- requests -------------------------------------------------------------- */
+
+static GBytes *
+request_body(fan_method m, const char *request_id)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    GBytes *body;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    if (m == M_DESTROY) {
+        g_autofree char *uuid = g_uuid_string_random();
+
+        /* A fresh UUID: no instance has it, so the destroy succeeds
+         * without touching anything. */
+        msgpack_pack_map(&pk, 1);
+        vtpm_pack_str(&pk, "instance");
+        msgpack_pack_map(&pk, 1);
+        vtpm_pack_kv_str(&pk, "uuid", uuid);
+    } else {
+        msgpack_pack_map(&pk, 0);
+    }
+    body = vtpm_proto_request_new(method_names[m], sb.data, sb.size, request_id, 0);
+    msgpack_sbuffer_destroy(&sb);
+    return body;
+}
+
+static int
+send_call(fan_run *r, fan_call *c, vtpm_error *err)
+{
+    g_autofree char *msg_id = g_strdup_printf("m-%s", c->corr);
+    g_autoptr(GBytes) body = request_body(c->method, c->corr);
+    vtpm_client_send_opts o = {
+        .routing_key = g_ptr_array_index(r->routing, c->host),
+        .correlation_id = c->corr,
+        .message_id = msg_id,
+    };
+
+    c->sent_us = now_us();
+    c->deadline_us = c->sent_us + r->timeout_us;
+    if (c->measured && !r->t0_us)
+        r->t0_us = c->sent_us;
+    r->sent++;
+    return vtpm_client_send(r->client, &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+                            NULL, err);
+}
+
+/* ---- replies --------------------------------------------------------------- */
+
+static char *
+call_label(const fan_run *r, const fan_call *c)
+{
+    return g_strdup_printf("%s %s@%s", c->corr, method_names[c->method],
+                           (const char *)g_ptr_array_index(r->hosts, c->host));
+}
+
+static void
+on_call_reply(fan_run *r, fan_call *c, const vtpm_client_msg *m)
+{
+    g_autoptr(vtpm_reply) rep = NULL;
+    vtpm_error err = { 0 };
+
+    if (++c->nreplies > 1) {
+        tally_add(&r->duplicate, call_label(r, c));
+        return;
+    }
+    c->reply_us = m->received_us;
+    r->answered++;
+    if (c->measured && c->reply_us > r->t1_us)
+        r->t1_us = c->reply_us;
+    if (c->timed_out)
+        tally_add(&r->late, call_label(r, c));
+    else
+        r->inflight--;
+    if (vtpm_proto_decode_reply(g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
+                                &r->lim, &rep, &err) < 0) {
+        /* Counted apart, and in the groups as a fault of its own. */
+        c->fault = g_intern_static_string("(invalid reply)");
+        tally_add(&r->invalid, g_strdup_printf("%s: %s", c->corr, err.message));
+        return;
+    }
+    if (!rep->ok)
+        c->fault = g_intern_string(rep->fault_code ? rep->fault_code
+                                                   : vtpm_fault_name(rep->fault));
+}
+
+static void
+on_bcast_reply(fan_run *r, fan_bcast *b, const vtpm_client_msg *m)
+{
+    g_autoptr(vtpm_reply) rep = NULL;
+    g_autofree char *host = NULL;
+    vtpm_error err = { 0 };
+
+    if (vtpm_proto_decode_reply(g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
+                                &r->lim, &rep, &err) < 0 ||
+        (rep->ok && vtpm_proto_get_str(&rep->result, "result", "host", true, 255, &host,
+                                       &err) < 0)) {
+        tally_add(&r->invalid, g_strdup_printf("%s (broadcast): %s", b->corr, err.message));
+        return;
+    }
+    if (!rep->ok) {
+        /* get_capabilities cannot fail; a fault says which worker is broken
+         * only in its log, so name the code at least. */
+        tally_add(&r->invalid, g_strdup_printf("%s (broadcast): fault %s: %s", b->corr,
+                                               rep->fault_code, rep->fault_message));
+        return;
+    }
+    if (g_hash_table_contains(b->answered, host)) {
+        tally_add(&r->duplicate, g_strdup_printf("%s broadcast@%s", b->corr, host));
+        return;
+    }
+    if (m->received_us > b->end_us) {
+        b->late++;
+        return;
+    }
+    g_hash_table_insert(b->answered, g_steal_pointer(&host),
+                        g_memdup2(&(gint64){ m->received_us - b->sent_us }, sizeof(gint64)));
+}
+
+static void
+on_message(fan_run *r, const vtpm_client_msg *m)
+{
+    fan_call *c = m->correlation_id ? g_hash_table_lookup(r->by_corr, m->correlation_id) : NULL;
+    fan_bcast *b;
+
+    if (c) {
+        on_call_reply(r, c, m);
+        return;
+    }
+    b = m->correlation_id ? g_hash_table_lookup(r->bcasts, m->correlation_id) : NULL;
+    if (b) {
+        on_bcast_reply(r, b, m);
+        return;
+    }
+    tally_add(&r->unmatched, g_strdup_printf("%s (routing key %s)",
+                                             m->correlation_id ? m->correlation_id
+                                                               : "(no correlation id)",
+                                             m->routing_key ? m->routing_key : "-"));
+}
+
+/* Wait until @until_us (monotonic) for one message and handle it.
+ * 0: handled or timed out; negative: the connection is gone. */
+static int
+receive_one(fan_run *r, gint64 until_us, vtpm_error *err)
+{
+    g_autoptr(vtpm_client_msg) m = NULL;
+    gint64 left = until_us - now_us();
+    int rc;
+
+    /* Round up: waking a little late costs nothing, waking early spins. */
+    rc = vtpm_client_recv(r->client, left <= 0 ? 0 : (int)MIN((left + 999) / 1000, G_MAXINT),
+                          &m, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        on_message(r, m);
+    return 0;
+}
+
+/* ---- the load ---------------------------------------------------------------- */
+
+/* Drop answered calls from the head of the outstanding queue and time out
+ * the ones whose deadline passed (they free their slot). */
+static void
+expire(fan_run *r, gint64 now)
+{
+    fan_call *c;
+
+    while ((c = g_queue_peek_head(&r->outstanding))) {
+        if (c->nreplies == 0 && c->deadline_us > now)
+            return;
+        if (c->nreplies == 0) {
+            c->timed_out = true;
+            r->inflight--;
+        }
+        g_queue_pop_head(&r->outstanding);
+    }
+}
+
+static int
+run_calls(fan_run *r, guint from, guint to, vtpm_error *err)
+{
+    guint next = from;
+
+    while (next < to || r->inflight > 0) {
+        fan_call *head;
+        int rc;
+
+        while (next < to && r->inflight < r->concurrency) {
+            fan_call *c = &r->calls[next++];
+
+            if ((rc = send_call(r, c, err)) < 0)
+                return rc;
+            g_queue_push_tail(&r->outstanding, c);
+            r->inflight++;
+        }
+        expire(r, now_us());
+        if (r->inflight == 0)
+            continue;
+        head = g_queue_peek_head(&r->outstanding);
+        if ((rc = receive_one(r, head->deadline_us, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* After the last call: wait up to --timeout for the replies still missing,
+ * then --settle more for duplicates and strays. */
+static int
+linger(fan_run *r, vtpm_error *err)
+{
+    gint64 end = now_us() + r->timeout_us;
+    int rc;
+
+    while (r->answered < r->sent && now_us() < end) {
+        if ((rc = receive_one(r, end, err)) < 0)
+            return rc;
+    }
+    end = now_us() + r->settle_us;
+    while (now_us() < end) {
+        if ((rc = receive_one(r, end, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* One fanout get_capabilities; collects answers until @window_us passed or,
+ * when @expect is given, every host in it answered. */
+static int
+broadcast(fan_run *r, gint64 window_us, GPtrArray *expect, fan_bcast **out, vtpm_error *err)
+{
+    g_autofree char *msg_id = NULL;
+    g_autoptr(GBytes) body = NULL;
+    vtpm_client_send_opts o = { .fanout = true, .routing_key = "" };
+    fan_bcast *b = g_new0(fan_bcast, 1);
+    int rc;
+
+    b->corr = g_strdup_printf("%s.bcast%u", r->run_id, g_hash_table_size(r->bcasts));
+    b->answered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_hash_table_insert(r->bcasts, b->corr, b);
+    *out = b;
+    msg_id = g_strdup_printf("m-%s", b->corr);
+    body = request_body(M_GET_CAPABILITIES, b->corr);
+    o.correlation_id = b->corr;
+    o.message_id = msg_id;
+    b->sent_us = now_us();
+    b->end_us = b->sent_us + window_us;
+    if ((rc = vtpm_client_send(r->client, &o, g_bytes_get_data(body, NULL),
+                               g_bytes_get_size(body), NULL, err)) < 0)
+        return rc;
+    while (now_us() < b->end_us) {
+        bool all = expect != NULL;
+
+        for (guint i = 0; expect && i < expect->len; i++)
+            all = all && g_hash_table_contains(b->answered, g_ptr_array_index(expect, i));
+        if (all)
+            break;
+        if ((rc = receive_one(r, b->end_us, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- spawned workers ----------------------------------------------------------- */
+
+static void
+child_setup(gpointer data)
+{
+    /* Workers must not outlive the tool, however it ends. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+}
+
+static int
+write_worker_config(const fan_run *r, fan_worker *w, const char *dir, const char *libvirt_uri,
+                    GError **gerr)
+{
+    static const char *const subdirs[] = { "images", "console", "swtpm", "pools", "kept" };
+    g_autofree char *base = g_build_filename(dir, w->host, NULL);
+    g_autofree char *text = NULL;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(subdirs); i++) {
+        g_autofree char *p = g_build_filename(base, subdirs[i], NULL);
+
+        if (g_mkdir_with_parents(p, 0700) < 0) {
+            g_set_error(gerr, G_FILE_ERROR, g_file_error_from_errno(errno), "%s: %s", p,
+                        g_strerror(errno));
+            return -1;
+        }
+    }
+    /* Every path inside the temporary directory: the calls touch no vTPM
+     * state, but nothing of the machine's own vtpmd must be in reach. */
+    text = g_strdup_printf("[amqp]\nurl = %s\nexchange = %s\ntopic = %s\n"
+                           "[worker]\nhost = %s\nworkers = 4\n"
+                           "[libvirt]\nuri = %s\nimages_dir = %s/images\n"
+                           "console_dir = %s/console\nstate_dir = %s/swtpm\n"
+                           "[store]\npool_dir = %s/pools\nkept_dir = %s/kept\n",
+                           r->url, r->exchange, r->topic, w->host, libvirt_uri, base, base, base,
+                           base, base);
+    w->conf = g_strdup_printf("%s/%s.conf", dir, w->host);
+    w->log = g_strdup_printf("%s/%s.log", dir, w->host);
+    return g_file_set_contents_full(w->conf, text, -1, G_FILE_SET_CONTENTS_NONE, 0600, gerr)
+               ? 0
+               : -1;
+}
+
+static int
+start_worker(fan_worker *w, const char *vtpmd, GError **gerr)
+{
+    const char *argv[] = { vtpmd, "--config", w->conf, NULL };
+    int fd = open(w->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok;
+
+    if (fd < 0) {
+        g_set_error(gerr, G_FILE_ERROR, g_file_error_from_errno(errno), "%s: %s", w->log,
+                    g_strerror(errno));
+        return -1;
+    }
+    ok = g_spawn_async_with_pipes_and_fds(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
+                                          child_setup, NULL, -1, fd, fd, NULL, NULL, 0, &w->pid,
+                                          NULL, NULL, NULL, gerr);
+    close(fd);
+    w->started = ok;
+    return ok ? 0 : -1;
+}
+
+/* Whether the worker still runs; reaps it when not. */
+static bool
+worker_alive(fan_worker *w)
+{
+    int st;
+    pid_t p;
+
+    if (!w->pid)
+        return false;
+    p = waitpid(w->pid, &st, WNOHANG);
+    if (p == 0)
+        return true;
+    if (p == w->pid)
+        w->status = st;
+    w->pid = 0;
+    return false;
+}
+
+static void
+print_log_tail(const fan_worker *w)
+{
+    g_autofree char *text = NULL;
+    gsize len = 0;
+    const char *start;
+
+    if (!g_file_get_contents(w->log, &text, &len, NULL))
+        return;
+    start = len > 3000 ? text + len - 3000 : text;
+    fprintf(stderr, "vtpm-fanout: --- end of %s ---\n%s\n---\n", w->log, start);
+}
+
+/* Each worker answers a get_capabilities on its own queue.  A probe client
+ * of its own: answers to probes that timed out must not show up as
+ * unmatched in the measured run.  Until the first worker has declared the
+ * exchange, publishing closes the channel: connect again then. */
+static int
+wait_ready(fan_run *r, GPtrArray *workers, vtpm_error *err)
+{
+    g_autoptr(vtpm_client) probe = NULL;
+    g_autoptr(GBytes) body = request_body(M_GET_CAPABILITIES, "vtpm-fanout-probe");
+    vtpm_client_params cp = { .url = r->url, .exchange = r->exchange, .topic = r->topic };
+    gint64 start = now_us(), end = start + READY_TIMEOUT_US;
+    int rc;
+
+    for (guint i = 0; i < workers->len; i++) {
+        fan_worker *w = g_ptr_array_index(workers, i);
+        g_autofree char *rk = g_strdup_printf("%s.%s", r->topic, w->host);
+
+        for (;;) {
+            g_autoptr(vtpm_client_msg) m = NULL;
+
+            if (!worker_alive(w))
+                return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
+                                      "worker %s exited before it answered (log %s)", w->host,
+                                      w->log);
+            if (now_us() > end)
+                return vtpm_error_set(err, VTPM_FAULT_BUSY,
+                                      "worker %s did not answer within %d s (log %s)", w->host,
+                                      (int)(READY_TIMEOUT_US / G_USEC_PER_SEC), w->log);
+            if (!probe && vtpm_client_connect(&cp, &probe, err) < 0) {
+                g_usleep(200 * 1000);
+                continue;
+            }
+            rc = vtpm_client_call(probe, rk, g_bytes_get_data(body, NULL),
+                                  g_bytes_get_size(body), READY_PROBE_MS, &m, err);
+            if (rc == 0) {
+                w->ready_ms = (now_us() - start) / 1000.0;
+                break;
+            }
+            if (rc < 0) {
+                g_clear_pointer(&probe, vtpm_client_free);
+                g_usleep(200 * 1000);
+            }
+        }
+    }
+    return 0;
+}
+
+/* SIGTERM drains: a worker finishes what it has and exits 0. */
+static void
+stop_workers(GPtrArray *workers)
+{
+    gint64 end = now_us() + STOP_TIMEOUT_US;
+
+    for (guint i = 0; i < workers->len; i++) {
+        fan_worker *w = g_ptr_array_index(workers, i);
+
+        if (w->pid)
+            kill(w->pid, SIGTERM);
+    }
+    for (guint i = 0; i < workers->len; i++) {
+        fan_worker *w = g_ptr_array_index(workers, i);
+
+        while (worker_alive(w) && now_us() < end)
+            g_usleep(20 * 1000);
+        if (w->pid) {
+            fprintf(stderr, "vtpm-fanout: worker %s (pid %d) ignored SIGTERM for %d s: killed\n",
+                    w->host, (int)w->pid, (int)(STOP_TIMEOUT_US / G_USEC_PER_SEC));
+            kill(w->pid, SIGKILL);
+            waitpid(w->pid, NULL, 0);
+            w->pid = 0;
+            w->status = -1;
+        }
+        w->ok = w->status != -1 && WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0;
+        if (!w->ok && w->started) {
+            fprintf(stderr, "vtpm-fanout: worker %s did not exit 0 (%s %d)\n", w->host,
+                    w->status == -1            ? "killed"
+                    : WIFEXITED(w->status)     ? "exit"
+                                               : "signal",
+                    w->status == -1 ? SIGKILL
+                    : WIFEXITED(w->status) ? WEXITSTATUS(w->status)
+                                           : WTERMSIG(w->status));
+            print_log_tail(w);
+        }
+    }
+}
+
+static void
+worker_free(gpointer p)
+{
+    fan_worker *w = p;
+
+    g_free(w->host);
+    g_free(w->conf);
+    g_free(w->log);
+    g_free(w);
+}
+
+static int
+rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path) < 0 ? -1 : 0;
+}
+
+/* ---- statistics ------------------------------------------------------------------ */
+
+typedef struct {
+    guint calls, ok, faulted, lost;
+    GArray *lat;          /* gint64 us, of the first replies */
+    GHashTable *faults;   /* interned code -> count */
+} fan_group;
+
+static void
+group_init(fan_group *g)
+{
+    memset(g, 0, sizeof(*g));
+    g->lat = g_array_new(FALSE, FALSE, sizeof(gint64));
+    g->faults = g_hash_table_new(g_direct_hash, g_direct_equal);
+}
+
+static void
+group_clear(fan_group *g)
+{
+    g_array_free(g->lat, TRUE);
+    g_hash_table_destroy(g->faults);
+}
+
+static void
+group_add(fan_group *g, const fan_call *c)
+{
+    g->calls++;
+    if (!c->nreplies) {
+        g->lost++;
+        return;
+    }
+    g_array_append_val(g->lat, (gint64){ c->reply_us - c->sent_us });
+    if (!c->fault) {
+        g->ok++;
+        return;
+    }
+    g->faulted++;
+    g_hash_table_insert(g->faults, (gpointer)c->fault,
+                        GUINT_TO_POINTER(GPOINTER_TO_UINT(g_hash_table_lookup(g->faults, c->fault)) + 1));
+}
+
+static gint
+cmp_i64(gconstpointer a, gconstpointer b)
+{
+    gint64 x = *(const gint64 *)a, y = *(const gint64 *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest rank: the smallest value with at least @permille of the values
+ * at or below it. */
+static double
+percentile_ms(const GArray *sorted, guint permille)
+{
+    guint n = sorted->len, k;
+
+    if (!n)
+        return 0;
+    k = (guint)(((guint64)permille * n + 999) / 1000);
+    k = CLAMP(k, 1, n);
+    return g_array_index(sorted, gint64, k - 1) / 1000.0;
+}
+
+typedef struct {
+    double p50, p90, p99, max;
+} fan_pcts;
+
+static fan_pcts
+group_pcts(fan_group *g)
+{
+    fan_pcts p = { 0 };
+
+    g_array_sort(g->lat, cmp_i64);
+    p.p50 = percentile_ms(g->lat, 500);
+    p.p90 = percentile_ms(g->lat, 900);
+    p.p99 = percentile_ms(g->lat, 990);
+    p.max = percentile_ms(g->lat, 1000);
+    return p;
+}
+
+static double
+elapsed_s(const fan_run *r)
+{
+    return r->t1_us > r->t0_us ? (r->t1_us - r->t0_us) / (double)G_USEC_PER_SEC : 0;
+}
+
+static double
+rate(const fan_run *r, guint n)
+{
+    double s = elapsed_s(r);
+
+    return s > 0 ? n / s : 0;
+}
+
+static void
+json_faults(JsonBuilder *b, GHashTable *faults)
+{
+    GHashTableIter it;
+    gpointer k, v;
+
+    json_builder_begin_object(b);
+    g_hash_table_iter_init(&it, faults);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+        json_builder_set_member_name(b, k);
+        json_builder_add_int_value(b, GPOINTER_TO_UINT(v));
+    }
+    json_builder_end_object(b);
+}
+
+static void
+json_group(JsonBuilder *b, const fan_run *r, fan_group *g)
+{
+    fan_pcts p = group_pcts(g);
+
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "calls");
+    json_builder_add_int_value(b, g->calls);
+    json_builder_set_member_name(b, "ok");
+    json_builder_add_int_value(b, g->ok);
+    json_builder_set_member_name(b, "faults");
+    json_faults(b, g->faults);
+    json_builder_set_member_name(b, "lost");
+    json_builder_add_int_value(b, g->lost);
+    json_builder_set_member_name(b, "calls_per_s");
+    json_builder_add_double_value(b, rate(r, g->ok + g->faulted));
+    json_builder_set_member_name(b, "latency_ms");
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "p50");
+    json_builder_add_double_value(b, p.p50);
+    json_builder_set_member_name(b, "p90");
+    json_builder_add_double_value(b, p.p90);
+    json_builder_set_member_name(b, "p99");
+    json_builder_add_double_value(b, p.p99);
+    json_builder_set_member_name(b, "max");
+    json_builder_add_double_value(b, p.max);
+    json_builder_end_object(b);
+    json_builder_end_object(b);
+}
+
+static void
+json_tally(JsonBuilder *b, const char *name, const fan_tally *t)
+{
+    g_autofree char *ids = g_strdup_printf("%s_ids", name);
+
+    json_builder_set_member_name(b, name);
+    json_builder_add_int_value(b, t->n);
+    json_builder_set_member_name(b, ids);
+    json_builder_begin_array(b);
+    for (guint i = 0; i < t->ids->len; i++)
+        json_builder_add_string_value(b, g_ptr_array_index(t->ids, i));
+    json_builder_end_array(b);
+}
+
+static void
+json_strings(JsonBuilder *b, GPtrArray *a)
+{
+    json_builder_begin_array(b);
+    for (guint i = 0; a && i < a->len; i++)
+        json_builder_add_string_value(b, g_ptr_array_index(a, i));
+    json_builder_end_array(b);
+}
+
+static void
+print_row(const char *label, const fan_run *r, fan_group *g)
+{
+    fan_pcts p = group_pcts(g);
+
+    printf("%-28s %7u %7u %6u %6u %9.1f %8.2f %8.2f %8.2f %8.2f\n", label, g->calls, g->ok,
+           g->faulted, g->lost, rate(r, g->ok + g->faulted), p.p50, p.p90, p.p99, p.max);
+}
+
+static void
+print_tally(const char *name, const fan_tally *t)
+{
+    if (!t->n)
+        return;
+    printf("%s: %u%s\n", name, t->n, t->n > t->ids->len ? " (first ones listed)" : "");
+    for (guint i = 0; i < t->ids->len; i++)
+        printf("  %s\n", (const char *)g_ptr_array_index(t->ids, i));
+}
+
+static gint
+cmp_strp(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Hosts of a broadcast that did not answer / that were not expected. */
+static void
+bcast_compare(const fan_bcast *b, GPtrArray *expect, GPtrArray **missing, GPtrArray **extra)
+{
+    g_autoptr(GHashTable) want = g_hash_table_new(g_str_hash, g_str_equal);
+    GHashTableIter it;
+    gpointer k;
+
+    *missing = g_ptr_array_new();
+    *extra = g_ptr_array_new();
+    for (guint i = 0; i < expect->len; i++) {
+        g_hash_table_add(want, g_ptr_array_index(expect, i));
+        if (!g_hash_table_contains(b->answered, g_ptr_array_index(expect, i)))
+            g_ptr_array_add(*missing, g_ptr_array_index(expect, i));
+    }
+    g_hash_table_iter_init(&it, b->answered);
+    while (g_hash_table_iter_next(&it, &k, NULL)) {
+        if (!g_hash_table_contains(want, k))
+            g_ptr_array_add(*extra, k);
+    }
+    g_ptr_array_sort(*extra, cmp_strp);
+}
+
+static GPtrArray *
+bcast_hosts(const fan_bcast *b)
+{
+    GPtrArray *a = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer k;
+
+    g_hash_table_iter_init(&it, b->answered);
+    while (g_hash_table_iter_next(&it, &k, NULL))
+        g_ptr_array_add(a, k);
+    g_ptr_array_sort(a, cmp_strp);
+    return a;
+}
+
+/* Everything the report shows. */
+typedef struct {
+    fan_run *r;
+    fan_group all, per_method[M__COUNT], *per_host;
+    fan_bcast *bc;            /* the broadcast / discovery, NULL if none */
+    bool discover, do_bcast;
+    GPtrArray *missing, *extra; /* --broadcast: expected hosts that did not answer / others */
+    GPtrArray *workers;       /* fan_worker * */
+    bool failed;
+} fan_report;
+
+static void
+report_json(fan_report *rep)
+{
+    fan_run *r = rep->r;
+    g_autoptr(JsonBuilder) jb = json_builder_new();
+    g_autoptr(JsonNode) root = NULL;
+    g_autoptr(JsonGenerator) gen = json_generator_new();
+    g_autofree char *text = NULL;
+    fan_pcts p = group_pcts(&rep->all);
+
+    json_builder_begin_object(jb);
+    json_builder_set_member_name(jb, "result");
+    json_builder_add_string_value(jb, rep->failed ? "fail" : "ok");
+    if (r->error) {
+        json_builder_set_member_name(jb, "error");
+        json_builder_add_string_value(jb, r->error);
+    }
+    json_builder_set_member_name(jb, "calls");
+    json_builder_add_int_value(jb, rep->all.calls);
+    json_builder_set_member_name(jb, "warmup");
+    json_builder_add_int_value(jb, r->nwarmup);
+    json_builder_set_member_name(jb, "sent");
+    json_builder_add_int_value(jb, r->sent);
+    json_builder_set_member_name(jb, "concurrency");
+    json_builder_add_int_value(jb, r->concurrency);
+    json_builder_set_member_name(jb, "hosts");
+    json_strings(jb, r->hosts);
+    json_builder_set_member_name(jb, "mix");
+    json_builder_begin_object(jb);
+    for (int m = 0; m < M__COUNT; m++) {
+        if (!r->weights[m])
+            continue;
+        json_builder_set_member_name(jb, method_names[m]);
+        json_builder_add_int_value(jb, r->weights[m]);
+    }
+    json_builder_end_object(jb);
+    json_builder_set_member_name(jb, "elapsed_s");
+    json_builder_add_double_value(jb, elapsed_s(r));
+    json_builder_set_member_name(jb, "calls_per_s");
+    json_builder_add_double_value(jb, rate(r, rep->all.ok + rep->all.faulted));
+    json_builder_set_member_name(jb, "ok");
+    json_builder_add_int_value(jb, rep->all.ok);
+    json_builder_set_member_name(jb, "faulted");
+    json_builder_add_int_value(jb, rep->all.faulted);
+    json_builder_set_member_name(jb, "faults");
+    json_faults(jb, rep->all.faults);
+    json_tally(jb, "lost", &r->lost);
+    json_tally(jb, "duplicate", &r->duplicate);
+    json_tally(jb, "late", &r->late);
+    json_tally(jb, "unmatched", &r->unmatched);
+    json_tally(jb, "invalid", &r->invalid);
+    json_builder_set_member_name(jb, "latency_ms");
+    json_builder_begin_object(jb);
+    json_builder_set_member_name(jb, "p50");
+    json_builder_add_double_value(jb, p.p50);
+    json_builder_set_member_name(jb, "p90");
+    json_builder_add_double_value(jb, p.p90);
+    json_builder_set_member_name(jb, "p99");
+    json_builder_add_double_value(jb, p.p99);
+    json_builder_set_member_name(jb, "max");
+    json_builder_add_double_value(jb, p.max);
+    json_builder_end_object(jb);
+    json_builder_set_member_name(jb, "methods");
+    json_builder_begin_object(jb);
+    for (int m = 0; m < M__COUNT; m++) {
+        if (!rep->per_method[m].calls)
+            continue;
+        json_builder_set_member_name(jb, method_names[m]);
+        json_group(jb, r, &rep->per_method[m]);
+    }
+    json_builder_end_object(jb);
+    json_builder_set_member_name(jb, "per_host");
+    json_builder_begin_object(jb);
+    for (guint h = 0; h < r->hosts->len; h++) {
+        if (!rep->per_host[h].calls)
+            continue;
+        json_builder_set_member_name(jb, g_ptr_array_index(r->hosts, h));
+        json_group(jb, r, &rep->per_host[h]);
+    }
+    json_builder_end_object(jb);
+    if (rep->bc) {
+        g_autoptr(GPtrArray) answered = bcast_hosts(rep->bc);
+
+        json_builder_set_member_name(jb, rep->discover ? "discover" : "broadcast");
+        json_builder_begin_object(jb);
+        json_builder_set_member_name(jb, "answered");
+        json_strings(jb, answered);
+        if (rep->do_bcast) {
+            json_builder_set_member_name(jb, "missing");
+            json_strings(jb, rep->missing);
+            json_builder_set_member_name(jb, "extra");
+            json_strings(jb, rep->extra);
+        }
+        json_builder_set_member_name(jb, "late");
+        json_builder_add_int_value(jb, rep->bc->late);
+        json_builder_end_object(jb);
+    }
+    if (rep->workers->len) {
+        json_builder_set_member_name(jb, "workers");
+        json_builder_begin_array(jb);
+        for (guint i = 0; i < rep->workers->len; i++) {
+            fan_worker *w = g_ptr_array_index(rep->workers, i);
+
+            json_builder_begin_object(jb);
+            json_builder_set_member_name(jb, "host");
+            json_builder_add_string_value(jb, w->host);
+            json_builder_set_member_name(jb, "ready_ms");
+            if (w->ready_ms >= 0)
+                json_builder_add_double_value(jb, w->ready_ms);
+            else
+                json_builder_add_null_value(jb);
+            json_builder_set_member_name(jb, "exit_ok");
+            json_builder_add_boolean_value(jb, w->ok);
+            json_builder_end_object(jb);
+        }
+        json_builder_end_array(jb);
+    }
+    json_builder_end_object(jb);
+    root = json_builder_get_root(jb);
+    json_generator_set_root(gen, root);
+    text = json_generator_to_data(gen, NULL);
+    printf("%s\n", text);
+}
+
+static void
+report_table(fan_report *rep)
+{
+    fan_run *r = rep->r;
+
+    printf("vtpm-fanout: %u calls (+%u warm-up) to %u host(s), concurrency %u: %.3f s, "
+           "%.1f calls/s%s\n",
+           rep->all.calls, r->nwarmup, r->hosts->len, r->concurrency, elapsed_s(r),
+           rate(r, rep->all.ok + rep->all.faulted), rep->failed ? "  ** FAIL **" : "");
+    printf("replies: ok %u, fault %u, lost %u, duplicate %u, late %u, unmatched %u, "
+           "invalid %u\n\n",
+           rep->all.ok, rep->all.faulted, r->lost.n, r->duplicate.n, r->late.n, r->unmatched.n,
+           r->invalid.n);
+    printf("%-28s %7s %7s %6s %6s %9s %8s %8s %8s %8s\n", "", "calls", "ok", "fault", "lost",
+           "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms");
+    print_row("all", r, &rep->all);
+    for (int m = 0; m < M__COUNT; m++) {
+        if (rep->per_method[m].calls) {
+            g_autofree char *label = g_strdup_printf("method %s", method_names[m]);
+
+            print_row(label, r, &rep->per_method[m]);
+        }
+    }
+    for (guint h = 0; h < r->hosts->len; h++) {
+        if (rep->per_host[h].calls) {
+            g_autofree char *label =
+                g_strdup_printf("host %s", (const char *)g_ptr_array_index(r->hosts, h));
+
+            print_row(label, r, &rep->per_host[h]);
+        }
+    }
+    if (g_hash_table_size(rep->all.faults)) {
+        GHashTableIter it;
+        gpointer k, v;
+
+        printf("\nfaults:");
+        g_hash_table_iter_init(&it, rep->all.faults);
+        while (g_hash_table_iter_next(&it, &k, &v))
+            printf(" %s %u", (const char *)k, GPOINTER_TO_UINT(v));
+        printf("\n");
+    }
+    if (rep->bc) {
+        g_autoptr(GPtrArray) answered = bcast_hosts(rep->bc);
+
+        printf("\n%s: %u answered", rep->discover ? "discover" : "broadcast", answered->len);
+        for (guint i = 0; i < answered->len; i++)
+            printf("%s%s", i ? ", " : ": ", (const char *)g_ptr_array_index(answered, i));
+        if (rep->missing && rep->missing->len)
+            printf("; MISSING %u", rep->missing->len);
+        if (rep->extra && rep->extra->len)
+            printf("; %u not in --hosts", rep->extra->len);
+        if (rep->bc->late)
+            printf("; %u late", rep->bc->late);
+        printf("\n");
+    }
+    printf("\n");
+    print_tally("lost", &r->lost);
+    print_tally("duplicate", &r->duplicate);
+    print_tally("late", &r->late);
+    print_tally("unmatched", &r->unmatched);
+    print_tally("invalid", &r->invalid);
+    for (guint i = 0; i < rep->workers->len; i++) {
+        fan_worker *w = g_ptr_array_index(rep->workers, i);
+
+        if (w->ready_ms >= 0)
+            printf("worker %s: ready after %.0f ms, %s\n", w->host, w->ready_ms,
+                   w->ok ? "exited 0" : "did NOT exit 0");
+        else
+            printf("worker %s: never answered, %s\n", w->host,
+                   w->ok ? "exited 0" : "did NOT exit 0");
+    }
+}
+
+/* ---- main -------------------------------------------------------------------------- */
+
+int
+main(int argc, char **argv)
+{
+    g_autofree char *url = NULL, *hosts_opt = NULL, *mix = NULL, *vtpmd = NULL;
+    g_autofree char *libvirt_uri = NULL, *exchange = NULL, *topic = NULL;
+    g_auto(GStrv) hosts_v = NULL;
+    gint64 ncalls = -1, warmup = 0, concurrency = 1, spawn = 0, seed = 0;
+    double timeout = 10.0, settle = 1.0;
+    gboolean discover = FALSE, do_bcast = FALSE, json = FALSE;
+    GOptionEntry entries[] = {
+        { "url", 'u', 0, G_OPTION_ARG_STRING, &url,
+          "broker URL (default $VTPM_AMQP_URL, else $VT_AMQP_URL)", "URL" },
+        { "hosts", 'H', 0, G_OPTION_ARG_STRING, &hosts_opt,
+          "comma-separated workers to call, round-robin", "H1,H2,..." },
+        { "discover", 0, 0, G_OPTION_ARG_NONE, &discover,
+          "call every worker that answers a fanout get_capabilities within 2 s", NULL },
+        { "calls", 'n', 0, G_OPTION_ARG_INT64, &ncalls, "calls to measure (0: none)", "N" },
+        { "warmup", 0, 0, G_OPTION_ARG_INT64, &warmup,
+          "calls sent first and left out of the statistics (default 0)", "N" },
+        { "concurrency", 'c', 0, G_OPTION_ARG_INT64, &concurrency,
+          "calls in flight at once (default 1)", "C" },
+        { "mix", 'm', 0, G_OPTION_ARG_STRING, &mix,
+          "weighted methods (default get_capabilities=100; supported: get_capabilities, "
+          "destroy)", "M=W,..." },
+        { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &timeout,
+          "seconds a call may take before it counts as timed out (default 10); the run "
+          "waits this long for missing replies at the end", "S" },
+        { "settle", 0, 0, G_OPTION_ARG_DOUBLE, &settle,
+          "seconds to keep listening for duplicates after the last reply (default 1)", "S" },
+        { "broadcast", 'b', 0, G_OPTION_ARG_NONE, &do_bcast,
+          "send one fanout get_capabilities first and check every host answered", NULL },
+        { "json", 'j', 0, G_OPTION_ARG_NONE, &json, "print one JSON line instead of a table",
+          NULL },
+        { "spawn-workers", 0, 0, G_OPTION_ARG_INT64, &spawn,
+          "start K vtpmd workers (hosts fanout-1..fanout-K) for the run", "K" },
+        { "vtpmd", 0, 0, G_OPTION_ARG_FILENAME, &vtpmd, "the vtpmd binary for --spawn-workers",
+          "PATH" },
+        { "libvirt-uri", 0, 0, G_OPTION_ARG_STRING, &libvirt_uri,
+          "[libvirt] uri of spawned workers (default test:///default)", "URI" },
+        { "exchange", 0, 0, G_OPTION_ARG_STRING, &exchange, "topic exchange (default vtpm)",
+          "NAME" },
+        { "topic", 0, 0, G_OPTION_ARG_STRING, &topic,
+          "queue / routing key prefix (default vtpm)", "NAME" },
+        { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed of the method mix (default: random)",
+          "N" },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx =
+        g_option_context_new("- fire RPC load at vtpmd workers and account for every reply");
+    g_autoptr(GError) gerr = NULL;
+    g_autoptr(GPtrArray) workers = g_ptr_array_new_with_free_func(worker_free);
+    g_autofree char *tmpdir = NULL;
+    fan_bcast *bc = NULL;
+    vtpm_client_params cp = { 0 };
+    vtpm_error err = { 0 };
+    fan_report rep = { 0 };
+    fan_run r = { 0 };
+    const char *env_url;
+    int rc;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "Calls go round-robin over the hosts, each with a unique correlation id and\n"
+        "message id.  Every call must get exactly one reply: the report counts lost\n"
+        "(no reply by the end + --timeout), duplicate, late (after the call's own\n"
+        "timeout), unmatched (unknown correlation id) and invalid replies, ok and\n"
+        "faults per code, calls/s and latency p50/p90/p99/max per method and host.\n"
+        "Warm-up calls are accounted for but left out of the statistics.\n"
+        "--spawn-workers K starts K vtpmd (own config in a temporary directory,\n"
+        "[worker] host fanout-<i>, workers 4), waits until each answers, calls them\n"
+        "(unless --hosts or --discover says otherwise), and stops them with SIGTERM,\n"
+        "expecting exit 0.\n"
+        "Exit: 0 nothing lost, duplicated, unmatched or invalid (and --broadcast: all\n"
+        "hosts answered; --spawn-workers: all workers exited 0), 1 otherwise, 2 usage.\n");
+    if (!g_option_context_parse(ctx, &argc, &argv, &gerr))
+        return usage_error("%s", gerr->message);
+    if (argc > 1)
+        return usage_error("unexpected argument '%s'", argv[1]);
+
+    env_url = g_getenv("VTPM_AMQP_URL") ? g_getenv("VTPM_AMQP_URL") : g_getenv("VT_AMQP_URL");
+    if (!url && env_url)
+        url = g_strdup(env_url);
+    if (!url || !*url)
+        return usage_error("--url is required (or $VTPM_AMQP_URL)");
+    if (ncalls < 0 && !do_bcast && !discover)
+        return usage_error("--calls is required");
+    if (ncalls < 0)
+        ncalls = 0;
+    if ((guint64)ncalls > MAX_CALLS || warmup < 0 || (guint64)warmup > MAX_CALLS)
+        return usage_error("--calls and --warmup must be 0..%u", MAX_CALLS);
+    if (concurrency < 1 || concurrency > 65535)
+        return usage_error("--concurrency must be 1..65535");
+    /* Written so that NaN fails too. */
+    if (!(timeout > 0 && timeout <= 3600))
+        return usage_error("--timeout must be in (0, 3600] seconds");
+    if (!(settle >= 0 && settle <= 3600))
+        return usage_error("--settle must be in [0, 3600] seconds");
+    if (spawn < 0 || spawn > MAX_SPAWN)
+        return usage_error("--spawn-workers must be 0..%d", MAX_SPAWN);
+    if (spawn && !vtpmd)
+        return usage_error("--spawn-workers needs --vtpmd PATH");
+    if (!spawn && (vtpmd || libvirt_uri))
+        return usage_error("--vtpmd and --libvirt-uri go with --spawn-workers");
+    if (vtpmd && !g_file_test(vtpmd, G_FILE_TEST_IS_EXECUTABLE))
+        return usage_error("--vtpmd %s is not an executable", vtpmd);
+    if (discover && hosts_opt)
+        return usage_error("--hosts and --discover are mutually exclusive");
+    if (!discover && !hosts_opt && !spawn)
+        return usage_error("one of --hosts, --discover or --spawn-workers is required");
+    if (do_bcast && discover)
+        return usage_error("--broadcast checks the hosts of --hosts or --spawn-workers; "
+                           "--discover accepts whoever answers");
+
+    r.url = url;
+    r.exchange = exchange ? exchange : "vtpm";
+    r.topic = topic ? topic : "vtpm";
+    r.concurrency = (guint)concurrency;
+    r.timeout_us = (gint64)(timeout * G_USEC_PER_SEC);
+    r.settle_us = (gint64)(settle * G_USEC_PER_SEC);
+    if ((rc = parse_mix(&r, mix ? mix : "get_capabilities=100")))
+        return rc;
+    if (hosts_opt) {
+        hosts_v = g_strsplit(hosts_opt, ",", -1);
+        for (guint i = 0; hosts_v[i]; i++) {
+            g_strstrip(hosts_v[i]);
+            if (!host_name_ok(hosts_v[i]))
+                return usage_error("--hosts: '%s' is not a host name ([A-Za-z0-9._-], 1..200)",
+                                   hosts_v[i]);
+        }
+    }
+    if (!r.exchange[0] || !r.topic[0])
+        return usage_error("--exchange and --topic must not be empty");
+
+    /* Nothing is allocated in r before this point: usage errors return
+     * directly. */
+    r.hosts = g_ptr_array_new_with_free_func(g_free);
+    r.routing = g_ptr_array_new_with_free_func(g_free);
+    for (guint i = 0; hosts_v && hosts_v[i]; i++)
+        add_host(&r, hosts_v[i]);
+
+    r.rand = seed ? g_rand_new_with_seed((guint32)seed) : g_rand_new();
+    vtpm_proto_limits_init(&r.lim);
+    r.run_id = g_uuid_string_random();
+    r.by_corr = g_hash_table_new(g_str_hash, g_str_equal);
+    r.bcasts = g_hash_table_new(g_str_hash, g_str_equal);
+    g_queue_init(&r.outstanding);
+    tally_init(&r.lost);
+    tally_init(&r.duplicate);
+    tally_init(&r.late);
+    tally_init(&r.unmatched);
+    tally_init(&r.invalid);
+
+    /* ---- workers ---- */
+    if (spawn) {
+        tmpdir = g_dir_make_tmp("vtpm-fanout-XXXXXX", &gerr);
+        if (!tmpdir) {
+            fprintf(stderr, "vtpm-fanout: temporary directory: %s\n", gerr->message);
+            return EXIT_FAIL;
+        }
+        for (gint64 i = 1; i <= spawn; i++) {
+            fan_worker *w = g_new0(fan_worker, 1);
+
+            w->host = g_strdup_printf("fanout-%" G_GINT64_FORMAT, i);
+            w->ready_ms = -1;
+            w->status = -1;
+            g_ptr_array_add(workers, w);
+            if (write_worker_config(&r, w, tmpdir,
+                                    libvirt_uri ? libvirt_uri : "test:///default", &gerr) < 0 ||
+                start_worker(w, vtpmd, &gerr) < 0) {
+                r.error = g_strdup_printf("worker %s: %s", w->host, gerr->message);
+                break;
+            }
+        }
+        if (!r.error && wait_ready(&r, workers, &err) < 0)
+            r.error = g_strdup(err.message);
+        if (!hosts_opt && !discover) {
+            for (guint i = 0; i < workers->len; i++)
+                add_host(&r, ((fan_worker *)g_ptr_array_index(workers, i))->host);
+        }
+    }
+
+    /* ---- the run ---- */
+    cp.url = r.url;
+    cp.exchange = r.exchange;
+    cp.topic = r.topic;
+    if (!r.error && vtpm_client_connect(&cp, &r.client, &err) < 0)
+        r.error = g_strdup(err.message);
+    if (!r.error && (discover || do_bcast)) {
+        if (broadcast(&r, discover ? DISCOVER_WINDOW_US : r.timeout_us,
+                      discover ? NULL : r.hosts, &bc, &err) < 0) {
+            r.error = g_strdup(err.message);
+        } else if (discover) {
+            g_autoptr(GPtrArray) found = bcast_hosts(bc);
+
+            for (guint i = 0; i < found->len; i++)
+                add_host(&r, g_ptr_array_index(found, i));
+            if (!r.hosts->len && ncalls > 0)
+                r.error = g_strdup("--discover: no worker answered the fanout within 2 s");
+        }
+    }
+    if (!r.error && r.hosts->len == 0 && ncalls + warmup > 0)
+        r.error = g_strdup("no host to call");
+
+    r.nwarmup = (guint)warmup;
+    r.ncalls = r.error ? 0 : (guint)(ncalls + warmup);
+    r.calls = g_new0(fan_call, r.ncalls);
+    for (guint i = 0; i < r.ncalls; i++) {
+        fan_call *c = &r.calls[i];
+
+        c->corr = g_strdup_printf("%s.%u", r.run_id, i);
+        c->host = i % r.hosts->len;
+        c->method = (guint8)pick_method(&r);
+        c->measured = i >= r.nwarmup;
+        g_hash_table_insert(r.by_corr, c->corr, c);
+    }
+    if (!r.error && (run_calls(&r, 0, r.nwarmup, &err) < 0 ||
+                     run_calls(&r, r.nwarmup, r.ncalls, &err) < 0 || linger(&r, &err) < 0))
+        r.error = g_strdup(err.message);
+    g_clear_pointer(&r.client, vtpm_client_free);
+    if (r.error)
+        fprintf(stderr, "vtpm-fanout: %s\n", r.error);
+    if (spawn)
+        stop_workers(workers);
+
+    /* ---- accounting ---- */
+    group_init(&rep.all);
+    for (int m = 0; m < M__COUNT; m++)
+        group_init(&rep.per_method[m]);
+    rep.per_host = g_new0(fan_group, r.hosts->len);
+    for (guint h = 0; h < r.hosts->len; h++)
+        group_init(&rep.per_host[h]);
+    for (guint i = 0; i < r.ncalls; i++) {
+        fan_call *c = &r.calls[i];
+
+        if (!c->nreplies && c->sent_us)
+            tally_add(&r.lost, call_label(&r, c));
+        if (!c->measured)
+            continue;
+        group_add(&rep.all, c);
+        group_add(&rep.per_method[c->method], c);
+        group_add(&rep.per_host[c->host], c);
+    }
+    if (bc && do_bcast)
+        bcast_compare(bc, r.hosts, &rep.missing, &rep.extra);
+    if (r.error || r.lost.n || r.duplicate.n || r.unmatched.n || r.invalid.n ||
+        (rep.missing && rep.missing->len) || r.sent < r.ncalls)
+        rep.failed = true;
+    for (guint i = 0; i < workers->len; i++) {
+        if (!((fan_worker *)g_ptr_array_index(workers, i))->ok)
+            rep.failed = true;
+    }
+
+    /* ---- report ---- */
+    if (rep.missing && rep.missing->len) {
+        g_autofree char *names = NULL;
+
+        g_ptr_array_add(rep.missing, NULL);
+        names = g_strjoinv(", ", (char **)rep.missing->pdata);
+        g_ptr_array_remove_index(rep.missing, rep.missing->len - 1);
+        fprintf(stderr, "vtpm-fanout: broadcast: no answer within %.1f s from: %s\n", timeout,
+                names);
+    }
+    rep.r = &r;
+    rep.bc = bc;
+    rep.discover = discover;
+    rep.do_bcast = do_bcast;
+    rep.workers = workers;
+    if (json)
+        report_json(&rep);
+    else
+        report_table(&rep);
+    fflush(stdout);
+
+    /* A failed run keeps the workers' logs for a look. */
+    if (tmpdir) {
+        if (rep.failed)
+            fprintf(stderr, "vtpm-fanout: worker configs and logs kept in %s\n", tmpdir);
+        else
+            nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+
+    group_clear(&rep.all);
+    for (int m = 0; m < M__COUNT; m++)
+        group_clear(&rep.per_method[m]);
+    for (guint h = 0; h < r.hosts->len; h++)
+        group_clear(&rep.per_host[h]);
+    g_free(rep.per_host);
+    if (rep.missing)
+        g_ptr_array_free(rep.missing, TRUE);
+    if (rep.extra)
+        g_ptr_array_free(rep.extra, TRUE);
+    for (guint i = 0; i < r.ncalls; i++)
+        g_free(r.calls[i].corr);
+    g_free(r.calls);
+    {
+        GHashTableIter it;
+        gpointer v;
+
+        g_hash_table_iter_init(&it, r.bcasts);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+            fan_bcast *b = v;
+
+            g_hash_table_destroy(b->answered);
+            g_free(b->corr);
+            g_free(b);
+        }
+    }
+    g_hash_table_destroy(r.bcasts);
+    g_hash_table_destroy(r.by_corr);
+    g_queue_clear(&r.outstanding);
+    g_ptr_array_free(r.lost.ids, TRUE);
+    g_ptr_array_free(r.duplicate.ids, TRUE);
+    g_ptr_array_free(r.late.ids, TRUE);
+    g_ptr_array_free(r.unmatched.ids, TRUE);
+    g_ptr_array_free(r.invalid.ids, TRUE);
+    g_ptr_array_free(r.hosts, TRUE);
+    g_ptr_array_free(r.routing, TRUE);
+    g_rand_free(r.rand);
+    g_free(r.run_id);
+    g_free(r.error);
+    return rep.failed ? EXIT_FAIL : EXIT_OK;
+}
