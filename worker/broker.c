@@ -502,13 +502,19 @@ run_acts(vtpm_broker *a)
     GQueue batch;
     act *x;
 
-    g_mutex_lock(&a->lock);
-    batch = a->acts;
-    g_queue_init(&a->acts);
-    g_mutex_unlock(&a->lock);
-    while ((x = g_queue_pop_head(&batch))) {
-        run_act(a, x);
-        act_free(x);
+    /* Until empty: an action may post more (a job's completion posts its
+     * reply), and those should go out now, not after another poll(). */
+    for (;;) {
+        g_mutex_lock(&a->lock);
+        batch = a->acts;
+        g_queue_init(&a->acts);
+        g_mutex_unlock(&a->lock);
+        if (g_queue_is_empty(&batch))
+            return;
+        while ((x = g_queue_pop_head(&batch))) {
+            run_act(a, x);
+            act_free(x);
+        }
     }
 }
 

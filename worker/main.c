@@ -29,6 +29,7 @@ static struct {
     FILE *file;       /* NULL: stderr */
     char *path;
     GLogLevelFlags max; /* most verbose level written */
+    int pid;            /* cached: one syscall less per log line */
 } logs = { .max = G_LOG_LEVEL_INFO };
 
 static const char *
@@ -78,7 +79,7 @@ log_writer(GLogLevelFlags level, const GLogField *fields, gsize n, gpointer user
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     g_mutex_lock(&logs.lock);
     fprintf(logs.file ? logs.file : stderr, "%s.%03ldZ vtpmd[%d]: %s: %s\n", ts,
-            now.tv_nsec / 1000000, (int)getpid(), level_name(level), msg ? msg : "");
+            now.tv_nsec / 1000000, logs.pid, level_name(level), msg ? msg : "");
     fflush(logs.file ? logs.file : stderr);
     g_mutex_unlock(&logs.lock);
     return G_LOG_WRITER_HANDLED;
@@ -196,6 +197,7 @@ main(int argc, char **argv)
         fprintf(stderr, "vtpmd: --log-level: unknown level '%s' (debug, info, warning, error)\n", level);
         return 2;
     }
+    logs.pid = (int)getpid();
     g_log_set_writer_func(log_writer, NULL, NULL);
     if ((rc = log_open()) < 0) {
         fprintf(stderr, "vtpmd: --log-file %s: %s\n", logs.path, g_strerror(-rc));
