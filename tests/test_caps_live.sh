@@ -23,8 +23,6 @@ trap 'rm -rf "$tmp"' EXIT
 OUT=$tmp/out
 ERR=$tmp/err
 RC=0
-pass=0
-fail=0
 
 T12=COMPUTE_SECURITY_TPM_1_2
 T20=COMPUTE_SECURITY_TPM_2_0
@@ -39,23 +37,12 @@ ALL_TRAITS="[T12, T20, TIS, CRB, USER, HOST, DEPL]"
 
 # ---- harness -----------------------------------------------------------------
 
-diag() {
-    printf '#   exit %s\n' "$RC"
-    [ -s "$OUT" ] && head -n 60 "$OUT" | cut -c 1-4000 | sed 's/^/#   stdout: /'
-    [ -s "$ERR" ] && head -n 30 "$ERR" | cut -c 1-4000 | sed 's/^/#   stderr: /'
-    return 0
-}
+# shellcheck source=lib/tap.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tap.sh"
 
-pass() { echo "ok - $1"; pass=$((pass + 1)); }
-fail() { echo "not ok - $1"; fail=$((fail + 1)); diag; }
 
-check() {
-    local desc=$1
-    shift
-    if "$@"; then pass "$desc"; else fail "$desc"; fi
-}
 
-rc_is() { [ "$RC" = "$1" ]; }
+
 
 # One python3 answers every JSON question (starting python3 per check costs
 # ~0.5 s on a loaded host).  Request: FILE<TAB>PYEXPR on one line; answer: 1
@@ -204,5 +191,4 @@ check "deployment + deployment_key_file: DEPLOYMENT offered" js "DEPL in d['trai
 check "deployment + deployment_key_file: all 7 traits, nothing missing" \
     js "sorted(d['traits']) == sorted($ALL_TRAITS) and m == {}"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+tap_done

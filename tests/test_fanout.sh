@@ -41,29 +41,16 @@ export TMPDIR=$tmp
 OUT=$tmp/out
 ERR=$tmp/err
 RC=0
-pass=0
-fail=0
 
 # ---- harness -----------------------------------------------------------------
 
-diag() {
-    printf '#   exit %s\n' "$RC"
-    [ -s "$OUT" ] && head -c 4000 "$OUT" | sed 's/^/#   stdout: /'
-    [ -s "$ERR" ] && tail -n 40 "$ERR" | cut -c 1-2000 | sed 's/^/#   stderr: /'
-    return 0
-}
+# shellcheck source=lib/tap.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tap.sh"
 
-pass() { echo "ok - $1"; pass=$((pass + 1)); }
-fail() { echo "not ok - $1"; fail=$((fail + 1)); diag; }
+
 skip() { echo "ok - $1 # SKIP $2"; pass=$((pass + 1)); }
 
-check() {
-    local desc=$1
-    shift
-    if "$@"; then pass "$desc"; else fail "$desc"; fi
-}
 
-rc_is() { [ "$RC" = "$1" ]; }
 
 # js PYEXPR: stdout is one JSON line d for which PYEXPR is true.
 js() {
@@ -220,5 +207,4 @@ else
     stop_echo
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+tap_done

@@ -40,8 +40,6 @@ tmp=$(mktemp -d "$VT_ROOT/test_tls.XXXXXX")
 OUT=$tmp/out
 ERR=$tmp/err
 RC=0
-pass=0
-fail=0
 declare -A PID LOG
 
 cleanup() {
@@ -57,12 +55,9 @@ trap cleanup EXIT
 
 # ---- harness -----------------------------------------------------------------
 
-diag() {
-    printf '#   exit %s\n' "$RC"
-    [ -s "$OUT" ] && head -n 20 "$OUT" | cut -c 1-2000 | sed 's/^/#   stdout: /'
-    [ -s "$ERR" ] && head -n 20 "$ERR" | cut -c 1-2000 | sed 's/^/#   stderr: /'
-    return 0
-}
+# shellcheck source=lib/tap.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tap.sh"
+
 
 # The log of vtpmd NAME, as a diagnostic.
 diag_log() {
@@ -70,14 +65,7 @@ diag_log() {
     return 0
 }
 
-pass() { echo "ok - $1"; pass=$((pass + 1)); }
-fail() { echo "not ok - $1"; fail=$((fail + 1)); diag; }
 
-check() {
-    local desc=$1
-    shift
-    if "$@"; then pass "$desc"; else fail "$desc"; fi
-}
 
 # Like check, with vtpmd NAME's log as the diagnostic.
 check_log() {
@@ -105,7 +93,6 @@ check_conn() {
     fi
 }
 
-rc_is() { [ "$RC" = "$1" ]; }
 
 # py EXPR: EXPR is true for d, the JSON object on stdout.
 py() {
@@ -310,5 +297,4 @@ check "vtpmd whose cacert file does not exist exits 1, naming the file" \
 check_log tls-good "SIGTERM: vtpmd over amqps drains and exits 0" stop tls-good
 check_log tls-cert "SIGTERM: vtpmd with a client cert drains and exits 0" stop tls-cert
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+tap_done

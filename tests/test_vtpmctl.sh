@@ -19,8 +19,6 @@ trap 'rm -rf "$tmp"' EXIT
 OUT=$tmp/out
 ERR=$tmp/err
 RC=0
-pass=0
-fail=0
 
 # Unreachable broker: nothing listens on TCP port 1.
 DEAD_URL='amqp://guest:guest@127.0.0.1:1/%2f'
@@ -37,23 +35,11 @@ export FAULT_CODES TRAITS
 
 # ---- harness -----------------------------------------------------------------
 
-# What the last command did, for a failed check.
-diag() {
-    printf '#   exit %s\n' "$RC"
-    [ -s "$OUT" ] && head -n 60 "$OUT" | cut -c 1-4000 | sed 's/^/#   stdout: /'
-    [ -s "$ERR" ] && head -n 30 "$ERR" | cut -c 1-4000 | sed 's/^/#   stderr: /'
-    return 0
-}
+# shellcheck source=lib/tap.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tap.sh"
 
-pass() { echo "ok - $1"; pass=$((pass + 1)); }
-fail() { echo "not ok - $1"; fail=$((fail + 1)); diag; }
 
-# check DESC COMMAND...: the command's status decides.
-check() {
-    local desc=$1
-    shift
-    if "$@"; then pass "$desc"; else fail "$desc"; fi
-}
+
 
 # run ARGS...: vtpmctl with stdin from $IN (default: nothing).
 run() {
@@ -69,7 +55,6 @@ runin() {
     IN=$tmp/in run "$@"
 }
 
-rc_is() { [ "$RC" = "$1" ]; }
 
 # One python3 answers every JSON/XML question (starting python3 per check
 # costs ~0.5 s on a loaded host).  Request: MODE<TAB>FILE<TAB>PYEXPR[<TAB>SUB]...
@@ -497,5 +482,4 @@ expect_usage "call: --deadline overflowing the clock -> exit 2" "--deadline"
 run call --url "$DEAD_URL" --bogus get_capabilities
 expect_usage "call: unknown option -> exit 2" "--bogus"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+tap_done
