@@ -31,10 +31,12 @@
 # script and the /init it generates; when it matches, nothing is done and
 # "cached" is printed.  The downloaded .debs stay in OUTDIR/debs, so a
 # change of this script alone rebuilds without downloading again.
-set -euo pipefail
+set -Eeuo pipefail
 
 log() { printf '[build-guest] %s\n' "$*" >&2; }
 die() { printf '[build-guest] FATAL: %s\n' "$*" >&2; exit 1; }
+# set -e alone stops silently, which left CI with a bare "not ok": name the line.
+trap 'rc=$?; printf "[build-guest] FATAL: line %s: \"%s\" failed (exit %s)\n" "$LINENO" "$BASH_COMMAND" "$rc" >&2' ERR
 
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
 mkdir -p "$1"
@@ -223,19 +225,22 @@ kver=$(sed -n 's/.*linux-image-6\.1\.[^ ,]*-amd64 (= \([^)]*\)).*/\1/p' <<< "$kd
 if [ -z "$kpkg" ] || [ -z "$kver" ]; then
     # linux-image-amd64 points elsewhere: take the newest 6.1 kernel there is.
     kpkg=$(apt-cache pkgnames linux-image-6.1. 2>/dev/null |
-           grep -E '^linux-image-6\.1\.[0-9.]+-[0-9]+-amd64$' | sort -V | tail -1)
+           { grep -E '^linux-image-6\.1\.[0-9.]+-[0-9]+-amd64$' || true; } | sort -V | tail -1)
     [ -n "$kpkg" ] || die "no linux-image-6.1.*-amd64 package (linux-image-amd64 depends: $kdep)"
-    kver=$(apt-cache show --no-all-versions "$kpkg" | sed -n 's/^Version: //p' | head -1)
+    kver=$(apt-cache show --no-all-versions "$kpkg" | awk '/^Version: / && !v { v = $2 } END { print v }')
 fi
 bver=$(field busybox-static Version)
 [ -n "$bver" ] || die "no busybox-static version"
 
 command -v tpm2 > /dev/null || die "tpm2-tools is not installed (apt-get install tpm2-tools)"
 tpm2_bin=$(readlink -f "$(command -v tpm2)")
-tcti=$(ldconfig -p | awk '$1 == "libtss2-tcti-device.so.0" && /x86-64/ { print $NF; exit }')
+# awk reads to the end: exiting early would SIGPIPE ldconfig, whose ~60 KB
+# listing can outgrow the pipe, and pipefail would then end this script.
+tcti=$(ldconfig -p | awk '$1 == "libtss2-tcti-device.so.0" && /x86-64/ && !t { t = $NF } END { print t }')
 [ -n "$tcti" ] || die "libtss2-tcti-device.so.0 not found (tpm2-tools installs it)"
-host_pkgs=$(dpkg-query -W -f '${Package}=${Version}\n' tpm2-tools 'libtss2-*' libssl3 libc6 \
-            2>/dev/null | sort)
+# dpkg-query exits 1 when a name matches nothing; the key only needs what is there.
+host_pkgs=$( { dpkg-query -W -f '${Package}=${Version}\n' tpm2-tools 'libtss2-*' libssl3 libc6 \
+               2>/dev/null || true; } | sort)
 
 key=$(
     {
@@ -287,7 +292,7 @@ trap 'rm -rf "$scratch"' EXIT
 # so take just that member instead of unpacking the whole tree (dpkg-deb -x).
 mkdir -p "$scratch/kernel" "$scratch/busybox"
 dpkg-deb --fsys-tarfile "$kdeb" | tar -xf - -C "$scratch/kernel" --wildcards './boot/vmlinuz-*'
-vmlinuz=$(find "$scratch/kernel/boot" -name 'vmlinuz-*' | head -1)
+vmlinuz=$(find "$scratch/kernel/boot" -name 'vmlinuz-*' -print -quit)
 [ -n "$vmlinuz" ] || die "no vmlinuz in $kdeb"
 dpkg-deb -x "$bdeb" "$scratch/busybox"
 bb=$scratch/busybox/bin/busybox
