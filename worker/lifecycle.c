@@ -48,7 +48,7 @@ static int
 find_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid, virDomainPtr *out,
             vtpm_error *err)
 {
-    virDomainPtr dom = NULL;
+    g_autoptr(virDomain) dom = NULL;
     int rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err);
 
     if (rc < 0)
@@ -56,7 +56,7 @@ find_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid, virDomainPtr *
     if (!dom)
         return vtpm_error_set(err, VTPM_FAULT_INSTANCE_NOT_FOUND,
                               "instance %s has no domain on host %s", uuid, w->cfg->worker.host);
-    *out = dom;
+    *out = g_steal_pointer(&dom);
     return 0;
 }
 
@@ -314,8 +314,8 @@ vtpm_op_power_off(vtpm_worker *w, const vtpm_request *req, msgpack_packer *resul
                   vtpm_error *err)
 {
     char uuid[37];
-    virConnectPtr conn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     bool forced = false;
     int rc;
 
@@ -330,9 +330,6 @@ vtpm_op_power_off(vtpm_worker *w, const vtpm_request *req, msgpack_packer *resul
     vtpm_pack_kv_str(result, "state", "shutoff");
     vtpm_pack_kv_bool(result, "forced", forced);
 out:
-    if (dom)
-        virDomainFree(dom);
-    virConnectClose(conn);
     return rc;
 }
 
@@ -341,8 +338,8 @@ vtpm_op_power_on(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
                  vtpm_error *err)
 {
     char uuid[37];
-    virConnectPtr conn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     int rc;
 
     if ((rc = arg_uuid(req, uuid, err)) < 0 || (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
@@ -352,9 +349,6 @@ vtpm_op_power_on(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
     msgpack_pack_map(result, 1);
     vtpm_pack_kv_str(result, "state", "running");
 out:
-    if (dom)
-        virDomainFree(dom);
-    virConnectClose(conn);
     return rc;
 }
 
@@ -407,8 +401,9 @@ vtpm_op_migrate_disk_and_power_off(vtpm_worker *w, const vtpm_request *req,
     vtpm_domxml_meta dm = { 0 };
     vtpm_archive_meta km;
     char uuid[37];
-    virConnectPtr conn = NULL, dconn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virConnect) dconn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     int rc;
 
     vtpm_archive_meta_init(&km);
@@ -461,12 +456,6 @@ vtpm_op_migrate_disk_and_power_off(vtpm_worker *w, const vtpm_request *req,
 out:
     vtpm_archive_meta_clear(&km);
     vtpm_domxml_meta_clear(&dm);
-    if (dom)
-        virDomainFree(dom);
-    if (dconn)
-        virConnectClose(dconn);
-    if (conn)
-        virConnectClose(conn);
     return rc;
 }
 
@@ -485,8 +474,8 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
     vtpm_device old_dev;
     const char *outcome;
     bool power_on = true, have_vol = false;
-    virConnectPtr conn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     int rc;
 
     vtpm_archive_meta_init(&am);
@@ -570,9 +559,7 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
             goto out;
     }
 
-    if (dom)
-        virDomainFree(dom);
-    dom = NULL;
+    g_clear_pointer(&dom, vtpm_virt_domain_release);
     if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
         goto out;
     if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
@@ -587,10 +574,6 @@ reply:
 out:
     vtpm_archive_meta_clear(&am);
     vtpm_domxml_meta_clear(&dm);
-    if (dom)
-        virDomainFree(dom);
-    if (conn)
-        virConnectClose(conn);
     return rc;
 }
 
@@ -604,8 +587,8 @@ vtpm_op_confirm_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packe
     const char *dest;
     char uuid[37];
     bool moved;
-    virConnectPtr conn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     int rc;
 
     vtpm_archive_meta_init(&km);
@@ -650,10 +633,6 @@ vtpm_op_confirm_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packe
     rc = 0;
 out:
     vtpm_archive_meta_clear(&km);
-    if (dom)
-        virDomainFree(dom);
-    if (conn)
-        virConnectClose(conn);
     return rc;
 }
 
@@ -667,8 +646,8 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     vtpm_archive_meta km;
     char uuid[37];
     bool power_on = true;
-    virConnectPtr conn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     const char *state = "none";
     int rc;
 
@@ -742,9 +721,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
         state = "restored";
     }
     vtpm_inject("finish_revert_migration.after_restore");
-    if (dom)
-        virDomainFree(dom);
-    dom = NULL;
+    g_clear_pointer(&dom, vtpm_virt_domain_release);
     if ((rc = vtpm_ops_define(w, conn, km.domain_xml, &dom, err)) < 0)
         goto out;
     if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
@@ -763,9 +740,6 @@ reply:
 out:
     vtpm_archive_meta_clear(&km);
     vtpm_domxml_meta_clear(&dm);
-    if (dom)
-        virDomainFree(dom);
-    virConnectClose(conn);
     return rc;
 }
 
@@ -780,8 +754,9 @@ vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, 
     vtpm_domxml_meta dm = { 0 };
     char uuid[37];
     bool offload = true, exists = false;
-    virConnectPtr conn = NULL, sconn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virConnect) sconn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     int rc;
 
     if ((rc = arg_uuid(req, uuid, err)) < 0 ||
@@ -847,12 +822,6 @@ reply:
     rc = 0;
 out:
     vtpm_domxml_meta_clear(&dm);
-    if (dom)
-        virDomainFree(dom);
-    if (sconn)
-        virConnectClose(sconn);
-    if (conn)
-        virConnectClose(conn);
     return rc;
 }
 
@@ -870,8 +839,9 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
     vtpm_device adev;
     bool power_on = true, exists = false;
     const char *slash;
-    virConnectPtr conn = NULL, sconn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virConnect) sconn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     int rc;
 
     vtpm_archive_meta_init(&am);
@@ -970,12 +940,6 @@ reply:
 out:
     vtpm_archive_meta_clear(&am);
     vtpm_domxml_meta_clear(&dm);
-    if (dom)
-        virDomainFree(dom);
-    if (sconn)
-        virConnectClose(sconn);
-    if (conn)
-        virConnectClose(conn);
     return rc;
 }
 
@@ -989,8 +953,9 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     g_auto(vtpm_ops_domain) d = { 0 };
     g_autofree char *state_dir = NULL, *replaced = NULL;
     vtpm_domxml_meta dm = { 0 };
-    virConnectPtr conn = NULL;
-    virDomainPtr dom = NULL, ndom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
+    g_autoptr(virDomain) ndom = NULL;
     const char *state;
     bool same;
     int rc;
@@ -1059,10 +1024,5 @@ reply:
     rc = 0;
 out:
     vtpm_domxml_meta_clear(&dm);
-    if (ndom)
-        virDomainFree(ndom);
-    if (dom)
-        virDomainFree(dom);
-    virConnectClose(conn);
     return rc;
 }

@@ -274,8 +274,8 @@ vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
     g_auto(vtpm_ops_domain) d = { 0 };
     g_autofree char *state_dir = NULL;
     vtpm_domxml_meta meta = { 0 };
-    virConnectPtr conn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     bool power_on = true, state_existed;
     int rc;
 
@@ -326,9 +326,6 @@ vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
     rc = 0;
 out:
     vtpm_domxml_meta_clear(&meta);
-    if (dom)
-        virDomainFree(dom);
-    virConnectClose(conn);
     return rc;
 }
 
@@ -340,8 +337,8 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     g_autofree char *replaced = NULL;
     char uuid[37];
     bool keep = false, existed = false, had_state;
-    virConnectPtr conn = NULL;
-    virDomainPtr dom = NULL;
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
     int rc;
 
     /* Only the UUID matters to a destroy: a caller that lost the rest of
@@ -385,8 +382,5 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     vtpm_pack_kv_str(result, "vtpm_state", !had_state ? "none" : keep ? "kept" : "deleted");
     rc = 0;
 out:
-    if (dom)
-        virDomainFree(dom);
-    virConnectClose(conn);
     return rc;
 }

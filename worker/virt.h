@@ -15,6 +15,25 @@
 
 typedef struct vtpm_virt vtpm_virt;
 
+/* g_autoptr for libvirt's handles, which its public API does not offer:
+ * one cleanup path instead of an epilogue per handler. */
+static inline void
+vtpm_virt_domain_release(virDomain *dom)
+{
+    if (dom)
+        virDomainFree(dom);
+}
+
+static inline void
+vtpm_virt_conn_release(virConnect *conn)
+{
+    if (conn)
+        virConnectClose(conn);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, vtpm_virt_domain_release)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(virConnect, vtpm_virt_conn_release)
+
 /* Opens nothing yet; the first vtpm_virt_conn() connects.  Starts libvirt's
  * event loop thread once per process (keepalive needs it). */
 int vtpm_virt_new(const char *uri, vtpm_virt **out, vtpm_error *err);
