@@ -381,6 +381,13 @@ p_state_file(int h, const char *uuid, const char *ver)
                                        : hpath(h, "var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall", uuid);
 }
 
+/* The serial console log: it goes with the instance when it leaves a host. */
+static char *
+p_console(int h, const char *uuid)
+{
+    return hpath(h, "var/lib/vtpmd/console/%s.log", uuid);
+}
+
 static char *
 p_kept(int h, const char *uuid)
 {
@@ -848,10 +855,12 @@ assert_source_clean(int h, const char *uuid, const char *what)
 {
     g_autofree char *sd = p_state_dir(h, uuid);
     g_autofree char *kept = p_kept(h, uuid);
+    g_autofree char *con = p_console(h, uuid);
 
     assert_no_domain(h, uuid, what);
     assert_gone(sd, what, "state dir");
     assert_gone(kept, what, "kept copy");
+    assert_gone(con, what, "console log");
 }
 
 /* After a finish_migration / unshelve with power_on=false: the restored
@@ -1229,9 +1238,11 @@ static void
 assert_nothing_on(int h, const char *uuid, const char *what)
 {
     g_autofree char *sd = p_state_dir(h, uuid);
+    g_autofree char *con = p_console(h, uuid);
 
     assert_no_domain(h, uuid, what);
     assert_gone(sd, what, "state dir");
+    assert_gone(con, what, "console log");
 }
 
 static void

@@ -622,6 +622,7 @@ vtpm_op_confirm_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packe
         state_dir = vtpm_ops_state_dir(w, uuid);
         if ((rc = vtpm_fs_rmtree(state_dir, err)) < 0)
             goto out;
+        vtpm_ops_forget_console(w, uuid);
         vtpm_inject("confirm_migration.after_cleanup");
     }
     if (unlink(kept) < 0 && errno != ENOENT) {
@@ -813,6 +814,7 @@ vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, 
         if ((rc = vtpm_virt_undefine(w->virt, dom, false, err)) < 0 ||
             (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
             goto out;
+        vtpm_ops_forget_console(w, uuid);
         vtpm_inject("shelve.after_offload");
     }
 reply:

@@ -60,6 +60,11 @@ int vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *res
 char *vtpm_ops_state_dir(vtpm_worker *w, const char *uuid);
 /* Where a rebuild sets the old state aside while the vTPM changes. */
 char *vtpm_ops_replaced_dir(vtpm_worker *w, const char *uuid);
+/* The instance's serial console log ([libvirt] console_dir/<uuid>.log). */
+char *vtpm_ops_console_path(vtpm_worker *w, const char *uuid);
+/* Remove it: the instance no longer lives on this host (destroy, shelve
+ * offload, a confirmed migration away), and a stale log would outlive it. */
+void vtpm_ops_forget_console(vtpm_worker *w, const char *uuid);
 char *vtpm_ops_spec_digest(const vtpm_instance *inst, const vtpm_device *dev);
 /* nil, or {version, model, secret_security, state_dir} */
 void vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid,

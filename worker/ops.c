@@ -44,6 +44,21 @@ vtpm_ops_replaced_dir(vtpm_worker *w, const char *uuid)
     return g_strdup_printf("%s/.%s.replaced", w->cfg->libvirt.state_dir, uuid);
 }
 
+char *
+vtpm_ops_console_path(vtpm_worker *w, const char *uuid)
+{
+    return g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, uuid);
+}
+
+void
+vtpm_ops_forget_console(vtpm_worker *w, const char *uuid)
+{
+    g_autofree char *path = vtpm_ops_console_path(w, uuid);
+
+    /* Best effort: a log is diagnostics, never a reason to fail the operation. */
+    (void)unlink(path);
+}
+
 /* Every trait @dev needs must be offered by this host, else TPMUnsupported
  * naming each missing trait and why it is missing. */
 static int
@@ -224,7 +239,7 @@ vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out
     if ((rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0)
         return rc;
 
-    console = g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, inst->uuid);
+    console = vtpm_ops_console_path(w, inst->uuid);
     d.digest = vtpm_ops_spec_digest(inst, &d.dev);
     d.name = vtpm_domxml_domain_name(inst->uuid);
     p.inst = inst;
@@ -333,7 +348,7 @@ int
 vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
 {
     const msgpack_object *io = NULL;
-    g_autofree char *uuid_in = NULL, *state_dir = NULL, *console = NULL, *incoming = NULL;
+    g_autofree char *uuid_in = NULL, *state_dir = NULL, *incoming = NULL;
     g_autofree char *replaced = NULL;
     char uuid[37];
     bool keep = false, existed = false, had_state;
@@ -373,9 +388,8 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     incoming = g_strdup_printf("%s.vtpm.tar", uuid);
     if (!keep && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, incoming, err)) < 0)
         goto out;
-    console = g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, uuid);
     if (!keep)
-        (void)unlink(console);
+        vtpm_ops_forget_console(w, uuid);
 
     msgpack_pack_map(result, 2);
     vtpm_pack_kv_bool(result, "destroyed", existed);
