@@ -113,22 +113,16 @@ answer_fault(vtpm_dispatch *d, vtpm_broker_delivery *dv, const char *request_id,
 
 static void job_done(void *data);
 
+/* Run the handler of @j and log the outcome; the reply in j->reply. */
 static void
-job_run(gpointer data, gpointer user)
+job_execute(job *j)
 {
-    job *j = data;
     vtpm_dispatch *d = j->d;
     vtpm_error err = { 0 };
     msgpack_sbuffer sb;
     msgpack_packer pk;
     gint64 t0 = g_get_monotonic_time();
     int rc;
-
-    if (j->caps_refresh) {
-        vtpm_worker_refresh_caps(d->w, false);
-        vtpm_broker_post_call(d->amqp, job_done, j);
-        return;
-    }
 
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -159,7 +153,18 @@ job_run(gpointer data, gpointer user)
                   j->req->request_id ? j->req->request_id : "-", delivery_label(j->delivery),
                   j->req->method, j->key[0] ? j->key : "-", vtpm_fault_name(err.code),
                   (g_get_monotonic_time() - t0) / 1000.0, err.message);
-    vtpm_broker_post_call(d->amqp, job_done, j);
+}
+
+static void
+job_run(gpointer data, gpointer user)
+{
+    job *j = data;
+
+    if (j->caps_refresh)
+        vtpm_worker_refresh_caps(j->d->w, false);
+    else
+        job_execute(j);
+    vtpm_broker_post_call(j->d->amqp, job_done, j);
 }
 
 static void
@@ -298,6 +303,11 @@ on_delivery(vtpm_broker_delivery *dv, void *user)
     if (dv->message_id)
         g_hash_table_insert(d->inflight, g_strdup(dv->message_id), j);
 
+    if (m->on_io_thread) {
+        job_execute(j);
+        job_done(j);
+        return;
+    }
     if (j->key[0]) {
         GQueue *q = g_hash_table_lookup(d->busy, j->key);
 

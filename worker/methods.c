@@ -4,18 +4,18 @@
 #include "methods.h"
 
 static const vtpm_method methods[] = {
-    { "get_capabilities", vtpm_op_get_capabilities, false },
-    { "spawn", vtpm_op_spawn, true },
-    { "destroy", vtpm_op_destroy, true },
-    { "power_off", vtpm_op_power_off, true },
-    { "power_on", vtpm_op_power_on, true },
-    { "migrate_disk_and_power_off", vtpm_op_migrate_disk_and_power_off, true },
-    { "finish_migration", vtpm_op_finish_migration, true },
-    { "confirm_migration", vtpm_op_confirm_migration, true },
-    { "finish_revert_migration", vtpm_op_finish_revert_migration, true },
-    { "shelve", vtpm_op_shelve, true },
-    { "unshelve", vtpm_op_unshelve, true },
-    { "rebuild", vtpm_op_rebuild, true },
+    { "get_capabilities", vtpm_op_get_capabilities, false, true },
+    { "spawn", vtpm_op_spawn, true, false },
+    { "destroy", vtpm_op_destroy, true, false },
+    { "power_off", vtpm_op_power_off, true, false },
+    { "power_on", vtpm_op_power_on, true, false },
+    { "migrate_disk_and_power_off", vtpm_op_migrate_disk_and_power_off, true, false },
+    { "finish_migration", vtpm_op_finish_migration, true, false },
+    { "confirm_migration", vtpm_op_confirm_migration, true, false },
+    { "finish_revert_migration", vtpm_op_finish_revert_migration, true, false },
+    { "shelve", vtpm_op_shelve, true, false },
+    { "unshelve", vtpm_op_unshelve, true, false },
+    { "rebuild", vtpm_op_rebuild, true, false },
 };
 
 const vtpm_method *

@@ -2,8 +2,8 @@
 /*
  * The dispatch table: method name -> handler.  A handler packs its result
  * map into @result and returns 0, or fills @err and returns negative.  It
- * runs in the worker pool; per_instance handlers are serialized on
- * args.instance.uuid by the dispatcher.
+ * runs in the worker pool (on_io_thread ones on the I/O thread); per_instance
+ * handlers are serialized on args.instance.uuid by the dispatcher.
  */
 #pragma once
 
@@ -23,6 +23,10 @@ typedef struct {
     const char *name;
     vtpm_handler_fn fn;
     bool per_instance; /* requires args.instance.uuid; serialized on it */
+    /* Answered from memory, never blocking: runs on the I/O thread, so a
+     * scheduler's poll neither waits behind slow operations filling the
+     * pool nor pays two thread hand-offs. */
+    bool on_io_thread;
 } vtpm_method;
 
 /* NULL when @name is not a method of this worker. */
