@@ -17,6 +17,8 @@
 #   read     prints the NV secret and the key's public sha256, or "none"
 #   persist  read, then write only what is absent (boot 1 writes, boot 2
 #            reads the same values back)
+#   life     probe, then (TPM 2.0 only) persist: what the lifecycle suite
+#            boots after every operation
 #
 # Usage: build-guest.sh OUTDIR     -> OUTDIR/vmlinuz, OUTDIR/initrd.img
 #
@@ -201,7 +203,14 @@ esac
 EOF
 }
 
-scripts="probe write read persist"
+guest_life() {
+    cat <<'EOF'
+. /scripts/probe
+if [ -c /dev/tpmrm0 ]; then . /scripts/persist; fi
+EOF
+}
+
+scripts="probe write read persist life"
 
 # ---- inputs and the cache key ----------------------------------------------
 
