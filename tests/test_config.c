@@ -345,11 +345,11 @@ test_urls_accepted(void **state)
 {
     static const char *const ok[] = {
         "amqp://h",
-        "amqp://h/",
         "amqp://h:1",
         "amqp://user@h:65535/vh",
         "amqp://:@h/%2f",
-        "amqp://[fe80::1]/",
+        "amqp://[fe80::1]",
+        "amqp://[fe80::1]:5672/%2f",
         "amqps://h/x",
     };
 
@@ -467,10 +467,15 @@ test_errors(void **state)
         { "[amqp]\nurl=amqp://u%zz@h/\n",
           "/etc/vtpmd.conf:2: [amqp] url: bad percent-encoding in user or password" },
         { "[amqp]\nurl=amqp://h/%2\n", "/etc/vtpmd.conf:2: [amqp] url: bad percent-encoding in vhost" },
+        /* vtpmd's broker would refuse these at start-up: --check-config must too */
+        { "[amqp]\nurl=amqp://h/\n",
+          "/etc/vtpmd.conf:2: [amqp] url: empty vhost after '/' (write %2f for the vhost \"/\", or drop the '/')" },
+        { "[amqp]\nurl=amqp://u:p@[::1]:5672/\n",
+          "/etc/vtpmd.conf:2: [amqp] url: empty vhost after '/' (write %2f for the vhost \"/\", or drop the '/')" },
         { "[amqp]\nurl=amqp://h/a/b\n",
           "/etc/vtpmd.conf:2: [amqp] url: vhost contains '/' (write it as %2f)" },
         /* between keys */
-        { "[amqp]\n\nurl=amqps://h/\n",
+        { "[amqp]\n\nurl=amqps://h\n",
           "/etc/vtpmd.conf:3: [amqp] url: amqps needs [amqp] cacert" },
         { "[amqp]\ncacert=/ca\nkey=/k\n",
           "/etc/vtpmd.conf:3: [amqp] key: cert and key go together" },
@@ -480,7 +485,7 @@ test_errors(void **state)
           "/etc/vtpmd.conf:2: [worker] workers: 0 is out of range 1..256" },
         { "[worker]\nworkers=4\nworkers=0\n",
           "/etc/vtpmd.conf:3: [worker] workers: duplicate key (first set on line 2)" },
-        { "[amqp]\nurl=amqps://h/\nprefetch=0\n",
+        { "[amqp]\nurl=amqps://h\nprefetch=0\n",
           "/etc/vtpmd.conf:3: [amqp] prefetch: 0 is out of range 1..65535" },
         /* CRLF line ends count lines the same */
         { "[amqp]\r\n\r\nheartbeat = 9999\r\n",

@@ -223,6 +223,10 @@ check_amqp_url(const char *v)
         return g_strdup("bad percent-encoding in vhost");
     if (*slash && strchr(slash + 1, '/'))
         return g_strdup("vhost contains '/' (write it as %2f)");
+    /* librabbitmq reads "host/" as the vhost "", which the broker refuses;
+     * without the slash it means "/". */
+    if (*slash && !slash[1])
+        return g_strdup("empty vhost after '/' (write %2f for the vhost \"/\", or drop the '/')");
     return NULL;
 }
 
