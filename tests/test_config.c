@@ -15,6 +15,7 @@
 #include "policy.h"
 
 #define SAMPLE VTPM_FIXTURES "/../../docs/vtpmd.conf.sample"
+#define OPERATIONS VTPM_FIXTURES "/../../docs/operations.md"
 #define BIT(m) (1u << (m))
 
 static vtpm_config *
@@ -741,6 +742,89 @@ test_sample_loads(void **state)
     assert_int_equal(all_on->worker.workers, dflt->worker.workers);
 }
 
+/* ---- docs/operations.md ------------------------------------------------ */
+
+/* Markdown table cell: trimmed, one pair of enclosing backticks removed. */
+static char *
+cell_text(const char *raw)
+{
+    g_autofree char *s = g_strstrip(g_strdup(raw));
+    size_t n = strlen(s);
+
+    if (n >= 2 && s[0] == '`' && s[n - 1] == '`')
+        return g_strndup(s + 1, n - 2);
+    return g_steal_pointer(&s);
+}
+
+/*
+ * The option table of docs/operations.md (between "<!-- options:begin" and
+ * "<!-- options:end -->") lists exactly the parser's keys, in the table's
+ * order, each as | `[group]` | `key` | `default` or — | help... |, so the
+ * operator's reference cannot drift from what vtpmd accepts.
+ */
+static void
+test_operations_doc_matches_table(void **state)
+{
+    g_autofree char *data = NULL;
+    g_autoptr(GError) error = NULL;
+    g_auto(GStrv) lines = NULL;
+    size_t n = 0, row = 0;
+    const vtpm_config_key *keys = vtpm_config_keys(&n);
+    bool in_table = false, ended = false;
+
+    if (!g_file_get_contents(OPERATIONS, &data, NULL, &error))
+        fail_msg("%s", error->message);
+    lines = g_strsplit(data, "\n", -1);
+    for (size_t i = 0; lines[i] && !ended; i++) {
+        g_auto(GStrv) cells = NULL;
+        g_autofree char *group = NULL, *key = NULL, *dflt = NULL, *meaning = NULL;
+        const vtpm_config_key *k;
+
+        if (g_str_has_prefix(lines[i], "<!-- options:begin")) {
+            in_table = true;
+            continue;
+        }
+        if (!in_table)
+            continue;
+        if (g_str_has_prefix(lines[i], "<!-- options:end")) {
+            ended = true;
+            continue;
+        }
+        if (!g_str_has_prefix(lines[i], "| `["))
+            continue; /* header and separator rows */
+        cells = g_strsplit(lines[i], "|", -1);
+        /* "| a | b | c | d |" splits into "", a, b, c, d, "" */
+        if (g_strv_length(cells) != 6)
+            fail_msg("operations.md line %zu: not 4 cells: %s", i + 1, lines[i]);
+        group = cell_text(cells[1]);
+        key = cell_text(cells[2]);
+        dflt = cell_text(cells[3]);
+        meaning = cell_text(cells[4]);
+        if (row >= n)
+            fail_msg("operations.md line %zu: %s %s is not a key of the parser", i + 1, group, key);
+        k = &keys[row++];
+        {
+            g_autofree char *want_group = g_strdup_printf("[%s]", k->group);
+
+            if (strcmp(group, want_group) != 0 || strcmp(key, k->key) != 0)
+                fail_msg("operations.md line %zu: %s %s, the parser's next key is [%s] %s",
+                         i + 1, group, key, k->group, k->key);
+        }
+        if (strcmp(dflt, k->dflt ? k->dflt : "—") != 0)
+            fail_msg("operations.md line %zu: [%s] %s default '%s', the parser's is '%s'", i + 1,
+                     k->group, k->key, dflt, k->dflt ? k->dflt : "— (none)");
+        if (!g_str_has_prefix(meaning, k->help) ||
+            (meaning[strlen(k->help)] && meaning[strlen(k->help)] != ' '))
+            fail_msg("operations.md line %zu: [%s] %s meaning does not start with '%s'", i + 1,
+                     k->group, k->key, k->help);
+    }
+    if (!in_table || !ended)
+        fail_msg("operations.md has no complete <!-- options:begin/end --> table");
+    if (row != n)
+        fail_msg("operations.md lists %zu keys, the parser has %zu (first missing: [%s] %s)", row,
+                 n, keys[row].group, keys[row].key);
+}
+
 int
 main(void)
 {
@@ -759,6 +843,7 @@ main(void)
         cmocka_unit_test(test_load_file_refused),
         cmocka_unit_test(test_sample_matches_table),
         cmocka_unit_test(test_sample_loads),
+        cmocka_unit_test(test_operations_doc_matches_table),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
