@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The vtpmctl CLI's documented behaviour: resolve, render-xml, capabilities
-# (against libvirt's test driver), call (against an unreachable broker) and
-# the top-level command dispatch.  Usage: test_vtpmctl.sh PATH/TO/vtpmctl
+# (against libvirt's test driver), call (against an unreachable broker),
+# the top-level command dispatch and the bash completion.
+# Usage: test_vtpmctl.sh PATH/TO/vtpmctl PATH/TO/vtpmctl.bash
 #
 # Prints one "ok - ..." / "not ok - ..." line per check, then "N passed, M
 # failed"; exits 1 if any check failed.
@@ -11,7 +12,8 @@
 # shellcheck disable=SC2016
 set -u
 
-V=${1:?usage: test_vtpmctl.sh PATH/TO/vtpmctl}
+V=${1:?usage: test_vtpmctl.sh PATH/TO/vtpmctl PATH/TO/vtpmctl.bash}
+COMPLETION=${2:?usage: test_vtpmctl.sh PATH/TO/vtpmctl PATH/TO/vtpmctl.bash}
 [ -x "$V" ] || { echo "not ok - $V is not executable"; echo "0 passed, 1 failed"; exit 1; }
 
 tmp=$(mktemp -d /tmp/test_vtpmctl.XXXXXX)
@@ -481,5 +483,97 @@ run call --url "$DEAD_URL" --deadline 9223372036854775807 get_capabilities
 expect_usage "call: --deadline overflowing the clock -> exit 2" "--deadline"
 run call --url "$DEAD_URL" --bogus get_capabilities
 expect_usage "call: unknown option -> exit 2" "--bogus"
+
+# Errors name the argument, variable or config key the bad value came from.
+run call --url 'amqp://guest:guest@127.0.0.1:1/' get_capabilities
+expect_fault "call: --url with an empty vhost -> BadRequest naming --url and the fix" \
+    BadRequest "--url: " "empty vhost" "%2f"
+VTPM_AMQP_URL='http://example.invalid/' run call get_capabilities
+expect_fault "call: a bad \$VTPM_AMQP_URL -> BadRequest naming the variable" \
+    BadRequest '$VTPM_AMQP_URL: '
+run call --host 'compute 1' get_capabilities
+expect_usage "call: --host with a space -> exit 2 naming --host and the character" \
+    "--host: 'compute 1' contains ' '"
+run call --host '' get_capabilities
+expect_usage "call: empty --host -> exit 2 naming --host" "--host: "
+printf '[amqp]\nurl = amqp://guest:guest@127.0.0.1:1/\n' > "$tmp/emptyvhost.conf"
+run call --config "$tmp/emptyvhost.conf" get_capabilities
+expect_usage "call --config: an empty vhost -> exit 2 with FILE:LINE: [amqp] url" \
+    "$tmp/emptyvhost.conf:2: [amqp] url: empty vhost"
+run capabilities --connect "qemu:///system?socket=$tmp/no-such-sock"
+expect_fault "capabilities: unreachable libvirt names --connect as the source" \
+    HypervisorError "(--connect)"
+printf '[libvirt]\nuri = qemu:///system?socket=%s/no-such-sock\n' "$tmp" > "$tmp/deaduri.conf"
+run capabilities --config "$tmp/deaduri.conf"
+expect_fault "capabilities: unreachable libvirt names [libvirt] uri of the config file" \
+    HypervisorError "([libvirt] uri of $tmp/deaduri.conf)"
+
+# ---- bash completion -----------------------------------------------------------
+
+check "completion: the script is valid bash" bash -n "$COMPLETION"
+
+# comp LINE: the completions bash would offer with the cursor at the end of
+# LINE (the script is sourced in a clean bash, as bash-completion does).
+comp() {
+    bash -c 'source "$1" || exit 9
+             complete -p vtpmctl > /dev/null || exit 8
+             COMP_LINE=$2 COMP_POINT=${#2}
+             _vtpmctl
+             printf "%s\n" "${COMPREPLY[@]}"' _ "$COMPLETION" "$1" > "$OUT" 2> "$ERR"
+    RC=$?
+}
+
+# expect_comp DESC LINE WORD...: exactly these completions, in any order.
+expect_comp() {
+    local desc=$1 line=$2
+    shift 2
+    comp "$line"
+    if rc_is 0 && [ ! -s "$ERR" ] &&
+        [ "$(sort "$OUT" | grep -v '^$')" = "$(printf '%s\n' "$@" | sort | grep -v '^$')" ]; then
+        pass "$desc"
+    else
+        fail "$desc"
+        echo "#   expected: $*"
+    fi
+}
+
+expect_comp "completion: the commands" "$V " resolve capabilities render-xml call help --help
+expect_comp "completion: a command's prefix" "$V re" resolve render-xml
+for cmd in resolve capabilities render-xml call; do
+    "$V" "$cmd" --help > "$tmp/help" 2>&1
+    mapfile -t want < <(grep -oE '^ +(-[A-Za-z], )?--[a-z][a-z0-9-]*' "$tmp/help" | tr -d ' ' | tr ',' '\n')
+    comp "$V $cmd -"
+    missing=()
+    for o in "${want[@]}"; do grep -qx -- "$o" "$OUT" || missing+=("$o"); done
+    if rc_is 0 && [ ${#want[@]} -ge 3 ] && [ ${#missing[@]} -eq 0 ] &&
+        [ "$(wc -l < "$OUT")" -eq ${#want[@]} ]; then
+        pass "completion: $cmd - offers exactly the ${#want[@]} options of '$cmd --help'"
+    else
+        fail "completion: $cmd - offers exactly the options of '$cmd --help'"
+        echo "#   missing: ${missing[*]:-}"
+    fi
+done
+expect_comp "completion: --flavor-spec keys" "$V resolve -f " \
+    hw:tpm_version= hw:tpm_model= hw:tpm_secret_security= \
+    trait:COMPUTE_SECURITY_TPM_1_2= trait:COMPUTE_SECURITY_TPM_2_0=
+expect_comp "completion: --image-prop keys" "$V resolve --image-prop " \
+    hw_tpm_version= hw_tpm_model= trait:COMPUTE_SECURITY_TPM_1_2= trait:COMPUTE_SECURITY_TPM_2_0=
+# bash splits words at ':' and '=': only the part after the last one is replaced.
+expect_comp "completion: after 'hw:' only the rest of the key" "$V resolve -f hw:tpm_v" tpm_version=
+expect_comp "completion: TPM versions" "$V resolve -f hw:tpm_version=" 1.2 2.0
+expect_comp "completion: TPM models in --flavor-spec=KEY=VALUE form" \
+    "$V resolve --flavor-spec=hw:tpm_model=tpm-" tpm-tis tpm-crb
+expect_comp "completion: secret security modes" "$V resolve -f hw:tpm_secret_security=" \
+    user host deployment
+expect_comp "completion: trait values" "$V resolve -i trait:COMPUTE_SECURITY_TPM_2_0=" \
+    required forbidden
+expect_comp "completion: --virt-type" "$V render-xml --virt-type " qemu kvm
+expect_comp "completion: the methods of call" "$V call --host compute-1 --timeout 5 " \
+    get_capabilities spawn destroy power_off power_on migrate_disk_and_power_off \
+    finish_migration confirm_migration finish_revert_migration shelve unshelve rebuild
+expect_comp "completion: nothing after the method (ARGS_JSON is free)" "$V call spawn "
+mkdir "$tmp/cfgdir" && : > "$tmp/cfgdir/vtpmd.conf"
+expect_comp "completion: --config completes file names" "$V capabilities --config $tmp/cfgdir/vt" \
+    "$tmp/cfgdir/vtpmd.conf"
 
 tap_done

@@ -24,6 +24,7 @@
 #include "vtpm/proto.h"
 #include "caps.h"
 #include "client.h"
+#include "broker.h"
 #include "config.h"
 #include "domxml.h"
 #include "mpjson.h"
@@ -249,6 +250,7 @@ cmd_capabilities(int argc, char **argv)
         { NULL }
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- show this host's vTPM capabilities and traits");
+    g_autofree char *uri_source = NULL;
     g_autoptr(vtpm_config) cfg = NULL;
     g_autoptr(vtpm_caps) caps = NULL;
     vtpm_host_facts facts = { 0 };
@@ -274,6 +276,10 @@ cmd_capabilities(int argc, char **argv)
     virSetErrorFunc(NULL, silent_virt_error);
     /* Domain capabilities need a read-write connection; a user without
      * one still gets versions and the reason the TPM part is missing. */
+    /* Say where the URI came from, so that a wrong one can be found. */
+    uri_source = uri ? g_strdup("--connect")
+                     : config ? g_strdup_printf("[libvirt] uri of %s", config)
+                              : g_strdup("the default [libvirt] uri");
     conn = virConnectOpen(uri ? uri : cfg->libvirt.uri);
     if (!conn) {
         /* Report why the read-write connection failed: the read-only
@@ -286,12 +292,12 @@ cmd_capabilities(int argc, char **argv)
 
             if (strcmp(rw_why, ro_why) == 0)
                 vtpm_error_set(&err, VTPM_FAULT_HYPERVISOR_ERROR,
-                               "cannot connect to libvirt at %s: %s",
-                               uri ? uri : cfg->libvirt.uri, rw_why);
+                               "cannot connect to libvirt at %s (%s): %s",
+                               uri ? uri : cfg->libvirt.uri, uri_source, rw_why);
             else
                 vtpm_error_set(&err, VTPM_FAULT_HYPERVISOR_ERROR,
-                               "cannot connect to libvirt at %s: %s (read-only: %s)",
-                               uri ? uri : cfg->libvirt.uri, rw_why, ro_why);
+                               "cannot connect to libvirt at %s (%s): %s (read-only: %s)",
+                               uri ? uri : cfg->libvirt.uri, uri_source, rw_why, ro_why);
             return print_fault(&err);
         }
     }
@@ -464,6 +470,7 @@ cmd_call(int argc, char **argv)
     g_autofree char *host = NULL;
     g_autofree char *config = NULL;
     g_autofree char *request_id = NULL;
+    const char *url_source;
     gboolean fanout = FALSE;
     double timeout = 30.0;
     gint64 deadline_ms_rel = 0;
@@ -526,10 +533,25 @@ cmd_call(int argc, char **argv)
     }
     if ((rc = load_config(config, &cfg)))
         return rc;
+    if (url)
+        url_source = "--url";
+    else if (config)
+        url_source = "[amqp] url";
+    else if (g_getenv("VTPM_AMQP_URL"))
+        url_source = "$VTPM_AMQP_URL";
+    else
+        url_source = "the default [amqp] url";
     if (!url)
         url = g_strdup(config ? cfg->amqp.url : g_getenv("VTPM_AMQP_URL") ? g_getenv("VTPM_AMQP_URL") : cfg->amqp.url);
-    if (!host)
+    if (host) {
+        /* A name no worker can have would only time out. */
+        g_autofree char *why = vtpm_config_check_host(host);
+
+        if (why || !*host)
+            return usage_error(ctx, "--host: %s", why ? why : "empty");
+    } else {
         host = g_strdup(cfg->worker.host);
+    }
 
     msgpack_sbuffer_init(&args);
     if (argc == 3 && vtpm_mpjson_from_string(argv[2], -1, &args, &err) < 0) {
@@ -556,8 +578,14 @@ cmd_call(int argc, char **argv)
     cp.key = cfg->amqp.key;
     cp.exchange = cfg->amqp.exchange;
     cp.topic = cfg->amqp.topic;
-    if (vtpm_client_connect(&cp, &client, &err) < 0)
+    /* The broker's own URL rules, before any connection attempt; a bad URL
+     * or TLS setting is reported with the argument or key it came from. */
+    if (vtpm_broker_check_url(url, &err) < 0 || vtpm_client_connect(&cp, &client, &err) < 0) {
+        if (err.code == VTPM_FAULT_BAD_REQUEST)
+            vtpm_error_prefix(&err, "%s%s%s", url_source, config && url_source[0] == '[' ? " of " : "",
+                              config && url_source[0] == '[' ? config : "");
         return print_fault(&err);
+    }
 
     routing_key = g_strdup_printf("%s.%s", cfg->amqp.topic, host);
     so.fanout = fanout;

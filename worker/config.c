@@ -33,7 +33,6 @@ typedef struct {
 } spec;
 
 static char *check_amqp_url(const char *v);
-static char *check_host(const char *v);
 static char *check_migration_uri(const char *v);
 
 #define F(field) offsetof(vtpm_config, field)
@@ -66,7 +65,7 @@ static const spec specs[] = {
 
     { KEY("worker", "host", "string", NULL,
           "Name of this host in queue names (default: the hostname; [A-Za-z0-9._-], 1..255)."),
-      K_STR, F(worker.host), .check = check_host },
+      K_STR, F(worker.host), .check = vtpm_config_check_host },
     { KEY("worker", "workers", "uint", "4", "Requests handled in parallel (1..256)."),
       K_UINT, F(worker.workers), 1, 256 },
     { KEY("worker", "max_message_bytes", "size", "1048576",
@@ -230,8 +229,8 @@ check_amqp_url(const char *v)
     return NULL;
 }
 
-static char *
-check_host(const char *v)
+char *
+vtpm_config_check_host(const char *v)
 {
     size_t n = strlen(v);
 
@@ -550,7 +549,7 @@ check_combination(scan *sc, const vtpm_config *cfg, vtpm_error *err)
                               line_of(sc, "amqp", has), has);
     }
     /* The hostname default is not from the file, so it is checked here. */
-    if ((why = check_host(cfg->worker.host)))
+    if ((why = vtpm_config_check_host(cfg->worker.host)))
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "%s: [worker] host: the hostname %s; set host", sc->name, why);
     return 0;

@@ -76,4 +76,7 @@ int vtpm_config_load(const char *path, vtpm_config **out, vtpm_error *err);
 int vtpm_config_load_data(const char *name, const char *data, vtpm_config **out,
                           vtpm_error *err);
 void vtpm_config_free(vtpm_config *cfg);
+/* NULL if @v is a valid [worker] host (also a queue name part), else why
+ * not (g_free it). */
+char *vtpm_config_check_host(const char *v);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_config, vtpm_config_free)
