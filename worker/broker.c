@@ -92,6 +92,7 @@ struct vtpm_broker {
     GMutex lock;
     GQueue acts;                     /* act *, guarded by lock */
     bool (*drained)(void *user);     /* guarded by lock */
+    GThread *io_thread;              /* set by vtpm_broker_run before any post */
 
     /* I/O thread only. */
     amqp_connection_state_t conn;
@@ -367,7 +368,11 @@ post(vtpm_broker *a, act *x)
     g_mutex_lock(&a->lock);
     g_queue_push_tail(&a->acts, x);
     g_mutex_unlock(&a->lock);
-    wake(a);
+    /* The I/O thread runs the actions before it polls again (serve() runs
+     * them after every pump): waking itself would only cost an eventfd
+     * write, a read and an extra poll() per request. */
+    if (g_thread_self() != a->io_thread)
+        wake(a);
 }
 
 void
@@ -516,6 +521,17 @@ run_acts(vtpm_broker *a)
             act_free(x);
         }
     }
+}
+
+static bool
+acts_pending(vtpm_broker *a)
+{
+    bool pending;
+
+    g_mutex_lock(&a->lock);
+    pending = !g_queue_is_empty(&a->acts);
+    g_mutex_unlock(&a->lock);
+    return pending;
 }
 
 static bool
@@ -1011,7 +1027,9 @@ serve(vtpm_broker *a, char **why, vtpm_error *err)
             { .fd = a->wake_fd, .events = POLLIN },
             { .fd = amqp_get_sockfd(a->conn), .events = POLLIN },
         };
-        bool busy = more || amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn);
+        /* Posts of this thread do not wake it (post()): never sleep on them. */
+        bool busy = more || amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn) ||
+                    acts_pending(a);
 
         if (poll(p, 2, busy ? 0 : tick) < 0 && errno != EINTR)
             return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "poll: %s", g_strerror(errno));
@@ -1021,8 +1039,11 @@ serve(vtpm_broker *a, char **why, vtpm_error *err)
             cancel_consumers(a);
         run_acts(a);
         more = false;
-        if (!a->broken)
+        if (!a->broken) {
             more = !pump(a);
+            /* What the deliveries just posted (inline replies, faults). */
+            run_acts(a);
+        }
         wakeup_done(a);
         if (a->broken) {
             *why = g_steal_pointer(&a->broken);
@@ -1051,6 +1072,7 @@ vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
     unsigned attempts = 0, delay = 0;
     int rc;
 
+    a->io_thread = g_thread_self();
     for (;;) {
         g_autofree char *why = NULL;
         int64_t since;
