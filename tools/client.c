@@ -13,6 +13,7 @@
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <msgpack.h>
 
 #include "client.h"
 
@@ -25,6 +26,7 @@ enum {
     URL_MAX = 4096,
     MAX_PENDING = 65536,  /* unmatched messages kept by vtpm_client_call */
     MAX_TAP_KEYS = 1024,
+    MAX_HEADER_DEPTH = 16, /* nested tables/arrays packed from a headers table */
 };
 
 /* rabbitmq-c reads a whole body before its size can be looked at (the
@@ -80,6 +82,8 @@ vtpm_client_msg_free(vtpm_client_msg *m)
     g_free(m->content_type);
     if (m->body)
         g_bytes_unref(m->body);
+    if (m->headers)
+        g_bytes_unref(m->headers);
     g_free(m);
 }
 
@@ -311,6 +315,88 @@ vtpm_client_send(vtpm_client *c, const vtpm_client_send_opts *o, const void *bod
     return 0;
 }
 
+static void pack_field(msgpack_packer *pk, const amqp_field_value_t *v, int depth);
+
+static void
+pack_table(msgpack_packer *pk, const amqp_table_t *t, int depth)
+{
+    msgpack_pack_map(pk, t->num_entries);
+    for (int i = 0; i < t->num_entries; i++) {
+        msgpack_pack_str_with_body(pk, t->entries[i].key.bytes, t->entries[i].key.len);
+        pack_field(pk, &t->entries[i].value, depth + 1);
+    }
+}
+
+static void
+pack_longstr(msgpack_packer *pk, amqp_bytes_t b, bool utf8)
+{
+    if (utf8 && g_utf8_validate_len(b.bytes, b.len, NULL) && !memchr(b.bytes, 0, b.len))
+        msgpack_pack_str_with_body(pk, b.bytes, b.len);
+    else
+        msgpack_pack_bin_with_body(pk, b.bytes, b.len);
+}
+
+/* The broker parsed the table already, so it is well-formed; only its
+ * nesting is bounded here (nil beyond MAX_HEADER_DEPTH). */
+static void
+pack_field(msgpack_packer *pk, const amqp_field_value_t *v, int depth)
+{
+    if (depth > MAX_HEADER_DEPTH) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_BOOLEAN:
+        v->value.boolean ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+        break;
+    case AMQP_FIELD_KIND_I8: msgpack_pack_int64(pk, v->value.i8); break;
+    case AMQP_FIELD_KIND_U8: msgpack_pack_uint64(pk, v->value.u8); break;
+    case AMQP_FIELD_KIND_I16: msgpack_pack_int64(pk, v->value.i16); break;
+    case AMQP_FIELD_KIND_U16: msgpack_pack_uint64(pk, v->value.u16); break;
+    case AMQP_FIELD_KIND_I32: msgpack_pack_int64(pk, v->value.i32); break;
+    case AMQP_FIELD_KIND_U32: msgpack_pack_uint64(pk, v->value.u32); break;
+    case AMQP_FIELD_KIND_I64: msgpack_pack_int64(pk, v->value.i64); break;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP: msgpack_pack_uint64(pk, v->value.u64); break;
+    case AMQP_FIELD_KIND_F32: msgpack_pack_double(pk, v->value.f32); break;
+    case AMQP_FIELD_KIND_F64: msgpack_pack_double(pk, v->value.f64); break;
+    case AMQP_FIELD_KIND_DECIMAL: {
+        double d = v->value.decimal.value;
+
+        for (int i = 0; i < v->value.decimal.decimals; i++)
+            d /= 10;
+        msgpack_pack_double(pk, d);
+        break;
+    }
+    case AMQP_FIELD_KIND_UTF8: pack_longstr(pk, v->value.bytes, true); break;
+    case AMQP_FIELD_KIND_BYTES: pack_longstr(pk, v->value.bytes, false); break;
+    case AMQP_FIELD_KIND_TABLE: pack_table(pk, &v->value.table, depth); break;
+    case AMQP_FIELD_KIND_ARRAY:
+        msgpack_pack_array(pk, v->value.array.num_entries);
+        for (int i = 0; i < v->value.array.num_entries; i++)
+            pack_field(pk, &v->value.array.entries[i], depth + 1);
+        break;
+    default: msgpack_pack_nil(pk); break;
+    }
+}
+
+static GBytes *
+headers_pack(const amqp_basic_properties_t *p)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    size_t size;
+
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return NULL;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack_table(&pk, &p->headers, 0);
+    size = sb.size; /* release() zeroes it */
+    /* sbuffer's data comes from malloc: free(), not g_free(). */
+    return g_bytes_new_with_free_func(msgpack_sbuffer_release(&sb), size, free, NULL);
+}
+
 static vtpm_client_msg *
 msg_from_envelope(const amqp_envelope_t *e)
 {
@@ -324,6 +410,7 @@ msg_from_envelope(const amqp_envelope_t *e)
     m->routing_key = bytes_dup(e->routing_key);
     m->exchange = bytes_dup(e->exchange);
     m->body = g_bytes_new(e->message.body.bytes, e->message.body.len);
+    m->headers = headers_pack(p);
     m->received_us = g_get_monotonic_time();
     return m;
 }

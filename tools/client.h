@@ -53,6 +53,12 @@ typedef struct {
     char *reply_to;
     char *content_type;
     GBytes *body;
+    /* The AMQP headers table as one packed msgpack map (longstr -> str when
+     * valid UTF-8, else bin; nested tables -> maps; arrays -> arrays;
+     * timestamps -> uint; decimals -> float); NULL when there is none.
+     * The RabbitMQ firehose carries a message's original exchange, routing
+     * keys and properties here (vtpm-replay record). */
+    GBytes *headers;
     int64_t received_us; /* g_get_monotonic_time() at arrival */
 } vtpm_client_msg;
 
