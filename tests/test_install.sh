@@ -54,6 +54,7 @@ expect_file() {
 expect_file "$sbindir/vtpmd" x
 expect_file "$bindir/vtpmctl" x
 expect_file "$bindir/vtpm-fanout" x
+expect_file "$bindir/vtpm-replay" x
 for page in man8/vtpmd.8 man5/vtpmd.conf.5 man1/vtpmctl.1 man1/vtpm-fanout.1 man1/vtpm-replay.1; do
     expect_file "$mandir/$page"
 done

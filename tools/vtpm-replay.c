@@ -1,0 +1,1346 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vtpm-replay: record vtpmd worker traffic, replay it, compare the replies.
+ *
+ *   vtpm-replay record --url URL --out FILE [--bind ROUTING_KEY]... [--duration S | --count N]
+ *   vtpm-replay replay FILE --url URL [--speed X | --as-fast-as-possible]
+ *                           [--host-map OLD=NEW]... [--compare]
+ *   vtpm-replay show FILE
+ *
+ * The format, the redaction, the firehose and the compare rules are in
+ * docs/replay.md.  Exit codes: 0 ok, 1 failure (a mismatch, a missing
+ * reply, a damaged file, a broker error), 2 usage.
+ *
+ * Replies go to the default exchange, which no binding can see: only
+ * RabbitMQ's firehose (amq.rabbitmq.trace) shows them.  So record looks
+ * for the firehose first and taps the worker exchanges directly (requests
+ * only, said in the file's header) when it is off.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <msgpack.h>
+
+#include "vtpm/error.h"
+#include "vtpm/proto.h"
+#include "client.h"
+#include "mpjson.h"
+#include "replaycmp.h"
+#include "replayfile.h"
+
+#ifndef VTPM_VERSION
+#define VTPM_VERSION "unknown"
+#endif
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+#define TRACE_EXCHANGE "amq.rabbitmq.trace"
+#define POLL_MS 200                       /* signals are looked at this often */
+#define PROBE_US (3 * G_USEC_PER_SEC)     /* the firehose must show the probe by then */
+#define COUNT_GRACE_US (5 * G_USEC_PER_SEC) /* replies awaited after --count requests */
+#define MAX_CALLS_TRACKED 100000          /* calls whose replies record still matches */
+#define MAX_BIND 64
+#define MAX_SECRET 4096                   /* the protocol's limit of vtpm.secret */
+
+static volatile sig_atomic_t stop_requested;
+
+static void
+on_signal(int sig)
+{
+    stop_requested = 1;
+}
+
+static int
+usage_error(GOptionContext *ctx, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static int
+usage_error(GOptionContext *ctx, const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: %s\n", g_get_prgname(), msg);
+    if (ctx) {
+        g_autofree char *help = g_option_context_get_help(ctx, TRUE, NULL);
+
+        fprintf(stderr, "%s", help);
+    }
+    return EXIT_USAGE;
+}
+
+static int
+failure(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+static int
+failure(const char *fmt, ...)
+{
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: %s\n", g_get_prgname(), msg);
+    return EXIT_FAIL;
+}
+
+/* A command's whole --help, for vtpm-replay --help (the command function
+ * called without argv). */
+static int
+print_help(GOptionContext *ctx)
+{
+    g_autofree char *help = g_option_context_get_help(ctx, TRUE, NULL);
+
+    printf("%s", help);
+    return 0;
+}
+
+static int
+parse_options(GOptionContext *ctx, int *argc, char ***argv)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    if (!g_option_context_parse(ctx, argc, argv, &gerr))
+        return usage_error(ctx, "%s", gerr->message);
+    return 0;
+}
+
+/* Options every broker-facing command shares. */
+typedef struct {
+    char *url, *cacert, *cert, *key;
+} broker_opts;
+
+static void
+broker_opts_clear(broker_opts *b)
+{
+    g_free(b->url);
+    g_free(b->cacert);
+    g_free(b->cert);
+    g_free(b->key);
+}
+
+static void
+add_broker_entries(GOptionContext *ctx, broker_opts *b)
+{
+    GOptionEntry entries[] = {
+        { "url", 0, 0, G_OPTION_ARG_STRING, &b->url,
+          "broker URL amqp[s]://user:pass@host:port/vhost (default $VTPM_AMQP_URL)", "URL" },
+        { "cacert", 0, 0, G_OPTION_ARG_FILENAME, &b->cacert, "CA file for amqps://", "FILE" },
+        { "cert", 0, 0, G_OPTION_ARG_FILENAME, &b->cert, "client certificate for amqps://",
+          "FILE" },
+        { "key", 0, 0, G_OPTION_ARG_FILENAME, &b->key, "its private key", "FILE" },
+        { NULL }
+    };
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+}
+
+static int
+broker_url(GOptionContext *ctx, broker_opts *b)
+{
+    if (!b->url && g_getenv("VTPM_AMQP_URL"))
+        b->url = g_strdup(g_getenv("VTPM_AMQP_URL"));
+    if (!b->url || !*b->url)
+        return usage_error(ctx, "--url (or $VTPM_AMQP_URL) is required");
+    return 0;
+}
+
+/* @url without user and password: "amqp://host:port/vhost". */
+static char *
+url_without_credentials(const char *url)
+{
+    const char *scheme_end = strstr(url, "://");
+    const char *auth_start = scheme_end ? scheme_end + 3 : url;
+    const char *path = strchr(auth_start, '/');
+    const char *at = NULL;
+
+    for (const char *p = auth_start; *p && (!path || p < path); p++)
+        if (*p == '@')
+            at = p;
+    if (!at)
+        return g_strdup(url);
+    return g_strdup_printf("%.*s%s", (int)(auth_start - url), url, at + 1);
+}
+
+/* ---- AMQP topic matching (firehose mode filters requests itself) ------------------ */
+
+static bool
+topic_words_match(char **pat, char **words)
+{
+    if (!*pat)
+        return !*words;
+    if (strcmp(*pat, "#") == 0) {
+        for (char **w = words;; w++) {
+            if (topic_words_match(pat + 1, w))
+                return true;
+            if (!*w)
+                return false;
+        }
+    }
+    if (!*words)
+        return false;
+    if (strcmp(*pat, "*") != 0 && strcmp(*pat, *words) != 0)
+        return false;
+    return topic_words_match(pat + 1, words + 1);
+}
+
+static bool
+topic_match(const char *pattern, const char *key)
+{
+    g_auto(GStrv) p = g_strsplit(pattern, ".", -1);
+    g_auto(GStrv) k = g_strsplit(key, ".", -1);
+
+    return topic_words_match(p, k);
+}
+
+/* ---- record ---------------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t seq;
+    guint nreplies;
+} rec_call;
+
+typedef struct {
+    vtpm_replay_writer *w;
+    const char *path;
+    const char *exchange, *fanout_exchange;
+    char **binds;
+    bool firehose;
+    GHashTable *calls; /* "reply_to\037correlation_id" -> rec_call */
+    GQueue order;      /* the keys, oldest first, to bound the table */
+    uint64_t seq, nrequests, nreplies, unmatched, redacted;
+    gint64 t0_us;
+} rec_state;
+
+static char *
+call_key(const char *reply_to, const char *corr)
+{
+    return g_strdup_printf("%s\037%s", reply_to, corr);
+}
+
+static void
+track_call(rec_state *s, const char *reply_to, const char *corr, uint64_t seq)
+{
+    rec_call *c = g_new0(rec_call, 1);
+    char *key = call_key(reply_to, corr);
+
+    c->seq = seq;
+    if (g_hash_table_contains(s->calls, key)) {
+        g_hash_table_replace(s->calls, key, c); /* a redelivery: the latest copy wins */
+        return;
+    }
+    g_hash_table_insert(s->calls, key, c);
+    g_queue_push_tail(&s->order, key);
+    if (s->order.length > MAX_CALLS_TRACKED)
+        g_hash_table_remove(s->calls, g_queue_pop_head(&s->order));
+}
+
+/* Calls with no reply yet. */
+static guint
+calls_open(rec_state *s)
+{
+    GHashTableIter it;
+    gpointer v;
+    guint n = 0;
+
+    g_hash_table_iter_init(&it, s->calls);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+        n += ((rec_call *)v)->nreplies == 0;
+    return n;
+}
+
+static int
+write_record(rec_state *s, vtpm_replay_msg *m, vtpm_error *err)
+{
+    g_autoptr(GBytes) rec = NULL;
+    guint nredacted = 0;
+
+    m->seq = s->seq;
+    rec = vtpm_replay_record_pack(m, &nredacted);
+    if (vtpm_replay_writer_put(s->w, rec, err) < 0)
+        return -1;
+    s->redacted += nredacted > 0;
+    s->seq++;
+    return 0;
+}
+
+static const char *
+obj_str(const msgpack_object *o, char **keep)
+{
+    if (!o || o->type != MSGPACK_OBJECT_STR)
+        return NULL;
+    *keep = g_strndup(o->via.str.ptr, o->via.str.size);
+    return *keep;
+}
+
+/* One message as it arrived (direct tap) or as the firehose describes it. */
+typedef struct {
+    char *exchange, *routing_key, *corr, *reply_to, *message_id, *content_type;
+    GBytes *headers;
+} wire_view;
+
+static void
+wire_view_clear(wire_view *v)
+{
+    g_free(v->exchange);
+    g_free(v->routing_key);
+    g_free(v->corr);
+    g_free(v->reply_to);
+    g_free(v->message_id);
+    g_free(v->content_type);
+    if (v->headers)
+        g_bytes_unref(v->headers);
+}
+
+/* The firehose's headers: exchange_name, routing_keys[0] and the original
+ * properties (RabbitMQ 3.10: see docs/replay.md).  False when they are not
+ * there. */
+static bool
+firehose_view(const vtpm_client_msg *m, wire_view *v)
+{
+    const msgpack_object *rks, *props;
+    msgpack_unpacked up;
+    size_t off = 0;
+    bool ok = false;
+
+    if (!m->headers)
+        return false;
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, g_bytes_get_data(m->headers, NULL),
+                            g_bytes_get_size(m->headers), &off) != MSGPACK_UNPACK_SUCCESS)
+        goto out;
+    if (!obj_str(vtpm_proto_map_get(&up.data, "exchange_name"), &v->exchange))
+        goto out;
+    rks = vtpm_proto_map_get(&up.data, "routing_keys");
+    if (!rks || rks->type != MSGPACK_OBJECT_ARRAY || rks->via.array.size < 1 ||
+        !obj_str(&rks->via.array.ptr[0], &v->routing_key))
+        goto out;
+    props = vtpm_proto_map_get(&up.data, "properties");
+    if (props && props->type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object *h = vtpm_proto_map_get(props, "headers");
+
+        obj_str(vtpm_proto_map_get(props, "correlation_id"), &v->corr);
+        obj_str(vtpm_proto_map_get(props, "reply_to"), &v->reply_to);
+        obj_str(vtpm_proto_map_get(props, "message_id"), &v->message_id);
+        obj_str(vtpm_proto_map_get(props, "content_type"), &v->content_type);
+        if (h && h->type == MSGPACK_OBJECT_MAP) {
+            msgpack_sbuffer sb;
+            msgpack_packer pk;
+
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            msgpack_pack_object(&pk, *h);
+            v->headers = vtpm_replay_sbuffer_bytes(&sb);
+        }
+    }
+    ok = true;
+out:
+    msgpack_unpacked_destroy(&up);
+    return ok;
+}
+
+static void
+direct_view(const vtpm_client_msg *m, wire_view *v)
+{
+    v->exchange = g_strdup(m->exchange);
+    v->routing_key = g_strdup(m->routing_key);
+    v->corr = g_strdup(m->correlation_id);
+    v->reply_to = g_strdup(m->reply_to);
+    v->message_id = g_strdup(m->message_id);
+    v->content_type = g_strdup(m->content_type);
+    v->headers = m->headers ? g_bytes_ref(m->headers) : NULL;
+}
+
+static bool
+bound(const rec_state *s, const char *routing_key)
+{
+    for (char **b = s->binds; *b; b++)
+        if (topic_match(*b, routing_key))
+            return true;
+    return false;
+}
+
+static int
+record_msg(rec_state *s, const vtpm_client_msg *m, vtpm_error *err)
+{
+    wire_view v = { 0 };
+    vtpm_replay_msg rm = { 0 };
+    int rc = 0;
+
+    if (s->firehose) {
+        if (strcmp(m->exchange, TRACE_EXCHANGE) != 0 || !firehose_view(m, &v))
+            goto out; /* not a trace message, or not one this tool understands */
+    } else {
+        if (strcmp(m->exchange, s->exchange) != 0 && strcmp(m->exchange, s->fanout_exchange) != 0)
+            goto out; /* (nothing else is consumed) */
+        direct_view(m, &v);
+    }
+    rm.exchange = v.exchange;
+    rm.routing_key = v.routing_key;
+    rm.correlation_id = v.corr;
+    rm.reply_to = v.reply_to;
+    rm.message_id = v.message_id;
+    rm.content_type = v.content_type;
+    rm.headers = v.headers;
+    rm.body = m->body;
+    rm.t_rel_us = m->received_us - s->t0_us;
+    rm.t_unix_us = g_get_real_time();
+    if (*v.exchange == '\0') {
+        g_autofree char *key = NULL;
+        rec_call *c;
+
+        /* A reply (default exchange, routing key = the caller's queue):
+         * only those to calls recorded here. */
+        if (!v.corr)
+            goto out;
+        key = call_key(v.routing_key, v.corr);
+        if (!(c = g_hash_table_lookup(s->calls, key))) {
+            s->unmatched++;
+            goto out;
+        }
+        rm.kind = "reply";
+        rm.has_request_seq = true;
+        rm.request_seq = c->seq;
+        if ((rc = write_record(s, &rm, err)) == 0) {
+            c->nreplies++;
+            s->nreplies++;
+        }
+        goto out;
+    }
+    if (strcmp(v.exchange, s->exchange) == 0) {
+        if (!bound(s, v.routing_key))
+            goto out;
+    } else if (strcmp(v.exchange, s->fanout_exchange) != 0) {
+        goto out;
+    }
+    rm.kind = "request";
+    if (v.reply_to && v.corr)
+        track_call(s, v.reply_to, v.corr, s->seq);
+    if ((rc = write_record(s, &rm, err)) == 0)
+        s->nrequests++;
+out:
+    wire_view_clear(&v);
+    return rc;
+}
+
+/* Whether the firehose is on for this vhost: a message published to our
+ * own queue must show up on amq.rabbitmq.trace too.  A connection of its
+ * own, so that nothing of the probe stays bound to the recorder's. */
+static int
+firehose_on(const vtpm_client_params *cp, bool *on, vtpm_error *err)
+{
+    g_autoptr(vtpm_client) c = NULL;
+    g_autofree char *probe_id = g_uuid_string_random();
+    const char *keys[] = { "publish." };
+    vtpm_client_send_opts so = { 0 };
+    gint64 end;
+    int rc;
+
+    if ((rc = vtpm_client_connect(cp, &c, err)) < 0)
+        return rc;
+    if ((rc = vtpm_client_tap(c, TRACE_EXCHANGE, keys, 1, NULL, err)) < 0)
+        return vtpm_error_prefix(err, "tap %s", TRACE_EXCHANGE);
+    so.exchange = "";
+    so.routing_key = vtpm_client_reply_queue(c);
+    so.cast = true;
+    so.message_id = probe_id;
+    if ((rc = vtpm_client_send(c, &so, "\x80", 1, NULL, err)) < 0)
+        return rc;
+    end = g_get_monotonic_time() + PROBE_US;
+    *on = false;
+    for (;;) {
+        g_autoptr(vtpm_client_msg) m = NULL;
+        wire_view v = { 0 };
+        gint64 left = (end - g_get_monotonic_time()) / 1000;
+
+        if (left <= 0)
+            return 0;
+        if ((rc = vtpm_client_recv(c, (int)left, &m, err)) < 0)
+            return rc;
+        if (rc == 1)
+            return 0;
+        if (strcmp(m->exchange, TRACE_EXCHANGE) == 0 && firehose_view(m, &v) &&
+            g_strcmp0(v.message_id, probe_id) == 0)
+            *on = true;
+        wire_view_clear(&v);
+        if (*on)
+            return 0;
+        /* The probe itself arrived: the firehose publishes its copy before
+         * routing, so it would have come first. */
+        if (g_strcmp0(m->message_id, probe_id) == 0 && *m->exchange == '\0')
+            end = MIN(end, g_get_monotonic_time() + 500 * 1000);
+    }
+}
+
+static GBytes *
+header_record(const char *broker, const char *exchange, const char *topic, const char *fanout,
+              char **binds, bool firehose)
+{
+    g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+    g_autofree char *iso = g_date_time_format_iso8601(now);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    guint nbind = g_strv_length(binds), nrules = 0;
+
+    while (vtpm_replay_redaction_rules[nrules])
+        nrules++;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, firehose ? 15 : 16);
+    vtpm_pack_kv_str(&pk, "kind", "header");
+    vtpm_pack_kv_str(&pk, "format", VTPM_REPLAY_FORMAT);
+    vtpm_pack_kv_uint(&pk, "format_version", VTPM_REPLAY_FORMAT_VERSION);
+    vtpm_pack_kv_str(&pk, "tool", "vtpm-replay");
+    vtpm_pack_kv_str(&pk, "tool_version", VTPM_VERSION);
+    vtpm_pack_str(&pk, "started_unix_us");
+    msgpack_pack_int64(&pk, g_get_real_time());
+    vtpm_pack_kv_str(&pk, "started", iso);
+    vtpm_pack_kv_str(&pk, "broker", broker);
+    vtpm_pack_kv_str(&pk, "source", firehose ? "firehose" : "exchanges");
+    vtpm_pack_kv_str(&pk, "exchange", exchange);
+    vtpm_pack_kv_str(&pk, "topic", topic);
+    vtpm_pack_kv_str(&pk, "fanout_exchange", fanout);
+    vtpm_pack_str(&pk, "bound");
+    msgpack_pack_array(&pk, nbind + 1);
+    for (guint i = 0; i < nbind; i++)
+        vtpm_pack_str(&pk, binds[i]);
+    vtpm_pack_str(&pk, fanout); /* every broadcast */
+    vtpm_pack_str(&pk, "redacted");
+    msgpack_pack_array(&pk, nrules);
+    for (guint i = 0; i < nrules; i++)
+        vtpm_pack_str(&pk, vtpm_replay_redaction_rules[i]);
+    vtpm_pack_kv_bool(&pk, "replies_recorded", firehose);
+    if (!firehose)
+        vtpm_pack_kv_str(&pk, "note",
+                         "replies were not recorded: the RabbitMQ firehose was off "
+                         "(rabbitmqctl trace_on), so only the worker exchanges were tapped");
+    return vtpm_replay_sbuffer_bytes(&sb);
+}
+
+static int
+cmd_record(int argc, char **argv)
+{
+    broker_opts b = { 0 };
+    g_autofree char *out = NULL;
+    g_autofree char *exchange = NULL;
+    g_autofree char *topic = NULL;
+    g_autofree char *source = NULL;
+    g_auto(GStrv) binds = NULL;
+    double duration = 0;
+    gint64 count = 0;
+    GOptionEntry entries[] = {
+        { "out", 0, 0, G_OPTION_ARG_FILENAME, &out, "the recording to write (replaced)",
+          "FILE" },
+        { "bind", 0, 0, G_OPTION_ARG_STRING_ARRAY, &binds,
+          "topic routing key pattern of requests to record (repeatable; default "
+          "<topic>.#, all workers); broadcasts are always recorded",
+          "ROUTING_KEY" },
+        { "duration", 0, 0, G_OPTION_ARG_DOUBLE, &duration, "stop after S seconds", "S" },
+        { "count", 0, 0, G_OPTION_ARG_INT64, &count,
+          "stop after N requests (and their replies, awaited up to 5 s)", "N" },
+        { "exchange", 0, 0, G_OPTION_ARG_STRING, &exchange,
+          "the workers' topic exchange (default vtpm)", "NAME" },
+        { "topic", 0, 0, G_OPTION_ARG_STRING, &topic,
+          "the workers' topic; broadcasts go to <topic>_fanout (default vtpm)", "NAME" },
+        { "source", 0, 0, G_OPTION_ARG_STRING, &source,
+          "auto (default): the firehose when it is on, else the exchanges; firehose; "
+          "exchanges (requests only)",
+          "WHERE" },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx =
+        g_option_context_new("- record worker requests (and replies) to a file");
+    g_autoptr(vtpm_client) c = NULL;
+    g_autoptr(vtpm_replay_writer) w = NULL;
+    g_autoptr(GBytes) header = NULL;
+    g_autoptr(GHashTable) calls = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autofree char *fanout = NULL;
+    g_autofree char *broker = NULL;
+    g_auto(GStrv) default_binds = NULL;
+    vtpm_client_params cp = { 0 };
+    rec_state s = { 0 };
+    vtpm_error err = { 0 };
+    struct sigaction sa = { 0 };
+    gint64 end_us = -1;
+    bool firehose = false;
+    int rc;
+
+    add_broker_entries(ctx, &b);
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "With the RabbitMQ firehose on (rabbitmqctl trace_on) records requests and the\n"
+        "replies to them; without it taps the exchanges and records requests only (the\n"
+        "file's header says replies_recorded: false).  Secrets in bodies and headers are\n"
+        "replaced by \"<redacted>\" before anything is written; the URL's password never is.\n"
+        "Stops at --duration, after --count requests, or on SIGINT/SIGTERM; every record is\n"
+        "written as it arrives.  Says \"recording\" on stderr once bound.\n"
+        "Exit: 0 ok, 1 failure, 2 usage.  Format: docs/replay.md.\n");
+    if (!argv)
+        return print_help(ctx);
+    rc = parse_options(ctx, &argc, &argv);
+    if (!rc && argc > 1)
+        rc = usage_error(ctx, "unexpected argument '%s'", argv[1]);
+    if (!rc && !out)
+        rc = usage_error(ctx, "--out FILE is required");
+    if (!rc && duration && count)
+        rc = usage_error(ctx, "--duration and --count are mutually exclusive");
+    if (!rc && (duration < 0 || duration > 31 * 86400 || duration != duration))
+        rc = usage_error(ctx, "--duration must be in (0, 2678400] seconds");
+    if (!rc && count < 0)
+        rc = usage_error(ctx, "--count must be positive");
+    if (!rc && binds && g_strv_length(binds) > MAX_BIND)
+        rc = usage_error(ctx, "at most %d --bind keys", MAX_BIND);
+    if (!rc && source && strcmp(source, "auto") && strcmp(source, "firehose") &&
+        strcmp(source, "exchanges"))
+        rc = usage_error(ctx, "--source must be auto, firehose or exchanges");
+    if (!rc)
+        rc = broker_url(ctx, &b);
+    if (rc) {
+        broker_opts_clear(&b);
+        return rc;
+    }
+    if (!exchange)
+        exchange = g_strdup("vtpm");
+    if (!topic)
+        topic = g_strdup("vtpm");
+    fanout = g_strdup_printf("%s_fanout", topic);
+    if (!binds) {
+        default_binds = g_new0(char *, 2);
+        default_binds[0] = g_strdup_printf("%s.#", topic);
+    }
+    cp.url = b.url;
+    cp.cacert = b.cacert;
+    cp.cert = b.cert;
+    cp.key = b.key;
+    cp.exchange = exchange;
+    cp.topic = topic;
+
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    if (!source || strcmp(source, "exchanges") != 0) {
+        if (firehose_on(&cp, &firehose, &err) < 0) {
+            broker_opts_clear(&b);
+            return failure("firehose probe: %s", err.message);
+        }
+        if (!firehose && source && strcmp(source, "firehose") == 0) {
+            broker_opts_clear(&b);
+            return failure("the RabbitMQ firehose is off for this vhost "
+                           "(turn it on with rabbitmqctl trace_on)");
+        }
+    }
+    rc = vtpm_client_connect(&cp, &c, &err);
+    if (rc == 0) /* the header names the broker: without its password */
+        broker = url_without_credentials(b.url);
+    broker_opts_clear(&b);
+    if (rc < 0)
+        return failure("%s", err.message);
+    if (firehose) {
+        g_autofree char *k1 = g_strdup_printf("publish.%s", exchange);
+        g_autofree char *k2 = g_strdup_printf("publish.%s", fanout);
+        const char *keys[] = { k1, k2, "publish." }; /* the last: replies */
+
+        rc = vtpm_client_tap(c, TRACE_EXCHANGE, keys, G_N_ELEMENTS(keys), NULL, &err);
+    } else {
+        char **bk = binds ? binds : default_binds;
+        const char *fkeys[] = { "" };
+
+        rc = vtpm_client_tap(c, exchange, (const char *const *)bk, g_strv_length(bk), NULL,
+                             &err);
+        if (rc == 0)
+            rc = vtpm_client_tap(c, fanout, fkeys, 1, NULL, &err);
+        if (rc < 0)
+            vtpm_error_prefix(&err, "tap %s and %s (has a worker declared them?)", exchange,
+                              fanout);
+    }
+    if (rc < 0)
+        return failure("%s", err.message);
+
+    if (vtpm_replay_writer_open(out, &w, &err) < 0)
+        return failure("%s", err.message);
+    header = header_record(broker, exchange, topic, fanout, binds ? binds : default_binds,
+                           firehose);
+    if (vtpm_replay_writer_put(w, header, &err) < 0)
+        return failure("%s", err.message);
+
+    s.w = w;
+    s.path = out;
+    s.exchange = exchange;
+    s.fanout_exchange = fanout;
+    s.binds = binds ? binds : default_binds;
+    s.firehose = firehose;
+    s.calls = calls;
+    g_queue_init(&s.order);
+    s.t0_us = g_get_monotonic_time();
+    if (duration > 0)
+        end_us = s.t0_us + (gint64)(duration * G_USEC_PER_SEC);
+    fprintf(stderr, "vtpm-replay: recording %s to %s (%s)\n",
+            firehose ? "from the firehose" : "from the exchanges", out,
+            firehose ? "requests and replies" : "requests only: the firehose is off");
+
+    rc = EXIT_OK;
+    while (!stop_requested) {
+        g_autoptr(vtpm_client_msg) m = NULL;
+        gint64 now = g_get_monotonic_time();
+        int wait_ms = POLL_MS, r;
+
+        if (end_us >= 0 && now >= end_us)
+            break;
+        if (count && (gint64)s.nrequests >= count) {
+            /* The replies of the last calls are part of the session. */
+            if (!firehose || calls_open(&s) == 0)
+                break;
+            if (end_us < 0)
+                end_us = now + COUNT_GRACE_US;
+        }
+        if (end_us >= 0)
+            wait_ms = (int)MIN(wait_ms, (end_us - now) / 1000 + 1);
+        r = vtpm_client_recv(c, wait_ms, &m, &err);
+        if (r < 0) {
+            rc = failure("%s", err.message);
+            break;
+        }
+        if (r == 1)
+            continue;
+        if (count && (gint64)s.nrequests >= count && *m->exchange != '\0' &&
+            !(firehose && g_str_equal(m->routing_key, "publish.")))
+            continue; /* past --count: replies only */
+        if (record_msg(&s, m, &err) < 0) {
+            rc = failure("%s", err.message);
+            break;
+        }
+    }
+    fprintf(stderr,
+            "vtpm-replay: recorded %" G_GUINT64_FORMAT " requests and %" G_GUINT64_FORMAT
+            " replies to %s (%" G_GUINT64_FORMAT " records with redacted fields)\n",
+            s.nrequests, s.nreplies, out, s.redacted);
+    g_queue_clear(&s.order);
+    return rc;
+}
+
+/* ---- show ------------------------------------------------------------------------------ */
+
+static int
+cmd_show(int argc, char **argv)
+{
+    GOptionEntry entries[] = { { NULL } };
+    g_autoptr(GOptionContext) ctx =
+        g_option_context_new("FILE - print a recording as JSON lines");
+    g_autoptr(vtpm_replay_reader) r = NULL;
+    vtpm_error err = { 0 };
+    uint64_t n = 0, off = 0;
+    int rc;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "One JSON object per line: the header first, then every record (binary fields as\n"
+        "{\"$bin\": \"<base64>\"}).  A damaged file prints the records before the damage and\n"
+        "says \"damaged at offset N\" on stderr.  Exit: 0 ok, 1 damaged/unreadable, 2 usage.\n");
+    if (!argv)
+        return print_help(ctx);
+    if ((rc = parse_options(ctx, &argc, &argv)))
+        return rc;
+    if (argc != 2)
+        return usage_error(ctx, "expected FILE");
+    if (vtpm_replay_reader_open(argv[1], &r, &err) < 0)
+        return failure("%s", err.message);
+    for (;;) {
+        g_autoptr(vtpm_replay_record) rec = NULL;
+        g_autofree char *json = NULL;
+
+        rc = vtpm_replay_reader_next(r, &rec, &off, &err);
+        if (rc == 1)
+            break;
+        if (rc < 0) {
+            fflush(stdout);
+            return failure("%s: %s; the %" G_GUINT64_FORMAT " records before it are above",
+                           argv[1], err.message, n);
+        }
+        json = vtpm_mpjson_to_string(&rec->root, false);
+        printf("%s\n", json);
+        n++;
+    }
+    return EXIT_OK;
+}
+
+/* ---- replay ---------------------------------------------------------------------------- */
+
+typedef struct {
+    vtpm_replay_record *req;   /* borrowed from the loaded records */
+    GPtrArray *rec_replies;    /* vtpm_replay_record *, borrowed */
+    GPtrArray *new_replies;    /* GBytes * */
+    char *method;
+    char *corr;
+    char *rk;                  /* the routing key replayed to (after --host-map) */
+    bool fanout, cast, sent, redacted_sent;
+    gint64 deadline_us;
+} rp_call;
+
+static void
+rp_call_free(gpointer p)
+{
+    rp_call *c = p;
+
+    g_ptr_array_unref(c->rec_replies);
+    g_ptr_array_unref(c->new_replies);
+    g_free(c->method);
+    g_free(c->corr);
+    g_free(c->rk);
+    g_free(c);
+}
+
+typedef struct {
+    GHashTable *host_map; /* OLD -> NEW */
+    GBytes *secret;       /* --secret-file, or NULL */
+    const char *topic;
+    rp_call *call;        /* being built */
+} rp_ctx;
+
+static bool
+in_list(GPtrArray *list, const char *s)
+{
+    for (guint i = 0; i < list->len; i++)
+        if (strcmp(g_ptr_array_index(list, i), s) == 0)
+            return true;
+    return false;
+}
+
+static bool
+subst_for_replay(const char *path, const char *key, size_t key_len, const msgpack_object *val,
+                 msgpack_packer *pk, void *data)
+{
+    rp_ctx *x = data;
+
+    if (val->type != MSGPACK_OBJECT_STR)
+        return false;
+    if (key_len == 9 && memcmp(key, "dest_host", 9) == 0) {
+        g_autofree char *old = g_strndup(val->via.str.ptr, val->via.str.size);
+        const char *new = g_hash_table_lookup(x->host_map, old);
+
+        if (new) {
+            vtpm_pack_str(pk, new);
+            return true;
+        }
+        return false;
+    }
+    if (!in_list(x->call->req->redacted, path))
+        return false;
+    if (x->secret && key_len == 6 && memcmp(key, "secret", 6) == 0) {
+        msgpack_pack_bin_with_body(pk, g_bytes_get_data(x->secret, NULL),
+                                   g_bytes_get_size(x->secret));
+        return true;
+    }
+    x->call->redacted_sent = true;
+    return false;
+}
+
+static GBytes *
+replay_body(rp_ctx *x)
+{
+    const vtpm_replay_record *req = x->call->req;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    if (!req->body)
+        return g_bytes_new(NULL, 0);
+    if (req->body_raw)
+        return g_bytes_new(req->body->via.bin.ptr, req->body->via.bin.size);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vtpm_replay_repack(req->body, "", subst_for_replay, x, &pk);
+    return vtpm_replay_sbuffer_bytes(&sb);
+}
+
+static char *
+replay_routing_key(const rp_ctx *x, const char *rk)
+{
+    size_t tl = strlen(x->topic);
+
+    if (strncmp(rk, x->topic, tl) == 0 && rk[tl] == '.') {
+        const char *new = g_hash_table_lookup(x->host_map, rk + tl + 1);
+
+        if (new)
+            return g_strdup_printf("%s.%s", x->topic, new);
+    }
+    return g_strdup(rk);
+}
+
+static GBytes *
+packed_object(const msgpack_object *o)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    if (o->type == MSGPACK_OBJECT_BIN)
+        return g_bytes_new(o->via.bin.ptr, o->via.bin.size);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+    return vtpm_replay_sbuffer_bytes(&sb);
+}
+
+/* "ok" or "fault:CODE" of a packed reply ("undecodable" when it is not one). */
+static char *
+outcome(GBytes *body)
+{
+    g_autoptr(vtpm_reply) rep = NULL;
+    vtpm_proto_limits lim;
+    vtpm_error err = { 0 };
+
+    vtpm_proto_limits_init(&lim);
+    lim.max_body = (size_t)64 << 20;
+    if (vtpm_proto_decode_reply(g_bytes_get_data(body, NULL), g_bytes_get_size(body), &lim, &rep,
+                                &err) < 0)
+        return g_strdup("undecodable");
+    return rep->ok ? g_strdup("ok") : g_strdup_printf("fault:%s", rep->fault_code);
+}
+
+static bool
+call_done(const rp_call *c)
+{
+    if (c->cast || !c->sent)
+        return c->sent;
+    if (!c->fanout)
+        return c->new_replies->len >= 1;
+    /* A broadcast: as many answers as recorded, else all until the timeout. */
+    return c->rec_replies->len && c->new_replies->len >= c->rec_replies->len;
+}
+
+/* Take replies until @until_us (or until @wait_for is done, when given). */
+static int
+pump(vtpm_client *cl, GHashTable *by_corr, gint64 until_us, rp_call *wait_for,
+     vtpm_error *err)
+{
+    for (;;) {
+        g_autoptr(vtpm_client_msg) m = NULL;
+        gint64 left = until_us - g_get_monotonic_time();
+        rp_call *c;
+        int rc;
+
+        if (wait_for && call_done(wait_for))
+            return 0;
+        if (left <= 0)
+            return 0;
+        rc = vtpm_client_recv(cl, (int)MAX(1, left / 1000), &m, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 1)
+            continue;
+        if (!m->correlation_id || !(c = g_hash_table_lookup(by_corr, m->correlation_id)))
+            continue; /* not ours */
+        g_ptr_array_add(c->new_replies, g_bytes_ref(m->body));
+    }
+}
+
+static int
+load_recording(const char *path, vtpm_replay_record **out_header, GPtrArray *records,
+               GPtrArray *calls)
+{
+    g_autoptr(vtpm_replay_reader) r = NULL;
+    g_autoptr(GHashTable) by_seq = g_hash_table_new(g_int64_hash, g_int64_equal);
+    vtpm_error err = { 0 };
+    int rc;
+
+    if (vtpm_replay_reader_open(path, &r, &err) < 0)
+        return failure("%s", err.message);
+    for (;;) {
+        vtpm_replay_record *rec = NULL;
+
+        rc = vtpm_replay_reader_next(r, &rec, NULL, &err);
+        if (rc == 1)
+            break;
+        if (rc < 0) {
+            if (!*out_header)
+                return failure("%s: %s", path, err.message);
+            fprintf(stderr, "vtpm-replay: %s: %s; replaying the %u records before it\n", path,
+                    err.message, records->len);
+            break;
+        }
+        if (!*out_header) {
+            *out_header = rec;
+            continue;
+        }
+        g_ptr_array_add(records, rec);
+        if (strcmp(rec->kind, "request") == 0) {
+            rp_call *c = g_new0(rp_call, 1);
+            const msgpack_object *method = NULL;
+
+            c->req = rec;
+            c->rec_replies = g_ptr_array_new();
+            c->new_replies = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+            c->cast = !rec->reply_to;
+            if (rec->body && !rec->body_raw)
+                method = vtpm_proto_map_get(rec->body, "method");
+            c->method = method && method->type == MSGPACK_OBJECT_STR
+                            ? g_strndup(method->via.str.ptr, method->via.str.size)
+                            : g_strdup("?");
+            g_ptr_array_add(calls, c);
+            g_hash_table_insert(by_seq, &rec->seq, c);
+        } else if (rec->has_request_seq) {
+            rp_call *c = g_hash_table_lookup(by_seq, &rec->request_seq);
+
+            if (c)
+                g_ptr_array_add(c->rec_replies, rec);
+        }
+    }
+    if (!*out_header)
+        return failure("%s: no header record", path);
+    return 0;
+}
+
+static const char *
+header_str(const vtpm_replay_record *h, const char *key, const char *dflt, char **keep)
+{
+    const char *s = obj_str(vtpm_proto_map_get(&h->root, key), keep);
+
+    return s ? s : dflt;
+}
+
+static int
+cmd_replay(int argc, char **argv)
+{
+    broker_opts b = { 0 };
+    g_auto(GStrv) host_maps = NULL;
+    g_auto(GStrv) ignores = NULL;
+    g_autofree char *secret_file = NULL;
+    double speed = 0, timeout = 30;
+    gboolean afap = FALSE, compare = FALSE;
+    GOptionEntry entries[] = {
+        { "speed", 0, 0, G_OPTION_ARG_DOUBLE, &speed,
+          "replay the recorded gaps divided by X (default 1; 2 = twice as fast)", "X" },
+        { "as-fast-as-possible", 0, 0, G_OPTION_ARG_NONE, &afap,
+          "no gaps: each call waits for its reply (or --timeout), then the next is sent", NULL },
+        { "host-map", 0, 0, G_OPTION_ARG_STRING_ARRAY, &host_maps,
+          "send what went to host OLD to NEW: routing key <topic>.OLD and dest_host fields "
+          "(repeatable)",
+          "OLD=NEW" },
+        { "compare", 0, 0, G_OPTION_ARG_NONE, &compare,
+          "compare every new reply with the recorded one; exit 1 on any mismatch", NULL },
+        { "ignore", 0, 0, G_OPTION_ARG_STRING_ARRAY, &ignores,
+          "another result field to ignore: a key (anywhere), *_SUFFIX or a dotted path "
+          "from result (repeatable)",
+          "FIELD" },
+        { "timeout", 0, 0, G_OPTION_ARG_DOUBLE, &timeout,
+          "seconds to wait for each call's reply (default 30)", "S" },
+        { "secret-file", 0, 0, G_OPTION_ARG_FILENAME, &secret_file,
+          "send the bytes of FILE in place of every redacted vtpm.secret", "FILE" },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new(
+        "FILE - republish recorded requests and compare the replies");
+    g_autoptr(GPtrArray) records =
+        g_ptr_array_new_with_free_func((GDestroyNotify)vtpm_replay_record_free);
+    g_autoptr(GPtrArray) calls = g_ptr_array_new_with_free_func(rp_call_free);
+    g_autoptr(GHashTable) by_corr = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) host_map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(vtpm_replay_record) header = NULL;
+    g_autoptr(vtpm_client) cl = NULL;
+    g_autoptr(vtpm_replay_ignore) ig = NULL;
+    g_autoptr(GBytes) secret = NULL;
+    g_autoptr(GString) desc = g_string_new(NULL);
+    g_autofree char *topic_keep = NULL;
+    vtpm_client_params cp = { 0 };
+    vtpm_error err = { 0 };
+    rp_ctx x = { 0 };
+    bool replies_recorded = false;
+    gint64 t_first = 0, start, prev_send = 0;
+    guint ncalls = 0, ncasts = 0, matched = 0, mismatched = 0, missing = 0, not_compared = 0,
+          answered = 0;
+    int rc;
+
+    add_broker_entries(ctx, &b);
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_string_append(desc,
+        "Requests are sent in the recorded order with fresh correlation ids, message ids\n"
+        "and this tool's own reply queue; at --speed X each one at its recorded offset / X\n"
+        "(without waiting for replies, as they were recorded); casts stay casts.  Fields\n"
+        "redacted at record time are sent as \"<redacted>\" (the worker will fault) unless\n"
+        "--secret-file gives a vtpm.secret.\n"
+        "--compare (needs a recording with replies): ok and fault.code must match and the\n"
+        "result maps are diffed, ignoring fault.message and these result fields:\n  ");
+    for (const char *const *p = vtpm_replay_default_ignore; *p; p++)
+        g_string_append_printf(desc, "%s%s", *p, p[1] ? ", " : "\n");
+    g_string_append(desc,
+        "Broadcasts are compared by their outcomes only (the set of ok / fault codes).\n"
+        "Prints one line per mismatch, missing reply or redacted request, then a summary.\n"
+        "Exit: 0 all matched (without --compare: every call answered), 1 otherwise, 2 usage.\n");
+    g_option_context_set_description(ctx, desc->str);
+    if (!argv)
+        return print_help(ctx);
+    rc = parse_options(ctx, &argc, &argv);
+    if (!rc && argc != 2)
+        rc = usage_error(ctx, "expected FILE");
+    if (!rc && speed && afap)
+        rc = usage_error(ctx, "--speed and --as-fast-as-possible are mutually exclusive");
+    if (!rc && (speed < 0 || speed > 1e6 || speed != speed))
+        rc = usage_error(ctx, "--speed must be a positive factor up to 1e6");
+    if (!rc && !(timeout > 0 && timeout <= 86400))
+        rc = usage_error(ctx, "--timeout must be in (0, 86400] seconds");
+    for (char **p = host_maps; !rc && p && *p; p++) {
+        const char *eq = strchr(*p, '=');
+
+        if (!eq || eq == *p || !eq[1])
+            rc = usage_error(ctx, "--host-map expects OLD=NEW, got '%s'", *p);
+        else
+            g_hash_table_replace(host_map, g_strndup(*p, eq - *p), g_strdup(eq + 1));
+    }
+    if (!rc && secret_file) {
+        g_autoptr(GError) gerr = NULL;
+        char *data = NULL;
+        gsize len = 0;
+
+        if (!g_file_get_contents(secret_file, &data, &len, &gerr))
+            rc = usage_error(ctx, "--secret-file: %s", gerr->message);
+        else if (len < 1 || len > MAX_SECRET)
+            rc = usage_error(ctx, "--secret-file must hold 1..%d bytes", MAX_SECRET);
+        if (data)
+            secret = g_bytes_new_take(data, len);
+    }
+    if (!rc)
+        rc = broker_url(ctx, &b);
+    if (rc) {
+        broker_opts_clear(&b);
+        return rc;
+    }
+    if (!speed)
+        speed = 1;
+
+    if ((rc = load_recording(argv[1], &header, records, calls))) {
+        broker_opts_clear(&b);
+        return rc;
+    }
+    vtpm_proto_get_bool(&header->root, "header", "replies_recorded", false, false,
+                        &replies_recorded, NULL);
+    if (compare && !replies_recorded) {
+        broker_opts_clear(&b);
+        return failure("--compare: %s holds no replies (recorded without the RabbitMQ "
+                       "firehose): cannot compare",
+                       argv[1]);
+    }
+    x.host_map = host_map;
+    x.secret = secret;
+    x.topic = header_str(header, "topic", "vtpm", &topic_keep);
+    {
+        g_autofree char *fo_keep = NULL;
+        const char *fo = header_str(header, "fanout_exchange", "", &fo_keep);
+
+        for (guint i = 0; i < calls->len; i++) {
+            rp_call *c = g_ptr_array_index(calls, i);
+
+            c->fanout = *fo && strcmp(c->req->exchange, fo) == 0;
+        }
+    }
+    ig = vtpm_replay_ignore_new((const char *const *)ignores);
+
+    cp.url = b.url;
+    cp.cacert = b.cacert;
+    cp.cert = b.cert;
+    cp.key = b.key;
+    rc = vtpm_client_connect(&cp, &cl, &err);
+    broker_opts_clear(&b);
+    if (rc < 0)
+        return failure("%s", err.message);
+
+    if (calls->len)
+        t_first = ((rp_call *)g_ptr_array_index(calls, 0))->req->t_rel_us;
+    start = g_get_monotonic_time();
+    for (guint i = 0; i < calls->len; i++) {
+        rp_call *c = g_ptr_array_index(calls, i);
+        g_autoptr(GBytes) body = NULL;
+        vtpm_client_send_opts so = { 0 };
+        gint64 at;
+
+        if (!afap) {
+            at = start + (gint64)((double)(c->req->t_rel_us - t_first) / speed);
+            if ((rc = pump(cl, by_corr, MAX(at, prev_send), NULL, &err)) < 0)
+                return failure("%s", err.message);
+        }
+        x.call = c;
+        body = replay_body(&x);
+        c->rk = replay_routing_key(&x, c->req->routing_key);
+        so.exchange = c->req->exchange;
+        so.routing_key = c->rk;
+        so.cast = c->cast;
+        so.content_type = c->req->content_type;
+        if (vtpm_client_send(cl, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+                             &c->corr, &err) < 0)
+            return failure("request %" G_GUINT64_FORMAT " (%s): %s", c->req->seq, c->method,
+                           err.message);
+        c->sent = true;
+        prev_send = g_get_monotonic_time();
+        c->deadline_us = prev_send + (gint64)(timeout * G_USEC_PER_SEC);
+        g_hash_table_insert(by_corr, c->corr, c);
+        if (c->redacted_sent)
+            printf("redacted: request %" G_GUINT64_FORMAT " %s (%s) sent with its redacted "
+                   "fields as recorded (\"%s\")\n",
+                   c->req->seq, c->method, c->rk, VTPM_REPLAY_REDACTED);
+        if (c->cast)
+            ncasts++;
+        else
+            ncalls++;
+        if (afap && !c->cast && (rc = pump(cl, by_corr, c->deadline_us, c, &err)) < 0)
+            return failure("%s", err.message);
+    }
+    /* The replies still out, each until its own deadline. */
+    for (guint i = 0; i < calls->len; i++) {
+        rp_call *c = g_ptr_array_index(calls, i);
+
+        if (!c->cast && (rc = pump(cl, by_corr, c->deadline_us, c, &err)) < 0)
+            return failure("%s", err.message);
+    }
+
+    for (guint i = 0; i < calls->len; i++) {
+        rp_call *c = g_ptr_array_index(calls, i);
+        const char *rk = c->fanout ? "broadcast" : c->rk;
+
+        if (c->cast)
+            continue;
+        if (c->new_replies->len)
+            answered++;
+        if (!c->new_replies->len) {
+            missing++;
+            printf("missing: request %" G_GUINT64_FORMAT " %s (%s): no reply within %g s\n",
+                   c->req->seq, c->method, rk, timeout);
+            continue;
+        }
+        if (!compare)
+            continue;
+        if (!c->rec_replies->len) {
+            not_compared++;
+            printf("not compared: request %" G_GUINT64_FORMAT " %s (%s): no reply in the "
+                   "recording\n",
+                   c->req->seq, c->method, rk);
+            continue;
+        }
+        if (c->fanout) {
+            g_autoptr(GHashTable) a = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+            g_autoptr(GHashTable) bset =
+                g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+            GHashTableIter it;
+            gpointer k;
+            bool same = true;
+
+            for (guint j = 0; j < c->rec_replies->len; j++) {
+                vtpm_replay_record *rr = g_ptr_array_index(c->rec_replies, j);
+                g_autoptr(GBytes) rb = rr->body ? packed_object(rr->body) : g_bytes_new(NULL, 0);
+
+                g_hash_table_add(a, outcome(rb));
+            }
+            for (guint j = 0; j < c->new_replies->len; j++)
+                g_hash_table_add(bset, outcome(g_ptr_array_index(c->new_replies, j)));
+            same = g_hash_table_size(a) == g_hash_table_size(bset);
+            g_hash_table_iter_init(&it, a);
+            while (same && g_hash_table_iter_next(&it, &k, NULL))
+                same = g_hash_table_contains(bset, k);
+            if (same) {
+                matched++;
+            } else {
+                mismatched++;
+                printf("mismatch: request %" G_GUINT64_FORMAT " %s (%s): outcomes "
+                       "differ (%u recorded replies, %u replayed)\n",
+                       c->req->seq, c->method, rk, c->rec_replies->len, c->new_replies->len);
+            }
+            continue;
+        }
+        {
+            vtpm_replay_record *rr = g_ptr_array_index(c->rec_replies, 0);
+            g_autoptr(GBytes) rb = rr->body ? packed_object(rr->body) : g_bytes_new(NULL, 0);
+            /* What record would have kept of the new reply: redaction
+             * must not count as a difference. */
+            g_autoptr(GBytes) nb = vtpm_replay_redact(g_ptr_array_index(c->new_replies, 0),
+                                                      NULL);
+            vtpm_replay_cmp cmp = { 0 };
+
+            if (!nb)
+                nb = g_bytes_ref(g_ptr_array_index(c->new_replies, 0));
+
+            vtpm_replay_compare(g_bytes_get_data(rb, NULL), g_bytes_get_size(rb),
+                                g_bytes_get_data(nb, NULL), g_bytes_get_size(nb), ig, &cmp);
+            if (cmp.match) {
+                matched++;
+            } else {
+                mismatched++;
+                printf("mismatch: request %" G_GUINT64_FORMAT " %s (%s): %s", c->req->seq,
+                       c->method, rk, cmp.first);
+                if (cmp.ndiff > 1)
+                    printf(" (and %u more differences)", cmp.ndiff - 1);
+                printf("\n");
+            }
+            vtpm_replay_cmp_clear(&cmp);
+        }
+    }
+    printf("summary: replayed %u requests (%u calls, %u casts), %u calls answered",
+           calls->len, ncalls, ncasts, answered);
+    if (compare)
+        printf("; compared: %u matched, %u mismatched, %u missing replies, %u not compared\n",
+               matched, mismatched, missing, not_compared);
+    else
+        printf(", %u missing replies\n", missing);
+    return mismatched || missing ? EXIT_FAIL : EXIT_OK;
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    { "record", cmd_record, "record worker requests (and, with the firehose, replies)" },
+    { "replay", cmd_replay, "republish a recording; --compare checks the replies" },
+    { "show", cmd_show, "print a recording as JSON lines" },
+};
+
+static int
+main_usage(FILE *f)
+{
+    fprintf(f, "Usage: vtpm-replay COMMAND [OPTIONS]\n\nCommands:\n");
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'vtpm-replay COMMAND --help' describes a command; docs/replay.md the format.\n"
+               "Exit codes: 0 ok, 1 failure or mismatch, 2 usage.\n");
+    if (f != stdout)
+        return EXIT_USAGE;
+    /* --help: every command's options too, so that one page lists them all. */
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        g_autofree char *prg = g_strdup_printf("vtpm-replay %s", commands[i].name);
+
+        g_set_prgname(prg);
+        printf("\n");
+        commands[i].fn(0, NULL);
+    }
+    return EXIT_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2)
+        return main_usage(stderr);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0)
+        return main_usage(stdout);
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("vtpm-replay %s (format %d)\n", VTPM_VERSION, VTPM_REPLAY_FORMAT_VERSION);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            g_autofree char *prg = g_strdup_printf("vtpm-replay %s", commands[i].name);
+
+            g_set_prgname(prg);
+            return commands[i].fn(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "vtpm-replay: unknown command '%s'\n", argv[1]);
+    return main_usage(stderr);
+}
