@@ -415,6 +415,25 @@ test_file_header_first(void **state)
     assert_non_null(strstr(err.message, "the first record is not the header"));
 }
 
+static void
+test_file_other_version(void **state)
+{
+    file_fixture *f = *state;
+    g_autoptr(vtpm_replay_writer) w = NULL;
+    g_autoptr(GBytes) header =
+        pack_json("{\"kind\":\"header\",\"format\":\"vtpm-replay\",\"format_version\":2}");
+    vtpm_error err = { 0 };
+    uint64_t off = 0;
+    int rc;
+
+    assert_int_equal(vtpm_replay_writer_open(f->path, &w, &err), 0);
+    assert_int_equal(vtpm_replay_writer_put(w, header, &err), 0);
+    assert_int_equal(read_all(f->path, &rc, &off, &err), 0);
+    assert_int_equal(rc, -VTPM_FAULT_BAD_REQUEST);
+    assert_string_equal(err.message,
+                        "unsupported format version 2 (this vtpm-replay reads version 1)");
+}
+
 int
 main(void)
 {
@@ -429,6 +448,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_file_corrupt, setup_file, teardown_file),
         cmocka_unit_test_setup_teardown(test_file_not_a_recording, setup_file, teardown_file),
         cmocka_unit_test_setup_teardown(test_file_header_first, setup_file, teardown_file),
+        cmocka_unit_test_setup_teardown(test_file_other_version, setup_file, teardown_file),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

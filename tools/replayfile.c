@@ -565,6 +565,27 @@ vtpm_replay_reader_open(const char *path, vtpm_replay_reader **out, vtpm_error *
     return 0;
 }
 
+/* A later format may change anything: refuse it rather than misread it. */
+static int
+check_header(const vtpm_replay_record *h, vtpm_error *err)
+{
+    g_autofree char *format = NULL;
+    uint64_t version = 0;
+
+    if (vtpm_proto_get_str(&h->root, "header", "format", true, 64, &format, err) < 0 ||
+        vtpm_proto_get_uint(&h->root, "header", "format_version", true, 0, &version, err) < 0)
+        return vtpm_error_prefix(err, "not a vtpm-replay header");
+    if (strcmp(format, VTPM_REPLAY_FORMAT) != 0)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "header: format '%s', expected '%s'",
+                              format, VTPM_REPLAY_FORMAT);
+    if (version != VTPM_REPLAY_FORMAT_VERSION)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "unsupported format version %" G_GUINT64_FORMAT
+                              " (this vtpm-replay reads version %d)",
+                              version, VTPM_REPLAY_FORMAT_VERSION);
+    return 0;
+}
+
 static int
 damaged(vtpm_replay_reader *r, uint64_t *out_offset, vtpm_error *err, const char *why)
 {
@@ -619,6 +640,13 @@ vtpm_replay_reader_next(vtpm_replay_reader *r, vtpm_replay_record **out, uint64_
         return damaged(r, out_offset, err,
                        r->index == 0 ? "the first record is not the header"
                                      : "a second header record");
+    }
+    if (r->index == 0 && check_header(rec, err) < 0) {
+        vtpm_replay_record_free(rec);
+        r->done = true;
+        if (out_offset)
+            *out_offset = r->offset;
+        return -VTPM_FAULT_BAD_REQUEST;
     }
     r->offset += FRAME_HEAD + len;
     r->index++;

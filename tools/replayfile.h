@@ -139,7 +139,9 @@ typedef struct vtpm_replay_reader vtpm_replay_reader;
 int vtpm_replay_reader_open(const char *path, vtpm_replay_reader **out, vtpm_error *err);
 /* The next record: 0 with *out set, 1 at a clean end of file, negative when
  * the file is damaged there: @err says "damaged at offset N (record K):
- * why" and *out_offset (optional) gets N.  Reading stops after damage. */
+ * why" and *out_offset (optional) gets N.  Reading stops after damage.
+ * A header of another format or format version is refused the same way
+ * (BadRequest naming the version, not "damaged"). */
 int vtpm_replay_reader_next(vtpm_replay_reader *r, vtpm_replay_record **out,
                             uint64_t *out_offset, vtpm_error *err);
 void vtpm_replay_reader_free(vtpm_replay_reader *r);
