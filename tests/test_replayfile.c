@@ -434,6 +434,22 @@ test_file_other_version(void **state)
                         "unsupported format version 2 (this vtpm-replay reads version 1)");
 }
 
+static void
+test_record_empty_body(void **state)
+{
+    g_autoptr(GBytes) body = g_bytes_new(NULL, 0);
+    g_autoptr(GBytes) rec = NULL;
+    g_autoptr(vtpm_replay_record) r = NULL;
+    vtpm_replay_msg m = { .kind = "request", .exchange = "vtpm", .routing_key = "vtpm.a",
+                          .body = body };
+    vtpm_error err = { 0 };
+
+    rec = vtpm_replay_record_pack(&m, NULL);
+    assert_int_equal(vtpm_replay_record_parse(rec, &r, &err), 0);
+    assert_true(r->body_raw);
+    assert_int_equal(r->body->via.bin.size, 0);
+}
+
 int
 main(void)
 {
@@ -442,6 +458,7 @@ main(void)
         cmocka_unit_test(test_secret_keys),
         cmocka_unit_test(test_record_redacts),
         cmocka_unit_test(test_record_undecodable_body),
+        cmocka_unit_test(test_record_empty_body),
         cmocka_unit_test(test_repack),
         cmocka_unit_test_setup_teardown(test_file_round_trip, setup_file, teardown_file),
         cmocka_unit_test_setup_teardown(test_file_truncated, setup_file, teardown_file),

@@ -318,22 +318,28 @@ vtpm_client_send(vtpm_client *c, const vtpm_client_send_opts *o, const void *bod
 static void pack_field(msgpack_packer *pk, const amqp_field_value_t *v, int depth);
 
 static void
-pack_table(msgpack_packer *pk, const amqp_table_t *t, int depth)
-{
-    msgpack_pack_map(pk, t->num_entries);
-    for (int i = 0; i < t->num_entries; i++) {
-        msgpack_pack_str_with_body(pk, t->entries[i].key.bytes, t->entries[i].key.len);
-        pack_field(pk, &t->entries[i].value, depth + 1);
-    }
-}
-
-static void
 pack_longstr(msgpack_packer *pk, amqp_bytes_t b, bool utf8)
 {
+    /* rabbitmq-c leaves bytes NULL for empty strings (exchange_name "" of
+     * a reply in the firehose): no pointer may reach memchr or memcpy. */
+    if (!b.len) {
+        utf8 ? msgpack_pack_str(pk, 0) : msgpack_pack_bin(pk, 0);
+        return;
+    }
     if (utf8 && g_utf8_validate_len(b.bytes, b.len, NULL) && !memchr(b.bytes, 0, b.len))
         msgpack_pack_str_with_body(pk, b.bytes, b.len);
     else
         msgpack_pack_bin_with_body(pk, b.bytes, b.len);
+}
+
+static void
+pack_table(msgpack_packer *pk, const amqp_table_t *t, int depth)
+{
+    msgpack_pack_map(pk, t->num_entries);
+    for (int i = 0; i < t->num_entries; i++) {
+        pack_longstr(pk, t->entries[i].key, true);
+        pack_field(pk, &t->entries[i].value, depth + 1);
+    }
 }
 
 /* The broker parsed the table already, so it is well-formed; only its
@@ -386,6 +392,7 @@ headers_pack(const amqp_basic_properties_t *p)
     msgpack_sbuffer sb;
     msgpack_packer pk;
     size_t size;
+    char *data;
 
     if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
         return NULL;
@@ -393,8 +400,9 @@ headers_pack(const amqp_basic_properties_t *p)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     pack_table(&pk, &p->headers, 0);
     size = sb.size; /* release() zeroes it */
-    /* sbuffer's data comes from malloc: free(), not g_free(). */
-    return g_bytes_new_with_free_func(msgpack_sbuffer_release(&sb), size, free, NULL);
+    data = msgpack_sbuffer_release(&sb);
+    /* sbuffer's data comes from malloc: free(), which gets the user data. */
+    return g_bytes_new_with_free_func(data, size, free, data);
 }
 
 static vtpm_client_msg *

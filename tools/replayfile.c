@@ -115,8 +115,10 @@ GBytes *
 vtpm_replay_sbuffer_bytes(msgpack_sbuffer *sb)
 {
     size_t size = sb->size; /* release() zeroes it */
+    char *data = msgpack_sbuffer_release(sb);
 
-    return g_bytes_new_with_free_func(msgpack_sbuffer_release(sb), size, free, NULL);
+    /* The free function gets the user data: the buffer itself. */
+    return g_bytes_new_with_free_func(data, size, free, data);
 }
 
 void
@@ -310,7 +312,9 @@ vtpm_replay_record_pack(const vtpm_replay_msg *m, guint *out_nredacted)
         const void *raw = g_bytes_get_data(m->body, &len);
 
         /* Kept as received: nothing could be looked into. */
-        msgpack_pack_bin_with_body(&pk, raw, len);
+        msgpack_pack_bin(&pk, len);
+        if (len) /* an empty GBytes may hold NULL */
+            msgpack_pack_bin_body(&pk, raw, len);
         vtpm_pack_kv_bool(&pk, "body_undecodable", true);
         vtpm_pack_kv_str(&pk, "body_error", body_why);
     }

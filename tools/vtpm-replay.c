@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <amqp.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include <msgpack.h>
@@ -153,21 +154,20 @@ broker_url(GOptionContext *ctx, broker_opts *b)
     return 0;
 }
 
-/* @url without user and password: "amqp://host:port/vhost". */
+/* @url rebuilt from its parts without user and password:
+ * "amqp://host:port/vhost".  Rebuilt rather than cut, so that no way of
+ * writing a password (an unescaped '/' or '@' in it) can slip through. */
 static char *
 url_without_credentials(const char *url)
 {
-    const char *scheme_end = strstr(url, "://");
-    const char *auth_start = scheme_end ? scheme_end + 3 : url;
-    const char *path = strchr(auth_start, '/');
-    const char *at = NULL;
+    g_autofree char *copy = g_strdup(url);
+    g_autofree char *vhost = NULL;
+    struct amqp_connection_info ci;
 
-    for (const char *p = auth_start; *p && (!path || p < path); p++)
-        if (*p == '@')
-            at = p;
-    if (!at)
-        return g_strdup(url);
-    return g_strdup_printf("%.*s%s", (int)(auth_start - url), url, at + 1);
+    if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK)
+        return g_strdup("(unparsable URL)");
+    vhost = g_uri_escape_string(ci.vhost, NULL, FALSE);
+    return g_strdup_printf("%s://%s:%d/%s", ci.ssl ? "amqps" : "amqp", ci.host, ci.port, vhost);
 }
 
 /* ---- AMQP topic matching (firehose mode filters requests itself) ------------------ */
