@@ -360,15 +360,31 @@ check "not a recording: show exits 1, says so" \
 
 # ---- --count, --duration and --bind --------------------------------------------------------------
 
-if start_recording "$tmp/count.vrec" --count 2; then
-    ctl --host rec-a get_capabilities
+# Deadlines: one call with a 5 s budget, one already past (Expired).
+if start_recording "$tmp/count.vrec" --count 3; then
+    ctl --host rec-a --deadline 5000 get_capabilities
     ctl --host rec-b get_capabilities
+    ctl --host rec-a --deadline -1000 destroy "{\"instance\":{\"uuid\":\"$UUID\"}}"
     wait "$REC_PID"
     RC=$?
     REC_PID=
     cp "$tmp/rec.err" "$ERR"
-    check "--count 2: record stops by itself, exit 0, 2 requests and their replies" \
-        eval 'rc_is 0 && grep -q "recorded 2 requests and 2 replies" "$ERR"'
+    check "--count 3: record stops by itself, exit 0, 3 requests and their replies" \
+        eval 'rc_is 0 && grep -q "recorded 3 requests and 3 replies" "$ERR"'
+    run show "$tmp/count.vrec"
+    cp "$OUT" "$tmp/count.json"
+    check "deadlines: recorded with deadline_ms, answered ok and Expired" \
+        js "$OUT" 'len(l) == 7 and "deadline_ms" in l[1]["body"] and
+                   [r["body"]["ok"] or r["body"]["fault"]["code"] for r in l
+                    if r["kind"] == "reply"] == [True, True, "Expired"]'
+    # Replay once the recorded deadline has passed: the budget moves along.
+    deadline_s=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[1])["body"]["deadline_ms"] / 1000)' "$tmp/count.json" 2>/dev/null || echo 0)
+    while python3 -c 'import sys,time; sys.exit(0 if time.time() <= float(sys.argv[1]) + 0.2 else 1)' "$deadline_s"; do
+        sleep 0.5
+    done
+    run replay "$tmp/count.vrec" --url "$URL" --host-map rec-a=rec-b --compare
+    check "deadlines: replayed after the recorded deadline passed: still ok (and Expired stays Expired)" \
+        eval 'rc_is 0 && grep -q "3 matched, 0 mismatched" "$OUT"'
 else
     fail "record --count starts"
 fi

@@ -401,6 +401,7 @@ vtpm_replay_record_parse(GBytes *payload, vtpm_replay_record **out, vtpm_error *
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "record: unknown kind '%s'", r->kind);
     if ((rc = vtpm_proto_get_uint(&r->root, "record", "seq", true, 0, &r->seq, err)) < 0 ||
         (rc = get_int(&r->root, "t_rel_us", &r->t_rel_us, err)) < 0 ||
+        (rc = get_int(&r->root, "t_unix_us", &r->t_unix_us, err)) < 0 ||
         (rc = vtpm_proto_get_str(&r->root, "record", "exchange", true, 255, &r->exchange, err)) <
             0 ||
         (rc = vtpm_proto_get_str(&r->root, "record", "routing_key", true, 255, &r->routing_key,

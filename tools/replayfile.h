@@ -98,6 +98,7 @@ typedef struct {
     char *kind;                 /* "header", "request", "reply" */
     uint64_t seq;
     int64_t t_rel_us;
+    int64_t t_unix_us;
     char *exchange, *routing_key;
     char *correlation_id, *reply_to, *message_id, *content_type;
     bool has_request_seq;

@@ -800,6 +800,7 @@ rp_call_free(gpointer p)
 
 typedef struct {
     GHashTable *host_map; /* OLD -> NEW */
+    gint64 now_unix_ms;   /* when the request being built is sent */
     GBytes *secret;       /* --secret-file, or NULL */
     const char *topic;
     rp_call *call;        /* being built */
@@ -820,6 +821,15 @@ subst_for_replay(const char *path, const char *key, size_t key_len, const msgpac
 {
     rp_ctx *x = data;
 
+    /* An absolute deadline recorded back then has passed now: keep the
+     * budget the caller gave (deadline - arrival), from the new send time. */
+    if (strcmp(path, "deadline_ms") == 0 && val->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        x->call->req->t_unix_us > 0 && val->via.u64 <= (uint64_t)G_MAXINT64) {
+        gint64 budget = (gint64)val->via.u64 - x->call->req->t_unix_us / 1000;
+
+        msgpack_pack_uint64(pk, (uint64_t)MAX(1, x->now_unix_ms + budget));
+        return true;
+    }
     if (val->type != MSGPACK_OBJECT_STR)
         return false;
     if (key_len == 9 && memcmp(key, "dest_host", 9) == 0) {
@@ -1062,7 +1072,8 @@ cmd_replay(int argc, char **argv)
     g_string_append(desc,
         "Requests are sent in the recorded order with fresh correlation ids, message ids\n"
         "and this tool's own reply queue; at --speed X each one at its recorded offset / X\n"
-        "(without waiting for replies, as they were recorded); casts stay casts.  Fields\n"
+        "(without waiting for replies, as they were recorded); casts stay casts; a\n"
+        "deadline_ms keeps its recorded distance from the request's arrival.  Fields\n"
         "redacted at record time are sent as \"<redacted>\" (the worker will fault) unless\n"
         "--secret-file gives a vtpm.secret.\n"
         "--compare (needs a recording with replies): ok and fault.code must match and the\n"
@@ -1165,6 +1176,7 @@ cmd_replay(int argc, char **argv)
                 return failure("%s", err.message);
         }
         x.call = c;
+        x.now_unix_ms = g_get_real_time() / 1000;
         body = replay_body(&x);
         c->rk = replay_routing_key(&x, c->req->routing_key);
         so.exchange = c->req->exchange;
