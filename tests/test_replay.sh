@@ -327,6 +327,33 @@ run replay "$tmp/edited.vrec" --url "$URL" --host-map rec-a=rec-b --compare
 check "edited recording: exit 1, the fault code mismatch named" \
     eval 'rc_is 1 && grep -q "^mismatch: request 6 no_such_method (vtpm.rec-b): fault.code: recorded \"UnknownMethoX\", replayed \"UnknownMethod\"" "$OUT"'
 
+# A cast: the same recording with the reply_to of the no_such_method request
+# renamed away (same length, CRC fixed up) is replayed as a cast: sent, not
+# awaited, not compared.
+python3 - "$REC" "$tmp/cast.vrec" <<'EOF'
+import struct, sys, zlib
+data = bytearray(open(sys.argv[1], "rb").read())
+off = 8
+while off < len(data):
+    n, _ = struct.unpack(">II", data[off:off + 8])
+    p = data[off + 8:off + 8 + n]
+    if b"no_such_method" in p and b"\xa8reply_to" in p:
+        p = p.replace(b"\xa8reply_to", b"\xa8reply_tX", 1)
+        data[off + 8:off + 8 + n] = p
+        data[off + 4:off + 8] = struct.pack(">I", zlib.crc32(bytes(p)))
+    off += 8 + n
+open(sys.argv[2], "wb").write(data)
+EOF
+before=$(grep -c "method=no_such_method" "$tmp/rec-b.log")
+run replay "$tmp/cast.vrec" --url "$URL" --host-map rec-a=rec-b --compare
+check "cast: replayed as a cast, the calls still all match" \
+    eval 'rc_is 0 && grep -q "replayed 6 requests (5 calls, 1 casts), 5 calls answered; compared: 5 matched, 0 mismatched" "$OUT"'
+for _ in $(seq 1 50); do
+    [ "$(grep -c "method=no_such_method" "$tmp/rec-b.log")" -gt "$before" ] && break
+    sleep 0.1
+done
+check "cast: rec-b ran it" eval '[ "$(grep -c "method=no_such_method" "$tmp/rec-b.log")" -gt "$before" ]'
+
 # ---- damaged files -----------------------------------------------------------------------------
 
 # Offset of the last frame, from the framing (8-byte magic, then length+CRC+payload).
