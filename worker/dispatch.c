@@ -194,7 +194,12 @@ job_done(void *data)
     }
     if (j->delivery->message_id)
         g_hash_table_remove(d->inflight, j->delivery->message_id);
-    cache_put(d, j->delivery->message_id, j->reply);
+    /* The cache makes redelivered state changes answer instead of run
+     * again; a read served from memory is as cheap to answer afresh, and
+     * caching a scheduler's polls would fill it (and ~2 MB) with
+     * capability maps, pushing out the replies it exists for. */
+    if (!j->method->on_io_thread)
+        cache_put(d, j->delivery->message_id, j->reply);
     answer(d, j->delivery, j->reply);
     for (guint i = 0; i < j->waiters->len; i++)
         answer(d, g_ptr_array_index(j->waiters, i), j->reply);
