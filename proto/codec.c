@@ -416,7 +416,8 @@ vtpm_proto_get_bin(const msgpack_object *map, const char *where, const char *key
         return vtpm_error_set(err, BAD, "%s: bin of %" PRIu32 " bytes exceeds limit of %zu", path,
                               o->via.bin.size, max_len);
     }
-    *out = g_bytes_new(o->via.bin.ptr, o->via.bin.size);
+    /* bin carries only secrets: wiped when the last reference goes. */
+    *out = vtpm_bytes_new_wiped(g_memdup2(o->via.bin.ptr, o->via.bin.size), o->via.bin.size);
     return 0;
 }
 
@@ -646,8 +647,40 @@ vtpm_request_free(vtpm_request *req)
     g_free(req->project_id);
     if (req->zone)
         msgpack_zone_free(req->zone);
+    /* The body may hold instance.vtpm.secret. */
+    if (req->body)
+        explicit_bzero(req->body, req->body_len);
     g_free(req->body);
     g_free(req);
+}
+
+/* ---- secrets ------------------------------------------------------------ */
+
+typedef struct {
+    void *data;
+    size_t len;
+} wiped_buf;
+
+static void
+wiped_free(gpointer p)
+{
+    wiped_buf *b = p;
+
+    if (b->data) {
+        explicit_bzero(b->data, b->len);
+        g_free(b->data);
+    }
+    g_free(b);
+}
+
+GBytes *
+vtpm_bytes_new_wiped(gpointer data, gsize len)
+{
+    wiped_buf *b = g_new(wiped_buf, 1);
+
+    b->data = data;
+    b->len = len;
+    return g_bytes_new_with_free_func(data, len, wiped_free, b);
 }
 
 /* ---- instance spec ----------------------------------------------------- */
@@ -818,7 +851,6 @@ vtpm_proto_decode_instance(const msgpack_object *obj, const char *where, vtpm_in
     g_autofree char *flavor_path = path_join(w, "flavor");
     g_autofree char *image_path = path_join(w, "image");
     g_autofree char *boot_path = path_join(w, "boot");
-    g_autofree char *vtpm_path = path_join(w, "vtpm");
     const msgpack_object *sub = NULL;
     int rc;
 
@@ -838,16 +870,31 @@ vtpm_proto_decode_instance(const msgpack_object *obj, const char *where, vtpm_in
         return rc;
     if (sub && (rc = decode_boot(sub, boot_path, &inst->boot, err)) < 0)
         return rc;
-    if ((rc = vtpm_proto_get_map(obj, w, "vtpm", false, &sub, err)) < 0)
+    if ((rc = vtpm_proto_decode_secret(obj, w, &inst->secret, err)) < 0)
         return rc;
-    if (sub) {
-        rc = vtpm_proto_get_bin(sub, vtpm_path, "secret", false, VTPM_PROTO_MAX_FIELD, &inst->secret, err);
-        if (rc < 0)
-            return rc;
-        if (inst->secret && g_bytes_get_size(inst->secret) == 0)
-            return vtpm_error_set(err, BAD, "%s.secret: must not be empty", vtpm_path);
-    }
     *out = g_steal_pointer(&inst);
+    return 0;
+}
+
+int
+vtpm_proto_decode_secret(const msgpack_object *obj, const char *where, GBytes **out,
+                         vtpm_error *err)
+{
+    g_autofree char *vtpm_path = path_join(where, "vtpm");
+    const msgpack_object *sub = NULL;
+    GBytes *secret = NULL;
+    int rc;
+
+    if ((rc = vtpm_proto_get_map(obj, where, "vtpm", false, &sub, err)) < 0)
+        return rc;
+    if (sub && (rc = vtpm_proto_get_bin(sub, vtpm_path, "secret", false, VTPM_PROTO_MAX_FIELD,
+                                        &secret, err)) < 0)
+        return rc;
+    if (secret && g_bytes_get_size(secret) == 0) {
+        g_bytes_unref(secret);
+        return vtpm_error_set(err, BAD, "%s.secret: must not be empty", vtpm_path);
+    }
+    *out = secret;
     return 0;
 }
 

@@ -28,6 +28,10 @@ static const struct {
     [VTPM_FAULT_HYPERVISOR_ERROR] = { "HypervisorError", true },
     [VTPM_FAULT_BUSY] = { "Busy", true },
     [VTPM_FAULT_INTERNAL] = { "Internal", false },
+    /* The secret or deployment key given does not open the TPM state. */
+    [VTPM_FAULT_SECRET_INVALID] = { "SecretInvalid", false },
+    /* A method this worker knows but cannot carry out in this setup. */
+    [VTPM_FAULT_UNSUPPORTED_OPERATION] = { "UnsupportedOperation", false },
 };
 
 const char *

@@ -77,7 +77,10 @@ config_equal(const vtpm_config *a, const vtpm_config *b)
            g_strcmp0(a->store.pool_dir, b->store.pool_dir) == 0 &&
            g_strcmp0(a->store.kept_dir, b->store.kept_dir) == 0 &&
            a->vtpm.supported_secret_security == b->vtpm.supported_secret_security &&
-           g_strcmp0(a->vtpm.deployment_key_file, b->vtpm.deployment_key_file) == 0;
+           g_strcmp0(a->vtpm.deployment_key_file, b->vtpm.deployment_key_file) == 0 &&
+           g_strcmp0(a->vtpm.previous_deployment_key_file,
+                     b->vtpm.previous_deployment_key_file) == 0 &&
+           a->vtpm.allow_unencrypted == b->vtpm.allow_unencrypted;
 }
 
 /* ---- defaults and the table --------------------------------------------- */
@@ -118,6 +121,8 @@ test_defaults(void **state)
     assert_int_equal(c->vtpm.supported_secret_security,
                      BIT(VTPM_SECRET_USER) | BIT(VTPM_SECRET_HOST));
     assert_null(c->vtpm.deployment_key_file);
+    assert_null(c->vtpm.previous_deployment_key_file);
+    assert_false(c->vtpm.allow_unencrypted);
     assert_null(c->path);
 
     vtpm_config_free(NULL);
@@ -131,7 +136,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 30);
+    assert_int_equal(n, 32);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -179,8 +184,9 @@ test_table_defaults_match(void **state)
         group = keys[i].group;
         g_string_append_printf(all, "%s=%s\n", keys[i].key, keys[i].dflt);
     }
-    /* cacert, cert, key, host, store uri, deployment_key_file */
-    assert_int_equal(unset, 6);
+    /* cacert, cert, key, host, store uri, deployment_key_file,
+     * previous_deployment_key_file */
+    assert_int_equal(unset, 7);
 
     {
         g_autoptr(vtpm_config) c = load_ok(all->str);
@@ -229,7 +235,9 @@ static const char full_conf[] =
     "kept_dir = /srv/kept\n"
     "[vtpm]\n"
     "supported_secret_security = deployment, user\n"
-    "deployment_key_file = /etc/vtpmd/dk\n";
+    "deployment_key_file = /etc/vtpmd/dk\n"
+    "previous_deployment_key_file = /etc/vtpmd/dk.old\n"
+    "allow_unencrypted = true\n";
 
 static void
 test_every_key(void **state)
@@ -278,6 +286,8 @@ test_every_key(void **state)
     assert_int_equal(c->vtpm.supported_secret_security,
                      BIT(VTPM_SECRET_DEPLOYMENT) | BIT(VTPM_SECRET_USER));
     assert_string_equal(c->vtpm.deployment_key_file, "/etc/vtpmd/dk");
+    assert_string_equal(c->vtpm.previous_deployment_key_file, "/etc/vtpmd/dk.old");
+    assert_true(c->vtpm.allow_unencrypted);
 }
 
 static void

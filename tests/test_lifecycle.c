@@ -1414,8 +1414,9 @@ test_rebuild(void **state)
     {
         g_autofree char *host = vt_unique("lc-hostonly");
         g_autofree char *lx = host_libvirt_extra();
-        g_autofree char *tail = host_tail("[vtpm]\nsupported_secret_security = host\n");
-        vt_config_opts o = { .worker_host = host, .libvirt_extra = lx, .tail = tail };
+        g_autofree char *tail = host_tail(NULL);
+        vt_config_opts o = { .worker_host = host, .libvirt_extra = lx, .tail = tail,
+                             .vtpm_extra = "supported_secret_security = host" };
         instance u = { .uuid = uuid2, .fl = &FL_USER, .image_id = "img-1" };
         instance u2 = { .uuid = uuid2, .fl = &FL_USER, .image_id = "img-2" };
         vt_vtpmd *d = vt_vtpmd_start(host_name[A], &o, NULL);

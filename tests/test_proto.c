@@ -1316,7 +1316,7 @@ test_reply_fault_all_codes(void **state)
         assert_int_equal(rep->result.type, MSGPACK_OBJECT_MAP);
         assert_int_equal(rep->result.via.map.size, 0);
     }
-    assert_int_equal(VTPM_FAULT__COUNT - 1, 16);
+    assert_int_equal(VTPM_FAULT__COUNT - 1, 18);
 }
 
 static void

@@ -34,6 +34,7 @@
 #include <amqp_tcp_socket.h>
 
 #include "broker.h"
+#include "vtpm/proto.h"
 
 enum {
     CHANNEL = 1,
@@ -812,7 +813,8 @@ rx_finish(vtpm_broker *a)
     vtpm_broker_delivery *d = g_steal_pointer(&a->rx_d);
 
     if (!d->oversized)
-        d->body = a->rx_buf ? g_bytes_new_take(g_steal_pointer(&a->rx_buf), d->body_size)
+        /* Wiped on free: a request body may carry instance.vtpm.secret. */
+        d->body = a->rx_buf ? vtpm_bytes_new_wiped(g_steal_pointer(&a->rx_buf), d->body_size)
                             : g_bytes_new(NULL, 0);
     rx_reset(a);
     /* After stop() nothing new is started: hand it back to the queue now

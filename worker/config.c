@@ -123,8 +123,15 @@ static const spec specs[] = {
           "Secret security modes offered: user, host, deployment (';' or ',' separated)."),
       K_LIST, F(vtpm.supported_secret_security) },
     { KEY("vtpm", "deployment_key_file", "string", NULL,
-          "Key for the deployment secret mode (absolute path)."),
+          "Key for the deployment secret mode (absolute path; 32 bytes, raw or 64 hex digits; mode 0600)."),
       K_PATH, F(vtpm.deployment_key_file) },
+    { KEY("vtpm", "previous_deployment_key_file", "string", NULL,
+          "Former deployment key, accepted to unwrap secrets only (key rotation; same format)."),
+      K_PATH, F(vtpm.previous_deployment_key_file) },
+    { KEY("vtpm", "allow_unencrypted", "bool", "false",
+          "Give user-mode instances sent without instance.vtpm.secret an unencrypted TPM "
+          "instead of refusing them with SecretRequired (tests and demos only)."),
+      K_BOOL, F(vtpm.allow_unencrypted) },
 };
 
 #undef KEY

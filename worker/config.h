@@ -53,6 +53,8 @@ typedef struct {
     struct {
         unsigned supported_secret_security; /* bit (1u << vtpm_secret_security) */
         char *deployment_key_file;
+        char *previous_deployment_key_file; /* unwrap only (rotation) */
+        bool allow_unencrypted; /* user mode without a secret: plaintext TPM */
     } vtpm;
 
     char *path; /* file it was loaded from, NULL for defaults */

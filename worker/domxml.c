@@ -181,7 +181,7 @@ is_digest(const char *s)
  * cannot be fooled by a flavor name that contains "spec_digest='...". */
 static void
 add_metadata(GString *x, const vtpm_instance *inst, const vtpm_device *tpm,
-             const char *spec_digest)
+             const char *spec_digest, const char *secret_uuid, const char *wrapped)
 {
     add(x, "  <metadata>\n    <%s:instance xmlns:%s='%s'", VTPM_DOMXML_NS_PREFIX,
         VTPM_DOMXML_NS_PREFIX, VTPM_DOMXML_NS);
@@ -192,10 +192,16 @@ add_metadata(GString *x, const vtpm_instance *inst, const vtpm_device *tpm,
         add(x, "      <%s:flavor name='%s'/>\n", VTPM_DOMXML_NS_PREFIX, inst->flavor->name);
     if (inst->image && inst->image->id)
         add(x, "      <%s:image id='%s'/>\n", VTPM_DOMXML_NS_PREFIX, inst->image->id);
-    if (tpm)
-        add(x, "      <%s:vtpm version='%s' model='%s' secret_security='%s'/>\n",
+    if (tpm) {
+        add(x, "      <%s:vtpm version='%s' model='%s' secret_security='%s'",
             VTPM_DOMXML_NS_PREFIX, vtpm_version_str(tpm->version), vtpm_model_str(tpm->model),
             vtpm_secret_security_str(tpm->secret_security));
+        if (secret_uuid)
+            g_string_append(x, " encrypted='yes'");
+        if (wrapped)
+            add(x, " wrapped_secret='%s'", wrapped);
+        g_string_append(x, "/>\n");
+    }
     add(x, "    </%s:instance>\n  </metadata>\n", VTPM_DOMXML_NS_PREFIX);
 }
 
@@ -281,8 +287,10 @@ vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err)
     if (tpm && (rc = check_tpm(tpm, p->secret_uuid, err)) < 0)
         return rc;
     /* An encryption secret without a TPM means the caller lost track. */
-    if (!tpm && p->secret_uuid)
+    if (!tpm && (p->secret_uuid || p->wrapped_secret))
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "TPM secret given without a TPM");
+    if (p->wrapped_secret && !p->secret_uuid)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "wrapped TPM secret without encryption");
 
     if (p->virt_type && strcmp(p->virt_type, "auto") != 0) {
         if (strcmp(p->virt_type, "qemu") != 0 && strcmp(p->virt_type, "kvm") != 0)
@@ -315,7 +323,7 @@ vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err)
     /* libvirt refuses an empty <title>. */
     if (inst->name && inst->name[0])
         add(x, "  <title>%s</title>\n", inst->name);
-    add_metadata(x, inst, tpm, p->spec_digest);
+    add_metadata(x, inst, tpm, p->spec_digest, p->secret_uuid, p->wrapped_secret);
     add(x, "  <memory unit='MiB'>%" G_GUINT64_FORMAT "</memory>\n"
            "  <vcpu>%" G_GUINT64_FORMAT "</vcpu>\n",
         inst->flavor->memory_mb, inst->flavor->vcpus);
@@ -387,6 +395,9 @@ meta_start(GMarkupParseContext *ctx, const char *element, const char **names,
         mp->m.tpm.version = ver;
         mp->m.tpm.model = model;
         mp->m.tpm.secret_security = sec;
+        mp->m.encrypted = g_strcmp0(attr(names, values, "encrypted"), "yes") == 0;
+        if ((v = attr(names, values, "wrapped_secret")) && !mp->m.wrapped_secret)
+            mp->m.wrapped_secret = g_strdup(v);
     }
 }
 
@@ -421,4 +432,5 @@ vtpm_domxml_meta_clear(vtpm_domxml_meta *m)
     g_clear_pointer(&m->spec_digest, g_free);
     g_clear_pointer(&m->flavor, g_free);
     g_clear_pointer(&m->image, g_free);
+    g_clear_pointer(&m->wrapped_secret, g_free);
 }

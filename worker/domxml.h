@@ -14,7 +14,8 @@
  * from: <vtpmd:instance spec_digest> (its first attribute, when given)
  * with <vtpmd:flavor name>, <vtpmd:image id> and, only when the domain
  * has a vTPM, <vtpmd:vtpm version model secret_security> (the strings of
- * policy.h). */
+ * policy.h), plus encrypted='yes' when the state is encrypted and, in
+ * deployment mode, wrapped_secret='v1:...' (keywrap.h). */
 #define VTPM_DOMXML_NS "https://vtpmd.invalid/xmlns/instance/1"
 #define VTPM_DOMXML_NS_PREFIX "vtpmd"
 
@@ -22,6 +23,7 @@ typedef struct {
     const vtpm_instance *inst;
     const vtpm_device *tpm;     /* NULL or version NONE: no <tpm> */
     const char *secret_uuid;    /* libvirt secret for swtpm state encryption; NULL: none */
+    const char *wrapped_secret; /* deployment mode: the wrapped TPM secret; NULL: none */
     const char *virt_type;      /* "qemu" (TCG) or "kvm"; NULL = "qemu" */
     const char *console_log;    /* serial console appended to this file; NULL: pty */
     /* Boot paths already confined by the caller (NULL: take inst->boot as is). */
@@ -46,6 +48,8 @@ typedef struct {
     char *flavor;      /* NULL when absent */
     char *image;       /* NULL when absent */
     vtpm_device tpm;   /* version NONE when the domain has no vTPM */
+    bool encrypted;    /* the TPM state is encrypted (<encryption secret>) */
+    char *wrapped_secret; /* deployment mode; NULL when absent */
 } vtpm_domxml_meta;
 
 /* Parse the metadata element as libvirt returns it (any namespace prefix).

@@ -26,6 +26,7 @@
 #include "fsutil.h"
 #include "inject.h"
 #include "methods.h"
+#include "secret.h"
 #include "store.h"
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -137,6 +138,76 @@ restore_state(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error *err
     return vtpm_fs_sync_dir(w->cfg->libvirt.state_dir, err);
 }
 
+/* ---- generations ---------------------------------------------------------------- */
+/*
+ * Every archive carries a generation that grows with every archive made of
+ * the instance.  Each host remembers the newest generation it has made or
+ * restored per instance (<[store] kept_dir>/generations/<uuid>), and
+ * refuses to restore an older one (StateIntegrity) unless the caller passes
+ * force: true: an old shelved archive restored over a newer TPM would roll
+ * back its counters, NV indices and keys (docs/security.md).
+ */
+static char *
+gen_path(vtpm_worker *w, const char *uuid)
+{
+    return g_strdup_printf("%s/generations/%s", w->cfg->store.kept_dir, uuid);
+}
+
+static uint64_t
+gen_last(vtpm_worker *w, const char *uuid)
+{
+    g_autofree char *path = gen_path(w, uuid);
+    g_autoptr(GBytes) data = NULL;
+    g_autofree char *text = NULL;
+    guint64 v = 0;
+
+    if (vtpm_fs_read(path, 64, &data, NULL) < 0)
+        return 0;
+    text = g_strndup(g_bytes_get_data(data, NULL), g_bytes_get_size(data));
+    if (!g_ascii_string_to_unsigned(g_strstrip(text), 10, 0, G_MAXINT64, &v, NULL))
+        return 0;
+    return v;
+}
+
+static int
+gen_record(vtpm_worker *w, const char *uuid, uint64_t gen, vtpm_error *err)
+{
+    g_autofree char *dir = g_build_filename(w->cfg->store.kept_dir, "generations", NULL);
+    g_autofree char *path = gen_path(w, uuid);
+    g_autofree char *text = NULL;
+    int rc;
+
+    if (gen <= gen_last(w, uuid))
+        return 0;
+    text = g_strdup_printf("%" G_GUINT64_FORMAT "\n", gen);
+    if ((rc = vtpm_fs_mkdirs(dir, 0700, err)) < 0)
+        return rc;
+    return vtpm_fs_write_atomic(path, text, strlen(text), 0600, err);
+}
+
+/* Before a restore: refuse an archive older than what this host saw. */
+static int
+gen_check(vtpm_worker *w, const char *uuid, const vtpm_archive_meta *am, bool force,
+          const char *what, vtpm_error *err)
+{
+    uint64_t last = gen_last(w, uuid);
+
+    if (am->generation >= last)
+        return 0;
+    if (force) {
+        g_warning("instance %s: restoring %s of generation %" G_GUINT64_FORMAT
+                  ", older than generation %" G_GUINT64_FORMAT " seen here (forced)",
+                  uuid, what, am->generation, last);
+        return 0;
+    }
+    return vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
+                          "%s of instance %s has generation %" G_GUINT64_FORMAT
+                          ", older than generation %" G_GUINT64_FORMAT " that host %s has seen: "
+                          "restoring it would roll the TPM back; pass force: true to do it "
+                          "anyway",
+                          what, uuid, am->generation, last, w->cfg->worker.host);
+}
+
 /* The archive of the instance's current state plus what is needed to
  * recreate its domain.  An instance without vTPM gets a manifest-only
  * archive. */
@@ -161,7 +232,9 @@ pack_state(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_device
         meta.tpm_model = g_strdup(vtpm_model_str(dev->model));
         meta.secret_security = g_strdup(vtpm_secret_security_str(dev->secret_security));
     }
-    meta.generation = (uint64_t)(g_get_real_time() / 1000);
+    /* Wall-clock ms keeps generations comparable across hosts; never
+     * below the last one this host saw, so it always grows here. */
+    meta.generation = MAX((uint64_t)(g_get_real_time() / 1000), gen_last(w, uuid) + 1);
     meta.created_ms = g_get_real_time() / 1000;
     meta.reason = g_strdup(reason);
     meta.domain_xml = g_strdup(xml);
@@ -184,6 +257,8 @@ pack_state(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_device
     rc = vtpm_archive_pack(empty ? empty : state_dir, &meta, out, err);
     if (empty)
         rmdir(empty);
+    if (rc == 0 && (rc = gen_record(w, uuid, meta.generation, err)) < 0)
+        g_clear_pointer(out, g_bytes_unref);
     vtpm_archive_meta_clear(&meta);
     return rc;
 }
@@ -307,6 +382,114 @@ check_expected(const msgpack_object *map, const char *where, GBytes *archive, vt
     return 0;
 }
 
+/* ---- keys ------------------------------------------------------------------- */
+
+/* The vtpmd metadata of the domain definition an archive carries: how the
+ * TPM in it is keyed.  Zeroed (version NONE) when there is none. */
+static void
+archive_key_meta(const vtpm_archive_meta *am, vtpm_domxml_meta *out)
+{
+    const char *xml = am->domain_xml;
+    const char *b = xml ? strstr(xml, "<metadata>") : NULL;
+    const char *e = b ? strstr(b, "</metadata>") : NULL;
+    const char *wrapped = g_hash_table_lookup(am->extra, "wrapped_secret");
+
+    memset(out, 0, sizeof(*out));
+    out->tpm.version = VTPM_VERSION_NONE;
+    if (e) {
+        g_autofree char *md = g_strndup(b, (gsize)(e + strlen("</metadata>") - b));
+
+        if (vtpm_domxml_parse_metadata(md, out, NULL) < 0) {
+            memset(out, 0, sizeof(*out));
+            out->tpm.version = VTPM_VERSION_NONE;
+        }
+    }
+    /* The manifest's copy is the one the archive promises to carry. */
+    if (wrapped) {
+        g_free(out->wrapped_secret);
+        out->wrapped_secret = g_strdup(wrapped);
+    }
+}
+
+/* Secret security changes across a resize or rebuild follow Nova:
+ * deployment <-> another mode is refused.  host -> user is refused too:
+ * the caller does not know the host's key (rekey first, then resize). */
+static int
+check_mode_change(vtpm_secret_security from, vtpm_secret_security to, const char *uuid,
+                  vtpm_error *err)
+{
+    if (from == to)
+        return 0;
+    if (from == VTPM_SECRET_DEPLOYMENT || to == VTPM_SECRET_DEPLOYMENT ||
+        (from == VTPM_SECRET_HOST && to == VTPM_SECRET_USER))
+        return vtpm_error_set(err, VTPM_FAULT_INVALID_TPM_CONFIG,
+                              "instance %s: the TPM secret security cannot change from '%s' "
+                              "to '%s'",
+                              uuid, vtpm_secret_security_str(from), vtpm_secret_security_str(to));
+    return 0;
+}
+
+static int host_conn(vtpm_worker *w, const char *host, virConnectPtr *out, vtpm_error *err);
+
+/* Host mode: make sure this host has the instance's secret, fetching it
+ * from @origin (the host that had it: recorded as "secret_host" in the
+ * archive) through [libvirt] migration_uri_template.  *fetched tells
+ * whether it came from elsewhere. */
+static int
+ensure_host_secret(vtpm_worker *w, virConnectPtr conn, const char *uuid, const char *origin,
+                   bool *fetched, vtpm_error *err)
+{
+    g_autoptr(virConnect) oconn = NULL;
+    g_autoptr(GBytes) value = NULL;
+    bool exists = false;
+    int rc;
+
+    *fetched = false;
+    if ((rc = vtpm_secret_exists(conn, uuid, &exists, err)) < 0)
+        return rc;
+    if (exists)
+        return 0;
+    if (!origin || strcmp(origin, w->cfg->worker.host) == 0)
+        return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
+                              "host %s has no TPM secret for instance %s and the archive names "
+                              "no other host holding it",
+                              w->cfg->worker.host, uuid);
+    if ((rc = host_conn(w, origin, &oconn, err)) < 0 ||
+        (rc = vtpm_secret_get(oconn, origin, uuid, &value, err)) < 0) {
+        vtpm_error_prefix(err, "fetching the TPM secret of %s from host %s", uuid, origin);
+        return rc;
+    }
+    if ((rc = vtpm_secret_define(conn, uuid, VTPM_SECRET_PERSISTENT, value, err)) < 0)
+        return rc;
+    *fetched = true;
+    return 0;
+}
+
+/* After the TPM runs here, the origin's copy of a fetched host secret has
+ * no state left to open: remove it (a failure only leaves a stale key). */
+static void
+drop_origin_secret(vtpm_worker *w, const char *uuid, const char *origin)
+{
+    g_autoptr(virConnect) oconn = NULL;
+    vtpm_error e = { 0 };
+
+    if (host_conn(w, origin, &oconn, &e) < 0 || vtpm_secret_undefine(oconn, uuid, &e) < 0)
+        g_warning("instance %s: cannot remove its TPM secret from host %s: %s", uuid, origin,
+                  e.message);
+}
+
+/* The extra manifest fields that say how the TPM in an archive is keyed. */
+static void
+key_extra(vtpm_worker *w, const vtpm_domxml_meta *dm, GHashTable *extra)
+{
+    if (dm->tpm.version == VTPM_VERSION_NONE || !dm->encrypted)
+        return;
+    if (dm->tpm.secret_security == VTPM_SECRET_HOST)
+        g_hash_table_insert(extra, "secret_host", w->cfg->worker.host);
+    if (dm->tpm.secret_security == VTPM_SECRET_DEPLOYMENT && dm->wrapped_secret)
+        g_hash_table_insert(extra, "wrapped_secret", dm->wrapped_secret);
+}
+
 /* ---- power ------------------------------------------------------------------ */
 
 int
@@ -338,13 +521,16 @@ vtpm_op_power_on(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
                  vtpm_error *err)
 {
     char uuid[37];
+    g_autoptr(GBytes) secret = NULL;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
     int rc;
 
-    if ((rc = arg_uuid(req, uuid, err)) < 0 || (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
+    if ((rc = arg_uuid(req, uuid, err)) < 0 || (rc = vtpm_ops_arg_secret(req, &secret, err)) < 0 ||
+        (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
         return rc;
-    if ((rc = find_domain(w, conn, uuid, &dom, err)) < 0 || (rc = vtpm_ops_start(w, dom, err)) < 0)
+    if ((rc = find_domain(w, conn, uuid, &dom, err)) < 0 ||
+        (rc = vtpm_ops_start(w, dom, secret, err)) < 0)
         goto out;
     msgpack_pack_map(result, 1);
     vtpm_pack_kv_str(result, "state", "running");
@@ -430,6 +616,7 @@ vtpm_op_migrate_disk_and_power_off(vtpm_worker *w, const vtpm_request *req,
         g_clear_pointer(&archive, g_bytes_unref);
         g_hash_table_insert(extra, "dest_host", dest);
         g_hash_table_insert(extra, "source_host", w->cfg->worker.host);
+        key_extra(w, &dm, extra);
         if ((rc = pack_state(w, dom, uuid, &dm.tpm, "migrate", extra, &archive, err)) < 0 ||
             (rc = vtpm_fs_mkdirs(w->cfg->store.kept_dir, 0700, err)) < 0 ||
             (rc = vtpm_fs_write_atomic(kept, g_bytes_get_data(archive, NULL),
@@ -445,6 +632,18 @@ vtpm_op_migrate_disk_and_power_off(vtpm_worker *w, const vtpm_request *req,
             (rc = vtpm_store_put(dconn, w->cfg->store.incoming_pool, vol, archive, err)) < 0) {
             vtpm_error_prefix(err, "transferring the vTPM state of %s to %s", uuid, dest);
             goto out;
+        }
+        /* Host mode: the destination gets the same key, through its own
+         * libvirt, next to the state it opens. */
+        if (dm.encrypted && dm.tpm.secret_security == VTPM_SECRET_HOST &&
+            strcmp(dest, w->cfg->worker.host) != 0) {
+            g_autoptr(GBytes) value = NULL;
+
+            if ((rc = vtpm_secret_get(conn, w->cfg->worker.host, uuid, &value, err)) < 0 ||
+                (rc = vtpm_secret_define(dconn, uuid, VTPM_SECRET_PERSISTENT, value, err)) < 0) {
+                vtpm_error_prefix(err, "handing the TPM secret of %s to %s", uuid, dest);
+                goto out;
+            }
         }
         vtpm_inject("migrate_disk_and_power_off.after_upload");
     }
@@ -471,9 +670,10 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
     const msgpack_object *oflo = NULL, *expected = NULL;
     vtpm_domxml_meta dm = { 0 };
     vtpm_archive_meta am;
+    vtpm_domxml_meta cont = { 0 };
     vtpm_device old_dev;
     const char *outcome;
-    bool power_on = true, have_vol = false;
+    bool power_on = true, have_vol = false, fetched = false, force = false;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
     int rc;
@@ -483,7 +683,8 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
         (rc = vtpm_proto_get_map(&req->args, "args", "old_flavor", true, &oflo, err)) < 0 ||
         (rc = vtpm_proto_decode_flavor(oflo, "args.old_flavor", &old_flavor, err)) < 0 ||
         (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0 ||
-        (rc = vtpm_proto_get_map(&req->args, "args", "vtpm_transfer", false, &expected, err)) < 0)
+        (rc = vtpm_proto_get_map(&req->args, "args", "vtpm_transfer", false, &expected, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "force", false, false, &force, err)) < 0)
         goto out;
     if ((rc = vtpm_policy_resolve(old_flavor->extra_specs, inst->image->properties, &old_dev,
                                   err)) < 0) {
@@ -519,7 +720,7 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
     if (dom && vtpm_ops_get_meta(w, dom, &dm, NULL) == 0 && dm.spec_digest &&
         strcmp(dm.spec_digest, d.digest) == 0 &&
         (strcmp(outcome, "restored") != 0 || vtpm_fs_is_dir(state_dir))) {
-        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+        if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
             goto out;
         if (have_vol && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, vol, err)) < 0)
             goto out;
@@ -544,13 +745,33 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
                                 inst->uuid);
             goto out;
         }
+        if ((rc = gen_check(w, inst->uuid, &am, force, "the incoming archive", err)) < 0)
+            goto out;
+        /* The key first: a refusal here leaves everything as it was. */
+        archive_key_meta(&am, &cont);
+        if (cont.tpm.version != VTPM_VERSION_NONE &&
+            (rc = check_mode_change(cont.tpm.secret_security, d.dev.secret_security, inst->uuid,
+                                    err)) < 0)
+            goto out;
+        if (d.dev.secret_security == VTPM_SECRET_HOST && cont.encrypted &&
+            (rc = ensure_host_secret(w, conn, inst->uuid,
+                                     g_hash_table_lookup(am.extra, "secret_host"), &fetched,
+                                     err)) < 0)
+            goto out;
+        if ((rc = vtpm_ops_plan_key(w, conn, inst, &d,
+                                    cont.tpm.version != VTPM_VERSION_NONE ? &cont : NULL, err)) < 0)
+            goto out;
         /* Ours before the domain exists: nothing else may hold it. */
         if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
             goto out;
-        if ((rc = restore_state(w, inst->uuid, archive, err)) < 0)
+        if ((rc = restore_state(w, inst->uuid, archive, err)) < 0 ||
+            (rc = gen_record(w, inst->uuid, am.generation, err)) < 0)
             goto out;
         vtpm_inject("finish_migration.after_restore");
     } else {
+        /* A fresh TPM gets a fresh key (or the host's, in host mode). */
+        if ((rc = vtpm_ops_plan_key(w, conn, inst, &d, NULL, err)) < 0)
+            goto out;
         /* A resize in place leaves the old state here; the kept copy holds
          * it for a revert. */
         if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
@@ -562,7 +783,7 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
     g_clear_pointer(&dom, vtpm_virt_domain_release);
     if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
         goto out;
-    if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+    if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
         goto out;
     vtpm_inject("finish_migration.after_start");
     if (have_vol && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, vol, err)) < 0)
@@ -574,6 +795,7 @@ reply:
 out:
     vtpm_archive_meta_clear(&am);
     vtpm_domxml_meta_clear(&dm);
+    vtpm_domxml_meta_clear(&cont);
     return rc;
 }
 
@@ -623,6 +845,9 @@ vtpm_op_confirm_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packe
         if ((rc = vtpm_fs_rmtree(state_dir, err)) < 0)
             goto out;
         vtpm_ops_forget_console(w, uuid);
+        /* Host mode: the destination has its own copy of the key. */
+        if ((rc = vtpm_secret_undefine(conn, uuid, err)) < 0)
+            goto out;
         vtpm_inject("confirm_migration.after_cleanup");
     }
     if (unlink(kept) < 0 && errno != ENOENT) {
@@ -646,7 +871,8 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     vtpm_domxml_meta dm = { 0 };
     vtpm_archive_meta km;
     char uuid[37];
-    bool power_on = true;
+    g_autoptr(GBytes) secret = NULL;
+    bool power_on = true, force = false;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
     const char *state = "none";
@@ -654,7 +880,9 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
 
     vtpm_archive_meta_init(&km);
     if ((rc = arg_uuid(req, uuid, err)) < 0 ||
-        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0)
+        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0 ||
+        (rc = vtpm_ops_arg_secret(req, &secret, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "force", false, false, &force, err)) < 0)
         return rc;
     name = vtpm_domxml_domain_name(uuid);
     if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
@@ -671,7 +899,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
                                 w->cfg->worker.host);
             goto out;
         }
-        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+        if (power_on && (rc = vtpm_ops_start(w, dom, secret, err)) < 0)
             goto out;
         {
             g_autofree char *sd = vtpm_ops_state_dir(w, uuid);
@@ -708,7 +936,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
              * run on it): never restore over it. */
             g_message("instance %s: the old domain and its state are in place; not restoring %s",
                       uuid, kept);
-            if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+            if (power_on && (rc = vtpm_ops_start(w, dom, secret, err)) < 0)
                 goto out;
             state = meta_has_tpm(&km) ? "restored" : "none";
             goto drop_kept;
@@ -717,7 +945,8 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
         goto out;
     if (meta_has_tpm(&km)) {
-        if ((rc = restore_state(w, uuid, archive, err)) < 0)
+        if ((rc = gen_check(w, uuid, &km, force, "the kept copy", err)) < 0 ||
+            (rc = restore_state(w, uuid, archive, err)) < 0)
             goto out;
         state = "restored";
     }
@@ -725,7 +954,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     g_clear_pointer(&dom, vtpm_virt_domain_release);
     if ((rc = vtpm_ops_define(w, conn, km.domain_xml, &dom, err)) < 0)
         goto out;
-    if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+    if (power_on && (rc = vtpm_ops_start(w, dom, secret, err)) < 0)
         goto out;
     vtpm_inject("finish_revert_migration.after_start");
 drop_kept:
@@ -793,7 +1022,11 @@ vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, 
         goto out;
     vtpm_inject("shelve.after_power_off");
     if (dm.tpm.version != VTPM_VERSION_NONE) {
-        if ((rc = pack_state(w, dom, uuid, &dm.tpm, "shelve", NULL, &archive, err)) < 0 ||
+        g_autoptr(GHashTable) extra = g_hash_table_new(g_str_hash, g_str_equal);
+
+        /* Host mode: the key stays here; the archive says where. */
+        key_extra(w, &dm, extra);
+        if ((rc = pack_state(w, dom, uuid, &dm.tpm, "shelve", extra, &archive, err)) < 0 ||
             (rc = ensure_pool(w, sconn, w->cfg->store.shelve_pool, err)) < 0 ||
             (rc = vtpm_store_put(sconn, w->cfg->store.shelve_pool, vol, archive, err)) < 0)
             goto out;
@@ -838,8 +1071,9 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
     const msgpack_object *shelved = NULL;
     vtpm_domxml_meta dm = { 0 };
     vtpm_archive_meta am;
+    vtpm_domxml_meta cont = { 0 };
     vtpm_device adev;
-    bool power_on = true, exists = false;
+    bool power_on = true, exists = false, fetched = false, force = false;
     const char *slash;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virConnect) sconn = NULL;
@@ -849,7 +1083,8 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
     vtpm_archive_meta_init(&am);
     if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
         (rc = vtpm_proto_get_map(&req->args, "args", "shelved", false, &shelved, err)) < 0 ||
-        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0)
+        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "force", false, false, &force, err)) < 0)
         goto out;
     if ((rc = vtpm_ops_prepare(w, inst, &d, err)) < 0)
         goto out;
@@ -891,7 +1126,7 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
                                 inst->uuid, w->cfg->worker.host);
             goto out;
         }
-        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+        if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
             goto out;
         if (exists && (rc = vtpm_store_delete(sconn, pool, vol, err)) < 0)
             goto out;
@@ -925,23 +1160,43 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
                                 vtpm_version_str(d.dev.version), vtpm_model_str(d.dev.model));
             goto out;
         }
-        if ((rc = restore_state(w, inst->uuid, archive, err)) < 0)
+        if ((rc = gen_check(w, inst->uuid, &am, force, "the shelved archive", err)) < 0)
+            goto out;
+        /* The key before the state: a refusal leaves the archive alone. */
+        archive_key_meta(&am, &cont);
+        if ((rc = check_mode_change(adev.secret_security, d.dev.secret_security, inst->uuid,
+                                    err)) < 0)
+            goto out;
+        if (d.dev.secret_security == VTPM_SECRET_HOST && cont.encrypted &&
+            (rc = ensure_host_secret(w, conn, inst->uuid,
+                                     g_hash_table_lookup(am.extra, "secret_host"), &fetched,
+                                     err)) < 0)
+            goto out;
+        if ((rc = vtpm_ops_plan_key(w, conn, inst, &d, &cont, err)) < 0)
+            goto out;
+        if ((rc = restore_state(w, inst->uuid, archive, err)) < 0 ||
+            (rc = gen_record(w, inst->uuid, am.generation, err)) < 0)
             goto out;
         vtpm_inject("unshelve.after_restore");
+    } else if ((rc = vtpm_ops_plan_key(w, conn, inst, &d, NULL, err)) < 0) {
+        goto out;
     }
     if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
         goto out;
-    if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+    if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
         goto out;
     vtpm_inject("unshelve.after_start");
     if (pool && (rc = vtpm_store_delete(sconn, pool, vol, err)) < 0)
         goto out;
+    if (fetched)
+        drop_origin_secret(w, inst->uuid, g_hash_table_lookup(am.extra, "secret_host"));
 reply:
     vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, pool ? "restored" : "none");
     rc = 0;
 out:
     vtpm_archive_meta_clear(&am);
     vtpm_domxml_meta_clear(&dm);
+    vtpm_domxml_meta_clear(&cont);
     return rc;
 }
 
@@ -987,10 +1242,18 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
                 goto out;
             state = "replaced";
         }
-        if ((rc = vtpm_ops_start(w, dom, err)) < 0)
+        if ((rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
             goto out;
         goto reply;
     }
+    /* The same TPM keeps its key; a new one gets a new key. */
+    if (same && d.dev.version != VTPM_VERSION_NONE &&
+        (rc = check_mode_change(dm.tpm.secret_security, d.dev.secret_security, inst->uuid,
+                                err)) < 0)
+        goto out;
+    if ((rc = vtpm_ops_plan_key(w, conn, inst, &d,
+                                same && dm.tpm.version != VTPM_VERSION_NONE ? &dm : NULL, err)) < 0)
+        goto out;
     if ((rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err)) < 0)
         goto out;
     /* A changing vTPM: set the old state aside before the new definition
@@ -1013,13 +1276,13 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
             rename(replaced, state_dir) < 0)
             g_warning("instance %s: cannot put %s back: %s", inst->uuid, replaced,
                       g_strerror(errno));
-        vtpm_ops_start(w, dom, &ignore);
+        vtpm_ops_start(w, dom, inst->secret, &ignore);
         goto out;
     }
     vtpm_inject("rebuild.after_define");
     if (!same && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
         goto out;
-    if ((rc = vtpm_ops_start(w, ndom, err)) < 0)
+    if ((rc = vtpm_ops_start(w, ndom, inst->secret, err)) < 0)
         goto out;
 reply:
     vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, state);
@@ -1027,4 +1290,28 @@ reply:
 out:
     vtpm_domxml_meta_clear(&dm);
     return rc;
+}
+
+/* ---- rekey --------------------------------------------------------------------- */
+
+int
+vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
+{
+    g_autoptr(GBytes) new_secret = NULL;
+    char uuid[37];
+    int rc;
+
+    /* Arguments are checked as they will be once it is implemented, so a
+     * caller learns about a malformed request first. */
+    if ((rc = arg_uuid(req, uuid, err)) < 0 ||
+        (rc = vtpm_proto_get_bin(&req->args, "args", "new_secret", false, VTPM_PROTO_MAX_FIELD,
+                                 &new_secret, err)) < 0)
+        return rc;
+    if (new_secret && g_bytes_get_size(new_secret) == 0)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "args.new_secret: must not be empty");
+    return vtpm_error_set(err, VTPM_FAULT_UNSUPPORTED_OPERATION,
+                          "rekey of instance %s: re-encrypting a TPM state under a new secret "
+                          "is not implemented in this vtpmd (see docs/security.md, Rekey); the "
+                          "state is unchanged",
+                          uuid);
 }

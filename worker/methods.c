@@ -16,6 +16,7 @@ static const vtpm_method methods[] = {
     { "shelve", vtpm_op_shelve, true, false },
     { "unshelve", vtpm_op_unshelve, true, false },
     { "rebuild", vtpm_op_rebuild, true, false },
+    { "rekey", vtpm_op_rekey, true, false },
 };
 
 const vtpm_method *

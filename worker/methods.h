@@ -59,6 +59,10 @@ int vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *re
                      vtpm_error *err);
 int vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
                     vtpm_error *err);
+/* Not implemented yet: validates, then UnsupportedOperation
+ * (docs/security.md#rekey). */
+int vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
+                  vtpm_error *err);
 
 /* Helpers shared by the handlers (worker/ops.c). */
 char *vtpm_ops_state_dir(vtpm_worker *w, const char *uuid);
@@ -80,6 +84,11 @@ typedef struct {
     char *digest;
     char *xml;
     char *name;
+    /* how the XML was built, so that vtpm_ops_plan_key can rebuild it */
+    char *kernel, *initrd, *disk, *console;
+    bool encrypted;       /* <encryption secret='<uuid>'/> */
+    char *wrapped_secret; /* deployment mode */
+    bool new_host_secret; /* plan_key defined a host secret (undo on failure) */
 } vtpm_ops_domain;
 
 void vtpm_ops_domain_clear(vtpm_ops_domain *d);
@@ -91,8 +100,27 @@ int vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain 
                      vtpm_error *err);
 int vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDomainPtr *out,
                     vtpm_error *err);
-/* Start if not running. */
-int vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, vtpm_error *err);
+/*
+ * Decide how the TPM state of @inst is keyed and rebuild d->xml with it
+ * (docs/security.md).  @cont is the metadata of the TPM this definition
+ * continues (the current domain's, or that of the domain in an archive);
+ * NULL for a new TPM.  user: encrypted with instance.vtpm.secret (a new TPM
+ * without it is SecretRequired unless [vtpm] allow_unencrypted); host: the
+ * host's persistent secret, created for a new TPM (the caller fetches it
+ * for a continued one first); deployment: a random secret wrapped with the
+ * deployment key, re-wrapped under the current key when needed.
+ */
+int vtpm_ops_plan_key(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *inst,
+                      vtpm_ops_domain *d, const vtpm_domxml_meta *cont, vtpm_error *err);
+/* Start if not running, opening an encrypted TPM: in user mode with
+ * @secret (SecretRequired without it), in deployment mode with the
+ * unwrapped secret of the domain's metadata, each defined as an ephemeral
+ * private libvirt secret for the start only; in host mode with the host's
+ * secret.  A key that does not open the state is SecretInvalid (the state
+ * is left untouched). */
+int vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err);
+/* args.instance.vtpm.secret of a request that reads only the uuid. */
+int vtpm_ops_arg_secret(const vtpm_request *req, GBytes **out, vtpm_error *err);
 /* The domain's vtpmd metadata (zeroed, version NONE, when it has none). */
 int vtpm_ops_get_meta(vtpm_worker *w, virDomainPtr dom, vtpm_domxml_meta *out,
                       vtpm_error *err);

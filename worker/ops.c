@@ -4,9 +4,12 @@
  * Each is idempotent, because delivery is at-least-once: running the same
  * request twice leaves the same result as running it once.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <libvirt/virterror.h>
 
@@ -14,6 +17,7 @@
 #include "fsutil.h"
 #include "methods.h"
 #include "policy.h"
+#include "secret.h"
 #include "store.h"
 
 int
@@ -197,18 +201,150 @@ vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const v
     vtpm_pack_kv_str(pk, "state_dir", sd);
 }
 
+/* libvirt's swtpm log of a domain (its default swtpm_log_dir). */
+static char *
+swtpm_log_path(const char *dom_name)
+{
+    return g_strdup_printf("/var/log/swtpm/libvirt/qemu/%s-swtpm.log", dom_name);
+}
+
+static off_t
+file_size_or_zero(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+/* Whether swtpm wrote, after offset @from, that it could not decrypt the
+ * state (swtpm 0.7: "Verification of HMAC failed", "Error from
+ * SWTPM_NVRAM_GetDecryptedData"). */
+static bool
+swtpm_log_says_bad_key(const char *path, off_t from)
+{
+    g_autofree char *buf = NULL;
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return false;
+    buf = g_malloc0(65537);
+    n = pread(fd, buf, 65536, from);
+    close(fd);
+    return n > 0 && (strstr(buf, "GetDecryptedData") || strstr(buf, "Verification of HMAC failed"));
+}
+
+static int
+start_plain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
+{
+    if (virDomainCreate(dom) < 0)
+        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "starting domain");
+    return 0;
+}
+
 int
-vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
+vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err)
 {
     int active = virDomainIsActive(dom);
+    vtpm_domxml_meta meta = { 0 };
+    g_autoptr(GBytes) key = NULL;
+    g_autofree char *log = NULL;
+    virConnectPtr conn;
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    bool ephemeral = false, exists = false;
+    off_t log_from;
+    int rc;
 
     if (active < 0)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
     if (active)
         return 0;
-    if (virDomainCreate(dom) < 0)
-        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "starting domain");
-    return 0;
+    if ((rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
+        return rc;
+    if (meta.tpm.version == VTPM_VERSION_NONE || !meta.encrypted) {
+        vtpm_domxml_meta_clear(&meta);
+        return start_plain(w, dom, err);
+    }
+    if (virDomainGetUUIDString(dom, uuid) < 0) {
+        vtpm_domxml_meta_clear(&meta);
+        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain uuid");
+    }
+    conn = virDomainGetConnect(dom);
+    switch (meta.tpm.secret_security) {
+    case VTPM_SECRET_USER:
+        if (!secret) {
+            vtpm_domxml_meta_clear(&meta);
+            return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
+                                  "instance %s has an encrypted TPM in secret security mode "
+                                  "'user': args.instance.vtpm.secret is required to start it",
+                                  uuid);
+        }
+        key = g_bytes_ref(secret);
+        ephemeral = true;
+        break;
+    case VTPM_SECRET_DEPLOYMENT:
+        rc = vtpm_keyring_unwrap(w->keys, uuid, meta.wrapped_secret, &key, NULL, err);
+        if (rc < 0) {
+            vtpm_domxml_meta_clear(&meta);
+            return rc;
+        }
+        ephemeral = true;
+        break;
+    default:
+        if ((rc = vtpm_secret_exists(conn, uuid, &exists, err)) < 0) {
+            vtpm_domxml_meta_clear(&meta);
+            return rc;
+        }
+        if (!exists) {
+            vtpm_domxml_meta_clear(&meta);
+            return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
+                                  "host %s has no TPM secret for instance %s (secret security "
+                                  "'host'); the TPM state cannot be opened here",
+                                  w->cfg->worker.host, uuid);
+        }
+        break;
+    }
+    vtpm_domxml_meta_clear(&meta);
+
+    if (ephemeral && (rc = vtpm_secret_define(conn, uuid, VTPM_SECRET_EPHEMERAL, key, err)) < 0)
+        return rc;
+    {
+        g_autofree char *name = g_strdup(virDomainGetName(dom));
+
+        log = swtpm_log_path(name);
+    }
+    log_from = file_size_or_zero(log);
+    rc = start_plain(w, dom, err);
+    /* The key lives in libvirtd only while swtpm starts. */
+    if (ephemeral) {
+        vtpm_error uerr = { 0 };
+
+        if (vtpm_secret_undefine(conn, uuid, &uerr) < 0)
+            g_warning("instance %s: cannot undefine the ephemeral TPM secret: %s", uuid,
+                      uerr.message);
+    }
+    if (rc < 0 && swtpm_log_says_bad_key(log, log_from))
+        return vtpm_error_set(err, VTPM_FAULT_SECRET_INVALID,
+                              "the %s does not decrypt the TPM state of instance %s (swtpm "
+                              "could not verify it); the state is left untouched",
+                              ephemeral && secret ? "secret given" : "TPM secret on this host",
+                              uuid);
+    return rc;
+}
+
+int
+vtpm_ops_arg_secret(const vtpm_request *req, GBytes **out, vtpm_error *err)
+{
+    const msgpack_object *io = NULL;
+    int rc = vtpm_proto_get_map(&req->args, "args", "instance", false, &io, err);
+
+    if (rc < 0)
+        return rc;
+    if (!io) {
+        *out = NULL;
+        return 0;
+    }
+    return vtpm_proto_decode_secret(io, "args.instance", out, err);
 }
 
 void
@@ -217,14 +353,42 @@ vtpm_ops_domain_clear(vtpm_ops_domain *d)
     g_clear_pointer(&d->digest, g_free);
     g_clear_pointer(&d->xml, g_free);
     g_clear_pointer(&d->name, g_free);
+    g_clear_pointer(&d->kernel, g_free);
+    g_clear_pointer(&d->initrd, g_free);
+    g_clear_pointer(&d->disk, g_free);
+    g_clear_pointer(&d->console, g_free);
+    g_clear_pointer(&d->wrapped_secret, g_free);
+}
+
+static int
+build_xml(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *d, vtpm_error *err)
+{
+    vtpm_domxml_params p = { 0 };
+    char *xml = NULL;
+    int rc;
+
+    p.inst = inst;
+    p.tpm = &d->dev;
+    p.virt_type = w->virt_type;
+    p.console_log = d->console;
+    p.kernel = d->kernel;
+    p.initrd = d->initrd;
+    p.disk = d->disk;
+    p.spec_digest = d->digest;
+    /* The secret's UUID is the instance's (secret.h). */
+    p.secret_uuid = d->encrypted ? inst->uuid : NULL;
+    p.wrapped_secret = d->wrapped_secret;
+    if ((rc = vtpm_domxml_build(&p, &xml, err)) < 0)
+        return rc;
+    g_free(d->xml);
+    d->xml = xml;
+    return 0;
 }
 
 int
 vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out,
                  vtpm_error *err)
 {
-    g_autofree char *kernel = NULL, *initrd = NULL, *disk = NULL, *console = NULL;
-    vtpm_domxml_params p = { 0 };
     vtpm_ops_domain d = { 0 };
     int rc;
 
@@ -234,28 +398,100 @@ vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out
     /* Refuse before touching libvirt: nothing to undo. */
     if (d.dev.version != VTPM_VERSION_NONE && (rc = check_host_offers(w, &d.dev, err)) < 0)
         return rc;
-    if ((rc = confine_boot(w, inst, &kernel, &initrd, &disk, err)) < 0)
+    if ((rc = confine_boot(w, inst, &d.kernel, &d.initrd, &d.disk, err)) < 0 ||
+        (rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0) {
+        vtpm_ops_domain_clear(&d);
         return rc;
-    if ((rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0)
-        return rc;
+    }
 
-    console = vtpm_ops_console_path(w, inst->uuid);
+    d.console = vtpm_ops_console_path(w, inst->uuid);
     d.digest = vtpm_ops_spec_digest(inst, &d.dev);
     d.name = vtpm_domxml_domain_name(inst->uuid);
-    p.inst = inst;
-    p.tpm = &d.dev;
-    p.virt_type = w->virt_type;
-    p.console_log = console;
-    p.kernel = kernel;
-    p.initrd = initrd;
-    p.disk = disk;
-    p.spec_digest = d.digest;
-    if ((rc = vtpm_domxml_build(&p, &d.xml, err)) < 0) {
+    if ((rc = build_xml(w, inst, &d, err)) < 0) {
         vtpm_ops_domain_clear(&d);
         return rc;
     }
     *out = d;
     return 0;
+}
+
+int
+vtpm_ops_plan_key(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *inst,
+                  vtpm_ops_domain *d, const vtpm_domxml_meta *cont, vtpm_error *err)
+{
+    g_autoptr(GBytes) secret = NULL;
+    bool exists = false, current = true;
+    int rc;
+
+    if (d->dev.version == VTPM_VERSION_NONE)
+        return 0;
+    d->new_host_secret = false;
+    g_clear_pointer(&d->wrapped_secret, g_free);
+    switch (d->dev.secret_security) {
+    case VTPM_SECRET_USER:
+        if (cont) {
+            d->encrypted = cont->encrypted;
+        } else if (inst->secret) {
+            d->encrypted = true;
+        } else if (w->cfg->vtpm.allow_unencrypted) {
+            d->encrypted = false;
+        } else {
+            return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
+                                  "instance %s asks for an encrypted TPM in secret security "
+                                  "mode 'user' but args.instance.vtpm.secret is missing",
+                                  inst->uuid);
+        }
+        break;
+    case VTPM_SECRET_HOST:
+        d->encrypted = cont ? cont->encrypted : true;
+        if (!d->encrypted)
+            break;
+        if ((rc = vtpm_secret_exists(conn, inst->uuid, &exists, err)) < 0)
+            return rc;
+        if (exists)
+            break;
+        if (cont && cont->tpm.secret_security == VTPM_SECRET_USER && inst->secret) {
+            /* user -> host (resize): the host keeps the caller's secret. */
+            secret = g_bytes_ref(inst->secret);
+        } else if (cont) {
+            return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
+                                  "host %s has no TPM secret for instance %s (secret security "
+                                  "'host')",
+                                  w->cfg->worker.host, inst->uuid);
+        } else if ((rc = vtpm_keyring_random_secret(&secret, err)) < 0) {
+            return rc;
+        }
+        if ((rc = vtpm_secret_define(conn, inst->uuid, VTPM_SECRET_PERSISTENT, secret, err)) < 0)
+            return rc;
+        d->new_host_secret = true;
+        break;
+    case VTPM_SECRET_DEPLOYMENT:
+        d->encrypted = true;
+        if (cont && cont->wrapped_secret) {
+            /* Proves this host holds the key before anything changes. */
+            if ((rc = vtpm_keyring_unwrap(w->keys, inst->uuid, cont->wrapped_secret, &secret,
+                                          &current, err)) < 0)
+                return rc;
+            if (current) {
+                d->wrapped_secret = g_strdup(cont->wrapped_secret);
+                break;
+            }
+        } else if (cont) {
+            return vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
+                                  "the TPM of instance %s has secret security 'deployment' but "
+                                  "no wrapped secret",
+                                  inst->uuid);
+        } else if ((rc = vtpm_keyring_random_secret(&secret, err)) < 0) {
+            return rc;
+        }
+        if ((rc = vtpm_keyring_wrap(w->keys, inst->uuid, secret, &d->wrapped_secret, err)) < 0)
+            return rc;
+        break;
+    default:
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "unknown secret security %d",
+                              (int)d->dev.secret_security);
+    }
+    return build_xml(w, inst, d, err);
 }
 
 int
@@ -280,6 +516,74 @@ vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid
     vtpm_ops_pack_vtpm(pk, w, uuid, &d->dev);
     if (vtpm_state)
         vtpm_pack_kv_str(pk, "vtpm_state", vtpm_state);
+}
+
+/* destroy(keep_vtpm) keeps how the TPM state is keyed next to the kept
+ * copies, so that a later spawn adopting the state can open it: the
+ * domain definition that recorded it is gone. */
+static char *
+kept_key_path(vtpm_worker *w, const char *uuid)
+{
+    return g_strdup_printf("%s/%s.key.xml", w->cfg->store.kept_dir, uuid);
+}
+
+static int
+write_kept_key(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta *m, vtpm_error *err)
+{
+    g_autofree char *path = kept_key_path(w, uuid);
+    g_autofree char *xml = g_markup_printf_escaped(
+        "<vtpmd:instance xmlns:vtpmd='%s'><vtpmd:vtpm version='%s' model='%s' "
+        "secret_security='%s' encrypted='%s' wrapped_secret='%s'/></vtpmd:instance>\n",
+        VTPM_DOMXML_NS, vtpm_version_str(m->tpm.version), vtpm_model_str(m->tpm.model),
+        vtpm_secret_security_str(m->tpm.secret_security), m->encrypted ? "yes" : "no",
+        m->wrapped_secret ? m->wrapped_secret : "");
+    int rc;
+
+    if ((rc = vtpm_fs_mkdirs(w->cfg->store.kept_dir, 0700, err)) < 0)
+        return rc;
+    return vtpm_fs_write_atomic(path, xml, strlen(xml), 0600, err);
+}
+
+/* 0 with *out filled when a record exists for the same vTPM mode. */
+static int
+read_kept_key(vtpm_worker *w, const char *uuid, const vtpm_device *dev, vtpm_domxml_meta *out)
+{
+    g_autofree char *path = kept_key_path(w, uuid);
+    g_autoptr(GBytes) data = NULL;
+    g_autofree char *text = NULL;
+    vtpm_domxml_meta m = { 0 };
+
+    if (vtpm_fs_read(path, 64 * 1024, &data, NULL) < 0)
+        return -1;
+    text = g_strndup(g_bytes_get_data(data, NULL), g_bytes_get_size(data));
+    if (vtpm_domxml_parse_metadata(text, &m, NULL) < 0)
+        return -1;
+    if (m.tpm.secret_security != dev->secret_security) {
+        vtpm_domxml_meta_clear(&m);
+        return -1;
+    }
+    if (m.wrapped_secret && !m.wrapped_secret[0])
+        g_clear_pointer(&m.wrapped_secret, g_free);
+    *out = m;
+    return 0;
+}
+
+static void
+drop_kept_key(vtpm_worker *w, const char *uuid)
+{
+    g_autofree char *path = kept_key_path(w, uuid);
+
+    (void)unlink(path);
+}
+
+/* Undo a host secret that vtpm_ops_plan_key created for a failed spawn. */
+static void
+drop_new_secret(vtpm_worker *w, virConnectPtr conn, const char *uuid, const vtpm_ops_domain *d)
+{
+    vtpm_error e = { 0 };
+
+    if (d->new_host_secret && vtpm_secret_undefine(conn, uuid, &e) < 0)
+        g_warning("instance %s: cleanup after failed spawn: %s", uuid, e.message);
 }
 
 int
@@ -315,16 +619,27 @@ vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
                                 inst->uuid, w->cfg->worker.host);
             goto out;
         }
-        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0)
+        if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
             goto out;
     } else {
+        vtpm_domxml_meta kept = { 0 };
+        bool have_kept;
+
         state_dir = vtpm_ops_state_dir(w, inst->uuid);
         /* State kept by an earlier destroy(keep_vtpm) is adopted by the new
          * domain; it must survive a failed start just as it was. */
         state_existed = vtpm_fs_is_dir(state_dir);
-        if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
+        /* ... and so is how it was keyed, when destroy recorded that. */
+        have_kept = state_existed && read_kept_key(w, inst->uuid, &d.dev, &kept) == 0;
+        rc = vtpm_ops_plan_key(w, conn, inst, &d, have_kept ? &kept : NULL, err);
+        vtpm_domxml_meta_clear(&kept);
+        if (rc < 0)
             goto out;
-        if (power_on && (rc = vtpm_ops_start(w, dom, err)) < 0) {
+        if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0) {
+            drop_new_secret(w, conn, inst->uuid, &d);
+            goto out;
+        }
+        if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0) {
             vtpm_error cleanup = { 0 };
 
             if (vtpm_virt_undefine(w->virt, dom, state_existed, &cleanup) < 0)
@@ -333,8 +648,10 @@ vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
             if (!state_existed && vtpm_fs_rmtree(state_dir, &cleanup) < 0)
                 g_warning("instance %s: cleanup after failed start: %s", inst->uuid,
                           cleanup.message);
+            drop_new_secret(w, conn, inst->uuid, &d);
             goto out;
         }
+        drop_kept_key(w, inst->uuid);
     }
 
     vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, NULL);
@@ -372,9 +689,31 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     had_state = vtpm_fs_is_dir(state_dir);
     if (dom) {
         existed = true;
-        if ((rc = vtpm_virt_stop(w->virt, dom, err)) < 0 ||
-            (rc = vtpm_virt_undefine(w->virt, dom, keep, err)) < 0)
+        if ((rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
             goto out;
+        if (keep && had_state) {
+            vtpm_domxml_meta m = { 0 };
+
+            if ((rc = vtpm_ops_get_meta(w, dom, &m, err)) == 0 && m.tpm.version != VTPM_VERSION_NONE)
+                rc = write_kept_key(w, uuid, &m, err);
+            vtpm_domxml_meta_clear(&m);
+            if (rc < 0)
+                goto out;
+        }
+        if ((rc = vtpm_virt_undefine(w->virt, dom, keep, err)) < 0)
+            goto out;
+    }
+    /* The TPM's key goes with its state: a host-mode secret, or an
+     * ephemeral one a crash left behind. */
+    if (!keep) {
+        g_autofree char *kept_copy = g_strdup_printf("%s/%s.tar", w->cfg->store.kept_dir, uuid);
+
+        /* Except while this host holds a kept copy of a migration or
+         * resize from here: a revert restores that copy, which needs the
+         * key (confirm_migration removes both). */
+        if (access(kept_copy, F_OK) != 0 && (rc = vtpm_secret_undefine(conn, uuid, err)) < 0)
+            goto out;
+        drop_kept_key(w, uuid);
     }
     /* libvirt deletes the state only of domains it started at least once;
      * leftovers of a failed or interrupted operation go too. */

@@ -136,6 +136,11 @@ vtpm_worker_init(vtpm_worker *w, vtpm_config *cfg, vtpm_error *err)
         w->virt_type = g_strdup(access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "qemu");
     else
         w->virt_type = g_strdup(cfg->libvirt.virt_type);
+    /* A bad deployment key stops the start: better than instances that
+     * cannot be started later. */
+    if ((rc = vtpm_keyring_load(cfg->vtpm.deployment_key_file,
+                                cfg->vtpm.previous_deployment_key_file, &w->keys, err)) < 0)
+        return rc;
     if ((rc = vtpm_virt_new(cfg->libvirt.uri, &w->virt, err)) < 0)
         return rc;
     vtpm_worker_refresh_caps(w, false);
@@ -149,6 +154,8 @@ vtpm_worker_clear(vtpm_worker *w)
     w->caps = NULL;
     vtpm_virt_free(w->virt);
     w->virt = NULL;
+    vtpm_keyring_free(w->keys);
+    w->keys = NULL;
     g_free(w->virt_type);
     g_mutex_clear(&w->caps_lock);
 }

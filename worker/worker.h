@@ -15,6 +15,7 @@
 #include "vtpm/proto.h"
 #include "caps.h"
 #include "config.h"
+#include "keywrap.h"
 #include "virt.h"
 
 typedef struct vtpm_broker vtpm_broker;
@@ -31,6 +32,7 @@ typedef struct vtpm_worker {
     vtpm_broker *amqp;         /* for publishing capability changes */
     vtpm_proto_limits limits;
     char *virt_type;         /* resolved "qemu" | "kvm" */
+    vtpm_keyring *keys;      /* deployment keys; immutable after start */
 
     GMutex caps_lock;
     vtpm_caps_snapshot *caps; /* guarded by caps_lock; never NULL after start */

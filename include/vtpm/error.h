@@ -31,6 +31,9 @@ typedef enum {
     VTPM_FAULT_HYPERVISOR_ERROR,
     VTPM_FAULT_BUSY,
     VTPM_FAULT_INTERNAL,
+    /* Appended after the original table: numbers never change. */
+    VTPM_FAULT_SECRET_INVALID,
+    VTPM_FAULT_UNSUPPORTED_OPERATION,
     VTPM_FAULT__COUNT
 } vtpm_fault;
 

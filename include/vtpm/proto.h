@@ -146,6 +146,11 @@ typedef struct {
     GBytes *secret;   /* instance.vtpm.secret, NULL when absent */
 } vtpm_instance;
 
+/* Take @data (g_malloc'ed, @len bytes) into a GBytes that overwrites it
+ * with zeros before freeing it: for secrets, which must not linger in freed
+ * heap memory. */
+GBytes *vtpm_bytes_new_wiped(gpointer data, gsize len);
+
 /* Canonical 36-character UUID checked with libuuid; @out gets the lower
  * case form.  Anything else (braces, no dashes, upper-case is accepted and
  * lowered) is BadRequest. */
@@ -155,6 +160,11 @@ int vtpm_proto_decode_flavor(const msgpack_object *obj, const char *where,
                              vtpm_flavor **out, vtpm_error *err);
 int vtpm_proto_decode_instance(const msgpack_object *obj, const char *where,
                                vtpm_instance **out, vtpm_error *err);
+/* @obj.vtpm.secret of an instance map (@where names @obj): a wiped-on-free
+ * GBytes of 1..VTPM_PROTO_MAX_FIELD bytes, NULL when absent.  For methods
+ * that read only the uuid of args.instance but may start the TPM. */
+int vtpm_proto_decode_secret(const msgpack_object *obj, const char *where, GBytes **out,
+                             vtpm_error *err);
 /* args.instance of a request. */
 int vtpm_proto_arg_instance(const vtpm_request *req, vtpm_instance **out, vtpm_error *err);
 

@@ -120,6 +120,10 @@ vt_config_write(const vt_config_opts *o)
                            o->swtpm_disabled ? "false" : "true");
     if (o->libvirt_extra)
         g_string_append_printf(t, "%s\n", o->libvirt_extra);
+    g_string_append_printf(t, "[vtpm]\nallow_unencrypted = %s\n",
+                           o->require_secret ? "false" : "true");
+    if (o->vtpm_extra)
+        g_string_append_printf(t, "%s\n", o->vtpm_extra);
     if (o->tail)
         g_string_append_printf(t, "%s\n", o->tail);
     if (!g_file_set_contents(path, t->str, (gssize)t->len, &gerr))
