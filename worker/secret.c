@@ -22,7 +22,10 @@ lookup(virConnectPtr conn, const char *uuid, virSecretPtr *out, vtpm_error *err)
     if (!s) {
         const virError *e = virGetLastError();
 
-        if (e && e->code == VIR_ERR_NO_SECRET) {
+        /* A connection without a secret driver (test:///, a hypervisor
+         * that cannot encrypt) holds no secret either: a destroy there must
+         * not fail on the key it never had.  Defining one still fails. */
+        if (e && (e->code == VIR_ERR_NO_SECRET || e->code == VIR_ERR_NO_SUPPORT)) {
             virResetLastError();
             *out = NULL;
             return 0;
