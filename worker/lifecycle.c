@@ -185,6 +185,14 @@ gen_record(vtpm_worker *w, const char *uuid, uint64_t gen, vtpm_error *err)
     return vtpm_fs_write_atomic(path, text, strlen(text), 0600, err);
 }
 
+void
+vtpm_lifecycle_forget_generation(vtpm_worker *w, const char *uuid)
+{
+    g_autofree char *path = gen_path(w, uuid);
+
+    (void)unlink(path);
+}
+
 /* Before a restore: refuse an archive older than what this host saw. */
 static int
 gen_check(vtpm_worker *w, const char *uuid, const vtpm_archive_meta *am, bool force,

@@ -73,6 +73,9 @@ char *vtpm_ops_console_path(vtpm_worker *w, const char *uuid);
 /* Remove it: the instance no longer lives on this host (destroy, shelve
  * offload, a confirmed migration away), and a stale log would outlive it. */
 void vtpm_ops_forget_console(vtpm_worker *w, const char *uuid);
+/* Drop the newest generation this host remembers for the instance (after
+ * a destroy nothing of it may be restored here that the record protects). */
+void vtpm_lifecycle_forget_generation(vtpm_worker *w, const char *uuid);
 char *vtpm_ops_spec_digest(const vtpm_instance *inst, const vtpm_device *dev);
 /* nil, or {version, model, secret_security, state_dir} */
 void vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid,

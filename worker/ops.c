@@ -711,8 +711,13 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
         /* Except while this host holds a kept copy of a migration or
          * resize from here: a revert restores that copy, which needs the
          * key (confirm_migration removes both). */
-        if (access(kept_copy, F_OK) != 0 && (rc = vtpm_secret_undefine(conn, uuid, err)) < 0)
-            goto out;
+        if (access(kept_copy, F_OK) != 0) {
+            if ((rc = vtpm_secret_undefine(conn, uuid, err)) < 0)
+                goto out;
+            /* Nothing of the instance stays behind on this host: the
+             * record would only grow with every instance ever seen. */
+            vtpm_lifecycle_forget_generation(w, uuid);
+        }
         drop_kept_key(w, uuid);
     }
     /* libvirt deletes the state only of domains it started at least once;
