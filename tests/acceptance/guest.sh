@@ -63,6 +63,9 @@ declare -A vtpmd_pid=() vtpmd_log=()
 
 # start_vtpmd HOST WORKER_HOST [EXTRA_CONFIG]: vtpmd in test host HOST
 # answering as WORKER_HOST; waits until it answers get_capabilities.
+# EXTRA_CONFIG follows the [libvirt] section: more [libvirt] keys first,
+# then whole sections.  Every vTPM is encrypted (docs/security.md): the
+# suites send a secret (user mode) or configure host/deployment custody.
 start_vtpmd() {
     local h=$1 wh=$2 cfg="$VT_ROOT/vtpmd-accept-$1.conf" up=
     cat > "$cfg" <<EOF
@@ -74,10 +77,6 @@ host = $wh
 uri = qemu:///system
 swtpm_enabled = true
 shutdown_timeout = 5
-[vtpm]
-# Guests sent without instance.vtpm.secret get a plaintext TPM
-# (docs/security.md); without this vtpmd answers SecretRequired.
-allow_unencrypted = true
 ${3:-}
 EOF
     vtpmd_log[$h]=$VT_ROOT/vtpmd-accept-$h.log
@@ -117,6 +116,11 @@ stop_all_vtpmd() {
     for h in "${!vtpmd_pid[@]}"; do stop_vtpmd "$h"; done
 }
 trap 'for p in "${vtpmd_pid[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait' EXIT
+
+# The user-mode passphrase every instance of a suite is spawned with, as
+# the JSON tools write bytes (docs/protocol.md, "Binary fields in JSON tools").
+user_secret_b64=$(head -c 32 /dev/urandom | base64 -w0)
+vtpm_user_secret() { printf '{"secret": {"$bin": "%s"}}' "$user_secret_b64"; }
 
 # ---- calls ---------------------------------------------------------------------------
 

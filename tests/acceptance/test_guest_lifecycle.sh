@@ -5,7 +5,8 @@
 # instance's life, asked of the guest's own TPM.
 #
 # Run under tests/integration.sh with two hosts on a network:
-#   integration.sh --net --hosts 2 tests/acceptance/test_guest_lifecycle.sh VTPMCTL VTPMD [--short]
+#   integration.sh --net --hosts 2 tests/acceptance/test_guest_lifecycle.sh VTPMCTL VTPMD
+#       [--mode user|host|deployment] [--short | --quick]
 #
 # Through `vtpmctl call` only, against a vtpmd in each of hosts a and b
 # (worker host = the host's address; migration and the shelve store over
@@ -20,23 +21,45 @@
 #   image and the same vTPM config,
 # and that the guest sees a fresh TPM (secret gone) after a rebuild to an
 # image that changes the model (TIS -> CRB) and, with a second instance,
-# after a resize to a flavor with another TPM version (2.0 -> 1.2).  After
-# destroy, no file in either host holds the secret's bytes any more (a
-# search that first finds them in the live state, so it is known to work).
+# after a resize to a flavor with another TPM version (2.0 -> 1.2).
+#
+# The TPM state is encrypted at rest in every mode (docs/security.md):
+# --mode (default user) sets the flavor's hw:tpm_secret_security; in user
+# mode every request that starts the TPM carries instance.vtpm.secret, in
+# host and deployment mode the hosts hold the key (both vtpmds share one
+# deployment key file).  After every step no file on either host (state
+# dirs, kept copies, transfer volumes, the shelve store, logs) holds the
+# guest's NV secret bytes; after destroy no libvirt secret of the instance
+# is left on either host either.
 #
 # --short (the README demo): spawn, power cycle, migration a -> b, shelve on
-# b and unshelve on a, destroy.
+# b and unshelve on a, destroy.  --quick: the same without the power cycle
+# (what the host and deployment runs do: the user run covers the rest).
 #
 # Prints "ok - " / "not ok - " lines and "N passed, M failed"; exits 1 on
 # any failure.  VTPM_GUEST_CACHE and VT_BOOT_TIMEOUT as in guest.sh.
 # shellcheck source-path=SCRIPTDIR disable=SC2153,SC2317
 set -uo pipefail
 
-[ $# -ge 2 ] || { echo "usage: integration.sh --net --hosts 2 $0 VTPMCTL VTPMD [--short]" >&2; exit 2; }
+usage() {
+    echo "usage: integration.sh --net --hosts 2 $0 VTPMCTL VTPMD [--mode user|host|deployment] [--short | --quick]" >&2
+    exit 2
+}
+[ $# -ge 2 ] || usage
 vtpmctl=$(readlink -f "$1")
 vtpmd=$(readlink -f "$2")
-short=
-[ "${3:-}" = --short ] && short=1
+shift 2
+short= quick= mode=user
+while [ $# -gt 0 ]; do
+    case $1 in
+        --short) short=1 ;;
+        --quick) short=1 quick=1 ;;
+        --mode) [ $# -ge 2 ] || usage; mode=$2; shift ;;
+        *) usage ;;
+    esac
+    shift
+done
+case $mode in user | host | deployment) ;; *) usage ;; esac
 tests=$(cd "$(dirname "$0")/.." && pwd)
 for v in VT_ROOT VT_AMQP_URL VT_HOST_A_ADDR VT_HOST_B_ADDR; do
     [ -n "${!v:-}" ] || { echo "$v is not set: run this under tests/integration.sh --net --hosts 2" >&2; exit 2; }
@@ -58,16 +81,24 @@ for h in a b; do
     cp "$r/vmlinuz" "$r/vmlinuz-2"
     cp "$r/initrd.img" "$r/initrd-2.img"
 done
+# One deployment key for both hosts, as an operator distributes it.
+key=$VT_ROOT/deployment.key
+head -c 32 /dev/urandom > "$key"
+chmod 0600 "$key"
 extra="migration_uri_template = qemu+tcp://%s/system
 [store]
-uri = qemu+tcp://$A/system"
+uri = qemu+tcp://$A/system
+[vtpm]
+supported_secret_security = user;host;deployment
+deployment_key_file = $key"
 start_vtpmd a "$A" "$extra"
 start_vtpmd b "$B" "$extra"
 
 # ---- specs ------------------------------------------------------------------------
 
 flavor() { # NAME MEMORY_MB TPM_VERSION
-    printf '{"name": "%s", "vcpus": 1, "memory_mb": %s, "extra_specs": {"hw:tpm_version": "%s"}}' "$1" "$2" "$3"
+    printf '{"name": "%s", "vcpus": 1, "memory_mb": %s, "extra_specs": {"hw:tpm_version": "%s", "hw:tpm_secret_security": "%s"}}' \
+        "$1" "$2" "$3" "$mode"
 }
 F_TPM=$(flavor m1.tpm 256 2.0)
 F_TPM_BIG=$(flavor m1.tpm.big 320 2.0)
@@ -84,11 +115,15 @@ I_TIS_NEW=$(image guest-2 vmlinuz-2 initrd-2.img tpm-tis)
 I_CRB=$(image guest-3 vmlinuz-2 initrd-2.img tpm-crb)
 I_PLAIN=$(image guest-plain vmlinuz initrd.img)
 
+# The instance's vtpm member: the passphrase in user mode, nothing otherwise.
+vtpm_member() { [ "$mode" = user ] && printf ', "vtpm": %s' "$(vtpm_user_secret)"; }
 inst() { # UUID FLAVOR IMAGE: the instance spec
     local img=${3%%$'\t'*} boot=${3#*$'\t'}
-    printf '{"uuid": "%s", "name": "accept-%s", "flavor": %s, "image": %s, "boot": %s}' \
-        "$1" "${1:0:8}" "$2" "$img" "$boot"
+    printf '{"uuid": "%s", "name": "accept-%s", "flavor": %s, "image": %s, "boot": %s%s}' \
+        "$1" "${1:0:8}" "$2" "$img" "$boot" "$(vtpm_member)"
 }
+# {uuid} (and the secret): what power_on needs.
+inst_id() { printf '{"uuid": "%s"%s}' "$1" "$(vtpm_member)"; }
 
 # ---- steps --------------------------------------------------------------------------
 
@@ -116,6 +151,7 @@ guest_same() {
     check "$3: guest's TPM kept its persistent key" "$(get key_pub_sha256 <<< "$res")" "$keysum"
     check "$3: guest had nothing to rewrite" "$(get persist <<< "$res")" kept
     note "$3: guest read NV secret ${secret:0:16}... and key ${keysum:0:16}... back"
+    no_plaintext "$3" "$secret"
 }
 
 # guest_fresh HOST UUID LABEL: the guest found an empty TPM 2.0 and wrote a
@@ -127,6 +163,7 @@ guest_fresh() {
     check "$3: guest finds no persistent key (fresh TPM)" "$(get key_pub_sha256 <<< "$res")" none
     check "$3: guest wrote a new secret" "$(get written_readback <<< "$res")" match
     new_secret=$(get written_nv_secret <<< "$res")
+    no_plaintext "$3" "$new_secret"
 }
 
 # holders SECRET_HEX DIR...: the files under DIR... that contain the bytes.
@@ -150,12 +187,38 @@ PY
 }
 
 hosts_trees() { echo "$(vt_host_root a)" "$(vt_host_root b)"; }
+
+# The search must find what is there: a file holding the bytes between
+# others is found, the same bytes split across a boundary are not.
+probe_dir=$VT_ROOT/search-selftest
+mkdir -p "$probe_dir"
+marker=$(head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
+{ head -c 5000 /dev/urandom
+  python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' "$marker"
+  head -c 5000 /dev/urandom; } > "$probe_dir/holds"
+check "the byte search finds a planted secret" "$(holders "$marker" "$probe_dir" | tr '\n' ' ')" "$probe_dir/holds "
+
+# no_plaintext LABEL SECRET...: no file on either host holds these bytes
+# (the state is encrypted at rest wherever it is).
+no_plaintext() {
+    local label=$1 s left
+    shift
+    for s in "$@"; do
+        [ -n "$s" ] || continue
+        # shellcheck disable=SC2046
+        left=$(holders "$s" $(hosts_trees) | tr '\n' ' ')
+        check "$label: no file on either host holds secret ${s:0:16}... in plaintext" "$left" ""
+    done
+}
+
+# libvirt_secrets HOST: the libvirt secrets' usage ids on the host.
+libvirt_secrets() { virsh -q -c "$(vt_host_uri "$1")" secret-list 2>/dev/null | tr -s ' ' | tr '\n' ' '; }
 state_dir() { echo "$(vt_host_root "$1")/var/lib/libvirt/swtpm/$2"; }
 
 # ---- instance 1: one TPM 2.0 guest through its life -----------------------------------
 
 U=$(cat /proc/sys/kernel/random/uuid)
-note "instance $U: TPM 2.0 (flavor hw:tpm_version=2.0, image hw_tpm_model=tpm-tis)"
+note "instance $U: TPM 2.0 (flavor hw:tpm_version=2.0, hw:tpm_secret_security=$mode; image hw_tpm_model=tpm-tis)"
 
 label="spawn"
 op "$label" "$A" spawn "{\"instance\": $(inst "$U" "$F_TPM" "$I_TIS")}" || finish
@@ -174,23 +237,19 @@ if ! [[ $secret =~ ^[0-9a-f]{64}$ && $keysum =~ ^[0-9a-f]{64}$ ]]; then
     finish
 fi
 note "$label: guest wrote NV secret ${secret:0:16}... at 0x1500016, key ${keysum:0:16}... at 0x81000016"
-# The search used for the destroy proof must find the secret where it is.
-if holders "$secret" "$(state_dir a "$U")" | grep -q .; then
-    ok "$label: the secret's bytes are found in the state on host a (the search works)"
-    search_works=1
-else
-    note "$label: the secret's bytes are not in the state files as such (the destroy proof checks the state's removal only)"
-    search_works=
-fi
+no_plaintext "$label" "$secret"
 
-label="power cycle"
-op "$label" "$A" power_off "{\"instance\": {\"uuid\": \"$U\"}}" && expect_field "$label" state shutoff
-op "$label" "$A" power_on "{\"instance\": {\"uuid\": \"$U\"}}" && guest_same a "$U" "$label"
+if [ -z "$quick" ]; then
+    label="power cycle"
+    op "$label" "$A" power_off "{\"instance\": {\"uuid\": \"$U\"}}" && expect_field "$label" state shutoff
+    op "$label" "$A" power_on "{\"instance\": $(inst_id "$U")}" && guest_same a "$U" "$label"
+fi
 
 label="cold migration a -> b"
 if op "$label" "$A" migrate_disk_and_power_off "{\"instance\": $(inst "$U" "$F_TPM" "$I_TIS"), \"dest_host\": \"$B\"}"; then
     xfer=$(rget vtpm_transfer)
     note "$label: state archive of $(rget vtpm_transfer.bytes) bytes, sha256 $(rget vtpm_transfer.sha256 | cut -c1-16)..."
+    no_plaintext "$label: kept copy on a, transfer volume on b" "$secret"
     if op "$label" "$B" finish_migration "{\"instance\": $(inst "$U" "$F_TPM" "$I_TIS"), \"old_flavor\": $F_TPM, \"vtpm_transfer\": $xfer}"; then
         expect_field "$label" vtpm_state restored
         guest_same b "$U" "$label"
@@ -236,6 +295,7 @@ if op "$label" "$shelver" shelve "{\"instance\": $(inst "$U" "$flv" "$I_TIS"), \
     expect_field "$label" offloaded true
     shelved=$(rget shelved)
     note "$label: shelved as $(rget shelved.ref), $(rget shelved.bytes) bytes"
+    no_plaintext "$label: shelve store" "$secret"
     check "$label: no domain left on host ${host_of[$shelver]}" "$(domstate "${host_of[$shelver]}" "$U")" ""
     check "$label: no state left on host ${host_of[$shelver]}" \
         "$(test -e "$(state_dir "${host_of[$shelver]}" "$U")" && echo present || echo gone)" gone
@@ -278,13 +338,11 @@ if op "$label" "$at" destroy "{\"instance\": {\"uuid\": \"$U\"}}"; then
         left=$(find "$(vt_host_root "$x")/var/lib" -name "*$U*" 2>/dev/null | tr '\n' ' ')
         check "$label: no file named after the instance on host $x" "$left" ""
     done
-    if [ -n "$search_works" ]; then
-        for s in "$secret" ${new_secret:+"$new_secret"}; do
-            # shellcheck disable=SC2046
-            left=$(holders "$s" $(hosts_trees) | tr '\n' ' ')
-            check "$label: no file on either host holds secret ${s:0:16}..." "$left" ""
-        done
-    fi
+    no_plaintext "$label" "$secret" "$new_secret"
+    for x in a b; do
+        check "$label: no libvirt secret of the instance on host $x" \
+            "$(libvirt_secrets "$x" | grep -o "$U" | head -1)" ""
+    done
 fi
 
 # ---- instance 2: a resize to another TPM version gives a fresh TPM ---------------------
@@ -292,7 +350,7 @@ fi
 if [ -z "$short" ]; then
     V=$(cat /proc/sys/kernel/random/uuid)
     label="resize 2.0 -> 1.2"
-    note "instance $V: TPM 2.0 (flavor hw:tpm_version=2.0, image without vTPM properties)"
+    note "instance $V: TPM 2.0 (flavor hw:tpm_version=2.0, hw:tpm_secret_security=$mode; image without vTPM properties)"
     if op "$label" "$A" spawn "{\"instance\": $(inst "$V" "$F_TPM" "$I_PLAIN")}" &&
        guest_fresh a "$V" "$label: first boot"; then
         old=$new_secret
@@ -311,10 +369,7 @@ if [ -z "$short" ]; then
                     "$(test -e "$(state_dir a "$V")/tpm2" && echo present || echo gone)" gone
             fi
             op "$label" "$A" confirm_migration "{\"instance\": {\"uuid\": \"$V\"}}"
-            if [ -n "$search_works" ]; then
-                check "$label: no file on host a holds the 2.0 TPM's secret ${old:0:16}..." \
-                    "$(holders "$old" "$(vt_host_root a)" | tr '\n' ' ')" ""
-            fi
+            no_plaintext "$label" "$old"
         fi
     fi
     op "$label" "$A" destroy "{\"instance\": {\"uuid\": \"$V\"}}"

@@ -8,7 +8,7 @@
 #
 # Builds (or takes from its cache) the test guest of tests/guest/build-guest.sh,
 # starts vtpmd in host a and, through `vtpmctl call` only, for TPM 2.0/TIS,
-# 2.0/CRB and 1.2/TIS: spawns a guest that reports which driver bound, the
+# 2.0/CRB and 1.2/TIS (encrypted, user mode): spawns a guest that reports which driver bound, the
 # TPM's major version and its device nodes (and, for 2.0, that the TPM
 # answers TPM2_GetRandom), checks them and destroys the instance.  What the
 # TPM keeps through the instance's life is test_guest_lifecycle.sh's part.
@@ -44,6 +44,7 @@ instance() { # UUID VERSION MODEL
   "flavor": {"name": "m1.tpm", "vcpus": 1, "memory_mb": 256,
              "extra_specs": {"hw:tpm_version": "$2", "hw:tpm_model": "$3"}},
   "image": {"id": "vtpm-test-guest", "name": "vtpm-test-guest", "properties": {}},
+  "vtpm": $(vtpm_user_secret),
   "boot": {"kernel": "$images/vmlinuz", "initrd": "$images/initrd.img",
            "cmdline": "console=ttyS0 vtpm.script=probe"}}}
 JSON
