@@ -80,7 +80,9 @@ config_equal(const vtpm_config *a, const vtpm_config *b)
            g_strcmp0(a->vtpm.deployment_key_file, b->vtpm.deployment_key_file) == 0 &&
            g_strcmp0(a->vtpm.previous_deployment_key_file,
                      b->vtpm.previous_deployment_key_file) == 0 &&
-           a->vtpm.allow_unencrypted == b->vtpm.allow_unencrypted;
+           a->vtpm.allow_unencrypted == b->vtpm.allow_unencrypted &&
+           g_strcmp0(a->metrics.textfile, b->metrics.textfile) == 0 &&
+           a->metrics.interval == b->metrics.interval;
 }
 
 /* ---- defaults and the table --------------------------------------------- */
@@ -123,6 +125,8 @@ test_defaults(void **state)
     assert_null(c->vtpm.deployment_key_file);
     assert_null(c->vtpm.previous_deployment_key_file);
     assert_false(c->vtpm.allow_unencrypted);
+    assert_null(c->metrics.textfile);
+    assert_int_equal(c->metrics.interval, 5);
     assert_null(c->path);
 
     vtpm_config_free(NULL);
@@ -136,7 +140,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 32);
+    assert_int_equal(n, 34);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -185,8 +189,8 @@ test_table_defaults_match(void **state)
         g_string_append_printf(all, "%s=%s\n", keys[i].key, keys[i].dflt);
     }
     /* cacert, cert, key, host, store uri, deployment_key_file,
-     * previous_deployment_key_file */
-    assert_int_equal(unset, 7);
+     * previous_deployment_key_file, metrics textfile */
+    assert_int_equal(unset, 8);
 
     {
         g_autoptr(vtpm_config) c = load_ok(all->str);
@@ -237,7 +241,10 @@ static const char full_conf[] =
     "supported_secret_security = deployment, user\n"
     "deployment_key_file = /etc/vtpmd/dk\n"
     "previous_deployment_key_file = /etc/vtpmd/dk.old\n"
-    "allow_unencrypted = true\n";
+    "allow_unencrypted = true\n"
+    "[metrics]\n"
+    "textfile = /var/lib/node-exporter/v.prom\n"
+    "interval = 3600\n";
 
 static void
 test_every_key(void **state)
@@ -288,6 +295,8 @@ test_every_key(void **state)
     assert_string_equal(c->vtpm.deployment_key_file, "/etc/vtpmd/dk");
     assert_string_equal(c->vtpm.previous_deployment_key_file, "/etc/vtpmd/dk.old");
     assert_true(c->vtpm.allow_unencrypted);
+    assert_string_equal(c->metrics.textfile, "/var/lib/node-exporter/v.prom");
+    assert_int_equal(c->metrics.interval, 3600);
 }
 
 static void
@@ -304,6 +313,13 @@ test_partial_keeps_defaults(void **state)
         g_autoptr(vtpm_config) empty = load_ok("");
 
         assert_true(config_equal(empty, d));
+    }
+    {
+        /* An empty textfile is "off", as if the key were absent. */
+        g_autoptr(vtpm_config) off = load_ok("[metrics]\ntextfile =\n");
+
+        assert_null(off->metrics.textfile);
+        assert_true(config_equal(off, d));
     }
 }
 
@@ -392,6 +408,18 @@ test_errors(void **state)
           "/etc/vtpmd.conf:2: [libvirt] swtpm_enabled: 'yes' is not a boolean (true or false)" },
         { "[libvirt]\nswtpm_enabled=True\n",
           "/etc/vtpmd.conf:2: [libvirt] swtpm_enabled: 'True' is not a boolean (true or false)" },
+        { "[metrics]\ninterval = 0\n",
+          "/etc/vtpmd.conf:2: [metrics] interval: 0 is out of range 1..3600" },
+        { "[metrics]\ninterval = 3601\n",
+          "/etc/vtpmd.conf:2: [metrics] interval: 3601 is out of range 1..3600" },
+        { "[metrics]\ntextfile = vtpmd.prom\n",
+          "/etc/vtpmd.conf:2: [metrics] textfile: 'vtpmd.prom' is not an absolute path" },
+        { "[metrics]\ntextfile = /var/lib/node-exporter/vtpmd.txt\n",
+          "/etc/vtpmd.conf:2: [metrics] textfile: '/var/lib/node-exporter/vtpmd.txt' does not "
+          "end in .prom (the only files node_exporter's textfile collector reads)" },
+        { "[metrics]\ntextfile = /var/lib/node-exporter/.prom\n",
+          "/etc/vtpmd.conf:2: [metrics] textfile: '/var/lib/node-exporter/.prom' does not "
+          "end in .prom (the only files node_exporter's textfile collector reads)" },
         { "[worker]\nworkers = 0\n",
           "/etc/vtpmd.conf:2: [worker] workers: 0 is out of range 1..256" },
         { "[worker]\nworkers = 257\n",
@@ -749,6 +777,7 @@ test_sample_loads(void **state)
     assert_string_equal(all_on->worker.host, "compute-1");
     assert_string_equal(all_on->store.uri, "qemu:///system");
     assert_string_equal(all_on->vtpm.deployment_key_file, "/etc/vtpmd/deployment.key");
+    assert_string_equal(all_on->metrics.textfile, "/var/lib/prometheus/node-exporter/vtpmd.prom");
     assert_int_equal(all_on->worker.workers, dflt->worker.workers);
 }
 

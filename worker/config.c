@@ -30,10 +30,12 @@ typedef struct {
     size_t off;
     guint64 min, max;
     check_fn check;
+    bool empty_unsets; /* an empty string value sets the key back to unset */
 } spec;
 
 static char *check_amqp_url(const char *v);
 static char *check_migration_uri(const char *v);
+static char *check_prom_file(const char *v);
 
 #define F(field) offsetof(vtpm_config, field)
 #define KEY(g, n, t, d, h) { .group = g, .key = n, .type = t, .dflt = d, .help = h }
@@ -132,6 +134,13 @@ static const spec specs[] = {
           "Give user-mode instances sent without instance.vtpm.secret an unencrypted TPM "
           "instead of refusing them with SecretRequired (tests and demos only)."),
       K_BOOL, F(vtpm.allow_unencrypted) },
+
+    { KEY("metrics", "textfile", "string", NULL,
+          "Prometheus metrics file for node_exporter's textfile collector (absolute path "
+          "ending in .prom; empty = off)."),
+      K_PATH, F(metrics.textfile), .check = check_prom_file, .empty_unsets = true },
+    { KEY("metrics", "interval", "uint", "5", "Seconds between writes of the metrics file (1..3600)."),
+      K_UINT, F(metrics.interval), 1, 3600 },
 };
 
 #undef KEY
@@ -267,6 +276,19 @@ check_migration_uri(const char *v)
     return NULL;
 }
 
+/* node_exporter's textfile collector reads *.prom only: any other name
+ * would be written and never collected, without a word. */
+static char *
+check_prom_file(const char *v)
+{
+    g_autofree char *base = g_path_get_basename(v);
+
+    if (!g_str_has_suffix(base, ".prom") || strcmp(base, ".prom") == 0)
+        return g_strdup_printf("'%s' does not end in .prom (the only files node_exporter's "
+                               "textfile collector reads)", v);
+    return NULL;
+}
+
 /* ---- typed parsers ------------------------------------------------------ */
 
 static char *
@@ -369,6 +391,10 @@ set_value(const spec *s, const char *v, vtpm_config *cfg)
     case K_STR:
     case K_PATH:
     case K_ENUM:
+        if (!*v && s->empty_unsets) {
+            g_clear_pointer((char **)field, g_free);
+            return NULL;
+        }
         if (!*v)
             return g_strdup("empty value (comment the key out to get the default)");
         if (s->kind == K_PATH && !g_path_is_absolute(v))

@@ -56,6 +56,10 @@ typedef struct {
         char *previous_deployment_key_file; /* unwrap only (rotation) */
         bool allow_unencrypted; /* user mode without a secret: plaintext TPM */
     } vtpm;
+    struct {
+        char *textfile;    /* NULL: no metrics file */
+        unsigned interval; /* seconds between writes */
+    } metrics;
 
     char *path; /* file it was loaded from, NULL for defaults */
 } vtpm_config;
