@@ -38,6 +38,7 @@
 #define SHORT_MS 30000
 
 static vt_vtpmd *group_d;    /* the group's vtpmd (swtpm enabled) */
+static char *group_prom;     /* its [metrics] textfile */
 static GPtrArray *own_daemons; /* vt_vtpmd * a test started; killed at teardown */
 
 static const char *const all_traits[] = {
@@ -300,13 +301,101 @@ hostile(const void *body, size_t len, vtpm_fault code, const char *fragment, con
     assert_serving(group_d, what);
 }
 
+/* ---- metrics files ------------------------------------------------------ */
+
+/* A [metrics] section writing $VT_ROOT/<name>.prom every second; *path
+ * gets the file's name. */
+static char *
+metrics_tail(const char *name, char **path)
+{
+    *path = g_strdup_printf("%s/%s.prom", vt_env("VT_ROOT"), name);
+    return g_strdup_printf("[metrics]\ntextfile = %s\ninterval = 1\n", *path);
+}
+
+/* The value of @series (name{labels} exactly as vtpmd writes it) in the
+ * metrics file @path; false when the file or the series is not there. */
+static bool
+prom_value(const char *path, const char *series, double *out)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    size_t n = strlen(series);
+
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return false;
+    lines = g_strsplit(text, "\n", -1);
+    for (size_t i = 0; lines[i]; i++) {
+        if (strncmp(lines[i], series, n) == 0 && lines[i][n] == ' ') {
+            *out = g_ascii_strtod(lines[i] + n + 1, NULL);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Wait (the file is rewritten every second) until @series is at least
+ * @min; fails the test with the file's last value otherwise. */
+static double
+wait_prom_at_least(const char *path, const char *series, double min)
+{
+    double v = -1;
+
+    for (int i = 0; i < 600; i++) {
+        if (prom_value(path, series, &v) && v >= min)
+            return v;
+        g_usleep(100 * 1000);
+    }
+    fail_msg("%s: %s should reach %g within 60 s; last value %g", path, series, min, v);
+    return v;
+}
+
+static void
+assert_prom(const char *path, const char *series, double want)
+{
+    double v = -1;
+
+    if (!prom_value(path, series, &v) || v != want) {
+        g_autofree char *text = NULL;
+
+        g_file_get_contents(path, &text, NULL, NULL);
+        fail_msg("%s: %s should be %g, is %g%s; file:\n%s", path, series, want, v,
+                 v == -1 ? " (absent?)" : "", text ? text : "(unreadable)");
+    }
+}
+
+/* Parse the file with the Prometheus client library's own parser (an
+ * implementation that is not ours): every family it finds, with its
+ * type, as "name type" lines. */
+static char *
+prom_parse(const char *path)
+{
+    const char *argv[] = {
+        "/usr/bin/python3", "-c",
+        "import sys\n"
+        "from prometheus_client.parser import text_string_to_metric_families as parse\n"
+        "for f in parse(open(sys.argv[1]).read()):\n"
+        "    print(f.name, f.type, len(f.samples))\n",
+        path, NULL,
+    };
+    g_autofree char *out = NULL, *errout = NULL;
+    g_autoptr(GError) gerr = NULL;
+    int status;
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, &out, &errout, &status, &gerr))
+        fail_msg("running python3: %s", gerr->message);
+    if (!g_spawn_check_wait_status(status, NULL))
+        fail_msg("prometheus_client cannot parse %s:\n%s", path, errout);
+    return g_steal_pointer(&out);
+}
+
 /* ---- fixtures ---------------------------------------------------------- */
 
 static int
 group_setup(void **state)
 {
     g_autofree char *host = vt_unique("grp");
-    vt_config_opts o = { .worker_host = host };
+    g_autofree char *tail = metrics_tail(host, &group_prom);
+    vt_config_opts o = { .worker_host = host, .tail = tail };
 
     own_daemons = g_ptr_array_new_with_free_func((GDestroyNotify)vt_vtpmd_free);
     group_d = vt_vtpmd_start(H, &o, NULL);
@@ -321,6 +410,7 @@ group_teardown(void **state)
     /* Normally test_group_sigterm stopped it already. */
     vt_vtpmd_free(group_d);
     vt_client_drop();
+    g_free(group_prom);
     return 0;
 }
 
@@ -1517,6 +1607,8 @@ test_broker_restart(void **state)
     }
     assert_serving(d, "the broker restart");
     assert_serving(group_d, "the broker restart (group vtpmd)");
+    /* The group's vtpmd lost the broker too, and counts it. */
+    wait_prom_at_least(group_prom, "vtpmd_broker_reconnects_total", 1);
     stop_ok(d);
 }
 
@@ -1561,6 +1653,98 @@ test_config_errors(void **state)
     if (!strstr(out, "OK"))
         fail_msg("vtpmd --check-config should print OK, printed:\n%s", out);
     g_unlink(bad);
+}
+
+/* ---- metrics file -------------------------------------------------------- */
+
+/* [metrics] textfile: counters as an operator's node_exporter reads them,
+ * ok and faults (from a handler and from the dispatcher), and a last
+ * write saying vtpmd is down after SIGTERM. */
+static void
+test_metrics_file(void **state)
+{
+    g_autofree char *host = vt_unique("metrics");
+    g_autofree char *prom = NULL;
+    g_autofree char *tail = metrics_tail(host, &prom);
+    g_autofree char *families = NULL;
+    g_autofree char *u1 = vt_uuid(), *u2 = vt_uuid(), *u3 = vt_uuid();
+    vt_config_opts o = { .worker_host = host, .tail = tail };
+    const char *crb12[] = { "hw:tpm_version", "1.2", "hw:tpm_model", "tpm-crb", NULL };
+    vt_spawn_spec bad = { .uuid = u3, .extra_specs = crb12, .power_on = -1 };
+    vt_vtpmd *d = start_own(&o, NULL);
+    struct stat st;
+    double v;
+
+    {
+        g_autoptr(vt_reply) r = destroy(d, u1, -1);
+
+        vt_assert_ok(r, "destroy of an unknown instance");
+    }
+    {
+        g_autoptr(vt_reply) r = destroy(d, u2, -1);
+
+        vt_assert_ok(r, "destroy of another unknown instance");
+    }
+    {
+        g_autoptr(vt_reply) r = destroy(d, "not-a-uuid", -1);
+
+        vt_assert_fault(r, VTPM_FAULT_BAD_REQUEST, "uuid", "destroy with a bad uuid");
+    }
+    {
+        g_autoptr(vt_reply) r = spawn(d, &bad);
+
+        vt_assert_fault(r, VTPM_FAULT_INVALID_TPM_CONFIG, NULL, "spawn of TPM 1.2 with CRB");
+    }
+    {
+        g_autoptr(vt_reply) r = vt_call(d, "no_such_method", NULL, SHORT_MS);
+
+        vt_assert_fault(r, VTPM_FAULT_UNKNOWN_METHOD, NULL, "an unknown method");
+    }
+    {
+        g_autoptr(vt_reply) r = vt_call(d, "get_capabilities", NULL, SHORT_MS);
+
+        vt_assert_ok(r, "get_capabilities");
+    }
+
+    /* The last of the calls shows within a write or two. */
+    wait_prom_at_least(prom, "vtpmd_requests_total{method=\"unknown\",outcome=\"UnknownMethod\"}", 1);
+    assert_prom(prom, "vtpmd_requests_total{method=\"destroy\",outcome=\"ok\"}", 2);
+    assert_prom(prom, "vtpmd_requests_total{method=\"destroy\",outcome=\"BadRequest\"}", 1);
+    assert_prom(prom, "vtpmd_requests_total{method=\"spawn\",outcome=\"InvalidTPMConfig\"}", 1);
+    assert_prom(prom, "vtpmd_requests_total{method=\"unknown\",outcome=\"UnknownMethod\"}", 1);
+    /* Readiness polling asked too: at least ours and one more. */
+    if (!prom_value(prom, "vtpmd_requests_total{method=\"get_capabilities\",outcome=\"ok\"}", &v) ||
+        v < 2)
+        fail_msg("%s: get_capabilities ok should count at least 2", prom);
+    assert_prom(prom, "vtpmd_request_duration_seconds_count{method=\"destroy\"}", 3);
+    assert_prom(prom, "vtpmd_request_duration_seconds_bucket{method=\"destroy\",le=\"+Inf\"}", 3);
+    assert_prom(prom, "vtpmd_request_duration_seconds_count{method=\"spawn\"}", 1);
+    assert_prom(prom, "vtpmd_requests_in_flight", 0);
+    assert_prom(prom, "vtpmd_up", 1);
+    assert_prom(prom, "vtpmd_broker_reconnects_total", 0);
+    assert_prom(prom, "vtpmd_state_bytes_moved_total{direction=\"in\"}", 0);
+    assert_prom(prom, "vtpmd_state_bytes_moved_total{direction=\"out\"}", 0);
+    if (!prom_value(prom, "vtpmd_start_time_seconds", &v) ||
+        v < (double)g_get_real_time() / G_USEC_PER_SEC - 3600)
+        fail_msg("%s: vtpmd_start_time_seconds missing or wrong (%g)", prom, v);
+    if (stat(prom, &st) != 0 || (st.st_mode & 07777) != 0644)
+        fail_msg("%s should have mode 0644 (node_exporter reads it), has %o", prom,
+                 (unsigned)(st.st_mode & 07777));
+
+    families = prom_parse(prom);
+    if (!strstr(families, "vtpmd_requests counter") ||
+        !strstr(families, "vtpmd_request_duration_seconds histogram") ||
+        !strstr(families, "vtpmd_requests_in_flight gauge") ||
+        !strstr(families, "vtpmd_state_bytes_moved counter") ||
+        !strstr(families, "vtpmd_build_info gauge 1"))
+        fail_msg("prometheus_client read these families from %s:\n%s", prom, families);
+
+    /* A clean stop writes once more: down, nothing in flight. */
+    stop_ok(d);
+    assert_prom(prom, "vtpmd_up", 0);
+    assert_prom(prom, "vtpmd_requests_in_flight", 0);
+    assert_prom(prom, "vtpmd_requests_total{method=\"destroy\",outcome=\"ok\"}", 2);
+    g_unlink(prom);
 }
 
 /* ---- 12. libvirtd restart ---------------------------------------------- */
@@ -1639,6 +1823,7 @@ test_libvirtd_restart(void **state)
     if (!vt_wait_procs("swtpm", uuid, true, 10000))
         fail_msg("spawn after libvirtd restart: no swtpm for the instance");
     destroy_ok(uuid, true, "deleted");
+    wait_prom_at_least(group_prom, "vtpmd_libvirt_reconnects_total", 1);
     /* The guest from before the restart is still vtpmd's to manage. */
     {
         g_autoptr(vt_reply) r = spawn(group_d, &s_before);
@@ -1657,8 +1842,16 @@ test_libvirtd_restart(void **state)
 static void
 test_group_sigterm(void **state)
 {
+    g_autofree char *families = NULL;
+
     assert_serving(group_d, "the whole suite");
     stop_ok(group_d);
+    /* Its last metrics write: down, with what the suite did counted. */
+    assert_prom(group_prom, "vtpmd_up", 0);
+    assert_prom(group_prom, "vtpmd_requests_in_flight", 0);
+    families = prom_parse(group_prom);
+    if (!strstr(families, "vtpmd_requests counter"))
+        fail_msg("prometheus_client does not read vtpmd_requests from %s", group_prom);
 }
 
 int
@@ -1679,6 +1872,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_serialization, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_drains, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_file, test_setup, test_teardown),
         /* These two disturb the services everyone uses: last. */
         cmocka_unit_test_setup_teardown(test_broker_restart, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_libvirtd_restart, test_setup, test_teardown),

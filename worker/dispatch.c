@@ -4,6 +4,7 @@
 #include "dispatch.h"
 #include "inject.h"
 #include "methods.h"
+#include "metrics.h"
 
 /* How often the capabilities are probed again, so that a scheduler learns
  * of a change (swtpm installed, libvirt upgraded) without a restart. */
@@ -101,6 +102,9 @@ answer_fault(vtpm_dispatch *d, vtpm_broker_delivery *dv, const char *request_id,
 {
     g_autoptr(GBytes) reply = vtpm_proto_reply_fault(err);
 
+    /* A peer's string is not a label value: only known method names are. */
+    vtpm_metrics_request_done(method && vtpm_methods_find(method) ? method : "unknown",
+                              vtpm_fault_name(err->code), 0);
     g_message("request_id=%s message_id=%s method=%s instance=- outcome=%s duration_ms=0.0 "
               "error=\"%s\"",
               request_id ? request_id : "-", delivery_label(dv), method ? method : "-",
@@ -141,6 +145,8 @@ job_execute(job *j)
     }
     j->reply = rc == 0 ? vtpm_proto_reply_ok(sb.data, sb.size) : vtpm_proto_reply_fault(&err);
     msgpack_sbuffer_destroy(&sb);
+    vtpm_metrics_request_done(j->method->name, rc == 0 ? "ok" : vtpm_fault_name(err.code),
+                              (g_get_monotonic_time() - t0) / (double)G_USEC_PER_SEC);
 
     if (rc == 0)
         g_message("request_id=%s message_id=%s method=%s instance=%s outcome=ok duration_ms=%.1f",
@@ -192,6 +198,7 @@ job_done(void *data)
         job_free(j);
         return;
     }
+    vtpm_metrics_request_end();
     if (j->delivery->message_id)
         g_hash_table_remove(d->inflight, j->delivery->message_id);
     /* The cache makes redelivered state changes answer instead of run
@@ -305,6 +312,7 @@ on_delivery(vtpm_broker_delivery *dv, void *user)
     j->waiters = g_ptr_array_new_with_free_func((GDestroyNotify)vtpm_broker_delivery_free);
     j->req = g_steal_pointer(&req);
     d->jobs++;
+    vtpm_metrics_request_begin();
     if (dv->message_id)
         g_hash_table_insert(d->inflight, g_strdup(dv->message_id), j);
 
@@ -331,6 +339,8 @@ on_connected(uint64_t generation, void *user)
     vtpm_dispatch *d = user;
 
     d->generation = generation;
+    if (generation > 1)
+        vtpm_metrics_broker_reconnect();
     vtpm_worker_announce_caps(d->w);
 }
 

@@ -26,6 +26,7 @@
 #include "fsutil.h"
 #include "inject.h"
 #include "methods.h"
+#include "metrics.h"
 #include "secret.h"
 #include "store.h"
 
@@ -122,6 +123,7 @@ restore_state(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error *err
             return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "swapping in %s: %s", final,
                                   g_strerror(e));
         }
+        vtpm_metrics_state_bytes(VTPM_METRICS_IN, g_bytes_get_size(archive));
         /* tmp now holds the previous state. */
         if ((rc = vtpm_fs_sync_dir(w->cfg->libvirt.state_dir, err)) < 0)
             return rc;
@@ -135,6 +137,7 @@ restore_state(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error *err
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "moving state to %s: %s", final,
                               g_strerror(e));
     }
+    vtpm_metrics_state_bytes(VTPM_METRICS_IN, g_bytes_get_size(archive));
     return vtpm_fs_sync_dir(w->cfg->libvirt.state_dir, err);
 }
 
@@ -641,6 +644,7 @@ vtpm_op_migrate_disk_and_power_off(vtpm_worker *w, const vtpm_request *req,
             vtpm_error_prefix(err, "transferring the vTPM state of %s to %s", uuid, dest);
             goto out;
         }
+        vtpm_metrics_state_bytes(VTPM_METRICS_OUT, g_bytes_get_size(archive));
         /* Host mode: the destination gets the same key, through its own
          * libvirt, next to the state it opens. */
         if (dm.encrypted && dm.tpm.secret_security == VTPM_SECRET_HOST &&
@@ -1038,6 +1042,7 @@ vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, 
             (rc = ensure_pool(w, sconn, w->cfg->store.shelve_pool, err)) < 0 ||
             (rc = vtpm_store_put(sconn, w->cfg->store.shelve_pool, vol, archive, err)) < 0)
             goto out;
+        vtpm_metrics_state_bytes(VTPM_METRICS_OUT, g_bytes_get_size(archive));
         /* Read it back and check it whole before the local copy may go. */
         if ((rc = vtpm_store_get(sconn, w->cfg->store.shelve_pool, vol, &back, err)) < 0)
             goto out;

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "dispatch.h"
 #include "inject.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "/etc/vtpmd/vtpmd.conf"
@@ -149,6 +150,17 @@ signal_thread(gpointer data)
     return NULL;
 }
 
+/* ---- metrics ---------------------------------------------------------------- */
+
+/* Values kept elsewhere, pulled before each write of the metrics file. */
+static void
+metrics_collect(void *user)
+{
+    vtpm_worker *w = user;
+
+    vtpm_metrics_set_libvirt_reconnects(vtpm_virt_reconnects(w->virt));
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 int
@@ -177,6 +189,7 @@ main(int argc, char **argv)
     vtpm_broker *a = NULL;
     vtpm_broker_params ap = { 0 };
     vtpm_broker_callbacks cb = { 0 };
+    vtpm_metrics_writer *mw = NULL;
     vtpm_error err = { 0 };
     GThread *sigt;
     int rc;
@@ -214,6 +227,7 @@ main(int argc, char **argv)
     }
 
     vtpm_inject_init();
+    vtpm_metrics_reset(VTPM_VERSION);
 
     /* Signals go to one thread that waits for them; every other thread
      * (pool, libvirt, AMQP) inherits the blocked mask. */
@@ -264,6 +278,14 @@ main(int argc, char **argv)
                   VTPM_VERSION, cfg->worker.host, cfg->amqp.topic, cfg->worker.host,
                   cfg->libvirt.uri, w.virt_type, cfg->worker.workers, s->caps->traits->len);
     }
+    /* Metrics are for the operator: a file that cannot be written is
+     * logged by the writer, never a reason not to serve. */
+    if (cfg->metrics.textfile &&
+        vtpm_metrics_writer_start(cfg->metrics.textfile, cfg->metrics.interval, metrics_collect,
+                                  &w, &mw, &err) < 0)
+        g_warning("%s", err.message);
+    else if (mw)
+        g_message("metrics: writing %s every %u s", cfg->metrics.textfile, cfg->metrics.interval);
     rc = vtpm_broker_run(a, &err);
     if (rc < 0)
         g_critical("AMQP: %s", err.message);
@@ -272,6 +294,9 @@ main(int argc, char **argv)
 
     w.amqp = NULL;
     vtpm_dispatch_free(d);
+    /* After the pool finished, before libvirt goes: the last write
+     * counts every request and says vtpmd_up 0. */
+    vtpm_metrics_writer_stop(mw);
     vtpm_broker_free(a);
     vtpm_worker_clear(&w);
     return rc < 0 ? 1 : 0;
