@@ -1747,6 +1747,105 @@ test_metrics_file(void **state)
     g_unlink(prom);
 }
 
+/* ---- start-up checks ------------------------------------------------------ */
+
+/* vtpmd with @o (and @env) must refuse to start: exit 1 with a log line
+ * holding every one of @needles. */
+static void
+assert_refuses(const vt_config_opts *o, const char *const *env, const char *const *needles,
+               const char *what)
+{
+    g_autofree char *cfg = vt_config_write(o);
+    vt_vtpmd *d = spawn_own(cfg, o->worker_host, env);
+    int code = vt_vtpmd_wait_exit(d, 90000);
+    g_autofree char *log = vt_vtpmd_log(d);
+
+    if (code != 1) {
+        vt_vtpmd_dump(d);
+        fail_msg("%s: vtpmd should refuse to start (exit 1), got %d", what, code);
+    }
+    if (vt_count_lines(log, needles) == 0) {
+        vt_vtpmd_dump(d);
+        fail_msg("%s: no log line with '%s' ...", what, needles[0]);
+    }
+    print_message("%s: refused as expected\n", what);
+}
+
+/* As Nova's init_host: a host that cannot serve the vTPMs it has, or
+ * cannot create the ones it would offer, does not start. */
+static void
+test_startup_checks(void **state)
+{
+    g_autofree char *h_user = vt_unique("nouser");
+    g_autofree char *h_group = vt_unique("nogroup");
+    g_autofree char *h_path = vt_unique("nopath");
+    g_autofree char *h_dom = vt_unique("vtpmdom");
+    g_autofree char *h_ok = vt_unique("noswtpm-ok");
+    g_autofree char *bin = g_strdup_printf("%s/empty-bin-%d", vt_env("VT_ROOT"), (int)getpid());
+    g_autofree char *path_env = g_strdup_printf("PATH=%s", bin);
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *dom = domain_name(uuid);
+    const char *specs[] = { "hw:tpm_version", "2.0", NULL };
+    vt_spawn_spec s = { .uuid = uuid, .extra_specs = specs, .power_on = 0 };
+    const char *env[] = { path_env, NULL };
+    vt_config_opts no_user = { .worker_host = h_user,
+                               .libvirt_extra = "swtpm_user = vtpm-no-such-user" };
+    vt_config_opts no_group = { .worker_host = h_group,
+                                .libvirt_extra = "swtpm_group = vtpm-no-such-group" };
+    vt_config_opts no_path = { .worker_host = h_path };
+    vt_config_opts off = { .worker_host = h_dom, .swtpm_disabled = true };
+    vt_config_opts off_ok = { .worker_host = h_ok, .swtpm_disabled = true };
+
+    {
+        const char *n[] = { "start-up check", "swtpm_user: user 'vtpm-no-such-user' does not exist",
+                            "set swtpm_user", NULL };
+
+        assert_refuses(&no_user, NULL, n, "swtpm_user that does not exist");
+    }
+    {
+        const char *n[] = { "start-up check",
+                            "swtpm_group: group 'vtpm-no-such-group' does not exist", NULL };
+
+        assert_refuses(&no_group, NULL, n, "swtpm_group that does not exist");
+    }
+    /* A PATH without swtpm (vtpmd runs nothing else from PATH). */
+    if (g_mkdir_with_parents(bin, 0755) != 0)
+        fail_msg("mkdir %s failed", bin);
+    {
+        const char *n[] = { "start-up check", "swtpm, swtpm_setup, swtpm_ioctl are not on PATH",
+                            bin, "install the swtpm and swtpm-tools packages", NULL };
+
+        assert_refuses(&no_path, env, n, "swtpm not on PATH");
+    }
+    g_rmdir(bin);
+
+    /* A defined domain with a vTPM, and a vtpmd with swtpm disabled. */
+    {
+        g_autoptr(vt_reply) r = spawn(group_d, &s);
+
+        vt_assert_ok(r, "spawn (defined, not started) of a vTPM instance");
+    }
+    {
+        const char *n[] = { "start-up check", "swtpm_enabled is false but 1 domain on",
+                            "has an emulated TPM", dom, "set [libvirt] swtpm_enabled = true",
+                            NULL };
+
+        assert_refuses(&off, NULL, n, "swtpm disabled with a vTPM domain defined");
+    }
+    {
+        g_autoptr(vt_reply) r = destroy(group_d, uuid, -1);
+
+        vt_assert_ok(r, "destroy of the vTPM instance");
+    }
+    /* Without it, the same configuration starts and serves. */
+    {
+        vt_vtpmd *d = start_own(&off_ok, NULL);
+
+        assert_serving(d, "start with swtpm disabled and no vTPM domain");
+        stop_ok(d);
+    }
+}
+
 /* ---- 12. libvirtd restart ---------------------------------------------- */
 
 static void
@@ -1873,6 +1972,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_drains, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_file, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_startup_checks, test_setup, test_teardown),
         /* These two disturb the services everyone uses: last. */
         cmocka_unit_test_setup_teardown(test_broker_restart, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_libvirtd_restart, test_setup, test_teardown),

@@ -19,6 +19,7 @@
 #include "dispatch.h"
 #include "inject.h"
 #include "metrics.h"
+#include "preflight.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "/etc/vtpmd/vtpmd.conf"
@@ -238,9 +239,30 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &handled, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (vtpm_preflight_swtpm(cfg, &err) < 0) {
+        g_critical("start-up check: %s", err.message);
+        return 1;
+    }
     if (vtpm_worker_init(&w, cfg, &err) < 0) {
         g_critical("start-up: %s", err.message);
         return 1;
+    }
+    if (!cfg->libvirt.swtpm_enabled) {
+        g_autoptr(virConnect) conn = NULL;
+
+        /* vtpmd starts without libvirtd and reconnects later; then it
+         * cannot look, and says so rather than refusing to start. */
+        if ((rc = vtpm_virt_conn(w.virt, &conn, NULL, &err)) == 0)
+            rc = vtpm_preflight_domains(conn, cfg, &err);
+        if (rc == -(int)VTPM_FAULT_HYPERVISOR_ERROR) {
+            g_warning("start-up check skipped: cannot list the domains of %s to make sure "
+                      "none has an emulated TPM while swtpm_enabled is false: %s",
+                      cfg->libvirt.uri, err.message);
+        } else if (rc < 0) {
+            g_critical("start-up check: %s", err.message);
+            vtpm_worker_clear(&w);
+            return 1;
+        }
     }
     if (vtpm_dispatch_new(&w, cfg->worker.workers, cfg->worker.dedupe_size, &d, &err) < 0) {
         g_critical("start-up: %s", err.message);
