@@ -61,7 +61,7 @@ done
 expect_file "$sysconfdir/vtpmd/vtpmd.conf.sample"
 expect_file "$unitdir/vtpmd.service"
 expect_file "$datadir/bash-completion/completions/vtpmctl"
-for doc in operations.md user-guide.md protocol.md lifecycle.md performance.md replay.md; do
+for doc in operations.md user-guide.md protocol.md lifecycle.md performance.md replay.md metrics.md; do
     expect_file "$datadir/doc/vtpmd/$doc"
 done
 check "no vtpmd.conf is installed (a re-install keeps the operator's)" \
