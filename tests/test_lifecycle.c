@@ -768,14 +768,26 @@ host_tail(const char *vtpm_group)
                            vtpm_group ? vtpm_group : "");
 }
 
+/* The [metrics] textfile of host @h's vtpmd. */
+static char *
+host_prom(int h)
+{
+    return g_strdup_printf("%s/lifecycle-%s.prom", vt_env("VT_ROOT"), host_name[h]);
+}
+
 /* Start the vtpmd of host @h (worker host = its address), with @env. */
 static void
 host_start(int h, const char *const *env)
 {
     g_autofree char *lx = host_libvirt_extra();
-    g_autofree char *tail = host_tail(NULL);
+    g_autofree char *base = host_tail(NULL);
+    g_autofree char *prom = host_prom(h);
+    g_autofree char *tail = g_strdup_printf("%s\n[metrics]\ntextfile = %s\ninterval = 1\n", base,
+                                            prom);
     vt_config_opts o = { .worker_host = host_addr[h], .libvirt_extra = lx, .tail = tail };
 
+    /* A new vtpmd counts from zero: no reading of its predecessor's. */
+    unlink(prom);
     dmn[h] = vt_vtpmd_start(host_name[h], &o, env);
     dmn_injected[h] = env != NULL;
 }
@@ -792,6 +804,32 @@ host_stop(int h)
             print_error("vtpmd of host %s exited %d on SIGTERM\n", host_name[h], code);
     }
     g_clear_pointer(&dmn[h], vt_vtpmd_free);
+}
+
+/* vtpmd_state_bytes_moved_total{direction=@dir} of host @h now (0 before
+ * the first write). */
+static double
+bytes_moved(int h, const char *dir)
+{
+    g_autofree char *prom = host_prom(h);
+    g_autofree char *series = g_strdup_printf("vtpmd_state_bytes_moved_total{direction=\"%s\"}", dir);
+    double v = 0;
+
+    vt_prom_value(prom, series, &v);
+    return v;
+}
+
+/* The metrics file of host @h must come to count @bytes more than @before. */
+static void
+assert_bytes_moved(int h, const char *dir, double before, uint64_t bytes, const char *what)
+{
+    g_autofree char *prom = host_prom(h);
+    g_autofree char *series = g_strdup_printf("vtpmd_state_bytes_moved_total{direction=\"%s\"}", dir);
+    double v;
+
+    if (!vt_prom_wait(prom, series, before + (double)bytes, 60000, &v))
+        fail_msg("%s: %s of host %s should reach %g (+%" G_GUINT64_FORMAT " bytes), is %g", what,
+                 series, host_name[h], before + (double)bytes, bytes, v);
 }
 
 /* ---- common steps ---------------------------------------------------------------------------- */
@@ -976,9 +1014,14 @@ test_cold_migration(void **state)
     g_autofree char *sf_b = p_state_file(B, uuid, STATE_V2);
     xfer x = { 0 };
 
+    double out_a, in_b;
+
     begin("cold migration a -> b");
     S = spawn_off(&in);
+    out_a = bytes_moved(A, "out");
+    in_b = bytes_moved(B, "in");
     migrate(A, B, &in, &x, "migrate_disk_and_power_off a -> b");
+    assert_bytes_moved(A, "out", out_a, x.bytes, "migrate: the source's metrics");
     assert_file_is(inc, &x, "migrate: the incoming volume on b");
     assert_archive(inc, S, "migrate: the incoming volume on b");
     {
@@ -1001,6 +1044,7 @@ test_cold_migration(void **state)
     }
     assert_restored_off(B, uuid, S, "finish_migration on b");
     assert_gone(inc, "finish_migration", "incoming volume");
+    assert_bytes_moved(B, "in", in_b, x.bytes, "finish_migration: the destination's metrics");
     {
         g_autoptr(vt_reply) r = call_ok(B, "power_on", args_inst(&in), "power_on on b");
     }
@@ -1256,9 +1300,14 @@ test_shelve(void **state)
     g_autofree char *vol = p_shelved(uuid), *vol3 = p_shelved(uuid3);
     xfer sh = { 0 }, sh3 = { 0 };
 
+    double out_a, in_b;
+
     begin("shelve / unshelve");
     S = spawn_off(&in);
+    out_a = bytes_moved(A, "out");
+    in_b = bytes_moved(B, "in");
     shelve_on(A, &in, &sh, "shelve");
+    assert_bytes_moved(A, "out", out_a, sh.bytes, "shelve: the metrics of a");
     assert_file_is(vol, &sh, "shelve: the volume in the shelve pool");
     assert_archive(vol, S, "shelve: the volume in the shelve pool");
     assert_nothing_on(A, uuid, "shelve (offload) on a");
@@ -1270,6 +1319,7 @@ test_shelve(void **state)
     }
     assert_restored_off(B, uuid, S, "unshelve on b");
     assert_gone(vol, "unshelve on b", "shelved archive");
+    assert_bytes_moved(B, "in", in_b, sh.bytes, "unshelve: the metrics of b");
     destroy_on(B, uuid, "destroy on b");
 
     /* An archive that is not (or no longer) in the store. */

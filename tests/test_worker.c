@@ -312,41 +312,15 @@ metrics_tail(const char *name, char **path)
     return g_strdup_printf("[metrics]\ntextfile = %s\ninterval = 1\n", *path);
 }
 
-/* The value of @series (name{labels} exactly as vtpmd writes it) in the
- * metrics file @path; false when the file or the series is not there. */
-static bool
-prom_value(const char *path, const char *series, double *out)
-{
-    g_autofree char *text = NULL;
-    g_auto(GStrv) lines = NULL;
-    size_t n = strlen(series);
-
-    if (!g_file_get_contents(path, &text, NULL, NULL))
-        return false;
-    lines = g_strsplit(text, "\n", -1);
-    for (size_t i = 0; lines[i]; i++) {
-        if (strncmp(lines[i], series, n) == 0 && lines[i][n] == ' ') {
-            *out = g_ascii_strtod(lines[i] + n + 1, NULL);
-            return true;
-        }
-    }
-    return false;
-}
-
 /* Wait (the file is rewritten every second) until @series is at least
  * @min; fails the test with the file's last value otherwise. */
-static double
+static void
 wait_prom_at_least(const char *path, const char *series, double min)
 {
-    double v = -1;
+    double v;
 
-    for (int i = 0; i < 600; i++) {
-        if (prom_value(path, series, &v) && v >= min)
-            return v;
-        g_usleep(100 * 1000);
-    }
-    fail_msg("%s: %s should reach %g within 60 s; last value %g", path, series, min, v);
-    return v;
+    if (!vt_prom_wait(path, series, min, 60000, &v))
+        fail_msg("%s: %s should reach %g within 60 s; last value %g", path, series, min, v);
 }
 
 static void
@@ -354,7 +328,7 @@ assert_prom(const char *path, const char *series, double want)
 {
     double v = -1;
 
-    if (!prom_value(path, series, &v) || v != want) {
+    if (!vt_prom_value(path, series, &v) || v != want) {
         g_autofree char *text = NULL;
 
         g_file_get_contents(path, &text, NULL, NULL);
@@ -1713,7 +1687,7 @@ test_metrics_file(void **state)
     assert_prom(prom, "vtpmd_requests_total{method=\"spawn\",outcome=\"InvalidTPMConfig\"}", 1);
     assert_prom(prom, "vtpmd_requests_total{method=\"unknown\",outcome=\"UnknownMethod\"}", 1);
     /* Readiness polling asked too: at least ours and one more. */
-    if (!prom_value(prom, "vtpmd_requests_total{method=\"get_capabilities\",outcome=\"ok\"}", &v) ||
+    if (!vt_prom_value(prom, "vtpmd_requests_total{method=\"get_capabilities\",outcome=\"ok\"}", &v) ||
         v < 2)
         fail_msg("%s: get_capabilities ok should count at least 2", prom);
     assert_prom(prom, "vtpmd_request_duration_seconds_count{method=\"destroy\"}", 3);
@@ -1724,7 +1698,7 @@ test_metrics_file(void **state)
     assert_prom(prom, "vtpmd_broker_reconnects_total", 0);
     assert_prom(prom, "vtpmd_state_bytes_moved_total{direction=\"in\"}", 0);
     assert_prom(prom, "vtpmd_state_bytes_moved_total{direction=\"out\"}", 0);
-    if (!prom_value(prom, "vtpmd_start_time_seconds", &v) ||
+    if (!vt_prom_value(prom, "vtpmd_start_time_seconds", &v) ||
         v < (double)g_get_real_time() / G_USEC_PER_SEC - 3600)
         fail_msg("%s: vtpmd_start_time_seconds missing or wrong (%g)", prom, v);
     if (stat(prom, &st) != 0 || (st.st_mode & 07777) != 0644)

@@ -424,6 +424,45 @@ vt_vtpmd_start(const char *lv_host, const vt_config_opts *o, const char *const *
     return d;
 }
 
+/* ---- metrics files ------------------------------------------------------ */
+
+bool
+vt_prom_value(const char *path, const char *series, double *out)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    size_t n = strlen(series);
+
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return false;
+    lines = g_strsplit(text, "\n", -1);
+    for (size_t i = 0; lines[i]; i++) {
+        if (strncmp(lines[i], series, n) == 0 && lines[i][n] == ' ') {
+            *out = g_ascii_strtod(lines[i] + n + 1, NULL);
+            return true;
+        }
+    }
+    return false;
+}
+
+bool
+vt_prom_wait(const char *path, const char *series, double min, int timeout_ms, double *last)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    double v = -1;
+
+    for (;;) {
+        if (!vt_prom_value(path, series, &v))
+            v = -1;
+        if (v >= min || g_get_monotonic_time() > end)
+            break;
+        g_usleep(100 * 1000);
+    }
+    if (last)
+        *last = v;
+    return v >= min;
+}
+
 /* ---- services ---------------------------------------------------------- */
 
 int

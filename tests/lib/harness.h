@@ -119,6 +119,16 @@ unsigned vt_count_lines(const char *text, const char *const *needles);
 /* Wait until its log has a line with every one of @needles. */
 bool vt_vtpmd_wait_log(const vt_vtpmd *d, const char *const *needles, int timeout_ms);
 
+/* ---- metrics files ------------------------------------------------------------ */
+
+/* The value of @series (name{labels} exactly as vtpmd writes it) in the
+ * [metrics] textfile @path; false when the file or the series is absent. */
+bool vt_prom_value(const char *path, const char *series, double *out);
+/* Wait until @series in @path is at least @min; false (with the last
+ * value in *last, -1 when absent) after @timeout_ms. */
+bool vt_prom_wait(const char *path, const char *series, double min, int timeout_ms,
+                  double *last);
+
 /* ---- services --------------------------------------------------------------- */
 
 /* Run @script in bash with tests/lib/env.sh sourced and this run's broker
