@@ -76,7 +76,7 @@ host = $wh
 [libvirt]
 uri = qemu:///system
 swtpm_enabled = true
-shutdown_timeout = 5
+shutdown_timeout = ${shutdown_timeout:-5}
 ${3:-}
 EOF
     vtpmd_log[$h]=$VT_ROOT/vtpmd-accept-$h.log
