@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libFuzzer entry point for what a worker does with a request body before
+ * any handler touches libvirt: decode the envelope with the worker's
+ * limits, then, as the instance handlers do (worker/ops.c,
+ * worker/lifecycle.c), decode args.instance and args.old_flavor and
+ * resolve the vTPM policy of both.  Every fault must be a documented
+ * one, and the fault reply built from it must decode again, since that
+ * is what the caller receives.  See fuzz.h and docs/fuzzing.md.
+ */
+#include <string.h>
+
+#include "fuzz.h"
+
+#include "fuzzcheck.h"
+
+static const vtpm_fault decode_faults[] = {
+    VTPM_FAULT_BAD_REQUEST, VTPM_FAULT_UNSUPPORTED_VERSION, VTPM_FAULT_NONE,
+};
+static const vtpm_fault spec_faults[] = { VTPM_FAULT_BAD_REQUEST, VTPM_FAULT_NONE };
+
+static void
+check_args(const vtpm_request *req)
+{
+    g_autoptr(vtpm_instance) inst = NULL;
+    g_autoptr(vtpm_flavor) old = NULL;
+    const msgpack_object *oflo = NULL;
+    vtpm_error err = { 0 };
+    int rc = vtpm_proto_arg_instance(req, &inst, &err);
+
+    vtpm_fuzz_expect("vtpm_proto_arg_instance", rc, &err, spec_faults);
+    if (rc < 0) {
+        if (inst)
+            vtpm_fuzz_fail("vtpm_proto_arg_instance wrote its output on failure");
+        vtpm_fuzz_check_fault_reply(&err);
+        return;
+    }
+    if (!inst->flavor || !inst->image || !inst->flavor->extra_specs || !inst->image->properties ||
+        strlen(inst->uuid) != 36)
+        vtpm_fuzz_fail("decoded instance is incomplete");
+    vtpm_fuzz_check_policy(inst->flavor->extra_specs, inst->image->properties);
+
+    /* resize/migration's old flavor, checked against the same image. */
+    rc = vtpm_proto_get_map(&req->args, "args", "old_flavor", false, &oflo, &err);
+    vtpm_fuzz_expect("vtpm_proto_get_map", rc, &err, spec_faults);
+    if (rc < 0 || !oflo)
+        return;
+    rc = vtpm_proto_decode_flavor(oflo, "args.old_flavor", &old, &err);
+    vtpm_fuzz_expect("vtpm_proto_decode_flavor", rc, &err, spec_faults);
+    if (rc == 0)
+        vtpm_fuzz_check_policy(old->extra_specs, inst->image->properties);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    g_autoptr(vtpm_request) req = NULL;
+    g_autofree char *id = NULL;
+    vtpm_proto_limits lim;
+    vtpm_error err = { 0 };
+    int rc;
+
+    /* The worker's limits: the defaults with [worker] max_message_bytes
+     * (default 1 MiB) as the body limit (worker/worker.c). */
+    vtpm_proto_limits_init(&lim);
+    rc = vtpm_proto_decode_request(data, size, &lim, &req, &id, &err);
+    vtpm_fuzz_expect("vtpm_proto_decode_request", rc, &err, decode_faults);
+    if (rc < 0) {
+        if (req)
+            vtpm_fuzz_fail("vtpm_proto_decode_request wrote its output on failure");
+        vtpm_fuzz_check_fault_reply(&err);
+        return 0;
+    }
+    if (!req->method || req->args.type != MSGPACK_OBJECT_MAP)
+        vtpm_fuzz_fail("decoded request has no method or no args map");
+    check_args(req);
+    return 0;
+}
+
+#ifdef VTPM_FUZZ_REPLAY
+const vtpm_fuzz_target vtpm_fuzz_replay_target = { .name = "fuzz_request" };
+#endif
