@@ -179,6 +179,33 @@ POLICIES = {
 }
 
 
+# libFuzzer dictionaries (-dict): the words the decoders look for.
+MSGPACK_WORDS = ["v", "method", "args", "context", "request_id", "user_id", "project_id",
+                 "deadline_ms", "instance", "uuid", "name", "flavor", "vcpus", "memory_mb",
+                 "extra_specs", "image", "id", "properties", "boot", "kernel", "initrd",
+                 "cmdline", "disk", "vtpm", "secret", "power_on", "old_flavor", "new_flavor",
+                 "keep_vtpm", "shelved", "ref", "vtpm_transfer", "bytes", "sha256",
+                 "hw:tpm_version", "hw_tpm_version", "hw:tpm_model", "hw_tpm_model",
+                 "hw:tpm_secret_security", "2.0", "1.2", "tpm-crb", "tpm-tis",
+                 "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"]
+POLICY_WORDS = ["hw:tpm_version=", "hw_tpm_version=", "hw:tpm_model=", "hw_tpm_model=",
+                "hw:tpm_secret_security=", "trait:COMPUTE_SECURITY_TPM_1_2=",
+                "trait:COMPUTE_SECURITY_TPM_2_0=", "required", "forbidden", "1.2", "2.0",
+                "tpm-tis", "tpm-crb", "TIS", "CRB", "user", "host", "deployment", "-F", "-I"]
+
+
+def dict_line(word):
+    return '"' + "".join(chr(c) if 0x20 <= c < 0x7f and c not in b'"\\' else "\\x%02x" % c
+                         for c in word) + '"\n'
+
+
+def write_dict(path, words):
+    with open(path, "w") as f:
+        f.write("# Written by gen-corpus.py: libFuzzer -dict (tools/fuzz passes it).\n")
+        for w in words:
+            f.write(dict_line(w))
+
+
 def write(d, name, data):
     with open(os.path.join(d, "seed-" + name), "wb") as f:
         f.write(data)
@@ -196,6 +223,9 @@ def main():
                 os.unlink(os.path.join(d, old))
         for name, value in seeds.items():
             write(d, name, enc(value))
+    here = os.path.dirname(os.path.abspath(__file__))
+    write_dict(os.path.join(here, "msgpack.dict"), [pack(w) for w in MSGPACK_WORDS])
+    write_dict(os.path.join(here, "policy.dict"), [w.encode() for w in POLICY_WORDS])
 
 
 if __name__ == "__main__":
