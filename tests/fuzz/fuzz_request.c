@@ -3,8 +3,8 @@
  * libFuzzer entry point for what a worker does with a request body before
  * any handler touches libvirt: decode the envelope with the worker's
  * limits, then, as the instance handlers do (worker/ops.c,
- * worker/lifecycle.c), decode args.instance and args.old_flavor and
- * resolve the vTPM policy of both.  Every fault must be a documented
+ * worker/lifecycle.c), decode args.instance and args.old_flavor,
+ * resolve the vTPM policy of both, and read their other args.  Every fault must be a documented
  * one, and the fault reply built from it must decode again, since that
  * is what the caller receives.  See fuzz.h and docs/fuzzing.md.
  */
@@ -18,6 +18,51 @@ static const vtpm_fault decode_faults[] = {
     VTPM_FAULT_BAD_REQUEST, VTPM_FAULT_UNSUPPORTED_VERSION, VTPM_FAULT_NONE,
 };
 static const vtpm_fault spec_faults[] = { VTPM_FAULT_BAD_REQUEST, VTPM_FAULT_NONE };
+
+/* The other args the handlers read (worker/ops.c, worker/lifecycle.c),
+ * with their limits. */
+static void
+check_scalar_args(const vtpm_request *req)
+{
+    static const char *const bools[] = { "power_on", "keep_vtpm", "offload" };
+    static const struct {
+        const char *map, *where, *key;
+        size_t max;
+    } strs[] = {
+        { NULL, "args", "dest_host", 255 },
+        { "shelved", "args.shelved", "ref", 512 },
+        { "shelved", "args.shelved", "sha256", 64 },
+        { "vtpm_transfer", "args.vtpm_transfer", "sha256", 64 },
+    };
+    vtpm_error err = { 0 };
+    int rc;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(bools); i++) {
+        bool b;
+
+        rc = vtpm_proto_get_bool(&req->args, "args", bools[i], false, true, &b, &err);
+        vtpm_fuzz_expect("vtpm_proto_get_bool", rc, &err, spec_faults);
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(strs); i++) {
+        const msgpack_object *map = &req->args;
+        g_autofree char *s = NULL;
+        uint64_t bytes;
+
+        if (strs[i].map) {
+            rc = vtpm_proto_get_map(&req->args, "args", strs[i].map, false, &map, &err);
+            vtpm_fuzz_expect("vtpm_proto_get_map", rc, &err, spec_faults);
+            if (rc < 0 || !map)
+                continue;
+            rc = vtpm_proto_get_uint(map, strs[i].where, "bytes", false, 0, &bytes, &err);
+            vtpm_fuzz_expect("vtpm_proto_get_uint", rc, &err, spec_faults);
+        }
+        rc = vtpm_proto_get_str(map, strs[i].where, strs[i].key, false, strs[i].max, &s, &err);
+        vtpm_fuzz_expect("vtpm_proto_get_str", rc, &err, spec_faults);
+        if (rc == 0 && s && strlen(s) > strs[i].max)
+            vtpm_fuzz_fail("%s.%s: %zu bytes passed a limit of %zu", strs[i].where, strs[i].key,
+                           strlen(s), strs[i].max);
+    }
+}
 
 static void
 check_args(const vtpm_request *req)
@@ -73,6 +118,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (!req->method || req->args.type != MSGPACK_OBJECT_MAP)
         vtpm_fuzz_fail("decoded request has no method or no args map");
+    check_scalar_args(req);
     check_args(req);
     return 0;
 }
