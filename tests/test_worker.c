@@ -401,9 +401,12 @@ test_setup(void **state)
 static int
 test_teardown(void **state)
 {
+    int rc = 0;
+
     /* Daemons the test started: a failed test may have left them. */
     for (guint i = 0; i < own_daemons->len; i++) {
         vt_vtpmd *d = g_ptr_array_index(own_daemons, i);
+        g_autofree char *report = NULL;
 
         if (vt_vtpmd_running(d)) {
             int code = vt_vtpmd_term(d, 30000);
@@ -411,10 +414,18 @@ test_teardown(void **state)
             if (code != 0)
                 print_error("vtpmd %s exited %d on SIGTERM at teardown\n", d->worker_host, code);
         }
+        /* A memory error (sanitizer, or memcheck with VT_VALGRIND=1)
+         * fails the test even when the daemon was left to the teardown. */
+        report = vt_vtpmd_sanitizer_report(d);
+        if (report) {
+            vt_vtpmd_dump(d);
+            print_error("vtpmd %s: %s\n", d->worker_host, report);
+            rc = -1;
+        }
     }
     g_ptr_array_set_size(own_daemons, 0);
     vt_virsh_cleanup(H);
-    return 0;
+    return rc;
 }
 
 /* ---- 1. capabilities --------------------------------------------------- */

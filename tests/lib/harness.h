@@ -109,8 +109,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(vt_vtpmd, vt_vtpmd_free)
 /* Its log file / stdout+stderr ("" when absent). */
 char *vt_vtpmd_log(const vt_vtpmd *d);
 char *vt_vtpmd_output(const vt_vtpmd *d);
+/* VT_VALGRIND=1 in the environment runs every vtpmd under valgrind
+ * memcheck; its exit status is this when memcheck found errors or definite
+ * leaks. */
+#define VT_VALGRIND_EXIT 99
 /* The first line of a sanitizer report (ASan, LSan, UBSan "runtime
- * error") in its output, NULL when there is none. */
+ * error", a memcheck error or a non-zero memcheck ERROR SUMMARY) in its
+ * output, NULL when there is none. */
 char *vt_vtpmd_sanitizer_report(const vt_vtpmd *d);
 /* Print log and output tails to stderr (after a failure). */
 void vt_vtpmd_dump(const vt_vtpmd *d);
