@@ -24,7 +24,7 @@ static const vtpm_fault spec_faults[] = { VTPM_FAULT_BAD_REQUEST, VTPM_FAULT_NON
 static void
 check_scalar_args(const vtpm_request *req)
 {
-    static const char *const bools[] = { "power_on", "keep_vtpm", "offload" };
+    static const char *const bools[] = { "power_on", "keep_vtpm", "offload", "force" };
     static const struct {
         const char *map, *where, *key;
         size_t max;
@@ -35,8 +35,29 @@ check_scalar_args(const vtpm_request *req)
         { "vtpm_transfer", "args.vtpm_transfer", "sha256", 64 },
     };
     vtpm_error err = { 0 };
+    const msgpack_object *io = NULL;
     int rc;
 
+    /* Methods that read only the uuid may still start the TPM with
+     * args.instance.vtpm.secret (vtpm_ops_arg_secret); rekey's new one. */
+    rc = vtpm_proto_get_map(&req->args, "args", "instance", false, &io, &err);
+    vtpm_fuzz_expect("vtpm_proto_get_map", rc, &err, spec_faults);
+    if (rc == 0 && io) {
+        g_autoptr(GBytes) secret = NULL;
+
+        rc = vtpm_proto_decode_secret(io, "args.instance", &secret, &err);
+        vtpm_fuzz_expect("vtpm_proto_decode_secret", rc, &err, spec_faults);
+        if (rc == 0 && secret && (g_bytes_get_size(secret) == 0 ||
+                                  g_bytes_get_size(secret) > VTPM_PROTO_MAX_FIELD))
+            vtpm_fuzz_fail("a secret of %zu bytes passed", g_bytes_get_size(secret));
+    }
+    {
+        g_autoptr(GBytes) secret = NULL;
+
+        rc = vtpm_proto_get_bin(&req->args, "args", "new_secret", false, VTPM_PROTO_MAX_FIELD,
+                                &secret, &err);
+        vtpm_fuzz_expect("vtpm_proto_get_bin", rc, &err, spec_faults);
+    }
     for (size_t i = 0; i < G_N_ELEMENTS(bools); i++) {
         bool b;
 
