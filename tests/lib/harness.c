@@ -138,6 +138,7 @@ vt_vtpmd_spawn(const char *lv_host, const char *config, const char *worker_host,
     vt_vtpmd *d = g_new0(vt_vtpmd, 1);
     g_autofree char *ns = NULL;
     g_autofree char *ns_arg = NULL;
+    g_autofree char *valgrind = NULL;
     g_auto(GStrv) envp = g_get_environ();
     g_autoptr(GError) gerr = NULL;
     const char *argv[20];
@@ -172,7 +173,11 @@ vt_vtpmd_spawn(const char *lv_host, const char *config, const char *worker_host,
      * count: detached threads still running at exit hold TLS that shows
      * as "possibly lost". */
     if (g_strcmp0(g_getenv("VT_VALGRIND"), "1") == 0) {
-        argv[n++] = "valgrind";
+        /* By absolute path: a test may give vtpmd a PATH without it. */
+        valgrind = g_find_program_in_path("valgrind");
+        if (!valgrind)
+            fail_msg("VT_VALGRIND=1 but valgrind is not on PATH");
+        argv[n++] = valgrind;
         argv[n++] = "--tool=memcheck";
         argv[n++] = "--leak-check=full";
         argv[n++] = "--show-leak-kinds=definite";
