@@ -67,6 +67,7 @@ typedef struct {
     const char *shelved_ref; /* unshelve */
     const char *shelved_sha;
     int force;               /* -1: absent */
+    GBytes *new_secret;      /* rekey */
 } opts;
 
 #define NO_OPTS { .power_on = -1, .force = -1 }
@@ -109,7 +110,7 @@ mkargs(const inst *in, const opts *o)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     n += (o->dest_host != NULL) + (o->power_on >= 0) + (o->old_mode != NULL) +
-         (o->shelved_ref != NULL) + (o->force >= 0);
+         (o->shelved_ref != NULL) + (o->force >= 0) + (o->new_secret != NULL);
     msgpack_pack_map(&pk, n);
     mp_str(&pk, "instance");
     msgpack_pack_map(&pk, o->secret ? 5 : 4);
@@ -158,6 +159,14 @@ mkargs(const inst *in, const opts *o)
     if (o->force >= 0) {
         mp_str(&pk, "force");
         o->force ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    }
+    if (o->new_secret) {
+        gsize len;
+        const void *d = g_bytes_get_data(o->new_secret, &len);
+
+        mp_str(&pk, "new_secret");
+        msgpack_pack_bin(&pk, len);
+        msgpack_pack_bin_body(&pk, d, len);
     }
     b = g_bytes_new(sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -865,6 +874,142 @@ test_deployment_mode(void **state)
     host_start(B, key1, NULL);
 }
 
+/* ---- rekey ------------------------------------------------------------------------------------ */
+
+/* rekey on a; checks the reply and that nothing of the work is left. */
+static void
+rekey_ok(const inst *in, const opts *o, bool restarted, const char *what)
+{
+    g_autoptr(vt_reply) r = call_ok(A, "rekey", in, o, what);
+    g_autofree char *rel = g_strdup_printf("var/lib/libvirt/swtpm/.%s.rekey", in->uuid);
+    g_autofree char *work = vt_host_path("a", rel);
+    g_autofree char *sf = p_state_file(A, in->uuid);
+    g_autofree char *mode = vt_obj_str(&r->rep->result, "secret_security");
+    g_autofree char *want = g_strdup_printf("{rekeyed: true, secret_security: %s, restarted: %s}",
+                                            in->mode, restarted ? "true" : "false");
+    struct stat st;
+
+    if (!vt_obj_bool(&r->rep->result, "rekeyed") ||
+        vt_obj_bool(&r->rep->result, "restarted") != restarted || g_strcmp0(mode, in->mode) != 0)
+        fail_msg("%s: expected %s, got %s", what, want, vt_reply_summary(r));
+    if (exists(work))
+        fail_msg("%s: %s left behind", what, work);
+    /* As libvirt keeps it: the state file is swtpm's, 0600. */
+    if (stat(sf, &st) < 0 || (st.st_mode & 07777) != 0600 || st.st_uid == 0)
+        fail_msg("%s: %s should be the swtpm user's, mode 0600", what, sf);
+    assert_dom_state(A, in->uuid, restarted ? "running" : "shut off", what);
+}
+
+/* The state was re-encrypted: @old no longer opens it, @new does, and the
+ * TPM inside is byte for byte the one before (@plain). */
+static void
+assert_rekeyed(const char *uuid, GBytes *old, GBytes *new, GBytes *plain, const char *what)
+{
+    g_autofree char *dir = p_state_dir(A, uuid);
+    g_autoptr(GBytes) by_old = decrypt_state(dir, old);
+    g_autoptr(GBytes) by_new = plaintext_of(A, uuid, new, what);
+
+    if (by_old)
+        fail_msg("%s: the old key still opens the state", what);
+    if (!g_bytes_equal(by_new, plain))
+        fail_msg("%s: the TPM changed (%zu bytes before, %zu after)", what,
+                 g_bytes_get_size(plain), g_bytes_get_size(by_new));
+}
+
+/* The key of @uuid on a as the mode stores it (user: @user_secret). */
+static GBytes *
+key_now(const char *mode, const char *uuid, GBytes *user_secret)
+{
+    g_autofree char *wrapped = NULL;
+
+    if (strcmp(mode, "user") == 0)
+        return g_bytes_ref(user_secret);
+    if (strcmp(mode, "host") == 0)
+        return host_secret_value(A, uuid);
+    wrapped = wrapped_of(A, uuid);
+    return unwrap_with(key1, uuid, wrapped);
+}
+
+static void
+test_rekey(void **state)
+{
+    static const char *const modes[] = { "user", "host", "deployment" };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
+        g_autofree char *uuid = vt_uuid();
+        g_autofree char *sf = p_state_file(A, uuid);
+        g_autofree char *S = NULL, *what = NULL;
+        inst in = { uuid, modes[i] };
+        bool user = i == 0;
+        g_autoptr(GBytes) s1 = secret_of("rekey: first passphrase");
+        g_autoptr(GBytes) s2 = secret_of("rekey: second passphrase");
+        g_autoptr(GBytes) s3 = secret_of("rekey: third passphrase");
+        g_autoptr(GBytes) k0 = NULL, k1 = NULL, plain = NULL;
+        opts o = NO_OPTS;
+
+        what = g_strdup_printf("rekey, %s mode", modes[i]);
+        o.secret = user ? s1 : NULL;
+        ok(A, "spawn", &in, &o, what);
+        S = off_sha(A, &in, what);
+        k0 = key_now(modes[i], uuid, s1);
+        plain = plaintext_of(A, uuid, k0, what);
+
+        /* Refusals change nothing. */
+        if (user) {
+            opts bad = NO_OPTS;
+
+            bad.secret = s1;
+            fault(A, "rekey", &in, &bad, VTPM_FAULT_SECRET_REQUIRED, "args.new_secret",
+                  "rekey in user mode without a new secret");
+            bad.secret = NULL;
+            bad.new_secret = s2;
+            fault(A, "rekey", &in, &bad, VTPM_FAULT_SECRET_REQUIRED, "current passphrase",
+                  "rekey in user mode without the current secret");
+            bad.secret = s3;
+            fault(A, "rekey", &in, &bad, VTPM_FAULT_SECRET_INVALID, "does not decrypt",
+                  "rekey with a wrong current secret");
+        } else {
+            opts bad = NO_OPTS;
+
+            bad.new_secret = s2;
+            fault(A, "rekey", &in, &bad, VTPM_FAULT_BAD_REQUEST, "args.new_secret",
+                  "rekey with a new secret where vtpmd owns the key");
+        }
+        assert_sha(sf, S, "state after refused rekeys");
+
+        /* Stopped: stays stopped; the same TPM under a new key. */
+        o.secret = user ? s1 : NULL;
+        o.new_secret = user ? s2 : NULL;
+        rekey_ok(&in, &o, false, what);
+        k1 = key_now(modes[i], uuid, s2);
+        if (g_bytes_equal(k0, k1))
+            fail_msg("%s: the key did not change", what);
+        assert_rekeyed(uuid, k0, k1, plain, what);
+
+        /* The domain starts on the new key only. */
+        if (user) {
+            opts po = NO_OPTS;
+
+            po.secret = s1;
+            fault(A, "power_on", &in, &po, VTPM_FAULT_SECRET_INVALID, "does not decrypt",
+                  "power_on with the old passphrase after a rekey");
+            po.secret = s2;
+            ok(A, "power_on", &in, &po, "power_on with the new passphrase");
+        } else {
+            opts po = NO_OPTS;
+
+            ok(A, "power_on", &in, &po, "power_on after a rekey");
+        }
+        assert_dom_state(A, uuid, "running", what);
+
+        /* Running: stopped, re-encrypted, started again on the new key. */
+        o.secret = user ? s2 : NULL;
+        o.new_secret = user ? s3 : NULL;
+        rekey_ok(&in, &o, true, what);
+        destroy_on(A, uuid, what);
+    }
+}
+
 /* ---- the control: an unencrypted TPM's state is found by the search ------------------------- */
 
 static void
@@ -951,6 +1096,7 @@ main(void)
         cmocka_unit_test_teardown(test_host_mode, test_teardown),
         cmocka_unit_test_teardown(test_deployment_mode, test_teardown),
         cmocka_unit_test_teardown(test_generation, test_teardown),
+        cmocka_unit_test_teardown(test_rekey, test_teardown),
     };
     const char *missing = NULL;
 

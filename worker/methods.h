@@ -59,8 +59,7 @@ int vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *re
                      vtpm_error *err);
 int vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
                     vtpm_error *err);
-/* Not implemented yet: validates, then UnsupportedOperation
- * (docs/security.md#rekey). */
+/* Re-encrypt the TPM state under a new key (docs/security.md#rekey). */
 int vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
                   vtpm_error *err);
 

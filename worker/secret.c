@@ -140,3 +140,21 @@ vtpm_secret_get(virConnectPtr conn, const char *host, const char *uuid, GBytes *
     free(v);
     return 0;
 }
+
+int
+vtpm_secret_set_value(virConnectPtr conn, const char *uuid, GBytes *value, vtpm_error *err)
+{
+    virSecretPtr s = NULL;
+    gsize len = 0;
+    const unsigned char *v = g_bytes_get_data(value, &len);
+    int rc;
+
+    if ((rc = lookup(conn, uuid, &s, err)) < 0)
+        return rc;
+    if (!s)
+        return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED, "no TPM secret for instance %s",
+                              uuid);
+    rc = virSecretSetValue(s, v, len, 0) < 0 ? lv_error(err, "setting", uuid) : 0;
+    virSecretFree(s);
+    return rc;
+}

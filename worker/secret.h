@@ -42,3 +42,10 @@ int vtpm_secret_exists(virConnectPtr conn, const char *uuid, bool *out, vtpm_err
  * host in the message). */
 int vtpm_secret_get(virConnectPtr conn, const char *host, const char *uuid, GBytes **out,
                     vtpm_error *err);
+
+/* Replace the value of the existing secret of @uuid in place (rekey, host
+ * mode): unlike vtpm_secret_define there is no moment without a secret,
+ * and libvirt replaces the stored value file atomically.  SecretRequired
+ * when @conn has no such secret. */
+int vtpm_secret_set_value(virConnectPtr conn, const char *uuid, GBytes *value,
+                          vtpm_error *err);
