@@ -1645,31 +1645,6 @@ static const crash_case crash_cases[] = {
       .change_tpm = true },
 };
 
-/* The reply with correlation id @corr on the harness's client. */
-static vt_reply *
-recv_reply(const char *corr, int timeout_ms, const char *what)
-{
-    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-    vtpm_error err = { 0 };
-
-    for (;;) {
-        vtpm_client_msg *m = NULL;
-        gint64 left = (end - g_get_monotonic_time()) / 1000;
-        int rc = left > 0 ? vtpm_client_recv(vt_client(), (int)left, &m, &err) : 1;
-
-        if (rc < 0) {
-            vt_client_drop();
-            fail_msg("%s: waiting for the reply: %s", what, err.message);
-        }
-        if (rc > 0)
-            fail_msg("%s: no reply within %d ms of the restarted vtpmd (the redelivered "
-                     "request never completed)", what, timeout_ms);
-        if (m->correlation_id && strcmp(m->correlation_id, corr) == 0)
-            return vt_reply_decode(m);
-        vtpm_client_msg_free(m);
-    }
-}
-
 static unsigned
 crash_lines(const vt_vtpmd *d, const char *point)
 {
@@ -1836,7 +1811,7 @@ test_crash(void **state)
     /* A fresh vtpmd: the broker redelivers the unacked request. */
     g_clear_pointer(&dmn[h], vt_vtpmd_free);
     host_start(h, NULL);
-    r = recv_reply(corr, OP_MS, c->name);
+    r = vt_recv_reply(corr, OP_MS, c->name);
     if (!r->rep || !r->rep->ok) {
         vt_vtpmd_dump(dmn[h]);
         fail_msg("%s: the redelivered %s should complete, got %s", c->name, method,

@@ -524,7 +524,7 @@ wrapped_of(int h, const char *uuid)
 /* ---- vtpmds ------------------------------------------------------------------------------------ */
 
 static void
-host_start(int h, const char *key, const char *prev_key)
+host_start_env(int h, const char *key, const char *prev_key, const char *const *env)
 {
     g_autofree char *lx = g_strdup("shutdown_timeout = 3\nmigration_uri_template = qemu+tcp://%s/system");
     g_autofree char *tail = g_strdup_printf("[store]\nuri = qemu+tcp://%s/system", host_addr[A]);
@@ -535,7 +535,13 @@ host_start(int h, const char *key, const char *prev_key)
     vt_config_opts o = { .worker_host = host_addr[h], .libvirt_extra = lx, .vtpm_extra = vx,
                          .require_secret = h == A, .tail = tail };
 
-    dmn[h] = vt_vtpmd_start(host_name[h], &o, NULL);
+    dmn[h] = vt_vtpmd_start(host_name[h], &o, env);
+}
+
+static void
+host_start(int h, const char *key, const char *prev_key)
+{
+    host_start_env(h, key, prev_key, NULL);
 }
 
 static void
@@ -1010,6 +1016,79 @@ test_rekey(void **state)
     }
 }
 
+/* The crash window of a rekey (docs/security.md, Rekey): vtpmd dies after
+ * swapping the new state in, before storing the new key.  The redelivered
+ * request must swap the old state back and rekey anew: in the end the
+ * stored key opens the state, and the TPM is the same. */
+static void
+test_rekey_crash(void **state)
+{
+    static const char *const env[] = { "VTPMD_CRASH_AT=rekey.before_key", NULL };
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *S = NULL, *corr = NULL, *rid = vt_uuid(), *mid = vt_uuid();
+    g_autofree char *sd = p_state_dir(A, uuid);
+    g_autofree char *rel = g_strdup_printf("var/lib/libvirt/swtpm/.%s.rekey/new", uuid);
+    g_autofree char *left = vt_host_path("a", rel);
+    inst in = { uuid, "host" };
+    opts o = NO_OPTS;
+    g_autoptr(GBytes) k0 = NULL, k1 = NULL, plain = NULL, args = NULL, body = NULL;
+    g_autoptr(GBytes) by_k0 = NULL, left_k0 = NULL;
+    g_autoptr(vt_reply) r = NULL;
+    vtpm_error err = { 0 };
+    int code;
+
+    ok(A, "spawn", &in, &o, "rekey crash: spawn");
+    S = off_sha(A, &in, "rekey crash: power_off");
+    k0 = host_secret_value(A, uuid);
+    plain = plaintext_of(A, uuid, k0, "rekey crash: before");
+
+    host_stop(A);
+    host_start_env(A, key1, NULL, env);
+    args = mkargs(&in, &o);
+    body = vt_request("rekey", args, rid, 0);
+    {
+        vtpm_client_send_opts so = { .routing_key = dmn[A]->routing_key, .message_id = mid };
+
+        if (vtpm_client_send(vt_client(), &so, g_bytes_get_data(body, NULL),
+                             g_bytes_get_size(body), &corr, &err) < 0) {
+            vt_client_drop();
+            fail_msg("sending rekey: %s", err.message);
+        }
+    }
+    code = vt_vtpmd_wait_exit(dmn[A], OP_MS);
+    if (code != 128 + 9)
+        fail_msg("rekey crash: vtpmd should die at rekey.before_key, exited %d", code);
+
+    /* Inside the window: the new state is in place, the stored key is the
+     * old one, which opens only the old state left aside. */
+    by_k0 = decrypt_state(sd, k0);
+    left_k0 = decrypt_state(left, k0);
+    if (by_k0 || !left_k0)
+        fail_msg("rekey crash: expected the new state in place and the old one in %s", left);
+    {
+        g_autoptr(GBytes) now = host_secret_value(A, uuid);
+
+        if (!g_bytes_equal(now, k0))
+            fail_msg("rekey crash: the key changed before the crash point");
+    }
+
+    g_clear_pointer(&dmn[A], vt_vtpmd_free);
+    host_start(A, key1, NULL);
+    r = vt_recv_reply(corr, OP_MS, "rekey crash: redelivered rekey");
+    if (!r->rep || !r->rep->ok || !vt_obj_bool(&r->rep->result, "rekeyed"))
+        fail_msg("rekey crash: the redelivered rekey should complete, got %s",
+                 vt_reply_summary(r));
+    k1 = host_secret_value(A, uuid);
+    if (g_bytes_equal(k0, k1))
+        fail_msg("rekey crash: the key did not change");
+    assert_rekeyed(uuid, k0, k1, plain, "rekey crash: after the redelivery");
+    if (exists(left))
+        fail_msg("rekey crash: %s left behind", left);
+    ok(A, "power_on", &in, &o, "rekey crash: power_on on the new key");
+    assert_dom_state(A, uuid, "running", "rekey crash");
+    destroy_on(A, uuid, "rekey crash: destroy");
+}
+
 /* ---- the control: an unencrypted TPM's state is found by the search ------------------------- */
 
 static void
@@ -1097,6 +1176,7 @@ main(void)
         cmocka_unit_test_teardown(test_deployment_mode, test_teardown),
         cmocka_unit_test_teardown(test_generation, test_teardown),
         cmocka_unit_test_teardown(test_rekey, test_teardown),
+        cmocka_unit_test_teardown(test_rekey_crash, test_teardown),
     };
     const char *missing = NULL;
 

@@ -1320,12 +1320,6 @@ out:
  * opens the leftover -> swap back, the old state and key belong together.
  */
 
-static char *
-rekey_dir(vtpm_worker *w, const char *uuid)
-{
-    return g_strdup_printf("%s/.%s.rekey", w->cfg->libvirt.state_dir, uuid);
-}
-
 /* libvirt's ownership of a state dir: <uuid>/ root 0711, the rest swtpm's,
  * 0700 / 0600. */
 static int
@@ -1446,7 +1440,12 @@ rekey_settle(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta *m, const 
         *done = true;
         return vtpm_fs_rmtree(work, err);
     }
-    if (vtpm_fs_is_dir(fresh) && vtpm_rekey_export(fresh, v, key, scratch, blob, &probe) == 0) {
+    /* Only where the key is stored: that it still opens the old state
+     * proves the new key was never stored, so the new state never ran.  In
+     * user mode the swap is the commit; the caller may have started the
+     * new state since, and swapping back would roll the TPM back. */
+    if (m->tpm.secret_security != VTPM_SECRET_USER && vtpm_fs_is_dir(fresh) &&
+        vtpm_rekey_export(fresh, v, key, scratch, blob, &probe) == 0) {
         g_warning("instance %s: an interrupted rekey swapped in a state whose key was never "
                   "stored; swapping the old state back",
                   uuid);
@@ -1588,7 +1587,7 @@ vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
         rc = vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
         goto out;
     }
-    work = rekey_dir(w, uuid);
+    work = vtpm_ops_rekey_dir(w, uuid);
     if ((rc = vtpm_fs_mkdirs(work, 0700, err)) < 0)
         goto out;
     /* Checked while the domain still runs: a wrong key stops nothing.

@@ -67,6 +67,9 @@ int vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *resul
 char *vtpm_ops_state_dir(vtpm_worker *w, const char *uuid);
 /* Where a rebuild sets the old state aside while the vTPM changes. */
 char *vtpm_ops_replaced_dir(vtpm_worker *w, const char *uuid);
+/* Where a rekey builds the new state, and where the old one waits until
+ * the new key is stored (docs/security.md, Rekey). */
+char *vtpm_ops_rekey_dir(vtpm_worker *w, const char *uuid);
 /* The instance's serial console log ([libvirt] console_dir/<uuid>.log). */
 char *vtpm_ops_console_path(vtpm_worker *w, const char *uuid);
 /* Remove it: the instance no longer lives on this host (destroy, shelve

@@ -49,6 +49,12 @@ vtpm_ops_replaced_dir(vtpm_worker *w, const char *uuid)
 }
 
 char *
+vtpm_ops_rekey_dir(vtpm_worker *w, const char *uuid)
+{
+    return g_strdup_printf("%s/.%s.rekey", w->cfg->libvirt.state_dir, uuid);
+}
+
+char *
 vtpm_ops_console_path(vtpm_worker *w, const char *uuid)
 {
     return g_strdup_printf("%s/%s.log", w->cfg->libvirt.console_dir, uuid);
@@ -725,6 +731,11 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     if (!keep && (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
         goto out;
     replaced = vtpm_ops_replaced_dir(w, uuid);
+    if (!keep && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
+        goto out;
+    /* What an interrupted rekey left (docs/security.md, Rekey). */
+    g_free(replaced);
+    replaced = vtpm_ops_rekey_dir(w, uuid);
     if (!keep && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
         goto out;
     /* On a migration destination, a revert starts with destroy: the

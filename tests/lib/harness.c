@@ -849,6 +849,30 @@ vt_reply_decode(vtpm_client_msg *m)
 }
 
 vt_reply *
+vt_recv_reply(const char *corr, int timeout_ms, const char *what)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    vtpm_error err = { 0 };
+
+    for (;;) {
+        vtpm_client_msg *m = NULL;
+        gint64 left = (end - g_get_monotonic_time()) / 1000;
+        int rc = left > 0 ? vtpm_client_recv(vt_client(), (int)left, &m, &err) : 1;
+
+        if (rc < 0) {
+            vt_client_drop();
+            fail_msg("%s: waiting for the reply: %s", what, err.message);
+        }
+        if (rc > 0)
+            fail_msg("%s: no reply within %d ms of the restarted vtpmd (the redelivered "
+                     "request never completed)", what, timeout_ms);
+        if (m->correlation_id && strcmp(m->correlation_id, corr) == 0)
+            return vt_reply_decode(m);
+        vtpm_client_msg_free(m);
+    }
+}
+
+vt_reply *
 vt_call_body(const char *routing_key, const void *body, size_t len, int timeout_ms)
 {
     vtpm_client_msg *m = NULL;

@@ -204,6 +204,10 @@ void vt_reply_free(vt_reply *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(vt_reply, vt_reply_free)
 /* Decode a received message (takes @m). */
 vt_reply *vt_reply_decode(vtpm_client_msg *m);
+/* The reply with correlation id @corr on the harness's client (a request
+ * sent before a vtpmd crashed, answered after its redelivery); fails the
+ * test after @timeout_ms or on a broken connection. */
+vt_reply *vt_recv_reply(const char *corr, int timeout_ms, const char *what);
 
 /* Send @body to @routing_key and wait for the reply: fails the test on a
  * timeout or a broken connection. */
