@@ -941,6 +941,32 @@ test_rekey(void **state)
 {
     static const char *const modes[] = { "user", "host", "deployment" };
 
+    /* Refusals that need no running TPM. */
+    {
+        g_autofree char *u1 = vt_uuid(), *u2 = vt_uuid(), *u3 = vt_uuid();
+        inst missing = { u1, "host" }, plain_tpm = { u2, "user" }, unborn = { u3, "host" };
+        opts o = NO_OPTS;
+
+        fault(A, "rekey", &missing, &o, VTPM_FAULT_INSTANCE_NOT_FOUND, u1,
+              "rekey of an unknown instance");
+        /* Host b allows plaintext user-mode TPMs: nothing to re-encrypt. */
+        o.power_on = 0;
+        ok(B, "spawn", &plain_tpm, &o, "spawn a plaintext TPM on b");
+        o.power_on = -1;
+        o.new_secret = secret_of("rekey: a new passphrase");
+        fault(B, "rekey", &plain_tpm, &o, VTPM_FAULT_INVALID_TPM_CONFIG, "not encrypted",
+              "rekey of a plaintext TPM");
+        g_clear_pointer(&o.new_secret, g_bytes_unref);
+        destroy_on(B, u2, "rekey: destroy the plaintext TPM");
+        /* Never started: no state yet. */
+        o.power_on = 0;
+        ok(A, "spawn", &unborn, &o, "spawn without starting");
+        o.power_on = -1;
+        fault(A, "rekey", &unborn, &o, VTPM_FAULT_STATE_NOT_FOUND, "never started",
+              "rekey before the first start");
+        destroy_on(A, u3, "rekey: destroy the unstarted instance");
+    }
+
     for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
         g_autofree char *uuid = vt_uuid();
         g_autofree char *sf = p_state_file(A, uuid);
