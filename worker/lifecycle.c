@@ -1525,7 +1525,16 @@ rekey_commit(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *u
         return rc;
     }
     vtpm_inject("rekey.before_cleanup");
-    return vtpm_fs_rmtree(work, err);
+    {
+        vtpm_error e = { 0 };
+
+        /* Done: the new state and key are in place.  The leftover holds
+         * the old state under the old key; a later rekey or destroy
+         * removes it. */
+        if (vtpm_fs_rmtree(work, &e) < 0)
+            g_warning("instance %s: rekey: removing %s: %s", uuid, work, e.message);
+    }
+    return 0;
 }
 
 int
@@ -1595,7 +1604,8 @@ vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
     if ((rc = rekey_settle(w, uuid, &m, state_dir, work, old_key, new_secret, &blob, &done,
                            err)) < 0)
         goto out;
-    if (active) {
+    /* A redelivered rekey that already happened leaves the domain as it is. */
+    if (active && !done) {
         if ((rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL,
                                      err)) < 0)
             goto out;
