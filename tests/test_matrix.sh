@@ -44,24 +44,10 @@ source "$tests/lib/env.sh"
 # shellcheck source=acceptance/guest.sh
 source "$tests/acceptance/guest.sh"
 export VTPM_AMQP_URL=$VT_AMQP_URL
-
-A=$VT_HOST_A_ADDR
-B=$VT_HOST_B_ADDR
-declare -A host_of=([$A]=a [$B]=b)
-key=$VT_ROOT/deployment.key
-head -c 32 /dev/urandom > "$key"
-chmod 0600 "$key"
 # Firmware-only guests do not answer ACPI: power_off falls back to a hard
 # stop after shutdown_timeout (1 s).
 shutdown_timeout=1
-extra="migration_uri_template = qemu+tcp://%s/system
-[store]
-uri = qemu+tcp://$A/system
-[vtpm]
-supported_secret_security = user;host;deployment
-deployment_key_file = $key"
-start_vtpmd a "$A" "$extra"
-start_vtpmd b "$B" "$extra"
+start_two_hosts
 
 # ---- one column ------------------------------------------------------------------
 
@@ -71,11 +57,9 @@ flavor() { # NAME VERSION
         "$1" "$2" "$mode"
 }
 image() { printf '{"id": "%s", "name": "%s", "properties": {"hw_tpm_model": "%s"}}' "$1" "$1" "$2"; }
-vtpm_member() { [ "$mode" = user ] && printf ', "vtpm": %s' "$(vtpm_user_secret)"; }
 inst() { # UUID FLAVOR IMAGE
     printf '{"uuid": "%s", "name": "matrix", "flavor": %s, "image": %s%s}' "$1" "$2" "$3" "$(vtpm_member)"
 }
-inst_id() { printf '{"uuid": "%s"%s}' "$1" "$(vtpm_member)"; }
 
 # cell ROW WHAT ACTUAL EXPECTED
 cell() { check "[$1 $col] $2" "$3" "$4"; }

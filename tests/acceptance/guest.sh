@@ -122,6 +122,34 @@ trap 'for p in "${vtpmd_pid[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait' EX
 user_secret_b64=$(head -c 32 /dev/urandom | base64 -w0)
 vtpm_user_secret() { printf '{"secret": {"$bin": "%s"}}' "$user_secret_b64"; }
 
+# start_two_hosts: vtpmd in hosts a and b of an `integration.sh --net
+# --hosts 2` run, each answering as its address ($A, $B; host_of maps them
+# back to a/b), migrating and unshelving over qemu+tcp, the shelve store on
+# a, every custody mode offered, one deployment key file for both (as an
+# operator distributes it).
+start_two_hosts() {
+    A=$VT_HOST_A_ADDR
+    B=$VT_HOST_B_ADDR
+    declare -gA host_of=([$A]=a [$B]=b)
+    local key=$VT_ROOT/deployment.key extra
+    head -c 32 /dev/urandom > "$key"
+    chmod 0600 "$key"
+    extra="migration_uri_template = qemu+tcp://%s/system
+[store]
+uri = qemu+tcp://$A/system
+[vtpm]
+supported_secret_security = user;host;deployment
+deployment_key_file = $key"
+    start_vtpmd a "$A" "$extra"
+    start_vtpmd b "$B" "$extra"
+}
+
+# With $mode the instance's custody mode: the spec's vtpm member (the
+# passphrase in user mode, nothing otherwise), and {uuid, vtpm} for the
+# calls that read only those (power_on).
+vtpm_member() { [ "$mode" = user ] && printf ', "vtpm": %s' "$(vtpm_user_secret)"; }
+inst_id() { printf '{"uuid": "%s"%s}' "$1" "$(vtpm_member)"; }
+
 # ---- calls ---------------------------------------------------------------------------
 
 # call WORKER_HOST METHOD ARGS_JSON: the reply (JSON) in $reply, its time in

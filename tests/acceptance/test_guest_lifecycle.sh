@@ -70,10 +70,6 @@ source "$tests/lib/env.sh"
 source "$tests/acceptance/guest.sh"
 export VTPM_AMQP_URL=$VT_AMQP_URL
 
-A=$VT_HOST_A_ADDR
-B=$VT_HOST_B_ADDR
-declare -A host_of=([$A]=a [$B]=b)
-
 guest_build a b
 for h in a b; do
     # The rebuild's "new image": the same guest under other file names.
@@ -81,18 +77,7 @@ for h in a b; do
     cp "$r/vmlinuz" "$r/vmlinuz-2"
     cp "$r/initrd.img" "$r/initrd-2.img"
 done
-# One deployment key for both hosts, as an operator distributes it.
-key=$VT_ROOT/deployment.key
-head -c 32 /dev/urandom > "$key"
-chmod 0600 "$key"
-extra="migration_uri_template = qemu+tcp://%s/system
-[store]
-uri = qemu+tcp://$A/system
-[vtpm]
-supported_secret_security = user;host;deployment
-deployment_key_file = $key"
-start_vtpmd a "$A" "$extra"
-start_vtpmd b "$B" "$extra"
+start_two_hosts
 
 # ---- specs ------------------------------------------------------------------------
 
@@ -115,15 +100,12 @@ I_TIS_NEW=$(image guest-2 vmlinuz-2 initrd-2.img tpm-tis)
 I_CRB=$(image guest-3 vmlinuz-2 initrd-2.img tpm-crb)
 I_PLAIN=$(image guest-plain vmlinuz initrd.img)
 
-# The instance's vtpm member: the passphrase in user mode, nothing otherwise.
-vtpm_member() { [ "$mode" = user ] && printf ', "vtpm": %s' "$(vtpm_user_secret)"; }
 inst() { # UUID FLAVOR IMAGE: the instance spec
     local img=${3%%$'\t'*} boot=${3#*$'\t'}
     printf '{"uuid": "%s", "name": "accept-%s", "flavor": %s, "image": %s, "boot": %s%s}' \
         "$1" "${1:0:8}" "$2" "$img" "$boot" "$(vtpm_member)"
 }
-# {uuid} (and the secret): what power_on needs.
-inst_id() { printf '{"uuid": "%s"%s}' "$1" "$(vtpm_member)"; }
+
 
 # ---- steps --------------------------------------------------------------------------
 
