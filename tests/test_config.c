@@ -61,6 +61,7 @@ config_equal(const vtpm_config *a, const vtpm_config *b)
            a->worker.workers == b->worker.workers &&
            a->worker.max_message_bytes == b->worker.max_message_bytes &&
            a->worker.dedupe_size == b->worker.dedupe_size &&
+           a->worker.capabilities_interval == b->worker.capabilities_interval &&
            g_strcmp0(a->libvirt.uri, b->libvirt.uri) == 0 &&
            a->libvirt.swtpm_enabled == b->libvirt.swtpm_enabled &&
            g_strcmp0(a->libvirt.swtpm_user, b->libvirt.swtpm_user) == 0 &&
@@ -105,6 +106,7 @@ test_defaults(void **state)
     assert_int_equal(c->worker.workers, 4);
     assert_int_equal(c->worker.max_message_bytes, 1048576);
     assert_int_equal(c->worker.dedupe_size, 1024);
+    assert_int_equal(c->worker.capabilities_interval, 60);
     assert_string_equal(c->libvirt.uri, "qemu:///system");
     assert_false(c->libvirt.swtpm_enabled);
     assert_string_equal(c->libvirt.swtpm_user, "tss");
@@ -140,7 +142,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 34);
+    assert_int_equal(n, 35);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -220,6 +222,7 @@ static const char full_conf[] =
     "workers = 256\n"
     "max_message_bytes = 64M\n"
     "dedupe_size = 0\n"
+    "capabilities_interval = 86400\n"
     "[libvirt]\n"
     "uri = qemu+ssh://root@h/system\n"
     "swtpm_enabled = true\n"
@@ -275,6 +278,7 @@ test_every_key(void **state)
     assert_int_equal(c->worker.workers, 256);
     assert_int_equal(c->worker.max_message_bytes, 64 * 1024 * 1024);
     assert_int_equal(c->worker.dedupe_size, 0);
+    assert_int_equal(c->worker.capabilities_interval, 86400);
     assert_string_equal(c->libvirt.uri, "qemu+ssh://root@h/system");
     assert_true(c->libvirt.swtpm_enabled);
     assert_string_equal(c->libvirt.swtpm_user, "swtpm");
@@ -437,6 +441,8 @@ test_errors(void **state)
           "/etc/vtpmd.conf:2: [amqp] heartbeat: 3601 is out of range 0..3600" },
         { "[worker]\ndedupe_size=1000001\n",
           "/etc/vtpmd.conf:2: [worker] dedupe_size: 1000001 is out of range 0..1000000" },
+        { "[worker]\ncapabilities_interval=0\n",
+          "/etc/vtpmd.conf:2: [worker] capabilities_interval: 0 is out of range 1..86400" },
         { "[libvirt]\nshutdown_timeout=3601\n",
           "/etc/vtpmd.conf:2: [libvirt] shutdown_timeout: 3601 is out of range 0..3600" },
         { "[worker]\nmax_message_bytes=1023\n",

@@ -76,6 +76,9 @@ static const spec specs[] = {
     { KEY("worker", "dedupe_size", "uint", "1024",
           "Recent message ids remembered to drop redeliveries (0..1000000, 0 = off)."),
       K_UINT, F(worker.dedupe_size), 0, 1000000 },
+    { KEY("worker", "capabilities_interval", "uint", "60",
+          "Seconds between re-probes of the host capabilities (1..86400)."),
+      K_UINT, F(worker.capabilities_interval), 1, 86400 },
 
     { KEY("libvirt", "uri", "string", "qemu:///system", "libvirt connection URI."),
       K_STR, F(libvirt.uri) },

@@ -30,6 +30,7 @@ typedef struct {
         unsigned workers; /* pool size */
         size_t max_message_bytes;
         unsigned dedupe_size; /* remembered message ids */
+        unsigned capabilities_interval; /* seconds between capability probes */
     } worker;
     struct {
         char *uri;

@@ -8,7 +8,6 @@
 
 /* How often the capabilities are probed again, so that a scheduler learns
  * of a change (swtpm installed, libvirt upgraded) without a restart. */
-#define CAPS_REFRESH_US (60 * G_USEC_PER_SEC)
 
 typedef struct job job;
 
@@ -26,6 +25,7 @@ struct vtpm_dispatch {
     size_t cache_max;
     unsigned jobs;           /* running + queued */
     gint64 next_caps_us;
+    gint64 caps_interval_us;   /* [worker] capabilities_interval */
     bool caps_refreshing;
 };
 
@@ -360,7 +360,7 @@ on_wakeup(void *user)
 
     if (now < d->next_caps_us || d->caps_refreshing)
         return;
-    d->next_caps_us = now + CAPS_REFRESH_US;
+    d->next_caps_us = now + d->caps_interval_us;
     d->caps_refreshing = true;
     j = g_new0(job, 1);
     j->d = d;
@@ -419,7 +419,10 @@ vtpm_dispatch_new(vtpm_worker *w, unsigned workers, size_t dedupe_size, vtpm_dis
                                      (GDestroyNotify)g_bytes_unref);
     g_queue_init(&d->cache_order);
     d->cache_max = dedupe_size;
-    d->next_caps_us = g_get_monotonic_time() + CAPS_REFRESH_US;
+    d->caps_interval_us = (gint64)w->cfg->worker.capabilities_interval * G_USEC_PER_SEC;
+    if (d->caps_interval_us <= 0)
+        d->caps_interval_us = 60 * G_USEC_PER_SEC;
+    d->next_caps_us = g_get_monotonic_time() + d->caps_interval_us;
     *out = d;
     return 0;
 }

@@ -79,6 +79,18 @@ check_host_offers(vtpm_worker *w, const vtpm_device *dev, vtpm_error *err)
     const char *traits[3];
     size_t n = vtpm_policy_required_traits(dev, traits);
 
+    /* Never refuse an instance for good because libvirt was down when the
+     * host was last probed: ask again, and if it still cannot be asked, the
+     * caller should retry rather than reschedule. */
+    if (n > 0 && snap->unreachable) {
+        vtpm_caps_snapshot_unref(g_steal_pointer(&snap));
+        vtpm_worker_refresh_caps(w, false);
+        snap = vtpm_worker_caps(w);
+        if (snap->unreachable)
+            return vtpm_error_set(err, VTPM_FAULT_HYPERVISOR_ERROR,
+                                  "cannot check what this host offers: %s", snap->unreachable);
+    }
+
     for (size_t i = 0; i < n; i++) {
         const char *reason;
 

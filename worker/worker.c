@@ -12,6 +12,7 @@ snapshot_free(gpointer p)
 
     vtpm_caps_free(s->caps);
     g_bytes_unref(s->packed);
+    g_free(s->unreachable);
 }
 
 void
@@ -22,7 +23,7 @@ vtpm_caps_snapshot_unref(vtpm_caps_snapshot *s)
 }
 
 static vtpm_caps_snapshot *
-snapshot_new(vtpm_caps *caps)
+snapshot_new(vtpm_caps *caps, char *unreachable)
 {
     vtpm_caps_snapshot *s = g_atomic_rc_box_new0(vtpm_caps_snapshot);
     msgpack_sbuffer sb;
@@ -34,6 +35,7 @@ snapshot_new(vtpm_caps *caps)
     s->packed = g_bytes_new(sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     s->caps = caps;
+    s->unreachable = unreachable;
     return s;
 }
 
@@ -63,23 +65,25 @@ facts_unreachable(vtpm_host_facts *f, const char *why)
     f->domcaps_error = g_strdup_printf("libvirt unavailable: %s", why);
 }
 
-static vtpm_caps *
+static vtpm_caps_snapshot *
 probe(vtpm_worker *w)
 {
     vtpm_host_facts facts = { 0 };
     vtpm_caps_config cc = { 0 };
     vtpm_error err = { 0 };
     virConnectPtr conn = NULL;
+    char *unreachable = NULL;
 
     caps_config(w->cfg, &cc);
     if (vtpm_virt_conn(w->virt, &conn, NULL, &err) < 0 ||
         vtpm_caps_probe(conn, &cc, &facts, &err) < 0) {
         vtpm_host_facts_clear(&facts);
         facts_unreachable(&facts, err.message);
+        unreachable = g_strdup(err.message);
     }
     if (conn)
         virConnectClose(conn);
-    return vtpm_caps_evaluate_take(w->cfg->worker.host, &facts, &cc);
+    return snapshot_new(vtpm_caps_evaluate_take(w->cfg->worker.host, &facts, &cc), unreachable);
 }
 
 static void
@@ -96,12 +100,21 @@ announce(vtpm_worker *w, vtpm_caps_snapshot *s)
 void
 vtpm_worker_refresh_caps(vtpm_worker *w, bool force_announce)
 {
-    vtpm_caps_snapshot *fresh = snapshot_new(probe(w));
+    vtpm_caps_snapshot *fresh = probe(w);
     vtpm_caps_snapshot *old;
     bool changed;
 
     g_mutex_lock(&w->caps_lock);
     old = w->caps;
+    if (fresh->unreachable && old && !old->unreachable) {
+        g_mutex_unlock(&w->caps_lock);
+        g_warning("capabilities not refreshed, keeping the last probed ones: %s",
+                  fresh->unreachable);
+        vtpm_caps_snapshot_unref(fresh);
+        if (force_announce)
+            vtpm_worker_announce_caps(w);
+        return;
+    }
     changed = !old || !vtpm_caps_equal(old->caps, fresh->caps);
     w->caps = fresh;
     g_mutex_unlock(&w->caps_lock);

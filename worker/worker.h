@@ -24,6 +24,9 @@ typedef struct vtpm_broker vtpm_broker;
 typedef struct {
     vtpm_caps *caps;
     GBytes *packed; /* the get_capabilities result map, packed */
+    /* NULL when libvirt answered the probe; else why it could not be asked.
+     * Such a snapshot says nothing about the host, only about the moment. */
+    char *unreachable;
 } vtpm_caps_snapshot;
 
 typedef struct vtpm_worker {
@@ -49,8 +52,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_caps_snapshot, vtpm_caps_snapshot_unref)
 
 /* Probe libvirt and the host again; replace the snapshot.  When the traits
  * or reasons changed (or @announce), publish the snapshot to the topic
- * exchange with routing key capabilities.<host>.  Never fails: a libvirt
- * that cannot be asked yields a snapshot without traits and says why. */
+ * exchange with routing key capabilities.<host>.  Never fails.  A libvirt
+ * that cannot be asked keeps the last probed snapshot (an outage is not a
+ * change of what the host can do); only when there is none yet does the
+ * snapshot become one without traits that says why. */
 void vtpm_worker_refresh_caps(vtpm_worker *w, bool announce);
 
 /* Publish the current snapshot (on every broker (re)connect). */

@@ -116,7 +116,8 @@ vt_config_write(const vt_config_opts *o)
         g_string_append_printf(t, "workers = %u\n", o->workers);
     if (o->worker_extra)
         g_string_append_printf(t, "%s\n", o->worker_extra);
-    g_string_append_printf(t, "[libvirt]\nuri = qemu:///system\nswtpm_enabled = %s\n",
+    g_string_append_printf(t, "[libvirt]\nuri = %s\nswtpm_enabled = %s\n",
+                           o->libvirt_uri ? o->libvirt_uri : "qemu:///system",
                            o->swtpm_disabled ? "false" : "true");
     if (o->libvirt_extra)
         g_string_append_printf(t, "%s\n", o->libvirt_extra);

@@ -59,6 +59,7 @@ typedef struct {
     unsigned workers;        /* [worker] workers; 0: vtpmd's default */
     const char *worker_extra;  /* lines added to [worker] */
     const char *libvirt_extra; /* lines added to [libvirt] */
+    const char *libvirt_uri;   /* [libvirt] uri; NULL: qemu:///system */
     const char *vtpm_extra;    /* lines added to [vtpm] */
     /* Suites about moving state, not about its custody, run user-mode
      * TPMs without a secret ([vtpm] allow_unencrypted = true); a suite
