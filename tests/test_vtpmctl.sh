@@ -110,12 +110,16 @@ expect_json() {
 }
 
 # expect_fault DESC CODE [SUBSTRING...]: exit 1 and exactly
-# {"fault": {"code": CODE, "message": "...SUBSTRING..."}} on stdout.
+# {"fault": {"code": CODE, "message": "...SUBSTRING...", "retryable": R}} on
+# stdout, R being what the protocol says of CODE (only Busy and the
+# worker-side transient faults are retryable).
 expect_fault() {
-    local desc=$1 code=$2
+    local desc=$1 code=$2 retry=False
     shift 2
-    if rc_is 1 && js "list(d) == ['fault'] and sorted(d['fault']) == ['code', 'message'] and
+    case $code in Busy | HypervisorError | StateTransferFailed | InstanceConflict) retry=True ;; esac
+    if rc_is 1 && js "list(d) == ['fault'] and sorted(d['fault']) == ['code', 'message', 'retryable'] and
                       d['fault']['code'] == '$code' and isinstance(d['fault']['message'], str) and
+                      d['fault']['retryable'] is $retry and
                       all(s in d['fault']['message'] for s in subs)" "$@"; then
         pass "$desc"
     else
