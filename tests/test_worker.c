@@ -1476,11 +1476,12 @@ restart_thread(gpointer data)
 static void
 test_broker_restart(void **state)
 {
-    /* Under memcheck (VT_VALGRIND=1) the broker's stop can outlast 700 ms
-     * per destroy on a loaded 2-core machine, and then no request is in
-     * flight when it goes down: hold each one longer there. */
-    const char *const env[] = { g_getenv("VT_VALGRIND") ? "VTPMD_DELAY_AT=destroy.start=2000"
-                                                         : "VTPMD_DELAY_AT=destroy.start=700",
+    /* The 15 destroys keep 2 workers busy for 15 s (30 s under memcheck):
+     * longer than `rabbitmqctl stop` takes to reach the node even on a
+     * loaded 2-core machine (700 ms each was too short at load 22: every
+     * reply was in before the broker went down). */
+    const char *const env[] = { g_getenv("VT_VALGRIND") ? "VTPMD_DELAY_AT=destroy.start=4000"
+                                                         : "VTPMD_DELAY_AT=destroy.start=2000",
                                 NULL };
     g_autofree char *host = vt_unique("rmq");
     g_autofree char *queue = g_strdup_printf("wt-replies-%d", (int)getpid());
