@@ -790,6 +790,46 @@ test_destroy_keep_vtpm(void **state)
 
 /* ---- 5. duplicate message ids ------------------------------------------ */
 
+/* A field "name=<number>" of @line. */
+static double
+log_field(const char *line, const char *name)
+{
+    g_autofree char *key = g_strdup_printf(" %s=", name);
+    const char *p = strstr(line, key);
+    char *end;
+    double v;
+
+    if (!p)
+        fail_msg("no %s in the log line: %s", name, line);
+    v = g_ascii_strtod(p + strlen(key), &end);
+    if (end == p + strlen(key))
+        fail_msg("%s is not a number in the log line: %s", name, line);
+    return v;
+}
+
+/* The outcome line of request @rid_kv splits its duration: a spawn spends
+ * time in libvirt (define, start), and the parts never exceed the whole
+ * (each is rounded to 0.1 ms on its own). */
+static void
+assert_time_split(const char *log, const char *rid_kv)
+{
+    g_auto(GStrv) lines = g_strsplit(log, "\n", -1);
+    double total, lv, helpers;
+    const char *line = NULL;
+
+    for (size_t i = 0; lines[i]; i++)
+        if (strstr(lines[i], rid_kv) && strstr(lines[i], " outcome=ok "))
+            line = lines[i];
+    if (!line)
+        fail_msg("no outcome=ok line for %s", rid_kv);
+    total = log_field(line, "duration_ms");
+    lv = log_field(line, "libvirt_ms");
+    helpers = log_field(line, "helpers_ms");
+    if (!(lv > 0) || helpers < 0 || lv + helpers > total + 0.2)
+        fail_msg("implausible time split (libvirt %.1f + helpers %.1f of %.1f ms): %s", lv,
+                 helpers, total, line);
+}
+
 static void
 test_duplicate_message_id(void **state)
 {
@@ -863,6 +903,7 @@ test_duplicate_message_id(void **state)
         if (cached != 1)
             fail_msg("expected exactly one \"duplicate answered from the reply cache\" line "
                      "for %s (the third copy), found %u", mid, cached);
+        assert_time_split(log, rid_kv);
     }
     destroy_ok(uuid, true, "deleted");
 }

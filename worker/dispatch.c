@@ -5,6 +5,7 @@
 #include "inject.h"
 #include "methods.h"
 #include "metrics.h"
+#include "timing.h"
 
 /* How often the capabilities are probed again, so that a scheduler learns
  * of a change (swtpm installed, libvirt upgraded) without a restart. */
@@ -106,7 +107,7 @@ answer_fault(vtpm_dispatch *d, vtpm_broker_delivery *dv, const char *request_id,
     vtpm_metrics_request_done(method && vtpm_methods_find(method) ? method : "unknown",
                               vtpm_fault_name(err->code), 0);
     g_message("request_id=%s message_id=%s method=%s instance=- outcome=%s duration_ms=0.0 "
-              "error=\"%s\"",
+              "libvirt_ms=0.0 helpers_ms=0.0 error=\"%s\"",
               request_id ? request_id : "-", delivery_label(dv), method ? method : "-",
               vtpm_fault_name(err->code), err->message);
     cache_put(d, dv->message_id, reply);
@@ -125,9 +126,11 @@ job_execute(job *j)
     vtpm_error err = { 0 };
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    gint64 t0 = g_get_monotonic_time();
+    gint64 t0 = g_get_monotonic_time(), took;
+    double libvirt_ms, helpers_ms;
     int rc;
 
+    vtpm_timing_reset();
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     if (j->req->has_deadline && now_ms() > j->req->deadline_ms) {
@@ -145,20 +148,24 @@ job_execute(job *j)
     }
     j->reply = rc == 0 ? vtpm_proto_reply_ok(sb.data, sb.size) : vtpm_proto_reply_fault(&err);
     msgpack_sbuffer_destroy(&sb);
+    took = g_get_monotonic_time() - t0;
+    libvirt_ms = vtpm_timing_total_us(VTPM_TIMING_LIBVIRT) / 1000.0;
+    helpers_ms = vtpm_timing_total_us(VTPM_TIMING_HELPERS) / 1000.0;
     vtpm_metrics_request_done(j->method->name, rc == 0 ? "ok" : vtpm_fault_name(err.code),
-                              (g_get_monotonic_time() - t0) / (double)G_USEC_PER_SEC);
+                              took / (double)G_USEC_PER_SEC);
 
     if (rc == 0)
-        g_message("request_id=%s message_id=%s method=%s instance=%s outcome=ok duration_ms=%.1f",
+        g_message("request_id=%s message_id=%s method=%s instance=%s outcome=ok duration_ms=%.1f "
+                  "libvirt_ms=%.1f helpers_ms=%.1f",
                   j->req->request_id ? j->req->request_id : "-", delivery_label(j->delivery),
-                  j->req->method, j->key[0] ? j->key : "-",
-                  (g_get_monotonic_time() - t0) / 1000.0);
+                  j->req->method, j->key[0] ? j->key : "-", took / 1000.0, libvirt_ms,
+                  helpers_ms);
     else
         g_message("request_id=%s message_id=%s method=%s instance=%s outcome=%s duration_ms=%.1f "
-                  "error=\"%s\"",
+                  "libvirt_ms=%.1f helpers_ms=%.1f error=\"%s\"",
                   j->req->request_id ? j->req->request_id : "-", delivery_label(j->delivery),
                   j->req->method, j->key[0] ? j->key : "-", vtpm_fault_name(err.code),
-                  (g_get_monotonic_time() - t0) / 1000.0, err.message);
+                  took / 1000.0, libvirt_ms, helpers_ms, err.message);
 }
 
 static void

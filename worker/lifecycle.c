@@ -229,7 +229,7 @@ pack_state(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_device
 {
     g_autofree char *state_dir = vtpm_ops_state_dir(w, uuid);
     g_autofree char *empty = NULL;
-    char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+    char *xml = VTPM_LV(virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE));
     vtpm_archive_meta meta;
     int rc;
 
@@ -333,7 +333,7 @@ store_conn(vtpm_worker *w, virConnectPtr *out, vtpm_error *err)
 
     if (!w->cfg->store.uri || strcmp(w->cfg->store.uri, w->cfg->libvirt.uri) == 0)
         return vtpm_virt_conn(w->virt, out, NULL, err);
-    c = virConnectOpen(w->cfg->store.uri);
+    c = VTPM_LV(virConnectOpen(w->cfg->store.uri));
     if (!c)
         return vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
                               "cannot connect to the state store at %s: %s", w->cfg->store.uri,
@@ -580,7 +580,7 @@ host_conn(vtpm_worker *w, const char *host, virConnectPtr *out, vtpm_error *err)
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
     uri = g_strdup_printf(w->cfg->libvirt.migration_uri_template, host);
 #pragma GCC diagnostic pop
-    c = virConnectOpen(uri);
+    c = VTPM_LV(virConnectOpen(uri));
     if (!c)
         return vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
                               "cannot connect to destination %s (%s): %s", host, uri,
@@ -1403,8 +1403,9 @@ rekey_store_key(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char
                               "rekey: the metadata of instance %s does not hold its wrapped "
                               "secret once",
                               uuid);
-    if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, x->str, VTPM_DOMXML_NS_PREFIX,
-                             VTPM_DOMXML_NS, VIR_DOMAIN_AFFECT_CONFIG) < 0)
+    if (VTPM_LV(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, x->str,
+                                     VTPM_DOMXML_NS_PREFIX, VTPM_DOMXML_NS,
+                                     VIR_DOMAIN_AFFECT_CONFIG)) < 0)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err,
                                "storing the new wrapped secret");
     return 0;
@@ -1592,7 +1593,7 @@ vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
     }
     if ((rc = rekey_current_key(w, conn, uuid, &m, secret, &old_key, err)) < 0)
         goto out;
-    if ((active = virDomainIsActive(dom)) < 0) {
+    if ((active = VTPM_LV(virDomainIsActive(dom))) < 0) {
         rc = vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
         goto out;
     }

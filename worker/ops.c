@@ -255,7 +255,7 @@ swtpm_log_says_bad_key(const char *path, off_t from)
 static int
 start_plain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
 {
-    if (virDomainCreate(dom) < 0)
+    if (VTPM_LV(virDomainCreate(dom)) < 0)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "starting domain");
     return 0;
 }
@@ -263,7 +263,7 @@ start_plain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
 int
 vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err)
 {
-    int active = virDomainIsActive(dom);
+    int active = VTPM_LV(virDomainIsActive(dom));
     vtpm_domxml_meta meta = { 0 };
     g_autoptr(GBytes) key = NULL;
     g_autofree char *log = NULL;
@@ -516,7 +516,7 @@ int
 vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDomainPtr *out,
                 vtpm_error *err)
 {
-    virDomainPtr dom = virDomainDefineXML(conn, xml);
+    virDomainPtr dom = VTPM_LV(virDomainDefineXML(conn, xml));
 
     if (!dom)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "defining domain");

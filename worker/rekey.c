@@ -13,6 +13,7 @@
 #include "fsutil.h"
 #include "policy.h"
 #include "rekey.h"
+#include "timing.h"
 #include "vtpm/proto.h"
 
 /* A TPM 2.0 permanent state is ~5 KB, a 1.2 one less; anything near this
@@ -110,6 +111,7 @@ blob_read(int fd, GBytes **out, vtpm_error *err)
 static int
 ioctl_run(const char *ctrl, const char *const *args, int fd3, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
     g_autoptr(GSubprocessLauncher) l =
         g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
     g_autoptr(GPtrArray) argv = g_ptr_array_new();
@@ -151,6 +153,7 @@ typedef struct {
 static void
 swtpm_stop(swtpm *s, bool graceful)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
     if (s->proc) {
         vtpm_error ignore = { 0 };
         const char *const stop[] = { "-s", NULL };
@@ -219,7 +222,11 @@ swtpm_start(swtpm *s, const char *dir, vtpm_version version, GBytes *key, const 
     argv[n] = NULL;
     g_subprocess_launcher_take_fd(l, g_steal_fd(&kfd), 3);
     g_subprocess_launcher_take_fd(l, g_steal_fd(&cfd), 4);
-    s->proc = g_subprocess_launcher_spawnv(l, argv, &gerr);
+    {
+        VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
+
+        s->proc = g_subprocess_launcher_spawnv(l, argv, &gerr);
+    }
     if (!s->proc) {
         rc = vtpm_error_set(err, VTPM_FAULT_INTERNAL, "rekey: running swtpm: %s", gerr->message);
         goto fail;

@@ -5,6 +5,7 @@
 #include <libvirt/virterror.h>
 
 #include "secret.h"
+#include "timing.h"
 #include "vtpm/proto.h"
 
 static int
@@ -17,6 +18,7 @@ lv_error(vtpm_error *err, const char *what, const char *uuid)
 static int
 lookup(virConnectPtr conn, const char *uuid, virSecretPtr *out, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     virSecretPtr s = virSecretLookupByUUIDString(conn, uuid);
 
     if (!s) {
@@ -40,6 +42,7 @@ int
 vtpm_secret_define(virConnectPtr conn, const char *uuid, vtpm_secret_kind kind,
                    GBytes *value, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     bool eph = kind == VTPM_SECRET_EPHEMERAL;
     g_autofree char *xml = g_strdup_printf(
         "<secret ephemeral='%s' private='%s'>\n"
@@ -81,6 +84,7 @@ vtpm_secret_define(virConnectPtr conn, const char *uuid, vtpm_secret_kind kind,
 int
 vtpm_secret_undefine(virConnectPtr conn, const char *uuid, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     virSecretPtr s = NULL;
     int rc;
 
@@ -106,6 +110,7 @@ vtpm_secret_undefine(virConnectPtr conn, const char *uuid, vtpm_error *err)
 int
 vtpm_secret_exists(virConnectPtr conn, const char *uuid, bool *out, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     virSecretPtr s = NULL;
     int rc = lookup(conn, uuid, &s, err);
 
@@ -121,6 +126,7 @@ int
 vtpm_secret_get(virConnectPtr conn, const char *host, const char *uuid, GBytes **out,
                 vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     virSecretPtr s = NULL;
     unsigned char *v;
     size_t len = 0;
@@ -144,6 +150,7 @@ vtpm_secret_get(virConnectPtr conn, const char *host, const char *uuid, GBytes *
 int
 vtpm_secret_set_value(virConnectPtr conn, const char *uuid, GBytes *value, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     virSecretPtr s = NULL;
     gsize len = 0;
     const unsigned char *v = g_bytes_get_data(value, &len);

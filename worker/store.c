@@ -5,6 +5,7 @@
 #include <libvirt/virterror.h>
 
 #include "store.h"
+#include "timing.h"
 #include "virt.h"
 
 /* Stream chunk: libvirt's remote protocol carries at most 256 KiB of
@@ -63,6 +64,7 @@ static int
 lookup_pool(virConnectPtr conn, const char *name, vtpm_fault code, virStoragePoolPtr *out,
             vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     virStoragePoolPtr p = virStoragePoolLookupByName(conn, name);
 
     if (!p) {
@@ -85,6 +87,7 @@ lookup_pool(virConnectPtr conn, const char *name, vtpm_fault code, virStoragePoo
 static int
 refresh_pool(virStoragePoolPtr pool, const char *name, vtpm_fault code, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     for (int i = 0;; i++) {
         int active = virStoragePoolIsActive(pool);
 
@@ -108,6 +111,7 @@ static int
 lookup_vol(virStoragePoolPtr pool, const char *pname, const char *vol, vtpm_fault code,
            virStorageVolPtr *out, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     virStorageVolPtr v = virStorageVolLookupByName(pool, vol);
 
     if (!v) {
@@ -148,6 +152,7 @@ open_vol(virConnectPtr conn, const char *pool, const char *vol, vtpm_fault code,
 static int
 start_pool(virStoragePoolPtr p, const char *name, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     int active = virStoragePoolIsActive(p);
 
     if (active < 0)
@@ -172,6 +177,7 @@ static int
 define_pool(virConnectPtr conn, const char *name, const char *dir, virStoragePoolPtr *out,
             vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     g_autofree char *xml = g_markup_printf_escaped(
         "<pool type='dir'><name>%s</name><target><path>%s</path>"
         "<permissions><mode>0700</mode></permissions></target></pool>",
@@ -250,6 +256,7 @@ static int
 download(virConnectPtr conn, virStorageVolPtr vol, const char *name, GBytes **out,
          vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     g_autoptr(virStream) st = NULL;
     g_autoptr(GByteArray) buf = NULL;
     g_autofree char *chunk = NULL;
@@ -308,6 +315,7 @@ static int
 upload(virConnectPtr conn, virStorageVolPtr vol, const char *name, const guint8 *data,
        size_t len, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     g_autoptr(virStream) st = NULL;
     size_t off = 0;
     int rc;
@@ -346,6 +354,7 @@ static int
 create_vol(virStoragePoolPtr pool, const char *pname, const char *name, size_t len,
            virStorageVolPtr *out, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     /* Owner-only: the archive holds the TPM's secrets (possibly
      * encrypted, but not necessarily). */
     g_autofree char *xml = g_markup_printf_escaped(
@@ -367,6 +376,7 @@ create_vol(virStoragePoolPtr pool, const char *pname, const char *name, size_t l
 static int
 delete_vol(virStorageVolPtr vol, const char *name, vtpm_fault code, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     if (virStorageVolDelete(vol, 0) < 0) {
         /* Gone in the meantime: the outcome asked for. */
         if (last_error_is(VIR_ERR_NO_STORAGE_VOL)) {
@@ -424,7 +434,7 @@ vtpm_store_put(virConnectPtr conn, const char *pool, const char *vol, GBytes *da
 drop:
     /* A half-written or wrong volume must not be mistaken for an archive
      * later; the source still holds the state, so dropping ours is safe. */
-    virStorageVolDelete(v, 0);
+    VTPM_LV(virStorageVolDelete(v, 0));
     virResetLastError();
     return rc;
 }

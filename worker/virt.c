@@ -119,6 +119,7 @@ mark_dead_locked(vtpm_virt *v)
 int
 vtpm_virt_conn(vtpm_virt *v, virConnectPtr *out, bool *reconnected, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&v->lock);
     gint64 now = g_get_monotonic_time();
     virConnectPtr c;
@@ -201,6 +202,7 @@ int
 vtpm_virt_lookup(vtpm_virt *v, virConnectPtr conn, const char *uuid, virDomainPtr *out,
                  vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     virDomainPtr dom = virDomainLookupByUUIDString(conn, uuid);
 
     if (!dom) {
@@ -221,6 +223,7 @@ vtpm_virt_lookup(vtpm_virt *v, virConnectPtr conn, const char *uuid, virDomainPt
 int
 vtpm_virt_state(vtpm_virt *v, virDomainPtr dom, int *state, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     int st, reason;
 
     if (virDomainGetState(dom, &st, &reason, 0) < 0)
@@ -234,6 +237,7 @@ vtpm_virt_state(vtpm_virt *v, virDomainPtr dom, int *state, vtpm_error *err)
 int
 vtpm_virt_get_metadata(vtpm_virt *v, virDomainPtr dom, char **out, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     char *md = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, VTPM_METADATA_NS,
                                     VIR_DOMAIN_AFFECT_CONFIG);
 
@@ -255,6 +259,7 @@ vtpm_virt_get_metadata(vtpm_virt *v, virDomainPtr dom, char **out, vtpm_error *e
 int
 vtpm_virt_stop(vtpm_virt *v, virDomainPtr dom, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     int active = virDomainIsActive(dom);
 
     if (active < 0)
@@ -276,6 +281,9 @@ int
 vtpm_virt_shutdown(vtpm_virt *v, virDomainPtr dom, unsigned timeout_s, bool *hard,
                    vtpm_error *err)
 {
+    /* Waiting for the guest to power off counts too: it is the
+     * hypervisor's time, not vtpmd's. */
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     gint64 end;
     int active = virDomainIsActive(dom);
 
@@ -306,6 +314,7 @@ vtpm_virt_shutdown(vtpm_virt *v, virDomainPtr dom, unsigned timeout_s, bool *har
 int
 vtpm_virt_undefine(vtpm_virt *v, virDomainPtr dom, bool keep_tpm, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                      VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;
 

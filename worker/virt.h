@@ -12,6 +12,7 @@
 #include <libvirt/libvirt.h>
 
 #include "vtpm/error.h"
+#include "timing.h"
 
 typedef struct vtpm_virt vtpm_virt;
 
@@ -21,14 +22,15 @@ static inline void
 vtpm_virt_domain_release(virDomain *dom)
 {
     if (dom)
-        virDomainFree(dom);
+        VTPM_LV_VOID(virDomainFree(dom));
 }
 
 static inline void
 vtpm_virt_conn_release(virConnect *conn)
 {
+    /* Closing a remote connection is a round trip. */
     if (conn)
-        virConnectClose(conn);
+        VTPM_LV_VOID(virConnectClose(conn));
 }
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, vtpm_virt_domain_release)
