@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Benchmark 4, provisioning: what a vTPM adds to spawn+destroy, and what
+# vtpmd itself adds to shelve+unshelve and to a cold migration beyond
+# libvirt's calls.
+#
+# Runs itself under tests/integration.sh --net --hosts 2: a private
+# RabbitMQ node and two libvirt hosts (QEMU/TCG + swtpm) with addresses of
+# their own, one vtpmd on each (worker host = the host's address,
+# [store] uri = host a's libvirtd over TCP, shutdown_timeout = 0: the
+# firmware-only guest the lifecycle tests use has no OS to answer ACPI,
+# so a clean shutdown would only wait out the timeout).  vTPMs are TPM 2.0
+# TIS, unencrypted (allow_unencrypted = true): no secret handling.
+#
+#  1. spawn+destroy on host a, N times without and N times with a vTPM,
+#     alternating so that the machine's noise hits both alike.
+#  2. shelve+unshelve of one vTPM instance on host a, N round trips.
+#  3. migrate_disk_and_power_off + finish_migration + confirm_migration of
+#     one vTPM instance, N round trips (a->b, then b->a, ...).
+#
+# Each call goes through `vtpmctl call` with its own request id; its wall
+# time is measured around the vtpmctl process (so it includes vtpmctl's
+# start-up and AMQP connect, ~10-30 ms).  The vtpmd log line of each
+# request gives duration_ms (the handler) and libvirt_ms/helpers_ms; what
+# vtpmd adds beyond libvirt is duration - libvirt - helpers
+# (docs/operations.md, "Log lines").  Target: under 20 ms per operation.
+#
+# Prints a human table on stderr and one JSON line on stdout.  Not a test:
+# nothing is asserted about the times; any failed call aborts the run.
+# Run by hand, as root.  Usage: bench/provision.sh [BUILD_DIR] (default ./build)
+# Environment: N (10) round trips per kind; VT_KEEP=1 keeps $VT_ROOT.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/.." && pwd)
+B=$(cd "${1:-$src/build}" && pwd)
+CTL=$B/tools/vtpmctl
+VTPMD=$B/worker/vtpmd
+N=${N:-10}
+for x in "$CTL" "$VTPMD"; do
+    [ -x "$x" ] || { echo "provision: $x missing: build first (ninja -C $B)" >&2; exit 2; }
+done
+
+if [ -z "${VT_BENCH_PROVISION_INNER:-}" ]; then
+    export VT_BENCH_PROVISION_INNER=1
+    exec "$src/tests/integration.sh" --net --hosts 2 "$here/provision.sh" "$B"
+fi
+
+# Inside integration.sh: the services run; VT_ROOT, VT_AMQP_URL and
+# VT_HOST_{A,B}_ADDR are exported.  env.sh for vt_host_spawn only.
+# shellcheck source=tests/lib/env.sh
+source "$src/tests/lib/env.sh"
+res=$VT_ROOT/provision
+mkdir -p "$res"
+export VTPM_AMQP_URL=$VT_AMQP_URL
+pids=()
+stop_vtpmds() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    pids=()
+}
+trap stop_vtpmds EXIT
+
+for h in a b; do
+    H=${h^^}
+    addr_var=VT_HOST_${H}_ADDR
+    cat > "$res/vtpmd-$h.conf" <<EOF
+[amqp]
+url = $VT_AMQP_URL
+[worker]
+host = ${!addr_var}
+[libvirt]
+uri = qemu:///system
+swtpm_enabled = true
+shutdown_timeout = 0
+migration_uri_template = qemu+tcp://%s/system
+[vtpm]
+allow_unencrypted = true
+[store]
+uri = qemu+tcp://$VT_HOST_A_ADDR/system
+EOF
+    vt_host_spawn "$h" "$VTPMD" --config "$res/vtpmd-$h.conf" --log-file "$res/vtpmd-$h.log"
+    pids+=("$VT_LAST_PID")
+done
+for addr in "$VT_HOST_A_ADDR" "$VT_HOST_B_ADDR"; do
+    for _ in $(seq 1 150); do
+        "$CTL" call --host "$addr" --timeout 1 get_capabilities > /dev/null 2>&1 && continue 2
+        sleep 0.2
+    done
+    vt_die "vtpmd $addr does not answer"
+done
+
+python3 - "$CTL" "$VT_HOST_A_ADDR" "$VT_HOST_B_ADDR" "$N" "$res" <<'EOF'
+import json, subprocess, sys, time, uuid
+ctl, host_a, host_b, n, res = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+calls = []   # {rid, host, method, phase, wall_ms}
+
+def call(host, method, args, phase):
+    rid = "bench-%s-%d-%s" % (phase, len(calls), method)
+    t0 = time.monotonic()
+    p = subprocess.run([ctl, "call", "--host", host, "--timeout", "600", "--request-id", rid,
+                        method, json.dumps(args)], capture_output=True, text=True)
+    wall = (time.monotonic() - t0) * 1000
+    try:
+        reply = json.loads(p.stdout)
+    except ValueError:
+        reply = None
+    if p.returncode != 0 or not reply or not reply.get("ok"):
+        sys.exit("provision: %s on %s failed (exit %d): %s %s"
+                 % (method, host, p.returncode, p.stdout.strip(), p.stderr.strip()))
+    calls.append({"rid": rid, "host": host, "method": method, "phase": phase, "wall_ms": wall})
+    print("[bench] %-28s %-14s %8.0f ms" % (method, phase, wall), file=sys.stderr, flush=True)
+    return reply["result"]
+
+def flavor(tpm):
+    return {"name": "m1.bench-tpm" if tpm else "m1.bench", "vcpus": 1, "memory_mb": 64,
+            "extra_specs": {"hw:tpm_version": "2.0", "hw:tpm_model": "tpm-tis"} if tpm else {}}
+
+def instance(u, tpm):
+    return {"uuid": u, "name": "bench", "flavor": flavor(tpm),
+            "image": {"id": "img-1", "name": "firmware-only", "properties": {}}}
+
+# 1. spawn + destroy, alternating without / with a vTPM.
+for i in range(n):
+    for tpm in (False, True):
+        u = str(uuid.uuid4())
+        phase = "spawn-tpm" if tpm else "spawn-plain"
+        call(host_a, "spawn", {"instance": instance(u, tpm)}, phase)
+        call(host_a, "destroy", {"instance": {"uuid": u}}, phase)
+
+# 2. shelve + unshelve of one vTPM instance.
+u = str(uuid.uuid4())
+inst = instance(u, True)
+call(host_a, "spawn", {"instance": inst}, "setup")
+for i in range(n):
+    r = call(host_a, "shelve", {"instance": inst}, "shelve")
+    call(host_a, "unshelve", {"instance": inst, "shelved": r["shelved"], "power_on": True},
+         "shelve")
+call(host_a, "destroy", {"instance": {"uuid": u}}, "setup")
+
+# 3. cold migration round trips, back and forth.
+u = str(uuid.uuid4())
+inst = instance(u, True)
+call(host_a, "spawn", {"instance": inst}, "setup")
+src, dst = host_a, host_b
+for i in range(n):
+    r = call(src, "migrate_disk_and_power_off", {"instance": inst, "dest_host": dst}, "migrate")
+    call(dst, "finish_migration", {"instance": inst, "old_flavor": flavor(True),
+                                   "vtpm_transfer": r["vtpm_transfer"], "power_on": True},
+         "migrate")
+    call(src, "confirm_migration", {"instance": inst}, "migrate")
+    src, dst = dst, src
+call(src, "destroy", {"instance": {"uuid": u}}, "setup")
+
+json.dump(calls, open(res + "/calls.json", "w"))
+EOF
+
+# The log lines are complete once the workers have exited.
+stop_vtpmds
+uptime >&2
+
+python3 - "$res" "$N" "$VT_HOST_A_ADDR" "$VT_HOST_B_ADDR" <<'EOF'
+import json, os, platform, re, statistics, sys, time
+res, n = sys.argv[1], int(sys.argv[2])
+calls = json.load(open(res + "/calls.json"))
+line_re = re.compile(r"request_id=(\S+) .* outcome=(\S+) duration_ms=([\d.]+) "
+                     r"libvirt_ms=([\d.]+) helpers_ms=([\d.]+)")
+logged = {}
+for h in ("a", "b"):
+    for line in open("%s/vtpmd-%s.log" % (res, h), errors="replace"):
+        m = line_re.search(line)
+        if m and m.group(1).startswith("bench-"):
+            logged[m.group(1)] = tuple(float(x) for x in m.group(3, 4, 5))
+missing = [c["rid"] for c in calls if c["rid"] not in logged]
+if missing:
+    sys.exit("provision: no log line for %d request(s), e.g. %s" % (len(missing), missing[0]))
+for c in calls:
+    c["duration_ms"], c["libvirt_ms"], c["helpers_ms"] = logged[c["rid"]]
+    c["own_ms"] = max(0.0, c["duration_ms"] - c["libvirt_ms"] - c["helpers_ms"])
+
+def stats(v):
+    v = sorted(v)
+    return {"mean": round(statistics.mean(v), 1), "p50": round(statistics.median(v), 1),
+            "max": round(v[-1], 1), "n": len(v)} if v else None
+
+def pick(phase, method=None):
+    return [c for c in calls if c["phase"] == phase and (method is None or c["method"] == method)]
+
+def pairs(phase, per):
+    """Sums over consecutive groups of @per calls (one round trip each)."""
+    cs = pick(phase)
+    return [cs[i:i + per] for i in range(0, len(cs) - len(cs) % per, per)]
+
+out = {"benchmark": "provision", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+       "cpus": os.cpu_count(), "kernel": platform.release(), "n": n,
+       "loadavg_end": os.getloadavg()[0], "spawn_destroy": {}, "round_trips": {},
+       "operations": {}}
+for phase in ("spawn-plain", "spawn-tpm"):
+    rt = pairs(phase, 2)
+    out["spawn_destroy"][phase] = {
+        "wall_ms": stats([sum(c["wall_ms"] for c in g) for g in rt]),
+        "handler_ms": stats([sum(c["duration_ms"] for c in g) for g in rt]),
+        "spawn_handler_ms": stats([g[0]["duration_ms"] for g in rt]),
+        "destroy_handler_ms": stats([g[1]["duration_ms"] for g in rt]),
+        "own_ms": stats([sum(c["own_ms"] for c in g) for g in rt])}
+p, t = out["spawn_destroy"]["spawn-plain"], out["spawn_destroy"]["spawn-tpm"]
+out["vtpm_added_ms"] = {k: round(t["wall_ms"][k] - p["wall_ms"][k], 1) for k in ("mean", "p50")}
+out["vtpm_added_handler_ms"] = {k: round(t["handler_ms"][k] - p["handler_ms"][k], 1)
+                                for k in ("mean", "p50")}
+for phase, per in (("shelve", 2), ("migrate", 3)):
+    rt = pairs(phase, per)
+    out["round_trips"][phase] = {
+        "wall_ms": stats([sum(c["wall_ms"] for c in g) for g in rt]),
+        "handler_ms": stats([sum(c["duration_ms"] for c in g) for g in rt]),
+        "libvirt_ms": stats([sum(c["libvirt_ms"] for c in g) for g in rt]),
+        "own_ms": stats([sum(c["own_ms"] for c in g) for g in rt])}
+worst = 0.0
+for phase, methods in (("spawn-plain", ("spawn", "destroy")), ("spawn-tpm", ("spawn", "destroy")),
+                       ("shelve", ("shelve", "unshelve")),
+                       ("migrate", ("migrate_disk_and_power_off", "finish_migration",
+                                    "confirm_migration"))):
+    for m in methods:
+        cs = pick(phase, m)
+        key = m if phase in ("shelve", "migrate") else "%s (%s)" % (m, phase[6:])
+        out["operations"][key] = {
+            "handler_ms": stats([c["duration_ms"] for c in cs]),
+            "libvirt_ms": stats([c["libvirt_ms"] for c in cs]),
+            "helpers_ms": stats([c["helpers_ms"] for c in cs]),
+            "own_ms": stats([c["own_ms"] for c in cs])}
+        worst = max(worst, out["operations"][key]["own_ms"]["max"])
+out["own_ms_max"] = worst
+out["target_met"] = worst < 20
+print(json.dumps(out))
+
+w = sys.stderr.write
+w("\nProvisioning, %d of each; wall = around vtpmctl (incl. its start-up), handler = duration_ms,\n"
+  "own = duration_ms - libvirt_ms - helpers_ms (vtpmd beyond libvirt); all in ms\n\n" % n)
+w("%-22s %24s %24s\n" % ("spawn+destroy", "wall mean / p50 / max", "handler mean / p50 / max"))
+for phase in ("spawn-plain", "spawn-tpm"):
+    s = out["spawn_destroy"][phase]
+    f = lambda d: "%7.0f %7.0f %7.0f" % (d["mean"], d["p50"], d["max"])
+    w("%-22s %24s %24s\n" % ("no vTPM" if phase == "spawn-plain" else "vTPM 2.0", f(s["wall_ms"]),
+                            f(s["handler_ms"])))
+w("added by the vTPM: %.0f ms mean, %.0f ms p50 (wall); %.0f / %.0f ms (handler)\n\n"
+  % (out["vtpm_added_ms"]["mean"], out["vtpm_added_ms"]["p50"],
+     out["vtpm_added_handler_ms"]["mean"], out["vtpm_added_handler_ms"]["p50"]))
+w("%-22s %24s %24s %20s\n" % ("round trip", "wall mean / p50 / max", "libvirt mean / p50",
+                              "own mean / p50 / max"))
+for phase in ("shelve", "migrate"):
+    s = out["round_trips"][phase]
+    w("%-22s %8.0f %7.0f %7.0f %16.0f %7.0f %8.1f %5.1f %5.1f\n"
+      % ("shelve+unshelve" if phase == "shelve" else "migrate+finish+confirm",
+         s["wall_ms"]["mean"], s["wall_ms"]["p50"], s["wall_ms"]["max"],
+         s["libvirt_ms"]["mean"], s["libvirt_ms"]["p50"],
+         s["own_ms"]["mean"], s["own_ms"]["p50"], s["own_ms"]["max"]))
+w("\n%-34s %22s %18s %20s\n" % ("operation", "handler mean / p50", "libvirt mean", "own mean / p50 / max"))
+for k, s in out["operations"].items():
+    w("%-34s %10.1f %10.1f %18.1f %8.1f %5.1f %5.1f\n"
+      % (k, s["handler_ms"]["mean"], s["handler_ms"]["p50"], s["libvirt_ms"]["mean"],
+         s["own_ms"]["mean"], s["own_ms"]["p50"], s["own_ms"]["max"]))
+w("\nvtpmd's own time per operation: max %.1f ms (target < 20 ms: %s)\n"
+  % (worst, "met" if out["target_met"] else "NOT met"))
+EOF
