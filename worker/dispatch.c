@@ -7,9 +7,6 @@
 #include "metrics.h"
 #include "timing.h"
 
-/* How often the capabilities are probed again, so that a scheduler learns
- * of a change (swtpm installed, libvirt upgraded) without a restart. */
-
 typedef struct job job;
 
 struct vtpm_dispatch {
@@ -26,7 +23,10 @@ struct vtpm_dispatch {
     size_t cache_max;
     unsigned jobs;           /* running + queued */
     gint64 next_caps_us;
-    gint64 caps_interval_us;   /* [worker] capabilities_interval */
+    /* [worker] capabilities_interval: how often the capabilities are probed
+     * again, so a scheduler learns of a change (swtpm installed, libvirt
+     * upgraded) without a restart. */
+    gint64 caps_interval_us;
     bool caps_refreshing;
 };
 
