@@ -184,6 +184,52 @@ POLICIES = {
 }
 
 
+# Wrapped deployment secrets for fuzz_keywrap (fuzz_keywrap.c has the same
+# keys and instance).  AES-256-GCM with fixed nonces, so the seeds are
+# reproducible; python3-cryptography is needed only to rerun this.
+KW_UUID = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
+KW_CURRENT = bytes(range(0x00, 0x20))
+KW_PREVIOUS = bytes(range(0x80, 0xA0))
+KW_OTHER = bytes(range(0x40, 0x60))
+
+
+def key_id(key):
+    import hashlib
+    return hashlib.sha256(b"vtpmd deployment key id v1" + key).hexdigest()[:16]
+
+
+def wrap(key, secret, uuid=KW_UUID, nonce=bytes(range(12)), tamper=None):
+    import base64
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    aad = ("vtpmd-wrap-v1:%s:%s" % (uuid, key_id(key))).encode()
+    blob = bytearray(nonce + AESGCM(key).encrypt(nonce, secret, aad))
+    if tamper is not None:
+        blob[tamper] ^= 1
+    return "v1:%s:%s" % (key_id(key), base64.b64encode(bytes(blob)).decode())
+
+
+def keywrap_seeds():
+    hexsecret = b"0123456789abcdef" * 4  # as vtpm_keyring_random_secret makes
+    good = wrap(KW_CURRENT, hexsecret)
+    return {
+        "valid-current": good,
+        "valid-previous": wrap(KW_PREVIOUS, hexsecret, nonce=b"\xff" * 12),
+        "valid-one-byte": wrap(KW_CURRENT, b"s"),
+        "valid-long": wrap(KW_CURRENT, bytes(range(256)) * 2),
+        "other-key": wrap(KW_OTHER, hexsecret),
+        "other-instance": wrap(KW_CURRENT, hexsecret, uuid="0e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd001"),
+        "tampered-tag": wrap(KW_CURRENT, hexsecret, tamper=-1),
+        "tampered-nonce": wrap(KW_CURRENT, hexsecret, tamper=0),
+        "tag-only": "v1:%s:%s" % (key_id(KW_CURRENT), "A" * 40),
+        "not-base64": "v1:%s:%s" % (key_id(KW_CURRENT), "!!not base64!!"),
+        "no-prefix": good[3:],
+        "v2": "v2" + good[2:],
+        "short-id": "v1:%s:%s" % (key_id(KW_CURRENT)[:15], good.split(":", 2)[2]),
+        "empty": "",
+        "over-limit": good + "A" * (1025 - len(good)),
+    }
+
+
 # libFuzzer dictionaries (-dict): the words the decoders look for.
 MSGPACK_WORDS = ["v", "method", "args", "context", "request_id", "user_id", "project_id",
                  "deadline_ms", "instance", "uuid", "name", "flavor", "vcpus", "memory_mb",
@@ -220,7 +266,8 @@ def main():
     top = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus")
     for target, seeds, enc in (("fuzz_request", REQUESTS, pack),
                                ("fuzz_instance", INSTANCES, pack),
-                               ("fuzz_policy", POLICIES, str.encode)):
+                               ("fuzz_policy", POLICIES, str.encode),
+                               ("fuzz_keywrap", keywrap_seeds(), str.encode)):
         d = os.path.join(top, target)
         os.makedirs(d, exist_ok=True)
         for old in os.listdir(d):
