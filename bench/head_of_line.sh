@@ -59,6 +59,7 @@ uri = qemu:///system
 swtpm_enabled = true
 shutdown_timeout = 1
 EOF
+chmod 600 "$VT_ROOT/vtpmd.conf" # holds the broker password (docs/security.md)
 vt_host_spawn a "$VTPMD" --config "$VT_ROOT/vtpmd.conf" --log-file "$VT_ROOT/vtpmd.log"
 for _ in $(seq 1 100); do
     "$CTL" call --host hol --timeout 1 get_capabilities > /dev/null 2>&1 && break

@@ -54,6 +54,7 @@ state_dir = $VT_ROOT/$1/swtpm
 pool_dir = $VT_ROOT/$1/pools
 kept_dir = $VT_ROOT/$1/kept
 CONF
+    chmod 600 "$VT_ROOT/$1.conf" # holds the broker password (docs/security.md)
 }
 wait_up() { # HOST
     for _ in $(seq 1 120); do

@@ -63,6 +63,7 @@ state_dir = $VT_ROOT/vtpmd/swtpm
 pool_dir = $VT_ROOT/vtpmd/pools
 kept_dir = $VT_ROOT/vtpmd/kept
 EOF
+chmod 600 "$VT_ROOT/vtpmd.conf" # holds the broker password (docs/security.md)
 "$VTPMD" --config "$VT_ROOT/vtpmd.conf" 2> "$VT_ROOT/vtpmd.log" < /dev/null &
 vtpmd_pid=$!
 VT_DAEMONS+=("$vtpmd_pid")

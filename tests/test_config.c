@@ -689,6 +689,128 @@ test_load_file_refused(void **state)
     }
 }
 
+/* A file holding credentials is refused when others can read it
+ * (docs/security.md, "Security review"): vtpmd --check-config and the
+ * start-up both load through vtpm_config_load. */
+static char *
+write_mode(const char *data, mode_t mode)
+{
+    char *path = write_temp(data, strlen(data));
+
+    assert_int_equal(chmod(path, mode), 0);
+    return path;
+}
+
+static void
+expect_refused(const char *path, const char *want)
+{
+    vtpm_config *c = NULL;
+    vtpm_error err = { 0 };
+
+    assert_int_equal(vtpm_config_load(path, &c, &err), -(int)VTPM_FAULT_BAD_REQUEST);
+    if (!strstr(err.message, want))
+        fail_msg("'%s' does not contain '%s'", err.message, want);
+    assert_null(c);
+}
+
+static void
+expect_loads(const char *path)
+{
+    g_autoptr(vtpm_config) c = NULL;
+    vtpm_error err = { 0 };
+
+    if (vtpm_config_load(path, &c, &err) < 0)
+        fail_msg("%s refused: %s", path, err.message);
+}
+
+static void
+test_credentials_private(void **state)
+{
+    static const char pw[] = "[worker]\nworkers = 2\n[amqp]\nurl = amqp://vtpmd:s3cret@h/%2f\n";
+    g_autofree char *open_pw = write_mode(pw, 0644);
+    g_autofree char *want = g_strdup_printf(
+        "%s has mode 0644 and holds the broker password ([amqp] url, line 4): it must not be "
+        "readable by others (chmod o-rwx %s",
+        open_pw, open_pw);
+    g_autofree char *group_pw = write_mode(pw, 0640);
+    g_autofree char *private_pw = write_mode(pw, 0600);
+    g_autofree char *open_nopw = write_mode("[amqp]\nurl = amqp://vtpmd@h/%2f\n", 0644);
+    g_autofree char *open_emptypw = write_mode("[amqp]\nurl = amqp://vtpmd:@h/%2f\n", 0644);
+    /* The compiled-in default (guest:guest) is not in the file. */
+    g_autofree char *open_default = write_mode("[worker]\nworkers = 2\n", 0644);
+    g_autofree char *dir = g_dir_make_tmp("vtpmd-keys-XXXXXX", NULL);
+    g_autofree char *key = g_build_filename(dir, "client.key", NULL);
+    g_autofree char *dkey = g_build_filename(dir, "deploy.key", NULL);
+    g_autofree char *missing = g_build_filename(dir, "none.key", NULL);
+    g_autofree char *with_key = NULL, *with_dkey = NULL, *with_prev = NULL, *with_missing = NULL;
+    g_autofree char *want_key = NULL, *want_dkey = NULL, *want_prev = NULL, *want_missing = NULL;
+
+    expect_refused(open_pw, want);
+    assert_int_equal(chmod(group_pw, 0604), 0);
+    expect_refused(group_pw, "has mode 0604");
+    assert_int_equal(chmod(group_pw, 0640), 0);
+    expect_loads(group_pw);
+    expect_loads(private_pw);
+    expect_loads(open_nopw);
+    expect_loads(open_emptypw);
+    expect_loads(open_default);
+
+    /* Key files the config names: refused when others can read them,
+     * whatever the mode of the config file; a missing one is named. */
+    assert_true(g_file_set_contents(key, "k", 1, NULL));
+    assert_true(g_file_set_contents(dkey, "0123456789abcdef0123456789abcdef", 32, NULL));
+    assert_int_equal(chmod(key, 0644), 0);
+    assert_int_equal(chmod(dkey, 0604), 0);
+    {
+        g_autofree char *t = g_strdup_printf(
+            "[amqp]\nurl = amqps://h/%%2f\ncacert = /ca.pem\ncert = /c.pem\nkey = %s\n", key);
+        with_key = write_mode(t, 0600);
+    }
+    {
+        g_autofree char *t = g_strdup_printf("[vtpm]\ndeployment_key_file = %s\n", dkey);
+        with_dkey = write_mode(t, 0644);
+    }
+    {
+        g_autofree char *t = g_strdup_printf(
+            "[vtpm]\ndeployment_key_file = %s\nprevious_deployment_key_file = %s\n", key, dkey);
+        with_prev = write_mode(t, 0600);
+    }
+    {
+        g_autofree char *t = g_strdup_printf("[vtpm]\ndeployment_key_file = %s\n", missing);
+        with_missing = write_mode(t, 0600);
+    }
+    want_key = g_strdup_printf("%s has mode 0644 and holds a private key ([amqp] key)", key);
+    want_dkey = g_strdup_printf("%s has mode 0604 and holds a private key "
+                                "([vtpm] deployment_key_file)", dkey);
+    want_missing = g_strdup_printf("[vtpm] deployment_key_file %s: No such file", missing);
+    expect_refused(with_key, want_key);
+    expect_refused(with_dkey, want_dkey);
+    expect_refused(with_missing, want_missing);
+    assert_int_equal(chmod(key, 0600), 0);
+    want_prev = g_strdup_printf("%s has mode 0604 and holds a private key "
+                                "([vtpm] previous_deployment_key_file)", dkey);
+    expect_refused(with_prev, want_prev);
+    assert_int_equal(chmod(dkey, 0640), 0);
+    expect_loads(with_key);
+    expect_loads(with_dkey);
+    expect_loads(with_prev);
+
+    /* Text loaded from elsewhere (tests, vtpmctl --url) has no file mode. */
+    {
+        g_autoptr(vtpm_config) c = NULL;
+        vtpm_error err = { 0 };
+
+        assert_int_equal(vtpm_config_load_data("x.conf", pw, &c, &err), 0);
+    }
+    for (const char *const *p = (const char *const[]){ open_pw, group_pw, private_pw, open_nopw,
+                                                       open_emptypw, open_default, with_key,
+                                                       with_dkey, with_prev, with_missing, key,
+                                                       dkey, NULL };
+         *p; p++)
+        g_unlink(*p);
+    g_rmdir(dir);
+}
+
 /* ---- the sample ---------------------------------------------------------- */
 
 static char *
@@ -886,6 +1008,7 @@ main(void)
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_load_file_refused),
+        cmocka_unit_test(test_credentials_private),
         cmocka_unit_test(test_sample_matches_table),
         cmocka_unit_test(test_sample_loads),
         cmocka_unit_test(test_operations_doc_matches_table),

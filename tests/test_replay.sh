@@ -82,6 +82,7 @@ $extra
 pool_dir = $d/pools
 kept_dir = $d/kept
 EOF
+    chmod 600 "$d.conf" # holds the broker password (docs/security.md)
     "$VTPMD" --config "$d.conf" > "$d.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 60); do

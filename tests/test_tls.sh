@@ -128,6 +128,7 @@ conf() {
         echo '[worker]'
         echo "host = $name"
     } > "$tmp/$name.conf"
+    chmod 600 "$tmp/$name.conf" # holds the broker password (docs/security.md)
 }
 
 # start NAME: vtpmd with $tmp/NAME.conf in host a's namespace, logging (debug)

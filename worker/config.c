@@ -591,9 +591,82 @@ check_combination(scan *sc, const vtpm_config *cfg, vtpm_error *err)
     return 0;
 }
 
-int
-vtpm_config_load_data(const char *name, const char *data, vtpm_config **out,
-                      vtpm_error *err)
+/* Whether @url (already valid) carries a non-empty password. */
+static bool
+url_has_password(const char *url)
+{
+    const char *p = strstr(url, "://"), *slash, *at, *colon;
+
+    if (!p)
+        return false;
+    p += 3;
+    slash = strchr(p, '/');
+    if (!slash)
+        slash = p + strlen(p);
+    at = memchr(p, '@', (size_t)(slash - p));
+    if (!at)
+        return false;
+    colon = memchr(p, ':', (size_t)(at - p));
+    return colon && colon + 1 < at;
+}
+
+/* A credential must not be readable by every local user: refused when the
+ * file is readable by others, with the file, its mode and the fix. */
+static int
+check_private_file(const char *what, const char *path, mode_t mode, vtpm_error *err)
+{
+    if (!(mode & S_IROTH))
+        return 0;
+    return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                          "%s has mode %04o and holds %s: it must not be readable by others "
+                          "(chmod o-rwx %s; 0600, or 0640 with a vtpmd group)",
+                          path, (unsigned)(mode & 07777), what, path);
+}
+
+static int
+check_key_file(const char *key, const char *path, vtpm_error *err)
+{
+    struct stat st;
+    g_autofree char *what = NULL;
+
+    if (!path)
+        return 0;
+    if (stat(path, &st) < 0)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s %s: %s", key, path,
+                              g_strerror(errno));
+    what = g_strdup_printf("a private key (%s)", key);
+    return check_private_file(what, path, st.st_mode, err);
+}
+
+/* Credentials on disk: the config file itself when its [amqp] url has a
+ * password, and the key files it names. */
+static int
+check_credentials(scan *sc, const vtpm_config *cfg, const struct stat *st, vtpm_error *err)
+{
+    unsigned url_line = line_of(sc, "amqp", "url");
+    int rc;
+
+    if (url_line && url_has_password(cfg->amqp.url)) {
+        g_autofree char *what = g_strdup_printf("the broker password ([amqp] url, line %u)",
+                                                url_line);
+
+        if ((rc = check_private_file(what, sc->name, st->st_mode, err)) < 0)
+            return rc;
+    }
+    if ((rc = check_key_file("[amqp] key", cfg->amqp.key, err)) < 0 ||
+        (rc = check_key_file("[vtpm] deployment_key_file", cfg->vtpm.deployment_key_file,
+                             err)) < 0 ||
+        (rc = check_key_file("[vtpm] previous_deployment_key_file",
+                             cfg->vtpm.previous_deployment_key_file, err)) < 0)
+        return rc;
+    return 0;
+}
+
+/* @st: the file @name was read from, whose credentials are then checked;
+ * NULL for text from elsewhere. */
+static int
+load_text(const char *name, const char *data, const struct stat *st, vtpm_config **out,
+          vtpm_error *err)
 {
     g_autoptr(vtpm_config) cfg = vtpm_config_new_default();
     g_autoptr(GKeyFile) kf = g_key_file_new();
@@ -618,6 +691,8 @@ vtpm_config_load_data(const char *name, const char *data, vtpm_config **out,
     g_free(sc.group);
     if (rc == 0)
         rc = check_combination(&sc, cfg, err);
+    if (rc == 0 && st)
+        rc = check_credentials(&sc, cfg, st, err);
     if (rc < 0)
         return rc;
 
@@ -626,10 +701,17 @@ vtpm_config_load_data(const char *name, const char *data, vtpm_config **out,
     return 0;
 }
 
+int
+vtpm_config_load_data(const char *name, const char *data, vtpm_config **out,
+                      vtpm_error *err)
+{
+    return load_text(name, data, NULL, out, err);
+}
+
 /* Regular files only (a FIFO would block, /dev/zero never ends), and the
  * limit applies while reading, since the file may grow after fstat. */
 static int
-read_limited(const char *path, char **out, vtpm_error *err)
+read_limited(const char *path, char **out, struct stat *st_out, vtpm_error *err)
 {
     g_autoptr(GString) buf = g_string_sized_new(4096);
     char chunk[4096];
@@ -667,6 +749,7 @@ read_limited(const char *path, char **out, vtpm_error *err)
     if (strlen(buf->str) != buf->len)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s: contains a NUL byte", path);
     *out = g_string_free(g_steal_pointer(&buf), FALSE);
+    *st_out = st;
     return 0;
 }
 
@@ -674,9 +757,10 @@ int
 vtpm_config_load(const char *path, vtpm_config **out, vtpm_error *err)
 {
     g_autofree char *data = NULL;
-    int rc = read_limited(path, &data, err);
+    struct stat st;
+    int rc = read_limited(path, &data, &st, err);
 
     if (rc < 0)
         return rc;
-    return vtpm_config_load_data(path, data, out, err);
+    return load_text(path, data, &st, out, err);
 }

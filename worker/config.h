@@ -77,7 +77,10 @@ typedef struct {
 const vtpm_config_key *vtpm_config_keys(size_t *n);
 
 vtpm_config *vtpm_config_new_default(void);
-/* Load @path over the defaults.  Faults: BadRequest with "FILE:LINE: ..." */
+/* Load @path over the defaults.  Faults: BadRequest with "FILE:LINE: ...",
+ * or naming a file and its mode when @path holds a broker password
+ * ([amqp] url) and is readable by others, or when a key file it names
+ * ([amqp] key, [vtpm] deployment keys) is readable by others or missing. */
 int vtpm_config_load(const char *path, vtpm_config **out, vtpm_error *err);
 /* Same, from text (tests). @name is used in messages. */
 int vtpm_config_load_data(const char *name, const char *data, vtpm_config **out,

@@ -79,6 +79,7 @@ swtpm_enabled = true
 shutdown_timeout = ${shutdown_timeout:-5}
 ${3:-}
 EOF
+    chmod 600 "$cfg" # holds the broker password (docs/security.md)
     vtpmd_log[$h]=$VT_ROOT/vtpmd-accept-$h.log
     vt_host_spawn "$h" "$vtpmd" --config "$cfg" --log-file "${vtpmd_log[$h]}"
     vtpmd_pid[$h]=$VT_LAST_PID

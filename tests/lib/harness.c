@@ -127,7 +127,10 @@ vt_config_write(const vt_config_opts *o)
         g_string_append_printf(t, "%s\n", o->vtpm_extra);
     if (o->tail)
         g_string_append_printf(t, "%s\n", o->tail);
-    if (!g_file_set_contents(path, t->str, (gssize)t->len, &gerr))
+    /* 0600: it holds the broker password, and vtpmd refuses such a file
+     * when others can read it. */
+    if (!g_file_set_contents_full(path, t->str, (gssize)t->len, G_FILE_SET_CONTENTS_NONE, 0600,
+                                  &gerr))
         fail_msg("writing %s: %s", path, gerr->message);
     return path;
 }
