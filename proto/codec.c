@@ -703,6 +703,21 @@ vtpm_proto_parse_uuid(const char *s, const char *where, char out[37], vtpm_error
     return 0;
 }
 
+int
+vtpm_proto_check_host(const char *h, const char *where, vtpm_error *err)
+{
+    size_t n = h ? strlen(h) : 0;
+
+    if (n == 0 || n > 255)
+        return vtpm_error_set(err, BAD, "%s: 1..255 characters", where);
+    for (const char *p = h; *p; p++) {
+        if (!g_ascii_isalnum(*p) && *p != '.' && *p != '-' && *p != '_' && *p != ':')
+            return vtpm_error_set(err, BAD, "%s: character 0x%02x not allowed in a host name",
+                                  where, (unsigned)(unsigned char)*p);
+    }
+    return 0;
+}
+
 /* A range-checked required uint. */
 static int
 get_uint_range(const msgpack_object *map, const char *where, const char *key, uint64_t lo, uint64_t hi,

@@ -1105,6 +1105,43 @@ test_parse_uuid(void **state)
     assert_string_equal(out, "sentinel");
 }
 
+/* Host names become part of a libvirt URI (migration_uri_template): a
+ * request's dest_host, and an archive manifest's secret_host. */
+static void
+test_check_host(void **state)
+{
+    static const char *const good[] = { "compute-b", "host_2.example.org", "10.0.0.2",
+                                        "fe80::1", "a" };
+    static const struct {
+        const char *h, *why;
+    } bad[] = {
+        { "", "x.host: 1..255 characters" },
+        { "b/system?socket=/tmp/evil", "x.host: character 0x2f not allowed in a host name" },
+        { "b?no_verify=1", "x.host: character 0x3f not allowed in a host name" },
+        { "user@b", "x.host: character 0x40 not allowed in a host name" },
+        { "b%2f", "x.host: character 0x25 not allowed in a host name" },
+        { "../b", "x.host: character 0x2f not allowed in a host name" },
+        { "b c", "x.host: character 0x20 not allowed in a host name" },
+        { "b\nc", "x.host: character 0x0a not allowed in a host name" },
+        { "[fe80::1]", "x.host: character 0x5b not allowed in a host name" },
+        { "b'\"<&>", "x.host: character 0x27 not allowed in a host name" },
+        { "h\xc3\xa9", "x.host: character 0xc3 not allowed in a host name" },
+    };
+    g_autofree char *longest = g_strnfill(255, 'h'), *too_long = g_strnfill(256, 'h');
+    vtpm_error err = { 0 };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(good); i++)
+        assert_int_equal(vtpm_proto_check_host(good[i], "x.host", &err), 0);
+    assert_int_equal(vtpm_proto_check_host(longest, "x.host", &err), 0);
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        assert_int_equal(vtpm_proto_check_host(bad[i].h, "x.host", &err), -(int)BAD);
+        assert_string_equal(err.message, bad[i].why);
+    }
+    assert_int_equal(vtpm_proto_check_host(too_long, "x.host", &err), -(int)BAD);
+    assert_string_equal(err.message, "x.host: 1..255 characters");
+    assert_int_equal(vtpm_proto_check_host(NULL, "x.host", &err), -(int)BAD);
+}
+
 static int
 decode_with(const char *path, enum op op, const msgpack_object *val, size_t n, vtpm_instance **out,
             vtpm_error *err)
@@ -1512,6 +1549,7 @@ main(void)
         cmocka_unit_test(test_decode_reply_faults),
         cmocka_unit_test(test_request_new_round_trip),
         cmocka_unit_test(test_pack_helpers),
+        cmocka_unit_test(test_check_host),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

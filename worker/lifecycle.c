@@ -552,27 +552,19 @@ out:
 
 /* ---- cold migration / resize ------------------------------------------------- */
 
-static int
-check_host_name(const char *h, vtpm_error *err)
-{
-    if (!h[0] || strlen(h) > 255)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "args.dest_host: 1..255 characters");
-    for (const char *p = h; *p; p++) {
-        if (!g_ascii_isalnum(*p) && *p != '.' && *p != '-' && *p != '_' && *p != ':')
-            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                                  "args.dest_host: character 0x%02x not allowed in a host name",
-                                  (unsigned char)*p);
-    }
-    return 0;
-}
-
-/* A connection to @host's libvirtd: the local one for ourselves. */
+/* A connection to @host's libvirtd: the local one for ourselves.  @host
+ * is a request's dest_host, or an archive manifest's secret_host (which
+ * whoever can write the shelve store controls): it is checked here, where
+ * it becomes part of a URI, whatever its source. */
 static int
 host_conn(vtpm_worker *w, const char *host, virConnectPtr *out, vtpm_error *err)
 {
     g_autofree char *uri = NULL;
     virConnectPtr c;
+    int rc;
 
+    if ((rc = vtpm_proto_check_host(host, "host", err)) < 0)
+        return rc;
     if (strcmp(host, w->cfg->worker.host) == 0)
         return vtpm_virt_conn(w->virt, out, NULL, err);
     /* The template was validated at start: exactly one %s. */
@@ -607,7 +599,7 @@ vtpm_op_migrate_disk_and_power_off(vtpm_worker *w, const vtpm_request *req,
     vtpm_archive_meta_init(&km);
     if ((rc = arg_uuid(req, uuid, err)) < 0 ||
         (rc = vtpm_proto_get_str(&req->args, "args", "dest_host", true, 255, &dest, err)) < 0 ||
-        (rc = check_host_name(dest, err)) < 0)
+        (rc = vtpm_proto_check_host(dest, "args.dest_host", err)) < 0)
         goto out;
     if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
         (rc = find_domain(w, conn, uuid, &dom, err)) < 0 ||

@@ -156,6 +156,12 @@ GBytes *vtpm_bytes_new_wiped(gpointer data, gsize len);
  * lowered) is BadRequest. */
 int vtpm_proto_parse_uuid(const char *s, const char *where, char out[37], vtpm_error *err);
 
+/* A host name that goes into a libvirt URI ([libvirt] migration_uri_template):
+ * 1..255 of A-Z a-z 0-9 . - _ : (IPv6 literals).  Anything else ('/', '?',
+ * '@', '%', spaces, controls) could change what the URI names, so it is
+ * BadRequest naming @where. */
+int vtpm_proto_check_host(const char *h, const char *where, vtpm_error *err);
+
 int vtpm_proto_decode_flavor(const msgpack_object *obj, const char *where,
                              vtpm_flavor **out, vtpm_error *err);
 int vtpm_proto_decode_instance(const msgpack_object *obj, const char *where,
