@@ -841,6 +841,187 @@ test_domain_name(void **state)
     assert_null(vtpm_domxml_domain_name(NULL));
 }
 
+/* ---- hostile values through the public entry points ----------------------
+ * (docs/security.md, "Security review"): a request body as the worker
+ * receives it, decoded by vtpm_proto_decode_request and
+ * vtpm_proto_arg_instance, then built by vtpm_domxml_build.  A UUID never
+ * gets past the decoder unless canonical (it names paths, the domain and
+ * the libvirt secret); every other string is either refused with a
+ * specific fault or comes out of the XML exactly as sent. */
+
+static void
+pack_strn(msgpack_packer *pk, const char *s, size_t n)
+{
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+/* A spawn request whose instance has @uuid (@ulen bytes), @name
+ * (@name_len bytes: both may hold NULs), flavor name @fname, image id @iid
+ * and boot kernel @kernel. */
+static int
+decode_spawn(const char *uuid, size_t ulen, const char *name, size_t name_len,
+             const char *fname, const char *iid, const char *kernel, vtpm_instance **out,
+             vtpm_error *err)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    vtpm_proto_limits lim;
+    g_autoptr(GBytes) body = NULL;
+    g_autoptr(vtpm_request) req = NULL;
+    g_autofree char *id = NULL;
+    gsize len;
+    const void *data;
+    int rc;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    vtpm_pack_str(&pk, "instance");
+    msgpack_pack_map(&pk, 5);
+    vtpm_pack_str(&pk, "uuid");
+    pack_strn(&pk, uuid, ulen);
+    vtpm_pack_str(&pk, "name");
+    pack_strn(&pk, name, name_len);
+    vtpm_pack_str(&pk, "flavor");
+    msgpack_pack_map(&pk, 3);
+    vtpm_pack_kv_str(&pk, "name", fname);
+    vtpm_pack_str(&pk, "vcpus");
+    msgpack_pack_uint64(&pk, 1);
+    vtpm_pack_str(&pk, "memory_mb");
+    msgpack_pack_uint64(&pk, 64);
+    vtpm_pack_str(&pk, "image");
+    msgpack_pack_map(&pk, 1);
+    vtpm_pack_kv_str(&pk, "id", iid);
+    vtpm_pack_str(&pk, "boot");
+    msgpack_pack_map(&pk, 1);
+    vtpm_pack_kv_str(&pk, "kernel", kernel);
+    body = vtpm_proto_request_new("spawn", sb.data, sb.size, "req-hostile", 0);
+    msgpack_sbuffer_destroy(&sb);
+
+    vtpm_proto_limits_init(&lim);
+    data = g_bytes_get_data(body, &len);
+    if ((rc = vtpm_proto_decode_request(data, len, &lim, &req, &id, err)) < 0)
+        return rc;
+    return vtpm_proto_arg_instance(req, out, err);
+}
+
+static void
+test_hostile_uuids(void **state)
+{
+    static const char nul_uuid[36] = "6f1c2a4e-0b7d-4c1e-9a55-3d2e8f0a1b2\0";
+    g_autofree char *long_uuid = g_strnfill(5000, 'a');
+    const struct {
+        const char *u;
+        size_t len;
+    } bad[] = {
+        { "../../../../etc/passwd", 0 },
+        { UUID "/../../x", 0 },
+        { "6f1c2a4e-0b7d-4c1e-9a55-3d2e8f0a1b2c'", 0 },
+        { "6f1c2a4e-0b7d-4c1e-9a55-3d2e8f0a1b'c", 0 },
+        { "6f1c2a4e-0b7d-4c1e-9a55-<2e8f0a1b2c", 0 },
+        { "6f1c2a4e-0b7d-4c1e-9a55-&amp;f0a1b2c", 0 },
+        { "6f1c2a4e/0b7d/4c1e/9a55/3d2e8f0a1b2c", 0 },
+        { "..%2f..%2f..%2f..%2f..%2f..%2fetc", 0 },
+        { nul_uuid, sizeof(nul_uuid) },
+        { long_uuid, 5000 },
+        { "", 0 },
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        vtpm_instance *inst = NULL;
+        vtpm_error err = { 0 };
+        size_t len = bad[i].len ? bad[i].len : strlen(bad[i].u);
+
+        assert_int_equal(decode_spawn(bad[i].u, len, "n", 1, "m1", "img", "/k", &inst, &err),
+                         -(int)VTPM_FAULT_BAD_REQUEST);
+        if (!g_str_has_prefix(err.message, "args.instance.uuid"))
+            fail_msg("uuid #%zu: fault does not name args.instance.uuid: %s", i, err.message);
+        assert_null(inst);
+    }
+}
+
+static void
+test_hostile_names(void **state)
+{
+    fx *f = *state;
+    g_autofree char *longest = g_strnfill(255, '<');
+    g_autofree char *too_long = g_strnfill(256, 'n');
+    static const char *const kept[] = {
+        "../../../../etc/passwd",
+        "a'b\"c<d>&e;&amp;",
+        "</title><devices><hostdev mode='subsystem'/></devices><title>",
+        "x' ephemeral='no",
+        "]]><!-- <![CDATA[",
+        "%s%n%x",
+        "\xe2\x80\xae\xf0\x9f\x94\x91", /* RLO, an emoji: valid UTF-8 is kept */
+    };
+
+    for (size_t i = 0; i <= G_N_ELEMENTS(kept); i++) {
+        const char *v = i < G_N_ELEMENTS(kept) ? kept[i] : longest;
+        g_autoptr(vtpm_instance) inst = NULL;
+        g_autofree char *xml = NULL;
+        g_autoptr(doc) d = NULL;
+        vtpm_error err = { 0 };
+
+        if (decode_spawn(UUID, 36, v, strlen(v), v, v, "/images/k", &inst, &err) < 0)
+            fail_msg("'%s' refused by the decoder: %s", v, err.message);
+        f->p.inst = inst;
+        xml = build_ok(f);
+        d = doc_parse(xml);
+        assert_string_equal(text(d, "domain/name"), "instance-" UUID);
+        assert_string_equal(text(d, "domain/uuid"), UUID);
+        assert_string_equal(text(d, "domain/title"), v);
+        assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:flavor", "name"), v);
+        assert_string_equal(attr(d, "domain/metadata/vtpmd:instance/vtpmd:image", "id"), v);
+        assert_int_equal(count(d, "domain/devices"), 1);
+        assert_int_equal(count(d, "domain/title"), 1);
+        assert_int_equal(count(d, "domain/devices/hostdev"), 0);
+        assert_int_equal(count(d, "domain/metadata/vtpmd:instance/vtpmd:vtpm"), 1);
+        f->p.inst = &f->inst;
+    }
+
+    /* Refused by the decoder: too long, or an embedded NUL (C would cut
+     * the name short, so a name that is not what was sent). */
+    {
+        vtpm_instance *inst = NULL;
+        vtpm_error err = { 0 };
+
+        assert_int_equal(decode_spawn(UUID, 36, too_long, 256, "m1", "img", "/k", &inst, &err),
+                         -(int)VTPM_FAULT_BAD_REQUEST);
+        assert_non_null(strstr(err.message, "args.instance.name"));
+        assert_int_equal(decode_spawn(UUID, 36, "a\0b", 3, "m1", "img", "/k", &inst, &err),
+                         -(int)VTPM_FAULT_BAD_REQUEST);
+        assert_non_null(strstr(err.message, "args.instance.name"));
+        assert_null(inst);
+    }
+    /* Refused by the builder: what escaping cannot carry intact. */
+    {
+        static const struct {
+            const char *v, *why;
+        } refused[] = {
+            { "two\nlines", "instance name contains control character 0x0a" },
+            { "\x1b]0;pwned\x07", "instance name contains control character 0x1b" },
+            { "bad\xc0\xafutf8", "instance name is not valid UTF-8" },
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(refused); i++) {
+            g_autoptr(vtpm_instance) inst = NULL;
+            vtpm_error err = { 0 };
+
+            if (decode_spawn(UUID, 36, refused[i].v, strlen(refused[i].v), "m1", "img", "/k",
+                             &inst, &err) < 0) {
+                /* The decoder may refuse it first: also fine, if it says so. */
+                assert_non_null(strstr(err.message, "args.instance.name"));
+                continue;
+            }
+            f->p.inst = inst;
+            expect_fault(f, VTPM_FAULT_BAD_REQUEST, refused[i].why);
+            f->p.inst = &f->inst;
+        }
+    }
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -867,6 +1048,8 @@ main(void)
         T(test_no_image_no_flavor_name),
         T(test_schema_check_has_teeth),
         T(test_spec_digest),
+        T(test_hostile_names),
+        cmocka_unit_test(test_hostile_uuids),
         cmocka_unit_test(test_domain_name),
     };
 

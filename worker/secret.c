@@ -44,7 +44,9 @@ vtpm_secret_define(virConnectPtr conn, const char *uuid, vtpm_secret_kind kind,
 {
     VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
     bool eph = kind == VTPM_SECRET_EPHEMERAL;
-    g_autofree char *xml = g_strdup_printf(
+    /* @uuid is always a parsed, canonical UUID; escaped all the same, so
+     * that no XML vtpmd writes is pasted together from raw strings. */
+    g_autofree char *xml = g_markup_printf_escaped(
         "<secret ephemeral='%s' private='%s'>\n"
         "  <uuid>%s</uuid>\n"
         "  <description>vtpmd: TPM state key of instance %s</description>\n"
