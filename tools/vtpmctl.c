@@ -512,6 +512,7 @@ cmd_call(int argc, char **argv)
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "ARGS_JSON is the method's args map as JSON, e.g. '{\"instance\": {...}}';\n"
+        "- reads it from stdin (keeps a secret out of ps and /proc/PID/cmdline);\n"
         "binary fields are {\"$bin\": \"<base64>\"}.  Prints the reply envelope as JSON\n"
         "({\"v\":1,\"ok\":true,\"result\":{...}} or {..., \"fault\": {code, message, retryable}}).\n"
         "With --fanout prints a JSON array of every reply received before the timeout.\n"
@@ -558,7 +559,22 @@ cmd_call(int argc, char **argv)
     }
 
     msgpack_sbuffer_init(&args);
-    if (argc == 3 && vtpm_mpjson_from_string(argv[2], -1, &args, &err) < 0) {
+    /* "-": the args from stdin, so that a secret in them (user mode's
+     * instance.vtpm.secret) is not on the command line, where `ps` and
+     * /proc/PID/cmdline show it to every local user. */
+    if (argc == 3 && strcmp(argv[2], "-") == 0) {
+        g_autofree char *json = NULL;
+        size_t len = 0;
+
+        if (read_stdin(&json, &len, &err) < 0 ||
+            vtpm_mpjson_from_string(json, (gssize)len, &args, &err) < 0) {
+            if (json)
+                explicit_bzero(json, len);
+            msgpack_sbuffer_destroy(&args);
+            return usage_error(ctx, "ARGS_JSON (stdin): %s", err.message);
+        }
+        explicit_bzero(json, len);
+    } else if (argc == 3 && vtpm_mpjson_from_string(argv[2], -1, &args, &err) < 0) {
         msgpack_sbuffer_destroy(&args);
         return usage_error(ctx, "ARGS_JSON: %s", err.message);
     }
