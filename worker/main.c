@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -210,6 +211,13 @@ main(int argc, char **argv)
     if (level && !parse_level(level)) {
         fprintf(stderr, "vtpmd: --log-level: unknown level '%s' (debug, info, warning, error)\n", level);
         return 2;
+    }
+    /* Nothing vtpmd runs (swtpm, swtpm_ioctl, swtpm_setup) needs to gain
+     * privileges through setuid or file capabilities: refuse them for
+     * good, under systemd (NoNewPrivileges=yes does the same) or not. */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+        fprintf(stderr, "vtpmd: PR_SET_NO_NEW_PRIVS: %s\n", g_strerror(errno));
+        return 1;
     }
     logs.pid = (int)getpid();
     g_log_set_writer_func(log_writer, NULL, NULL);
