@@ -46,6 +46,14 @@ check "the bounding set keeps what chowning state to the swtpm user needs, and n
               [[ " $v " == *" $c "* ]] || exit 1; done; [[ $v != *CAP_SYS_ADMIN* && $v != *"~"* ]]'
 check "the state directories vtpmd writes are writable under ProtectSystem=strict" \
     eval 'v=$(value StateDirectory); [[ " $v " == *" vtpmd "* && " $v " == *" libvirt/swtpm "* ]]'
+# The rest of what docs/security.md ("Privileges") says the unit drops.
+check "kernel, clock, hostname, namespaces, realtime, SUID/SGID, personality, W^X and syscalls locked" \
+    eval 'for k in ProtectKernelTunables ProtectKernelModules ProtectKernelLogs ProtectControlGroups \
+                   ProtectClock ProtectHostname RestrictNamespaces RestrictRealtime RestrictSUIDSGID \
+                   LockPersonality MemoryDenyWriteExecute; do [ "$(value $k)" = yes ] || exit 1; done
+          [ "$(value SystemCallFilter)" = @system-service ] && [ "$(value SystemCallArchitectures)" = native ]'
+check "no User= (vtpmd must be root to hand state to the swtpm user) and no ambient capabilities" \
+    eval '! grep -qE "^(User|AmbientCapabilities)=" "$UNIT"'
 check "no PrivateDevices (it would hide /dev/kvm from virt_type = auto)" \
     eval '! grep -q "^PrivateDevices=" "$UNIT"'
 
