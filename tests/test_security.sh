@@ -13,7 +13,9 @@
 #     archive, its pool directory, the kept copy of a resize on this host
 #     and the generations record: root-only 0700 / 0600; shelved.ref
 #     reaches no other volume;
-#   - vtpmd runs with no_new_privs.
+#   - vtpmd runs with no_new_privs;
+#   - vtpmd --check-config and the start-up refuse a config file that holds
+#     the broker password and that others can read.
 #   integration.sh tests/test_security.sh VTPMCTL VTPMD
 # shellcheck source-path=SCRIPTDIR disable=SC2153,SC2317
 set -uo pipefail
@@ -36,6 +38,21 @@ shutdown_timeout=1
 SECRET="sec-review-$$-$RANDOM$RANDOM-passphrase"
 SECRET_B64=$(printf '%s' "$SECRET" | base64 -w0)
 WRONG_B64=$(printf 'not-%s' "$SECRET" | base64 -w0)
+# ---- a config file with the broker password that others can read ----------------
+
+cfg=$VT_ROOT/sec-open.conf
+printf '[amqp]\nurl = %s\n[worker]\nhost = sec-open\n' "$VT_AMQP_URL" > "$cfg"
+chmod 0644 "$cfg"
+out=$("$vtpmd" --check-config --config "$cfg" 2>&1)
+check "vtpmd --check-config refuses a 0644 config holding the broker password, naming file and mode" \
+    "$?:$(grep -c "$cfg has mode 0644 and holds the broker password (\[amqp\] url, line 2)" <<< "$out")" "1:1"
+out=$(timeout 60 "$vtpmd" --config "$cfg" 2>&1)
+check "vtpmd refuses to start on it (exit 1), with the same message" \
+    "$?:$(grep -c "$cfg has mode 0644" <<< "$out")" "1:1"
+chmod 0640 "$cfg"
+out=$("$vtpmd" --check-config --config "$cfg" 2>&1)
+check "a 0640 one passes --check-config" "$?" 0
+
 W=sec-a
 start_vtpmd a "$W"
 vpid=${vtpmd_pid[a]}
