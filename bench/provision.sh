@@ -83,6 +83,7 @@ allow_unencrypted = true
 [store]
 uri = qemu+tcp://$VT_HOST_A_ADDR/system
 EOF
+    chmod 600 "$res/vtpmd-$h.conf" # holds the broker password (docs/security.md)
     vt_host_spawn "$h" "$VTPMD" --config "$res/vtpmd-$h.conf" --log-file "$res/vtpmd-$h.log"
     pids+=("$VT_LAST_PID")
 done
