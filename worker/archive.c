@@ -14,6 +14,7 @@
 #include <uuid/uuid.h>
 
 #include "archive.h"
+#include "fsutil.h"
 
 #define BLOCK 512
 #define NAME_LEN 100
@@ -1354,7 +1355,7 @@ put_one(int dfd, const member *m, int uid, int gid, GPtrArray *created, vtpm_err
     pfd = tmp;
     if (m->dir) {
         if (mkdirat(pfd, leaf, 0700) < 0)
-            return vtpm_error_set(err, INTERNAL, "extract: creating %s: %s", m->name,
+            return vtpm_error_set(err, vtpm_fs_fault(errno), "extract: creating %s: %s", m->name,
                                   g_strerror(errno));
         g_ptr_array_add(created, (gpointer)m);
         fd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -1364,16 +1365,16 @@ put_one(int dfd, const member *m, int uid, int gid, GPtrArray *created, vtpm_err
     }
     fd = openat(pfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
     if (fd < 0)
-        return vtpm_error_set(err, INTERNAL, "extract: creating %s: %s", m->name,
+        return vtpm_error_set(err, vtpm_fs_fault(errno), "extract: creating %s: %s", m->name,
                               g_strerror(errno));
     g_ptr_array_add(created, (gpointer)m);
     if (own(fd, 0600, uid, gid) < 0 || write_all(fd, m->data, m->size) < 0 ||
         set_mtime(fd, m->mtime) < 0 || fsync(fd) < 0)
-        return vtpm_error_set(err, INTERNAL, "extract: writing %s: %s", m->name,
+        return vtpm_error_set(err, vtpm_fs_fault(errno), "extract: writing %s: %s", m->name,
                               g_strerror(errno));
     tmp = g_steal_fd(&fd);
     if (close(tmp) < 0)
-        return vtpm_error_set(err, INTERNAL, "extract: writing %s: %s", m->name,
+        return vtpm_error_set(err, vtpm_fs_fault(errno), "extract: writing %s: %s", m->name,
                               g_strerror(errno));
     return 0;
 }
@@ -1397,7 +1398,7 @@ seal_dirs(int dfd, GPtrArray *created, vtpm_error *err)
         pfd = tmp;
         fd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0 || set_mtime(fd, m->mtime) < 0 || fsync(fd) < 0)
-            return vtpm_error_set(err, INTERNAL, "extract: syncing %s: %s", m->name,
+            return vtpm_error_set(err, vtpm_fs_fault(errno), "extract: syncing %s: %s", m->name,
                                   g_strerror(errno));
     }
     return 0;
@@ -1459,7 +1460,7 @@ vtpm_archive_extract(const void *data, size_t len, const char *dest_dir, int uid
     if (rc == 0)
         rc = seal_dirs(dfd, created, err);
     if (rc == 0 && fsync(dfd) < 0)
-        rc = vtpm_error_set(err, INTERNAL, "extract: syncing %s: %s", dest_dir,
+        rc = vtpm_error_set(err, vtpm_fs_fault(errno), "extract: syncing %s: %s", dest_dir,
                             g_strerror(errno));
     if (rc < 0) {
         rollback(dfd, created);

@@ -73,7 +73,7 @@ int
 vtpm_fs_mkdirs(const char *path, int mode, vtpm_error *err)
 {
     if (g_mkdir_with_parents(path, mode) < 0)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "creating %s: %s", path,
+        return vtpm_error_set(err, vtpm_fs_fault(errno), "creating %s: %s", path,
                               g_strerror(errno));
     return 0;
 }
@@ -97,7 +97,7 @@ vtpm_fs_sync_dir(const char *dir, vtpm_error *err)
         int e = errno;
 
         close(fd);
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "syncing %s: %s", dir, g_strerror(e));
+        return vtpm_error_set(err, vtpm_fs_fault(e), "syncing %s: %s", dir, g_strerror(e));
     }
     close(fd);
     return 0;
@@ -114,7 +114,8 @@ vtpm_fs_write_atomic(const char *path, const void *data, size_t len, int mode, v
 
     fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, mode);
     if (fd < 0)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "creating %s: %s", tmp, g_strerror(errno));
+        return vtpm_error_set(err, vtpm_fs_fault(errno), "creating %s: %s", tmp,
+                              g_strerror(errno));
     while (left > 0) {
         ssize_t n = write(fd, p, left);
 
@@ -140,7 +141,7 @@ fail:
     if (fd >= 0)
         close(fd);
     unlink(tmp);
-    return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "writing %s: %s", path, g_strerror(e));
+    return vtpm_error_set(err, vtpm_fs_fault(e), "writing %s: %s", path, g_strerror(e));
 }
 
 int

@@ -5,10 +5,21 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <glib.h>
 #include "vtpm/error.h"
+
+/* The fault for a failed write of TPM state: a full or failing disk is an
+ * I/O error the operator can clear, after which the same request succeeds
+ * (StateTransferFailed, retryable); anything else is unexpected. */
+static inline vtpm_fault
+vtpm_fs_fault(int e)
+{
+    return e == ENOSPC || e == EDQUOT || e == EIO ? VTPM_FAULT_STATE_TRANSFER_FAILED
+                                                 : VTPM_FAULT_INTERNAL;
+}
 
 /* Resolve @path (must exist) and require it to lie strictly inside @dir
  * (also resolved).  @what names the field in messages.  *out gets the

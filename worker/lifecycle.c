@@ -106,7 +106,8 @@ restore_state(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error *err
         (rc = vtpm_fs_mkdirs(w->cfg->libvirt.state_dir, 0711, err)) < 0)
         return rc;
     if (!g_mkdtemp_full(tmp, 0711))
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "creating %s: %s", tmp, g_strerror(errno));
+        return vtpm_error_set(err, vtpm_fs_fault(errno), "creating %s: %s", tmp,
+                              g_strerror(errno));
     /* libvirt keeps <uuid>/ root-owned 0711 and what is inside for swtpm. */
     chmod(tmp, 0711);
     if ((rc = vtpm_archive_extract(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
