@@ -50,6 +50,7 @@ static bool
 config_equal(const vtpm_config *a, const vtpm_config *b)
 {
     return g_strcmp0(a->amqp.url, b->amqp.url) == 0 &&
+           g_strcmp0(a->amqp.failover_urls, b->amqp.failover_urls) == 0 &&
            g_strcmp0(a->amqp.cacert, b->amqp.cacert) == 0 &&
            g_strcmp0(a->amqp.cert, b->amqp.cert) == 0 &&
            g_strcmp0(a->amqp.key, b->amqp.key) == 0 &&
@@ -142,7 +143,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 35);
+    assert_int_equal(n, 36);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -190,9 +191,9 @@ test_table_defaults_match(void **state)
         group = keys[i].group;
         g_string_append_printf(all, "%s=%s\n", keys[i].key, keys[i].dflt);
     }
-    /* cacert, cert, key, host, store uri, deployment_key_file,
+    /* failover_urls, cacert, cert, key, host, store uri, deployment_key_file,
      * previous_deployment_key_file, metrics textfile */
-    assert_int_equal(unset, 8);
+    assert_int_equal(unset, 9);
 
     {
         g_autoptr(vtpm_config) c = load_ok(all->str);
@@ -208,6 +209,7 @@ static const char full_conf[] =
     "# all keys, none at the default\n"
     "[amqp]\n"
     "url = amqps://u%40x:p%3Aw@[::1]:5671/prod\n"
+    "failover_urls = amqps://h2:5671/prod  amqp://h3/prod\n"
     "cacert = /etc/vtpmd/ca.pem\n"
     "cert = /etc/vtpmd/c.pem\n"
     "key = /etc/vtpmd/c.key\n"
@@ -266,6 +268,7 @@ test_every_key(void **state)
     }
 
     assert_string_equal(c->amqp.url, "amqps://u%40x:p%3Aw@[::1]:5671/prod");
+    assert_string_equal(c->amqp.failover_urls, "amqps://h2:5671/prod  amqp://h3/prod");
     assert_string_equal(c->amqp.cacert, "/etc/vtpmd/ca.pem");
     assert_string_equal(c->amqp.cert, "/etc/vtpmd/c.pem");
     assert_string_equal(c->amqp.key, "/etc/vtpmd/c.key");
@@ -500,6 +503,15 @@ test_errors(void **state)
         { "[amqp]\nurl=http://h/\n",
           "/etc/vtpmd.conf:2: [amqp] url: 'http://h/' is not an amqp:// or amqps:// URL" },
         { "[amqp]\nurl=amqp://\n", "/etc/vtpmd.conf:2: [amqp] url: URL has no host" },
+        { "[amqp]\nfailover_urls=amqp://h2 http://h3/\n",
+          "/etc/vtpmd.conf:2: [amqp] failover_urls: URL 2: 'http://h3/' is not an amqp:// or "
+          "amqps:// URL" },
+        { "[amqp]\nfailover_urls=a://1 a://2 a://3 a://4 a://5 a://6 a://7 a://8\n",
+          "/etc/vtpmd.conf:2: [amqp] failover_urls: URL 1: 'a://1' is not an amqp:// or amqps:// URL" },
+        { "[amqp]\nfailover_urls=amqp://1 amqp://2 amqp://3 amqp://4 amqp://5 amqp://6 amqp://7 "
+          "amqp://8\n", "/etc/vtpmd.conf:2: [amqp] failover_urls: more than 7 URLs" },
+        { "[amqp]\nfailover_urls=amqp://h amqps://h2\n",
+          "/etc/vtpmd.conf:2: [amqp] failover_urls: amqps needs [amqp] cacert" },
         { "[amqp]\nurl=amqp://u:p@/vh\n", "/etc/vtpmd.conf:2: [amqp] url: URL has no host" },
         { "[amqp]\nurl=amqp://h:/\n", "/etc/vtpmd.conf:2: [amqp] url: bad port ''" },
         { "[amqp]\nurl=amqp://h:0\n", "/etc/vtpmd.conf:2: [amqp] url: bad port '0'" },

@@ -48,6 +48,7 @@ enum {
     STABLE_CONNECTION_S = 10,   /* a connection that lived this long resets the backoff */
     SHORTSTR_MAX = 255,
     URL_MAX = 4096,
+    URLS_MAX = 8,                    /* url + failover_urls */
     PREFETCH_DEFAULT = 16,
 };
 
@@ -76,7 +77,12 @@ typedef enum { RX_IDLE, RX_HEADER, RX_BODY } rx_stage;
 
 struct vtpm_broker {
     /* Immutable after vtpm_broker_new(). */
-    char *url;                       /* cut up by amqp_parse_url: ci points into it */
+    char *urls[URLS_MAX];            /* cut up by amqp_parse_url: cis point into them */
+    struct amqp_connection_info cis[URLS_MAX];
+    unsigned n_urls;
+    /* I/O thread only: the URL in use (cis[cur]), moved on when a
+     * connection cannot be made or is lost. */
+    unsigned cur;
     struct amqp_connection_info ci;
     char *cacert, *cert, *key;
     char *exchange, *queue_type;
@@ -249,21 +255,30 @@ int
 vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *cb, vtpm_broker **out,
               vtpm_error *err)
 {
-    g_autofree char *url = NULL;
+    g_autofree char *urls[URLS_MAX] = { NULL };
     g_autofree char *queue = NULL;
     g_autofree char *fanout = NULL;
-    struct amqp_connection_info ci;
+    struct amqp_connection_info cis[URLS_MAX];
     const char *exchange, *topic, *qtype;
+    unsigned n_urls = 0;
     vtpm_broker *a;
     int fd, rc;
 
     if (!params || !cb || !cb->on_delivery)
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp: no parameters or on_delivery");
-    if ((rc = parse_url(params->url, &url, &ci, err)) < 0)
-        return rc;
-    if (ci.ssl && (!params->cacert || !*params->cacert))
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "amqps:// needs a CA file (cacert) to verify the broker");
+    for (size_t i = 0; i == 0 || (params->failover_urls && params->failover_urls[i - 1]); i++) {
+        const char *u = i == 0 ? params->url : params->failover_urls[i - 1];
+
+        if (n_urls == URLS_MAX)
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                                  "amqp: more than %d broker URLs", URLS_MAX);
+        if ((rc = parse_url(u, &urls[n_urls], &cis[n_urls], err)) < 0)
+            return rc;
+        if (cis[n_urls].ssl && (!params->cacert || !*params->cacert))
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                                  "amqps:// needs a CA file (cacert) to verify the broker");
+        n_urls++;
+    }
     if (!params->cert != !params->key)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "TLS client cert and key must be given together");
@@ -296,8 +311,12 @@ vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *c
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "eventfd: %s", g_strerror(errno));
 
     a = g_new0(vtpm_broker, 1);
-    a->url = g_steal_pointer(&url);
-    a->ci = ci;
+    for (unsigned i = 0; i < n_urls; i++) {
+        a->urls[i] = g_steal_pointer(&urls[i]);
+        a->cis[i] = cis[i];
+    }
+    a->n_urls = n_urls;
+    a->ci = cis[0];
     a->cacert = g_strdup(params->cacert);
     a->cert = g_strdup(params->cert);
     a->key = g_strdup(params->key);
@@ -349,7 +368,8 @@ vtpm_broker_free(vtpm_broker *a)
     close(a->wake_fd);
     g_mutex_clear(&a->lock);
     g_free(a->broken);
-    g_free(a->url);
+    for (unsigned i = 0; i < a->n_urls; i++)
+        g_free(a->urls[i]);
     g_free(a->cacert);
     g_free(a->cert);
     g_free(a->key);
@@ -1067,6 +1087,18 @@ next_delay(const vtpm_broker *a, unsigned delay)
                                                              BACKOFF_START_MS);
 }
 
+/* Another node of the cluster for the next attempt (no-op with one URL). */
+static void
+next_url(vtpm_broker *a)
+{
+    if (a->n_urls < 2)
+        return;
+    a->cur = (a->cur + 1) % a->n_urls;
+    a->ci = a->cis[a->cur];
+    g_message("amqp: next attempt with broker URL %u of %u (%s:%d)", a->cur + 1, a->n_urls,
+              a->ci.host, a->ci.port);
+}
+
 int
 vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
 {
@@ -1099,6 +1131,9 @@ vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
             g_free(last_why);
             last_why = g_steal_pointer(&why);
             delay = next_delay(a, delay);
+            /* The next node, after the same backoff: a cluster whose
+             * nodes are all down is not hammered. */
+            next_url(a);
             continue;
         }
         a->generation++;
@@ -1114,6 +1149,7 @@ vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
         if ((rc = serve(a, &why, err)) <= 0)
             return rc;
         conn_lost(a, why);
+        next_url(a);
         /* A connection that dies right after it was made must not turn
          * into a tight reconnect loop. */
         if (g_get_monotonic_time() - since >= STABLE_CONNECTION_S * G_USEC_PER_SEC)

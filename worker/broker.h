@@ -27,6 +27,9 @@ typedef struct vtpm_broker vtpm_broker;
 
 typedef struct {
     const char *url;        /* amqp://user:pass@host:port/vhost | amqps://... */
+    /* More nodes of the same cluster (NULL-terminated, may be NULL): when a
+     * connection cannot be made or is lost, the next URL in turn is tried. */
+    const char *const *failover_urls;
     const char *cacert;     /* amqps: CA file; the peer is always verified */
     const char *cert;       /* amqps: optional client cert + key */
     const char *key;

@@ -34,6 +34,7 @@ typedef struct {
 } spec;
 
 static char *check_amqp_url(const char *v);
+static char *check_amqp_urls(const char *v);
 static char *check_migration_uri(const char *v);
 static char *check_prom_file(const char *v);
 
@@ -44,6 +45,9 @@ static const spec specs[] = {
     { KEY("amqp", "url", "string", "amqp://guest:guest@127.0.0.1:5672/%2f",
           "Broker: amqp://user:pass@host:port/vhost, or amqps:// for TLS (needs cacert)."),
       K_STR, F(amqp.url), .check = check_amqp_url },
+    { KEY("amqp", "failover_urls", "string", NULL,
+          "Other nodes of the same RabbitMQ cluster, space-separated (at most 7): tried in turn after url when a connection cannot be made or is lost."),
+      K_STR, F(amqp.failover_urls), .check = check_amqp_urls, .empty_unsets = true },
     { KEY("amqp", "cacert", "string", NULL,
           "CA bundle for amqps (absolute path); the broker is always verified."),
       K_PATH, F(amqp.cacert) },
@@ -246,6 +250,30 @@ check_amqp_url(const char *v)
     if (*slash && !slash[1])
         return g_strdup("empty vhost after '/' (write %2f for the vhost \"/\", or drop the '/')");
     return NULL;
+}
+
+/* A list of URLs: each one as [amqp] url; url plus these at most 8. */
+static char *
+check_amqp_urls(const char *v)
+{
+    g_auto(GStrv) parts = g_strsplit_set(v, " \t", -1);
+    unsigned n = 0;
+
+    for (char **p = parts; *p; p++) {
+        char *why;
+
+        if (!**p)
+            continue;
+        if (++n > 7)
+            return g_strdup("more than 7 URLs");
+        if ((why = check_amqp_url(*p))) {
+            char *msg = g_strdup_printf("URL %u: %s", n, why);
+
+            g_free(why);
+            return msg;
+        }
+    }
+    return n ? NULL : g_strdup("no URL");
 }
 
 char *
@@ -577,6 +605,11 @@ check_combination(scan *sc, const vtpm_config *cfg, vtpm_error *err)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "%s:%u: [amqp] url: amqps needs [amqp] cacert", sc->name,
                               line_of(sc, "amqp", "url"));
+    if (cfg->amqp.failover_urls && strstr(cfg->amqp.failover_urls, "amqps://") &&
+        !cfg->amqp.cacert)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "%s:%u: [amqp] failover_urls: amqps needs [amqp] cacert", sc->name,
+                              line_of(sc, "amqp", "failover_urls"));
     if (!cfg->amqp.cert != !cfg->amqp.key) {
         const char *has = cfg->amqp.cert ? "cert" : "key";
 

@@ -16,6 +16,7 @@
 typedef struct {
     struct {
         char *url;        /* amqp://user:pass@host:port/vhost or amqps:// */
+        char *failover_urls; /* NULL or more URLs of the cluster, space-separated */
         char *cacert;     /* amqps: CA bundle (peer verification is always on) */
         char *cert;       /* amqps: client certificate (optional) */
         char *key;        /* amqps: client key (optional) */

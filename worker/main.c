@@ -190,6 +190,7 @@ main(int argc, char **argv)
     vtpm_dispatch *d = NULL;
     vtpm_broker *a = NULL;
     vtpm_broker_params ap = { 0 };
+    g_auto(GStrv) failover = NULL;
     vtpm_broker_callbacks cb = { 0 };
     vtpm_metrics_writer *mw = NULL;
     vtpm_error err = { 0 };
@@ -279,6 +280,20 @@ main(int argc, char **argv)
     }
     vtpm_dispatch_callbacks(d, &cb);
     ap.url = cfg->amqp.url;
+    if (cfg->amqp.failover_urls) {
+        failover = g_strsplit_set(cfg->amqp.failover_urls, " \t", -1);
+        /* Empty strings between separators out. */
+        for (char **r = failover, **o = failover;; r++) {
+            if (*r && !**r) {
+                g_free(*r);
+                continue;
+            }
+            *o++ = *r;
+            if (!*r)
+                break;
+        }
+        ap.failover_urls = (const char *const *)failover;
+    }
     ap.cacert = cfg->amqp.cacert;
     ap.cert = cfg->amqp.cert;
     ap.key = cfg->amqp.key;
