@@ -62,11 +62,11 @@ mkdir -p "$VT_ROOT/rabbitmq"
 echo '[].' > "$VT_ROOT/rabbitmq/enabled_plugins"
 printf 'loopback_users = none\nlog.file.level = warning\n' > "$VT_ROOT/rabbitmq/rabbitmq.conf"
 for i in 1 2 3; do
-    CL_PORT[$i]=$(vt_free_port)
+    CL_PORT[i]=$(vt_free_port)
     while [ "$i" -gt 1 ] && { [ "${CL_PORT[$i]}" = "${CL_PORT[1]}" ] || [ "${CL_PORT[$i]}" = "${CL_PORT[$((i - 1))]}" ]; }; do
-        CL_PORT[$i]=$(vt_free_port)
+        CL_PORT[i]=$(vt_free_port)
     done
-    CL_NODE[$i]="vtpmcl$i-${CL_PORT[1]}@localhost"
+    CL_NODE[i]="vtpmcl$i-${CL_PORT[1]}@localhost"
 done
 # Node 1 first: it writes the cookie the others read.
 t0=$(date +%s)

@@ -150,6 +150,14 @@ want() { [ -z "${FAULTS_CASES:-}" ] || [[ " $FAULTS_CASES " == *" $1 "* ]]; }
 
 # ---- 1. disk full ---------------------------------------------------------------------
 
+# After a restore into a full state dir of HOST failed: no domain, no state
+# dir, no half-extracted directory.
+nothing_restored() {
+    check "state dir full: no domain on $1" "$(domstate "$1" "$u")" ""
+    check "state dir full: no state dir on $1" "$(present "$1" "$SD/$u")" absent
+    check "state dir full: nothing half-written on $1" "$(leftovers "$1")" ""
+}
+
 # shelve into a full store, then unshelve into a full state dir.
 case_shelve_full() {
     local sh vsha
@@ -174,9 +182,7 @@ case_shelve_full() {
     faults "$A" unshelve "{\"instance\": $(inst "$u"), \"shelved\": $sh, \"power_on\": false}" \
         "state dir full" "StateTransferFailed retryable"
     check "state dir full: shelved volume kept" "$(hsha a "$(shelved_vol "$u")")" "$vsha"
-    check "state dir full: no domain on a" "$(domstate a "$u")" ""
-    check "state dir full: no state dir on a" "$(present a "$SD/$u")" absent
-    check "state dir full: nothing half-written" "$(leftovers a)" ""
+    nothing_restored a
     unfill a "$SD"
     must "$A" unshelve "{\"instance\": $(inst "$u"), \"shelved\": $sh, \"power_on\": false}" \
         "state dir freed" &&
@@ -221,9 +227,7 @@ case_migrate_full() {
     faults "$B" finish_migration "{\"instance\": $(inst "$u"), \"old_flavor\": $flavor, \"power_on\": false, \"vtpm_transfer\": $x}" \
         "state dir full" "StateTransferFailed retryable"
     check "state dir full: incoming volume kept" "$(hsha b "$(incoming_vol "$u")")" "$xsha"
-    check "state dir full: no domain on b" "$(domstate b "$u")" ""
-    check "state dir full: no state dir on b" "$(present b "$SD/$u")" absent
-    check "state dir full: nothing half-written" "$(leftovers b)" ""
+    nothing_restored b
     check "state dir full: source untouched" "$(hsha a "$(state_file "$u")")" "$S"
     unfill b "$SD"
     must "$B" finish_migration "{\"instance\": $(inst "$u"), \"old_flavor\": $flavor, \"power_on\": false, \"vtpm_transfer\": $x}" \
