@@ -103,6 +103,7 @@ workers = 4
 [libvirt]
 uri = test:///default
 EOF
+chmod 600 "$cfg" # holds the broker password (docs/security.md)
 "$vtpmd" --config "$cfg" --log-file "$log" > "$VT_ROOT/vtpmd-cluster.out" 2>&1 &
 VTPMD_PID=$!
 up=

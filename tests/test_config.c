@@ -766,6 +766,23 @@ test_credentials_private(void **state)
     expect_loads(open_nopw);
     expect_loads(open_emptypw);
     expect_loads(open_default);
+    /* A cluster's other nodes, with their passwords, are credentials too. */
+    {
+        g_autofree char *fo = write_mode("[amqp]\nurl = amqp://vtpmd@h1/%2f\n"
+                                         "failover_urls = amqp://vtpmd@h2/%2f "
+                                         "amqp://vtpmd:s3cret@h3/%2f\n", 0644);
+        g_autofree char *fo_nopw = write_mode("[amqp]\nurl = amqp://vtpmd@h1/%2f\n"
+                                              "failover_urls = amqp://vtpmd@h2/%2f\n", 0644);
+        g_autofree char *fo_want = g_strdup_printf(
+            "%s has mode 0644 and holds a broker password ([amqp] failover_urls, line 3)", fo);
+
+        expect_refused(fo, fo_want);
+        expect_loads(fo_nopw);
+        assert_int_equal(chmod(fo, 0600), 0);
+        expect_loads(fo);
+        g_unlink(fo);
+        g_unlink(fo_nopw);
+    }
 
     /* Key files the config names: refused when others can read them,
      * whatever the mode of the config file; a missing one is named. */

@@ -677,6 +677,7 @@ static int
 check_credentials(scan *sc, const vtpm_config *cfg, const struct stat *st, vtpm_error *err)
 {
     unsigned url_line = line_of(sc, "amqp", "url");
+    unsigned fo_line = line_of(sc, "amqp", "failover_urls");
     int rc;
 
     if (url_line && url_has_password(cfg->amqp.url)) {
@@ -685,6 +686,19 @@ check_credentials(scan *sc, const vtpm_config *cfg, const struct stat *st, vtpm_
 
         if ((rc = check_private_file(what, sc->name, st->st_mode, err)) < 0)
             return rc;
+    }
+    if (fo_line && cfg->amqp.failover_urls) {
+        g_auto(GStrv) urls = g_strsplit_set(cfg->amqp.failover_urls, " \t", -1);
+
+        for (guint i = 0; urls[i]; i++) {
+            g_autofree char *what = NULL;
+
+            if (!urls[i][0] || !url_has_password(urls[i]))
+                continue;
+            what = g_strdup_printf("a broker password ([amqp] failover_urls, line %u)", fo_line);
+            if ((rc = check_private_file(what, sc->name, st->st_mode, err)) < 0)
+                return rc;
+        }
     }
     if ((rc = check_key_file("[amqp] key", cfg->amqp.key, err)) < 0 ||
         (rc = check_key_file("[vtpm] deployment_key_file", cfg->vtpm.deployment_key_file,
