@@ -1046,10 +1046,17 @@ test_rekey(void **state)
  * swapping the new state in, before storing the new key.  The redelivered
  * request must swap the old state back and rekey anew: in the end the
  * stored key opens the state, and the TPM is the same. */
+/* vtpmd SIGKILLed at @point of a host-mode rekey, then started again: the
+ * redelivered request completes, the TPM is the same, opened by the key
+ * stored last, and nothing is left aside.  Inside the window, what the
+ * point promises: before_swap, nothing changed yet (old state, old key);
+ * before_key, the new state in place with the old key, the old state kept
+ * aside; before_cleanup, new state and new key both in place. */
 static void
-test_rekey_crash(void **state)
+rekey_crash_at(const char *point)
 {
-    static const char *const env[] = { "VTPMD_CRASH_AT=rekey.before_key", NULL };
+    g_autofree char *env_kv = g_strdup_printf("VTPMD_CRASH_AT=%s", point);
+    const char *const env[] = { env_kv, NULL };
     g_autofree char *uuid = vt_uuid();
     g_autofree char *S = NULL, *corr = NULL, *rid = vt_uuid(), *mid = vt_uuid();
     g_autofree char *sd = p_state_dir(A, uuid);
@@ -1057,8 +1064,8 @@ test_rekey_crash(void **state)
     g_autofree char *left = vt_host_path("a", rel);
     inst in = { uuid, "host" };
     opts o = NO_OPTS;
-    g_autoptr(GBytes) k0 = NULL, k1 = NULL, plain = NULL, args = NULL, body = NULL;
-    g_autoptr(GBytes) by_k0 = NULL, left_k0 = NULL;
+    g_autoptr(GBytes) k0 = NULL, k1 = NULL, kc = NULL, plain = NULL, args = NULL, body = NULL;
+    g_autoptr(GBytes) in_place = NULL;
     g_autoptr(vt_reply) r = NULL;
     vtpm_error err = { 0 };
     int code;
@@ -1083,36 +1090,53 @@ test_rekey_crash(void **state)
     }
     code = vt_vtpmd_wait_exit(dmn[A], OP_MS);
     if (code != 128 + 9)
-        fail_msg("rekey crash: vtpmd should die at rekey.before_key, exited %d", code);
+        fail_msg("rekey crash: vtpmd should die at %s, exited %d", point, code);
 
-    /* Inside the window: the new state is in place, the stored key is the
-     * old one, which opens only the old state left aside. */
-    by_k0 = decrypt_state(sd, k0);
-    left_k0 = decrypt_state(left, k0);
-    if (by_k0 || !left_k0)
-        fail_msg("rekey crash: expected the new state in place and the old one in %s", left);
-    {
-        g_autoptr(GBytes) now = host_secret_value(A, uuid);
+    kc = host_secret_value(A, uuid);
+    in_place = decrypt_state(sd, kc);
+    if (strcmp(point, "rekey.before_key") == 0) {
+        g_autoptr(GBytes) left_k0 = decrypt_state(left, k0);
 
-        if (!g_bytes_equal(now, k0))
-            fail_msg("rekey crash: the key changed before the crash point");
+        /* The one window where the stored key does not open the state in
+         * place: the old state, which it does open, is kept aside. */
+        if (!g_bytes_equal(kc, k0))
+            fail_msg("rekey crash at %s: the key changed before the crash point", point);
+        if (in_place || !left_k0 || !g_bytes_equal(left_k0, plain))
+            fail_msg("rekey crash at %s: expected the new state in place and the old one in %s",
+                     point, left);
+    } else {
+        if (!in_place || !g_bytes_equal(in_place, plain))
+            fail_msg("rekey crash at %s: the stored key does not open the state in place as "
+                     "the same TPM", point);
+        if (strcmp(point, "rekey.before_swap") == 0 && !g_bytes_equal(kc, k0))
+            fail_msg("rekey crash at %s: the key changed before the new state was swapped in",
+                     point);
+        if (strcmp(point, "rekey.before_cleanup") == 0 && g_bytes_equal(kc, k0))
+            fail_msg("rekey crash at %s: the new key should be stored before the cleanup",
+                     point);
     }
 
     g_clear_pointer(&dmn[A], vt_vtpmd_free);
     host_start(A, key1, NULL);
     r = vt_recv_reply(corr, OP_MS, "rekey crash: redelivered rekey");
-    if (!r->rep || !r->rep->ok || !vt_obj_bool(&r->rep->result, "rekeyed"))
-        fail_msg("rekey crash: the redelivered rekey should complete, got %s",
+    if (!r->rep || !r->rep->ok)
+        fail_msg("rekey crash at %s: the redelivered rekey should complete, got %s", point,
                  vt_reply_summary(r));
     k1 = host_secret_value(A, uuid);
     if (g_bytes_equal(k0, k1))
-        fail_msg("rekey crash: the key did not change");
+        fail_msg("rekey crash at %s: the key did not change", point);
     assert_rekeyed(uuid, k0, k1, plain, "rekey crash: after the redelivery");
     if (exists(left))
-        fail_msg("rekey crash: %s left behind", left);
+        fail_msg("rekey crash at %s: %s left behind", point, left);
     ok(A, "power_on", &in, &o, "rekey crash: power_on on the new key");
     assert_dom_state(A, uuid, "running", "rekey crash");
     destroy_on(A, uuid, "rekey crash: destroy");
+}
+
+static void
+test_rekey_crash(void **state)
+{
+    rekey_crash_at(*state);
 }
 
 /* ---- the control: an unencrypted TPM's state is found by the search ------------------------- */
@@ -1202,7 +1226,12 @@ main(void)
         cmocka_unit_test_teardown(test_deployment_mode, test_teardown),
         cmocka_unit_test_teardown(test_generation, test_teardown),
         cmocka_unit_test_teardown(test_rekey, test_teardown),
-        cmocka_unit_test_teardown(test_rekey_crash, test_teardown),
+        { "test_rekey_crash before_swap", test_rekey_crash, NULL, test_teardown,
+          (void *)"rekey.before_swap" },
+        { "test_rekey_crash before_key", test_rekey_crash, NULL, test_teardown,
+          (void *)"rekey.before_key" },
+        { "test_rekey_crash before_cleanup", test_rekey_crash, NULL, test_teardown,
+          (void *)"rekey.before_cleanup" },
     };
     const char *missing = NULL;
 
