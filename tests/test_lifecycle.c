@@ -1629,6 +1629,9 @@ typedef struct {
  * the after_start points also with power_on=true (Nova's default), where the
  * guest already runs when vtpmd dies, and rebuild also with a vTPM change. */
 static const crash_case crash_cases[] = {
+    /* <method>.start (worker/dispatch.c) comes before any handler: one
+     * state-moving method stands for all, as the code path is shared. */
+    { "crash shelve.start", "shelve.start", OP_SHELVE },
     { "crash migrate_disk_and_power_off.after_power_off",
       "migrate_disk_and_power_off.after_power_off", OP_MIGRATE },
     { "crash migrate_disk_and_power_off.after_kept_copy",
