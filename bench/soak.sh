@@ -66,7 +66,7 @@ VT_RMQ_PORT=$rmq_port VT_RMQ_NODE=$rmq_node
 source "$tests/acceptance/guest.sh"
 export VTPM_AMQP_URL=$VT_AMQP_URL
 shutdown_timeout=1
-start_two_hosts
+start_two_hosts >&2 # its "ok" lines; stdout is the JSON line
 
 res=$VT_ROOT/soak
 mkdir -p "$res"
