@@ -391,7 +391,7 @@ decrypt_state(const char *dir, GBytes *secret)
     if (!g_file_set_contents(dst, g_bytes_get_data(state, NULL), g_bytes_get_size(state), &gerr))
         fail_msg("writing %s: %s", dst, gerr->message);
     if (secret && !g_file_set_contents_full(pw, g_bytes_get_data(secret, NULL),
-                                            g_bytes_get_size(secret), G_FILE_SET_CONTENTS_NONE,
+                                            g_bytes_get_size(secret), G_FILE_SET_CONTENTS_CONSISTENT,
                                             0600, &gerr))
         fail_msg("writing %s: %s", pw, gerr->message);
     script = g_strdup_printf(
@@ -561,7 +561,7 @@ make_key(const char *name)
 
     for (size_t i = 0; i < sizeof(k); i++)
         k[i] = (guint8)g_random_int();
-    if (!g_file_set_contents_full(path, (const char *)k, sizeof(k), G_FILE_SET_CONTENTS_NONE,
+    if (!g_file_set_contents_full(path, (const char *)k, sizeof(k), G_FILE_SET_CONTENTS_CONSISTENT,
                                   0600, &gerr))
         fail_msg("writing %s: %s", path, gerr->message);
     return path;

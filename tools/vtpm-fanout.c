@@ -539,7 +539,7 @@ write_worker_config(const fan_run *r, fan_worker *w, const char *dir, const char
                            base, base);
     w->conf = g_strdup_printf("%s/%s.conf", dir, w->host);
     w->log = g_strdup_printf("%s/%s.log", dir, w->host);
-    return g_file_set_contents_full(w->conf, text, -1, G_FILE_SET_CONTENTS_NONE, 0600, gerr)
+    return g_file_set_contents_full(w->conf, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, gerr)
                ? 0
                : -1;
 }

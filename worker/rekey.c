@@ -310,7 +310,7 @@ copy_state(const char *from_dir, const char *to_dir, vtpm_version version, vtpm_
     if ((rc = vtpm_fs_mkdirs(sub, 0700, err)) < 0)
         return rc;
     if (!g_file_set_contents_full(dst, g_bytes_get_data(data, NULL), g_bytes_get_size(data),
-                                  G_FILE_SET_CONTENTS_NONE, 0600, &gerr))
+                                  G_FILE_SET_CONTENTS_CONSISTENT, 0600, &gerr))
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "rekey: writing %s: %s", dst,
                               gerr->message);
     return 0;

@@ -128,9 +128,11 @@ vt_config_write(const vt_config_opts *o)
     if (o->tail)
         g_string_append_printf(t, "%s\n", o->tail);
     /* 0600: it holds the broker password, and vtpmd refuses such a file
-     * when others can read it. */
-    if (!g_file_set_contents_full(path, t->str, (gssize)t->len, G_FILE_SET_CONTENTS_NONE, 0600,
-                                  &gerr))
+     * when others can read it.  CONSISTENT (a new file renamed over the
+     * old): GLib 2.74 writes G_FILE_SET_CONTENTS_NONE in place without
+     * truncating, so a shorter rewrite kept the old file's tail. */
+    if (!g_file_set_contents_full(path, t->str, (gssize)t->len,
+                                  G_FILE_SET_CONTENTS_CONSISTENT, 0600, &gerr))
         fail_msg("writing %s: %s", path, gerr->message);
     return path;
 }
