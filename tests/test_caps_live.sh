@@ -182,10 +182,14 @@ supported_secret_security = user;host;deployment"
 check "deployment without deployment_key_file: DEPLOYMENT missing, says the key file is not set" \
     eval 'rc_is 0 && js "DEPL not in d[\"traits\"] and \"deployment_key_file\" in m.get(DEPL, \"\")"'
 
+# Capabilities only ask whether a key file is set; vtpmd's configuration
+# check wants it private (0600) like any key.
+head -c 32 /dev/urandom > "$tmp/deployment.key"
+chmod 600 "$tmp/deployment.key"
 caps deployment "$ENABLED
 [vtpm]
 supported_secret_security = user;host;deployment
-deployment_key_file = /etc/hostname"
+deployment_key_file = $tmp/deployment.key"
 check "deployment + deployment_key_file: exit 0" rc_is 0
 check "deployment + deployment_key_file: DEPLOYMENT offered" js "DEPL in d['traits']"
 check "deployment + deployment_key_file: all 7 traits, nothing missing" \

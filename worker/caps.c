@@ -308,8 +308,12 @@ in_path(const char *prog)
     return path != NULL;
 }
 
-static void
-probe_domcaps(virConnectPtr conn, vtpm_host_facts *f)
+/* Domain capabilities the host cannot give are a fact (domcaps_error);
+ * a connection that went away while asking is not, and fails the probe:
+ * otherwise a libvirtd killed between two calls would look like a host
+ * without TPM support. */
+static int
+probe_domcaps(virConnectPtr conn, vtpm_host_facts *f, vtpm_error *err)
 {
     g_autofree char *xml = NULL;
     vtpm_error perr;
@@ -319,11 +323,20 @@ probe_domcaps(virConnectPtr conn, vtpm_host_facts *f)
     if (!xml)
         xml = virConnectGetDomainCapabilities(conn, NULL, f->arch, NULL, "qemu", 0);
     if (!xml) {
-        f->domcaps_error = g_strdup(virGetLastErrorMessage());
-        return;
+        virErrorPtr e = virGetLastError();
+        bool rpc = e && e->domain == VIR_FROM_RPC;
+        /* Taken now: virConnectIsAlive() resets libvirt's last error. */
+        g_autofree char *msg = g_strdup(virGetLastErrorMessage());
+
+        if (rpc || virConnectIsAlive(conn) != 1)
+            return vtpm_error_set(err, VTPM_FAULT_HYPERVISOR_ERROR,
+                                  "virConnectGetDomainCapabilities: %s", msg);
+        f->domcaps_error = g_steal_pointer(&msg);
+        return 0;
     }
     if (vtpm_caps_parse_domcaps(xml, f, &perr) < 0)
         f->domcaps_error = g_strdup(perr.message);
+    return 0;
 }
 
 int
@@ -349,7 +362,8 @@ vtpm_caps_probe(virConnectPtr conn, const vtpm_caps_config *cfg, vtpm_host_facts
     if (strcmp(type, "QEMU") == 0 && virConnectGetVersion(conn, &f.qemu_version) < 0)
         return virt_error(err, "virConnectGetVersion");
 
-    probe_domcaps(conn, &f);
+    if (probe_domcaps(conn, &f, err) < 0)
+        return -(int)VTPM_FAULT_HYPERVISOR_ERROR;
     f.have_swtpm = in_path("swtpm");
     f.have_swtpm_setup = in_path("swtpm_setup");
     f.have_swtpm_user = cfg && user_exists(cfg->swtpm_user);
