@@ -251,11 +251,25 @@ vtpm_broker_check_url(const char *url, vtpm_error *err)
 
 /* ---- construction ------------------------------------------------------- */
 
+/* The parsed URLs until the broker owns them (g_autofree on an array would
+ * free its first element only). */
+typedef struct {
+    char *v[URLS_MAX];
+} url_set;
+
+static void
+url_set_clear(url_set *s)
+{
+    for (size_t i = 0; i < URLS_MAX; i++)
+        g_free(s->v[i]);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(url_set, url_set_clear)
+
 int
 vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *cb, vtpm_broker **out,
               vtpm_error *err)
 {
-    g_autofree char *urls[URLS_MAX] = { NULL };
+    g_auto(url_set) urls = { { NULL } };
     g_autofree char *queue = NULL;
     g_autofree char *fanout = NULL;
     struct amqp_connection_info cis[URLS_MAX];
@@ -272,7 +286,7 @@ vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *c
         if (n_urls == URLS_MAX)
             return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                                   "amqp: more than %d broker URLs", URLS_MAX);
-        if ((rc = parse_url(u, &urls[n_urls], &cis[n_urls], err)) < 0)
+        if ((rc = parse_url(u, &urls.v[n_urls], &cis[n_urls], err)) < 0)
             return rc;
         if (cis[n_urls].ssl && (!params->cacert || !*params->cacert))
             return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
@@ -312,7 +326,7 @@ vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *c
 
     a = g_new0(vtpm_broker, 1);
     for (unsigned i = 0; i < n_urls; i++) {
-        a->urls[i] = g_steal_pointer(&urls[i]);
+        a->urls[i] = g_steal_pointer(&urls.v[i]);
         a->cis[i] = cis[i];
     }
     a->n_urls = n_urls;
