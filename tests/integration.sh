@@ -26,7 +26,8 @@ fi
 
 vt_init
 trap vt_cleanup EXIT
-vt_rmq_start
+# The broker boots while the hosts start.
+vt_rmq_launch
 names=(a b c d)
 if [ -n "$net" ]; then
     # Runs started in parallel (meson runs suites side by side) must not
@@ -53,5 +54,6 @@ if [ -n "$net" ]; then
     flock -u 9
     exec 9>&-
 fi
+vt_rmq_wait
 export VT_SRCDIR=$(cd "$here/.." && pwd)
 "$@"

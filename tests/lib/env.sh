@@ -73,7 +73,16 @@ vt_rmqctl() {
     ( vt_rmq_env; /usr/lib/rabbitmq/bin/rabbitmqctl -n "$VT_RMQ_NODE" "$@" )
 }
 
+# vt_rmq_launch starts the node in the background; vt_rmq_wait waits until
+# it serves and exports VT_AMQP_URL.  RabbitMQ takes ~8 s to boot: a caller
+# with other things to start (integration.sh: the hosts) does them between
+# the two.  vt_rmq_start is both.
 vt_rmq_start() {
+    vt_rmq_launch
+    vt_rmq_wait
+}
+
+vt_rmq_launch() {
     local d=$VT_ROOT/rabbitmq
     mkdir -p "$d"
     if [ -z "$VT_RMQ_PORT" ]; then
@@ -92,6 +101,11 @@ EOF
         vt_rmq_env
         setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$d/server.out" 2>&1 < /dev/null &
     )
+    export VT_RMQ_PORT VT_RMQ_NODE
+}
+
+vt_rmq_wait() {
+    local d=$VT_ROOT/rabbitmq
     if ! vt_rmqctl wait "$d/pid" --timeout 90 > "$d/wait.out" 2>&1; then
         cat "$d/wait.out" "$d/server.out" >&2
         vt_die "RabbitMQ did not start"
