@@ -4,12 +4,15 @@
 #
 # Starts a private RabbitMQ node (tests/lib/env.sh), and on it, side by side,
 # vtpm-echo as host "echo" (a bare rabbitmq-c consumer that answers every
-# request with a fixed reply: the broker's own limit) and vtpmd as host
+# request with a fixed 20-byte reply: the broker's own limit), vtpmd as host
 # "vtpmd" (libvirt test:///default, default [worker] and [amqp] settings,
-# logging at info to a file as in production).  Then vtpm-fanout measures
-# get_capabilities against each, at each concurrency, ROUNDS times, the
-# targets taking turns so that a machine's noise hits both alike; the
-# medians over the rounds are reported.  Also reads vtpmd's RSS (VmRSS of
+# logging at info to a file as in production), and a second vtpm-echo as
+# host "echo-sized" whose reply is padded to the size of vtpmd's
+# get_capabilities reply (the broker's CPU per call grows with the body it
+# routes: this is the broker's limit for vtpmd's traffic).  Then vtpm-fanout
+# measures get_capabilities against each, at each concurrency, ROUNDS times,
+# the targets taking turns so that a machine's noise hits all alike; the
+# medians over the rounds are reported, and vtpmd's ratios to both echoes.  Also reads vtpmd's RSS (VmRSS of
 # /proc/PID/status) idle, before the first run, and after the last, and the
 # CPU time (utime + stime of /proc/PID/stat) that echo, vtpmd and the broker
 # spend per call: on a shared or small machine the wall-clock figures move
@@ -84,6 +87,25 @@ if [ -z "$ready" ]; then
     vt_die "echo or vtpmd does not answer"
 fi
 
+# The size of vtpmd's reply, for the sized echo.
+reply_bytes=$("$FAN" --url "$VT_AMQP_URL" --hosts vtpmd --calls 10 --settle 0 --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["reply_bytes_mean"])')
+"$ECHO" --url "$VT_AMQP_URL" --host echo-sized --reply-bytes "$reply_bytes" \
+    2> "$VT_ROOT/echo-sized.err" < /dev/null &
+sized_pid=$!
+VT_DAEMONS+=("$sized_pid")
+ready=
+for _ in $(seq 1 60); do
+    if "$FAN" --url "$VT_AMQP_URL" --hosts echo-sized --calls 2 --timeout 1 --settle 0 \
+        > /dev/null 2>&1; then
+        ready=1
+        break
+    fi
+    sleep 0.5
+done
+[ -n "$ready" ] || vt_die "the sized echo does not answer: $(cat "$VT_ROOT/echo-sized.err")"
+vt_log "vtpmd's get_capabilities reply: $reply_bytes bytes (echo-sized pads to it)"
+
 rss() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 # utime + stime of a process, all its threads, in clock ticks.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -95,9 +117,13 @@ vt_log "vtpmd pid $vtpmd_pid idle: VmRSS $rss_idle kB"
 rss_rounds=()
 for round in $(seq 1 "$ROUNDS"); do
     for c in $CONCURRENCY; do
-        for target in echo vtpmd; do
+        for target in echo echo-sized vtpmd; do
             out=$res/$target-c$c-r$round.json
-            if [ "$target" = echo ]; then pid=$echo_pid; else pid=$vtpmd_pid; fi
+            case $target in
+            echo) pid=$echo_pid ;;
+            echo-sized) pid=$sized_pid ;;
+            *) pid=$vtpmd_pid ;;
+            esac
             t0=$(ticks "$pid")
             b0=$(ticks "$broker_pid")
             "$FAN" --url "$VT_AMQP_URL" --hosts "$target" --calls "$CALLS" --warmup "$WARMUP" \
@@ -123,12 +149,13 @@ vt_log "vtpmd after the runs: VmRSS $rss_after kB (peak $rss_peak kB)"
 # $CONCURRENCY unquoted: one argument per concurrency.
 # shellcheck disable=SC2086
 python3 - "$res" "$ROUNDS" "$CALLS" "$WARMUP" "$rss_idle" "$rss_after" "$rss_peak" \
-    "$(getconf CLK_TCK)" "${rss_rounds[*]}" $CONCURRENCY <<'EOF'
+    "$(getconf CLK_TCK)" "${rss_rounds[*]}" "$reply_bytes" $CONCURRENCY <<'EOF'
 import json, os, statistics, sys, time
 res, rounds, calls, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rss_idle, rss_after, rss_peak, hz = (int(x) for x in sys.argv[5:9])
 rss_rounds = [int(x) for x in sys.argv[9].split()]
-concs = [int(c) for c in sys.argv[10:]]
+reply_bytes = int(sys.argv[10])
+concs = [int(c) for c in sys.argv[11:]]
 
 def cpu_us(path):
     """CPU us per call (target, broker) of one run, warm-up included."""
@@ -141,12 +168,14 @@ def cpu_us(path):
 
 out = {"benchmark": "rpc_overhead", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
        "cpus": os.cpu_count(), "method": "get_capabilities", "calls": calls, "warmup": warmup,
-       "rounds": rounds, "concurrency": {}, "vtpmd_rss_kb": {"idle": rss_idle,
-       "after": rss_after, "peak": rss_peak, "after_each_round": rss_rounds}}
+       "rounds": rounds, "vtpmd_reply_bytes": reply_bytes, "concurrency": {},
+       "vtpmd_rss_kb": {"idle": rss_idle, "after": rss_after, "peak": rss_peak,
+                        "after_each_round": rss_rounds}}
+TARGETS = ("echo", "echo-sized", "vtpmd")
 ok = True
 for c in concs:
     row = {}
-    for t in ("echo", "vtpmd"):
+    for t in TARGETS:
         runs = []
         for r in range(1, rounds + 1):
             try:
@@ -161,47 +190,60 @@ for c in concs:
             "calls_per_s": round(statistics.median(d["calls_per_s"] for d in good), 1) if good else None,
             "p50_ms": round(statistics.median(d["latency_ms"]["p50"] for d in good), 3) if good else None,
             "p99_ms": round(statistics.median(d["latency_ms"]["p99"] for d in good), 3) if good else None,
+            "reply_bytes": good[0].get("reply_bytes_mean") if good else None,
             "calls_per_s_runs": [round(d["calls_per_s"], 1) if d else None for d in runs],
             "p99_ms_runs": [round(d["latency_ms"]["p99"], 3) if d else None for d in runs],
             "failed_runs": rounds - len(good),
             "cpu_us_per_call": round(statistics.median(x[0] for x in cpu), 1) if cpu else None,
             "broker_cpu_us_per_call": round(statistics.median(x[1] for x in cpu), 1) if cpu else None,
         }
-    e, v = row["echo"], row["vtpmd"]
-    if e["calls_per_s"] and v["calls_per_s"]:
-        row["ratio_calls_per_s"] = round(v["calls_per_s"] / e["calls_per_s"], 3)
-        row["ratio_p99"] = round(v["p99_ms"] / e["p99_ms"], 3)
-        # Each round's pair ran back to back: their ratios show the spread.
-        row["ratio_calls_per_s_runs"] = [
+    v = row["vtpmd"]
+    # "ratio_*" against the 20-byte echo, "sized_ratio_*" against the echo
+    # whose reply is as big as vtpmd's.
+    for prefix, base in (("", "echo"), ("sized_", "echo-sized")):
+        e = row[base]
+        if not (e["calls_per_s"] and v["calls_per_s"]):
+            continue
+        row[prefix + "ratio_calls_per_s"] = round(v["calls_per_s"] / e["calls_per_s"], 3)
+        row[prefix + "ratio_p99"] = round(v["p99_ms"] / e["p99_ms"], 3)
+        # Each round's runs were back to back: their ratios show the spread.
+        row[prefix + "ratio_calls_per_s_runs"] = [
             round(vv / ee, 3) if ee and vv else None
             for ee, vv in zip(e["calls_per_s_runs"], v["calls_per_s_runs"])]
-        row["meets_calls_per_s"] = row["ratio_calls_per_s"] >= 0.9
-        row["meets_p99"] = row["ratio_p99"] <= 1.2
+        row[prefix + "meets_calls_per_s"] = row[prefix + "ratio_calls_per_s"] >= 0.9
+        row[prefix + "meets_p99"] = row[prefix + "ratio_p99"] <= 1.2
     out["concurrency"][str(c)] = row
 out["all_runs_clean"] = ok
-out["targets_met"] = ok and all(r.get("meets_calls_per_s") and r.get("meets_p99")
-                                for r in out["concurrency"].values())
+for prefix in ("", "sized_"):
+    out[prefix + "targets_met"] = ok and all(
+        r.get(prefix + "meets_calls_per_s") and r.get(prefix + "meets_p99")
+        for r in out["concurrency"].values())
 print(json.dumps(out))
 
 w = sys.stderr.write
 w("\nRPC overhead: get_capabilities, %d calls (+%d warm-up) per run, median of %d rounds, "
-  "%d CPUs\n" % (calls, warmup, rounds, os.cpu_count()))
-w("%-5s %12s %12s %8s %10s %10s %8s  %s\n" % ("conc", "echo c/s", "vtpmd c/s", "ratio",
-  "echo p99", "vtpmd p99", "ratio", "targets (>=0.9x, <=1.2x)"))
+  "%d CPUs; vtpmd's reply %d bytes\n" % (calls, warmup, rounds, os.cpu_count(), reply_bytes))
+w("%-5s %-11s %10s %8s %9s %8s %9s  %s\n" % ("conc", "target", "calls/s", "vtpmd/x",
+  "p99 ms", "vtpmd/x", "reply B", "targets (>=0.9x, <=1.2x)"))
 for c, r in out["concurrency"].items():
-    e, v = r["echo"], r["vtpmd"]
-    if "ratio_calls_per_s" not in r:
-        w("%-5s  no clean run\n" % c)
-        continue
-    w("%-5s %12.1f %12.1f %7.2fx %8.2f ms %7.2f ms %7.2fx  calls/s %s, p99 %s\n" % (
-        c, e["calls_per_s"], v["calls_per_s"], r["ratio_calls_per_s"], e["p99_ms"],
-        v["p99_ms"], r["ratio_p99"], "met" if r["meets_calls_per_s"] else "NOT met",
-        "met" if r["meets_p99"] else "NOT met"))
+    for t in TARGETS:
+        d = r[t]
+        if d["calls_per_s"] is None:
+            w("%-5s %-11s  no clean run\n" % (c, t))
+            continue
+        prefix = {"echo": "", "echo-sized": "sized_"}.get(t)
+        if prefix is not None and prefix + "ratio_calls_per_s" in r:
+            cmp_ = "%7.2fx %9.2f %7.2fx %9s  calls/s %s, p99 %s" % (
+                r[prefix + "ratio_calls_per_s"], d["p99_ms"], r[prefix + "ratio_p99"],
+                d["reply_bytes"], "met" if r[prefix + "meets_calls_per_s"] else "NOT met",
+                "met" if r[prefix + "meets_p99"] else "NOT met")
+        else:
+            cmp_ = "%8s %9.2f %8s %9s" % ("", d["p99_ms"], "", d["reply_bytes"])
+        w("%-5s %-11s %10.1f %s\n" % (c, t, d["calls_per_s"], cmp_))
 w("CPU per call, median (the broker's in brackets):\n")
 for c, r in out["concurrency"].items():
-    e, v = r["echo"], r["vtpmd"]
-    w("  c=%-3s echo %s us [%s], vtpmd %s us [%s]\n" % (c, e["cpu_us_per_call"],
-      e["broker_cpu_us_per_call"], v["cpu_us_per_call"], v["broker_cpu_us_per_call"]))
+    w("  c=%-3s %s\n" % (c, ", ".join("%s %s us [%s]" % (t, r[t]["cpu_us_per_call"],
+      r[t]["broker_cpu_us_per_call"]) for t in TARGETS)))
 w("vtpmd VmRSS: idle %d kB, after each round %s kB (peak %d kB)\n" % (rss_idle,
   ", ".join(str(x) for x in rss_rounds), rss_peak))
 if not ok:

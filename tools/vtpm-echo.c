@@ -12,6 +12,11 @@
  * then acks it: the same AMQP work per call as vtpmd, and nothing else.
  * The simplest fast way: one thread, rabbitmq-c's blocking consume.
  *
+ * --reply-bytes N pads the result ({pad: "xx..."}) so that the reply
+ * envelope is about N bytes: the broker's cost per call grows with the
+ * body it routes, so a baseline answering 20 bytes is not the limit for a
+ * worker whose reply is 2 KB (benchmark 1 measures both).
+ *
  * Two knobs break the protocol on purpose, to check that vtpm-fanout
  * notices (tests/test_fanout.sh): --copies N publishes every reply N times,
  * --foreign-corr answers with a correlation id that no caller sent.
@@ -27,6 +32,8 @@
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <glib.h>
+
+#include <msgpack.h>
 
 #include "vtpm/proto.h"
 
@@ -80,11 +87,36 @@ rpc_why(amqp_rpc_reply_t r, const char *what)
             goto fail;                                                       \
     } while (0)
 
+/* {pad: "xx..."} so that the envelope around it is about @n bytes. */
+static GBytes *
+padded_reply(size_t n)
+{
+    enum { ENVELOPE = 24 }; /* {v:1, ok:true, result:{pad: str32 header}} */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    g_autofree char *pad = NULL;
+    size_t len = n > ENVELOPE ? n - ENVELOPE : 0;
+    GBytes *reply;
+
+    if (!n)
+        return vtpm_proto_reply_ok(NULL, 0);
+    pad = g_malloc(len + 1);
+    memset(pad, 'x', len);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "pad", 3);
+    msgpack_pack_str_with_body(&pk, pad, len);
+    reply = vtpm_proto_reply_ok(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return reply;
+}
+
 int
 main(int argc, char **argv)
 {
     g_autofree char *url = NULL, *host = NULL, *exchange = NULL, *topic = NULL;
-    gint64 prefetch = 16, copies = 1;
+    gint64 prefetch = 16, copies = 1, reply_bytes = 0;
     gboolean foreign = FALSE;
     GOptionEntry entries[] = {
         { "url", 'u', 0, G_OPTION_ARG_STRING, &url,
@@ -97,6 +129,8 @@ main(int argc, char **argv)
         { "topic", 0, 0, G_OPTION_ARG_STRING, &topic, "queue prefix (default vtpm)", "NAME" },
         { "copies", 0, 0, G_OPTION_ARG_INT64, &copies,
           "publish every reply N times (1..100; >1 breaks the protocol on purpose)", "N" },
+        { "reply-bytes", 0, 0, G_OPTION_ARG_INT64, &reply_bytes,
+          "pad the reply envelope to about N bytes (0..65536, default: no padding)", "N" },
         { "foreign-corr", 0, 0, G_OPTION_ARG_NONE, &foreign,
           "reply with a correlation id no caller sent (breaks the protocol on purpose)", NULL },
         { NULL }
@@ -104,7 +138,7 @@ main(int argc, char **argv)
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("- answer vtpmd requests with a fixed reply (broker baseline)");
     g_autoptr(GError) gerr = NULL;
-    g_autoptr(GBytes) reply = vtpm_proto_reply_ok(NULL, 0);
+    g_autoptr(GBytes) reply = NULL;
     g_autofree char *queue = NULL;
     g_autofree char *url_buf = NULL;
     struct amqp_connection_info ci;
@@ -125,11 +159,12 @@ main(int argc, char **argv)
         url = g_strdup(g_getenv("VTPM_AMQP_URL") ? g_getenv("VTPM_AMQP_URL")
                                                  : g_getenv("VT_AMQP_URL"));
     if (!url || !host || !*host || prefetch < 1 || prefetch > 65535 || copies < 1 ||
-        copies > 100) {
+        copies > 100 || reply_bytes < 0 || reply_bytes > 65536) {
         fprintf(stderr, "vtpm-echo: needs --url (or $VTPM_AMQP_URL), --host, a --prefetch "
-                        "of 1..65535 and --copies of 1..100\n");
+                        "of 1..65535, --copies of 1..100 and --reply-bytes of 0..65536\n");
         return 2;
     }
+    reply = padded_reply((size_t)reply_bytes);
     queue = g_strdup_printf("%s.%s", topic ? topic : "vtpm", host);
     if (!exchange)
         exchange = g_strdup("vtpm");

@@ -115,6 +115,7 @@ typedef struct {
     GQueue outstanding;     /* fan_call *, in send order (= deadline order) */
     guint inflight;         /* sent, no reply yet, not timed out */
     guint answered;         /* calls with at least one reply */
+    guint64 reply_bytes;    /* bodies of those first replies, summed */
     guint sent;
 
     fan_tally lost, duplicate, late, unmatched, invalid;
@@ -307,6 +308,7 @@ on_call_reply(fan_run *r, fan_call *c, const vtpm_client_msg *m)
     }
     c->reply_us = m->received_us;
     r->answered++;
+    r->reply_bytes += g_bytes_get_size(m->body);
     if (c->measured && c->reply_us > r->t1_us)
         r->t1_us = c->reply_us;
     if (c->timed_out)
@@ -975,6 +977,9 @@ report_json(fan_report *rep)
     json_builder_add_double_value(jb, rate(r, rep->all.ok + rep->all.faulted));
     json_builder_set_member_name(jb, "ok");
     json_builder_add_int_value(jb, rep->all.ok);
+    /* The broker's cost per call grows with the body: say what it carried. */
+    json_builder_set_member_name(jb, "reply_bytes_mean");
+    json_builder_add_int_value(jb, r->answered ? (gint64)(r->reply_bytes / r->answered) : 0);
     json_builder_set_member_name(jb, "faulted");
     json_builder_add_int_value(jb, rep->all.faulted);
     json_builder_set_member_name(jb, "faults");
