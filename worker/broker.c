@@ -34,6 +34,7 @@
 #include <amqp_tcp_socket.h>
 
 #include "broker.h"
+#include "log.h"
 #include "vtpm/proto.h"
 
 enum {
@@ -551,6 +552,8 @@ run_acts(vtpm_broker *a)
         g_mutex_unlock(&a->lock);
         if (g_queue_is_empty(&batch))
             return;
+        /* The request lines of these replies go out before the replies. */
+        vtpm_log_flush();
         while ((x = g_queue_pop_head(&batch))) {
             run_act(a, x);
             act_free(x);

@@ -3,6 +3,7 @@
 
 #include "dispatch.h"
 #include "inject.h"
+#include "log.h"
 #include "methods.h"
 #include "metrics.h"
 #include "timing.h"
@@ -106,10 +107,10 @@ answer_fault(vtpm_dispatch *d, vtpm_broker_delivery *dv, const char *request_id,
     /* A peer's string is not a label value: only known method names are. */
     vtpm_metrics_request_done(method && vtpm_methods_find(method) ? method : "unknown",
                               vtpm_fault_name(err->code), 0);
-    g_message("request_id=%s message_id=%s method=%s instance=- outcome=%s duration_ms=0.0 "
-              "libvirt_ms=0.0 helpers_ms=0.0 error=\"%s\"",
-              request_id ? request_id : "-", delivery_label(dv), method ? method : "-",
-              vtpm_fault_name(err->code), err->message);
+    VTPM_LOG_REQUEST("request_id=%s message_id=%s method=%s instance=- outcome=%s "
+                     "duration_ms=0.0 libvirt_ms=0.0 helpers_ms=0.0 error=\"%s\"",
+                     request_id ? request_id : "-", delivery_label(dv), method ? method : "-",
+                     vtpm_fault_name(err->code), err->message);
     cache_put(d, dv->message_id, reply);
     answer(d, dv, reply);
 }
@@ -155,17 +156,18 @@ job_execute(job *j)
                               took / (double)G_USEC_PER_SEC);
 
     if (rc == 0)
-        g_message("request_id=%s message_id=%s method=%s instance=%s outcome=ok duration_ms=%.1f "
-                  "libvirt_ms=%.1f helpers_ms=%.1f",
-                  j->req->request_id ? j->req->request_id : "-", delivery_label(j->delivery),
-                  j->req->method, j->key[0] ? j->key : "-", took / 1000.0, libvirt_ms,
-                  helpers_ms);
+        VTPM_LOG_REQUEST("request_id=%s message_id=%s method=%s instance=%s outcome=ok "
+                         "duration_ms=%.1f libvirt_ms=%.1f helpers_ms=%.1f",
+                         j->req->request_id ? j->req->request_id : "-",
+                         delivery_label(j->delivery), j->req->method, j->key[0] ? j->key : "-",
+                         took / 1000.0, libvirt_ms, helpers_ms);
     else
-        g_message("request_id=%s message_id=%s method=%s instance=%s outcome=%s duration_ms=%.1f "
-                  "libvirt_ms=%.1f helpers_ms=%.1f error=\"%s\"",
-                  j->req->request_id ? j->req->request_id : "-", delivery_label(j->delivery),
-                  j->req->method, j->key[0] ? j->key : "-", vtpm_fault_name(err.code),
-                  took / 1000.0, libvirt_ms, helpers_ms, err.message);
+        VTPM_LOG_REQUEST("request_id=%s message_id=%s method=%s instance=%s outcome=%s "
+                         "duration_ms=%.1f libvirt_ms=%.1f helpers_ms=%.1f error=\"%s\"",
+                         j->req->request_id ? j->req->request_id : "-",
+                         delivery_label(j->delivery), j->req->method, j->key[0] ? j->key : "-",
+                         vtpm_fault_name(err.code), took / 1000.0, libvirt_ms, helpers_ms,
+                         err.message);
 }
 
 static void

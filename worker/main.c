@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -19,109 +18,12 @@
 #include "config.h"
 #include "dispatch.h"
 #include "inject.h"
+#include "log.h"
 #include "metrics.h"
 #include "preflight.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "/etc/vtpmd/vtpmd.conf"
-
-/* ---- logging ------------------------------------------------------------ */
-
-static struct {
-    GMutex lock;
-    FILE *file;       /* NULL: stderr */
-    char *path;
-    GLogLevelFlags max; /* most verbose level written */
-    int pid;            /* cached: one syscall less per log line */
-} logs = { .max = G_LOG_LEVEL_INFO };
-
-static const char *
-level_name(GLogLevelFlags l)
-{
-    if (l & G_LOG_LEVEL_ERROR)
-        return "error";
-    if (l & G_LOG_LEVEL_CRITICAL)
-        return "critical";
-    if (l & G_LOG_LEVEL_WARNING)
-        return "warning";
-    if (l & G_LOG_LEVEL_MESSAGE)
-        return "info";
-    if (l & G_LOG_LEVEL_INFO)
-        return "info";
-    return "debug";
-}
-
-static int
-level_rank(GLogLevelFlags l)
-{
-    if (l & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
-        return 0;
-    if (l & G_LOG_LEVEL_WARNING)
-        return 1;
-    if (l & (G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO))
-        return 2;
-    return 3;
-}
-
-static GLogWriterOutput
-log_writer(GLogLevelFlags level, const GLogField *fields, gsize n, gpointer user)
-{
-    const char *msg = NULL;
-    char ts[64];
-    struct timespec now;
-    struct tm tm;
-
-    if (level_rank(level) > level_rank(logs.max))
-        return G_LOG_WRITER_HANDLED;
-    for (gsize i = 0; i < n; i++) {
-        if (strcmp(fields[i].key, "MESSAGE") == 0)
-            msg = fields[i].value;
-    }
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    g_mutex_lock(&logs.lock);
-    fprintf(logs.file ? logs.file : stderr, "%s.%03ldZ vtpmd[%d]: %s: %s\n", ts,
-            now.tv_nsec / 1000000, logs.pid, level_name(level), msg ? msg : "");
-    fflush(logs.file ? logs.file : stderr);
-    g_mutex_unlock(&logs.lock);
-    return G_LOG_WRITER_HANDLED;
-}
-
-static int
-log_open(void)
-{
-    FILE *f;
-
-    if (!logs.path)
-        return 0;
-    f = fopen(logs.path, "ae");
-    if (!f)
-        return -errno;
-    g_mutex_lock(&logs.lock);
-    if (logs.file)
-        fclose(logs.file);
-    logs.file = f;
-    g_mutex_unlock(&logs.lock);
-    return 0;
-}
-
-static bool
-parse_level(const char *s)
-{
-    static const struct { const char *name; GLogLevelFlags level; } levels[] = {
-        { "debug", G_LOG_LEVEL_DEBUG },     { "info", G_LOG_LEVEL_INFO },
-        { "warning", G_LOG_LEVEL_WARNING }, { "error", G_LOG_LEVEL_CRITICAL },
-    };
-
-    for (size_t i = 0; i < G_N_ELEMENTS(levels); i++) {
-        if (g_ascii_strcasecmp(s, levels[i].name) == 0) {
-            logs.max = levels[i].level;
-            return true;
-        }
-    }
-    return false;
-}
 
 /* ---- signals -------------------------------------------------------------- */
 
@@ -137,10 +39,10 @@ signal_thread(gpointer data)
         if (sigwait(&handled, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            int rc = log_open();
+            int rc = vtpm_log_reopen();
 
             if (rc < 0)
-                g_warning("SIGHUP: cannot reopen %s: %s", logs.path, g_strerror(-rc));
+                g_warning("SIGHUP: cannot reopen %s: %s", vtpm_log_path(), g_strerror(-rc));
             else
                 g_message("SIGHUP: log reopened");
             continue;
@@ -170,13 +72,15 @@ main(int argc, char **argv)
 {
     g_autofree char *config_path = NULL;
     g_autofree char *level = NULL;
+    g_autofree char *log_path = NULL;
+    GLogLevelFlags log_max = G_LOG_LEVEL_INFO;
     gboolean check_only = FALSE, version = FALSE;
     GOptionEntry entries[] = {
         { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
           "configuration file (default " DEFAULT_CONFIG ")", "FILE" },
         { "log-level", 'l', 0, G_OPTION_ARG_STRING, &level,
           "debug, info (default), warning or error", "LEVEL" },
-        { "log-file", 0, 0, G_OPTION_ARG_FILENAME, &logs.path,
+        { "log-file", 0, 0, G_OPTION_ARG_FILENAME, &log_path,
           "append logs to FILE instead of stderr (SIGHUP reopens it)", "FILE" },
         { "check-config", 0, 0, G_OPTION_ARG_NONE, &check_only,
           "validate the configuration and exit", NULL },
@@ -209,7 +113,7 @@ main(int argc, char **argv)
         printf("vtpmd %s\n", VTPM_VERSION);
         return 0;
     }
-    if (level && !parse_level(level)) {
+    if (level && !vtpm_log_parse_level(level, &log_max)) {
         fprintf(stderr, "vtpmd: --log-level: unknown level '%s' (debug, info, warning, error)\n", level);
         return 2;
     }
@@ -232,10 +136,8 @@ main(int argc, char **argv)
         return 1;
     }
 #endif
-    logs.pid = (int)getpid();
-    g_log_set_writer_func(log_writer, NULL, NULL);
-    if ((rc = log_open()) < 0) {
-        fprintf(stderr, "vtpmd: --log-file %s: %s\n", logs.path, g_strerror(-rc));
+    if ((rc = vtpm_log_init(log_path, log_max)) < 0) {
+        fprintf(stderr, "vtpmd: --log-file %s: %s\n", log_path, g_strerror(-rc));
         return 1;
     }
 
@@ -356,5 +258,6 @@ main(int argc, char **argv)
     vtpm_metrics_writer_stop(mw);
     vtpm_broker_free(a);
     vtpm_worker_clear(&w);
+    vtpm_log_flush();
     return rc < 0 ? 1 : 0;
 }
