@@ -22,11 +22,14 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <amqp.h>
@@ -537,11 +540,26 @@ run_act(vtpm_broker *a, act *x)
         set_broken(a, "basic.ack failed");
 }
 
+/* Hold back what the actions write until they are all written: a reply
+ * is three frames and its ack a fourth, each its own send(), and without
+ * the cork the ack (and every further reply of the batch) goes out as a
+ * segment of its own, waking the broker for each.  Corked, a batch is one
+ * transmission.  Best effort: a socket that refuses just sends as before. */
+static void
+cork(vtpm_broker *a, int on)
+{
+    int fd = a->conn && !a->broken ? amqp_get_sockfd(a->conn) : -1;
+
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+}
+
 static void
 run_acts(vtpm_broker *a)
 {
     GQueue batch;
     act *x;
+    bool corked = false;
 
     /* Until empty: an action may post more (a job's completion posts its
      * reply), and those should go out now, not after another poll(). */
@@ -551,14 +569,22 @@ run_acts(vtpm_broker *a)
         g_queue_init(&a->acts);
         g_mutex_unlock(&a->lock);
         if (g_queue_is_empty(&batch))
-            return;
+            break;
         /* The request lines of these replies go out before the replies. */
         vtpm_log_flush();
+        if (!corked) {
+            cork(a, 1);
+            corked = true;
+        }
         while ((x = g_queue_pop_head(&batch))) {
             run_act(a, x);
             act_free(x);
         }
     }
+    /* Uncorking sends what is held, also after an action broke the
+     * connection (then there is nothing to send). */
+    if (corked)
+        cork(a, 0);
 }
 
 static bool
@@ -1002,6 +1028,13 @@ pump(vtpm_broker *a)
         amqp_frame_t f;
         int rc;
 
+        /* Once what was read is used up, serve()'s poll() says whether
+         * more came: asking the library would cost a recv() that finds
+         * nothing and a poll() of its own, per wake-up.  (The first call
+         * of each pump always goes to the library: it sends our heartbeat
+         * and notices a missed one of the broker's.) */
+        if (i > 0 && !amqp_frames_enqueued(a->conn) && !amqp_data_in_buffer(a->conn))
+            return true;
         rc = amqp_simple_wait_frame_noblock(a->conn, &f, &now);
         if (rc == AMQP_STATUS_TIMEOUT)
             return true;
