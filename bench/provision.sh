@@ -219,7 +219,7 @@ for phase, per in (("shelve", 2), ("migrate", 3)):
         "handler_ms": stats([sum(c["duration_ms"] for c in g) for g in rt]),
         "libvirt_ms": stats([sum(c["libvirt_ms"] for c in g) for g in rt]),
         "own_ms": stats([sum(c["own_ms"] for c in g) for g in rt])}
-worst = 0.0
+worst = worst_mean = 0.0
 for phase, methods in (("spawn-plain", ("spawn", "destroy")), ("spawn-tpm", ("spawn", "destroy")),
                        ("shelve", ("shelve", "unshelve")),
                        ("migrate", ("migrate_disk_and_power_off", "finish_migration",
@@ -231,10 +231,16 @@ for phase, methods in (("spawn-plain", ("spawn", "destroy")), ("spawn-tpm", ("sp
             "handler_ms": stats([c["duration_ms"] for c in cs]),
             "libvirt_ms": stats([c["libvirt_ms"] for c in cs]),
             "helpers_ms": stats([c["helpers_ms"] for c in cs]),
-            "own_ms": stats([c["own_ms"] for c in cs])}
+            "own_ms": stats([c["own_ms"] for c in cs]),
+            # In call order: tells a first-call or one-off outlier from a trend.
+            "own_ms_runs": [round(c["own_ms"], 1) for c in cs]}
         worst = max(worst, out["operations"][key]["own_ms"]["max"])
+        worst_mean = max(worst_mean, out["operations"][key]["own_ms"]["mean"])
 out["own_ms_max"] = worst
+out["own_ms_worst_mean"] = worst_mean
+# Strict: every single call under 20 ms; and every operation's mean.
 out["target_met"] = worst < 20
+out["target_met_mean"] = worst_mean < 20
 print(json.dumps(out))
 
 w = sys.stderr.write
@@ -263,6 +269,11 @@ for k, s in out["operations"].items():
     w("%-34s %10.1f %10.1f %18.1f %8.1f %5.1f %5.1f\n"
       % (k, s["handler_ms"]["mean"], s["handler_ms"]["p50"], s["libvirt_ms"]["mean"],
          s["own_ms"]["mean"], s["own_ms"]["p50"], s["own_ms"]["max"]))
-w("\nvtpmd's own time per operation: max %.1f ms (target < 20 ms: %s)\n"
-  % (worst, "met" if out["target_met"] else "NOT met"))
+w("\nvtpmd's own time per operation: worst mean %.1f ms (target < 20 ms: %s), "
+  "max of any call %.1f ms (%s)\n"
+  % (worst_mean, "met" if out["target_met_mean"] else "NOT met", worst,
+     "met" if out["target_met"] else "NOT met"))
+for k, s in out["operations"].items():
+    if s["own_ms"]["max"] >= 20:
+        w("  %s, own ms in call order: %s\n" % (k, " ".join("%.1f" % x for x in s["own_ms_runs"])))
 EOF
