@@ -27,10 +27,17 @@
 #     stand for a control plane on other machines, and a vtpmctl process
 #     per call (~40 ms of CPU to start) is this script's cost, not the
 #     host's.  PIN=0 shares every CPU.
+# And SLOW_MODE=held takes the CPU hogs away altogether: vtpmd runs on
+# libvirt's test:///default driver with VTPMD_DELAY_AT=spawn.start=HOLD_MS
+# (the fault-injection delay of the test suites), so each spawn holds a
+# pool thread for HOLD_MS doing nothing: what is left is vtpmd's queueing
+# alone, which is what head-of-line blocking is about.
 #
 # Prints a human table on stderr and one JSON line on stdout.  Run by hand,
 # as root.  Usage: bench/head_of_line.sh [BUILD_DIR]    (default ./build)
-# Environment: CALLS (1000), ROUNDS (3), SLOW (8), PIN (1 with >= 2 CPUs).
+# Environment: CALLS (1000), ROUNDS (3), SLOW (8), PIN (1 with >= 2 CPUs),
+# SLOW_MODE (real: spawns of TPM 2.0 guests on QEMU/TCG; held: see above),
+# HOLD_MS (2000).
 # Target: loaded p99 < 3x idle p99.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,6 +52,12 @@ ROUNDS=${ROUNDS:-3}
 SLOW=${SLOW:-8}
 ncpu=$(nproc)
 PIN=${PIN:-$([ "$ncpu" -ge 2 ] && echo 1 || echo 0)}
+SLOW_MODE=${SLOW_MODE:-real}
+HOLD_MS=${HOLD_MS:-2000}
+case $SLOW_MODE in
+real | held) ;;
+*) echo "head_of_line: SLOW_MODE is real or held" >&2; exit 2 ;;
+esac
 CG=/sys/fs/cgroup/cpuset
 for x in "$FAN" "$ECHO" "$CTL" "$VTPMD"; do
     [ -x "$x" ] || { echo "head_of_line: $x missing: build first (ninja -C $B)" >&2; exit 2; }
@@ -86,21 +99,24 @@ if [ "$PIN" = 1 ]; then
     echo $$ > "$cg_host/cgroup.procs"
 fi
 vt_rmq_start
-vt_host_start a
-if [ "$PIN" = 1 ]; then
+[ "$SLOW_MODE" = held ] || vt_host_start a
+if [ "$PIN" = 1 ] && [ "$SLOW_MODE" = real ]; then
     # Guests stay in libvirtd's cgroup (not libvirt's own /machine ones).
     echo "cgroup_controllers = [ ]" >> "$(vt_host_root a)/etc/libvirt/qemu.conf"
     vt_host_restart_libvirtd a
     echo "$(vt_host_pid a)" > "$cg_guests/cgroup.procs"
     vlpid=$(cat "$(vt_host_root a)/run/virtlogd.pid" 2>/dev/null || true)
     [ -z "$vlpid" ] || echo "$vlpid" > "$cg_guests/cgroup.procs"
-    vt_log "pinned: guests (libvirtd, QEMU, swtpm) on CPU $((ncpu - 1)), the rest on 0-$((ncpu - 2))"
 fi
+[ "$PIN" != 1 ] ||
+    vt_log "pinned: guests (libvirtd, QEMU, swtpm) and the slow callers on CPU $((ncpu - 1)), the rest on 0-$((ncpu - 2))"
+
 res=$VT_ROOT/results
 mkdir -p "$res"
 export VTPM_AMQP_URL=$VT_AMQP_URL
 
-cat > "$VT_ROOT/vtpmd.conf" <<EOF
+if [ "$SLOW_MODE" = real ]; then
+    cat > "$VT_ROOT/vtpmd.conf" <<EOF
 [amqp]
 url = $VT_AMQP_URL
 [worker]
@@ -110,8 +126,31 @@ uri = qemu:///system
 swtpm_enabled = true
 shutdown_timeout = 1
 EOF
-chmod 600 "$VT_ROOT/vtpmd.conf" # holds the broker password (docs/security.md)
-vt_host_spawn a "$VTPMD" --config "$VT_ROOT/vtpmd.conf" --log-file "$VT_ROOT/vtpmd.log"
+    chmod 600 "$VT_ROOT/vtpmd.conf" # holds the broker password (docs/security.md)
+    vt_host_spawn a "$VTPMD" --config "$VT_ROOT/vtpmd.conf" --log-file "$VT_ROOT/vtpmd.log"
+    tpm_specs='"hw:tpm_version": "2.0"'
+else
+    mkdir -p "$VT_ROOT/vtpmd"/{console,swtpm,images,pools,kept}
+    cat > "$VT_ROOT/vtpmd.conf" <<EOF
+[amqp]
+url = $VT_AMQP_URL
+[worker]
+host = hol
+[libvirt]
+uri = test:///default
+images_dir = $VT_ROOT/vtpmd/images
+console_dir = $VT_ROOT/vtpmd/console
+state_dir = $VT_ROOT/vtpmd/swtpm
+[store]
+pool_dir = $VT_ROOT/vtpmd/pools
+kept_dir = $VT_ROOT/vtpmd/kept
+EOF
+    chmod 600 "$VT_ROOT/vtpmd.conf"
+    VTPMD_DELAY_AT="spawn.start=$HOLD_MS" "$VTPMD" --config "$VT_ROOT/vtpmd.conf" \
+        --log-file "$VT_ROOT/vtpmd.log" < /dev/null &
+    VT_DAEMONS+=($!)
+    tpm_specs= # the test driver has no TPM
+fi
 for _ in $(seq 1 100); do
     "$CTL" call --host hol --timeout 1 get_capabilities > /dev/null 2>&1 && break
     sleep 0.2
@@ -138,7 +177,7 @@ slow_caller() {
         u=$(cat /proc/sys/kernel/random/uuid)
         "$CTL" call --host hol --timeout 120 spawn "{\"instance\": {\"uuid\": \"$u\",
             \"flavor\": {\"name\": \"m1.tpm\", \"vcpus\": 1, \"memory_mb\": 64,
-                         \"extra_specs\": {\"hw:tpm_version\": \"2.0\"}},
+                         \"extra_specs\": {$tpm_specs}},
             \"image\": {\"id\": \"none\", \"properties\": {}}}}" > /dev/null 2>&1 || true
         "$CTL" call --host hol --timeout 120 destroy "{\"instance\": {\"uuid\": \"$u\"}}" \
             > /dev/null 2>&1 || true
@@ -184,16 +223,18 @@ print("idle p99 %.2f ms, loaded p99 %.2f ms (%.2fx); echo %.2f / %.2f ms (%.2fx)
         "$res/idle-r$round.json" "$res/loaded-r$round.json" "$pids/$inflight" \
         "$res/echo-idle-r$round.json" "$res/echo-loaded-r$round.json" 2>&1)"
     # Leftover domains of interrupted callers would load the next round.
+    [ "$SLOW_MODE" = real ] || continue
     for d in $(virsh -q -c "$(vt_host_uri a)" list --all --name 2>/dev/null); do
         "$CTL" call --host hol --timeout 60 destroy "{\"instance\": {\"uuid\": \"${d#instance-}\"}}" \
             > /dev/null 2>&1 || true
     done
 done
 
-python3 - "$res" "$ROUNDS" "$CALLS" "$SLOW" "$PIN" "$reply_bytes" <<'EOF'
+python3 - "$res" "$ROUNDS" "$CALLS" "$SLOW" "$PIN" "$reply_bytes" "$SLOW_MODE" "$HOLD_MS" <<'EOF'
 import json, os, statistics, sys, time
 res, rounds, calls, slow = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 pin, reply_bytes = sys.argv[5] == "1", int(sys.argv[6])
+slow_mode, hold_ms = sys.argv[7], int(sys.argv[8])
 def load(name):
     try:
         return json.load(open(os.path.join(res, name)))
@@ -216,7 +257,8 @@ def med(runs, k):
     return round(statistics.median(v), 3) if v else None
 out = {"benchmark": "head_of_line", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
        "cpus": os.cpu_count(), "calls": calls, "rounds": rounds, "slow_callers": slow,
-       "guests_pinned": pin, "reply_bytes": reply_bytes,
+       "guests_pinned": pin, "reply_bytes": reply_bytes, "slow_mode": slow_mode,
+       "hold_ms": hold_ms if slow_mode == "held" else None,
        "idle_ms": {k: med(idle, k) for k in ("p50", "p90", "p99", "max")},
        "loaded_ms": {k: med(loaded, k) for k in ("p50", "p90", "p99", "max")},
        "echo_idle_ms": {k: med(echo_idle, k) for k in ("p50", "p90", "p99", "max")},
@@ -234,7 +276,10 @@ if out["echo_idle_ms"]["p99"] and out["echo_loaded_ms"]["p99"]:
 print(json.dumps(out))
 w = sys.stderr.write
 w("\nHead-of-line: get_capabilities at concurrency 1, %d calls per run, median of %d rounds; "
-  "guests %s\n" % (calls, rounds, "on a CPU of their own" if pin else "sharing every CPU"))
+  "slow operations: %s; %s\n" % (calls, rounds,
+  "real spawns (TPM 2.0, QEMU/TCG)" if slow_mode == "real" else
+  "spawns held %d ms in the pool (test:///default, no CPU load)" % hold_ms,
+  "guests and slow callers on a CPU of their own" if pin else "every CPU shared"))
 w("%-12s %9s %9s %9s %9s\n" % ("", "p50 ms", "p90 ms", "p99 ms", "max ms"))
 for k in ("idle", "loaded", "echo_idle", "echo_loaded"):
     m = out[k + "_ms"]
