@@ -97,8 +97,11 @@ EOF
     if [ "${VT_RMQ_TLS:-}" = 1 ]; then
         vt_rmq_tls_listener >> "$d/rabbitmq.conf"
     fi
+    # From its own directory: a node killed mid-write (the soak, the broker
+    # restart tests) leaves MnesiaCore.* dumps in its working directory.
     (
         vt_rmq_env
+        cd "$d"
         setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$d/server.out" 2>&1 < /dev/null &
     )
     export VT_RMQ_PORT VT_RMQ_NODE
