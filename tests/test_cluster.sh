@@ -54,7 +54,7 @@ cl_ctl() { local i=$1; shift; ( cl_env "$i"; /usr/lib/rabbitmq/bin/rabbitmqctl -
 cl_url() { echo "amqp://guest:guest@127.0.0.1:${CL_PORT[$1]}/%2f"; }
 cl_launch() {
     local d=$VT_ROOT/rabbitmq
-    ( cl_env "$1"; setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$d/server.$1.out" 2>&1 < /dev/null & )
+    ( cl_env "$1"; cd "$d"; setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$d/server.$1.out" 2>&1 < /dev/null & )
 }
 cl_wait() { cl_ctl "$1" wait "$VT_ROOT/rabbitmq/pid.$1" --timeout 120 > "$VT_ROOT/rabbitmq/wait.$1.out" 2>&1; }
 
