@@ -210,6 +210,11 @@ for c in concs:
         row[prefix + "ratio_calls_per_s_runs"] = [
             round(vv / ee, 3) if ee and vv else None
             for ee, vv in zip(e["calls_per_s_runs"], v["calls_per_s_runs"])]
+        # The median of those pairs: less sensitive to a slow stretch that
+        # hit only one target's run than the ratio of the medians.
+        pairs = [x for x in row[prefix + "ratio_calls_per_s_runs"] if x]
+        row[prefix + "ratio_calls_per_s_pairs_median"] = (
+            round(statistics.median(pairs), 3) if pairs else None)
         row[prefix + "meets_calls_per_s"] = row[prefix + "ratio_calls_per_s"] >= 0.9
         row[prefix + "meets_p99"] = row[prefix + "ratio_p99"] <= 1.2
     out["concurrency"][str(c)] = row
@@ -240,6 +245,10 @@ for c, r in out["concurrency"].items():
         else:
             cmp_ = "%8s %9.2f %8s %9s" % ("", d["p99_ms"], "", d["reply_bytes"])
         w("%-5s %-11s %10.1f %s\n" % (c, t, d["calls_per_s"], cmp_))
+w("calls/s ratio, median of the rounds' back-to-back pairs: %s\n" % ", ".join(
+  "c=%s %s (sized %s)" % (c, r.get("ratio_calls_per_s_pairs_median"),
+                          r.get("sized_ratio_calls_per_s_pairs_median"))
+  for c, r in out["concurrency"].items()))
 w("CPU per call, median (the broker's in brackets):\n")
 for c, r in out["concurrency"].items():
     w("  c=%-3s %s\n" % (c, ", ".join("%s %s us [%s]" % (t, r[t]["cpu_us_per_call"],
