@@ -1032,8 +1032,11 @@ pump(vtpm_broker *a)
          * more came: asking the library would cost a recv() that finds
          * nothing and a poll() of its own, per wake-up.  (The first call
          * of each pump always goes to the library: it sends our heartbeat
-         * and notices a missed one of the broker's.) */
-        if (i > 0 && !amqp_frames_enqueued(a->conn) && !amqp_data_in_buffer(a->conn))
+         * and notices a missed one of the broker's.)  Not over TLS: there
+         * decrypted bytes can wait inside OpenSSL, where neither the
+         * library's buffer nor poll() sees them. */
+        if (i > 0 && !a->ci.ssl && !amqp_frames_enqueued(a->conn) &&
+            !amqp_data_in_buffer(a->conn))
             return true;
         rc = amqp_simple_wait_frame_noblock(a->conn, &f, &now);
         if (rc == AMQP_STATUS_TIMEOUT)
