@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # vtpm-fanout against vtpmd workers it spawns itself (libvirt test:///default:
-# get_capabilities and destroy of a missing instance touch no vTPM state),
-# on the private broker of tests/integration.sh (VT_AMQP_URL; host "a" that
-# integration.sh starts is not used).  Checks that a load of 2000 calls over
-# three workers is answered exactly once per call, that a broadcast reaches
-# every worker, and that the accounting does notice lost, duplicate,
-# unmatched and late replies (the last three with vtpm-echo, next to
-# vtpm-fanout in the build tree, which breaks the protocol on request).
+# get_capabilities, spawn of an instance without a vTPM and destroy touch no
+# vTPM state), on the private broker of tests/integration.sh (VT_AMQP_URL).
+# Checks that a load of 2000 calls over three workers is answered exactly
+# once per call and every instance it spawned is destroyed again, that a
+# broadcast reaches every worker, and that the accounting does notice lost,
+# duplicate, unmatched and late replies (the last three with vtpm-echo, next
+# to vtpm-fanout in the build tree, which breaks the protocol on request).
+# Last, a few spawns on host "a" that integration.sh starts (QEMU/TCG): no
+# domain may be left there after the run (test:///default keeps its domains
+# inside each worker process, out of sight).
 # Usage: integration.sh test_fanout.sh PATH/TO/vtpm-fanout PATH/TO/vtpmd
 #
 # Checks given to eval expand $ERR etc. when they run, hence single quotes.
@@ -30,8 +33,10 @@ URL=$VT_AMQP_URL
 
 tmp=$(mktemp -d /tmp/test_fanout.XXXXXX)
 ECHO_PID=
+REAL_PID=
 cleanup() {
     [ -n "$ECHO_PID" ] && kill -CONT "$ECHO_PID" 2>/dev/null && kill "$ECHO_PID" 2>/dev/null
+    [ -n "$REAL_PID" ] && kill "$REAL_PID" 2>/dev/null && wait "$REAL_PID" 2>/dev/null
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -104,15 +109,22 @@ HOSTS3="['fanout-1', 'fanout-2', 'fanout-3']"
 "$F" --url "$URL" --calls 10 > "$OUT" 2> "$ERR"
 RC=$?
 check "no --hosts, --discover or --spawn-workers: exit 2" rc_is 2
-"$F" --url "$URL" --hosts x --calls 10 --mix spawn=1 > "$OUT" 2> "$ERR"
+"$F" --url "$URL" --hosts x --calls 10 --mix get_capabilities=1,power_off=1 > "$OUT" 2> "$ERR"
 RC=$?
-check "--mix spawn: exit 2, says it is not supported" \
-    eval 'rc_is 2 && grep -q "spawn.*not supported" "$ERR"'
+check "--mix power_off (needs an existing instance): exit 2, names the method" \
+    eval 'rc_is 2 && grep -q "power_off.*not supported.*existing instance" "$ERR"'
+"$F" --url "$URL" --hosts x --calls 10 --mix resize=1 > "$OUT" 2> "$ERR"
+RC=$?
+check "--mix resize: exit 2, names the method" \
+    eval 'rc_is 2 && grep -q "resize.*not supported" "$ERR"'
+"$F" --url "$URL" --hosts x --calls 10 --mix spawn=1 --spawn-tpm 3.0 > "$OUT" 2> "$ERR"
+RC=$?
+check "--spawn-tpm 3.0: exit 2" eval 'rc_is 2 && grep -q "spawn-tpm must be 2.0 or 1.2" "$ERR"'
 
 # ---- the load: 2000 calls over three spawned workers ---------------------------
 
 fan --spawn-workers 3 --vtpmd "$VTPMD" --calls 2000 --concurrency 16 \
-    --mix get_capabilities=70,destroy=30
+    --mix get_capabilities=70,spawn=10,destroy=20
 check "load: exit 0" rc_is 0
 check "load: one JSON line, result ok" js "d['result'] == 'ok'"
 check "load: 2000 calls, all sent" js "d['calls'] == 2000 and d['sent'] == 2000"
@@ -125,10 +137,22 @@ check "load: 3 hosts reported, fanout-1..3" \
 check "load: round-robin, 666 or 667 calls per host, all ok" \
     js "all(h['calls'] in (666, 667) and h['ok'] == h['calls'] for h in d['per_host'].values())
         and sum(h['calls'] for h in d['per_host'].values()) == 2000"
-check "load: both methods of the mix used, ~70/30" \
-    js "set(d['methods']) == {'get_capabilities', 'destroy'} and
+check "load: the three methods of the mix used, ~70/10/20" \
+    js "set(d['methods']) == {'get_capabilities', 'spawn', 'destroy'} and
         1200 <= d['methods']['get_capabilities']['calls'] <= 1600 and
-        d['methods']['get_capabilities']['calls'] + d['methods']['destroy']['calls'] == 2000"
+        100 <= d['methods']['spawn']['calls'] <= 320 and
+        250 <= d['methods']['destroy']['calls'] <= 550 and
+        sum(m['calls'] for m in d['methods'].values()) == 2000"
+# A fault would show a spec vtpmd's decoder refuses or a domain that the
+# test driver cannot define or undefine.
+check "load: every spawn ok, no fault, latency reported" \
+    js "d['methods']['spawn']['ok'] == d['methods']['spawn']['calls'] and
+        d['methods']['spawn']['faults'] == {} and d['methods']['spawn']['latency_ms']['p50'] > 0"
+check "load: cleanup destroyed every spawned instance, each one found there" \
+    js "d['cleanup']['spawns_sent'] == d['methods']['spawn']['calls'] and
+        d['cleanup']['destroyed'] == d['cleanup']['spawns_sent'] and
+        d['cleanup']['existed'] == d['cleanup']['spawns_sent'] and
+        d['cleanup']['failed'] == 0 and d['cleanup']['failures'] == []"
 check "load: throughput and latency percentiles reported, ordered" \
     js "d['calls_per_s'] > 0 and
         0 < d['latency_ms']['p50'] <= d['latency_ms']['p90'] <= d['latency_ms']['p99']
@@ -168,6 +192,24 @@ fan --hosts nosuchhost --calls 3 --timeout 1 --settle 0
 check "lost: no worker for the host: exit 1, 3 lost, each listed" \
     eval 'rc_is 1 && js "d[\"lost\"] == 3 and len(d[\"lost_ids\"]) == 3 and d[\"ok\"] == 0"'
 
+fan --hosts nosuchhost --calls 3 --mix spawn=1 --timeout 1 --settle 0
+check "lost spawns: their instances may exist: cleanup sent anyway, 3 failed, listed" \
+    eval 'rc_is 1 && js "d[\"lost\"] == 3 and d[\"cleanup\"][\"spawns_sent\"] == 3 and
+                         d[\"cleanup\"][\"failed\"] == 3 and
+                         all(\"@nosuchhost: no reply\" in f for f in d[\"cleanup\"][\"failures\"])"'
+
+# Every destroy held 3 s in the workers (the fault-injection delay, which
+# the workers inherit), 1 s allowed: the load is clean, the cleanup is
+# not, and that alone fails the run.
+VTPMD_DELAY_AT=destroy.start=3000 \
+    fan --spawn-workers 1 --vtpmd "$VTPMD" --calls 4 --concurrency 4 --mix spawn=1 \
+    --timeout 1 --settle 0
+check "cleanup that times out: exit 1 with nothing lost, each instance listed, stderr says so" \
+    eval 'rc_is 1 && js "d[\"ok\"] == 4 and d[\"lost\"] == 0 and d[\"cleanup\"][\"failed\"] == 4 and
+                         d[\"cleanup\"][\"destroyed\"] == 0 and
+                         len(d[\"cleanup\"][\"failures\"]) == 4" &&
+          grep -q "cleanup: 4 of 4 spawned instances may be left behind" "$ERR"'
+
 if [ ! -x "$ECHO" ]; then
     for what in duplicate unmatched late; do
         skip "$what replies noticed" "no vtpm-echo next to vtpm-fanout"
@@ -205,6 +247,64 @@ else
         fail "vtpm-echo starts (late)"
     fi
     stop_echo
+fi
+
+# ---- a real libvirt host: no domain left behind ------------------------------------
+#
+# One vtpmd in host a's namespace (QEMU/TCG, as tests/acceptance/guest.sh
+# starts it).  Spawns of firmware-only guests take seconds each here: few.
+
+if [ -z "${VT_HOST_A_URI:-}" ] || [ -z "${VT_ROOT:-}" ]; then
+    skip "real host: spawns cleaned up, no domain left" "no host a (VT_HOST_A_URI, VT_ROOT)"
+else
+    # shellcheck source=lib/env.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/lib/env.sh"
+    REAL=fanout-real-$$
+    conf=$tmp/$REAL.conf
+    printf '[amqp]\nurl = %s\n[worker]\nhost = %s\n[libvirt]\nuri = qemu:///system\nshutdown_timeout = 1\n' \
+        "$URL" "$REAL" > "$conf"
+    chmod 600 "$conf" # holds the broker password (docs/security.md)
+    vt_host_spawn a "$VTPMD" --config "$conf" --log-file "$tmp/$REAL.log"
+    REAL_PID=$VT_LAST_PID
+    up=
+    for _ in $(seq 1 150); do
+        if "$F" --url "$URL" --hosts "$REAL" --calls 1 --timeout 1 --settle 0 \
+            > /dev/null 2>&1; then
+            up=1
+            break
+        fi
+        kill -0 "$REAL_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    if [ -z "$up" ]; then
+        RC=-; : > "$OUT"; cp "$tmp/$REAL.log" "$ERR" 2>/dev/null
+        fail "real host: vtpmd on host a answers get_capabilities"
+    else
+        fan --hosts "$REAL" --calls 40 --concurrency 4 --timeout 120 --settle 0.5 \
+            --mix get_capabilities=50,spawn=25,destroy=25
+        check "real host: exit 0, every call answered, spawns ok" \
+            js "d['result'] == 'ok' and d['ok'] == 40 and d['lost'] == 0 and
+                d['methods']['spawn']['calls'] >= 1 and
+                d['methods']['spawn']['ok'] == d['methods']['spawn']['calls']"
+        check "real host: cleanup destroyed each spawned domain, each one found" \
+            js "d['cleanup']['spawns_sent'] == d['methods']['spawn']['calls'] and
+                d['cleanup']['destroyed'] == d['cleanup']['spawns_sent'] and
+                d['cleanup']['existed'] == d['cleanup']['spawns_sent'] and
+                d['cleanup']['failed'] == 0"
+        virsh -q -c "$VT_HOST_A_URI" list --all --name > "$OUT" 2> "$ERR"
+        RC=$?
+        check "real host: no instance-* domain left (virsh list --all)" \
+            eval 'rc_is 0 && ! grep -q "^instance-" "$OUT"'
+        ls -A "$(vt_host_root a)/var/lib/vtpmd/console" > "$OUT" 2> "$ERR"
+        RC=$?
+        check "real host: no console log left" eval 'rc_is 0 && [ ! -s "$OUT" ]'
+    fi
+    kill -TERM "$REAL_PID" 2>/dev/null
+    wait "$REAL_PID"
+    RC=$?
+    REAL_PID=
+    : > "$OUT"; tail -n 30 "$tmp/$REAL.log" > "$ERR" 2>/dev/null
+    check "real host: vtpmd exits 0 on SIGTERM" rc_is 0
 fi
 
 tap_done

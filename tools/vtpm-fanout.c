@@ -3,16 +3,20 @@
  * vtpm-fanout: load generator and delivery checker for vtpmd workers.
  *
  *   vtpm-fanout --url URL (--hosts H1,H2,... | --discover | --spawn-workers K --vtpmd PATH)
- *               --calls N [--concurrency C] [--mix get_capabilities=70,destroy=30]
- *               [--warmup W] [--timeout S] [--settle S] [--broadcast] [--json]
+ *               --calls N [--concurrency C] [--mix get_capabilities=70,spawn=10,destroy=20]
+ *               [--spawn-tpm 2.0|1.2] [--warmup W] [--timeout S] [--settle S]
+ *               [--broadcast] [--json]
  *
  * Sends N calls round-robin over the hosts with C in flight on one client
  * connection and accounts for every one of them: exactly one reply per
  * correlation id.  It reports lost, duplicate, late and unmatched replies,
  * ok vs fault per code, throughput and latency percentiles per method and
- * per host.  Exit: 0 nothing lost, duplicated, unmatched or undecodable
- * (and, with --broadcast, every host answered; with --spawn-workers, every
- * worker started and exited 0); 1 otherwise; 2 usage.
+ * per host.  Every instance a spawn call may have created is destroyed
+ * again after the load (cleanup, outside the statistics), on the host the
+ * spawn went to, before any spawned worker is stopped.  Exit: 0 nothing
+ * lost, duplicated, unmatched or undecodable, every cleanup destroy
+ * succeeded (and, with --broadcast, every host answered; with
+ * --spawn-workers, every worker started and exited 0); 1 otherwise; 2 usage.
  *
  * Single-threaded on purpose: one loop sends while fewer than C calls are
  * outstanding and otherwise waits in vtpm_client_recv() for the next reply
@@ -49,15 +53,19 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 #define MAX_SPAWN 64
 #define MAX_CALLS 100000000u
 
-/* Methods this tool can generate without an instance spec: neither
- * touches TPM state (destroy of a missing instance succeeds and does
- * nothing), so they can be fired at any worker. */
-typedef enum { M_GET_CAPABILITIES, M_DESTROY, M__COUNT } fan_method;
+/* Methods this tool can generate from nothing: get_capabilities; spawn of
+ * a new instance with a fresh random UUID and a minimal spec (no vTPM
+ * unless --spawn-tpm), destroyed again by the cleanup; destroy of a fresh
+ * random UUID, which succeeds and touches nothing.  The other methods need
+ * an existing instance in a given state. */
+typedef enum { M_GET_CAPABILITIES, M_SPAWN, M_DESTROY, M__COUNT } fan_method;
 
-static const char *const method_names[M__COUNT] = { "get_capabilities", "destroy" };
+static const char *const method_names[M__COUNT] = { "get_capabilities", "spawn", "destroy" };
 
 typedef struct {
     char *corr;           /* correlation id; also keys by_corr */
+    char *uuid;           /* spawn and cleanup: the instance; NULL otherwise */
+    char *fault_msg;      /* cleanup: the fault's message */
     const char *fault;    /* interned fault code of the first reply; NULL = ok */
     gint64 sent_us;
     gint64 reply_us;      /* first reply; 0 = none */
@@ -67,6 +75,8 @@ typedef struct {
     guint8 method;
     bool measured;        /* not a warm-up call */
     bool timed_out;       /* its timeout passed before the first reply */
+    bool cleanup;         /* a destroy of the cleanup: outside every count */
+    bool existed;         /* cleanup: the reply said destroyed: true */
 } fan_call;
 
 /* One fanout get_capabilities (--discover, --broadcast). */
@@ -93,6 +103,16 @@ typedef struct {
     GPtrArray *ids;
 } fan_tally;
 
+/* The destroys of every instance a spawn call was sent for. */
+typedef struct {
+    fan_call *calls;
+    guint n;              /* spawn calls sent = cleanup destroys due */
+    guint destroyed;      /* answered ok */
+    guint existed;        /* of those, the instance was there */
+    fan_tally failed;     /* "uuid@host: why" */
+    gint64 elapsed_us;
+} fan_cleanup;
+
 typedef struct {
     /* options */
     char *url, *exchange, *topic;
@@ -100,6 +120,7 @@ typedef struct {
     gint64 timeout_us, settle_us;
     guint weights[M__COUNT];
     guint weight_sum;
+    const char *spawn_tpm;  /* hw:tpm_version of spawned instances; NULL: none */
     GRand *rand;
 
     vtpm_client *client;
@@ -119,6 +140,7 @@ typedef struct {
     guint sent;
 
     fan_tally lost, duplicate, late, unmatched, invalid;
+    fan_cleanup cleanup;
     gint64 t0_us, t1_us;    /* measured phase: first send, last first-reply */
     char *error;            /* fatal: why the run stopped early */
 } fan_run;
@@ -192,8 +214,9 @@ parse_mix(fan_run *r, const char *mix)
         }
         if (m < 0)
             return usage_error("--mix: method '%s' is not supported: vtpm-fanout generates "
-                               "only get_capabilities and destroy (the others need an "
-                               "instance spec and touch TPM state)",
+                               "only get_capabilities, spawn (a new instance, destroyed "
+                               "again after the run) and destroy (of a fresh UUID); the "
+                               "other methods need an existing instance in a given state",
                                name);
         r->weights[m] += (guint)w;
         r->weight_sum += (guint)w;
@@ -241,8 +264,41 @@ add_host(fan_run *r, const char *h)
 
 /* ---- requests -------------------------------------------------------------- */
 
+/* {instance: {uuid, flavor, image}}: the least vtpmd's decoder takes.  No
+ * boot: the guest runs firmware only.  With @tpm_version the flavor asks
+ * for a vTPM whose key the host keeps (hw:tpm_secret_security host), so no
+ * secret travels with the request. */
+static void
+pack_spawn_args(msgpack_packer *pk, const char *uuid, const char *tpm_version)
+{
+    msgpack_pack_map(pk, 1);
+    vtpm_pack_str(pk, "instance");
+    msgpack_pack_map(pk, 3);
+    vtpm_pack_kv_str(pk, "uuid", uuid);
+    vtpm_pack_str(pk, "flavor");
+    msgpack_pack_map(pk, 4);
+    vtpm_pack_kv_str(pk, "name", "fanout");
+    vtpm_pack_kv_uint(pk, "vcpus", 1);
+    vtpm_pack_kv_uint(pk, "memory_mb", 64);
+    vtpm_pack_str(pk, "extra_specs");
+    if (tpm_version) {
+        msgpack_pack_map(pk, 2);
+        vtpm_pack_kv_str(pk, "hw:tpm_version", tpm_version);
+        vtpm_pack_kv_str(pk, "hw:tpm_secret_security", "host");
+    } else {
+        msgpack_pack_map(pk, 0);
+    }
+    vtpm_pack_str(pk, "image");
+    msgpack_pack_map(pk, 2);
+    vtpm_pack_kv_str(pk, "id", "none");
+    vtpm_pack_str(pk, "properties");
+    msgpack_pack_map(pk, 0);
+}
+
+/* @uuid: the instance of a spawn or destroy; NULL for a destroy means a
+ * fresh random one. */
 static GBytes *
-request_body(fan_method m, const char *request_id)
+request_body(fan_method m, const char *request_id, const char *uuid, const char *tpm_version)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -250,15 +306,17 @@ request_body(fan_method m, const char *request_id)
 
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (m == M_DESTROY) {
-        g_autofree char *uuid = g_uuid_string_random();
+    if (m == M_SPAWN) {
+        pack_spawn_args(&pk, uuid, tpm_version);
+    } else if (m == M_DESTROY) {
+        g_autofree char *fresh = uuid ? NULL : g_uuid_string_random();
 
         /* A fresh UUID: no instance has it, so the destroy succeeds
          * without touching anything. */
         msgpack_pack_map(&pk, 1);
         vtpm_pack_str(&pk, "instance");
         msgpack_pack_map(&pk, 1);
-        vtpm_pack_kv_str(&pk, "uuid", uuid);
+        vtpm_pack_kv_str(&pk, "uuid", uuid ? uuid : fresh);
     } else {
         msgpack_pack_map(&pk, 0);
     }
@@ -271,7 +329,7 @@ static int
 send_call(fan_run *r, fan_call *c, vtpm_error *err)
 {
     g_autofree char *msg_id = g_strdup_printf("m-%s", c->corr);
-    g_autoptr(GBytes) body = request_body(c->method, c->corr);
+    g_autoptr(GBytes) body = request_body(c->method, c->corr, c->uuid, r->spawn_tpm);
     vtpm_client_send_opts o = {
         .routing_key = g_ptr_array_index(r->routing, c->host),
         .correlation_id = c->corr,
@@ -282,7 +340,8 @@ send_call(fan_run *r, fan_call *c, vtpm_error *err)
     c->deadline_us = c->sent_us + r->timeout_us;
     if (c->measured && !r->t0_us)
         r->t0_us = c->sent_us;
-    r->sent++;
+    if (!c->cleanup)
+        r->sent++;
     return vtpm_client_send(r->client, &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
                             NULL, err);
 }
@@ -296,12 +355,44 @@ call_label(const fan_run *r, const fan_call *c)
                            (const char *)g_ptr_array_index(r->hosts, c->host));
 }
 
+/* A reply to a cleanup destroy: only whether the instance is gone counts
+ * (a second copy changes nothing). */
+static void
+on_cleanup_reply(fan_run *r, fan_call *c, const vtpm_client_msg *m)
+{
+    g_autoptr(vtpm_reply) rep = NULL;
+    vtpm_error err = { 0 };
+    bool existed = false;
+
+    if (++c->nreplies > 1)
+        return;
+    c->reply_us = m->received_us;
+    if (!c->timed_out)
+        r->inflight--;
+    if (vtpm_proto_decode_reply(g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
+                                &r->lim, &rep, &err) < 0) {
+        c->fault = g_intern_static_string("(invalid reply)");
+        c->fault_msg = g_strdup(err.message);
+    } else if (!rep->ok) {
+        c->fault = g_intern_string(rep->fault_code ? rep->fault_code
+                                                   : vtpm_fault_name(rep->fault));
+        c->fault_msg = g_strdup(rep->fault_message ? rep->fault_message : "");
+    } else if (vtpm_proto_get_bool(&rep->result, "result", "destroyed", false, false, &existed,
+                                   &err) == 0) {
+        c->existed = existed;
+    }
+}
+
 static void
 on_call_reply(fan_run *r, fan_call *c, const vtpm_client_msg *m)
 {
     g_autoptr(vtpm_reply) rep = NULL;
     vtpm_error err = { 0 };
 
+    if (c->cleanup) {
+        on_cleanup_reply(r, c, m);
+        return;
+    }
     if (++c->nreplies > 1) {
         tally_add(&r->duplicate, call_label(r, c));
         return;
@@ -421,7 +512,7 @@ expire(fan_run *r, gint64 now)
 }
 
 static int
-run_calls(fan_run *r, guint from, guint to, vtpm_error *err)
+run_calls(fan_run *r, fan_call *calls, guint from, guint to, vtpm_error *err)
 {
     guint next = from;
 
@@ -430,7 +521,7 @@ run_calls(fan_run *r, guint from, guint to, vtpm_error *err)
         int rc;
 
         while (next < to && r->inflight < r->concurrency) {
-            fan_call *c = &r->calls[next++];
+            fan_call *c = &calls[next++];
 
             if ((rc = send_call(r, c, err)) < 0)
                 return rc;
@@ -467,6 +558,76 @@ linger(fan_run *r, vtpm_error *err)
     return 0;
 }
 
+/* ---- cleanup ------------------------------------------------------------------ */
+
+/* Destroy, on the host it went to, the instance of every spawn call that
+ * was sent (answered or not: a lost reply may still have created it).
+ * Per-instance ordering in vtpmd runs each destroy after its spawn, even
+ * one still running.  A connection that failed during the load is
+ * replaced.  Failures are tallied in r->cleanup; nothing else counts. */
+static void
+cleanup_spawns(fan_run *r, const vtpm_client_params *cp)
+{
+    fan_cleanup *cl = &r->cleanup;
+    g_autofree char *why = NULL;
+    vtpm_error err = { 0 };
+    gint64 start = now_us();
+    guint n = 0;
+
+    for (guint i = 0; i < r->ncalls; i++) {
+        if (r->calls[i].method == M_SPAWN && r->calls[i].sent_us)
+            n++;
+    }
+    if (!n)
+        return;
+    cl->calls = g_new0(fan_call, n);
+    for (guint i = 0; i < r->ncalls; i++) {
+        const fan_call *s = &r->calls[i];
+        fan_call *c;
+
+        if (s->method != M_SPAWN || !s->sent_us)
+            continue;
+        c = &cl->calls[cl->n++];
+        c->corr = g_strdup_printf("%s.cleanup%u", r->run_id, cl->n - 1);
+        c->uuid = g_strdup(s->uuid);
+        c->host = s->host;
+        c->method = M_DESTROY;
+        c->cleanup = true;
+        g_hash_table_insert(r->by_corr, c->corr, c);
+    }
+
+    /* The load's own calls have all been answered or timed out. */
+    g_queue_clear(&r->outstanding);
+    r->inflight = 0;
+    if (r->error || !r->client) {
+        g_clear_pointer(&r->client, vtpm_client_free);
+        if (vtpm_client_connect(cp, &r->client, &err) < 0)
+            why = g_strdup_printf("not sent: %s", err.message);
+    }
+    if (!why && run_calls(r, cl->calls, 0, cl->n, &err) < 0)
+        why = g_strdup_printf("connection lost: %s", err.message);
+
+    for (guint i = 0; i < cl->n; i++) {
+        fan_call *c = &cl->calls[i];
+        const char *host = g_ptr_array_index(r->hosts, c->host);
+
+        if (c->nreplies && !c->fault) {
+            cl->destroyed++;
+            cl->existed += c->existed;
+        } else if (c->nreplies) {
+            tally_add(&cl->failed, g_strdup_printf("%s@%s: %s: %s", c->uuid, host, c->fault,
+                                                   c->fault_msg));
+        } else {
+            tally_add(&cl->failed,
+                      g_strdup_printf("%s@%s: %s", c->uuid, host,
+                                      !c->sent_us || !c->timed_out
+                                          ? (why ? why : "not sent")
+                                          : "no reply within --timeout"));
+        }
+    }
+    cl->elapsed_us = now_us() - start;
+}
+
 /* One fanout get_capabilities; collects answers until @window_us passed or,
  * when @expect is given, every host in it answered. */
 static int
@@ -483,7 +644,7 @@ broadcast(fan_run *r, gint64 window_us, GPtrArray *expect, fan_bcast **out, vtpm
     g_hash_table_insert(r->bcasts, b->corr, b);
     *out = b;
     msg_id = g_strdup_printf("m-%s", b->corr);
-    body = request_body(M_GET_CAPABILITIES, b->corr);
+    body = request_body(M_GET_CAPABILITIES, b->corr, NULL, NULL);
     o.correlation_id = b->corr;
     o.message_id = msg_id;
     b->sent_us = now_us();
@@ -605,7 +766,7 @@ static int
 wait_ready(fan_run *r, GPtrArray *workers, vtpm_error *err)
 {
     g_autoptr(vtpm_client) probe = NULL;
-    g_autoptr(GBytes) body = request_body(M_GET_CAPABILITIES, "vtpm-fanout-probe");
+    g_autoptr(GBytes) body = request_body(M_GET_CAPABILITIES, "vtpm-fanout-probe", NULL, NULL);
     vtpm_client_params cp = { .url = r->url, .exchange = r->exchange, .topic = r->topic };
     gint64 start = now_us(), end = start + READY_TIMEOUT_US;
     int rc;
@@ -1018,6 +1179,26 @@ report_json(fan_report *rep)
         json_group(jb, r, &rep->per_host[h]);
     }
     json_builder_end_object(jb);
+    if (r->weights[M_SPAWN]) {
+        const fan_cleanup *cl = &r->cleanup;
+
+        json_builder_set_member_name(jb, "cleanup");
+        json_builder_begin_object(jb);
+        json_builder_set_member_name(jb, "spawns_sent");
+        json_builder_add_int_value(jb, cl->n);
+        json_builder_set_member_name(jb, "destroyed");
+        json_builder_add_int_value(jb, cl->destroyed);
+        json_builder_set_member_name(jb, "existed");
+        json_builder_add_int_value(jb, cl->existed);
+        json_builder_set_member_name(jb, "failed");
+        json_builder_add_int_value(jb, cl->failed.n);
+        /* The first LIST_MAX: "uuid@host: fault code: message". */
+        json_builder_set_member_name(jb, "failures");
+        json_strings(jb, cl->failed.ids);
+        json_builder_set_member_name(jb, "elapsed_s");
+        json_builder_add_double_value(jb, cl->elapsed_us / (double)G_USEC_PER_SEC);
+        json_builder_end_object(jb);
+    }
     if (rep->bc) {
         g_autoptr(GPtrArray) answered = bcast_hosts(rep->bc);
 
@@ -1123,6 +1304,13 @@ report_table(fan_report *rep)
     print_tally("late", &r->late);
     print_tally("unmatched", &r->unmatched);
     print_tally("invalid", &r->invalid);
+    if (r->weights[M_SPAWN]) {
+        printf("cleanup: %u of %u spawned instances destroyed (%u existed), %u failed, "
+               "%.3f s\n",
+               r->cleanup.destroyed, r->cleanup.n, r->cleanup.existed, r->cleanup.failed.n,
+               r->cleanup.elapsed_us / (double)G_USEC_PER_SEC);
+        print_tally("cleanup failed", &r->cleanup.failed);
+    }
     for (guint i = 0; i < rep->workers->len; i++) {
         fan_worker *w = g_ptr_array_index(rep->workers, i);
 
@@ -1141,7 +1329,7 @@ int
 main(int argc, char **argv)
 {
     g_autofree char *url = NULL, *hosts_opt = NULL, *mix = NULL, *vtpmd = NULL;
-    g_autofree char *libvirt_uri = NULL, *exchange = NULL, *topic = NULL;
+    g_autofree char *libvirt_uri = NULL, *exchange = NULL, *topic = NULL, *spawn_tpm = NULL;
     g_auto(GStrv) hosts_v = NULL;
     gint64 ncalls = -1, warmup = 0, concurrency = 1, spawn = 0, seed = 0;
     double timeout = 10.0, settle = 1.0;
@@ -1160,7 +1348,10 @@ main(int argc, char **argv)
           "calls in flight at once (default 1)", "C" },
         { "mix", 'm', 0, G_OPTION_ARG_STRING, &mix,
           "weighted methods (default get_capabilities=100; supported: get_capabilities, "
-          "destroy)", "M=W,..." },
+          "spawn, destroy)", "M=W,..." },
+        { "spawn-tpm", 0, 0, G_OPTION_ARG_STRING, &spawn_tpm,
+          "spawned instances get a vTPM of this version, host-held key (default: none; "
+          "needs a real libvirt host, test:/// has no vTPM)", "2.0|1.2" },
         { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &timeout,
           "seconds a call may take before it counts as timed out (default 10); the run "
           "waits this long for missing replies at the end", "S" },
@@ -1209,8 +1400,16 @@ main(int argc, char **argv)
         "[worker] host fanout-<i>, workers 4), waits until each answers, calls them\n"
         "(unless --hosts or --discover says otherwise), and stops them with SIGTERM,\n"
         "expecting exit 0.\n"
-        "Exit: 0 nothing lost, duplicated, unmatched or invalid (and --broadcast: all\n"
-        "hosts answered; --spawn-workers: all workers exited 0), 1 otherwise, 2 usage.\n");
+        "spawn creates an instance with a fresh random UUID (flavor 1 vCPU, 64 MiB, no\n"
+        "vTPM unless --spawn-tpm; no disk: firmware only); destroy names a fresh random\n"
+        "UUID, so it succeeds and touches nothing.  After the load and --settle, every\n"
+        "instance a spawn was sent for (warm-up included, answered or not) is destroyed\n"
+        "on its host, before spawned workers stop; these cleanup calls (each with\n"
+        "--timeout) are outside the statistics, and one that fails fails the run.\n"
+        "The other methods need an existing instance and are refused.\n"
+        "Exit: 0 nothing lost, duplicated, unmatched or invalid, no instance left (and\n"
+        "--broadcast: all hosts answered; --spawn-workers: all workers exited 0),\n"
+        "1 otherwise, 2 usage.\n");
     if (!g_option_context_parse(ctx, &argc, &argv, &gerr))
         return usage_error("%s", gerr->message);
     if (argc > 1)
@@ -1258,6 +1457,11 @@ main(int argc, char **argv)
     r.settle_us = (gint64)(settle * G_USEC_PER_SEC);
     if ((rc = parse_mix(&r, mix ? mix : "get_capabilities=100")))
         return rc;
+    if (spawn_tpm && strcmp(spawn_tpm, "2.0") != 0 && strcmp(spawn_tpm, "1.2") != 0)
+        return usage_error("--spawn-tpm must be 2.0 or 1.2");
+    if (spawn_tpm && !r.weights[M_SPAWN])
+        return usage_error("--spawn-tpm goes with spawn in --mix");
+    r.spawn_tpm = spawn_tpm;
     if (hosts_opt) {
         hosts_v = g_strsplit(hosts_opt, ",", -1);
         for (guint i = 0; hosts_v[i]; i++) {
@@ -1288,6 +1492,7 @@ main(int argc, char **argv)
     tally_init(&r.late);
     tally_init(&r.unmatched);
     tally_init(&r.invalid);
+    tally_init(&r.cleanup.failed);
 
     /* ---- workers ---- */
     if (spawn) {
@@ -1350,11 +1555,16 @@ main(int argc, char **argv)
         c->host = i % r.hosts->len;
         c->method = (guint8)pick_method(&r);
         c->measured = i >= r.nwarmup;
+        if (c->method == M_SPAWN)
+            c->uuid = g_uuid_string_random();
         g_hash_table_insert(r.by_corr, c->corr, c);
     }
-    if (!r.error && (run_calls(&r, 0, r.nwarmup, &err) < 0 ||
-                     run_calls(&r, r.nwarmup, r.ncalls, &err) < 0 || linger(&r, &err) < 0))
+    if (!r.error && (run_calls(&r, r.calls, 0, r.nwarmup, &err) < 0 ||
+                     run_calls(&r, r.calls, r.nwarmup, r.ncalls, &err) < 0 ||
+                     linger(&r, &err) < 0))
         r.error = g_strdup(err.message);
+    /* Before the workers stop: they are the ones that destroy. */
+    cleanup_spawns(&r, &cp);
     g_clear_pointer(&r.client, vtpm_client_free);
     if (r.error)
         fprintf(stderr, "vtpm-fanout: %s\n", r.error);
@@ -1382,7 +1592,7 @@ main(int argc, char **argv)
     if (bc && do_bcast)
         bcast_compare(bc, r.hosts, &rep.missing, &rep.extra);
     if (r.error || r.lost.n || r.duplicate.n || r.unmatched.n || r.invalid.n ||
-        (rep.missing && rep.missing->len) || r.sent < r.ncalls)
+        (rep.missing && rep.missing->len) || r.sent < r.ncalls || r.cleanup.failed.n)
         rep.failed = true;
     for (guint i = 0; i < workers->len; i++) {
         if (!((fan_worker *)g_ptr_array_index(workers, i))->ok)
@@ -1399,6 +1609,9 @@ main(int argc, char **argv)
         fprintf(stderr, "vtpm-fanout: broadcast: no answer within %.1f s from: %s\n", timeout,
                 names);
     }
+    if (r.cleanup.failed.n)
+        fprintf(stderr, "vtpm-fanout: cleanup: %u of %u spawned instances may be left behind "
+                "(the report lists them)\n", r.cleanup.failed.n, r.cleanup.n);
     rep.r = &r;
     rep.bc = bc;
     rep.discover = discover;
@@ -1428,9 +1641,18 @@ main(int argc, char **argv)
         g_ptr_array_free(rep.missing, TRUE);
     if (rep.extra)
         g_ptr_array_free(rep.extra, TRUE);
-    for (guint i = 0; i < r.ncalls; i++)
+    for (guint i = 0; i < r.ncalls; i++) {
         g_free(r.calls[i].corr);
+        g_free(r.calls[i].uuid);
+    }
     g_free(r.calls);
+    for (guint i = 0; i < r.cleanup.n; i++) {
+        g_free(r.cleanup.calls[i].corr);
+        g_free(r.cleanup.calls[i].uuid);
+        g_free(r.cleanup.calls[i].fault_msg);
+    }
+    g_free(r.cleanup.calls);
+    g_ptr_array_free(r.cleanup.failed.ids, TRUE);
     {
         GHashTableIter it;
         gpointer v;
