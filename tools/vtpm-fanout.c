@@ -618,11 +618,12 @@ cleanup_spawns(fan_run *r, const vtpm_client_params *cp)
             tally_add(&cl->failed, g_strdup_printf("%s@%s: %s: %s", c->uuid, host, c->fault,
                                                    c->fault_msg));
         } else {
+            /* Not timed out: the loop stopped before it was sent or
+             * answered, and @why says why. */
             tally_add(&cl->failed,
                       g_strdup_printf("%s@%s: %s", c->uuid, host,
-                                      !c->sent_us || !c->timed_out
-                                          ? (why ? why : "not sent")
-                                          : "no reply within --timeout"));
+                                      c->timed_out ? "no reply within --timeout"
+                                                   : (why ? why : "not sent")));
         }
     }
     cl->elapsed_us = now_us() - start;
