@@ -79,6 +79,13 @@ typedef struct {
 
 typedef enum { RX_IDLE, RX_HEADER, RX_BODY } rx_stage;
 
+/* A delivery of this connection not acked yet; ready once its reply went
+ * out (acks wait for the end of the batch, see flush_acks()). */
+typedef struct {
+    uint64_t tag;
+    bool ready;
+} unacked;
+
 struct vtpm_broker {
     /* Immutable after vtpm_broker_new(). */
     char *urls[URLS_MAX];            /* cut up by amqp_parse_url: cis point into them */
@@ -111,6 +118,7 @@ struct vtpm_broker {
     bool cancelled;                  /* basic.cancel sent for both consumers */
     char *broken;                    /* first reason the connection must go */
     int hb;                          /* negotiated heartbeat, seconds */
+    GArray *unacked;                 /* unacked, in delivery (= tag) order */
     rx_stage rx;
     vtpm_broker_delivery *rx_d;
     uint8_t *rx_buf;
@@ -356,6 +364,7 @@ vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *c
     atomic_init(&a->stop_requested, false);
     g_mutex_init(&a->lock);
     g_queue_init(&a->acts);
+    a->unacked = g_array_new(FALSE, FALSE, sizeof(unacked));
     *out = a;
     return 0;
 }
@@ -384,6 +393,7 @@ vtpm_broker_free(vtpm_broker *a)
     while ((x = g_queue_pop_head(&a->acts)))
         act_free(x);
     close(a->wake_fd);
+    g_array_free(a->unacked, TRUE);
     g_mutex_clear(&a->lock);
     g_free(a->broken);
     for (unsigned i = 0; i < a->n_urls; i++)
@@ -510,6 +520,64 @@ publish(vtpm_broker *a, const char *exchange, const char *routing_key, const cha
 }
 
 static void
+ack(vtpm_broker *a, uint64_t tag, bool multiple)
+{
+    if (!a->broken && amqp_basic_ack(a->conn, CHANNEL, tag, multiple) != AMQP_STATUS_OK)
+        set_broken(a, "basic.ack failed");
+}
+
+/* The reply of @tag went out: its ack goes with the batch's. */
+static void
+ack_later(vtpm_broker *a, uint64_t tag)
+{
+    guint lo = 0, hi = a->unacked->len;
+
+    while (lo < hi) {
+        guint mid = lo + (hi - lo) / 2;
+
+        if (g_array_index(a->unacked, unacked, mid).tag < tag)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < a->unacked->len && g_array_index(a->unacked, unacked, lo).tag == tag)
+        g_array_index(a->unacked, unacked, lo).ready = true;
+    else
+        ack(a, tag, false); /* not tracked: never happens, but never leave it */
+}
+
+/* Ack what is ready.  An ack with "multiple" covers every delivery of the
+ * channel up to its tag, so it may only cover a run, from the oldest
+ * unacked delivery on, whose replies have all gone out: a batch of 16
+ * answered requests is one basic.ack instead of 16 frames for us to send
+ * and the broker to process.  Ready deliveries behind one still in work
+ * (a slow operation in the pool) are acked one by one. */
+static void
+flush_acks(vtpm_broker *a)
+{
+    guint run = 0, i = 0;
+
+    if (!a->conn || a->broken)
+        return;
+    while (run < a->unacked->len && g_array_index(a->unacked, unacked, run).ready)
+        run++;
+    if (run) {
+        ack(a, g_array_index(a->unacked, unacked, run - 1).tag, run > 1);
+        g_array_remove_range(a->unacked, 0, run);
+    }
+    while (i < a->unacked->len) {
+        unacked *u = &g_array_index(a->unacked, unacked, i);
+
+        if (!u->ready) {
+            i++;
+            continue;
+        }
+        ack(a, u->tag, false);
+        g_array_remove_index(a->unacked, i);
+    }
+}
+
+static void
 run_act(vtpm_broker *a, act *x)
 {
     if (x->kind == ACT_CALL) {
@@ -536,8 +604,7 @@ run_act(vtpm_broker *a, act *x)
                 x->delivery_tag, x->generation, a->generation);
         return;
     }
-    if (amqp_basic_ack(a->conn, CHANNEL, x->delivery_tag, 0) != AMQP_STATUS_OK)
-        set_broken(a, "basic.ack failed");
+    ack_later(a, x->delivery_tag);
 }
 
 /* Hold back what the actions write until they are all written: a reply
@@ -583,8 +650,10 @@ run_acts(vtpm_broker *a)
     }
     /* Uncorking sends what is held, also after an action broke the
      * connection (then there is nothing to send). */
-    if (corked)
+    if (corked) {
+        flush_acks(a);
         cork(a, 0);
+    }
 }
 
 static bool
@@ -888,6 +957,7 @@ rx_finish(vtpm_broker *a)
         vtpm_broker_delivery_free(d);
         return;
     }
+    g_array_append_val(a->unacked, ((unacked){ .tag = d->delivery_tag }));
     a->cb.on_delivery(d, a->cb.user);
 }
 
@@ -1190,6 +1260,8 @@ vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
             continue;
         }
         a->generation++;
+        /* Tags are per channel: the old connection's are gone with it. */
+        g_array_set_size(a->unacked, 0);
         g_message("amqp: connected to %s:%d vhost %s as %s (generation %" PRIu64
                   ", %u attempt%s)",
                   a->ci.host, a->ci.port, a->ci.vhost, a->conn_name, a->generation, attempts,
