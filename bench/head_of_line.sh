@@ -65,6 +65,8 @@ done
 
 # shellcheck source=tests/lib/env.sh
 source "$src/tests/lib/env.sh"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 vt_init
 slow_pids=()
 # Only the callers: a bare `wait` would wait for vtpmd too.
@@ -130,23 +132,7 @@ EOF
     vt_host_spawn a "$VTPMD" --config "$VT_ROOT/vtpmd.conf" --log-file "$VT_ROOT/vtpmd.log"
     tpm_specs='"hw:tpm_version": "2.0"'
 else
-    mkdir -p "$VT_ROOT/vtpmd"/{console,swtpm,images,pools,kept}
-    cat > "$VT_ROOT/vtpmd.conf" <<EOF
-[amqp]
-url = $VT_AMQP_URL
-[worker]
-host = hol
-[libvirt]
-uri = test:///default
-images_dir = $VT_ROOT/vtpmd/images
-console_dir = $VT_ROOT/vtpmd/console
-state_dir = $VT_ROOT/vtpmd/swtpm
-[store]
-pool_dir = $VT_ROOT/vtpmd/pools
-kept_dir = $VT_ROOT/vtpmd/kept
-EOF
-    chmod 600 "$VT_ROOT/vtpmd.conf"
-    VTPMD_DELAY_AT="spawn.start=$HOLD_MS" "$VTPMD" --config "$VT_ROOT/vtpmd.conf" \
+    VTPMD_DELAY_AT="spawn.start=$HOLD_MS" "$VTPMD" --config "$(bench_test_conf hol)" \
         --log-file "$VT_ROOT/vtpmd.log" < /dev/null &
     VT_DAEMONS+=($!)
     tpm_specs= # the test driver has no TPM

@@ -32,30 +32,14 @@ command -v valgrind > /dev/null || { echo "memory: valgrind is not installed" >&
 
 # shellcheck source=tests/lib/env.sh
 source "$src/tests/lib/env.sh"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 vt_init
 trap vt_cleanup EXIT
 vt_rmq_start
 res=$VT_ROOT/results
 mkdir -p "$res"
 
-conf() { # HOST
-    mkdir -p "$VT_ROOT/$1"/{console,swtpm,images,pools,kept}
-    cat > "$VT_ROOT/$1.conf" <<CONF
-[amqp]
-url = $VT_AMQP_URL
-[worker]
-host = $1
-[libvirt]
-uri = test:///default
-images_dir = $VT_ROOT/$1/images
-console_dir = $VT_ROOT/$1/console
-state_dir = $VT_ROOT/$1/swtpm
-[store]
-pool_dir = $VT_ROOT/$1/pools
-kept_dir = $VT_ROOT/$1/kept
-CONF
-    chmod 600 "$VT_ROOT/$1.conf" # holds the broker password (docs/security.md)
-}
 wait_up() { # HOST
     for _ in $(seq 1 120); do
         "$FAN" --url "$VT_AMQP_URL" --hosts "$1" --calls 1 --timeout 1 --settle 0 > /dev/null 2>&1 &&
@@ -80,7 +64,7 @@ rss_parts() {
 }
 
 # ---- RSS ----
-conf mem
+bench_test_conf mem > /dev/null
 "$VTPMD" --config "$VT_ROOT/mem.conf" --log-file "$VT_ROOT/mem.log" < /dev/null &
 pid=$!
 VT_DAEMONS+=("$pid")
@@ -101,7 +85,7 @@ kill -TERM "$pid"
 wait "$pid" || true
 
 # ---- valgrind ----
-conf vg
+bench_test_conf vg > /dev/null
 valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite,possible \
     --errors-for-leak-kinds=definite --track-fds=no \
     --log-file="$res/valgrind.log" --error-exitcode=99 \

@@ -42,6 +42,8 @@ done
 
 # shellcheck source=tests/lib/env.sh
 source "$src/tests/lib/env.sh"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 vt_init
 trap vt_cleanup EXIT
 vt_rmq_start
@@ -52,22 +54,8 @@ mkdir -p "$res" "$VT_ROOT/vtpmd/console" "$VT_ROOT/vtpmd/swtpm" "$VT_ROOT/vtpmd/
 echo_pid=$!
 VT_DAEMONS+=("$echo_pid")
 
-cat > "$VT_ROOT/vtpmd.conf" <<EOF
-[amqp]
-url = $VT_AMQP_URL
-[worker]
-host = vtpmd
-[libvirt]
-uri = test:///default
-images_dir = $VT_ROOT/vtpmd/images
-console_dir = $VT_ROOT/vtpmd/console
-state_dir = $VT_ROOT/vtpmd/swtpm
-[store]
-pool_dir = $VT_ROOT/vtpmd/pools
-kept_dir = $VT_ROOT/vtpmd/kept
-EOF
-chmod 600 "$VT_ROOT/vtpmd.conf" # holds the broker password (docs/security.md)
-"$VTPMD" --config "$VT_ROOT/vtpmd.conf" 2> "$VT_ROOT/vtpmd.log" < /dev/null &
+conf=$(bench_test_conf vtpmd)
+"$VTPMD" --config "$conf" 2> "$VT_ROOT/vtpmd.log" < /dev/null &
 vtpmd_pid=$!
 VT_DAEMONS+=("$vtpmd_pid")
 

@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: Apache-2.0
+# shellcheck shell=bash
+# Shared by the benchmarks, after tests/lib/env.sh (VT_ROOT, VT_AMQP_URL).
+
+# A vtpmd configuration for worker HOST on libvirt's test:///default driver
+# (no libvirtd, no TPM: the RPC path alone), every path under
+# $VT_ROOT/HOST; written to $VT_ROOT/HOST.conf, whose name is printed.
+bench_test_conf() { # HOST
+    local h=$1 d=$VT_ROOT/$1
+    mkdir -p "$d"/{console,swtpm,images,pools,kept}
+    cat > "$VT_ROOT/$h.conf" <<CONF
+[amqp]
+url = $VT_AMQP_URL
+[worker]
+host = $h
+[libvirt]
+uri = test:///default
+images_dir = $d/images
+console_dir = $d/console
+state_dir = $d/swtpm
+[store]
+pool_dir = $d/pools
+kept_dir = $d/kept
+CONF
+    chmod 600 "$VT_ROOT/$h.conf" # holds the broker password (docs/security.md)
+    echo "$VT_ROOT/$h.conf"
+}
