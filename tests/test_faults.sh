@@ -29,14 +29,11 @@ set -uo pipefail
 vtpmctl=$(readlink -f "$1")
 vtpmd=$(readlink -f "$2")
 tests=$(cd "$(dirname "$0")" && pwd)
-for v in VT_ROOT VT_AMQP_URL VT_HOST_A_ADDR VT_HOST_B_ADDR; do
-    [ -n "${!v:-}" ] || { echo "$v is not set: run this under tests/integration.sh --net --hosts 2" >&2; exit 2; }
-done
 # shellcheck source=lib/env.sh
 source "$tests/lib/env.sh"
 # shellcheck source=acceptance/guest.sh
 source "$tests/acceptance/guest.sh"
-export VTPM_AMQP_URL=$VT_AMQP_URL
+guest_need_two_hosts
 # Firmware-only guests do not answer ACPI: power_off is a hard stop after 1 s.
 shutdown_timeout=1
 mode=none

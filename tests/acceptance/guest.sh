@@ -10,6 +10,19 @@
 # suite's clock: "ok - ", "not ok - ", "# [  12.345s] note".
 # shellcheck shell=bash disable=SC2153,SC2317
 
+# The two-host suites run under integration.sh --net --hosts 2: say so
+# plainly when they do not, and point vtpmctl at the test broker.
+guest_need_two_hosts() {
+    local v
+    for v in VT_ROOT VT_AMQP_URL VT_HOST_A_ADDR VT_HOST_B_ADDR; do
+        [ -n "${!v:-}" ] || {
+            echo "$v is not set: run this under tests/integration.sh --net --hosts 2" >&2
+            exit 2
+        }
+    done
+    export VTPM_AMQP_URL=$VT_AMQP_URL
+}
+
 guest_cache=${VTPM_GUEST_CACHE:-/var/cache/vtpmd-test-guest}
 boot_timeout=${VT_BOOT_TIMEOUT:-120}
 images=/var/lib/vtpmd/images        # as vtpmd sees it, inside a test host

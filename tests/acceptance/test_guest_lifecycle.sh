@@ -61,14 +61,11 @@ while [ $# -gt 0 ]; do
 done
 case $mode in user | host | deployment) ;; *) usage ;; esac
 tests=$(cd "$(dirname "$0")/.." && pwd)
-for v in VT_ROOT VT_AMQP_URL VT_HOST_A_ADDR VT_HOST_B_ADDR; do
-    [ -n "${!v:-}" ] || { echo "$v is not set: run this under tests/integration.sh --net --hosts 2" >&2; exit 2; }
-done
 # shellcheck source=../lib/env.sh
 source "$tests/lib/env.sh"
 # shellcheck source=guest.sh
 source "$tests/acceptance/guest.sh"
-export VTPM_AMQP_URL=$VT_AMQP_URL
+guest_need_two_hosts
 
 guest_build a b
 for h in a b; do
