@@ -226,6 +226,8 @@ good_facts(vtpm_host_facts *f, vtpm_caps_config *cfg)
         .swtpm_group = "tss",
         .secret_modes = ALL_SECRETS,
         .deployment_key_file = "/etc/vtpmd/deployment.key",
+        .virt_type = "qemu",
+        .virt_type_reason = "auto: no /dev/kvm",
     };
 }
 
@@ -560,8 +562,10 @@ test_pack_roundtrip_good(void **state)
     assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
     assert_int_equal(off, sb.size);
     root = &up.data;
-    assert_int_equal(root->via.map.size, 7);
+    assert_int_equal(root->via.map.size, 9);
     assert_str(map_get(root, "host"), "compute-1");
+    assert_str(map_get(root, "virt_type"), "qemu");
+    assert_str(map_get(root, "virt_type_reason"), "auto: no /dev/kvm");
     assert_str(map_get(root, "arch"), "x86_64");
     assert_str(map_get(root, "libvirt_version"), "9.0.0");
     assert_str(map_get(root, "qemu_version"), "7.2.0");

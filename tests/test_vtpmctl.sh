@@ -415,7 +415,8 @@ expect_usage "render-xml: stray argument -> exit 2" "unexpected argument 'extra'
 # ---- capabilities (libvirt's test driver) --------------------------------------
 
 CAPS_SHAPE="sorted(d) == sorted(['host', 'arch', 'libvirt_version', 'qemu_version', 'traits',
-            'missing', 'tpm']) and isinstance(d['host'], str) and d['host'] != ''"
+            'missing', 'tpm', 'virt_type', 'virt_type_reason']) and isinstance(d['host'], str)
+            and d['host'] != ''"
 MISSING_ALL="sorted(d['missing']) == sorted(traits) and
              all(isinstance(v, str) and v.strip() for v in d['missing'].values())"
 
@@ -423,6 +424,8 @@ run capabilities --connect test:///default
 check "capabilities (test driver): exit 0" rc_is 0
 check "capabilities: JSON with host, arch, versions, traits, missing, tpm" js "$CAPS_SHAPE"
 check "capabilities: no traits offered" js "d['traits'] == []"
+check "capabilities: virt_type auto resolves to kvm or qemu, with its reason" \
+    js "d['virt_type'] in ('kvm', 'qemu') and d['virt_type_reason'].startswith('auto: ')"
 check "capabilities: all 7 traits missing, each with a non-empty reason" js "$MISSING_ALL"
 check "capabilities: default config -> every reason mentions swtpm_enabled" \
     js "all('swtpm_enabled' in v for v in d['missing'].values())"
@@ -434,6 +437,11 @@ run capabilities --connect test:///default --config "$tmp/enabled.conf"
 check "capabilities --config swtpm_enabled=true: exit 0" rc_is 0
 check "capabilities --config: still no traits, 7 reasons" \
     js "$CAPS_SHAPE and d['traits'] == [] and $MISSING_ALL"
+printf '[libvirt]\nswtpm_enabled = true\nvirt_type = qemu\n' > "$tmp/tcg.conf"
+run capabilities --connect test:///default --config "$tmp/tcg.conf"
+check "capabilities --config virt_type=qemu: said, with the key as the reason" \
+    js "d['virt_type'] == 'qemu' and d['virt_type_reason'] == '[libvirt] virt_type = qemu'"
+run capabilities --connect test:///default --config "$tmp/enabled.conf"
 check "capabilities --config: reasons no longer mention swtpm_enabled" \
     js "not any('swtpm_enabled' in v for v in d['missing'].values())"
 check "capabilities --config: reasons give the domain capabilities reason" \

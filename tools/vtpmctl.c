@@ -22,6 +22,7 @@
 
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
+#include "accel.h"
 #include "caps.h"
 #include "client.h"
 #include "broker.h"
@@ -258,6 +259,7 @@ cmd_capabilities(int argc, char **argv)
     g_autoptr(vtpm_config) cfg = NULL;
     g_autoptr(vtpm_caps) caps = NULL;
     vtpm_host_facts facts = { 0 };
+    g_auto(vtpm_accel) accel = { 0 };
     vtpm_caps_config cc = { 0 };
     vtpm_error err = { 0 };
     virConnectPtr conn;
@@ -267,7 +269,8 @@ cmd_capabilities(int argc, char **argv)
 
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
-        "Prints {host, arch, libvirt_version, qemu_version, traits, missing: {trait: reason}, tpm}.\n"
+        "Prints {host, arch, libvirt_version, qemu_version, traits, missing: {trait: reason}, tpm,\n"
+        "virt_type, virt_type_reason}.\n"
         "Every trait this host does not offer is listed under \"missing\" with the reason.\n");
     if ((rc = parse_options(ctx, &argc, &argv)))
         return rc;
@@ -276,6 +279,11 @@ cmd_capabilities(int argc, char **argv)
     if ((rc = load_config(config, &cfg)))
         return rc;
     caps_config_from(cfg, &cc);
+    /* vtpmctl runs on the host it asks about: resolve the accelerator as
+     * vtpmd would there. */
+    vtpm_accel_resolve(cfg->libvirt.virt_type, NULL, &accel);
+    cc.virt_type = accel.virt_type;
+    cc.virt_type_reason = accel.reason;
 
     virSetErrorFunc(NULL, silent_virt_error);
     /* Domain capabilities need a read-write connection; a user without

@@ -313,13 +313,14 @@ in_path(const char *prog)
  * otherwise a libvirtd killed between two calls would look like a host
  * without TPM support. */
 static int
-probe_domcaps(virConnectPtr conn, vtpm_host_facts *f, vtpm_error *err)
+probe_domcaps(virConnectPtr conn, const char *virt_type, vtpm_host_facts *f, vtpm_error *err)
 {
     g_autofree char *xml = NULL;
     vtpm_error perr;
 
-    /* No virttype first: libvirt then picks the best (kvm when usable). */
-    xml = virConnectGetDomainCapabilities(conn, NULL, f->arch, NULL, NULL, 0);
+    /* The type domains will get; without one libvirt picks the best it
+     * sees (kvm whenever /dev/kvm exists, usable or not). */
+    xml = virConnectGetDomainCapabilities(conn, NULL, f->arch, NULL, virt_type, 0);
     if (!xml)
         xml = virConnectGetDomainCapabilities(conn, NULL, f->arch, NULL, "qemu", 0);
     if (!xml) {
@@ -362,7 +363,7 @@ vtpm_caps_probe(virConnectPtr conn, const vtpm_caps_config *cfg, vtpm_host_facts
     if (strcmp(type, "QEMU") == 0 && virConnectGetVersion(conn, &f.qemu_version) < 0)
         return virt_error(err, "virConnectGetVersion");
 
-    if (probe_domcaps(conn, &f, err) < 0)
+    if (probe_domcaps(conn, cfg ? cfg->virt_type : NULL, &f, err) < 0)
         return -(int)VTPM_FAULT_HYPERVISOR_ERROR;
     f.have_swtpm = in_path("swtpm");
     f.have_swtpm_setup = in_path("swtpm_setup");
@@ -480,6 +481,8 @@ evaluate(vtpm_caps *caps, const vtpm_caps_config *cfg)
 
     if (!cfg)
         cfg = &nothing;
+    caps->virt_type = g_strdup(cfg->virt_type);
+    caps->virt_type_reason = g_strdup(cfg->virt_type_reason);
     caps->traits = g_ptr_array_new_with_free_func(g_free);
     caps->missing = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     common = common_reasons(&caps->facts, cfg);
@@ -577,6 +580,8 @@ vtpm_caps_free(vtpm_caps *caps)
     if (!caps)
         return;
     g_free(caps->host);
+    g_free(caps->virt_type);
+    g_free(caps->virt_type_reason);
     vtpm_host_facts_clear(&caps->facts);
     if (caps->traits)
         g_ptr_array_unref(caps->traits);
@@ -668,7 +673,7 @@ vtpm_caps_pack(const vtpm_caps *caps, msgpack_packer *pk)
 
     if (!caps || !pk)
         return -(int)VTPM_FAULT_INTERNAL;
-    rc = msgpack_pack_map(pk, 7);
+    rc = msgpack_pack_map(pk, 9);
 
     rc |= pack_str(pk, "host");
     rc |= pack_str(pk, caps->host);
@@ -696,5 +701,11 @@ vtpm_caps_pack(const vtpm_caps *caps, msgpack_packer *pk)
 
     rc |= pack_str(pk, "tpm");
     rc |= pack_tpm(pk, &caps->facts);
+    /* Which accelerator this host's domains get, and why (an "auto" that
+     * fell back to TCG says what it found). */
+    rc |= pack_str(pk, "virt_type");
+    rc |= pack_str(pk, caps->virt_type);
+    rc |= pack_str(pk, "virt_type_reason");
+    rc |= pack_str(pk, caps->virt_type_reason);
     return rc ? -(int)VTPM_FAULT_INTERNAL : 0;
 }

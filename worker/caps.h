@@ -29,6 +29,10 @@ typedef struct {
     unsigned secret_modes;
     /* deployment mode also needs a key; NULL = not configured */
     const char *deployment_key_file;
+    /* The accelerator domains get (worker/accel.h) and why; domain
+     * capabilities are asked for this type.  NULL: libvirt's choice. */
+    const char *virt_type;
+    const char *virt_type_reason;
 } vtpm_caps_config;
 
 typedef struct {
@@ -72,6 +76,8 @@ typedef struct {
     vtpm_host_facts facts;
     GPtrArray *traits;   /* char*, sorted: the traits this host provides */
     GHashTable *missing; /* trait -> reason, for every known trait not provided */
+    char *virt_type;     /* from the config; NULL when it gave none */
+    char *virt_type_reason;
 } vtpm_caps;
 
 /* Apply the rules.  @host is copied.  Never fails. */

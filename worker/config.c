@@ -100,7 +100,7 @@ static const spec specs[] = {
           "Where serial console logs are written (absolute path)."),
       K_PATH, F(libvirt.console_dir) },
     { KEY("libvirt", "virt_type", "enum(auto|qemu|kvm)", "auto",
-          "Domain type: kvm, qemu (TCG) or auto (kvm when available)."),
+          "Domain type: kvm, qemu (TCG) or auto (kvm only when KVM can run a guest here)."),
       K_ENUM, F(libvirt.virt_type) },
     { KEY("libvirt", "shutdown_timeout", "uint", "60",
           "Seconds a guest gets to power off before it is destroyed (0..3600)."),

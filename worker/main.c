@@ -232,10 +232,10 @@ main(int argc, char **argv)
 
     {
         g_autoptr(vtpm_caps_snapshot) s = vtpm_worker_caps(&w);
-        g_message("vtpmd %s starting: host=%s queue=%s.%s libvirt=%s virt_type=%s workers=%u "
-                  "traits=%u",
+        g_message("vtpmd %s starting: host=%s queue=%s.%s libvirt=%s virt_type=%s (%s) "
+                  "workers=%u traits=%u",
                   VTPM_VERSION, cfg->worker.host, cfg->amqp.topic, cfg->worker.host,
-                  cfg->libvirt.uri, w.virt_type, cfg->worker.workers, s->caps->traits->len);
+                  cfg->libvirt.uri, w.virt_type, w.virt_type_reason, cfg->worker.workers, s->caps->traits->len);
     }
     /* Metrics are for the operator: a file that cannot be written is
      * logged by the writer, never a reason not to serve. */

@@ -4,6 +4,7 @@
 
 #include "broker.h"
 #include "worker.h"
+#include "accel.h"
 
 static void
 snapshot_free(gpointer p)
@@ -48,13 +49,17 @@ vtpm_worker_caps(vtpm_worker *w)
 }
 
 static void
-caps_config(const vtpm_config *cfg, vtpm_caps_config *cc)
+caps_config(const vtpm_worker *w, vtpm_caps_config *cc)
 {
+    const vtpm_config *cfg = w->cfg;
+
     cc->swtpm_enabled = cfg->libvirt.swtpm_enabled;
     cc->swtpm_user = cfg->libvirt.swtpm_user;
     cc->swtpm_group = cfg->libvirt.swtpm_group;
     cc->secret_modes = cfg->vtpm.supported_secret_security;
     cc->deployment_key_file = cfg->vtpm.deployment_key_file;
+    cc->virt_type = w->virt_type;
+    cc->virt_type_reason = w->virt_type_reason;
 }
 
 /* Facts when libvirt cannot be asked at all: every trait then says so. */
@@ -74,7 +79,7 @@ probe(vtpm_worker *w)
     virConnectPtr conn = NULL;
     char *unreachable = NULL;
 
-    caps_config(w->cfg, &cc);
+    caps_config(w, &cc);
     if (vtpm_virt_conn(w->virt, &conn, NULL, &err) < 0 ||
         vtpm_caps_probe(conn, &cc, &facts, &err) < 0) {
         vtpm_host_facts_clear(&facts);
@@ -138,6 +143,7 @@ vtpm_worker_announce_caps(vtpm_worker *w)
 int
 vtpm_worker_init(vtpm_worker *w, vtpm_config *cfg, vtpm_error *err)
 {
+    vtpm_accel accel = { 0 };
     int rc;
 
     memset(w, 0, sizeof(*w));
@@ -145,10 +151,9 @@ vtpm_worker_init(vtpm_worker *w, vtpm_config *cfg, vtpm_error *err)
     g_mutex_init(&w->caps_lock);
     vtpm_proto_limits_init(&w->limits);
     w->limits.max_body = cfg->worker.max_message_bytes;
-    if (g_strcmp0(cfg->libvirt.virt_type, "auto") == 0)
-        w->virt_type = g_strdup(access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "qemu");
-    else
-        w->virt_type = g_strdup(cfg->libvirt.virt_type);
+    vtpm_accel_resolve(cfg->libvirt.virt_type, NULL, &accel);
+    w->virt_type = g_steal_pointer(&accel.virt_type);
+    w->virt_type_reason = g_steal_pointer(&accel.reason);
     /* A bad deployment key stops the start: better than instances that
      * cannot be started later. */
     if ((rc = vtpm_keyring_load(cfg->vtpm.deployment_key_file,
@@ -170,5 +175,6 @@ vtpm_worker_clear(vtpm_worker *w)
     vtpm_keyring_free(w->keys);
     w->keys = NULL;
     g_free(w->virt_type);
+    g_free(w->virt_type_reason);
     g_mutex_clear(&w->caps_lock);
 }

@@ -34,7 +34,8 @@ typedef struct vtpm_worker {
     vtpm_virt *virt;
     vtpm_broker *amqp;         /* for publishing capability changes */
     vtpm_proto_limits limits;
-    char *virt_type;         /* resolved "qemu" | "kvm" */
+    char *virt_type;         /* resolved "qemu" | "kvm" (worker/accel.h) */
+    char *virt_type_reason;  /* why: configured, or what auto found */
     vtpm_keyring *keys;      /* deployment keys; immutable after start */
 
     GMutex caps_lock;
