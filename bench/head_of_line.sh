@@ -118,17 +118,8 @@ mkdir -p "$res"
 export VTPM_AMQP_URL=$VT_AMQP_URL
 
 if [ "$SLOW_MODE" = real ]; then
-    cat > "$VT_ROOT/vtpmd.conf" <<EOF
-[amqp]
-url = $VT_AMQP_URL
-[worker]
-host = hol
-[libvirt]
-uri = qemu:///system
-swtpm_enabled = true
-shutdown_timeout = 1
-EOF
-    chmod 600 "$VT_ROOT/vtpmd.conf" # holds the broker password (docs/security.md)
+    vt_vtpmd_conf "$VT_ROOT/vtpmd.conf" worker.host=hol libvirt.uri=qemu:///system \
+        libvirt.swtpm_enabled=true libvirt.shutdown_timeout=1
     vt_host_spawn a "$VTPMD" --config "$VT_ROOT/vtpmd.conf" --log-file "$VT_ROOT/vtpmd.log"
     tpm_specs='"hw:tpm_version": "2.0"'
 else

@@ -8,20 +8,8 @@
 bench_test_conf() { # HOST
     local h=$1 d=$VT_ROOT/$1
     mkdir -p "$d"/{console,swtpm,images,pools,kept}
-    cat > "$VT_ROOT/$h.conf" <<CONF
-[amqp]
-url = $VT_AMQP_URL
-[worker]
-host = $h
-[libvirt]
-uri = test:///default
-images_dir = $d/images
-console_dir = $d/console
-state_dir = $d/swtpm
-[store]
-pool_dir = $d/pools
-kept_dir = $d/kept
-CONF
-    chmod 600 "$VT_ROOT/$h.conf" # holds the broker password (docs/security.md)
+    vt_vtpmd_conf "$VT_ROOT/$h.conf" "worker.host=$h" libvirt.uri=test:///default \
+        "libvirt.images_dir=$d/images" "libvirt.console_dir=$d/console" \
+        "libvirt.state_dir=$d/swtpm" "store.pool_dir=$d/pools" "store.kept_dir=$d/kept"
     echo "$VT_ROOT/$h.conf"
 }

@@ -68,22 +68,10 @@ trap stop_vtpmds EXIT
 for h in a b; do
     H=${h^^}
     addr_var=VT_HOST_${H}_ADDR
-    cat > "$res/vtpmd-$h.conf" <<EOF
-[amqp]
-url = $VT_AMQP_URL
-[worker]
-host = ${!addr_var}
-[libvirt]
-uri = qemu:///system
-swtpm_enabled = true
-shutdown_timeout = 0
-migration_uri_template = qemu+tcp://%s/system
-[vtpm]
-allow_unencrypted = true
-[store]
-uri = qemu+tcp://$VT_HOST_A_ADDR/system
-EOF
-    chmod 600 "$res/vtpmd-$h.conf" # holds the broker password (docs/security.md)
+    vt_vtpmd_conf "$res/vtpmd-$h.conf" "worker.host=${!addr_var}" libvirt.uri=qemu:///system \
+        libvirt.swtpm_enabled=true libvirt.shutdown_timeout=0 \
+        "libvirt.migration_uri_template=qemu+tcp://%s/system" vtpm.allow_unencrypted=true \
+        "store.uri=qemu+tcp://$VT_HOST_A_ADDR/system"
     vt_host_spawn "$h" "$VTPMD" --config "$res/vtpmd-$h.conf" --log-file "$res/vtpmd-$h.log"
     pids+=("$VT_LAST_PID")
 done

@@ -92,18 +92,8 @@ check "3 nodes running in one cluster ($(( $(date +%s) - t0 )) s to form)" [ "$r
 
 cfg=$VT_ROOT/vtpmd-cluster.conf
 log=$VT_ROOT/vtpmd-cluster.log
-cat > "$cfg" <<EOF
-[amqp]
-url = $(cl_url 1)
-failover_urls = $(cl_url 2) $(cl_url 3)
-queue_type = quorum
-[worker]
-host = cl-w
-workers = 4
-[libvirt]
-uri = test:///default
-EOF
-chmod 600 "$cfg" # holds the broker password (docs/security.md)
+vt_vtpmd_conf "$cfg" "amqp.url=$(cl_url 1)" "amqp.failover_urls=$(cl_url 2) $(cl_url 3)" \
+    amqp.queue_type=quorum worker.host=cl-w worker.workers=4 libvirt.uri=test:///default
 "$vtpmd" --config "$cfg" --log-file "$log" > "$VT_ROOT/vtpmd-cluster.out" 2>&1 &
 VTPMD_PID=$!
 up=

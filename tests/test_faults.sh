@@ -133,14 +133,11 @@ instance_on_a() {
 }
 
 start_hosts() {
-    local extra="migration_uri_template = qemu+tcp://%s/system
-[store]
-uri = qemu+tcp://$A/system
-[vtpm]
-allow_unencrypted = true"
+    local extra=("libvirt.migration_uri_template=qemu+tcp://%s/system"
+                 "store.uri=qemu+tcp://$A/system" vtpm.allow_unencrypted=true)
     declare -gA host_of=([$A]=a [$B]=b [no-such-host.invalid]=none)
-    start_vtpmd a "$A" "$extra"
-    start_vtpmd b "$B" "$extra"
+    start_vtpmd a "$A" "${extra[@]}"
+    start_vtpmd b "$B" "${extra[@]}"
 }
 
 want() { [ -z "${FAULTS_CASES:-}" ] || [[ " $FAULTS_CASES " == *" $1 "* ]]; }

@@ -10,6 +10,8 @@
 # Usage: test_nocore.sh VTPMD
 set -u
 VTPMD=$(readlink -f "${1:?usage: test_nocore.sh VTPMD}")
+# shellcheck source=lib/env.sh
+source "$(dirname "$0")/lib/env.sh" # vt_vtpmd_conf only
 tmp=$(mktemp -d /tmp/test_nocore.XXXXXX)
 pid=
 trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
@@ -36,15 +38,8 @@ fi
 echo "ok 1 - the control process left a core file"
 
 mkdir vtpmd
-cat > vtpmd.conf <<CONF
-[amqp]
-url = amqp://guest:guest@127.0.0.1:1/%2f
-[worker]
-host = nocore
-[libvirt]
-uri = test:///default
-CONF
-chmod 600 vtpmd.conf
+vt_vtpmd_conf vtpmd.conf "amqp.url=amqp://guest:guest@127.0.0.1:1/%2f" worker.host=nocore \
+    libvirt.uri=test:///default
 (cd vtpmd && exec "$VTPMD" --config "$tmp/vtpmd.conf" --log-file "$tmp/vtpmd.log") > out 2>&1 &
 pid=$!
 for _ in $(seq 1 50); do

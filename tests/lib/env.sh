@@ -135,6 +135,38 @@ vt_rmq_restart() {
     vt_rmq_start
 }
 
+# ---- vtpmd configurations ----------------------------------------------------
+
+# vt_vtpmd_conf FILE [GROUP.KEY=VALUE ...]: write a vtpmd configuration,
+# mode 0600 (it holds the broker password; vtpmd refuses it readable by
+# others).  [amqp] url defaults to $VT_AMQP_URL; a later GROUP.KEY
+# replaces an earlier one, so a caller's arguments override defaults it
+# was handed.  Groups come out in the order they are first named.  The one
+# writer of the tests' and benchmarks' configurations: a key renamed in
+# vtpmd is renamed here once.
+vt_vtpmd_conf() {
+    local f=$1
+    shift
+    python3 - "$f" "amqp.url=${VT_AMQP_URL:-}" "$@" <<'PY' || vt_die "vt_vtpmd_conf $f: bad argument"
+import os, sys
+path, groups = sys.argv[1], {}
+for arg in sys.argv[2:]:
+    key, eq, value = arg.partition("=")
+    group, dot, name = key.partition(".")
+    if not (eq and dot and group and name):
+        sys.exit(f"vt_vtpmd_conf: '{arg}' is not GROUP.KEY=VALUE")
+    if group == "amqp" and name == "url" and not value:
+        continue  # no broker in this run: leave vtpmd's default
+    groups.setdefault(group, {})[name] = value
+text = "".join(f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items())
+               for g, kv in groups.items())
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.fchmod(fd, 0o600)
+os.write(fd, text.encode())
+os.close(fd)
+PY
+}
+
 # ---- TLS for the broker (VT_RMQ_TLS=1) ---------------------------------------
 #
 # With VT_RMQ_TLS=1 in the environment, vt_rmq_start also opens an AMQPS
@@ -337,12 +369,52 @@ vt_host_wait() {
     vt_die "host $h: libvirtd not answering"
 }
 
+# The start of a host's namespace script (run by bash in a fresh mount
+# namespace): the host's private paths, and what VT_KVM asks of /dev/kvm.
+#   VT_KVM=hide  the host has no /dev/kvm (a machine without KVM)
+#   VT_KVM=fake  /dev/kvm is /dev/null and /proc/cpuinfo lists vmx: a
+#                device that opens but is no KVM, on a CPU that claims to
+#                virtualize (only vtpmd's ioctl checks, and the guest
+#                suites' probe boot, can tell)
+# Either way /dev becomes a tmpfs holding a bind mount of every other entry
+# of the machine's /dev, so nothing else changes for libvirtd, QEMU or swtpm.
+vt_host_ns_script() {
+    local r=$1
+    printf '%s\n' "set -e" \
+        "for p in ${VT_HOST_PATHS[*]}; do mount --bind \"$r\$p\" \"\$p\"; done"
+    case ${VT_KVM:-} in
+        '') return 0 ;;
+        hide | fake) ;;
+        *) vt_die "VT_KVM must be hide or fake, got '$VT_KVM'" ;;
+    esac
+    cat <<EOF
+mkdir -p "$r/dev.real"
+mount --rbind /dev "$r/dev.real"
+mount -t tmpfs -o mode=0755 vtpm-dev /dev
+for e in "$r/dev.real"/*; do
+    n=\${e##*/}
+    [ "\$n" = kvm ] && continue
+    if [ -L "\$e" ]; then cp -a "\$e" /dev/
+    elif [ -d "\$e" ]; then mkdir "/dev/\$n"; mount --rbind "\$e" "/dev/\$n"
+    else touch "/dev/\$n"; mount --bind "\$e" "/dev/\$n"
+    fi
+done
+EOF
+    [ "$VT_KVM" = fake ] || return 0
+    cat <<EOF
+touch /dev/kvm
+mount --bind /dev/null /dev/kvm
+sed 's/^flags[[:space:]]*:/& vmx/' /proc/cpuinfo > "$r/cpuinfo.fake"
+mount --bind "$r/cpuinfo.fake" /proc/cpuinfo
+EOF
+}
+
 vt_host_start() {
     local h=$1 r
     r=$(vt_host_root "$h")
     vt_host_prepare_tree "$h"
-    local script="set -e
-for p in ${VT_HOST_PATHS[*]}; do mount --bind \"$r\$p\" \"\$p\"; done
+    local script
+    script="$(vt_host_ns_script "$r")
 virtlogd -d
 exec libvirtd -d"
     unshare --mount --propagation private -- bash -c "$script" \
@@ -403,9 +475,9 @@ vt_host_launch_net() {
     # /run/netns holds every test host's namespace handle; copied into
     # this mount namespace they would outlive their hosts as long as this
     # one's processes live.
-    local script="set -e
-umount -l /run/netns 2>/dev/null || true
-for p in ${VT_HOST_PATHS[*]}; do mount --bind \"$r\$p\" \"\$p\"; done
+    local script
+    script="umount -l /run/netns 2>/dev/null || true
+$(vt_host_ns_script "$r")
 virtlogd -d
 exec libvirtd -d --listen"
     nsenter --net="/run/netns/$ns" -- unshare --mount --propagation private -- bash -c "$script" \
