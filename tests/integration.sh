@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # Run one integration test binary against real services it starts itself:
 # a private RabbitMQ node and a libvirt "compute host" (own libvirtd in a
-# mount namespace).  Usage: integration.sh [--net] [--hosts N] BINARY [ARGS...]
+# mount namespace).
+# Usage: integration.sh [--kvm hide|fake] [--net] [--hosts N] BINARY [ARGS...]
 # Exports VT_ROOT, VT_AMQP_URL, VT_RMQ_*, VT_HOST_A_URI (+ _B_ for --hosts 2).
 # --net gives every host a network namespace and an address of its own
 # (env.sh's vt_host_start_net; libvirtd also on qemu+tcp://ADDR/system) and
@@ -12,6 +13,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib/env.sh
 source "$here/lib/env.sh"
 
+# --kvm hide|fake: every host's /dev/kvm is hidden, or is /dev/null with a
+# CPU that claims vmx (tests/lib/env.sh, VT_KVM): a machine without KVM, or
+# one whose /dev/kvm cannot run a guest.
+if [ "${1:-}" = "--kvm" ]; then
+    export VT_KVM=$2
+    shift 2
+fi
 net=
 if [ "${1:-}" = "--net" ]; then
     net=1
@@ -22,7 +30,7 @@ if [ "${1:-}" = "--hosts" ]; then
     nhosts=$2
     shift 2
 fi
-[ $# -ge 1 ] || { echo "usage: integration.sh [--net] [--hosts N] BINARY [ARGS...]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: integration.sh [--kvm hide|fake] [--net] [--hosts N] BINARY [ARGS...]" >&2; exit 2; }
 
 vt_init
 trap vt_cleanup EXIT

@@ -49,9 +49,10 @@ finish() {
 
 # ---- the guest ---------------------------------------------------------------------
 
-# guest_build HOST...: build (or take from the cache) the guest and copy
-# vmlinuz and initrd.img into each host's images_dir.  Ends the suite when
-# the guest cannot be built.
+# guest_build HOST...: build (or take from the cache) the guest, copy
+# vmlinuz and initrd.img into each host's images_dir and choose the
+# accelerator (guest_accel, on the first HOST).  Ends the suite when the
+# guest cannot be built.
 guest_build() {
     local t how h
     note "building the test guest (cache $guest_cache)"
@@ -68,31 +69,44 @@ guest_build() {
     for h in "$@"; do
         cp "$guest_cache/vmlinuz" "$guest_cache/initrd.img" "$(vt_host_root "$h")$images/"
     done
+    guest_accel "$1"
+}
+
+# guest_accel HOST: which accelerator the guests get (guest_virt_type: kvm
+# or qemu), chosen by a real boot of the test guest under KVM inside test
+# host HOST (so a faked or hidden /dev/kvm counts), cached per machine boot
+# (tests/guest/probe-accel.sh; VTPM_TEST_VIRT_TYPE overrides).  Ends the
+# suite when the probe cannot run.
+guest_virt_type=
+guest_accel() {
+    local t why
+    t=$(now_ms)
+    if ! guest_virt_type=$(vt_host_exec "$1" "$tests/guest/probe-accel.sh" "$guest_cache" \
+                           2> "$VT_ROOT/probe-accel.err"); then
+        sed 's/^/#   /' "$VT_ROOT/probe-accel.err"
+        nok "choose the guests' accelerator"
+        finish
+    fi
+    why=$(tail -1 "$VT_ROOT/probe-accel.err")
+    ok "guests run with ${why#accelerator: } ($(secs $(($(now_ms) - t))) s)"
 }
 
 # ---- vtpmd per test host -------------------------------------------------------------
 
 declare -A vtpmd_pid=() vtpmd_log=()
 
-# start_vtpmd HOST WORKER_HOST [EXTRA_CONFIG]: vtpmd in test host HOST
-# answering as WORKER_HOST; waits until it answers get_capabilities.
-# EXTRA_CONFIG follows the [libvirt] section: more [libvirt] keys first,
-# then whole sections.  Every vTPM is encrypted (docs/security.md): the
-# suites send a secret (user mode) or configure host/deployment custody.
+# start_vtpmd HOST WORKER_HOST [GROUP.KEY=VALUE ...]: vtpmd in test host
+# HOST answering as WORKER_HOST, its domains on the accelerator guest_accel
+# chose; waits until it answers get_capabilities.  The arguments add to or
+# replace keys of the configuration (tests/lib/env.sh, vt_vtpmd_conf).
+# Every vTPM is encrypted (docs/security.md): the suites send a secret
+# (user mode) or configure host/deployment custody.
 start_vtpmd() {
     local h=$1 wh=$2 cfg="$VT_ROOT/vtpmd-accept-$1.conf" up=
-    cat > "$cfg" <<EOF
-[amqp]
-url = $VT_AMQP_URL
-[worker]
-host = $wh
-[libvirt]
-uri = qemu:///system
-swtpm_enabled = true
-shutdown_timeout = ${shutdown_timeout:-5}
-${3:-}
-EOF
-    chmod 600 "$cfg" # holds the broker password (docs/security.md)
+    shift 2
+    vt_vtpmd_conf "$cfg" "worker.host=$wh" libvirt.uri=qemu:///system \
+        libvirt.swtpm_enabled=true "libvirt.shutdown_timeout=${shutdown_timeout:-5}" \
+        "libvirt.virt_type=${guest_virt_type:-auto}" "$@"
     vtpmd_log[$h]=$VT_ROOT/vtpmd-accept-$h.log
     vt_host_spawn "$h" "$vtpmd" --config "$cfg" --log-file "${vtpmd_log[$h]}"
     vtpmd_pid[$h]=$VT_LAST_PID
@@ -148,14 +162,12 @@ start_two_hosts() {
     local key=$VT_ROOT/deployment.key extra
     head -c 32 /dev/urandom > "$key"
     chmod 0600 "$key"
-    extra="migration_uri_template = qemu+tcp://%s/system
-[store]
-uri = qemu+tcp://$A/system
-[vtpm]
-supported_secret_security = user;host;deployment
-deployment_key_file = $key"
-    start_vtpmd a "$A" "$extra"
-    start_vtpmd b "$B" "$extra"
+    extra=("libvirt.migration_uri_template=qemu+tcp://%s/system"
+           "store.uri=qemu+tcp://$A/system"
+           "vtpm.supported_secret_security=user;host;deployment"
+           "vtpm.deployment_key_file=$key")
+    start_vtpmd a "$A" "${extra[@]}"
+    start_vtpmd b "$B" "${extra[@]}"
 }
 
 # With $mode the instance's custody mode: the spec's vtpm member (the
@@ -224,9 +236,17 @@ results() {
 # get KEY < results: the value of the first KEY=... line ("" when absent).
 get() { awk -v k="$1=" 'index($0, k) == 1 { print substr($0, length(k) + 1); exit }'; }
 
+# What a guest that did not come up leaves to look at: its console, QEMU's
+# log and the accelerator it ran on.
 show_console() {
+    local qlog
+    qlog="$(vt_host_root "$1")/var/log/libvirt/qemu/instance-$2.log"
+    note "guest $2 on host $1 ran on: $(virsh -q -c "$(vt_host_uri "$1")" dumpxml "instance-$2" \
+        2>/dev/null | sed -n "s/^<domain type='\([a-z]*\)'.*/\1/p" | head -1) (chosen: ${guest_virt_type:-auto})"
     note "console of $2 on host $1 (last 30 lines):"
     tr -d '\r' < "$(console_log "$1" "$2")" 2>/dev/null | tail -30 | sed 's/^/#   | /'
+    note "QEMU log of $2 on host $1 (last 15 lines):"
+    tail -15 "$qlog" 2>/dev/null | sed 's/^/#   | /'
 }
 
 # boot_and_read HOST UUID LABEL: wait for the guest to power off; its
