@@ -269,6 +269,7 @@ server_thread(gpointer data)
 }
 
 typedef struct {
+    const char *url;       /* NULL: $VT_AMQP_URL */
     const char *queue_type;
     size_t max_message_bytes;
     unsigned heartbeat;
@@ -350,7 +351,7 @@ server_start(const server_opts *o)
     s->host = g_strdup_printf("t%d-%u", (int)getpid(), ++host_seq);
     s->queue = g_strdup_printf("vtpm.%s", s->host);
     s->rk = g_strdup(s->queue);
-    p.url = amqp_url;
+    p.url = o->url ? o->url : amqp_url;
     p.exchange = "vtpm";
     p.topic = "vtpm";
     p.host = s->host;
@@ -436,11 +437,13 @@ test_check_url(void **state)
         "amqp://localhost",
         "amqps://user:pa%40ss@broker.example.org:5671/cloud",
         "amqp://u:p@[::1]:5672/%2f",
+        "amqp://h/",
+        "rabbit://u:p@h1:5672,u:p@h2:5672/",
     };
     static const char *const bad[] = {
         "", "http://localhost/", "amqp://h:99999/%2f", "amqp://h:0/%2f", "amqp://h/a/b",
-        "amqp://h/", "amqp://h:port/%2f", "amqp://h/%zz", "amqp://[::1/%2f", "amqp://:5672/x",
-        "amqp://", "amqps://u:p@/x", "amqp://u:p@:5672/%2f",
+        "amqp://h:port/%2f", "amqp://h/%zz", "amqp://[::1/%2f", "amqp://:5672/x",
+        "amqp://", "amqps://u:p@/x", "amqp://u:p@:5672/%2f", "rabbit://u:p@h1,h2/",
     };
     g_autofree char *longurl = NULL;
     vtpm_error err = { 0 };
@@ -502,9 +505,15 @@ test_new_rejects(void **state)
     assert_true(vtpm_broker_new(&p, &cb, &a, &err) < 0);
 
     p = base;
-    p.url = "amqp://h/";
+    p.url = "amqp://h/a/b";
     assert_true(vtpm_broker_new(&p, &cb, &a, &err) < 0);
     assert_null(a);
+
+    p = base;
+    /* A TLS node among the failover ones needs the CA file too. */
+    p.failover_urls = (const char *const[]){ "rabbits://u:p@h2/", NULL };
+    assert_true(vtpm_broker_new(&p, &cb, &a, &err) < 0);
+    assert_non_null(strstr(err.message, "cacert"));
 
     p = base;
     assert_int_equal(vtpm_broker_new(&p, &cb, &a, &err), 0);
@@ -580,6 +589,30 @@ test_quorum_roundtrip(void **state)
     g_autoptr(vtpm_client_msg) m = call(c, s->rk, "quorum");
 
     assert_body(m, "quorum");
+    server_free(s);
+}
+
+/* oslo's multi-host form, as nova.conf writes it: the first node (nothing
+ * listens on port 1) is tried first, then the broker's; the trailing '/'
+ * is the default vhost. */
+static void
+test_multi_host_url(void **state)
+{
+    const char *auth = strstr(amqp_url, "://") + 3;
+    g_autofree char *authority = g_strndup(auth, strcspn(auth, "/"));
+    g_autofree char *creds = g_strndup(authority, strcspn(authority, "@"));
+    g_autofree char *url = g_strdup_printf("rabbit://%s@127.0.0.1:1,%s/", creds, authority);
+    server_opts o = { .url = url };
+    server *s;
+    g_autoptr(vtpm_client) c = NULL;
+    g_autoptr(vtpm_client_msg) m = NULL;
+
+    if (!strchr(authority, '@'))
+        skip();
+    s = server_start(&o);
+    c = client_new();
+    m = call(c, s->rk, "second node");
+    assert_body(m, "second node");
     server_free(s);
 }
 
@@ -1122,6 +1155,7 @@ main(void)
         cmocka_unit_test(test_new_rejects),
         cmocka_unit_test(test_tls_unreadable_cacert),
         cmocka_unit_test(test_call_roundtrip),
+        cmocka_unit_test(test_multi_host_url),
         cmocka_unit_test(test_quorum_roundtrip),
         cmocka_unit_test(test_fanout),
         cmocka_unit_test(test_cast),

@@ -3,8 +3,9 @@
 #
 # One node of a 3-node RabbitMQ cluster stopped mid-stream (issue 8's fault
 # matrix, docs/reliability.md).  Three nodes on this machine, clustered,
-# vtpmd with [amqp] queue_type = quorum connected to node 1 with nodes 2
-# and 3 as [amqp] failover_urls (libvirt test:///default: get_capabilities
+# vtpmd with [amqp] queue_type = quorum connected to node 1, with node 2 in
+# the same [amqp] url (oslo's multi-host form, as nova.conf writes it) and
+# node 3 as [amqp] failover_urls (libvirt test:///default: get_capabilities
 # and destroy of unknown instances move no TPM state), vtpm-fanout sending
 # through node 3.  Node 1 is stopped while calls are in flight: vtpmd must
 # fail over to another node, the quorum queue keeps the requests, the ones
@@ -89,10 +90,14 @@ running=$(cl_ctl 1 cluster_status --formatter json 2>/dev/null |
 check "3 nodes running in one cluster ($(( $(date +%s) - t0 )) s to form)" [ "$running" = 3 ]
 
 # ---- vtpmd on node 1, failing over to 2 and 3 --------------------------------------
+# Nodes 1 and 2 in one rabbit:// URL ending in "/" (the vhost "/"), node 3
+# from failover_urls: the three in that order.
 
 cfg=$VT_ROOT/vtpmd-cluster.conf
 log=$VT_ROOT/vtpmd-cluster.log
-vt_vtpmd_conf "$cfg" "amqp.url=$(cl_url 1)" "amqp.failover_urls=$(cl_url 2) $(cl_url 3)" \
+vt_vtpmd_conf "$cfg" \
+    "amqp.url=rabbit://guest:guest@127.0.0.1:${CL_PORT[1]},guest:guest@127.0.0.1:${CL_PORT[2]}/" \
+    "amqp.failover_urls=$(cl_url 3)" \
     amqp.queue_type=quorum worker.host=cl-w worker.workers=4 libvirt.uri=test:///default
 "$vtpmd" --config "$cfg" --log-file "$log" > "$VT_ROOT/vtpmd-cluster.out" 2>&1 &
 VTPMD_PID=$!

@@ -377,14 +377,21 @@ test_secret_modes(void **state)
 static void
 test_urls_accepted(void **state)
 {
+    /* The forms of vtpmd.conf(5), kept as written (the broker reads them
+     * through amqp/url.c, whose test checks what each one means). */
     static const char *const ok[] = {
         "amqp://h",
         "amqp://h:1",
         "amqp://user@h:65535/vh",
-        "amqp://:@h/%2f",
         "amqp://[fe80::1]",
         "amqp://[fe80::1]:5672/%2f",
         "amqps://h/x",
+        "amqp://h/",
+        "rabbit://nova:secret@rabbit.example.net:5672/",
+        "rabbits://nova:secret@rabbit.example.net/",
+        "rabbit://u:p@h1:5672,u:p@h2:5672/nova",
+        "rabbit://h1,h2,h3,h4,h5,h6,h7,h8/%2f",
+        "amqp://h:/x",
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
@@ -499,38 +506,58 @@ test_errors(void **state)
         { "[libvirt]\nmigration_uri_template=qemu://%s/%\n",
           "/etc/vtpmd.conf:2: [libvirt] migration_uri_template: 'qemu://%s/%' contains a % "
           "directive other than %s" },
-        /* amqp url */
+        /* amqp url: amqp/url.c's messages behind FILE:LINE: [amqp] KEY */
         { "[amqp]\nurl=http://h/\n",
-          "/etc/vtpmd.conf:2: [amqp] url: 'http://h/' is not an amqp:// or amqps:// URL" },
-        { "[amqp]\nurl=amqp://\n", "/etc/vtpmd.conf:2: [amqp] url: URL has no host" },
+          "/etc/vtpmd.conf:2: [amqp] url: scheme 'http' is not amqp, amqps, rabbit or rabbits" },
+        { "[amqp]\nurl=amqp://\n", "/etc/vtpmd.conf:2: [amqp] url: host: empty" },
         { "[amqp]\nfailover_urls=amqp://h2 http://h3/\n",
-          "/etc/vtpmd.conf:2: [amqp] failover_urls: URL 2: 'http://h3/' is not an amqp:// or "
-          "amqps:// URL" },
+          "/etc/vtpmd.conf:2: [amqp] failover_urls: URL 2: scheme 'http' is not amqp, amqps, "
+          "rabbit or rabbits" },
         { "[amqp]\nfailover_urls=a://1 a://2 a://3 a://4 a://5 a://6 a://7 a://8\n",
-          "/etc/vtpmd.conf:2: [amqp] failover_urls: URL 1: 'a://1' is not an amqp:// or amqps:// URL" },
+          "/etc/vtpmd.conf:2: [amqp] failover_urls: URL 1: scheme 'a' is not amqp, amqps, rabbit "
+          "or rabbits" },
+        { "[amqp]\nfailover_urls=http://h\n",
+          "/etc/vtpmd.conf:2: [amqp] failover_urls: scheme 'http' is not amqp, amqps, rabbit or "
+          "rabbits" },
         { "[amqp]\nfailover_urls=amqp://1 amqp://2 amqp://3 amqp://4 amqp://5 amqp://6 amqp://7 "
-          "amqp://8\n", "/etc/vtpmd.conf:2: [amqp] failover_urls: more than 7 URLs" },
+          "amqp://8\n",
+          "/etc/vtpmd.conf:2: [amqp] failover_urls: more than 8 broker nodes with the 1 of [amqp] url" },
+        { "[amqp]\nurl=rabbit://a,b,c\nfailover_urls=amqp://d,e,f amqp://g,h,i\n",
+          "/etc/vtpmd.conf:3: [amqp] failover_urls: more than 8 broker nodes with the 3 of [amqp] url" },
+        { "[amqp]\nurl=rabbit://a,b,c,d,e,f,g,h,i/\n",
+          "/etc/vtpmd.conf:2: [amqp] url: more than 8 nodes" },
         { "[amqp]\nfailover_urls=amqp://h amqps://h2\n",
           "/etc/vtpmd.conf:2: [amqp] failover_urls: amqps needs [amqp] cacert" },
-        { "[amqp]\nurl=amqp://u:p@/vh\n", "/etc/vtpmd.conf:2: [amqp] url: URL has no host" },
-        { "[amqp]\nurl=amqp://h:/\n", "/etc/vtpmd.conf:2: [amqp] url: bad port ''" },
-        { "[amqp]\nurl=amqp://h:0\n", "/etc/vtpmd.conf:2: [amqp] url: bad port '0'" },
-        { "[amqp]\nurl=amqp://h:65536\n", "/etc/vtpmd.conf:2: [amqp] url: bad port '65536'" },
-        { "[amqp]\nurl=amqp://h:x1\n", "/etc/vtpmd.conf:2: [amqp] url: bad port 'x1'" },
+        { "[amqp]\nfailover_urls=amqp://h rabbits://h2,h3/\n",
+          "/etc/vtpmd.conf:2: [amqp] failover_urls: amqps needs [amqp] cacert" },
+        { "[amqp]\nurl=amqp://u:p@/vh\n", "/etc/vtpmd.conf:2: [amqp] url: host: empty" },
+        { "[amqp]\nurl=amqp://h:0\n",
+          "/etc/vtpmd.conf:2: [amqp] url: port: 0 is out of range 1..65535" },
+        { "[amqp]\nurl=amqp://h:65536\n",
+          "/etc/vtpmd.conf:2: [amqp] url: port: not a number in 1..65535" },
+        { "[amqp]\nurl=amqp://h:x1\n",
+          "/etc/vtpmd.conf:2: [amqp] url: port: not a number in 1..65535" },
         { "[amqp]\nurl=amqp://[::1\n",
-          "/etc/vtpmd.conf:2: [amqp] url: unterminated or empty [IPv6] host" },
+          "/etc/vtpmd.conf:2: [amqp] url: host: not a host name or IP address (an IPv6 address "
+          "goes in [])" },
         { "[amqp]\nurl=amqp://[::1]x/\n",
-          "/etc/vtpmd.conf:2: [amqp] url: unexpected text after the host" },
+          "/etc/vtpmd.conf:2: [amqp] url: host: not a host name or IP address (an IPv6 address "
+          "goes in [])" },
+        { "[amqp]\nurl=amqp://h_1.ex ample/\n",
+          "/etc/vtpmd.conf:2: [amqp] url: host 'h_1.ex ample': ' ' is not allowed (letters, "
+          "digits, '-', '_', '.')" },
         { "[amqp]\nurl=amqp://u%zz@h/\n",
-          "/etc/vtpmd.conf:2: [amqp] url: bad percent-encoding in user or password" },
-        { "[amqp]\nurl=amqp://h/%2\n", "/etc/vtpmd.conf:2: [amqp] url: bad percent-encoding in vhost" },
-        /* vtpmd's broker would refuse these at start-up: --check-config must too */
-        { "[amqp]\nurl=amqp://h/\n",
-          "/etc/vtpmd.conf:2: [amqp] url: empty vhost after '/' (write %2f for the vhost \"/\", or drop the '/')" },
-        { "[amqp]\nurl=amqp://u:p@[::1]:5672/\n",
-          "/etc/vtpmd.conf:2: [amqp] url: empty vhost after '/' (write %2f for the vhost \"/\", or drop the '/')" },
+          "/etc/vtpmd.conf:2: [amqp] url: user: bad percent-encoding or not UTF-8" },
+        { "[amqp]\nurl=amqp://u:@h/\n", "/etc/vtpmd.conf:2: [amqp] url: password: empty" },
+        { "[amqp]\nurl=amqp://h/%2\n", "/etc/vtpmd.conf:2: [amqp] url: vhost: bad percent-encoding" },
         { "[amqp]\nurl=amqp://h/a/b\n",
-          "/etc/vtpmd.conf:2: [amqp] url: vhost contains '/' (write it as %2f)" },
+          "/etc/vtpmd.conf:2: [amqp] url: vhost: contains '/' (write a '/' of the vhost name as %2f)" },
+        { "[amqp]\nurl=rabbit://u:p@h1,h2/\n",
+          "/etc/vtpmd.conf:2: [amqp] url: host 2 of 2: no user:password@ while host 1 has one "
+          "(write them on every host or on none)" },
+        { "[amqp]\nurl=amqp://h/?heartbeat=5\n",
+          "/etc/vtpmd.conf:2: [amqp] url: query ('?...'): not supported (options are set in "
+          "[amqp] or on the command line)" },
         /* between keys */
         { "[amqp]\n\nurl=amqps://h\n",
           "/etc/vtpmd.conf:3: [amqp] url: amqps needs [amqp] cacert" },
@@ -542,6 +569,8 @@ test_errors(void **state)
           "/etc/vtpmd.conf:2: [worker] workers: 0 is out of range 1..256" },
         { "[worker]\nworkers=4\nworkers=0\n",
           "/etc/vtpmd.conf:3: [worker] workers: duplicate key (first set on line 2)" },
+        { "[amqp]\n\n\nurl=rabbits://u:p@h1,u:p@h2/\n",
+          "/etc/vtpmd.conf:4: [amqp] url: amqps needs [amqp] cacert" },
         { "[amqp]\nurl=amqps://h\nprefetch=0\n",
           "/etc/vtpmd.conf:3: [amqp] prefetch: 0 is out of range 1..65535" },
         /* CRLF line ends count lines the same */
@@ -748,6 +777,10 @@ test_credentials_private(void **state)
     g_autofree char *private_pw = write_mode(pw, 0600);
     g_autofree char *open_nopw = write_mode("[amqp]\nurl = amqp://vtpmd@h/%2f\n", 0644);
     g_autofree char *open_emptypw = write_mode("[amqp]\nurl = amqp://vtpmd:@h/%2f\n", 0644);
+    g_autofree char *open_multi = write_mode("[amqp]\nurl = rabbit://u:s3cret@h1,u:s3cret@h2/\n",
+                                             0644);
+    g_autofree char *want_multi = g_strdup_printf(
+        "%s has mode 0644 and holds the broker password ([amqp] url, line 2)", open_multi);
     /* The compiled-in default (guest:guest) is not in the file. */
     g_autofree char *open_default = write_mode("[worker]\nworkers = 2\n", 0644);
     g_autofree char *dir = g_dir_make_tmp("vtpmd-keys-XXXXXX", NULL);
@@ -764,7 +797,9 @@ test_credentials_private(void **state)
     expect_loads(group_pw);
     expect_loads(private_pw);
     expect_loads(open_nopw);
-    expect_loads(open_emptypw);
+    /* Written but empty: refused as a URL, before any mode is looked at. */
+    expect_refused(open_emptypw, "[amqp] url: password: empty");
+    expect_refused(open_multi, want_multi);
     expect_loads(open_default);
     /* A cluster's other nodes, with their passwords, are credentials too. */
     {
@@ -832,7 +867,8 @@ test_credentials_private(void **state)
         assert_int_equal(vtpm_config_load_data("x.conf", pw, &c, &err), 0);
     }
     for (const char *const *p = (const char *const[]){ open_pw, group_pw, private_pw, open_nopw,
-                                                       open_emptypw, open_default, with_key,
+                                                       open_emptypw, open_multi, open_default,
+                                                       with_key,
                                                        with_dkey, with_prev, with_missing, key,
                                                        dkey, NULL };
          *p; p++)

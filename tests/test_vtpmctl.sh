@@ -497,9 +497,9 @@ run call --url "$DEAD_URL" --bogus get_capabilities
 expect_usage "call: unknown option -> exit 2" "--bogus"
 
 # Errors name the argument, variable or config key the bad value came from.
-run call --url 'amqp://guest:guest@127.0.0.1:1/' get_capabilities
-expect_fault "call: --url with an empty vhost -> BadRequest naming --url and the fix" \
-    BadRequest "--url: " "empty vhost" "%2f"
+run call --url 'amqp://guest:guest@127.0.0.1:1/a/b' get_capabilities
+expect_fault "call: --url with a raw '/' in the vhost -> BadRequest naming --url and the fix" \
+    BadRequest "--url: " "vhost: contains '/'" "%2f"
 VTPM_AMQP_URL='http://example.invalid/' run call get_capabilities
 expect_fault "call: a bad \$VTPM_AMQP_URL -> BadRequest naming the variable" \
     BadRequest '$VTPM_AMQP_URL: '
@@ -508,10 +508,10 @@ expect_usage "call: --host with a space -> exit 2 naming --host and the characte
     "--host: 'compute 1' contains ' '"
 run call --host '' get_capabilities
 expect_usage "call: empty --host -> exit 2 naming --host" "--host: "
-printf '[amqp]\nurl = amqp://guest:guest@127.0.0.1:1/\n' > "$tmp/emptyvhost.conf"
-run call --config "$tmp/emptyvhost.conf" get_capabilities
-expect_usage "call --config: an empty vhost -> exit 2 with FILE:LINE: [amqp] url" \
-    "$tmp/emptyvhost.conf:2: [amqp] url: empty vhost"
+printf '[amqp]\nurl = amqp://guest:guest@127.0.0.1:1/a/b\n' > "$tmp/badvhost.conf"
+run call --config "$tmp/badvhost.conf" get_capabilities
+expect_usage "call --config: a raw '/' in the vhost -> exit 2 with FILE:LINE: [amqp] url" \
+    "$tmp/badvhost.conf:2: [amqp] url: vhost: contains '/'"
 run capabilities --connect "qemu:///system?socket=$tmp/no-such-sock"
 expect_fault "capabilities: unreachable libvirt names --connect as the source" \
     HypervisorError "(--connect)"

@@ -36,6 +36,7 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 
+#include "amqp/url.h"
 #include "broker.h"
 #include "log.h"
 #include "vtpm/proto.h"
@@ -51,8 +52,6 @@ enum {
     RECONNECT_MAX_DEFAULT_MS = 30000,
     STABLE_CONNECTION_S = 10,   /* a connection that lived this long resets the backoff */
     SHORTSTR_MAX = 255,
-    URL_MAX = 4096,
-    URLS_MAX = 8,                    /* url + failover_urls */
     PREFETCH_DEFAULT = 16,
 };
 
@@ -88,13 +87,11 @@ typedef struct {
 
 struct vtpm_broker {
     /* Immutable after vtpm_broker_new(). */
-    char *urls[URLS_MAX];            /* cut up by amqp_parse_url: cis point into them */
-    struct amqp_connection_info cis[URLS_MAX];
-    unsigned n_urls;
-    /* I/O thread only: the URL in use (cis[cur]), moved on when a
+    GPtrArray *nodes;                /* vtpm_amqp_node *: url's, then failover_urls' */
+    /* I/O thread only: the node in use (nodes[cur]), moved on when a
      * connection cannot be made or is lost. */
     unsigned cur;
-    struct amqp_connection_info ci;
+    const vtpm_amqp_node *node;
     char *cacert, *cert, *key;
     char *exchange, *queue_type;
     char *queue;                     /* <topic>.<host>, also its routing key */
@@ -206,108 +203,40 @@ set_broken(vtpm_broker *a, const char *fmt, ...)
     va_end(ap);
 }
 
-/* amqp_parse_url() quietly turns an empty host into "localhost": a URL
- * like amqp://:5672/ is more likely a template left unfilled. */
-static bool
-host_empty(const char *url)
-{
-    const char *auth = strstr(url, "://");
-    const char *end, *at;
-
-    if (!auth)
-        return false;
-    auth += 3;
-    end = auth + strcspn(auth, "/?#");
-    at = memchr(auth, '@', (size_t)(end - auth));
-    if (at)
-        auth = at + 1;
-    return auth == end || *auth == ':';
-}
-
-static int
-parse_url(const char *url, char **buf_out, struct amqp_connection_info *ci, vtpm_error *err)
-{
-    g_autofree char *buf = NULL;
-
-    if (!url || !*url)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: empty");
-    if (strlen(url) > URL_MAX)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: longer than %d bytes",
-                              URL_MAX);
-    buf = g_strdup(url);
-    /* Never echo the URL: it may hold a password. */
-    if (amqp_parse_url(buf, ci) != AMQP_STATUS_OK)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "broker URL: expected amqp[s]://user:pass@host:port/vhost");
-    if (!*ci->host || host_empty(url))
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: empty host");
-    if (ci->port <= 0)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: port must be 1..65535");
-    if (!*ci->vhost)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "broker URL: empty vhost (write %%2f for \"/\")");
-    if (!shortstr_ok(ci->vhost) || !shortstr_ok(ci->host))
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "broker URL: host or vhost too long");
-    *buf_out = g_steal_pointer(&buf);
-    return 0;
-}
-
 int
 vtpm_broker_check_url(const char *url, vtpm_error *err)
 {
-    g_autofree char *buf = NULL;
-    struct amqp_connection_info ci;
+    g_autoptr(GPtrArray) nodes = NULL;
 
-    return parse_url(url, &buf, &ci, err);
+    if (vtpm_amqp_url_parse(url, &nodes, err) < 0)
+        return vtpm_error_prefix(err, "broker URL");
+    return 0;
 }
 
 /* ---- construction ------------------------------------------------------- */
-
-/* The parsed URLs until the broker owns them (g_autofree on an array would
- * free its first element only). */
-typedef struct {
-    char *v[URLS_MAX];
-} url_set;
-
-static void
-url_set_clear(url_set *s)
-{
-    for (size_t i = 0; i < URLS_MAX; i++)
-        g_free(s->v[i]);
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(url_set, url_set_clear)
 
 int
 vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *cb, vtpm_broker **out,
               vtpm_error *err)
 {
-    g_auto(url_set) urls = { { NULL } };
+    vtpm_amqp_target target = {
+        .url = params ? params->url : NULL,
+        .failover_urls = params ? params->failover_urls : NULL,
+        .cacert = params ? params->cacert : NULL,
+        .cert = params ? params->cert : NULL,
+        .key = params ? params->key : NULL,
+    };
+    g_autoptr(GPtrArray) nodes = NULL;
     g_autofree char *queue = NULL;
     g_autofree char *fanout = NULL;
-    struct amqp_connection_info cis[URLS_MAX];
     const char *exchange, *topic, *qtype;
-    unsigned n_urls = 0;
     vtpm_broker *a;
     int fd, rc;
 
     if (!params || !cb || !cb->on_delivery)
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp: no parameters or on_delivery");
-    for (size_t i = 0; i == 0 || (params->failover_urls && params->failover_urls[i - 1]); i++) {
-        const char *u = i == 0 ? params->url : params->failover_urls[i - 1];
-
-        if (n_urls == URLS_MAX)
-            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                                  "amqp: more than %d broker URLs", URLS_MAX);
-        if ((rc = parse_url(u, &urls.v[n_urls], &cis[n_urls], err)) < 0)
-            return rc;
-        if (cis[n_urls].ssl && (!params->cacert || !*params->cacert))
-            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                                  "amqps:// needs a CA file (cacert) to verify the broker");
-        n_urls++;
-    }
-    if (!params->cert != !params->key)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "TLS client cert and key must be given together");
+    if ((rc = vtpm_amqp_target_nodes(&target, &nodes, err)) < 0)
+        return rc;
     exchange = params->exchange ? params->exchange : "vtpm";
     topic = params->topic ? params->topic : "vtpm";
     qtype = params->queue_type ? params->queue_type : "classic";
@@ -337,12 +266,8 @@ vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *c
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "eventfd: %s", g_strerror(errno));
 
     a = g_new0(vtpm_broker, 1);
-    for (unsigned i = 0; i < n_urls; i++) {
-        a->urls[i] = g_steal_pointer(&urls.v[i]);
-        a->cis[i] = cis[i];
-    }
-    a->n_urls = n_urls;
-    a->ci = cis[0];
+    a->nodes = g_steal_pointer(&nodes);
+    a->node = a->nodes->pdata[0];
     a->cacert = g_strdup(params->cacert);
     a->cert = g_strdup(params->cert);
     a->key = g_strdup(params->key);
@@ -396,8 +321,7 @@ vtpm_broker_free(vtpm_broker *a)
     g_array_free(a->unacked, TRUE);
     g_mutex_clear(&a->lock);
     g_free(a->broken);
-    for (unsigned i = 0; i < a->n_urls; i++)
-        g_free(a->urls[i]);
+    g_ptr_array_unref(a->nodes);
     g_free(a->cacert);
     g_free(a->cert);
     g_free(a->key);
@@ -771,7 +695,7 @@ make_socket(vtpm_broker *a, amqp_connection_state_t c, amqp_socket_t **out, vtpm
     amqp_socket_t *s;
     int rc;
 
-    if (!a->ci.ssl) {
+    if (!a->node->tls) {
         if (!(s = amqp_tcp_socket_new(c)))
             return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot create a TCP socket");
         *out = s;
@@ -814,9 +738,9 @@ login(vtpm_broker *a, amqp_connection_state_t c)
     };
     amqp_table_t table = { .num_entries = G_N_ELEMENTS(props), .entries = props };
 
-    return rpc_why(amqp_login_with_properties(c, a->ci.vhost, 1, FRAME_MAX, (int)a->heartbeat,
-                                              &table, AMQP_SASL_METHOD_PLAIN, a->ci.user,
-                                              a->ci.password),
+    return rpc_why(amqp_login_with_properties(c, a->node->vhost, 1, FRAME_MAX, (int)a->heartbeat,
+                                              &table, AMQP_SASL_METHOD_PLAIN, a->node->user,
+                                              a->node->password),
                    "login");
 }
 
@@ -895,7 +819,7 @@ conn_open(vtpm_broker *a, char **why, vtpm_error *err)
     /* Bounded everywhere: stop() cannot interrupt a blocking step. */
     amqp_set_handshake_timeout(c, &connect_tv);
     amqp_set_rpc_timeout(c, &rpc_tv);
-    rc = amqp_socket_open_noblock(s, a->ci.host, a->ci.port, &connect_tv);
+    rc = amqp_socket_open_noblock(s, a->node->host, a->node->port, &connect_tv);
     if (rc != AMQP_STATUS_OK)
         *why = g_strdup_printf("connect: %s", amqp_error_string2(rc));
     else if (!(*why = login(a, c)))
@@ -931,8 +855,8 @@ conn_lost(vtpm_broker *a, const char *why)
     rx_reset(a);
     amqp_destroy_connection(a->conn);
     a->conn = NULL;
-    g_warning("amqp: lost the connection to %s:%d (generation %" PRIu64 "): %s", a->ci.host,
-              a->ci.port, gen, why);
+    g_warning("amqp: lost the connection to %s:%d (generation %" PRIu64 "): %s", a->node->host,
+              a->node->port, gen, why);
     if (a->cb.on_disconnected)
         a->cb.on_disconnected(gen, why, a->cb.user);
 }
@@ -1105,7 +1029,7 @@ pump(vtpm_broker *a)
          * and notices a missed one of the broker's.)  Not over TLS: there
          * decrypted bytes can wait inside OpenSSL, where neither the
          * library's buffer nor poll() sees them. */
-        if (i > 0 && !a->ci.ssl && !amqp_frames_enqueued(a->conn) &&
+        if (i > 0 && !a->node->tls && !amqp_frames_enqueued(a->conn) &&
             !amqp_data_in_buffer(a->conn))
             return true;
         rc = amqp_simple_wait_frame_noblock(a->conn, &f, &now);
@@ -1214,12 +1138,12 @@ next_delay(const vtpm_broker *a, unsigned delay)
 static void
 next_url(vtpm_broker *a)
 {
-    if (a->n_urls < 2)
+    if (a->nodes->len < 2)
         return;
-    a->cur = (a->cur + 1) % a->n_urls;
-    a->ci = a->cis[a->cur];
-    g_message("amqp: next attempt with broker URL %u of %u (%s:%d)", a->cur + 1, a->n_urls,
-              a->ci.host, a->ci.port);
+    a->cur = (a->cur + 1) % a->nodes->len;
+    a->node = a->nodes->pdata[a->cur];
+    g_message("amqp: next attempt with broker node %u of %u (%s:%d)", a->cur + 1, a->nodes->len,
+              a->node->host, a->node->port);
 }
 
 int
@@ -1248,7 +1172,7 @@ vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
             /* Once per outage, and again only if the reason changes. */
             if (g_strcmp0(why, last_why) != 0)
                 g_warning("amqp: cannot connect to %s:%d: %s (retrying up to every %u ms)",
-                          a->ci.host, a->ci.port, why, a->reconnect_max_ms);
+                          a->node->host, a->node->port, why, a->reconnect_max_ms);
             else
                 g_debug("amqp: attempt %u: %s", attempts, why);
             g_free(last_why);
@@ -1264,7 +1188,7 @@ vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
         g_array_set_size(a->unacked, 0);
         g_message("amqp: connected to %s:%d vhost %s as %s (generation %" PRIu64
                   ", %u attempt%s)",
-                  a->ci.host, a->ci.port, a->ci.vhost, a->conn_name, a->generation, attempts,
+                  a->node->host, a->node->port, a->node->vhost, a->conn_name, a->generation, attempts,
                   attempts == 1 ? "" : "s");
         attempts = 0;
         g_clear_pointer(&last_why, g_free);

@@ -26,9 +26,12 @@
 typedef struct vtpm_broker vtpm_broker;
 
 typedef struct {
-    const char *url;        /* amqp://user:pass@host:port/vhost | amqps://... */
+    /* amqp://user:pass@host:port/vhost, amqps://, rabbit://, rabbits://, and
+     * several nodes as rabbit://u:p@h1,u:p@h2/vhost (amqp/url.h) */
+    const char *url;
     /* More nodes of the same cluster (NULL-terminated, may be NULL): when a
-     * connection cannot be made or is lost, the next URL in turn is tried. */
+     * connection cannot be made or is lost, the next node in turn is tried
+     * (url's, then these). */
     const char *const *failover_urls;
     const char *cacert;     /* amqps: CA file; the peer is always verified */
     const char *cert;       /* amqps: optional client cert + key */
@@ -131,5 +134,5 @@ void vtpm_broker_set_drain_check(vtpm_broker *a, bool (*drained)(void *user));
 /* Current generation (I/O thread only). */
 uint64_t vtpm_broker_generation(const vtpm_broker *a);
 
-/* Parse an AMQP URL without connecting (config validation, tools).  */
+/* Parse a broker URL without connecting (amqp/url.h's rules). */
 int vtpm_broker_check_url(const char *url, vtpm_error *err);

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "amqp/url.h"
 #include "config.h"
 #include "policy.h"
 
@@ -42,11 +43,11 @@ static char *check_prom_file(const char *v);
 #define KEY(g, n, t, d, h) { .group = g, .key = n, .type = t, .dflt = d, .help = h }
 
 static const spec specs[] = {
-    { KEY("amqp", "url", "string", "amqp://guest:guest@127.0.0.1:5672/%2f",
-          "Broker: amqp://user:pass@host:port/vhost, or amqps:// for TLS (needs cacert)."),
+    { KEY("amqp", "url", "string", VTPM_AMQP_DEFAULT_URL,
+          "Broker: amqp://user:pass@host:port/vhost or rabbit://..., amqps:// or rabbits:// for TLS (needs cacert); rabbit://u:p@h1,u:p@h2/ names several nodes."),
       K_STR, F(amqp.url), .check = check_amqp_url },
     { KEY("amqp", "failover_urls", "string", NULL,
-          "Other nodes of the same RabbitMQ cluster, space-separated (at most 7): tried in turn after url when a connection cannot be made or is lost."),
+          "Other nodes of the same RabbitMQ cluster, space-separated: tried in turn after url when a connection cannot be made or is lost (at most 8 nodes with url's)."),
       K_STR, F(amqp.failover_urls), .check = check_amqp_urls, .empty_unsets = true },
     { KEY("amqp", "cacert", "string", NULL,
           "CA bundle for amqps (absolute path); the broker is always verified."),
@@ -182,98 +183,59 @@ find_spec(const char *group, const char *key)
 
 /* ---- value checks ------------------------------------------------------- */
 
-static bool
-pct_encoded_ok(const char *s, const char *end)
+/* What the URLs of a key add up to. */
+typedef struct {
+    unsigned nodes;
+    bool tls;       /* a node is amqps:// or rabbits:// */
+    bool password;  /* a node has a password written in the URL */
+} url_facts;
+
+/* The facts of the URLs in @list (each one valid), or why one is not. */
+static char *
+url_list_facts(const char *list, url_facts *f)
 {
-    for (; s < end; s++) {
-        if (*s == '%') {
-            if (end - s < 3 || !g_ascii_isxdigit(s[1]) || !g_ascii_isxdigit(s[2]))
-                return false;
-            s += 2;
+    g_auto(GStrv) urls = vtpm_amqp_url_list_split(list);
+    guint n = g_strv_length(urls);
+
+    for (guint i = 0; i < n; i++) {
+        g_autoptr(GPtrArray) parsed = NULL;
+        vtpm_error err = { 0 };
+
+        if (vtpm_amqp_url_parse(urls[i], &parsed, &err) < 0)
+            return n > 1 ? g_strdup_printf("URL %u: %s", i + 1, err.message)
+                         : g_strdup(err.message);
+        for (guint j = 0; j < parsed->len; j++) {
+            const vtpm_amqp_node *node = parsed->pdata[j];
+
+            f->tls = f->tls || node->tls;
+            f->password = f->password || node->password_given;
         }
+        f->nodes += parsed->len;
     }
-    return true;
+    return n ? NULL : g_strdup("no URL");
 }
 
-/* The grammar of librabbitmq's amqp_parse_url():
- * amqp[s]://[user[:pass]@]host[:port][/vhost], host may be [IPv6]. */
+/* The grammar is amqp/url.h's: one URL, which may name several nodes. */
 static char *
 check_amqp_url(const char *v)
 {
-    const char *p, *at, *host, *host_end, *slash;
+    g_autoptr(GPtrArray) nodes = NULL;
+    vtpm_error err = { 0 };
 
-    if (g_str_has_prefix(v, "amqp://"))
-        p = v + strlen("amqp://");
-    else if (g_str_has_prefix(v, "amqps://"))
-        p = v + strlen("amqps://");
-    else
-        return g_strdup_printf("'%s' is not an amqp:// or amqps:// URL", v);
-
-    slash = strchr(p, '/');
-    if (!slash)
-        slash = p + strlen(p);
-    at = memchr(p, '@', (size_t)(slash - p));
-    if (at) {
-        if (!pct_encoded_ok(p, at))
-            return g_strdup("bad percent-encoding in user or password");
-        p = at + 1;
-    }
-    host = p;
-    if (*host == '[') {
-        host_end = memchr(host, ']', (size_t)(slash - host));
-        if (!host_end || host_end == host + 1)
-            return g_strdup("unterminated or empty [IPv6] host");
-        p = host_end + 1;
-    } else {
-        host_end = memchr(host, ':', (size_t)(slash - host));
-        if (!host_end)
-            host_end = slash;
-        if (host_end == host)
-            return g_strdup("URL has no host");
-        p = host_end;
-    }
-    if (*p == ':') {
-        g_autofree char *port = g_strndup(p + 1, (size_t)(slash - p - 1));
-        guint64 n;
-
-        if (!g_ascii_string_to_unsigned(port, 10, 1, 65535, &n, NULL))
-            return g_strdup_printf("bad port '%s'", port);
-    } else if (p != slash) {
-        return g_strdup("unexpected text after the host");
-    }
-    if (!pct_encoded_ok(slash, slash + strlen(slash)))
-        return g_strdup("bad percent-encoding in vhost");
-    if (*slash && strchr(slash + 1, '/'))
-        return g_strdup("vhost contains '/' (write it as %2f)");
-    /* librabbitmq reads "host/" as the vhost "", which the broker refuses;
-     * without the slash it means "/". */
-    if (*slash && !slash[1])
-        return g_strdup("empty vhost after '/' (write %2f for the vhost \"/\", or drop the '/')");
+    if (vtpm_amqp_url_parse(v, &nodes, &err) < 0)
+        return g_strdup(err.message);
+    if (nodes->len > VTPM_AMQP_NODES_MAX)
+        return g_strdup_printf("more than %d nodes", VTPM_AMQP_NODES_MAX);
     return NULL;
 }
 
-/* A list of URLs: each one as [amqp] url; url plus these at most 8. */
+/* Blank-separated URLs, each as [amqp] url. */
 static char *
 check_amqp_urls(const char *v)
 {
-    g_auto(GStrv) parts = g_strsplit_set(v, " \t", -1);
-    unsigned n = 0;
+    url_facts f = { 0 };
 
-    for (char **p = parts; *p; p++) {
-        char *why;
-
-        if (!**p)
-            continue;
-        if (++n > 7)
-            return g_strdup("more than 7 URLs");
-        if ((why = check_amqp_url(*p))) {
-            char *msg = g_strdup_printf("URL %u: %s", n, why);
-
-            g_free(why);
-            return msg;
-        }
-    }
-    return n ? NULL : g_strdup("no URL");
+    return url_list_facts(v, &f);
 }
 
 char *
@@ -600,16 +562,25 @@ static int
 check_combination(scan *sc, const vtpm_config *cfg, vtpm_error *err)
 {
     g_autofree char *why = NULL;
+    url_facts url = { 0 }, fo = { 0 };
 
-    if (g_str_has_prefix(cfg->amqp.url, "amqps://") && !cfg->amqp.cacert)
+    /* Both keys hold valid URLs by now. */
+    g_free(url_list_facts(cfg->amqp.url, &url));
+    g_free(url_list_facts(cfg->amqp.failover_urls, &fo));
+    if (url.tls && !cfg->amqp.cacert)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "%s:%u: [amqp] url: amqps needs [amqp] cacert", sc->name,
                               line_of(sc, "amqp", "url"));
-    if (cfg->amqp.failover_urls && strstr(cfg->amqp.failover_urls, "amqps://") &&
-        !cfg->amqp.cacert)
+    if (fo.tls && !cfg->amqp.cacert)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "%s:%u: [amqp] failover_urls: amqps needs [amqp] cacert", sc->name,
                               line_of(sc, "amqp", "failover_urls"));
+    if (url.nodes + fo.nodes > VTPM_AMQP_NODES_MAX)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "%s:%u: [amqp] failover_urls: more than %d broker nodes with the "
+                              "%u of [amqp] url",
+                              sc->name, line_of(sc, "amqp", "failover_urls"),
+                              VTPM_AMQP_NODES_MAX, url.nodes);
     if (!cfg->amqp.cert != !cfg->amqp.key) {
         const char *has = cfg->amqp.cert ? "cert" : "key";
 
@@ -622,25 +593,6 @@ check_combination(scan *sc, const vtpm_config *cfg, vtpm_error *err)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "%s: [worker] host: the hostname %s; set host", sc->name, why);
     return 0;
-}
-
-/* Whether @url (already valid) carries a non-empty password. */
-static bool
-url_has_password(const char *url)
-{
-    const char *p = strstr(url, "://"), *slash, *at, *colon;
-
-    if (!p)
-        return false;
-    p += 3;
-    slash = strchr(p, '/');
-    if (!slash)
-        slash = p + strlen(p);
-    at = memchr(p, '@', (size_t)(slash - p));
-    if (!at)
-        return false;
-    colon = memchr(p, ':', (size_t)(at - p));
-    return colon && colon + 1 < at;
 }
 
 /* A credential must not be readable by every local user: refused when the
@@ -678,27 +630,24 @@ check_credentials(scan *sc, const vtpm_config *cfg, const struct stat *st, vtpm_
 {
     unsigned url_line = line_of(sc, "amqp", "url");
     unsigned fo_line = line_of(sc, "amqp", "failover_urls");
+    url_facts url = { 0 }, fo = { 0 };
     int rc;
 
-    if (url_line && url_has_password(cfg->amqp.url)) {
+    g_free(url_list_facts(cfg->amqp.url, &url));
+    g_free(url_list_facts(cfg->amqp.failover_urls, &fo));
+    if (url_line && url.password) {
         g_autofree char *what = g_strdup_printf("the broker password ([amqp] url, line %u)",
                                                 url_line);
 
         if ((rc = check_private_file(what, sc->name, st->st_mode, err)) < 0)
             return rc;
     }
-    if (fo_line && cfg->amqp.failover_urls) {
-        g_auto(GStrv) urls = g_strsplit_set(cfg->amqp.failover_urls, " \t", -1);
+    if (fo_line && fo.password) {
+        g_autofree char *what =
+            g_strdup_printf("a broker password ([amqp] failover_urls, line %u)", fo_line);
 
-        for (guint i = 0; urls[i]; i++) {
-            g_autofree char *what = NULL;
-
-            if (!urls[i][0] || !url_has_password(urls[i]))
-                continue;
-            what = g_strdup_printf("a broker password ([amqp] failover_urls, line %u)", fo_line);
-            if ((rc = check_private_file(what, sc->name, st->st_mode, err)) < 0)
-                return rc;
-        }
+        if ((rc = check_private_file(what, sc->name, st->st_mode, err)) < 0)
+            return rc;
     }
     if ((rc = check_key_file("[amqp] key", cfg->amqp.key, err)) < 0 ||
         (rc = check_key_file("[vtpm] deployment_key_file", cfg->vtpm.deployment_key_file,

@@ -14,6 +14,7 @@
 
 #include <glib.h>
 
+#include "amqp/url.h"
 #include "broker.h"
 #include "config.h"
 #include "dispatch.h"
@@ -194,20 +195,8 @@ main(int argc, char **argv)
     }
     vtpm_dispatch_callbacks(d, &cb);
     ap.url = cfg->amqp.url;
-    if (cfg->amqp.failover_urls) {
-        failover = g_strsplit_set(cfg->amqp.failover_urls, " \t", -1);
-        /* Empty strings between separators out. */
-        for (char **r = failover, **o = failover;; r++) {
-            if (*r && !**r) {
-                g_free(*r);
-                continue;
-            }
-            *o++ = *r;
-            if (!*r)
-                break;
-        }
-        ap.failover_urls = (const char *const *)failover;
-    }
+    failover = vtpm_amqp_url_list_split(cfg->amqp.failover_urls);
+    ap.failover_urls = (const char *const *)failover;
     ap.cacert = cfg->amqp.cacert;
     ap.cert = cfg->amqp.cert;
     ap.key = cfg->amqp.key;
