@@ -128,7 +128,8 @@ check_host(const char *host, vtpm_error *err)
      * to be quoted. */
     if (strchr(host, '@'))
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "host: contains '@' (write an '@' of the user or password as %%40)");
+                              "host: contains '@' (write an '@' of the user or password as "
+                              "%%40)");
     if (strchr(host, ':'))
         return g_hostname_is_ip_address(host)
                    ? 0
@@ -251,17 +252,26 @@ check_same_credentials(GPtrArray *nodes, char **authorities, vtpm_error *err)
     return 0;
 }
 
-static int
-parse_nodes(bool tls, const char *rest, GPtrArray **out, vtpm_error *err)
+static GPtrArray *
+node_array(void)
 {
-    size_t alen = strcspn(rest, "/?#");
-    g_autofree char *authority = g_strndup(rest, alen);
-    g_auto(GStrv) parts = g_strsplit(authority, ",", -1);
-    g_autoptr(GPtrArray) nodes = g_ptr_array_new_with_free_func((GDestroyNotify)vtpm_amqp_node_free);
+    return g_ptr_array_new_with_free_func((GDestroyNotify)vtpm_amqp_node_free);
+}
+
+/* The authority's nodes hold passwords: wiped before they are freed. */
+static void
+wipe_strv(char **v)
+{
+    for (; v && *v; v++)
+        explicit_bzero(*v, strlen(*v));
+}
+
+static int
+parse_parts(bool tls, char **parts, const char *tail, GPtrArray *nodes, vtpm_error *err)
+{
     guint n = g_strv_length(parts);
     int rc;
 
-    explicit_bzero(authority, alen);
     /* g_strsplit() gives no part at all for "". */
     if (n == 0)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "host: empty");
@@ -271,17 +281,26 @@ parse_nodes(bool tls, const char *rest, GPtrArray **out, vtpm_error *err)
         if (n > 1 && !*parts[i])
             rc = vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "empty (a stray ',')");
         else
-            rc = parse_node(tls, parts[i], rest + alen, &node, err);
-        if (rc < 0) {
-            for (guint j = 0; j < n; j++)
-                explicit_bzero(parts[j], strlen(parts[j]));
+            rc = parse_node(tls, parts[i], tail, &node, err);
+        if (rc < 0)
             return n > 1 ? vtpm_error_prefix(err, "host %u of %u", i + 1, n) : rc;
-        }
         g_ptr_array_add(nodes, node);
     }
-    rc = check_same_credentials(nodes, parts, err);
-    for (guint j = 0; j < n; j++)
-        explicit_bzero(parts[j], strlen(parts[j]));
+    return check_same_credentials(nodes, parts, err);
+}
+
+static int
+parse_nodes(bool tls, const char *rest, GPtrArray **out, vtpm_error *err)
+{
+    size_t alen = strcspn(rest, "/?#");
+    g_autofree char *authority = g_strndup(rest, alen);
+    g_auto(GStrv) parts = g_strsplit(authority, ",", -1);
+    g_autoptr(GPtrArray) nodes = node_array();
+    int rc;
+
+    explicit_bzero(authority, alen);
+    rc = parse_parts(tls, parts, rest + alen, nodes, err);
+    wipe_strv(parts);
     if (rc < 0)
         return rc;
     *out = g_steal_pointer(&nodes);
@@ -361,7 +380,7 @@ append_url(GPtrArray *all, const char *url, vtpm_error *err)
 int
 vtpm_amqp_target_nodes(const vtpm_amqp_target *t, GPtrArray **out, vtpm_error *err)
 {
-    g_autoptr(GPtrArray) all = g_ptr_array_new_with_free_func((GDestroyNotify)vtpm_amqp_node_free);
+    g_autoptr(GPtrArray) all = node_array();
     int rc;
 
     if ((rc = append_url(all, t->url, err)) < 0)
@@ -373,11 +392,11 @@ vtpm_amqp_target_nodes(const vtpm_amqp_target *t, GPtrArray **out, vtpm_error *e
     for (guint i = 0; i < all->len; i++) {
         const vtpm_amqp_node *n = all->pdata[i];
 
-        if (n->tls && (!t->cacert || !*t->cacert))
+        if (n->tls && (!t->tls.cacert || !*t->tls.cacert))
             return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                                   "amqps:// needs a CA file (cacert) to verify the broker");
     }
-    if (!t->cert != !t->key)
+    if (!t->tls.cert != !t->tls.key)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "TLS client cert and key must be given together");
     *out = g_steal_pointer(&all);

@@ -62,13 +62,19 @@ char *vtpm_amqp_node_display(const vtpm_amqp_node *n);
  * NULL-terminated vector without empty words; NULL gives an empty one. */
 char **vtpm_amqp_url_list_split(const char *list);
 
+/* The TLS files of a connection. */
+typedef struct {
+    const char *cacert;   /* needed by any TLS node: the peer is always verified */
+    const char *cert;     /* optional client certificate: both or neither */
+    const char *key;
+} vtpm_amqp_tls;
+
 /* The broker to reach: a URL (one or more nodes), failover URLs and the
  * TLS files. */
 typedef struct {
     const char *url;
     const char *const *failover_urls; /* NULL-terminated; may be NULL */
-    const char *cacert;               /* needed by any TLS node: the peer is always verified */
-    const char *cert, *key;           /* optional client certificate: both or neither */
+    vtpm_amqp_tls tls;
 } vtpm_amqp_target;
 
 /*

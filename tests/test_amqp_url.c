@@ -209,7 +209,8 @@ test_refused_host_port(void **state)
     expect_refused("amqp://[::1/x", "host: not a host name or IP address");
     expect_refused("amqp://[zz]/", "host: not a host name or IP address");
     /* A raw '@' in the password: the rest of it is not quoted. */
-    expect_refused("amqp://u:p@s3cret@h/x", "host: contains '@' (write an '@' of the user or password as %40)");
+    expect_refused("amqp://u:p@s3cret@h/x",
+                   "host: contains '@' (write an '@' of the user or password as %40)");
     expect_refused("amqp://h:0/", "port: 0 is out of range 1..65535");
     expect_refused("amqp://h:99999/", "port: not a number in 1..65535");
     expect_refused("amqp://h:port/", "port: not a number in 1..65535");
@@ -242,7 +243,8 @@ test_refused_multi_host(void **state)
     expect_refused("rabbit://u:s3cret@h1,h2/",
                    "host 2 of 2: no user:password@ while host 1 has one (write them on every "
                    "host or on none)");
-    expect_refused("rabbit://h1,u:s3cret@h2/", "host 2 of 2: a user:password@ while host 1 has none");
+    expect_refused("rabbit://h1,u:s3cret@h2/",
+                   "host 2 of 2: a user:password@ while host 1 has none");
     expect_refused("rabbit://h1,,h2/", "host 2 of 3: empty (a stray ',')");
     expect_refused("rabbit://h1,/", "host 2 of 2: empty (a stray ',')");
     expect_refused("rabbit://,h1/", "host 1 of 2: empty");
@@ -294,10 +296,10 @@ test_target(void **state)
     expect_target_refused(&t, "amqps:// needs a CA file (cacert)");
     t = (vtpm_amqp_target){ .url = "amqp://h/", .failover_urls = tls_failover };
     expect_target_refused(&t, "amqps:// needs a CA file (cacert)");
-    t.cacert = "/ca.pem";
-    t.cert = "/c.pem";
+    t.tls.cacert = "/ca.pem";
+    t.tls.cert = "/c.pem";
     expect_target_refused(&t, "TLS client cert and key must be given together");
-    t.key = "/c.key";
+    t.tls.key = "/c.key";
     g_clear_pointer(&nodes, g_ptr_array_unref);
     assert_int_equal(vtpm_amqp_target_nodes(&t, &nodes, &err), 0);
     assert_int_equal(nodes->len, 2);

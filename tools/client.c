@@ -11,19 +11,16 @@
 #include <string.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 #include <msgpack.h>
 
+#include "amqp/conn.h"
+#include "amqp/props.h"
+#include "amqp/topology.h"
+#include "amqp/url.h"
 #include "client.h"
 
 enum {
     CHANNEL = 1,
-    FRAME_MAX = 131072,
-    CONNECT_TIMEOUT_S = 10,
-    RPC_TIMEOUT_S = 30,
-    SHORTSTR_MAX = 255,
-    URL_MAX = 4096,
     MAX_PENDING = 65536,  /* unmatched messages kept by vtpm_client_call */
     MAX_TAP_KEYS = 1024,
     MAX_HEADER_DEPTH = 16, /* nested tables/arrays packed from a headers table */
@@ -36,38 +33,12 @@ enum {
 
 struct vtpm_client {
     amqp_connection_state_t conn;
-    char *url;                       /* cut up by amqp_parse_url: ci points into it */
-    struct amqp_connection_info ci;
     char *exchange;
     char *fanout_exchange;
     char *reply_queue;
     GQueue pending;                  /* vtpm_client_msg *, oldest first */
     bool dead;
 };
-
-static amqp_bytes_t
-cbytes(const char *s)
-{
-    return amqp_cstring_bytes(s);
-}
-
-static char *
-bytes_dup(amqp_bytes_t b)
-{
-    return b.len ? g_strndup(b.bytes, b.len) : g_strdup("");
-}
-
-static char *
-prop_dup(const amqp_basic_properties_t *p, amqp_flags_t flag, amqp_bytes_t b)
-{
-    return (p->_flags & flag) && b.len ? g_strndup(b.bytes, b.len) : NULL;
-}
-
-static bool
-shortstr_ok(const char *s)
-{
-    return !s || strlen(s) <= SHORTSTR_MAX;
-}
 
 void
 vtpm_client_msg_free(vtpm_client_msg *m)
@@ -106,134 +77,81 @@ die(vtpm_client *c, vtpm_error *err, const char *fmt, ...)
     return vtpm_error_set(err, VTPM_FAULT_BUSY, "amqp client: %s", msg);
 }
 
-static char *
-rpc_why(amqp_rpc_reply_t r)
-{
-    switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-        return NULL;
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-        return g_strdup(amqp_error_string2(r.library_error));
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            const amqp_connection_close_t *m = r.reply.decoded;
-
-            return g_strdup_printf("connection closed by the broker: %u %.*s", m->reply_code,
-                                   (int)m->reply_text.len, (const char *)m->reply_text.bytes);
-        }
-        if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-            const amqp_channel_close_t *m = r.reply.decoded;
-
-            return g_strdup_printf("channel closed by the broker: %u %.*s", m->reply_code,
-                                   (int)m->reply_text.len, (const char *)m->reply_text.bytes);
-        }
-        return g_strdup_printf("unexpected method 0x%08x", r.reply.id);
-    default:
-        return g_strdup("no reply");
-    }
-}
-
 /* After an RPC: 0, or the client is dead and @err says which step failed. */
 static int
 rpc_check(vtpm_client *c, const char *what, vtpm_error *err)
 {
-    g_autofree char *why = rpc_why(amqp_get_rpc_reply(c->conn));
+    g_autofree char *why = vtpm_amqp_rpc_why(amqp_get_rpc_reply(c->conn), what);
 
-    if (!why)
-        return 0;
-    return die(c, err, "%s: %s", what, why);
+    return why ? die(c, err, "%s", why) : 0;
 }
 
+/* The first node that lets us in, in order.  A node that cannot be
+ * reached is noted and the next one tried; a TLS file that cannot be used
+ * would fail on every node. */
 static int
-open_socket(vtpm_client *c, const vtpm_client_params *p, vtpm_error *err)
+open_any(vtpm_client *c, GPtrArray *nodes, const vtpm_amqp_tls *tls, vtpm_error *err)
 {
-    struct timeval tv = { CONNECT_TIMEOUT_S, 0 };
-    amqp_socket_t *s;
+    g_autoptr(GString) why = g_string_new(NULL);
+
+    for (guint i = 0; i < nodes->len; i++) {
+        const vtpm_amqp_node *n = nodes->pdata[i];
+        vtpm_error e = { 0 };
+        int rc = vtpm_amqp_connect(n, tls, NULL, &c->conn, &e);
+
+        if (rc == 0)
+            return 0;
+        if (rc != -(int)VTPM_FAULT_BUSY)
+            return vtpm_error_set(err, e.code, "amqp client: %s", e.message);
+        g_string_append_printf(why, "%s%s:%d: %s", i ? "; " : "", n->host, n->port, e.message);
+    }
+    return die(c, err, "cannot connect to the broker at %s", why->str);
+}
+
+/* The exclusive reply queue, consumed. */
+static int
+consume_replies(vtpm_client *c, vtpm_error *err)
+{
+    vtpm_error e = { 0 };
     int rc;
 
-    if (!c->ci.ssl) {
-        s = amqp_tcp_socket_new(c->conn);
-        if (!s)
-            return die(c, err, "cannot create a TCP socket");
-    } else {
-        s = amqp_ssl_socket_new(c->conn);
-        if (!s)
-            return die(c, err, "cannot create a TLS socket");
-        if ((rc = amqp_ssl_socket_set_cacert(s, p->cacert)) != AMQP_STATUS_OK)
-            return die(c, err, "TLS CA file %s: %s", p->cacert, amqp_error_string2(rc));
-        if (p->cert && (rc = amqp_ssl_socket_set_key(s, p->cert, p->key)) != AMQP_STATUS_OK)
-            return die(c, err, "TLS client cert %s / key %s: %s", p->cert, p->key,
-                       amqp_error_string2(rc));
-        if ((rc = amqp_ssl_socket_set_ssl_versions(s, AMQP_TLSv1_2, AMQP_TLSvLATEST)) !=
-            AMQP_STATUS_OK)
-            return die(c, err, "TLS 1.2+: %s", amqp_error_string2(rc));
-        amqp_ssl_socket_set_verify_peer(s, 1);
-        amqp_ssl_socket_set_verify_hostname(s, 1);
-    }
-    amqp_set_handshake_timeout(c->conn, &tv);
-    rc = amqp_socket_open_noblock(s, c->ci.host, c->ci.port, &tv);
-    if (rc != AMQP_STATUS_OK)
-        return die(c, err, "cannot connect to the broker at %s:%d: %s", c->ci.host, c->ci.port,
-                   amqp_error_string2(rc));
-    tv.tv_sec = RPC_TIMEOUT_S;
-    amqp_set_rpc_timeout(c->conn, &tv);
-    return 0;
+    amqp_channel_open(c->conn, CHANNEL);
+    if ((rc = rpc_check(c, "channel.open", err)) < 0)
+        return rc;
+    if (vtpm_amqp_declare_private_queue(c->conn, CHANNEL, &c->reply_queue, &e) < 0)
+        return die(c, err, "replies: %s", e.message);
+    amqp_basic_consume(c->conn, CHANNEL, amqp_cstring_bytes(c->reply_queue), amqp_empty_bytes, 0,
+                       1, 1, amqp_empty_table);
+    return rpc_check(c, "basic.consume (replies)", err);
 }
 
 int
 vtpm_client_connect(const vtpm_client_params *p, vtpm_client **out, vtpm_error *err)
 {
+    vtpm_amqp_target t = {
+        .url = p ? p->url : NULL,
+        .failover_urls = p ? p->failover_urls : NULL,
+        .tls = { .cacert = p ? p->cacert : NULL, .cert = p ? p->cert : NULL,
+                 .key = p ? p->key : NULL },
+    };
     g_autoptr(vtpm_client) c = NULL;
-    amqp_queue_declare_ok_t *ok;
+    g_autoptr(GPtrArray) nodes = NULL;
     const char *topic;
     int rc;
 
-    if (!p || !p->url || !*p->url || strlen(p->url) > URL_MAX)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp client: no or too long URL");
+    /* Never echo the URL: it may hold a password. */
+    if ((rc = vtpm_amqp_target_nodes(&t, &nodes, err)) < 0)
+        return vtpm_error_prefix(err, "amqp client");
     c = g_new0(vtpm_client, 1);
     g_queue_init(&c->pending);
     c->dead = true; /* until the reply queue is consumed */
-    c->url = g_strdup(p->url);
-    /* Never echo the URL: it may hold a password. */
-    if (amqp_parse_url(c->url, &c->ci) != AMQP_STATUS_OK || !*c->ci.host || c->ci.port <= 0 ||
-        !*c->ci.vhost)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "amqp client: expected amqp[s]://user:pass@host:port/vhost");
-    if (c->ci.ssl && (!p->cacert || !*p->cacert))
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "amqp client: amqps:// needs a CA file to verify the broker");
-    if (!p->cert != !p->key)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "amqp client: TLS cert and key must be given together");
     topic = p->topic ? p->topic : "vtpm";
     c->exchange = g_strdup(p->exchange ? p->exchange : "vtpm");
     c->fanout_exchange = g_strdup_printf("%s_fanout", topic);
-    if (!shortstr_ok(c->exchange) || !shortstr_ok(c->fanout_exchange))
+    if (!vtpm_amqp_shortstr_ok(c->exchange) || !vtpm_amqp_shortstr_ok(c->fanout_exchange))
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "amqp client: exchange name over %d bytes", SHORTSTR_MAX);
-
-    if (!(c->conn = amqp_new_connection()))
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: out of memory");
-    if ((rc = open_socket(c, p, err)) < 0)
-        return rc;
-    {
-        g_autofree char *why = rpc_why(amqp_login(c->conn, c->ci.vhost, 1, FRAME_MAX, 0,
-                                                  AMQP_SASL_METHOD_PLAIN, c->ci.user,
-                                                  c->ci.password));
-
-        if (why)
-            return die(c, err, "login to %s:%d: %s", c->ci.host, c->ci.port, why);
-    }
-    amqp_channel_open(c->conn, CHANNEL);
-    if ((rc = rpc_check(c, "channel.open", err)) < 0)
-        return rc;
-    ok = amqp_queue_declare(c->conn, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
-    if ((rc = rpc_check(c, "queue.declare (replies)", err)) < 0)
-        return rc;
-    c->reply_queue = bytes_dup(ok->queue);
-    amqp_basic_consume(c->conn, CHANNEL, cbytes(c->reply_queue), amqp_empty_bytes, 0, 1, 1,
-                       amqp_empty_table);
-    if ((rc = rpc_check(c, "basic.consume (replies)", err)) < 0)
+                              "amqp client: exchange name over %d bytes", VTPM_AMQP_SHORTSTR_MAX);
+    if ((rc = open_any(c, nodes, &t.tls, err)) < 0 || (rc = consume_replies(c, err)) < 0)
         return rc;
     amqp_maybe_release_buffers(c->conn);
     c->dead = false;
@@ -254,7 +172,6 @@ vtpm_client_free(vtpm_client *c)
         amqp_destroy_connection(c->conn);
     }
     g_queue_clear_full(&c->pending, (GDestroyNotify)vtpm_client_msg_free);
-    g_free(c->url);
     g_free(c->exchange);
     g_free(c->fanout_exchange);
     g_free(c->reply_queue);
@@ -289,25 +206,29 @@ vtpm_client_send(vtpm_client *c, const vtpm_client_send_opts *o, const void *bod
         reply_to = o->reply_to ? o->reply_to : c->reply_queue;
     corr = o->correlation_id ? g_strdup(o->correlation_id) : g_uuid_string_random();
     msg_id = o->message_id ? g_strdup(o->message_id) : g_uuid_string_random();
-    if (!shortstr_ok(exchange) || !shortstr_ok(rk) || !shortstr_ok(reply_to) ||
-        !shortstr_ok(corr) || !shortstr_ok(msg_id) || !shortstr_ok(o->content_type))
+    if (!vtpm_amqp_shortstr_ok(exchange) || !vtpm_amqp_shortstr_ok(rk) ||
+        !vtpm_amqp_shortstr_ok(reply_to) || !vtpm_amqp_shortstr_ok(corr) ||
+        !vtpm_amqp_shortstr_ok(msg_id) || !vtpm_amqp_shortstr_ok(o->content_type))
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "amqp client: a name or id is over %d bytes", SHORTSTR_MAX);
+                              "amqp client: a name or id is over %d bytes",
+                              VTPM_AMQP_SHORTSTR_MAX);
 
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
                    AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
-    props.content_type = cbytes(o->content_type ? o->content_type : "application/msgpack");
+    props.content_type =
+        amqp_cstring_bytes(o->content_type ? o->content_type : "application/msgpack");
     props.delivery_mode = 2; /* a request should survive a broker restart */
-    props.correlation_id = cbytes(corr);
-    props.message_id = cbytes(msg_id);
+    props.correlation_id = amqp_cstring_bytes(corr);
+    props.message_id = amqp_cstring_bytes(msg_id);
     if (reply_to) {
         props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
-        props.reply_to = cbytes(reply_to);
+        props.reply_to = amqp_cstring_bytes(reply_to);
     }
     /* rabbitmq-c takes the body mutable but only reads it. */
     b.bytes = (void *)body;
     b.len = body ? len : 0;
-    rc = amqp_basic_publish(c->conn, CHANNEL, cbytes(exchange), cbytes(rk), 0, 0, &props, b);
+    rc = amqp_basic_publish(c->conn, CHANNEL, amqp_cstring_bytes(exchange), amqp_cstring_bytes(rk),
+                            0, 0, &props, b);
     if (rc != AMQP_STATUS_OK)
         return die(c, err, "publish: %s", amqp_error_string2(rc));
     if (out_corr)
@@ -411,12 +332,12 @@ msg_from_envelope(const amqp_envelope_t *e)
     const amqp_basic_properties_t *p = &e->message.properties;
     vtpm_client_msg *m = g_new0(vtpm_client_msg, 1);
 
-    m->correlation_id = prop_dup(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id);
-    m->message_id = prop_dup(p, AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
-    m->reply_to = prop_dup(p, AMQP_BASIC_REPLY_TO_FLAG, p->reply_to);
-    m->content_type = prop_dup(p, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
-    m->routing_key = bytes_dup(e->routing_key);
-    m->exchange = bytes_dup(e->exchange);
+    m->correlation_id = vtpm_amqp_prop_dup(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id);
+    m->message_id = vtpm_amqp_prop_dup(p, AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
+    m->reply_to = vtpm_amqp_prop_dup(p, AMQP_BASIC_REPLY_TO_FLAG, p->reply_to);
+    m->content_type = vtpm_amqp_prop_dup(p, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
+    m->routing_key = vtpm_amqp_bytes_dup(e->routing_key);
+    m->exchange = vtpm_amqp_bytes_dup(e->exchange);
     m->body = g_bytes_new(e->message.body.bytes, e->message.body.len);
     m->headers = headers_pack(p);
     m->received_us = g_get_monotonic_time();
@@ -514,9 +435,9 @@ recv_wire(vtpm_client *c, gint64 end_us, vtpm_client_msg **out, vtpm_error *err)
             continue;
         }
         {
-            g_autofree char *why = rpc_why(r);
+            g_autofree char *why = vtpm_amqp_rpc_why(r, "receive");
 
-            return die(c, err, "receive: %s", why);
+            return die(c, err, "%s", why);
         }
     }
 }
@@ -574,38 +495,36 @@ vtpm_client_tap(vtpm_client *c, const char *exchange, const char *const *keys, s
                 char **out_queue, vtpm_error *err)
 {
     g_autofree char *queue = NULL;
-    amqp_queue_declare_ok_t *ok;
+    vtpm_error e = { 0 };
     int rc;
 
     if (c->dead)
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
-    if (!exchange || !*exchange || !shortstr_ok(exchange) || nkeys > MAX_TAP_KEYS)
+    if (!exchange || !*exchange || !vtpm_amqp_shortstr_ok(exchange) || nkeys > MAX_TAP_KEYS)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "amqp client: tap needs an exchange name and at most %d keys",
                               MAX_TAP_KEYS);
     for (size_t i = 0; i < nkeys; i++) {
-        if (!keys[i] || !shortstr_ok(keys[i]))
+        if (!keys[i] || !vtpm_amqp_shortstr_ok(keys[i]))
             return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                                   "amqp client: tap key %zu missing or over %d bytes", i,
-                                  SHORTSTR_MAX);
+                                  VTPM_AMQP_SHORTSTR_MAX);
     }
     /* Passive: a tap observes, it must not create an exchange of a type of
      * its own choosing.  A missing exchange closes the channel (dead). */
-    amqp_exchange_declare(c->conn, CHANNEL, cbytes(exchange), cbytes("topic"), 1, 0, 0, 0,
-                          amqp_empty_table);
+    amqp_exchange_declare(c->conn, CHANNEL, amqp_cstring_bytes(exchange),
+                          amqp_cstring_bytes("topic"), 1, 0, 0, 0, amqp_empty_table);
     if ((rc = rpc_check(c, "exchange.declare (passive)", err)) < 0)
         return rc;
-    ok = amqp_queue_declare(c->conn, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
-    if ((rc = rpc_check(c, "queue.declare (tap)", err)) < 0)
-        return rc;
-    queue = bytes_dup(ok->queue);
+    if (vtpm_amqp_declare_private_queue(c->conn, CHANNEL, &queue, &e) < 0)
+        return die(c, err, "tap: %s", e.message);
     for (size_t i = 0; i < nkeys; i++) {
-        amqp_queue_bind(c->conn, CHANNEL, cbytes(queue), cbytes(exchange), cbytes(keys[i]),
-                        amqp_empty_table);
+        amqp_queue_bind(c->conn, CHANNEL, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
+                        amqp_cstring_bytes(keys[i]), amqp_empty_table);
         if ((rc = rpc_check(c, "queue.bind (tap)", err)) < 0)
             return rc;
     }
-    amqp_basic_consume(c->conn, CHANNEL, cbytes(queue), amqp_empty_bytes, 0, 1, 1,
+    amqp_basic_consume(c->conn, CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 1,
                        amqp_empty_table);
     if ((rc = rpc_check(c, "basic.consume (tap)", err)) < 0)
         return rc;

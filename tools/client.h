@@ -16,12 +16,16 @@
 typedef struct vtpm_client vtpm_client;
 
 typedef struct {
-    const char *url;
-    const char *cacert, *cert, *key; /* amqps */
+    const char *url;                 /* one or more nodes (amqp/url.h) */
+    const char *const *failover_urls; /* more nodes, NULL-terminated; may be NULL */
+    const char *cacert, *cert, *key; /* TLS nodes */
     const char *exchange;            /* default "vtpm" */
     const char *topic;               /* default "vtpm" */
 } vtpm_client_params;
 
+/* Connect to the first node of @p's URLs that can be reached, in order,
+ * and consume a reply queue of our own.  BadRequest: the URLs or TLS
+ * files are not usable; Busy: no node could be reached or let us in. */
 int vtpm_client_connect(const vtpm_client_params *p, vtpm_client **out, vtpm_error *err);
 void vtpm_client_free(vtpm_client *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_client, vtpm_client_free)
@@ -78,7 +82,7 @@ int vtpm_client_call(vtpm_client *c, const char *routing_key, const void *body, 
                      int timeout_ms, vtpm_client_msg **out, vtpm_error *err);
 
 /* Declare an exclusive queue bound to @exchange with each key in @keys and
- * consume it too (vtpm-replay record).  @exchange_type: "topic"/"fanout"
- * (declared passively when NULL). */
+ * consume it too (vtpm-replay record).  The exchange is declared
+ * passively: it must exist. */
 int vtpm_client_tap(vtpm_client *c, const char *exchange, const char *const *keys,
                     size_t nkeys, char **out_queue, vtpm_error *err);

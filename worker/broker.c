@@ -33,9 +33,10 @@
 #include <unistd.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 
+#include "amqp/conn.h"
+#include "amqp/props.h"
+#include "amqp/topology.h"
 #include "amqp/url.h"
 #include "broker.h"
 #include "log.h"
@@ -43,15 +44,11 @@
 
 enum {
     CHANNEL = 1,
-    FRAME_MAX = 131072,
-    CONNECT_TIMEOUT_S = 10,
-    RPC_TIMEOUT_S = 30,
     FRAME_BUDGET = 256,         /* frames per wake-up before posted actions get a turn */
     TICK_MS = 1000,
     BACKOFF_START_MS = 100,
     RECONNECT_MAX_DEFAULT_MS = 30000,
     STABLE_CONNECTION_S = 10,   /* a connection that lived this long resets the backoff */
-    SHORTSTR_MAX = 255,
     PREFETCH_DEFAULT = 16,
 };
 
@@ -153,31 +150,6 @@ act_free(act *x)
     g_free(x);
 }
 
-static char *
-bytes_dup(amqp_bytes_t b)
-{
-    return b.len ? g_strndup(b.bytes, b.len) : g_strdup("");
-}
-
-/* An absent or empty property is NULL: an empty reply_to is a cast. */
-static char *
-prop_dup(const amqp_basic_properties_t *p, amqp_flags_t flag, amqp_bytes_t b)
-{
-    return (p->_flags & flag) && b.len ? g_strndup(b.bytes, b.len) : NULL;
-}
-
-static amqp_bytes_t
-cbytes(const char *s)
-{
-    return amqp_cstring_bytes(s);
-}
-
-static bool
-shortstr_ok(const char *s)
-{
-    return !s || strlen(s) <= SHORTSTR_MAX;
-}
-
 static void
 wake(vtpm_broker *a)
 {
@@ -216,15 +188,15 @@ vtpm_broker_check_url(const char *url, vtpm_error *err)
 /* ---- construction ------------------------------------------------------- */
 
 int
-vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *cb, vtpm_broker **out,
-              vtpm_error *err)
+vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *cb,
+                vtpm_broker **out, vtpm_error *err)
 {
     vtpm_amqp_target target = {
         .url = params ? params->url : NULL,
         .failover_urls = params ? params->failover_urls : NULL,
-        .cacert = params ? params->cacert : NULL,
-        .cert = params ? params->cert : NULL,
-        .key = params ? params->key : NULL,
+        .tls = { .cacert = params ? params->cacert : NULL,
+                 .cert = params ? params->cert : NULL,
+                 .key = params ? params->key : NULL },
     };
     g_autoptr(GPtrArray) nodes = NULL;
     g_autofree char *queue = NULL;
@@ -249,10 +221,11 @@ vtpm_broker_new(const vtpm_broker_params *params, const vtpm_broker_callbacks *c
                               "amqp: queue type must be classic or quorum, not \"%s\"", qtype);
     queue = g_strdup_printf("%s.%s", topic, params->host);
     fanout = g_strdup_printf("%s_fanout", topic);
-    if (!shortstr_ok(exchange) || !shortstr_ok(queue) || !shortstr_ok(fanout))
+    if (!vtpm_amqp_shortstr_ok(exchange) || !vtpm_amqp_shortstr_ok(queue) ||
+        !vtpm_amqp_shortstr_ok(fanout))
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "amqp: exchange, queue or fanout exchange name over %d bytes",
-                              SHORTSTR_MAX);
+                              VTPM_AMQP_SHORTSTR_MAX);
     if (params->prefetch > UINT16_MAX)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp: prefetch must be 1..65535");
     if (params->heartbeat > UINT16_MAX)
@@ -365,7 +338,8 @@ vtpm_broker_post_reply(vtpm_broker *a, const char *reply_to, const char *correla
 }
 
 void
-vtpm_broker_post_publish(vtpm_broker *a, const char *exchange, const char *routing_key, GBytes *body)
+vtpm_broker_post_publish(vtpm_broker *a, const char *exchange, const char *routing_key,
+                         GBytes *body)
 {
     act *x = g_new0(act, 1);
 
@@ -419,26 +393,27 @@ publish(vtpm_broker *a, const char *exchange, const char *routing_key, const cha
     gsize len;
     int rc;
 
-    if (!shortstr_ok(exchange) || !shortstr_ok(routing_key) || !shortstr_ok(corr)) {
+    if (!vtpm_amqp_shortstr_ok(exchange) || !vtpm_amqp_shortstr_ok(routing_key) ||
+        !vtpm_amqp_shortstr_ok(corr)) {
         g_warning("amqp: not publishing to %.64s/%.64s: name over %d bytes", exchange,
-                  routing_key, SHORTSTR_MAX);
+                  routing_key, VTPM_AMQP_SHORTSTR_MAX);
         return;
     }
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
-    props.content_type = cbytes(CONTENT_TYPE);
+    props.content_type = amqp_cstring_bytes(CONTENT_TYPE);
     /* Persistent: a caller that waits on a durable reply queue must not
      * lose an answer to a broker restart (its request is acked by then).
      * Transient reply queues ignore the flag at no cost. */
     props.delivery_mode = 2;
     if (corr) {
         props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-        props.correlation_id = cbytes(corr);
+        props.correlation_id = amqp_cstring_bytes(corr);
     }
     /* rabbitmq-c takes the body mutable but only reads it. */
     b.bytes = (void *)g_bytes_get_data(body, &len);
     b.len = len;
-    rc = amqp_basic_publish(a->conn, CHANNEL, cbytes(exchange), cbytes(routing_key), 0, 0,
-                            &props, b);
+    rc = amqp_basic_publish(a->conn, CHANNEL, amqp_cstring_bytes(exchange),
+                            amqp_cstring_bytes(routing_key), 0, 0, &props, b);
     if (rc != AMQP_STATUS_OK)
         set_broken(a, "publish: %s", amqp_error_string2(rc));
 }
@@ -660,171 +635,62 @@ drain_disconnected(vtpm_broker *a, vtpm_error *err)
 
 /* ---- connecting ------------------------------------------------------------ */
 
-static char *
-rpc_why(amqp_rpc_reply_t r, const char *what)
-{
-    switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-        return NULL;
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-        return g_strdup_printf("%s: %s", what, amqp_error_string2(r.library_error));
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            const amqp_connection_close_t *m = r.reply.decoded;
-
-            return g_strdup_printf("%s: connection closed by the broker: %u %.*s", what,
-                                   m->reply_code, (int)m->reply_text.len,
-                                   (const char *)m->reply_text.bytes);
-        }
-        if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-            const amqp_channel_close_t *m = r.reply.decoded;
-
-            return g_strdup_printf("%s: channel closed by the broker: %u %.*s", what,
-                                   m->reply_code, (int)m->reply_text.len,
-                                   (const char *)m->reply_text.bytes);
-        }
-        return g_strdup_printf("%s: unexpected method 0x%08x", what, r.reply.id);
-    default:
-        return g_strdup_printf("%s: no reply", what);
-    }
-}
-
 static int
-make_socket(vtpm_broker *a, amqp_connection_state_t c, amqp_socket_t **out, vtpm_error *err)
+declare(vtpm_broker *a, amqp_connection_state_t c, vtpm_error *err)
 {
-    amqp_socket_t *s;
+    g_autofree char *fq = NULL;
     int rc;
 
-    if (!a->node->tls) {
-        if (!(s = amqp_tcp_socket_new(c)))
-            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot create a TCP socket");
-        *out = s;
-        return 0;
-    }
-    if (!(s = amqp_ssl_socket_new(c)))
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot create a TLS socket");
-    if ((rc = amqp_ssl_socket_set_cacert(s, a->cacert)) != AMQP_STATUS_OK)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "TLS CA file %s: %s", a->cacert,
-                              amqp_error_string2(rc));
-    if (a->cert && (rc = amqp_ssl_socket_set_key(s, a->cert, a->key)) != AMQP_STATUS_OK)
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "TLS client cert %s / key %s: %s",
-                              a->cert, a->key, amqp_error_string2(rc));
-    if ((rc = amqp_ssl_socket_set_ssl_versions(s, AMQP_TLSv1_2, AMQP_TLSvLATEST)) !=
-        AMQP_STATUS_OK)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "TLS 1.2+: %s", amqp_error_string2(rc));
-    amqp_ssl_socket_set_verify_peer(s, 1);
-    amqp_ssl_socket_set_verify_hostname(s, 1);
-    *out = s;
-    return 0;
-}
-
-static char *
-login(vtpm_broker *a, amqp_connection_state_t c)
-{
-    /* consumer_cancel_notify: without it the broker deletes a queue under
-     * us silently instead of sending basic.cancel. */
-    amqp_table_entry_t caps[] = {
-        { .key = cbytes("consumer_cancel_notify"),
-          .value = { .kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1 } },
-    };
-    amqp_table_entry_t props[] = {
-        { .key = cbytes("connection_name"),
-          .value = { .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = cbytes(a->conn_name) } },
-        { .key = cbytes("product"),
-          .value = { .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = cbytes("vtpmd") } },
-        { .key = cbytes("capabilities"),
-          .value = { .kind = AMQP_FIELD_KIND_TABLE,
-                     .value.table = { .num_entries = G_N_ELEMENTS(caps), .entries = caps } } },
-    };
-    amqp_table_t table = { .num_entries = G_N_ELEMENTS(props), .entries = props };
-
-    return rpc_why(amqp_login_with_properties(c, a->node->vhost, 1, FRAME_MAX, (int)a->heartbeat,
-                                              &table, AMQP_SASL_METHOD_PLAIN, a->node->user,
-                                              a->node->password),
-                   "login");
-}
-
-#define CHECK(what)                                                  \
-    do {                                                             \
-        if ((why = rpc_why(amqp_get_rpc_reply(c), what)) != NULL)    \
-            return why;                                              \
-    } while (0)
-
-static char *
-declare(vtpm_broker *a, amqp_connection_state_t c)
-{
-    amqp_table_entry_t quorum = {
-        .key = cbytes("x-queue-type"),
-        .value = { .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = cbytes("quorum") },
-    };
-    amqp_table_t qargs = amqp_empty_table;
-    amqp_queue_declare_ok_t *ok;
-    g_autofree char *fq = NULL;
-    char *why;
-
-    if (strcmp(a->queue_type, "quorum") == 0) {
-        qargs.num_entries = 1;
-        qargs.entries = &quorum;
-    }
     amqp_channel_open(c, CHANNEL);
-    CHECK("channel.open");
+    if ((rc = vtpm_amqp_rpc_check(c, "channel.open", err)) < 0)
+        return rc;
     amqp_basic_qos(c, CHANNEL, 0, (uint16_t)a->prefetch, 0);
-    CHECK("basic.qos");
-    amqp_exchange_declare(c, CHANNEL, cbytes(a->exchange), cbytes("topic"), 0, 1, 0, 0,
-                          amqp_empty_table);
-    CHECK("exchange.declare");
-    /* Quorum queues must be durable, non-exclusive, non-auto-delete; the
-     * classic one is the same so that switching type only needs a delete. */
-    amqp_queue_declare(c, CHANNEL, cbytes(a->queue), 0, 1, 0, 0, qargs);
-    CHECK("queue.declare");
-    amqp_queue_bind(c, CHANNEL, cbytes(a->queue), cbytes(a->exchange), cbytes(a->queue),
-                    amqp_empty_table);
-    CHECK("queue.bind");
-    amqp_exchange_declare(c, CHANNEL, cbytes(a->fanout_exchange), cbytes("fanout"), 0, 1, 0, 0,
-                          amqp_empty_table);
-    CHECK("exchange.declare (fanout)");
-    ok = amqp_queue_declare(c, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
-    CHECK("queue.declare (fanout)");
-    fq = bytes_dup(ok->queue);
-    amqp_queue_bind(c, CHANNEL, cbytes(fq), cbytes(a->fanout_exchange), amqp_empty_bytes,
-                    amqp_empty_table);
-    CHECK("queue.bind (fanout)");
-    amqp_basic_consume(c, CHANNEL, cbytes(a->queue), cbytes(TAG_DIRECT), 0, 0, 0,
-                       amqp_empty_table);
-    CHECK("basic.consume");
-    amqp_basic_consume(c, CHANNEL, cbytes(fq), cbytes(TAG_FANOUT), 0, 0, 1, amqp_empty_table);
-    CHECK("basic.consume (fanout)");
-    return NULL;
+    if ((rc = vtpm_amqp_rpc_check(c, "basic.qos", err)) < 0 ||
+        (rc = vtpm_amqp_declare_exchange(c, CHANNEL, a->exchange, VTPM_AMQP_EXCHANGE_TOPIC,
+                                         err)) < 0 ||
+        (rc = vtpm_amqp_declare_request_queue(c, CHANNEL, a->queue, a->exchange,
+                                              strcmp(a->queue_type, "quorum") == 0, err)) < 0 ||
+        (rc = vtpm_amqp_declare_exchange(c, CHANNEL, a->fanout_exchange,
+                                         VTPM_AMQP_EXCHANGE_FANOUT, err)) < 0 ||
+        (rc = vtpm_amqp_declare_private_queue(c, CHANNEL, &fq, err)) < 0)
+        return rc;
+    amqp_queue_bind(c, CHANNEL, amqp_cstring_bytes(fq), amqp_cstring_bytes(a->fanout_exchange),
+                    amqp_empty_bytes, amqp_empty_table);
+    if ((rc = vtpm_amqp_rpc_check(c, "queue.bind (fanout)", err)) < 0)
+        return rc;
+    amqp_basic_consume(c, CHANNEL, amqp_cstring_bytes(a->queue), amqp_cstring_bytes(TAG_DIRECT),
+                       0, 0, 0, amqp_empty_table);
+    if ((rc = vtpm_amqp_rpc_check(c, "basic.consume", err)) < 0)
+        return rc;
+    amqp_basic_consume(c, CHANNEL, amqp_cstring_bytes(fq), amqp_cstring_bytes(TAG_FANOUT), 0, 0,
+                       1, amqp_empty_table);
+    return vtpm_amqp_rpc_check(c, "basic.consume (fanout)", err);
 }
-
-#undef CHECK
 
 /* 0: connected; 1: failed, try again later (*why); negative: the
  * configuration makes connecting impossible. */
 static int
 conn_open(vtpm_broker *a, char **why, vtpm_error *err)
 {
-    struct timeval connect_tv = { CONNECT_TIMEOUT_S, 0 };
-    struct timeval rpc_tv = { RPC_TIMEOUT_S, 0 };
-    amqp_connection_state_t c = amqp_new_connection();
-    amqp_socket_t *s = NULL;
-    int rc;
+    vtpm_amqp_tls tls = { .cacert = a->cacert, .cert = a->cert, .key = a->key };
+    vtpm_amqp_login login = {
+        .heartbeat = a->heartbeat, .connection_name = a->conn_name, .product = "vtpmd",
+    };
+    amqp_connection_state_t c = NULL;
+    vtpm_error e = { 0 };
+    int rc = vtpm_amqp_connect(a->node, &tls, &login, &c, &e);
 
-    if (!c)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp: out of memory");
-    if ((rc = make_socket(a, c, &s, err)) < 0) {
-        amqp_destroy_connection(c);
+    /* Busy: the broker, not the configuration; tried again later. */
+    if (rc == -(int)VTPM_FAULT_BUSY) {
+        *why = g_strdup(e.message);
+        return 1;
+    }
+    if (rc < 0) {
+        *err = e;
         return rc;
     }
-    /* Bounded everywhere: stop() cannot interrupt a blocking step. */
-    amqp_set_handshake_timeout(c, &connect_tv);
-    amqp_set_rpc_timeout(c, &rpc_tv);
-    rc = amqp_socket_open_noblock(s, a->node->host, a->node->port, &connect_tv);
-    if (rc != AMQP_STATUS_OK)
-        *why = g_strdup_printf("connect: %s", amqp_error_string2(rc));
-    else if (!(*why = login(a, c)))
-        *why = declare(a, c);
-    if (*why) {
+    if (declare(a, c, &e) < 0) {
+        *why = g_strdup(e.message);
         amqp_destroy_connection(c);
         return 1;
     }
@@ -893,8 +759,8 @@ on_deliver(vtpm_broker *a, const amqp_basic_deliver_t *m)
     d->delivery_tag = m->delivery_tag;
     d->generation = a->generation;
     d->redelivered = m->redelivered;
-    d->exchange = bytes_dup(m->exchange);
-    d->routing_key = bytes_dup(m->routing_key);
+    d->exchange = vtpm_amqp_bytes_dup(m->exchange);
+    d->routing_key = vtpm_amqp_bytes_dup(m->routing_key);
     a->rx_d = d;
     a->rx = RX_HEADER;
 }
@@ -911,10 +777,10 @@ on_header(vtpm_broker *a, const amqp_frame_t *f)
         return;
     }
     d->body_size = f->payload.properties.body_size;
-    d->reply_to = prop_dup(p, AMQP_BASIC_REPLY_TO_FLAG, p->reply_to);
-    d->correlation_id = prop_dup(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id);
-    d->message_id = prop_dup(p, AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
-    d->content_type = prop_dup(p, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
+    d->reply_to = vtpm_amqp_prop_dup(p, AMQP_BASIC_REPLY_TO_FLAG, p->reply_to);
+    d->correlation_id = vtpm_amqp_prop_dup(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id);
+    d->message_id = vtpm_amqp_prop_dup(p, AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
+    d->content_type = vtpm_amqp_prop_dup(p, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
     /* The body of an oversized message is read and dropped frame by frame:
      * its size is announced by the peer and must not decide our memory. */
     if (d->body_size > a->max_message_bytes)
@@ -1071,7 +937,7 @@ cancel_consumers(vtpm_broker *a)
     a->cancelled = true;
     /* Sent without waiting: basic.cancel-ok arrives through pump(). */
     for (size_t i = 0; i < G_N_ELEMENTS(tags); i++) {
-        amqp_basic_cancel_t c = { .consumer_tag = cbytes(tags[i]), .nowait = 0 };
+        amqp_basic_cancel_t c = { .consumer_tag = amqp_cstring_bytes(tags[i]), .nowait = 0 };
 
         if (amqp_send_method(a->conn, CHANNEL, AMQP_BASIC_CANCEL_METHOD, &c) != AMQP_STATUS_OK) {
             set_broken(a, "basic.cancel failed");
@@ -1188,8 +1054,8 @@ vtpm_broker_run(vtpm_broker *a, vtpm_error *err)
         g_array_set_size(a->unacked, 0);
         g_message("amqp: connected to %s:%d vhost %s as %s (generation %" PRIu64
                   ", %u attempt%s)",
-                  a->node->host, a->node->port, a->node->vhost, a->conn_name, a->generation, attempts,
-                  attempts == 1 ? "" : "s");
+                  a->node->host, a->node->port, a->node->vhost, a->conn_name, a->generation,
+                  attempts, attempts == 1 ? "" : "s");
         attempts = 0;
         g_clear_pointer(&last_why, g_free);
         if (a->cb.on_connected)
