@@ -427,45 +427,7 @@ call(vtpm_client *c, const char *rk, const char *body)
     return m;
 }
 
-/* ---- unit level ---------------------------------------------------------------- */
-
-static void
-test_check_url(void **state)
-{
-    static const char *const good[] = {
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        "amqp://localhost",
-        "amqps://user:pa%40ss@broker.example.org:5671/cloud",
-        "amqp://u:p@[::1]:5672/%2f",
-        "amqp://h/",
-        "rabbit://u:p@h1:5672,u:p@h2:5672/",
-    };
-    static const char *const bad[] = {
-        "", "http://localhost/", "amqp://h:99999/%2f", "amqp://h:0/%2f", "amqp://h/a/b",
-        "amqp://h:port/%2f", "amqp://h/%zz", "amqp://[::1/%2f", "amqp://:5672/x",
-        "amqp://", "amqps://u:p@/x", "amqp://u:p@:5672/%2f", "rabbit://u:p@h1,h2/",
-    };
-    g_autofree char *longurl = NULL;
-    vtpm_error err = { 0 };
-
-    for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
-        if (vtpm_broker_check_url(good[i], &err) != 0)
-            fail_msg("%s rejected: %s", good[i], err.message);
-    }
-    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
-        memset(&err, 0, sizeof(err));
-        if (vtpm_broker_check_url(bad[i], &err) == 0)
-            fail_msg("\"%s\" accepted", bad[i]);
-        assert_int_equal(err.code, VTPM_FAULT_BAD_REQUEST);
-        /* The URL may carry a password: never echoed. */
-        if (*bad[i])
-            assert_null(strstr(err.message, bad[i]));
-    }
-    assert_true(vtpm_broker_check_url(NULL, &err) < 0);
-    longurl = g_strnfill(5000, 'a');
-    memcpy(longurl, "amqp://", 7);
-    assert_true(vtpm_broker_check_url(longurl, &err) < 0);
-}
+/* ---- unit level (the URLs themselves: test_amqp_url) ------------------------------ */
 
 static void
 test_new_rejects(void **state)
@@ -1155,7 +1117,6 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_check_url),
         cmocka_unit_test(test_new_rejects),
         cmocka_unit_test(test_tls_unreadable_cacert),
         cmocka_unit_test(test_call_roundtrip),

@@ -55,7 +55,8 @@ expect_file "$sbindir/vtpmd" x
 expect_file "$bindir/vtpmctl" x
 expect_file "$bindir/vtpm-fanout" x
 expect_file "$bindir/vtpm-replay" x
-for page in man8/vtpmd.8 man5/vtpmd.conf.5 man1/vtpmctl.1 man1/vtpm-fanout.1 man1/vtpm-replay.1; do
+for page in man8/vtpmd.8 man5/vtpmd.conf.5 man1/vtpmctl.1 man1/vtpm-fanout.1 man1/vtpm-replay.1 \
+    man7/vtpm-amqp.7; do
     expect_file "$mandir/$page"
 done
 expect_file "$sysconfdir/vtpmd/vtpmd.conf.sample"
@@ -73,7 +74,7 @@ check "the installed unit starts the installed vtpmd with the installed config p
     grep -qx "ExecStart=$sbindir/vtpmd --config $sysconfdir/vtpmd/vtpmd.conf" "$D$unitdir/vtpmd.service"
 check "the installed sample config is accepted by the installed vtpmd" \
     eval '"$D$sbindir/vtpmd" --check-config --config "$D$sysconfdir/vtpmd/vtpmd.conf.sample" > "$OUT" 2> "$ERR"'
-for p in vtpmd:8 vtpmd.conf:5 vtpmctl:1 vtpm-fanout:1 vtpm-replay:1; do
+for p in vtpmd:8 vtpmd.conf:5 vtpmctl:1 vtpm-fanout:1 vtpm-replay:1 vtpm-amqp:7; do
     MANPATH=$D$mandir man -w "${p#*:}" "${p%:*}" > "$OUT" 2> "$ERR"
     RC=$?
     check "man ${p#*:} ${p%:*} finds the installed page" \

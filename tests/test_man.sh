@@ -33,7 +33,9 @@ th_is() {
     [ "$name" = "$2" ] && [ "$section" = "$3" ]
 }
 
-PAGES="vtpmd.8 vtpmctl.1 vtpm-replay.1 vtpm-fanout.1 vtpmd.conf.5"
+PAGES="vtpmd.8 vtpmctl.1 vtpm-replay.1 vtpm-fanout.1 vtpmd.conf.5 vtpm-amqp.7"
+# The broker options every tool takes, documented once, in vtpm-amqp(7).
+SHARED=$MAN/vtpm-amqp.7
 
 # ---- rendering -------------------------------------------------------------
 
@@ -64,10 +66,15 @@ help_options() {
     grep -oE '^ +(-[A-Za-z], )?--[a-z][a-z0-9-]*' "$1" | tr -d ' ' | tr ',' '\n'
 }
 
-# expect_options DESC PAGE_TEXT_FILE HELP_FILE
+# expect_options DESC PAGE_TEXT_FILE HELP_FILE: every option of the help in
+# the page text, or in vtpm-amqp(7) when the text refers to it.
 expect_options() {
     local desc=$1 text=$2 help=$3 missing=() o
     : > "$OUT"; : > "$ERR"
+    if grep -qF 'vtpm\-amqp (7)' "$text"; then
+        cat "$text" "$SHARED" > "$tmp/with-shared"
+        text=$tmp/with-shared
+    fi
     for o in $(help_options "$help"); do
         grep -qF -- "$(roff "$o")" "$text" || missing+=("$o")
     done

@@ -500,6 +500,21 @@ expect_usage "call: unknown option -> exit 2" "--bogus"
 run call --url 'amqp://guest:guest@127.0.0.1:1/a/b' get_capabilities
 expect_fault "call: --url with a raw '/' in the vhost -> BadRequest naming --url and the fix" \
     BadRequest "--url: " "vhost: contains '/'" "%2f"
+# nova.conf's form: rabbit://, and the trailing '/' is the vhost "/": the
+# URL is taken, and only the connection fails (nothing listens on port 1).
+run call --url 'rabbit://guest:guest@127.0.0.1:1/' --timeout 5 get_capabilities
+check "call: --url rabbit://...:1/ (oslo's form) is taken: the fault is the connection's" \
+    eval 'rc_is 1 && js "d[\"fault\"][\"code\"] != \"BadRequest\" and \"127.0.0.1:1\" in d[\"fault\"][\"message\"]"'
+run call --url 'rabbit://guest:s3cret@127.0.0.1:1,guest:s3cret@127.0.0.1:2/' --timeout 5 get_capabilities
+check "call: --url with two nodes: both tried, neither password shown" \
+    eval 'rc_is 1 && grep -q "127.0.0.1:2" "$OUT" && ! grep -q s3cret "$OUT" "$ERR"'
+run call --url "$DEAD_URL" --failover-url 'amqp://h:0/' get_capabilities
+expect_fault "call: a bad --failover-url -> BadRequest naming it" BadRequest \
+    "--failover-url: port: 0 is out of range"
+run call --url 'rabbits://guest:guest@127.0.0.1:1/' get_capabilities
+expect_fault "call: a TLS URL without --cacert -> BadRequest naming cacert" BadRequest "cacert"
+run call --url "$DEAD_URL" --cert /nonexistent.pem get_capabilities
+expect_fault "call: --cert without --key -> BadRequest" BadRequest "cert and key"
 VTPM_AMQP_URL='http://example.invalid/' run call get_capabilities
 expect_fault "call: a bad \$VTPM_AMQP_URL -> BadRequest naming the variable" \
     BadRequest '$VTPM_AMQP_URL: '

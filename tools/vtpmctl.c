@@ -5,7 +5,9 @@
  *   vtpmctl resolve      [--flavor-spec K=V]... [--image-prop K=V]...
  *   vtpmctl capabilities [--connect URI] [--config FILE]
  *   vtpmctl render-xml   [--secret-uuid UUID] [--virt-type T] [--console-log PATH] < spec.json
- *   vtpmctl call         [--url URL] [--host HOST | --fanout] [--timeout S] METHOD [ARGS_JSON]
+ *   vtpmctl call         [BROKER OPTIONS] [--host HOST | --fanout] [--timeout S] METHOD [ARGS_JSON]
+ *
+ * The broker options are every tool's (tools/amqpopt.h, vtpm-amqp(7)).
  *
  * Output is JSON on stdout.  Exit codes: 0 ok, 1 fault, 2 usage, 3 timeout.
  */
@@ -23,9 +25,9 @@
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
 #include "accel.h"
+#include "amqpopt.h"
 #include "caps.h"
 #include "client.h"
-#include "broker.h"
 #include "config.h"
 #include "domxml.h"
 #include "mpjson.h"
@@ -478,21 +480,14 @@ packed_is_map(const char *data, size_t len)
 static int
 cmd_call(int argc, char **argv)
 {
-    g_autofree char *url = NULL;
     g_autofree char *host = NULL;
-    g_autofree char *config = NULL;
     g_autofree char *request_id = NULL;
-    const char *url_source;
     gboolean fanout = FALSE;
     double timeout = 30.0;
     gint64 deadline_ms_rel = 0;
     uint64_t deadline_ms = 0;
     GOptionEntry entries[] = {
-        { "url", 'u', 0, G_OPTION_ARG_STRING, &url,
-          "broker URL (default: [amqp] url of --config, else $VTPM_AMQP_URL)", "URL" },
-        { "config", 0, 0, G_OPTION_ARG_FILENAME, &config,
-          "vtpmd config file to take [amqp] and [worker] host from", "FILE" },
-        { "host", 'H', 0, G_OPTION_ARG_STRING, &host, "the worker to call (default: [worker] host)", "HOST" },
+        { "host", 'H', 0, G_OPTION_ARG_STRING, &host, "the worker to call (default: [worker] host of --config)", "HOST" },
         { "fanout", 0, 0, G_OPTION_ARG_NONE, &fanout,
           "broadcast to every worker and collect all replies until the timeout", NULL },
         { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &timeout, "seconds to wait (default 30)", "SECONDS" },
@@ -502,7 +497,7 @@ cmd_call(int argc, char **argv)
         { NULL }
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("METHOD [ARGS_JSON] - call a vtpmd worker and print the reply");
-    g_autoptr(vtpm_config) cfg = NULL;
+    g_auto(vtpm_amqpopt) bo = { 0 };
     g_autoptr(vtpm_client) client = NULL;
     g_autoptr(GBytes) req = NULL;
     g_autoptr(JsonArray) replies = NULL;
@@ -517,6 +512,7 @@ cmd_call(int argc, char **argv)
     int rc, worst = EXIT_OK;
     size_t nreplies = 0;
 
+    vtpm_amqpopt_add(ctx, &bo, VTPM_AMQPOPT_NAMES);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "ARGS_JSON is the method's args map as JSON, e.g. '{\"instance\": {...}}';\n"
@@ -524,6 +520,7 @@ cmd_call(int argc, char **argv)
         "binary fields are {\"$bin\": \"<base64>\"}.  Prints the reply envelope as JSON\n"
         "({\"v\":1,\"ok\":true,\"result\":{...}} or {..., \"fault\": {code, message, retryable}}).\n"
         "With --fanout prints a JSON array of every reply received before the timeout.\n"
+        "The broker options are described in vtpm-amqp(7).\n"
         "Exit: 0 ok, 1 fault, 2 usage, 3 timeout (no reply).\n");
     if ((rc = parse_options(ctx, &argc, &argv)))
         return rc;
@@ -544,18 +541,15 @@ cmd_call(int argc, char **argv)
                                deadline_ms_rel);
         deadline_ms = (uint64_t)(now_ms + deadline_ms_rel);
     }
-    if ((rc = load_config(config, &cfg)))
-        return rc;
-    if (url)
-        url_source = "--url";
-    else if (config)
-        url_source = "[amqp] url";
-    else if (g_getenv("VTPM_AMQP_URL"))
-        url_source = "$VTPM_AMQP_URL";
-    else
-        url_source = "the default [amqp] url";
-    if (!url)
-        url = g_strdup(config ? cfg->amqp.url : g_getenv("VTPM_AMQP_URL") ? g_getenv("VTPM_AMQP_URL") : cfg->amqp.url);
+    /* A bad config file is a usage error; a bad URL or TLS setting is a
+     * fault naming the option, variable or key it came from. */
+    if (vtpm_amqpopt_load(&bo, &cp, &err) < 0) {
+        if (vtpm_amqpopt_config_refused(&bo)) {
+            fprintf(stderr, "vtpmctl: %s\n", err.message);
+            return EXIT_USAGE;
+        }
+        return print_fault(&err);
+    }
     if (host) {
         /* A name no worker can have would only time out. */
         g_autofree char *why = vtpm_config_check_host(host);
@@ -563,7 +557,7 @@ cmd_call(int argc, char **argv)
         if (why || !*host)
             return usage_error(ctx, "--host: %s", why ? why : "empty");
     } else {
-        host = g_strdup(cfg->worker.host);
+        host = g_strdup(bo.cfg->worker.host);
     }
 
     msgpack_sbuffer_init(&args);
@@ -600,22 +594,10 @@ cmd_call(int argc, char **argv)
     req = vtpm_proto_request_new(argv[1], args.data, args.size, rid, deadline_ms);
     msgpack_sbuffer_destroy(&args);
 
-    cp.url = url;
-    cp.cacert = cfg->amqp.cacert;
-    cp.cert = cfg->amqp.cert;
-    cp.key = cfg->amqp.key;
-    cp.exchange = cfg->amqp.exchange;
-    cp.topic = cfg->amqp.topic;
-    /* The broker's own URL rules, before any connection attempt; a bad URL
-     * or TLS setting is reported with the argument or key it came from. */
-    if (vtpm_broker_check_url(url, &err) < 0 || vtpm_client_connect(&cp, &client, &err) < 0) {
-        if (err.code == VTPM_FAULT_BAD_REQUEST)
-            vtpm_error_prefix(&err, "%s%s%s", url_source, config && url_source[0] == '[' ? " of " : "",
-                              config && url_source[0] == '[' ? config : "");
+    if (vtpm_client_connect(&cp, &client, &err) < 0)
         return print_fault(&err);
-    }
 
-    routing_key = g_strdup_printf("%s.%s", cfg->amqp.topic, host);
+    routing_key = g_strdup_printf("%s.%s", cp.topic, host);
     so.fanout = fanout;
     so.routing_key = fanout ? "" : routing_key;
     if (vtpm_client_send(client, &so, g_bytes_get_data(req, NULL), g_bytes_get_size(req),

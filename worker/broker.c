@@ -175,16 +175,6 @@ set_broken(vtpm_broker *a, const char *fmt, ...)
     va_end(ap);
 }
 
-int
-vtpm_broker_check_url(const char *url, vtpm_error *err)
-{
-    g_autoptr(GPtrArray) nodes = NULL;
-
-    if (vtpm_amqp_url_parse(url, &nodes, err) < 0)
-        return vtpm_error_prefix(err, "broker URL");
-    return 0;
-}
-
 /* ---- construction ------------------------------------------------------- */
 
 int

@@ -133,6 +133,3 @@ void vtpm_broker_set_drain_check(vtpm_broker *a, bool (*drained)(void *user));
 
 /* Current generation (I/O thread only). */
 uint64_t vtpm_broker_generation(const vtpm_broker *a);
-
-/* Parse a broker URL without connecting (amqp/url.h's rules). */
-int vtpm_broker_check_url(const char *url, vtpm_error *err);
