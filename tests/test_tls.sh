@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# amqps:// end to end with peer and hostname verification on: vtpmd and
-# vtpmctl against a RabbitMQ TLS listener whose certificate (CN=localhost,
+# amqps:// end to end with peer and hostname verification on: vtpmd,
+# vtpmctl and vtpm-fanout against a RabbitMQ TLS listener whose certificate (CN=localhost,
 # SAN DNS:localhost, IP:127.0.0.1) a test CA issued.  Runs under
 # tests/integration.sh with VT_RMQ_TLS=1 (env.sh's vt_rmq_start then opens the
 # TLS listener and exports VT_AMQPS_URL, VT_RMQ_TLS_PORT and VT_TLS_DIR with
 # ca.pem, client.pem/key and other-ca.pem), which also starts libvirt host "a";
 # the vtpmds run in that host's namespace.
-# Usage: VT_RMQ_TLS=1 integration.sh test_tls.sh PATH/TO/vtpmctl PATH/TO/vtpmd
+# Usage: VT_RMQ_TLS=1 integration.sh test_tls.sh PATH/TO/vtpmctl PATH/TO/vtpmd PATH/TO/vtpm-fanout
 #
 # Prints one "ok - ..." / "not ok - ..." line per check, then "N passed, M
 # failed"; exits 1 if any check failed.
 set -u
 
 V=${1:?usage: VT_RMQ_TLS=1 integration.sh test_tls.sh PATH/TO/vtpmctl PATH/TO/vtpmd}
-D=${2:?usage: VT_RMQ_TLS=1 integration.sh test_tls.sh PATH/TO/vtpmctl PATH/TO/vtpmd}
-if [ ! -x "$V" ] || [ ! -x "$D" ] || [ -z "${VT_AMQPS_URL:-}" ] || [ -z "${VT_TLS_DIR:-}" ] ||
+D=${2:?usage: VT_RMQ_TLS=1 integration.sh test_tls.sh PATH/TO/vtpmctl PATH/TO/vtpmd PATH/TO/vtpm-fanout}
+F=${3:?usage: VT_RMQ_TLS=1 integration.sh test_tls.sh PATH/TO/vtpmctl PATH/TO/vtpmd PATH/TO/vtpm-fanout}
+if [ ! -x "$V" ] || [ ! -x "$D" ] || [ ! -x "$F" ] || [ -z "${VT_AMQPS_URL:-}" ] || [ -z "${VT_TLS_DIR:-}" ] ||
     [ -z "${VT_RMQ_TLS_PORT:-}" ] || [ -z "${VT_HOST_A_URI:-}" ] || [ -z "${VT_ROOT:-}" ]; then
-    echo "not ok - needs executable vtpmctl ($V) and vtpmd ($D), VT_AMQPS_URL, VT_TLS_DIR," \
+    echo "not ok - needs executable vtpmctl ($V), vtpmd ($D), vtpm-fanout ($F), VT_AMQPS_URL, VT_TLS_DIR," \
         "VT_RMQ_TLS_PORT, VT_HOST_A_URI (run under integration.sh with VT_RMQ_TLS=1)"
     echo "0 passed, 1 failed"
     exit 1
@@ -272,6 +273,52 @@ check "vtpmctl with a URL host the cert does not name: exit 1, fault says hostna
 # is right too): reported so the limitation stays visible.
 call tls-ip tls-good 10
 echo "# note: amqps://...@127.0.0.1 (cert has IP SAN 127.0.0.1): vtpmctl exit $RC: $(head -c 300 "$OUT")"
+
+# ---- oslo's URL forms over TLS ---------------------------------------------------
+#
+# rabbits:// is amqps://, and a URL ending in "/" means the vhost "/", as
+# nova.conf writes transport_url.
+
+RABBITS="rabbits://guest:guest@localhost:$PORT/"
+conf tls-rabbit "cacert=$TLS/ca.pem" "url=$RABBITS"
+start tls-rabbit
+check_log tls-rabbit "vtpmd with [amqp] url = rabbits://...:$PORT/ connects over TLS to the vhost /" \
+    wait_log tls-rabbit "${CONNECTED}vhost / as vtpmd@tls-rabbit"
+timeout 120 "$V" call --url "$RABBITS" --cacert "$TLS/ca.pem" --host tls-rabbit --timeout 30 \
+    get_capabilities > "$OUT" 2> "$ERR"
+RC=$?
+check "vtpmctl call --url rabbits://...:$PORT/ --cacert: exit 0, ok true" eval 'rc_is 0 && reply_ok'
+check_log tls-rabbit "SIGTERM: vtpmd on rabbits:// drains and exits 0" stop tls-rabbit
+
+# ---- vtpm-fanout over TLS: the same broker options as vtpmctl --------------------------
+
+fanout() {
+    timeout 200 "$F" --json --calls 20 --concurrency 4 --timeout 30 --settle 0 "$@" \
+        > "$OUT" 2> "$ERR"
+    RC=$?
+}
+fan_ok() { py 'd.get("result") == "ok" and d.get("ok") == 20 and d.get("lost") == 0'; }
+
+fanout --url "$URL" --cacert "$TLS/ca.pem" --hosts tls-good
+check "vtpm-fanout --url amqps:// --cacert: 20 calls answered" eval 'rc_is 0 && fan_ok'
+fanout --config "$tmp/tls-cert.conf" --hosts tls-cert
+check "vtpm-fanout --config with CA and client cert/key: 20 calls answered" eval 'rc_is 0 && fan_ok'
+fanout --url "$URL" --cacert "$TLS/ca.pem" --cert "$TLS/client.pem" --key "$TLS/client.key" \
+    --hosts tls-good
+check "vtpm-fanout --cacert --cert --key: 20 calls answered" eval 'rc_is 0 && fan_ok'
+fanout --url "$URL" --cacert "$TLS/other-ca.pem" --hosts tls-good
+check "vtpm-fanout trusting another CA: exit 1, says the peer verification failed" \
+    eval 'rc_is 1 && grep -q "SSL peer cert verification failed" "$ERR"'
+fanout --url "$URL" --hosts tls-good
+check "vtpm-fanout with amqps:// and no --cacert: usage error naming cacert" \
+    eval 'rc_is 2 && grep -q "cacert" "$ERR"'
+# Spawned workers get the TLS options as their [amqp] (relative paths made
+# absolute): they must reach the broker over TLS to answer.
+( cd "$TLS" && timeout 200 "$F" --json --url "$URL" --cacert ca.pem --spawn-workers 1 \
+    --vtpmd "$D" --calls 10 --timeout 30 --settle 0 > "$OUT" 2> "$ERR" )
+RC=$?
+check "vtpm-fanout --spawn-workers over amqps (relative --cacert): the worker answers 10 calls" \
+    eval 'rc_is 0 && py "d.get(\"ok\") == 10 and all(w[\"exit_ok\"] for w in d[\"workers\"])"'
 
 # ---- configuration refused at start ---------------------------------------------
 

@@ -2,7 +2,7 @@
 /*
  * vtpm-fanout: load generator and delivery checker for vtpmd workers.
  *
- *   vtpm-fanout --url URL (--hosts H1,H2,... | --discover | --spawn-workers K --vtpmd PATH)
+ *   vtpm-fanout [BROKER OPTIONS] (--hosts H1,H2,... | --discover | --spawn-workers K --vtpmd PATH)
  *               --calls N [--concurrency C] [--mix get_capabilities=70,spawn=10,destroy=20]
  *               [--spawn-tpm 2.0|1.2] [--warmup W] [--timeout S] [--settle S]
  *               [--broadcast] [--json]
@@ -41,6 +41,7 @@
 
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
+#include "amqpopt.h"
 #include "client.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -115,7 +116,7 @@ typedef struct {
 
 typedef struct {
     /* options */
-    char *url, *exchange, *topic;
+    vtpm_client_params broker;  /* strings of the tool's vtpm_amqpopt */
     guint concurrency;
     gint64 timeout_us, settle_us;
     guint weights[M__COUNT];
@@ -259,7 +260,7 @@ add_host(fan_run *r, const char *h)
             return;
     }
     g_ptr_array_add(r->hosts, g_strdup(h));
-    g_ptr_array_add(r->routing, g_strdup_printf("%s.%s", r->topic, h));
+    g_ptr_array_add(r->routing, g_strdup_printf("%s.%s", r->broker.topic, h));
 }
 
 /* ---- requests -------------------------------------------------------------- */
@@ -675,12 +676,39 @@ child_setup(gpointer data)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
 }
 
+/* The broker of this run as a worker's [amqp] (its paths absolute, as
+ * vtpmd wants them). */
+static char *
+amqp_section(const vtpm_client_params *b)
+{
+    GString *t = g_string_new("[amqp]\n");
+    const struct {
+        const char *key, *path;
+    } files[] = { { "cacert", b->cacert }, { "cert", b->cert }, { "key", b->key } };
+
+    g_string_append_printf(t, "url = %s\nexchange = %s\ntopic = %s\n", b->url, b->exchange,
+                           b->topic);
+    if (b->failover_urls && *b->failover_urls) {
+        g_autofree char *list = g_strjoinv(" ", (char **)b->failover_urls);
+
+        g_string_append_printf(t, "failover_urls = %s\n", list);
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+        g_autofree char *abs = files[i].path ? g_canonicalize_filename(files[i].path, NULL) : NULL;
+
+        if (abs)
+            g_string_append_printf(t, "%s = %s\n", files[i].key, abs);
+    }
+    return g_string_free(t, FALSE);
+}
+
 static int
 write_worker_config(const fan_run *r, fan_worker *w, const char *dir, const char *libvirt_uri,
                     GError **gerr)
 {
     static const char *const subdirs[] = { "images", "console", "swtpm", "pools", "kept" };
     g_autofree char *base = g_build_filename(dir, w->host, NULL);
+    g_autofree char *amqp = NULL;
     g_autofree char *text = NULL;
 
     for (size_t i = 0; i < G_N_ELEMENTS(subdirs); i++) {
@@ -694,13 +722,12 @@ write_worker_config(const fan_run *r, fan_worker *w, const char *dir, const char
     }
     /* Every path inside the temporary directory: the calls touch no vTPM
      * state, but nothing of the machine's own vtpmd must be in reach. */
-    text = g_strdup_printf("[amqp]\nurl = %s\nexchange = %s\ntopic = %s\n"
-                           "[worker]\nhost = %s\nworkers = 4\n"
+    amqp = amqp_section(&r->broker);
+    text = g_strdup_printf("%s[worker]\nhost = %s\nworkers = 4\n"
                            "[libvirt]\nuri = %s\nimages_dir = %s/images\n"
                            "console_dir = %s/console\nstate_dir = %s/swtpm\n"
                            "[store]\npool_dir = %s/pools\nkept_dir = %s/kept\n",
-                           r->url, r->exchange, r->topic, w->host, libvirt_uri, base, base, base,
-                           base, base);
+                           amqp, w->host, libvirt_uri, base, base, base, base, base);
     w->conf = g_strdup_printf("%s/%s.conf", dir, w->host);
     w->log = g_strdup_printf("%s/%s.log", dir, w->host);
     return g_file_set_contents_full(w->conf, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, gerr)
@@ -768,13 +795,13 @@ wait_ready(fan_run *r, GPtrArray *workers, vtpm_error *err)
 {
     g_autoptr(vtpm_client) probe = NULL;
     g_autoptr(GBytes) body = request_body(M_GET_CAPABILITIES, "vtpm-fanout-probe", NULL, NULL);
-    vtpm_client_params cp = { .url = r->url, .exchange = r->exchange, .topic = r->topic };
+    const vtpm_client_params *cp = &r->broker;
     gint64 start = now_us(), end = start + READY_TIMEOUT_US;
     int rc;
 
     for (guint i = 0; i < workers->len; i++) {
         fan_worker *w = g_ptr_array_index(workers, i);
-        g_autofree char *rk = g_strdup_printf("%s.%s", r->topic, w->host);
+        g_autofree char *rk = g_strdup_printf("%s.%s", r->broker.topic, w->host);
 
         for (;;) {
             g_autoptr(vtpm_client_msg) m = NULL;
@@ -787,7 +814,7 @@ wait_ready(fan_run *r, GPtrArray *workers, vtpm_error *err)
                 return vtpm_error_set(err, VTPM_FAULT_BUSY,
                                       "worker %s did not answer within %d s (log %s)", w->host,
                                       (int)(READY_TIMEOUT_US / G_USEC_PER_SEC), w->log);
-            if (!probe && vtpm_client_connect(&cp, &probe, err) < 0) {
+            if (!probe && vtpm_client_connect(cp, &probe, err) < 0) {
                 g_usleep(200 * 1000);
                 continue;
             }
@@ -1329,15 +1356,13 @@ report_table(fan_report *rep)
 int
 main(int argc, char **argv)
 {
-    g_autofree char *url = NULL, *hosts_opt = NULL, *mix = NULL, *vtpmd = NULL;
-    g_autofree char *libvirt_uri = NULL, *exchange = NULL, *topic = NULL, *spawn_tpm = NULL;
+    g_autofree char *hosts_opt = NULL, *mix = NULL, *vtpmd = NULL;
+    g_autofree char *libvirt_uri = NULL, *spawn_tpm = NULL;
     g_auto(GStrv) hosts_v = NULL;
     gint64 ncalls = -1, warmup = 0, concurrency = 1, spawn = 0, seed = 0;
     double timeout = 10.0, settle = 1.0;
     gboolean discover = FALSE, do_bcast = FALSE, json = FALSE;
     GOptionEntry entries[] = {
-        { "url", 'u', 0, G_OPTION_ARG_STRING, &url,
-          "broker URL (default $VTPM_AMQP_URL, else $VT_AMQP_URL)", "URL" },
         { "hosts", 'H', 0, G_OPTION_ARG_STRING, &hosts_opt,
           "comma-separated workers to call, round-robin", "H1,H2,..." },
         { "discover", 0, 0, G_OPTION_ARG_NONE, &discover,
@@ -1368,10 +1393,6 @@ main(int argc, char **argv)
           "PATH" },
         { "libvirt-uri", 0, 0, G_OPTION_ARG_STRING, &libvirt_uri,
           "[libvirt] uri of spawned workers (default test:///default)", "URI" },
-        { "exchange", 0, 0, G_OPTION_ARG_STRING, &exchange, "topic exchange (default vtpm)",
-          "NAME" },
-        { "topic", 0, 0, G_OPTION_ARG_STRING, &topic,
-          "queue / routing key prefix (default vtpm)", "NAME" },
         { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed of the method mix (default: random)",
           "N" },
         { NULL }
@@ -1381,14 +1402,14 @@ main(int argc, char **argv)
     g_autoptr(GError) gerr = NULL;
     g_autoptr(GPtrArray) workers = g_ptr_array_new_with_free_func(worker_free);
     g_autofree char *tmpdir = NULL;
+    g_auto(vtpm_amqpopt) bo = { 0 };
     fan_bcast *bc = NULL;
-    vtpm_client_params cp = { 0 };
     vtpm_error err = { 0 };
     fan_report rep = { 0 };
     fan_run r = { 0 };
-    const char *env_url;
     int rc;
 
+    vtpm_amqpopt_add(ctx, &bo, VTPM_AMQPOPT_NAMES);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "Calls go round-robin over the hosts, each with a unique correlation id and\n"
@@ -1408,6 +1429,8 @@ main(int argc, char **argv)
         "on its host, before spawned workers stop; these cleanup calls (each with\n"
         "--timeout) are outside the statistics, and one that fails fails the run.\n"
         "The other methods need an existing instance and are refused.\n"
+        "Spawned workers get this run's broker options as their [amqp]; the options\n"
+        "are described in vtpm-amqp(7).\n"
         "Exit: 0 nothing lost, duplicated, unmatched or invalid, no instance left (and\n"
         "--broadcast: all hosts answered; --spawn-workers: all workers exited 0),\n"
         "1 otherwise, 2 usage.\n");
@@ -1416,11 +1439,8 @@ main(int argc, char **argv)
     if (argc > 1)
         return usage_error("unexpected argument '%s'", argv[1]);
 
-    env_url = g_getenv("VTPM_AMQP_URL") ? g_getenv("VTPM_AMQP_URL") : g_getenv("VT_AMQP_URL");
-    if (!url && env_url)
-        url = g_strdup(env_url);
-    if (!url || !*url)
-        return usage_error("--url is required (or $VTPM_AMQP_URL)");
+    if (vtpm_amqpopt_load(&bo, &r.broker, &err) < 0)
+        return usage_error("%s", err.message);
     if (ncalls < 0 && !do_bcast && !discover)
         return usage_error("--calls is required");
     if (ncalls < 0)
@@ -1450,9 +1470,6 @@ main(int argc, char **argv)
         return usage_error("--broadcast checks the hosts of --hosts or --spawn-workers; "
                            "--discover accepts whoever answers");
 
-    r.url = url;
-    r.exchange = exchange ? exchange : "vtpm";
-    r.topic = topic ? topic : "vtpm";
     r.concurrency = (guint)concurrency;
     r.timeout_us = (gint64)(timeout * G_USEC_PER_SEC);
     r.settle_us = (gint64)(settle * G_USEC_PER_SEC);
@@ -1472,8 +1489,6 @@ main(int argc, char **argv)
                                    hosts_v[i]);
         }
     }
-    if (!r.exchange[0] || !r.topic[0])
-        return usage_error("--exchange and --topic must not be empty");
 
     /* Nothing is allocated in r before this point: usage errors return
      * directly. */
@@ -1525,10 +1540,7 @@ main(int argc, char **argv)
     }
 
     /* ---- the run ---- */
-    cp.url = r.url;
-    cp.exchange = r.exchange;
-    cp.topic = r.topic;
-    if (!r.error && vtpm_client_connect(&cp, &r.client, &err) < 0)
+    if (!r.error && vtpm_client_connect(&r.broker, &r.client, &err) < 0)
         r.error = g_strdup(err.message);
     if (!r.error && (discover || do_bcast)) {
         if (broadcast(&r, discover ? DISCOVER_WINDOW_US : r.timeout_us,
@@ -1565,7 +1577,7 @@ main(int argc, char **argv)
                      linger(&r, &err) < 0))
         r.error = g_strdup(err.message);
     /* Before the workers stop: they are the ones that destroy. */
-    cleanup_spawns(&r, &cp);
+    cleanup_spawns(&r, &r.broker);
     g_clear_pointer(&r.client, vtpm_client_free);
     if (r.error)
         fprintf(stderr, "vtpm-fanout: %s\n", r.error);
