@@ -112,6 +112,31 @@ vtpm_amqp_connect(const vtpm_amqp_node *node, const vtpm_amqp_tls *tls,
     return 0;
 }
 
+int
+vtpm_amqp_connect_first(GPtrArray *nodes, const vtpm_amqp_tls *tls,
+                        const vtpm_amqp_login *login, amqp_connection_state_t *out,
+                        guint *index, vtpm_error *err)
+{
+    g_autoptr(GString) why = g_string_new(NULL);
+
+    for (guint i = 0; i < nodes->len; i++) {
+        const vtpm_amqp_node *n = nodes->pdata[i];
+        vtpm_error e = { 0 };
+        int rc = vtpm_amqp_connect(n, tls, login, out, &e);
+
+        if (rc == 0) {
+            *index = i;
+            return 0;
+        }
+        if (rc != -(int)VTPM_FAULT_BUSY) {
+            *err = e;
+            return rc;
+        }
+        g_string_append_printf(why, "%s%s:%d: %s", i ? "; " : "", n->host, n->port, e.message);
+    }
+    return vtpm_error_set(err, VTPM_FAULT_BUSY, "%s", why->str);
+}
+
 /* @r, not a normal reply, in words. */
 static char *
 describe(amqp_rpc_reply_t r)

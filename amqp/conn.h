@@ -33,6 +33,16 @@ int vtpm_amqp_connect(const vtpm_amqp_node *node, const vtpm_amqp_tls *tls,
                       const vtpm_amqp_login *login, amqp_connection_state_t *out,
                       vtpm_error *err);
 
+/*
+ * The first node of @nodes (vtpm_amqp_node *) that lets us in, in order;
+ * *index says which.  Busy when none did, naming each node and why
+ * ("h1:5672: connect: ...; h2:5672: login: ..."); BadRequest and Internal
+ * at once (a TLS file that cannot be used fails on every node).
+ */
+int vtpm_amqp_connect_first(GPtrArray *nodes, const vtpm_amqp_tls *tls,
+                            const vtpm_amqp_login *login, amqp_connection_state_t *out,
+                            guint *index, vtpm_error *err);
+
 /* Why @r is not a normal reply, as "@what: why" (just "why" when @what is
  * NULL); NULL when it is. */
 char *vtpm_amqp_rpc_why(amqp_rpc_reply_t r, const char *what);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The manual pages (docs/man): each renders without a warning, each
-# binary's --help options (of every vtpmctl command) appear in its page,
+# binary's --help options (of every vtpmctl command) appear in its page or
+# in vtpm-amqp(7) where the page refers to it, every tool takes the broker
+# options of vtpm-amqp(7),
 # vtpmd.conf(5) documents exactly the keys of docs/vtpmd.conf.sample (which
 # test_config holds equal to the parser), and SEE ALSO names only pages
 # that exist.
@@ -122,6 +124,36 @@ for sub in record replay show; do
         grep -q "^\.B vtpm\\\\-replay $sub" "$MAN/vtpm-replay.1"
 done
 check "vtpm-replay(1) points to docs/replay.md" grep -q "replay\.md" "$MAN/vtpm-replay.1"
+
+# ---- the same broker options on every tool -------------------------------------
+
+# The options of vtpm-amqp(7) (".BR \-\-x" of its OPTIONS), each in the
+# --help of every tool that talks to the broker; vtpm-replay replay sends
+# each request where it was recorded (no --exchange, --topic).
+awk '/^\.SH OPTIONS/ {on = 1; next} /^\.SH / {on = 0} on && prev == ".TP" {print} {prev = $0}' \
+    "$SHARED" | sed 's/\\//g' | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u > "$tmp/shared.opts"
+check "vtpm-amqp(7) documents the broker options (8 of them)" \
+    eval '[ "$(wc -l < "$tmp/shared.opts")" = 8 ]'
+ECHO=$(dirname "$FANOUT")/vtpm-echo
+REPLAY=$BUILD/tools/vtpm-replay
+for tool in "$VTPMCTL call" "$FANOUT" "$REPLAY record" "$REPLAY replay" "$ECHO"; do
+    bin=${tool%% *}
+    [ -x "$bin" ] || { fail "$(basename "$tool") is built"; continue; }
+    # shellcheck disable=SC2086
+    $tool --help > "$tmp/tool.help" 2>&1
+    missing=()
+    while read -r o; do
+        case "$tool $o" in *"replay replay --exchange" | *"replay replay --topic") continue ;; esac
+        help_options "$tmp/tool.help" | grep -qx -- "$o" || missing+=("$o")
+    done < "$tmp/shared.opts"
+    label=$(basename "$bin")${tool#"$bin"}
+    if [ ${#missing[@]} -eq 0 ]; then
+        pass "$label takes every broker option of vtpm-amqp(7)"
+    else
+        fail "$label takes every broker option of vtpm-amqp(7)"
+        echo "#   missing: ${missing[*]}"
+    fi
+done
 
 # ---- vtpmd.conf(5) keys --------------------------------------------------------
 

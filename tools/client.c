@@ -33,6 +33,7 @@ enum {
 
 struct vtpm_client {
     amqp_connection_state_t conn;
+    char *broker;                    /* the node connected to, without credentials */
     char *exchange;
     char *fanout_exchange;
     char *reply_queue;
@@ -86,26 +87,19 @@ rpc_check(vtpm_client *c, const char *what, vtpm_error *err)
     return why ? die(c, err, "%s", why) : 0;
 }
 
-/* The first node that lets us in, in order.  A node that cannot be
- * reached is noted and the next one tried; a TLS file that cannot be used
- * would fail on every node. */
 static int
 open_any(vtpm_client *c, GPtrArray *nodes, const vtpm_amqp_tls *tls, vtpm_error *err)
 {
-    g_autoptr(GString) why = g_string_new(NULL);
+    vtpm_error e = { 0 };
+    guint i = 0;
+    int rc = vtpm_amqp_connect_first(nodes, tls, NULL, &c->conn, &i, &e);
 
-    for (guint i = 0; i < nodes->len; i++) {
-        const vtpm_amqp_node *n = nodes->pdata[i];
-        vtpm_error e = { 0 };
-        int rc = vtpm_amqp_connect(n, tls, NULL, &c->conn, &e);
-
-        if (rc == 0)
-            return 0;
-        if (rc != -(int)VTPM_FAULT_BUSY)
-            return vtpm_error_set(err, e.code, "amqp client: %s", e.message);
-        g_string_append_printf(why, "%s%s:%d: %s", i ? "; " : "", n->host, n->port, e.message);
-    }
-    return die(c, err, "cannot connect to the broker at %s", why->str);
+    if (rc == -(int)VTPM_FAULT_BUSY)
+        return die(c, err, "cannot connect to the broker at %s", e.message);
+    if (rc < 0)
+        return vtpm_error_set(err, e.code, "amqp client: %s", e.message);
+    c->broker = vtpm_amqp_node_display(nodes->pdata[i]);
+    return 0;
 }
 
 /* The exclusive reply queue, consumed. */
@@ -172,10 +166,17 @@ vtpm_client_free(vtpm_client *c)
         amqp_destroy_connection(c->conn);
     }
     g_queue_clear_full(&c->pending, (GDestroyNotify)vtpm_client_msg_free);
+    g_free(c->broker);
     g_free(c->exchange);
     g_free(c->fanout_exchange);
     g_free(c->reply_queue);
     g_free(c);
+}
+
+const char *
+vtpm_client_broker(const vtpm_client *c)
+{
+    return c->broker;
 }
 
 const char *

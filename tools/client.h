@@ -30,6 +30,9 @@ int vtpm_client_connect(const vtpm_client_params *p, vtpm_client **out, vtpm_err
 void vtpm_client_free(vtpm_client *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_client, vtpm_client_free)
 
+/* The node connected to, as "amqp[s]://host:port/vhost": no credentials. */
+const char *vtpm_client_broker(const vtpm_client *c);
+
 /* The exclusive reply queue of this client (server-named). */
 const char *vtpm_client_reply_queue(const vtpm_client *c);
 

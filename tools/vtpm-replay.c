@@ -2,14 +2,15 @@
 /*
  * vtpm-replay: record vtpmd worker traffic, replay it, compare the replies.
  *
- *   vtpm-replay record --url URL --out FILE [--bind ROUTING_KEY]... [--duration S | --count N]
- *   vtpm-replay replay FILE --url URL [--speed X | --as-fast-as-possible]
+ *   vtpm-replay record [BROKER OPTIONS] --out FILE [--bind ROUTING_KEY]... [--duration S | --count N]
+ *   vtpm-replay replay FILE [BROKER OPTIONS] [--speed X | --as-fast-as-possible]
  *                           [--host-map OLD=NEW]... [--compare]
  *   vtpm-replay show FILE
  *
  * The format, the redaction, the firehose and the compare rules are in
- * docs/replay.md.  Exit codes: 0 ok, 1 failure (a mismatch, a missing
- * reply, a damaged file, a broker error), 2 usage.
+ * docs/replay.md; the broker options are every tool's (tools/amqpopt.h).
+ * Exit codes: 0 ok, 1 failure (a mismatch, a missing reply, a damaged
+ * file, a broker error), 2 usage.
  *
  * Replies go to the default exchange, which no binding can see: only
  * RabbitMQ's firehose (amq.rabbitmq.trace) shows them.  So record looks
@@ -22,13 +23,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <amqp.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include <msgpack.h>
 
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
+#include "amqpopt.h"
 #include "client.h"
 #include "mpjson.h"
 #include "replaycmp.h"
@@ -114,60 +115,15 @@ parse_options(GOptionContext *ctx, int *argc, char ***argv)
     return 0;
 }
 
-/* Options every broker-facing command shares. */
-typedef struct {
-    char *url, *cacert, *cert, *key;
-} broker_opts;
-
-static void
-broker_opts_clear(broker_opts *b)
-{
-    g_free(b->url);
-    g_free(b->cacert);
-    g_free(b->cert);
-    g_free(b->key);
-}
-
-static void
-add_broker_entries(GOptionContext *ctx, broker_opts *b)
-{
-    GOptionEntry entries[] = {
-        { "url", 0, 0, G_OPTION_ARG_STRING, &b->url,
-          "broker URL amqp[s]://user:pass@host:port/vhost (default $VTPM_AMQP_URL)", "URL" },
-        { "cacert", 0, 0, G_OPTION_ARG_FILENAME, &b->cacert, "CA file for amqps://", "FILE" },
-        { "cert", 0, 0, G_OPTION_ARG_FILENAME, &b->cert, "client certificate for amqps://",
-          "FILE" },
-        { "key", 0, 0, G_OPTION_ARG_FILENAME, &b->key, "its private key", "FILE" },
-        { NULL }
-    };
-
-    g_option_context_add_main_entries(ctx, entries, NULL);
-}
-
+/* The broker options of @o, or a usage error naming the value at fault. */
 static int
-broker_url(GOptionContext *ctx, broker_opts *b)
+broker_params(GOptionContext *ctx, vtpm_amqpopt *o, vtpm_client_params *p)
 {
-    if (!b->url && g_getenv("VTPM_AMQP_URL"))
-        b->url = g_strdup(g_getenv("VTPM_AMQP_URL"));
-    if (!b->url || !*b->url)
-        return usage_error(ctx, "--url (or $VTPM_AMQP_URL) is required");
+    vtpm_error err = { 0 };
+
+    if (vtpm_amqpopt_load(o, p, &err) < 0)
+        return usage_error(ctx, "%s", err.message);
     return 0;
-}
-
-/* @url rebuilt from its parts without user and password:
- * "amqp://host:port/vhost".  Rebuilt rather than cut, so that no way of
- * writing a password (an unescaped '/' or '@' in it) can slip through. */
-static char *
-url_without_credentials(const char *url)
-{
-    g_autofree char *copy = g_strdup(url);
-    g_autofree char *vhost = NULL;
-    struct amqp_connection_info ci;
-
-    if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK)
-        return g_strdup("(unparsable URL)");
-    vhost = g_uri_escape_string(ci.vhost, NULL, FALSE);
-    return g_strdup_printf("%s://%s:%d/%s", ci.ssl ? "amqps" : "amqp", ci.host, ci.port, vhost);
 }
 
 /* ---- AMQP topic matching (firehose mode filters requests itself) ------------------ */
@@ -528,10 +484,8 @@ header_record(const char *broker, const char *exchange, const char *topic, const
 static int
 cmd_record(int argc, char **argv)
 {
-    broker_opts b = { 0 };
+    g_auto(vtpm_amqpopt) bo = { 0 };
     g_autofree char *out = NULL;
-    g_autofree char *exchange = NULL;
-    g_autofree char *topic = NULL;
     g_autofree char *source = NULL;
     g_auto(GStrv) binds = NULL;
     double duration = 0;
@@ -546,10 +500,6 @@ cmd_record(int argc, char **argv)
         { "duration", 0, 0, G_OPTION_ARG_DOUBLE, &duration, "stop after S seconds", "S" },
         { "count", 0, 0, G_OPTION_ARG_INT64, &count,
           "stop after N requests (and their replies, awaited up to 5 s)", "N" },
-        { "exchange", 0, 0, G_OPTION_ARG_STRING, &exchange,
-          "the workers' topic exchange (default vtpm)", "NAME" },
-        { "topic", 0, 0, G_OPTION_ARG_STRING, &topic,
-          "the workers' topic; broadcasts go to <topic>_fanout (default vtpm)", "NAME" },
         { "source", 0, 0, G_OPTION_ARG_STRING, &source,
           "auto (default): the firehose when it is on, else the exchanges; firehose; "
           "exchanges (requests only)",
@@ -566,6 +516,7 @@ cmd_record(int argc, char **argv)
     g_autofree char *broker = NULL;
     g_auto(GStrv) default_binds = NULL;
     vtpm_client_params cp = { 0 };
+    const char *exchange, *topic;
     rec_state s = { 0 };
     vtpm_error err = { 0 };
     struct sigaction sa = { 0 };
@@ -573,7 +524,7 @@ cmd_record(int argc, char **argv)
     bool firehose = false;
     int rc;
 
-    add_broker_entries(ctx, &b);
+    vtpm_amqpopt_add(ctx, &bo, VTPM_AMQPOPT_NAMES);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "With the RabbitMQ firehose on (rabbitmqctl trace_on) records requests and the\n"
@@ -582,6 +533,7 @@ cmd_record(int argc, char **argv)
         "replaced by \"<redacted>\" before anything is written; the URL's password never is.\n"
         "Stops at --duration, after --count requests, or on SIGINT/SIGTERM; every record is\n"
         "written as it arrives.  Says \"recording\" on stderr once bound.\n"
+        "The broker options are described in vtpm-amqp(7).\n"
         "Exit: 0 ok, 1 failure, 2 usage.  Format: docs/replay.md.\n");
     if (!argv)
         return print_help(ctx);
@@ -602,48 +554,31 @@ cmd_record(int argc, char **argv)
         strcmp(source, "exchanges"))
         rc = usage_error(ctx, "--source must be auto, firehose or exchanges");
     if (!rc)
-        rc = broker_url(ctx, &b);
-    if (rc) {
-        broker_opts_clear(&b);
+        rc = broker_params(ctx, &bo, &cp);
+    if (rc)
         return rc;
-    }
-    if (!exchange)
-        exchange = g_strdup("vtpm");
-    if (!topic)
-        topic = g_strdup("vtpm");
+    exchange = cp.exchange;
+    topic = cp.topic;
     fanout = g_strdup_printf("%s_fanout", topic);
     if (!binds) {
         default_binds = g_new0(char *, 2);
         default_binds[0] = g_strdup_printf("%s.#", topic);
     }
-    cp.url = b.url;
-    cp.cacert = b.cacert;
-    cp.cert = b.cert;
-    cp.key = b.key;
-    cp.exchange = exchange;
-    cp.topic = topic;
-
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
     if (!source || strcmp(source, "exchanges") != 0) {
-        if (firehose_on(&cp, &firehose, &err) < 0) {
-            broker_opts_clear(&b);
+        if (firehose_on(&cp, &firehose, &err) < 0)
             return failure("firehose probe: %s", err.message);
-        }
-        if (!firehose && source && strcmp(source, "firehose") == 0) {
-            broker_opts_clear(&b);
+        if (!firehose && source && strcmp(source, "firehose") == 0)
             return failure("the RabbitMQ firehose is off for this vhost "
                            "(turn it on with rabbitmqctl trace_on)");
-        }
     }
-    rc = vtpm_client_connect(&cp, &c, &err);
-    if (rc == 0) /* the header names the broker: without its password */
-        broker = url_without_credentials(b.url);
-    broker_opts_clear(&b);
-    if (rc < 0)
+    if (vtpm_client_connect(&cp, &c, &err) < 0)
         return failure("%s", err.message);
+    /* The header names the broker: without its password. */
+    broker = g_strdup(vtpm_client_broker(c));
     if (firehose) {
         g_autofree char *k1 = g_strdup_printf("publish.%s", exchange);
         g_autofree char *k2 = g_strdup_printf("publish.%s", fanout);
@@ -1018,7 +953,7 @@ header_str(const vtpm_replay_record *h, const char *key, const char *dflt, char 
 static int
 cmd_replay(int argc, char **argv)
 {
-    broker_opts b = { 0 };
+    g_auto(vtpm_amqpopt) bo = { 0 };
     g_auto(GStrv) host_maps = NULL;
     g_auto(GStrv) ignores = NULL;
     g_autofree char *secret_file = NULL;
@@ -1067,7 +1002,7 @@ cmd_replay(int argc, char **argv)
           answered = 0;
     int rc;
 
-    add_broker_entries(ctx, &b);
+    vtpm_amqpopt_add(ctx, &bo, 0);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_string_append(desc,
         "Requests are sent in the recorded order with fresh correlation ids, message ids\n"
@@ -1083,6 +1018,7 @@ cmd_replay(int argc, char **argv)
     g_string_append(desc,
         "Broadcasts are compared by their outcomes only (the set of ok / fault codes).\n"
         "Prints one line per mismatch, missing reply or redacted request, then a summary.\n"
+        "The broker options are described in vtpm-amqp(7).\n"
         "Exit: 0 all matched (without --compare: every call answered), 1 otherwise, 2 usage.\n");
     g_option_context_set_description(ctx, desc->str);
     if (!argv)
@@ -1117,26 +1053,20 @@ cmd_replay(int argc, char **argv)
             secret = g_bytes_new_take(data, len);
     }
     if (!rc)
-        rc = broker_url(ctx, &b);
-    if (rc) {
-        broker_opts_clear(&b);
+        rc = broker_params(ctx, &bo, &cp);
+    if (rc)
         return rc;
-    }
     if (!speed)
         speed = 1;
 
-    if ((rc = load_recording(argv[1], &header, records, calls))) {
-        broker_opts_clear(&b);
+    if ((rc = load_recording(argv[1], &header, records, calls)))
         return rc;
-    }
     vtpm_proto_get_bool(&header->root, "header", "replies_recorded", false, false,
                         &replies_recorded, NULL);
-    if (compare && !replies_recorded) {
-        broker_opts_clear(&b);
+    if (compare && !replies_recorded)
         return failure("--compare: %s holds no replies (recorded without the RabbitMQ "
                        "firehose): cannot compare",
                        argv[1]);
-    }
     x.host_map = host_map;
     x.secret = secret;
     x.topic = header_str(header, "topic", "vtpm", &topic_keep);
@@ -1152,13 +1082,7 @@ cmd_replay(int argc, char **argv)
     }
     ig = vtpm_replay_ignore_new((const char *const *)ignores);
 
-    cp.url = b.url;
-    cp.cacert = b.cacert;
-    cp.cert = b.cert;
-    cp.key = b.key;
-    rc = vtpm_client_connect(&cp, &cl, &err);
-    broker_opts_clear(&b);
-    if (rc < 0)
+    if (vtpm_client_connect(&cp, &cl, &err) < 0)
         return failure("%s", err.message);
 
     if (calls->len)
