@@ -13,9 +13,10 @@
 #include <unistd.h>
 
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <cmocka.h>
 
+#include "amqp/conn.h"
+#include "amqp/url.h"
 #include "harness.h"
 
 /* ---- environment ------------------------------------------------------- */
@@ -1026,21 +1027,15 @@ rpc_ok(vt_amqp *a)
 vt_amqp *
 vt_amqp_open(const char *url)
 {
-    g_autofree char *u = g_strdup(url);
-    struct amqp_connection_info ci;
-    struct timeval tv = { 5, 0 };
-    amqp_socket_t *s;
+    g_autoptr(GPtrArray) nodes = NULL;
+    vtpm_amqp_tls no_tls = { 0 };
+    vtpm_error err = { 0 };
     vt_amqp *a;
 
-    if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK)
-        fail_msg("cannot parse the broker URL");
+    if (vtpm_amqp_url_parse(url, &nodes, &err) < 0)
+        fail_msg("the broker URL: %s", err.message);
     a = g_new0(vt_amqp, 1);
-    a->conn = amqp_new_connection();
-    s = amqp_tcp_socket_new(a->conn);
-    if (!s || amqp_socket_open_noblock(s, ci.host, ci.port, &tv) != AMQP_STATUS_OK ||
-        amqp_login(a->conn, ci.vhost, 1, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password)
-                .reply_type != AMQP_RESPONSE_NORMAL) {
-        amqp_destroy_connection(a->conn);
+    if (vtpm_amqp_connect(nodes->pdata[0], &no_tls, NULL, &a->conn, &err) < 0) {
         g_free(a);
         return NULL;
     }
