@@ -62,13 +62,16 @@ UUID=6f1d7c52-0b47-4b8a-9d51-1f0e3c1b2a77
 
 # ---- helpers -----------------------------------------------------------------
 
-# start_worker HOST [EXTRA_LIBVIRT_LINE]: a vtpmd on test:///default, once it answers.
+# start_worker HOST [EXTRA_LIBVIRT_LINE [EXCHANGE TOPIC]]: a vtpmd on
+# test:///default, once it answers.
 start_worker() {
-    local h=$1 extra=${2:-} d=$tmp/$1
+    local h=$1 extra=${2:-} x=${3:-vtpm} t=${4:-vtpm} d=$tmp/$1
     mkdir -p "$d"/{images,console,swtpm,pools,kept}
     cat > "$d.conf" <<EOF
 [amqp]
 url = $URL
+exchange = $x
+topic = $t
 [worker]
 host = $h
 workers = 2
@@ -86,7 +89,8 @@ EOF
     "$VTPMD" --config "$d.conf" > "$d.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 60); do
-        if "$CTL" call --url "$URL" --host "$h" --timeout 2 get_capabilities > /dev/null 2>&1; then
+        if "$CTL" call --url "$URL" --exchange "$x" --topic "$t" --host "$h" --timeout 2 \
+            get_capabilities > /dev/null 2>&1; then
             return 0
         fi
         kill -0 "${PIDS[-1]}" 2>/dev/null || break
@@ -191,6 +195,45 @@ if start_recording "$NOFH"; then
         eval 'rc_is 1 && grep -q "cannot compare" "$ERR"'
 else
     fail "record starts without the firehose"
+fi
+
+# ---- record before any worker: the exchanges declared as vtpmd declares them ------
+#
+# Nothing has declared early-x and early-t_fanout yet: record declares
+# them (with the firehose off, it taps them), and a worker started after it
+# on those exchanges must find them as it would have made them (the broker
+# refuses a declaration with other flags: the worker would not start).
+
+exchange_row() {
+    vt_rmqctl -q list_exchanges name type durable auto_delete internal 2>/dev/null |
+        awk -v n="$1" '$1 == n { print $2, $3, $4, $5 }'
+}
+EARLY=$tmp/early.vrec
+if start_recording "$EARLY" --exchange early-x --topic early-t --source exchanges; then
+    check "record before any worker: it says it declared the exchanges" \
+        grep -q "declared early-x (topic) and early-t_fanout (fanout)" "$tmp/rec.err"
+    check "record before any worker: early-x as vtpmd's exchange ($(exchange_row early-x))" \
+        eval '[ "$(exchange_row early-x)" = "topic true false false" ] &&
+              [ "$(exchange_row early-x)" = "$(exchange_row vtpm)" ]'
+    check "record before any worker: early-t_fanout as vtpmd's ($(exchange_row early-t_fanout))" \
+        eval '[ "$(exchange_row early-t_fanout)" = "fanout true false false" ] &&
+              [ "$(exchange_row early-t_fanout)" = "$(exchange_row vtpm_fanout)" ]'
+    if start_worker early-w "" early-x early-t; then
+        pass "record before any worker: a worker on those exchanges starts and answers"
+        "$CTL" call --url "$URL" --exchange early-x --topic early-t --host early-w --timeout 30 \
+            get_capabilities > /dev/null 2>&1
+    else
+        fail "record before any worker: a worker on those exchanges starts and answers"
+    fi
+    stop_recording
+    check "record before any worker: exits 0 on SIGTERM" rc_is 0
+    run show "$EARLY"
+    check "record before any worker: the worker's requests are recorded" \
+        js "$OUT" 'l[0]["exchange"] == "early-x" and len(l) >= 2 and
+                   all(r["kind"] == "request" and r["body"]["method"] == "get_capabilities"
+                       for r in l[1:])'
+else
+    fail "record starts before any worker (no exchange early-x yet)"
 fi
 
 run record --url "$URL" --out "$tmp/x" --source firehose

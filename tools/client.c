@@ -492,6 +492,33 @@ vtpm_client_call(vtpm_client *c, const char *routing_key, const void *body, size
 }
 
 int
+vtpm_client_declare_exchanges(vtpm_client *c, bool passive, vtpm_error *err)
+{
+    vtpm_error e = { 0 };
+
+    if (c->dead)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
+    if (passive) {
+        const char *names[] = { c->exchange, c->fanout_exchange };
+
+        /* The type is not compared when passive: only existence is. */
+        for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+            amqp_exchange_declare(c->conn, CHANNEL, amqp_cstring_bytes(names[i]),
+                                  amqp_cstring_bytes("topic"), 1, 0, 0, 0, amqp_empty_table);
+            if (rpc_check(c, "exchange.declare (passive)", err) < 0)
+                return vtpm_error_prefix(err, "%s", names[i]);
+        }
+        return 0;
+    }
+    if (vtpm_amqp_declare_exchange(c->conn, CHANNEL, c->exchange, VTPM_AMQP_EXCHANGE_TOPIC,
+                                   &e) < 0 ||
+        vtpm_amqp_declare_exchange(c->conn, CHANNEL, c->fanout_exchange,
+                                   VTPM_AMQP_EXCHANGE_FANOUT, &e) < 0)
+        return die(c, err, "%s", e.message);
+    return 0;
+}
+
+int
 vtpm_client_tap(vtpm_client *c, const char *exchange, const char *const *keys, size_t nkeys,
                 char **out_queue, vtpm_error *err)
 {

@@ -84,6 +84,11 @@ int vtpm_client_recv(vtpm_client *c, int timeout_ms, vtpm_client_msg **out, vtpm
 int vtpm_client_call(vtpm_client *c, const char *routing_key, const void *body, size_t len,
                      int timeout_ms, vtpm_client_msg **out, vtpm_error *err);
 
+/* The client's topic exchange and <topic>_fanout: made as vtpmd makes them
+ * (amqp/topology.h), or with @passive only checked to exist (a missing one
+ * closes the channel: the client is dead then). */
+int vtpm_client_declare_exchanges(vtpm_client *c, bool passive, vtpm_error *err);
+
 /* Declare an exclusive queue bound to @exchange with each key in @keys and
  * consume it too (vtpm-replay record).  The exchange is declared
  * passively: it must exist. */

@@ -436,6 +436,35 @@ firehose_on(const vtpm_client_params *cp, bool *on, vtpm_error *err)
     }
 }
 
+/*
+ * Started before any worker, the worker exchanges do not exist yet and
+ * cannot be tapped.  They are then declared here exactly as vtpmd declares
+ * them (amqp/topology.c: the same types and flags), so the first worker
+ * finds them as it would have made them.  Checked first on a connection of
+ * its own, which a missing exchange closes: a user allowed to read the
+ * exchanges but not to configure them can still record.
+ */
+static int
+ensure_exchanges(const vtpm_client_params *cp, vtpm_error *err)
+{
+    g_autoptr(vtpm_client) probe = NULL;
+    vtpm_error missing = { 0 };
+    int rc;
+
+    if ((rc = vtpm_client_connect(cp, &probe, err)) < 0)
+        return rc;
+    if (vtpm_client_declare_exchanges(probe, true, &missing) == 0)
+        return 0;
+    g_clear_pointer(&probe, vtpm_client_free);
+    if ((rc = vtpm_client_connect(cp, &probe, err)) < 0 ||
+        (rc = vtpm_client_declare_exchanges(probe, false, err)) < 0)
+        return vtpm_error_prefix(err, "declaring the worker exchanges");
+    fprintf(stderr, "vtpm-replay: no worker has declared the exchanges yet (%s): declared %s "
+                    "(topic) and %s_fanout (fanout), durable, as vtpmd declares them\n",
+            missing.message, cp->exchange, cp->topic);
+    return 0;
+}
+
 static GBytes *
 header_record(const char *broker, const char *exchange, const char *topic, const char *fanout,
               char **binds, bool firehose)
@@ -575,6 +604,8 @@ cmd_record(int argc, char **argv)
             return failure("the RabbitMQ firehose is off for this vhost "
                            "(turn it on with rabbitmqctl trace_on)");
     }
+    if (!firehose && ensure_exchanges(&cp, &err) < 0)
+        return failure("%s", err.message);
     if (vtpm_client_connect(&cp, &c, &err) < 0)
         return failure("%s", err.message);
     /* The header names the broker: without its password. */
@@ -594,8 +625,7 @@ cmd_record(int argc, char **argv)
         if (rc == 0)
             rc = vtpm_client_tap(c, fanout, fkeys, 1, NULL, &err);
         if (rc < 0)
-            vtpm_error_prefix(&err, "tap %s and %s (has a worker declared them?)", exchange,
-                              fanout);
+            vtpm_error_prefix(&err, "tap %s and %s", exchange, fanout);
     }
     if (rc < 0)
         return failure("%s", err.message);
