@@ -186,6 +186,29 @@ fan --spawn-workers 2 --vtpmd "$VTPMD" --discover --calls 100 --concurrency 4
 check "discover: exit 0, both spawned workers found and called" \
     eval 'rc_is 0 && js "{\"fanout-1\", \"fanout-2\"} <= set(d[\"per_host\"]) and d[\"ok\"] == 100"'
 
+# ---- --spawn-workers without --vtpmd ------------------------------------------------
+# The vtpmd beside vtpm-fanout (here the build tree's ../worker/vtpmd), else
+# the first on PATH, and the run says which one it started.
+
+fan --spawn-workers 1 --calls 10
+check "--spawn-workers without --vtpmd: exit 0, 10 calls answered" \
+    eval 'rc_is 0 && js "d[\"ok\"] == 10"'
+check "--spawn-workers without --vtpmd: says it started the vtpmd beside it" \
+    grep -qF "starting 1 worker: $(readlink -f "$VTPMD") (installed beside vtpm-fanout)" "$ERR"
+mkdir -p "$tmp/alone"
+cp "$F" "$tmp/alone/vtpm-fanout"
+PATH="$(dirname "$VTPMD"):$PATH" timeout 280 "$tmp/alone/vtpm-fanout" --url "$URL" --json \
+    --spawn-workers 1 --calls 10 > "$OUT" 2> "$ERR"
+RC=$?
+check "--spawn-workers, no vtpmd beside vtpm-fanout: the one on PATH, and it says so" \
+    eval 'rc_is 0 && js "d[\"ok\"] == 10" &&
+          grep -qF "starting 1 worker: $(dirname "$VTPMD")/vtpmd (found on PATH)" "$ERR"'
+PATH=/nonexistent "$tmp/alone/vtpm-fanout" --url "$URL" --spawn-workers 1 --calls 10 \
+    > "$OUT" 2> "$ERR"
+RC=$?
+check "--spawn-workers, no vtpmd beside it or on PATH: exit 2 asking for --vtpmd" \
+    eval 'rc_is 2 && grep -q -- "give --vtpmd PATH" "$ERR"'
+
 # ---- the accounting notices what goes wrong --------------------------------------
 
 fan --hosts nosuchhost --calls 3 --timeout 1 --settle 0

@@ -2,7 +2,7 @@
 /*
  * vtpm-fanout: load generator and delivery checker for vtpmd workers.
  *
- *   vtpm-fanout [BROKER OPTIONS] (--hosts H1,H2,... | --discover | --spawn-workers K --vtpmd PATH)
+ *   vtpm-fanout [BROKER OPTIONS] (--hosts H1,H2,... | --discover | --spawn-workers K [--vtpmd PATH])
  *               --calls N [--concurrency C] [--mix get_capabilities=70,spawn=10,destroy=20]
  *               [--spawn-tpm 2.0|1.2] [--warmup W] [--timeout S] [--settle S]
  *               [--broadcast] [--json]
@@ -735,6 +735,36 @@ write_worker_config(const fan_run *r, fan_worker *w, const char *dir, const char
                : -1;
 }
 
+/*
+ * The vtpmd to spawn when --vtpmd does not say: the one installed or built
+ * beside this vtpm-fanout (the same directory, ../sbin when installed,
+ * ../worker in the build tree), else the first on PATH; NULL when there is
+ * none.  *how says which, for the message that names it.
+ */
+static char *
+find_vtpmd(const char **how)
+{
+    static const char *const beside[] = { "vtpmd", "../sbin/vtpmd", "../worker/vtpmd" };
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *dir = self ? g_path_get_dirname(self) : NULL;
+    char *found;
+
+    for (size_t i = 0; dir && i < G_N_ELEMENTS(beside); i++) {
+        g_autofree char *p = g_canonicalize_filename(beside[i], dir);
+
+        /* g_file_test() with two flags is either of them: asked apart. */
+        if (g_file_test(p, G_FILE_TEST_IS_REGULAR) && g_file_test(p, G_FILE_TEST_IS_EXECUTABLE)) {
+            *how = "installed beside vtpm-fanout";
+            return g_steal_pointer(&p);
+        }
+    }
+    if ((found = g_find_program_in_path("vtpmd"))) {
+        *how = "found on PATH";
+        return found;
+    }
+    return NULL;
+}
+
 static int
 start_worker(fan_worker *w, const char *vtpmd, GError **gerr)
 {
@@ -1357,6 +1387,7 @@ int
 main(int argc, char **argv)
 {
     g_autofree char *hosts_opt = NULL, *mix = NULL, *vtpmd = NULL;
+    const char *vtpmd_how = "--vtpmd";
     g_autofree char *libvirt_uri = NULL, *spawn_tpm = NULL;
     g_auto(GStrv) hosts_v = NULL;
     gint64 ncalls = -1, warmup = 0, concurrency = 1, spawn = 0, seed = 0;
@@ -1389,7 +1420,9 @@ main(int argc, char **argv)
           NULL },
         { "spawn-workers", 0, 0, G_OPTION_ARG_INT64, &spawn,
           "start K vtpmd workers (hosts fanout-1..fanout-K) for the run", "K" },
-        { "vtpmd", 0, 0, G_OPTION_ARG_FILENAME, &vtpmd, "the vtpmd binary for --spawn-workers",
+        { "vtpmd", 0, 0, G_OPTION_ARG_FILENAME, &vtpmd,
+          "the vtpmd binary for --spawn-workers (default: the one beside vtpm-fanout, else "
+          "on PATH)",
           "PATH" },
         { "libvirt-uri", 0, 0, G_OPTION_ARG_STRING, &libvirt_uri,
           "[libvirt] uri of spawned workers (default test:///default)", "URI" },
@@ -1456,12 +1489,13 @@ main(int argc, char **argv)
         return usage_error("--settle must be in [0, 3600] seconds");
     if (spawn < 0 || spawn > MAX_SPAWN)
         return usage_error("--spawn-workers must be 0..%d", MAX_SPAWN);
-    if (spawn && !vtpmd)
-        return usage_error("--spawn-workers needs --vtpmd PATH");
     if (!spawn && (vtpmd || libvirt_uri))
         return usage_error("--vtpmd and --libvirt-uri go with --spawn-workers");
     if (vtpmd && !g_file_test(vtpmd, G_FILE_TEST_IS_EXECUTABLE))
         return usage_error("--vtpmd %s is not an executable", vtpmd);
+    if (spawn && !vtpmd && !(vtpmd = find_vtpmd(&vtpmd_how)))
+        return usage_error("--spawn-workers: no vtpmd beside vtpm-fanout (., ../sbin, "
+                           "../worker) or on PATH; give --vtpmd PATH");
     if (discover && hosts_opt)
         return usage_error("--hosts and --discover are mutually exclusive");
     if (!discover && !hosts_opt && !spawn)
@@ -1517,6 +1551,8 @@ main(int argc, char **argv)
             fprintf(stderr, "vtpm-fanout: temporary directory: %s\n", gerr->message);
             return EXIT_FAIL;
         }
+        fprintf(stderr, "vtpm-fanout: starting %" G_GINT64_FORMAT " worker%s: %s (%s)\n", spawn,
+                spawn == 1 ? "" : "s", vtpmd, vtpmd_how);
         for (gint64 i = 1; i <= spawn; i++) {
             fan_worker *w = g_new0(fan_worker, 1);
 
