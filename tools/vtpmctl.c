@@ -477,42 +477,47 @@ packed_is_map(const char *data, size_t len)
     return is_map;
 }
 
-static int
-cmd_call(int argc, char **argv)
+/* What `call` was asked to do. */
+typedef struct {
+    char *host;
+    char *request_id;
+    gboolean fanout;
+    double timeout;
+    gint64 deadline_rel;
+    uint64_t deadline_ms;      /* absolute; 0: none */
+    vtpm_amqpopt broker;
+    vtpm_client_params cp;     /* strings of broker */
+} call_opts;
+
+static void
+call_opts_clear(call_opts *o)
 {
-    g_autofree char *host = NULL;
-    g_autofree char *request_id = NULL;
-    gboolean fanout = FALSE;
-    double timeout = 30.0;
-    gint64 deadline_ms_rel = 0;
-    uint64_t deadline_ms = 0;
+    g_free(o->host);
+    g_free(o->request_id);
+    vtpm_amqpopt_clear(&o->broker);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(call_opts, call_opts_clear)
+
+static GOptionContext *
+call_context(call_opts *o)
+{
     GOptionEntry entries[] = {
-        { "host", 'H', 0, G_OPTION_ARG_STRING, &host, "the worker to call (default: [worker] host of --config)", "HOST" },
-        { "fanout", 0, 0, G_OPTION_ARG_NONE, &fanout,
+        { "host", 'H', 0, G_OPTION_ARG_STRING, &o->host,
+          "the worker to call (default: [worker] host of --config)", "HOST" },
+        { "fanout", 0, 0, G_OPTION_ARG_NONE, &o->fanout,
           "broadcast to every worker and collect all replies until the timeout", NULL },
-        { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &timeout, "seconds to wait (default 30)", "SECONDS" },
-        { "deadline", 0, 0, G_OPTION_ARG_INT64, &deadline_ms_rel,
+        { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &o->timeout, "seconds to wait (default 30)",
+          "SECONDS" },
+        { "deadline", 0, 0, G_OPTION_ARG_INT64, &o->deadline_rel,
           "set deadline_ms this many milliseconds from now", "MS" },
-        { "request-id", 0, 0, G_OPTION_ARG_STRING, &request_id, "context.request_id", "ID" },
+        { "request-id", 0, 0, G_OPTION_ARG_STRING, &o->request_id, "context.request_id", "ID" },
         { NULL }
     };
-    g_autoptr(GOptionContext) ctx = g_option_context_new("METHOD [ARGS_JSON] - call a vtpmd worker and print the reply");
-    g_auto(vtpm_amqpopt) bo = { 0 };
-    g_autoptr(vtpm_client) client = NULL;
-    g_autoptr(GBytes) req = NULL;
-    g_autoptr(JsonArray) replies = NULL;
-    vtpm_client_params cp = { 0 };
-    vtpm_client_send_opts so = { 0 };
-    g_autofree char *corr = NULL;
-    g_autofree char *routing_key = NULL;
-    g_autofree char *rid = NULL;
-    msgpack_sbuffer args;
-    vtpm_error err = { 0 };
-    gint64 end_us;
-    int rc, worst = EXIT_OK;
-    size_t nreplies = 0;
+    GOptionContext *ctx =
+        g_option_context_new("METHOD [ARGS_JSON] - call a vtpmd worker and print the reply");
 
-    vtpm_amqpopt_add(ctx, &bo, VTPM_AMQPOPT_NAMES);
+    o->timeout = 30.0;
+    vtpm_amqpopt_add(ctx, &o->broker, VTPM_AMQPOPT_NAMES);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "ARGS_JSON is the method's args map as JSON, e.g. '{\"instance\": {...}}';\n"
@@ -522,127 +527,169 @@ cmd_call(int argc, char **argv)
         "With --fanout prints a JSON array of every reply received before the timeout.\n"
         "The broker options are described in vtpm-amqp(7).\n"
         "Exit: 0 ok, 1 fault, 2 usage, 3 timeout (no reply).\n");
-    if ((rc = parse_options(ctx, &argc, &argv)))
-        return rc;
+    return ctx;
+}
+
+/* The options checked, before any connection: 0, or the exit code after
+ * saying what is wrong. */
+static int
+call_check(GOptionContext *ctx, int argc, call_opts *o)
+{
+    vtpm_error err = { 0 };
+
     if (argc < 2 || argc > 3)
         return usage_error(ctx, "expected METHOD [ARGS_JSON]");
-    if (fanout && host)
+    if (o->fanout && o->host)
         return usage_error(ctx, "--host and --fanout are mutually exclusive");
     /* Written so that NaN fails too. */
-    if (!(timeout > 0 && timeout <= 86400))
+    if (!(o->timeout > 0 && o->timeout <= 86400))
         return usage_error(ctx, "--timeout must be in (0, 86400] seconds");
     /* now + MS must neither overflow nor fall to 0 or below (0 means "no
      * deadline"); a negative MS (a deadline already past) is allowed. */
-    if (deadline_ms_rel != 0) {
+    if (o->deadline_rel != 0) {
         gint64 now_ms = g_get_real_time() / 1000;
 
-        if (deadline_ms_rel > G_MAXINT64 - now_ms || deadline_ms_rel <= -now_ms)
+        if (o->deadline_rel > G_MAXINT64 - now_ms || o->deadline_rel <= -now_ms)
             return usage_error(ctx, "--deadline %" G_GINT64_FORMAT " is out of range",
-                               deadline_ms_rel);
-        deadline_ms = (uint64_t)(now_ms + deadline_ms_rel);
+                               o->deadline_rel);
+        o->deadline_ms = (uint64_t)(now_ms + o->deadline_rel);
     }
     /* A bad config file is a usage error; a bad URL or TLS setting is a
      * fault naming the option, variable or key it came from. */
-    if (vtpm_amqpopt_load(&bo, &cp, &err) < 0) {
-        if (vtpm_amqpopt_config_refused(&bo)) {
-            fprintf(stderr, "vtpmctl: %s\n", err.message);
-            return EXIT_USAGE;
-        }
-        return print_fault(&err);
+    if (vtpm_amqpopt_load(&o->broker, &o->cp, &err) < 0) {
+        if (!vtpm_amqpopt_config_refused(&o->broker))
+            return print_fault(&err);
+        fprintf(stderr, "vtpmctl: %s\n", err.message);
+        return EXIT_USAGE;
     }
-    if (host) {
+    if (o->host) {
         /* A name no worker can have would only time out. */
-        g_autofree char *why = vtpm_config_check_host(host);
+        g_autofree char *why = vtpm_config_check_host(o->host);
 
-        if (why || !*host)
+        if (why || !*o->host)
             return usage_error(ctx, "--host: %s", why ? why : "empty");
     } else {
-        host = g_strdup(bo.cfg->worker.host);
+        o->host = g_strdup(o->broker.cfg->worker.host);
     }
+    return 0;
+}
 
-    msgpack_sbuffer_init(&args);
-    /* "-": the args from stdin, so that a secret in them (user mode's
-     * instance.vtpm.secret) is not on the command line, where `ps` and
-     * /proc/PID/cmdline show it to every local user. */
-    if (argc == 3 && strcmp(argv[2], "-") == 0) {
+/* ARGS_JSON (or "-": from stdin, so that a secret in them, user mode's
+ * instance.vtpm.secret, is not on the command line, where `ps` and
+ * /proc/PID/cmdline show it to every local user) packed into @args. */
+static int
+call_args(GOptionContext *ctx, int argc, char **argv, msgpack_sbuffer *args)
+{
+    vtpm_error err = { 0 };
+
+    if (argc < 3)
+        return 0;
+    if (strcmp(argv[2], "-") == 0) {
         g_autofree char *json = NULL;
         size_t len = 0;
+        int rc = read_stdin(&json, &len, &err);
 
-        if (read_stdin(&json, &len, &err) < 0 ||
-            vtpm_mpjson_from_string(json, (gssize)len, &args, &err) < 0) {
-            if (json)
-                explicit_bzero(json, len);
-            msgpack_sbuffer_destroy(&args);
+        if (rc == 0)
+            rc = vtpm_mpjson_from_string(json, (gssize)len, args, &err);
+        if (json)
+            explicit_bzero(json, len);
+        if (rc < 0)
             return usage_error(ctx, "ARGS_JSON (stdin): %s", err.message);
-        }
-        explicit_bzero(json, len);
-    } else if (argc == 3 && vtpm_mpjson_from_string(argv[2], -1, &args, &err) < 0) {
-        msgpack_sbuffer_destroy(&args);
+    } else if (vtpm_mpjson_from_string(argv[2], -1, args, &err) < 0) {
         return usage_error(ctx, "ARGS_JSON: %s", err.message);
     }
-    if (argc == 3 && !packed_is_map(args.data, args.size)) {
-        msgpack_sbuffer_destroy(&args);
+    if (!packed_is_map(args->data, args->size))
         return usage_error(ctx, "ARGS_JSON must be a JSON object");
-    }
-    if (request_id) {
-        rid = g_strdup(request_id);
-    } else {
-        g_autofree char *uuid = g_uuid_string_random();
+    return 0;
+}
 
-        rid = g_strdup_printf("req-%s", uuid);
-    }
-    req = vtpm_proto_request_new(argv[1], args.data, args.size, rid, deadline_ms);
-    msgpack_sbuffer_destroy(&args);
+static GBytes *
+call_request(const char *method, const msgpack_sbuffer *args, const call_opts *o)
+{
+    g_autofree char *uuid = g_uuid_string_random();
+    g_autofree char *rid =
+        o->request_id ? g_strdup(o->request_id) : g_strdup_printf("req-%s", uuid);
 
-    if (vtpm_client_connect(&cp, &client, &err) < 0)
-        return print_fault(&err);
+    return vtpm_proto_request_new(method, args->data, args->size, rid, o->deadline_ms);
+}
 
-    routing_key = g_strdup_printf("%s.%s", cp.topic, host);
-    so.fanout = fanout;
-    so.routing_key = fanout ? "" : routing_key;
-    if (vtpm_client_send(client, &so, g_bytes_get_data(req, NULL), g_bytes_get_size(req),
-                         &corr, &err) < 0)
-        return print_fault(&err);
+/* The replies to @corr until the timeout (the first one only, unless
+ * --fanout): 0 with @replies and *worst filled, or negative. */
+static int
+call_collect(vtpm_client *client, const char *corr, const call_opts *o, JsonArray *replies,
+             int *worst, vtpm_error *err)
+{
+    gint64 end_us = g_get_monotonic_time() + (gint64)(o->timeout * G_USEC_PER_SEC);
 
-    replies = json_array_new();
-    end_us = g_get_monotonic_time() + (gint64)(timeout * G_USEC_PER_SEC);
     for (;;) {
         g_autoptr(vtpm_client_msg) m = NULL;
         gint64 left_ms = (end_us - g_get_monotonic_time()) / 1000;
-        bool ok;
+        const char *body;
+        size_t len, off = 0;
         msgpack_unpacked up;
-        size_t off = 0;
+        bool ok;
+        int rc;
 
         if (left_ms <= 0)
-            break;
-        rc = vtpm_client_recv(client, (int)left_ms, &m, &err);
-        if (rc < 0)
-            return print_fault(&err);
-        if (rc == 1)
-            break;
+            return 0;
+        if ((rc = vtpm_client_recv(client, (int)left_ms, &m, err)) != 0)
+            return rc < 0 ? rc : 0;
         if (!m->correlation_id || strcmp(m->correlation_id, corr) != 0)
             continue; /* a stray reply of an earlier call on a reused queue */
-        rc = reply_exit_code(g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body), &ok);
-        if (rc > worst)
-            worst = rc;
+        body = g_bytes_get_data(m->body, &len);
+        *worst = MAX(*worst, reply_exit_code(body, len, &ok));
         msgpack_unpacked_init(&up);
-        if (msgpack_unpack_next(&up, g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
-                                &off) == MSGPACK_UNPACK_SUCCESS)
+        if (msgpack_unpack_next(&up, body, len, &off) == MSGPACK_UNPACK_SUCCESS)
             json_array_add_element(replies, vtpm_mpjson_to_json(&up.data));
         else
             json_array_add_null_element(replies); /* not msgpack; said on stderr */
         msgpack_unpacked_destroy(&up);
-        nreplies++;
-        if (!fanout)
-            break;
+        if (!o->fanout)
+            return 0;
     }
-    if (nreplies == 0) {
+}
+
+static int
+cmd_call(int argc, char **argv)
+{
+    g_auto(call_opts) o = { 0 };
+    g_autoptr(GOptionContext) ctx = call_context(&o);
+    g_autoptr(vtpm_client) client = NULL;
+    g_autoptr(GBytes) req = NULL;
+    g_autoptr(JsonArray) replies = json_array_new();
+    g_autofree char *corr = NULL;
+    g_autofree char *routing_key = NULL;
+    vtpm_client_send_opts so = { 0 };
+    msgpack_sbuffer args;
+    vtpm_error err = { 0 };
+    int rc, worst = EXIT_OK;
+
+    if ((rc = parse_options(ctx, &argc, &argv)) || (rc = call_check(ctx, argc, &o)))
+        return rc;
+    msgpack_sbuffer_init(&args);
+    if ((rc = call_args(ctx, argc, argv, &args)) == 0)
+        req = call_request(argv[1], &args, &o);
+    msgpack_sbuffer_destroy(&args);
+    if (rc)
+        return rc;
+
+    if (vtpm_client_connect(&o.cp, &client, &err) < 0)
+        return print_fault(&err);
+    routing_key = g_strdup_printf("%s.%s", o.cp.topic, o.host);
+    so.fanout = o.fanout;
+    so.routing_key = o.fanout ? "" : routing_key;
+    if (vtpm_client_send(client, &so, g_bytes_get_data(req, NULL), g_bytes_get_size(req),
+                         &corr, &err) < 0 ||
+        call_collect(client, corr, &o, replies, &worst, &err) < 0)
+        return print_fault(&err);
+    if (json_array_get_length(replies) == 0) {
         fprintf(stderr, "vtpmctl: no reply from %s within %.1f s\n",
-                fanout ? "any worker" : host, timeout);
+                o.fanout ? "any worker" : o.host, o.timeout);
         return EXIT_TIMEOUT;
     }
-    if (fanout) {
+    if (o.fanout) {
         g_autoptr(JsonNode) node = json_node_new(JSON_NODE_ARRAY);
+
         json_node_set_array(node, replies);
         print_json(node);
     } else {
