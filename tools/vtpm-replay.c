@@ -510,50 +510,48 @@ header_record(const char *broker, const char *exchange, const char *topic, const
     return vtpm_replay_sbuffer_bytes(&sb);
 }
 
-static int
-cmd_record(int argc, char **argv)
+/* What `record` was asked to do. */
+typedef struct {
+    vtpm_amqpopt broker;
+    char *out;
+    char *source;      /* NULL: auto */
+    char **binds;      /* the default (<topic>.#) once checked */
+    double duration;
+    gint64 count;
+} rec_opts;
+
+static void
+rec_opts_clear(rec_opts *o)
 {
-    g_auto(vtpm_amqpopt) bo = { 0 };
-    g_autofree char *out = NULL;
-    g_autofree char *source = NULL;
-    g_auto(GStrv) binds = NULL;
-    double duration = 0;
-    gint64 count = 0;
+    vtpm_amqpopt_clear(&o->broker);
+    g_free(o->out);
+    g_free(o->source);
+    g_strfreev(o->binds);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(rec_opts, rec_opts_clear)
+
+static GOptionContext *
+rec_context(rec_opts *o)
+{
     GOptionEntry entries[] = {
-        { "out", 0, 0, G_OPTION_ARG_FILENAME, &out, "the recording to write (replaced)",
+        { "out", 0, 0, G_OPTION_ARG_FILENAME, &o->out, "the recording to write (replaced)",
           "FILE" },
-        { "bind", 0, 0, G_OPTION_ARG_STRING_ARRAY, &binds,
+        { "bind", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->binds,
           "topic routing key pattern of requests to record (repeatable; default "
           "<topic>.#, all workers); broadcasts are always recorded",
           "ROUTING_KEY" },
-        { "duration", 0, 0, G_OPTION_ARG_DOUBLE, &duration, "stop after S seconds", "S" },
-        { "count", 0, 0, G_OPTION_ARG_INT64, &count,
+        { "duration", 0, 0, G_OPTION_ARG_DOUBLE, &o->duration, "stop after S seconds", "S" },
+        { "count", 0, 0, G_OPTION_ARG_INT64, &o->count,
           "stop after N requests (and their replies, awaited up to 5 s)", "N" },
-        { "source", 0, 0, G_OPTION_ARG_STRING, &source,
+        { "source", 0, 0, G_OPTION_ARG_STRING, &o->source,
           "auto (default): the firehose when it is on, else the exchanges; firehose; "
           "exchanges (requests only)",
           "WHERE" },
         { NULL }
     };
-    g_autoptr(GOptionContext) ctx =
-        g_option_context_new("- record worker requests (and replies) to a file");
-    g_autoptr(vtpm_client) c = NULL;
-    g_autoptr(vtpm_replay_writer) w = NULL;
-    g_autoptr(GBytes) header = NULL;
-    g_autoptr(GHashTable) calls = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    g_autofree char *fanout = NULL;
-    g_autofree char *broker = NULL;
-    g_auto(GStrv) default_binds = NULL;
-    vtpm_client_params cp = { 0 };
-    const char *exchange, *topic;
-    rec_state s = { 0 };
-    vtpm_error err = { 0 };
-    struct sigaction sa = { 0 };
-    gint64 end_us = -1;
-    bool firehose = false;
-    int rc;
+    GOptionContext *ctx = g_option_context_new("- record worker requests (and replies) to a file");
 
-    vtpm_amqpopt_add(ctx, &bo, VTPM_AMQPOPT_NAMES);
+    vtpm_amqpopt_add(ctx, &o->broker, VTPM_AMQPOPT_NAMES);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "With the RabbitMQ firehose on (rabbitmqctl trace_on) records requests and the\n"
@@ -564,130 +562,165 @@ cmd_record(int argc, char **argv)
         "written as it arrives.  Says \"recording\" on stderr once bound.\n"
         "The broker options are described in vtpm-amqp(7).\n"
         "Exit: 0 ok, 1 failure, 2 usage.  Format: docs/replay.md.\n");
-    if (!argv)
-        return print_help(ctx);
-    rc = parse_options(ctx, &argc, &argv);
-    if (!rc && argc > 1)
-        rc = usage_error(ctx, "unexpected argument '%s'", argv[1]);
-    if (!rc && !out)
-        rc = usage_error(ctx, "--out FILE is required");
-    if (!rc && duration && count)
-        rc = usage_error(ctx, "--duration and --count are mutually exclusive");
-    if (!rc && (duration < 0 || duration > 31 * 86400 || duration != duration))
-        rc = usage_error(ctx, "--duration must be in (0, 2678400] seconds");
-    if (!rc && count < 0)
-        rc = usage_error(ctx, "--count must be positive");
-    if (!rc && binds && g_strv_length(binds) > MAX_BIND)
-        rc = usage_error(ctx, "at most %d --bind keys", MAX_BIND);
-    if (!rc && source && strcmp(source, "auto") && strcmp(source, "firehose") &&
-        strcmp(source, "exchanges"))
-        rc = usage_error(ctx, "--source must be auto, firehose or exchanges");
-    if (!rc)
-        rc = broker_params(ctx, &bo, &cp);
-    if (rc)
-        return rc;
-    exchange = cp.exchange;
-    topic = cp.topic;
-    fanout = g_strdup_printf("%s_fanout", topic);
-    if (!binds) {
-        default_binds = g_new0(char *, 2);
-        default_binds[0] = g_strdup_printf("%s.#", topic);
-    }
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    return ctx;
+}
 
-    if (!source || strcmp(source, "exchanges") != 0) {
-        if (firehose_on(&cp, &firehose, &err) < 0)
-            return failure("firehose probe: %s", err.message);
-        if (!firehose && source && strcmp(source, "firehose") == 0)
-            return failure("the RabbitMQ firehose is off for this vhost "
-                           "(turn it on with rabbitmqctl trace_on)");
+/* After parsing: 0, or the usage error. */
+static int
+rec_check(GOptionContext *ctx, int argc, char **argv, rec_opts *o, vtpm_client_params *cp)
+{
+    int rc;
+
+    if (argc > 1)
+        return usage_error(ctx, "unexpected argument '%s'", argv[1]);
+    if (!o->out)
+        return usage_error(ctx, "--out FILE is required");
+    if (o->duration && o->count)
+        return usage_error(ctx, "--duration and --count are mutually exclusive");
+    if (o->duration < 0 || o->duration > 31 * 86400 || o->duration != o->duration)
+        return usage_error(ctx, "--duration must be in (0, 2678400] seconds");
+    if (o->count < 0)
+        return usage_error(ctx, "--count must be positive");
+    if (o->binds && g_strv_length(o->binds) > MAX_BIND)
+        return usage_error(ctx, "at most %d --bind keys", MAX_BIND);
+    if (o->source && strcmp(o->source, "auto") && strcmp(o->source, "firehose") &&
+        strcmp(o->source, "exchanges"))
+        return usage_error(ctx, "--source must be auto, firehose or exchanges");
+    if ((rc = broker_params(ctx, &o->broker, cp)))
+        return rc;
+    if (!o->binds) {
+        o->binds = g_new0(char *, 2);
+        o->binds[0] = g_strdup_printf("%s.#", cp->topic);
     }
-    if (!firehose && ensure_exchanges(&cp, &err) < 0)
-        return failure("%s", err.message);
-    if (vtpm_client_connect(&cp, &c, &err) < 0)
-        return failure("%s", err.message);
-    /* The header names the broker: without its password. */
-    broker = g_strdup(vtpm_client_broker(c));
-    if (firehose) {
-        g_autofree char *k1 = g_strdup_printf("publish.%s", exchange);
-        g_autofree char *k2 = g_strdup_printf("publish.%s", fanout);
+    return 0;
+}
+
+/* Whether to record from the firehose (--source, or a probe). */
+static int
+rec_source(const rec_opts *o, const vtpm_client_params *cp, bool *firehose)
+{
+    vtpm_error err = { 0 };
+
+    *firehose = false;
+    if (o->source && strcmp(o->source, "exchanges") == 0)
+        return 0;
+    if (firehose_on(cp, firehose, &err) < 0)
+        return failure("firehose probe: %s", err.message);
+    if (!*firehose && o->source && strcmp(o->source, "firehose") == 0)
+        return failure("the RabbitMQ firehose is off for this vhost "
+                       "(turn it on with rabbitmqctl trace_on)");
+    return 0;
+}
+
+/* Bind the recorder's queues: the firehose's copies of what goes to the
+ * worker exchanges and of the replies, or the exchanges themselves. */
+static int
+rec_tap(vtpm_client *c, const rec_state *s, vtpm_error *err)
+{
+    const char *fkeys[] = { "" };
+    int rc;
+
+    if (s->firehose) {
+        g_autofree char *k1 = g_strdup_printf("publish.%s", s->exchange);
+        g_autofree char *k2 = g_strdup_printf("publish.%s", s->fanout_exchange);
         const char *keys[] = { k1, k2, "publish." }; /* the last: replies */
 
-        rc = vtpm_client_tap(c, TRACE_EXCHANGE, keys, G_N_ELEMENTS(keys), NULL, &err);
-    } else {
-        char **bk = binds ? binds : default_binds;
-        const char *fkeys[] = { "" };
-
-        rc = vtpm_client_tap(c, exchange, (const char *const *)bk, g_strv_length(bk), NULL,
-                             &err);
-        if (rc == 0)
-            rc = vtpm_client_tap(c, fanout, fkeys, 1, NULL, &err);
-        if (rc < 0)
-            vtpm_error_prefix(&err, "tap %s and %s", exchange, fanout);
+        return vtpm_client_tap(c, TRACE_EXCHANGE, keys, G_N_ELEMENTS(keys), NULL, err);
     }
+    rc = vtpm_client_tap(c, s->exchange, (const char *const *)s->binds,
+                         g_strv_length(s->binds), NULL, err);
+    if (rc == 0)
+        rc = vtpm_client_tap(c, s->fanout_exchange, fkeys, 1, NULL, err);
     if (rc < 0)
-        return failure("%s", err.message);
+        return vtpm_error_prefix(err, "tap %s and %s", s->exchange, s->fanout_exchange);
+    return 0;
+}
 
-    if (vtpm_replay_writer_open(out, &w, &err) < 0)
-        return failure("%s", err.message);
-    header = header_record(broker, exchange, topic, fanout, binds ? binds : default_binds,
-                           firehose);
-    if (vtpm_replay_writer_put(w, header, &err) < 0)
-        return failure("%s", err.message);
+/* Until a signal, --duration or --count (and the replies of the last
+ * calls): EXIT_OK, or EXIT_FAIL after saying why. */
+static int
+rec_loop(vtpm_client *c, rec_state *s, const rec_opts *o)
+{
+    gint64 end_us = o->duration > 0 ? s->t0_us + (gint64)(o->duration * G_USEC_PER_SEC) : -1;
+    vtpm_error err = { 0 };
 
-    s.w = w;
-    s.path = out;
-    s.exchange = exchange;
-    s.fanout_exchange = fanout;
-    s.binds = binds ? binds : default_binds;
-    s.firehose = firehose;
-    s.calls = calls;
-    g_queue_init(&s.order);
-    s.t0_us = g_get_monotonic_time();
-    if (duration > 0)
-        end_us = s.t0_us + (gint64)(duration * G_USEC_PER_SEC);
-    fprintf(stderr, "vtpm-replay: recording %s to %s (%s)\n",
-            firehose ? "from the firehose" : "from the exchanges", out,
-            firehose ? "requests and replies" : "requests only: the firehose is off");
-
-    rc = EXIT_OK;
     while (!stop_requested) {
         g_autoptr(vtpm_client_msg) m = NULL;
         gint64 now = g_get_monotonic_time();
+        bool counted = o->count && (gint64)s->nrequests >= o->count;
         int wait_ms = POLL_MS, r;
 
         if (end_us >= 0 && now >= end_us)
             break;
-        if (count && (gint64)s.nrequests >= count) {
+        if (counted) {
             /* The replies of the last calls are part of the session. */
-            if (!firehose || calls_open(&s) == 0)
+            if (!s->firehose || calls_open(s) == 0)
                 break;
             if (end_us < 0)
                 end_us = now + COUNT_GRACE_US;
         }
         if (end_us >= 0)
             wait_ms = (int)MIN(wait_ms, (end_us - now) / 1000 + 1);
-        r = vtpm_client_recv(c, wait_ms, &m, &err);
-        if (r < 0) {
-            rc = failure("%s", err.message);
-            break;
-        }
+        if ((r = vtpm_client_recv(c, wait_ms, &m, &err)) < 0)
+            return failure("%s", err.message);
         if (r == 1)
             continue;
-        if (count && (gint64)s.nrequests >= count && *m->exchange != '\0' &&
-            !(firehose && g_str_equal(m->routing_key, "publish.")))
+        if (counted && *m->exchange != '\0' &&
+            !(s->firehose && g_str_equal(m->routing_key, "publish.")))
             continue; /* past --count: replies only */
-        if (record_msg(&s, m, &err) < 0) {
-            rc = failure("%s", err.message);
-            break;
-        }
+        if (record_msg(s, m, &err) < 0)
+            return failure("%s", err.message);
     }
+    return EXIT_OK;
+}
+
+static int
+cmd_record(int argc, char **argv)
+{
+    g_auto(rec_opts) o = { 0 };
+    g_autoptr(GOptionContext) ctx = rec_context(&o);
+    g_autoptr(vtpm_client) c = NULL;
+    g_autoptr(vtpm_replay_writer) w = NULL;
+    g_autoptr(GBytes) header = NULL;
+    g_autoptr(GHashTable) calls = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autofree char *fanout = NULL;
+    vtpm_client_params cp = { 0 };
+    rec_state s = { 0 };
+    vtpm_error err = { 0 };
+    struct sigaction sa = { .sa_handler = on_signal };
+    int rc;
+
+    if (!argv)
+        return print_help(ctx);
+    if ((rc = parse_options(ctx, &argc, &argv)) || (rc = rec_check(ctx, argc, argv, &o, &cp)))
+        return rc;
+    fanout = g_strdup_printf("%s_fanout", cp.topic);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    if ((rc = rec_source(&o, &cp, &s.firehose)))
+        return rc;
+    s = (rec_state){ .path = o.out, .exchange = cp.exchange, .fanout_exchange = fanout,
+                     .binds = o.binds, .firehose = s.firehose, .calls = calls };
+    if ((!s.firehose && ensure_exchanges(&cp, &err) < 0) ||
+        vtpm_client_connect(&cp, &c, &err) < 0 || rec_tap(c, &s, &err) < 0 ||
+        vtpm_replay_writer_open(o.out, &w, &err) < 0)
+        return failure("%s", err.message);
+    /* The header names the broker: without its password. */
+    header = header_record(vtpm_client_broker(c), cp.exchange, cp.topic, fanout, o.binds,
+                           s.firehose);
+    if (vtpm_replay_writer_put(w, header, &err) < 0)
+        return failure("%s", err.message);
+    s.w = w;
+    g_queue_init(&s.order);
+    s.t0_us = g_get_monotonic_time();
+    fprintf(stderr, "vtpm-replay: recording %s to %s (%s)\n",
+            s.firehose ? "from the firehose" : "from the exchanges", o.out,
+            s.firehose ? "requests and replies" : "requests only: the firehose is off");
+    rc = rec_loop(c, &s, &o);
     fprintf(stderr,
             "vtpm-replay: recorded %" G_GUINT64_FORMAT " requests and %" G_GUINT64_FORMAT
             " replies to %s (%" G_GUINT64_FORMAT " records with redacted fields)\n",
-            s.nrequests, s.nreplies, out, s.redacted);
+            s.nrequests, s.nreplies, o.out, s.redacted);
     g_queue_clear(&s.order);
     return rc;
 }
@@ -980,59 +1013,65 @@ header_str(const vtpm_replay_record *h, const char *key, const char *dflt, char 
     return s ? s : dflt;
 }
 
-static int
-cmd_replay(int argc, char **argv)
+/* What `replay` was asked to do. */
+typedef struct {
+    vtpm_amqpopt broker;
+    char **host_maps;
+    char **ignores;
+    char *secret_file;
+    double speed, timeout;
+    gboolean afap, compare;
+    GHashTable *host_map;   /* OLD -> NEW, from host_maps */
+    GBytes *secret;         /* --secret-file's bytes, or NULL */
+} rp_opts;
+
+static void
+rp_opts_clear(rp_opts *o)
 {
-    g_auto(vtpm_amqpopt) bo = { 0 };
-    g_auto(GStrv) host_maps = NULL;
-    g_auto(GStrv) ignores = NULL;
-    g_autofree char *secret_file = NULL;
-    double speed = 0, timeout = 30;
-    gboolean afap = FALSE, compare = FALSE;
+    vtpm_amqpopt_clear(&o->broker);
+    g_strfreev(o->host_maps);
+    g_strfreev(o->ignores);
+    g_free(o->secret_file);
+    g_clear_pointer(&o->host_map, g_hash_table_unref);
+    g_clear_pointer(&o->secret, g_bytes_unref);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(rp_opts, rp_opts_clear)
+
+/* Every reply counted once, by what became of its call. */
+typedef struct {
+    guint ncalls, ncasts, answered, matched, mismatched, missing, not_compared;
+} rp_tally;
+
+static GOptionContext *
+rp_context(rp_opts *o)
+{
     GOptionEntry entries[] = {
-        { "speed", 0, 0, G_OPTION_ARG_DOUBLE, &speed,
+        { "speed", 0, 0, G_OPTION_ARG_DOUBLE, &o->speed,
           "replay the recorded gaps divided by X (default 1; 2 = twice as fast)", "X" },
-        { "as-fast-as-possible", 0, 0, G_OPTION_ARG_NONE, &afap,
+        { "as-fast-as-possible", 0, 0, G_OPTION_ARG_NONE, &o->afap,
           "no gaps: each call waits for its reply (or --timeout), then the next is sent", NULL },
-        { "host-map", 0, 0, G_OPTION_ARG_STRING_ARRAY, &host_maps,
+        { "host-map", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->host_maps,
           "send what went to host OLD to NEW: routing key <topic>.OLD and dest_host fields "
           "(repeatable)",
           "OLD=NEW" },
-        { "compare", 0, 0, G_OPTION_ARG_NONE, &compare,
+        { "compare", 0, 0, G_OPTION_ARG_NONE, &o->compare,
           "compare every new reply with the recorded one; exit 1 on any mismatch", NULL },
-        { "ignore", 0, 0, G_OPTION_ARG_STRING_ARRAY, &ignores,
+        { "ignore", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->ignores,
           "another result field to ignore: a key (anywhere), *_SUFFIX or a dotted path "
           "from result (repeatable)",
           "FIELD" },
-        { "timeout", 0, 0, G_OPTION_ARG_DOUBLE, &timeout,
+        { "timeout", 0, 0, G_OPTION_ARG_DOUBLE, &o->timeout,
           "seconds to wait for each call's reply (default 30)", "S" },
-        { "secret-file", 0, 0, G_OPTION_ARG_FILENAME, &secret_file,
+        { "secret-file", 0, 0, G_OPTION_ARG_FILENAME, &o->secret_file,
           "send the bytes of FILE in place of every redacted vtpm.secret", "FILE" },
         { NULL }
     };
-    g_autoptr(GOptionContext) ctx = g_option_context_new(
-        "FILE - republish recorded requests and compare the replies");
-    g_autoptr(GPtrArray) records =
-        g_ptr_array_new_with_free_func((GDestroyNotify)vtpm_replay_record_free);
-    g_autoptr(GPtrArray) calls = g_ptr_array_new_with_free_func(rp_call_free);
-    g_autoptr(GHashTable) by_corr = g_hash_table_new(g_str_hash, g_str_equal);
-    g_autoptr(GHashTable) host_map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    g_autoptr(vtpm_replay_record) header = NULL;
-    g_autoptr(vtpm_client) cl = NULL;
-    g_autoptr(vtpm_replay_ignore) ig = NULL;
-    g_autoptr(GBytes) secret = NULL;
+    GOptionContext *ctx =
+        g_option_context_new("FILE - republish recorded requests and compare the replies");
     g_autoptr(GString) desc = g_string_new(NULL);
-    g_autofree char *topic_keep = NULL;
-    vtpm_client_params cp = { 0 };
-    vtpm_error err = { 0 };
-    rp_ctx x = { 0 };
-    bool replies_recorded = false;
-    gint64 t_first = 0, start, prev_send = 0;
-    guint ncalls = 0, ncasts = 0, matched = 0, mismatched = 0, missing = 0, not_compared = 0,
-          answered = 0;
-    int rc;
 
-    vtpm_amqpopt_add(ctx, &bo, 0);
+    o->timeout = 30;
+    vtpm_amqpopt_add(ctx, &o->broker, 0);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_string_append(desc,
         "Requests are sent in the recorded order with fresh correlation ids, message ids\n"
@@ -1051,207 +1090,261 @@ cmd_replay(int argc, char **argv)
         "The broker options are described in vtpm-amqp(7).\n"
         "Exit: 0 all matched (without --compare: every call answered), 1 otherwise, 2 usage.\n");
     g_option_context_set_description(ctx, desc->str);
-    if (!argv)
-        return print_help(ctx);
-    rc = parse_options(ctx, &argc, &argv);
-    if (!rc && argc != 2)
-        rc = usage_error(ctx, "expected FILE");
-    if (!rc && speed && afap)
-        rc = usage_error(ctx, "--speed and --as-fast-as-possible are mutually exclusive");
-    if (!rc && (speed < 0 || speed > 1e6 || speed != speed))
-        rc = usage_error(ctx, "--speed must be a positive factor up to 1e6");
-    if (!rc && !(timeout > 0 && timeout <= 86400))
-        rc = usage_error(ctx, "--timeout must be in (0, 86400] seconds");
-    for (char **p = host_maps; !rc && p && *p; p++) {
+    return ctx;
+}
+
+static int
+rp_read_secret(GOptionContext *ctx, rp_opts *o)
+{
+    g_autoptr(GError) gerr = NULL;
+    char *data = NULL;
+    gsize len = 0;
+
+    if (!g_file_get_contents(o->secret_file, &data, &len, &gerr))
+        return usage_error(ctx, "--secret-file: %s", gerr->message);
+    o->secret = g_bytes_new_take(data, len);
+    if (len < 1 || len > MAX_SECRET)
+        return usage_error(ctx, "--secret-file must hold 1..%d bytes", MAX_SECRET);
+    return 0;
+}
+
+/* After parsing: 0, or the usage error. */
+static int
+rp_check(GOptionContext *ctx, int argc, rp_opts *o, vtpm_client_params *cp)
+{
+    int rc;
+
+    if (argc != 2)
+        return usage_error(ctx, "expected FILE");
+    if (o->speed && o->afap)
+        return usage_error(ctx, "--speed and --as-fast-as-possible are mutually exclusive");
+    if (o->speed < 0 || o->speed > 1e6 || o->speed != o->speed)
+        return usage_error(ctx, "--speed must be a positive factor up to 1e6");
+    if (!(o->timeout > 0 && o->timeout <= 86400))
+        return usage_error(ctx, "--timeout must be in (0, 86400] seconds");
+    o->host_map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    for (char **p = o->host_maps; p && *p; p++) {
         const char *eq = strchr(*p, '=');
 
         if (!eq || eq == *p || !eq[1])
-            rc = usage_error(ctx, "--host-map expects OLD=NEW, got '%s'", *p);
-        else
-            g_hash_table_replace(host_map, g_strndup(*p, eq - *p), g_strdup(eq + 1));
+            return usage_error(ctx, "--host-map expects OLD=NEW, got '%s'", *p);
+        g_hash_table_replace(o->host_map, g_strndup(*p, eq - *p), g_strdup(eq + 1));
     }
-    if (!rc && secret_file) {
-        g_autoptr(GError) gerr = NULL;
-        char *data = NULL;
-        gsize len = 0;
-
-        if (!g_file_get_contents(secret_file, &data, &len, &gerr))
-            rc = usage_error(ctx, "--secret-file: %s", gerr->message);
-        else if (len < 1 || len > MAX_SECRET)
-            rc = usage_error(ctx, "--secret-file must hold 1..%d bytes", MAX_SECRET);
-        if (data)
-            secret = g_bytes_new_take(data, len);
-    }
-    if (!rc)
-        rc = broker_params(ctx, &bo, &cp);
-    if (rc)
+    if (o->secret_file && (rc = rp_read_secret(ctx, o)))
         return rc;
-    if (!speed)
-        speed = 1;
-
-    if ((rc = load_recording(argv[1], &header, records, calls)))
+    if ((rc = broker_params(ctx, &o->broker, cp)))
         return rc;
-    vtpm_proto_get_bool(&header->root, "header", "replies_recorded", false, false,
-                        &replies_recorded, NULL);
-    if (compare && !replies_recorded)
-        return failure("--compare: %s holds no replies (recorded without the RabbitMQ "
-                       "firehose): cannot compare",
-                       argv[1]);
-    x.host_map = host_map;
-    x.secret = secret;
-    x.topic = header_str(header, "topic", "vtpm", &topic_keep);
-    {
-        g_autofree char *fo_keep = NULL;
-        const char *fo = header_str(header, "fanout_exchange", "", &fo_keep);
+    if (!o->speed)
+        o->speed = 1;
+    return 0;
+}
 
-        for (guint i = 0; i < calls->len; i++) {
-            rp_call *c = g_ptr_array_index(calls, i);
+/* Send every recorded request, at its recorded offset / --speed or one
+ * after the other's reply (--as-fast-as-possible). */
+static int
+rp_send_all(vtpm_client *cl, GPtrArray *calls, GHashTable *by_corr, rp_ctx *x,
+            const rp_opts *o, rp_tally *t, vtpm_error *err)
+{
+    gint64 t_first = calls->len ? ((rp_call *)g_ptr_array_index(calls, 0))->req->t_rel_us : 0;
+    gint64 start = g_get_monotonic_time(), prev_send = 0;
+    int rc;
 
-            c->fanout = *fo && strcmp(c->req->exchange, fo) == 0;
-        }
-    }
-    ig = vtpm_replay_ignore_new((const char *const *)ignores);
-
-    if (vtpm_client_connect(&cp, &cl, &err) < 0)
-        return failure("%s", err.message);
-
-    if (calls->len)
-        t_first = ((rp_call *)g_ptr_array_index(calls, 0))->req->t_rel_us;
-    start = g_get_monotonic_time();
     for (guint i = 0; i < calls->len; i++) {
         rp_call *c = g_ptr_array_index(calls, i);
         g_autoptr(GBytes) body = NULL;
         vtpm_client_send_opts so = { 0 };
-        gint64 at;
+        gint64 at = start + (gint64)((double)(c->req->t_rel_us - t_first) / o->speed);
 
-        if (!afap) {
-            at = start + (gint64)((double)(c->req->t_rel_us - t_first) / speed);
-            if ((rc = pump(cl, by_corr, MAX(at, prev_send), NULL, &err)) < 0)
-                return failure("%s", err.message);
-        }
-        x.call = c;
-        x.now_unix_ms = g_get_real_time() / 1000;
-        body = replay_body(&x);
-        c->rk = replay_routing_key(&x, c->req->routing_key);
+        if (!o->afap && (rc = pump(cl, by_corr, MAX(at, prev_send), NULL, err)) < 0)
+            return rc;
+        x->call = c;
+        x->now_unix_ms = g_get_real_time() / 1000;
+        body = replay_body(x);
+        c->rk = replay_routing_key(x, c->req->routing_key);
         so.exchange = c->req->exchange;
         so.routing_key = c->rk;
         so.cast = c->cast;
         so.content_type = c->req->content_type;
-        if (vtpm_client_send(cl, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
-                             &c->corr, &err) < 0)
-            return failure("request %" G_GUINT64_FORMAT " (%s): %s", c->req->seq, c->method,
-                           err.message);
+        if ((rc = vtpm_client_send(cl, &so, g_bytes_get_data(body, NULL),
+                                   g_bytes_get_size(body), &c->corr, err)) < 0)
+            return vtpm_error_prefix(err, "request %" G_GUINT64_FORMAT " (%s)", c->req->seq,
+                                     c->method);
         c->sent = true;
         prev_send = g_get_monotonic_time();
-        c->deadline_us = prev_send + (gint64)(timeout * G_USEC_PER_SEC);
+        c->deadline_us = prev_send + (gint64)(o->timeout * G_USEC_PER_SEC);
         g_hash_table_insert(by_corr, c->corr, c);
         if (c->redacted_sent)
             printf("redacted: request %" G_GUINT64_FORMAT " %s (%s) sent with its redacted "
                    "fields as recorded (\"%s\")\n",
                    c->req->seq, c->method, c->rk, VTPM_REPLAY_REDACTED);
-        if (c->cast)
-            ncasts++;
-        else
-            ncalls++;
-        if (afap && !c->cast && (rc = pump(cl, by_corr, c->deadline_us, c, &err)) < 0)
-            return failure("%s", err.message);
+        *(c->cast ? &t->ncasts : &t->ncalls) += 1;
+        if (o->afap && !c->cast && (rc = pump(cl, by_corr, c->deadline_us, c, err)) < 0)
+            return rc;
     }
     /* The replies still out, each until its own deadline. */
     for (guint i = 0; i < calls->len; i++) {
         rp_call *c = g_ptr_array_index(calls, i);
 
-        if (!c->cast && (rc = pump(cl, by_corr, c->deadline_us, c, &err)) < 0)
-            return failure("%s", err.message);
+        if (!c->cast && (rc = pump(cl, by_corr, c->deadline_us, c, err)) < 0)
+            return rc;
     }
+    return 0;
+}
 
+/* A broadcast: the same set of outcomes (ok / fault codes) as recorded. */
+static bool
+rp_same_outcomes(const rp_call *c)
+{
+    g_autoptr(GHashTable) a = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    g_autoptr(GHashTable) b = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GHashTableIter it;
+    gpointer k;
+
+    for (guint j = 0; j < c->rec_replies->len; j++) {
+        vtpm_replay_record *rr = g_ptr_array_index(c->rec_replies, j);
+        g_autoptr(GBytes) rb = rr->body ? packed_object(rr->body) : g_bytes_new(NULL, 0);
+
+        g_hash_table_add(a, outcome(rb));
+    }
+    for (guint j = 0; j < c->new_replies->len; j++)
+        g_hash_table_add(b, outcome(g_ptr_array_index(c->new_replies, j)));
+    if (g_hash_table_size(a) != g_hash_table_size(b))
+        return false;
+    g_hash_table_iter_init(&it, a);
+    while (g_hash_table_iter_next(&it, &k, NULL)) {
+        if (!g_hash_table_contains(b, k))
+            return false;
+    }
+    return true;
+}
+
+/* One call: the first new reply against the recorded one. */
+static bool
+rp_same_reply(const rp_call *c, const vtpm_replay_ignore *ig, const char *rk)
+{
+    vtpm_replay_record *rr = g_ptr_array_index(c->rec_replies, 0);
+    g_autoptr(GBytes) rb = rr->body ? packed_object(rr->body) : g_bytes_new(NULL, 0);
+    /* What record would have kept of the new reply: redaction must not
+     * count as a difference. */
+    g_autoptr(GBytes) nb = vtpm_replay_redact(g_ptr_array_index(c->new_replies, 0), NULL);
+    vtpm_replay_cmp cmp = { 0 };
+    bool match;
+
+    if (!nb)
+        nb = g_bytes_ref(g_ptr_array_index(c->new_replies, 0));
+    vtpm_replay_compare(g_bytes_get_data(rb, NULL), g_bytes_get_size(rb),
+                        g_bytes_get_data(nb, NULL), g_bytes_get_size(nb), ig, &cmp);
+    match = cmp.match;
+    if (!match) {
+        printf("mismatch: request %" G_GUINT64_FORMAT " %s (%s): %s", c->req->seq, c->method,
+               rk, cmp.first);
+        if (cmp.ndiff > 1)
+            printf(" (and %u more differences)", cmp.ndiff - 1);
+        printf("\n");
+    }
+    vtpm_replay_cmp_clear(&cmp);
+    return match;
+}
+
+/* What became of each call, one line for each that went wrong. */
+static void
+rp_judge(GPtrArray *calls, const rp_opts *o, const vtpm_replay_ignore *ig, rp_tally *t)
+{
     for (guint i = 0; i < calls->len; i++) {
         rp_call *c = g_ptr_array_index(calls, i);
         const char *rk = c->fanout ? "broadcast" : c->rk;
+        bool same;
 
         if (c->cast)
             continue;
-        if (c->new_replies->len)
-            answered++;
         if (!c->new_replies->len) {
-            missing++;
+            t->missing++;
             printf("missing: request %" G_GUINT64_FORMAT " %s (%s): no reply within %g s\n",
-                   c->req->seq, c->method, rk, timeout);
+                   c->req->seq, c->method, rk, o->timeout);
             continue;
         }
-        if (!compare)
+        t->answered++;
+        if (!o->compare)
             continue;
         if (!c->rec_replies->len) {
-            not_compared++;
+            t->not_compared++;
             printf("not compared: request %" G_GUINT64_FORMAT " %s (%s): no reply in the "
                    "recording\n",
                    c->req->seq, c->method, rk);
             continue;
         }
-        if (c->fanout) {
-            g_autoptr(GHashTable) a = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-            g_autoptr(GHashTable) bset =
-                g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-            GHashTableIter it;
-            gpointer k;
-            bool same = true;
-
-            for (guint j = 0; j < c->rec_replies->len; j++) {
-                vtpm_replay_record *rr = g_ptr_array_index(c->rec_replies, j);
-                g_autoptr(GBytes) rb = rr->body ? packed_object(rr->body) : g_bytes_new(NULL, 0);
-
-                g_hash_table_add(a, outcome(rb));
-            }
-            for (guint j = 0; j < c->new_replies->len; j++)
-                g_hash_table_add(bset, outcome(g_ptr_array_index(c->new_replies, j)));
-            same = g_hash_table_size(a) == g_hash_table_size(bset);
-            g_hash_table_iter_init(&it, a);
-            while (same && g_hash_table_iter_next(&it, &k, NULL))
-                same = g_hash_table_contains(bset, k);
-            if (same) {
-                matched++;
-            } else {
-                mismatched++;
-                printf("mismatch: request %" G_GUINT64_FORMAT " %s (%s): outcomes "
-                       "differ (%u recorded replies, %u replayed)\n",
-                       c->req->seq, c->method, rk, c->rec_replies->len, c->new_replies->len);
-            }
-            continue;
-        }
-        {
-            vtpm_replay_record *rr = g_ptr_array_index(c->rec_replies, 0);
-            g_autoptr(GBytes) rb = rr->body ? packed_object(rr->body) : g_bytes_new(NULL, 0);
-            /* What record would have kept of the new reply: redaction
-             * must not count as a difference. */
-            g_autoptr(GBytes) nb = vtpm_replay_redact(g_ptr_array_index(c->new_replies, 0),
-                                                      NULL);
-            vtpm_replay_cmp cmp = { 0 };
-
-            if (!nb)
-                nb = g_bytes_ref(g_ptr_array_index(c->new_replies, 0));
-
-            vtpm_replay_compare(g_bytes_get_data(rb, NULL), g_bytes_get_size(rb),
-                                g_bytes_get_data(nb, NULL), g_bytes_get_size(nb), ig, &cmp);
-            if (cmp.match) {
-                matched++;
-            } else {
-                mismatched++;
-                printf("mismatch: request %" G_GUINT64_FORMAT " %s (%s): %s", c->req->seq,
-                       c->method, rk, cmp.first);
-                if (cmp.ndiff > 1)
-                    printf(" (and %u more differences)", cmp.ndiff - 1);
-                printf("\n");
-            }
-            vtpm_replay_cmp_clear(&cmp);
-        }
+        same = c->fanout ? rp_same_outcomes(c) : rp_same_reply(c, ig, rk);
+        if (c->fanout && !same)
+            printf("mismatch: request %" G_GUINT64_FORMAT " %s (%s): outcomes "
+                   "differ (%u recorded replies, %u replayed)\n",
+                   c->req->seq, c->method, rk, c->rec_replies->len, c->new_replies->len);
+        *(same ? &t->matched : &t->mismatched) += 1;
     }
+}
+
+/* Mark the broadcasts among the recorded calls (sent to the header's
+ * fanout exchange). */
+static void
+rp_mark_broadcasts(const vtpm_replay_record *header, GPtrArray *calls)
+{
+    g_autofree char *fo_keep = NULL;
+    const char *fo = header_str(header, "fanout_exchange", "", &fo_keep);
+
+    for (guint i = 0; i < calls->len; i++) {
+        rp_call *c = g_ptr_array_index(calls, i);
+
+        c->fanout = *fo && strcmp(c->req->exchange, fo) == 0;
+    }
+}
+
+static int
+cmd_replay(int argc, char **argv)
+{
+    g_auto(rp_opts) o = { 0 };
+    g_autoptr(GOptionContext) ctx = rp_context(&o);
+    g_autoptr(GPtrArray) records =
+        g_ptr_array_new_with_free_func((GDestroyNotify)vtpm_replay_record_free);
+    g_autoptr(GPtrArray) calls = g_ptr_array_new_with_free_func(rp_call_free);
+    g_autoptr(GHashTable) by_corr = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(vtpm_replay_record) header = NULL;
+    g_autoptr(vtpm_client) cl = NULL;
+    g_autoptr(vtpm_replay_ignore) ig = NULL;
+    g_autofree char *topic_keep = NULL;
+    vtpm_client_params cp = { 0 };
+    vtpm_error err = { 0 };
+    rp_ctx x = { 0 };
+    rp_tally t = { 0 };
+    bool replies_recorded = false;
+    int rc;
+
+    if (!argv)
+        return print_help(ctx);
+    if ((rc = parse_options(ctx, &argc, &argv)) || (rc = rp_check(ctx, argc, &o, &cp)) ||
+        (rc = load_recording(argv[1], &header, records, calls)))
+        return rc;
+    vtpm_proto_get_bool(&header->root, "header", "replies_recorded", false, false,
+                        &replies_recorded, NULL);
+    if (o.compare && !replies_recorded)
+        return failure("--compare: %s holds no replies (recorded without the RabbitMQ "
+                       "firehose): cannot compare",
+                       argv[1]);
+    x.host_map = o.host_map;
+    x.secret = o.secret;
+    x.topic = header_str(header, "topic", "vtpm", &topic_keep);
+    rp_mark_broadcasts(header, calls);
+    ig = vtpm_replay_ignore_new((const char *const *)o.ignores);
+    if (vtpm_client_connect(&cp, &cl, &err) < 0 ||
+        rp_send_all(cl, calls, by_corr, &x, &o, &t, &err) < 0)
+        return failure("%s", err.message);
+    rp_judge(calls, &o, ig, &t);
     printf("summary: replayed %u requests (%u calls, %u casts), %u calls answered",
-           calls->len, ncalls, ncasts, answered);
-    if (compare)
+           calls->len, t.ncalls, t.ncasts, t.answered);
+    if (o.compare)
         printf("; compared: %u matched, %u mismatched, %u missing replies, %u not compared\n",
-               matched, mismatched, missing, not_compared);
+               t.matched, t.mismatched, t.missing, t.not_compared);
     else
-        printf(", %u missing replies\n", missing);
-    return mismatched || missing ? EXIT_FAIL : EXIT_OK;
+        printf(", %u missing replies\n", t.missing);
+    return t.mismatched || t.missing ? EXIT_FAIL : EXIT_OK;
 }
 
 /* ---- main ------------------------------------------------------------------------------ */
