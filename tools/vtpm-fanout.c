@@ -1029,6 +1029,21 @@ json_faults(JsonBuilder *b, GHashTable *faults)
 }
 
 static void
+json_pcts(JsonBuilder *jb, const fan_pcts *p)
+{
+    json_builder_begin_object(jb);
+    json_builder_set_member_name(jb, "p50");
+    json_builder_add_double_value(jb, p->p50);
+    json_builder_set_member_name(jb, "p90");
+    json_builder_add_double_value(jb, p->p90);
+    json_builder_set_member_name(jb, "p99");
+    json_builder_add_double_value(jb, p->p99);
+    json_builder_set_member_name(jb, "max");
+    json_builder_add_double_value(jb, p->max);
+    json_builder_end_object(jb);
+}
+
+static void
 json_group(JsonBuilder *b, const fan_run *r, fan_group *g)
 {
     fan_pcts p = group_pcts(g);
@@ -1045,16 +1060,7 @@ json_group(JsonBuilder *b, const fan_run *r, fan_group *g)
     json_builder_set_member_name(b, "calls_per_s");
     json_builder_add_double_value(b, rate(r, g->ok + g->faulted));
     json_builder_set_member_name(b, "latency_ms");
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "p50");
-    json_builder_add_double_value(b, p.p50);
-    json_builder_set_member_name(b, "p90");
-    json_builder_add_double_value(b, p.p90);
-    json_builder_set_member_name(b, "p99");
-    json_builder_add_double_value(b, p.p99);
-    json_builder_set_member_name(b, "max");
-    json_builder_add_double_value(b, p.max);
-    json_builder_end_object(b);
+    json_pcts(b, &p);
     json_builder_end_object(b);
 }
 
@@ -1154,6 +1160,97 @@ typedef struct {
     bool failed;
 } fan_report;
 
+/* Latency, then the calls per method and per host. */
+static void
+json_groups(JsonBuilder *jb, fan_report *rep)
+{
+    fan_run *r = rep->r;
+    fan_pcts p = group_pcts(&rep->all);
+
+    json_builder_set_member_name(jb, "latency_ms");
+    json_pcts(jb, &p);
+    json_builder_set_member_name(jb, "methods");
+    json_builder_begin_object(jb);
+    for (int m = 0; m < M__COUNT; m++) {
+        if (!rep->per_method[m].calls)
+            continue;
+        json_builder_set_member_name(jb, method_names[m]);
+        json_group(jb, r, &rep->per_method[m]);
+    }
+    json_builder_end_object(jb);
+    json_builder_set_member_name(jb, "per_host");
+    json_builder_begin_object(jb);
+    for (guint h = 0; h < r->hosts->len; h++) {
+        if (!rep->per_host[h].calls)
+            continue;
+        json_builder_set_member_name(jb, g_ptr_array_index(r->hosts, h));
+        json_group(jb, r, &rep->per_host[h]);
+    }
+    json_builder_end_object(jb);
+}
+
+static void
+json_cleanup(JsonBuilder *jb, const fan_cleanup *cl)
+{
+    json_builder_begin_object(jb);
+    json_builder_set_member_name(jb, "spawns_sent");
+    json_builder_add_int_value(jb, cl->n);
+    json_builder_set_member_name(jb, "destroyed");
+    json_builder_add_int_value(jb, cl->destroyed);
+    json_builder_set_member_name(jb, "existed");
+    json_builder_add_int_value(jb, cl->existed);
+    json_builder_set_member_name(jb, "failed");
+    json_builder_add_int_value(jb, cl->failed.n);
+    /* The first LIST_MAX: "uuid@host: fault code: message". */
+    json_builder_set_member_name(jb, "failures");
+    json_strings(jb, cl->failed.ids);
+    json_builder_set_member_name(jb, "elapsed_s");
+    json_builder_add_double_value(jb, cl->elapsed_us / (double)G_USEC_PER_SEC);
+    json_builder_end_object(jb);
+}
+
+static void
+json_bcast(JsonBuilder *jb, fan_report *rep)
+{
+    g_autoptr(GPtrArray) answered = bcast_hosts(rep->bc);
+
+    json_builder_set_member_name(jb, rep->discover ? "discover" : "broadcast");
+    json_builder_begin_object(jb);
+    json_builder_set_member_name(jb, "answered");
+    json_strings(jb, answered);
+    if (rep->do_bcast) {
+        json_builder_set_member_name(jb, "missing");
+        json_strings(jb, rep->missing);
+        json_builder_set_member_name(jb, "extra");
+        json_strings(jb, rep->extra);
+    }
+    json_builder_set_member_name(jb, "late");
+    json_builder_add_int_value(jb, rep->bc->late);
+    json_builder_end_object(jb);
+}
+
+static void
+json_workers(JsonBuilder *jb, GPtrArray *workers)
+{
+    json_builder_begin_array(jb);
+    for (guint i = 0; i < workers->len; i++) {
+        fan_worker *w = g_ptr_array_index(workers, i);
+
+        json_builder_begin_object(jb);
+        json_builder_set_member_name(jb, "host");
+        json_builder_add_string_value(jb, w->host);
+        json_builder_set_member_name(jb, "ready_ms");
+        if (w->ready_ms >= 0)
+            json_builder_add_double_value(jb, w->ready_ms);
+        else
+            json_builder_add_null_value(jb);
+        json_builder_set_member_name(jb, "exit_ok");
+        json_builder_add_boolean_value(jb, w->ok);
+        json_builder_end_object(jb);
+    }
+    json_builder_end_array(jb);
+}
+
 static void
 report_json(fan_report *rep)
 {
@@ -1162,7 +1259,6 @@ report_json(fan_report *rep)
     g_autoptr(JsonNode) root = NULL;
     g_autoptr(JsonGenerator) gen = json_generator_new();
     g_autofree char *text = NULL;
-    fan_pcts p = group_pcts(&rep->all);
 
     json_builder_begin_object(jb);
     json_builder_set_member_name(jb, "result");
@@ -1208,91 +1304,16 @@ report_json(fan_report *rep)
     json_tally(jb, "late", &r->late);
     json_tally(jb, "unmatched", &r->unmatched);
     json_tally(jb, "invalid", &r->invalid);
-    json_builder_set_member_name(jb, "latency_ms");
-    json_builder_begin_object(jb);
-    json_builder_set_member_name(jb, "p50");
-    json_builder_add_double_value(jb, p.p50);
-    json_builder_set_member_name(jb, "p90");
-    json_builder_add_double_value(jb, p.p90);
-    json_builder_set_member_name(jb, "p99");
-    json_builder_add_double_value(jb, p.p99);
-    json_builder_set_member_name(jb, "max");
-    json_builder_add_double_value(jb, p.max);
-    json_builder_end_object(jb);
-    json_builder_set_member_name(jb, "methods");
-    json_builder_begin_object(jb);
-    for (int m = 0; m < M__COUNT; m++) {
-        if (!rep->per_method[m].calls)
-            continue;
-        json_builder_set_member_name(jb, method_names[m]);
-        json_group(jb, r, &rep->per_method[m]);
-    }
-    json_builder_end_object(jb);
-    json_builder_set_member_name(jb, "per_host");
-    json_builder_begin_object(jb);
-    for (guint h = 0; h < r->hosts->len; h++) {
-        if (!rep->per_host[h].calls)
-            continue;
-        json_builder_set_member_name(jb, g_ptr_array_index(r->hosts, h));
-        json_group(jb, r, &rep->per_host[h]);
-    }
-    json_builder_end_object(jb);
+    json_groups(jb, rep);
     if (r->weights[M_SPAWN]) {
-        const fan_cleanup *cl = &r->cleanup;
-
         json_builder_set_member_name(jb, "cleanup");
-        json_builder_begin_object(jb);
-        json_builder_set_member_name(jb, "spawns_sent");
-        json_builder_add_int_value(jb, cl->n);
-        json_builder_set_member_name(jb, "destroyed");
-        json_builder_add_int_value(jb, cl->destroyed);
-        json_builder_set_member_name(jb, "existed");
-        json_builder_add_int_value(jb, cl->existed);
-        json_builder_set_member_name(jb, "failed");
-        json_builder_add_int_value(jb, cl->failed.n);
-        /* The first LIST_MAX: "uuid@host: fault code: message". */
-        json_builder_set_member_name(jb, "failures");
-        json_strings(jb, cl->failed.ids);
-        json_builder_set_member_name(jb, "elapsed_s");
-        json_builder_add_double_value(jb, cl->elapsed_us / (double)G_USEC_PER_SEC);
-        json_builder_end_object(jb);
+        json_cleanup(jb, &r->cleanup);
     }
-    if (rep->bc) {
-        g_autoptr(GPtrArray) answered = bcast_hosts(rep->bc);
-
-        json_builder_set_member_name(jb, rep->discover ? "discover" : "broadcast");
-        json_builder_begin_object(jb);
-        json_builder_set_member_name(jb, "answered");
-        json_strings(jb, answered);
-        if (rep->do_bcast) {
-            json_builder_set_member_name(jb, "missing");
-            json_strings(jb, rep->missing);
-            json_builder_set_member_name(jb, "extra");
-            json_strings(jb, rep->extra);
-        }
-        json_builder_set_member_name(jb, "late");
-        json_builder_add_int_value(jb, rep->bc->late);
-        json_builder_end_object(jb);
-    }
+    if (rep->bc)
+        json_bcast(jb, rep);
     if (rep->workers->len) {
         json_builder_set_member_name(jb, "workers");
-        json_builder_begin_array(jb);
-        for (guint i = 0; i < rep->workers->len; i++) {
-            fan_worker *w = g_ptr_array_index(rep->workers, i);
-
-            json_builder_begin_object(jb);
-            json_builder_set_member_name(jb, "host");
-            json_builder_add_string_value(jb, w->host);
-            json_builder_set_member_name(jb, "ready_ms");
-            if (w->ready_ms >= 0)
-                json_builder_add_double_value(jb, w->ready_ms);
-            else
-                json_builder_add_null_value(jb);
-            json_builder_set_member_name(jb, "exit_ok");
-            json_builder_add_boolean_value(jb, w->ok);
-            json_builder_end_object(jb);
-        }
-        json_builder_end_array(jb);
+        json_workers(jb, rep->workers);
     }
     json_builder_end_object(jb);
     root = json_builder_get_root(jb);
@@ -1383,66 +1404,74 @@ report_table(fan_report *rep)
 
 /* ---- main -------------------------------------------------------------------------- */
 
-int
-main(int argc, char **argv)
+/* The command line. */
+typedef struct {
+    vtpm_amqpopt broker;
+    char *hosts, *mix, *vtpmd, *libvirt_uri, *spawn_tpm;
+    const char *vtpmd_how;  /* where vtpmd came from, for the message naming it */
+    gint64 ncalls, warmup, concurrency, spawn, seed;
+    double timeout, settle;
+    gboolean discover, do_bcast, json;
+} fan_opts;
+
+static void
+fan_opts_clear(fan_opts *o)
 {
-    g_autofree char *hosts_opt = NULL, *mix = NULL, *vtpmd = NULL;
-    const char *vtpmd_how = "--vtpmd";
-    g_autofree char *libvirt_uri = NULL, *spawn_tpm = NULL;
-    g_auto(GStrv) hosts_v = NULL;
-    gint64 ncalls = -1, warmup = 0, concurrency = 1, spawn = 0, seed = 0;
-    double timeout = 10.0, settle = 1.0;
-    gboolean discover = FALSE, do_bcast = FALSE, json = FALSE;
+    vtpm_amqpopt_clear(&o->broker);
+    g_free(o->hosts);
+    g_free(o->mix);
+    g_free(o->vtpmd);
+    g_free(o->libvirt_uri);
+    g_free(o->spawn_tpm);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(fan_opts, fan_opts_clear)
+
+static GOptionContext *
+fan_context(fan_opts *o)
+{
     GOptionEntry entries[] = {
-        { "hosts", 'H', 0, G_OPTION_ARG_STRING, &hosts_opt,
+        { "hosts", 'H', 0, G_OPTION_ARG_STRING, &o->hosts,
           "comma-separated workers to call, round-robin", "H1,H2,..." },
-        { "discover", 0, 0, G_OPTION_ARG_NONE, &discover,
+        { "discover", 0, 0, G_OPTION_ARG_NONE, &o->discover,
           "call every worker that answers a fanout get_capabilities within 2 s", NULL },
-        { "calls", 'n', 0, G_OPTION_ARG_INT64, &ncalls, "calls to measure (0: none)", "N" },
-        { "warmup", 0, 0, G_OPTION_ARG_INT64, &warmup,
+        { "calls", 'n', 0, G_OPTION_ARG_INT64, &o->ncalls, "calls to measure (0: none)", "N" },
+        { "warmup", 0, 0, G_OPTION_ARG_INT64, &o->warmup,
           "calls sent first and left out of the statistics (default 0)", "N" },
-        { "concurrency", 'c', 0, G_OPTION_ARG_INT64, &concurrency,
+        { "concurrency", 'c', 0, G_OPTION_ARG_INT64, &o->concurrency,
           "calls in flight at once (default 1)", "C" },
-        { "mix", 'm', 0, G_OPTION_ARG_STRING, &mix,
+        { "mix", 'm', 0, G_OPTION_ARG_STRING, &o->mix,
           "weighted methods (default get_capabilities=100; supported: get_capabilities, "
           "spawn, destroy)", "M=W,..." },
-        { "spawn-tpm", 0, 0, G_OPTION_ARG_STRING, &spawn_tpm,
+        { "spawn-tpm", 0, 0, G_OPTION_ARG_STRING, &o->spawn_tpm,
           "spawned instances get a vTPM of this version, host-held key (default: none; "
           "needs a real libvirt host, test:/// has no vTPM)", "2.0|1.2" },
-        { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &timeout,
+        { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &o->timeout,
           "seconds a call may take before it counts as timed out (default 10); the run "
           "waits this long for missing replies at the end", "S" },
-        { "settle", 0, 0, G_OPTION_ARG_DOUBLE, &settle,
+        { "settle", 0, 0, G_OPTION_ARG_DOUBLE, &o->settle,
           "seconds to keep listening for duplicates after the last reply (default 1)", "S" },
-        { "broadcast", 'b', 0, G_OPTION_ARG_NONE, &do_bcast,
+        { "broadcast", 'b', 0, G_OPTION_ARG_NONE, &o->do_bcast,
           "send one fanout get_capabilities first and check every host answered", NULL },
-        { "json", 'j', 0, G_OPTION_ARG_NONE, &json, "print one JSON line instead of a table",
+        { "json", 'j', 0, G_OPTION_ARG_NONE, &o->json, "print one JSON line instead of a table",
           NULL },
-        { "spawn-workers", 0, 0, G_OPTION_ARG_INT64, &spawn,
+        { "spawn-workers", 0, 0, G_OPTION_ARG_INT64, &o->spawn,
           "start K vtpmd workers (hosts fanout-1..fanout-K) for the run", "K" },
-        { "vtpmd", 0, 0, G_OPTION_ARG_FILENAME, &vtpmd,
+        { "vtpmd", 0, 0, G_OPTION_ARG_FILENAME, &o->vtpmd,
           "the vtpmd binary for --spawn-workers (default: the one beside vtpm-fanout, else "
           "on PATH)",
           "PATH" },
-        { "libvirt-uri", 0, 0, G_OPTION_ARG_STRING, &libvirt_uri,
+        { "libvirt-uri", 0, 0, G_OPTION_ARG_STRING, &o->libvirt_uri,
           "[libvirt] uri of spawned workers (default test:///default)", "URI" },
-        { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed of the method mix (default: random)",
+        { "seed", 0, 0, G_OPTION_ARG_INT64, &o->seed, "seed of the method mix (default: random)",
           "N" },
         { NULL }
     };
-    g_autoptr(GOptionContext) ctx =
+    GOptionContext *ctx =
         g_option_context_new("- fire RPC load at vtpmd workers and account for every reply");
-    g_autoptr(GError) gerr = NULL;
-    g_autoptr(GPtrArray) workers = g_ptr_array_new_with_free_func(worker_free);
-    g_autofree char *tmpdir = NULL;
-    g_auto(vtpm_amqpopt) bo = { 0 };
-    fan_bcast *bc = NULL;
-    vtpm_error err = { 0 };
-    fan_report rep = { 0 };
-    fan_run r = { 0 };
-    int rc;
 
-    vtpm_amqpopt_add(ctx, &bo, VTPM_AMQPOPT_NAMES);
+    *o = (fan_opts){ .vtpmd_how = "--vtpmd", .ncalls = -1, .concurrency = 1, .timeout = 10.0,
+                     .settle = 1.0 };
+    vtpm_amqpopt_add(ctx, &o->broker, VTPM_AMQPOPT_NAMES);
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "Calls go round-robin over the hosts, each with a unique correlation id and\n"
@@ -1467,266 +1496,350 @@ main(int argc, char **argv)
         "Exit: 0 nothing lost, duplicated, unmatched or invalid, no instance left (and\n"
         "--broadcast: all hosts answered; --spawn-workers: all workers exited 0),\n"
         "1 otherwise, 2 usage.\n");
+    return ctx;
+}
+
+/* The numbers and the workers to spawn: 0, or the usage error. */
+static int
+check_numbers(fan_opts *o)
+{
+    if (o->ncalls < 0 && !o->do_bcast && !o->discover)
+        return usage_error("--calls is required");
+    if (o->ncalls < 0)
+        o->ncalls = 0;
+    if ((guint64)o->ncalls > MAX_CALLS || o->warmup < 0 || (guint64)o->warmup > MAX_CALLS)
+        return usage_error("--calls and --warmup must be 0..%u", MAX_CALLS);
+    if (o->concurrency < 1 || o->concurrency > 65535)
+        return usage_error("--concurrency must be 1..65535");
+    /* Written so that NaN fails too. */
+    if (!(o->timeout > 0 && o->timeout <= 3600))
+        return usage_error("--timeout must be in (0, 3600] seconds");
+    if (!(o->settle >= 0 && o->settle <= 3600))
+        return usage_error("--settle must be in [0, 3600] seconds");
+    if (o->spawn < 0 || o->spawn > MAX_SPAWN)
+        return usage_error("--spawn-workers must be 0..%d", MAX_SPAWN);
+    if (!o->spawn && (o->vtpmd || o->libvirt_uri))
+        return usage_error("--vtpmd and --libvirt-uri go with --spawn-workers");
+    if (o->vtpmd && !g_file_test(o->vtpmd, G_FILE_TEST_IS_EXECUTABLE))
+        return usage_error("--vtpmd %s is not an executable", o->vtpmd);
+    if (o->spawn && !o->vtpmd && !(o->vtpmd = find_vtpmd(&o->vtpmd_how)))
+        return usage_error("--spawn-workers: no vtpmd beside vtpm-fanout (., ../sbin, "
+                           "../worker) or on PATH; give --vtpmd PATH");
+    return 0;
+}
+
+/* Everything the command line says, checked: 0, or the usage error.  @r
+ * gets the broker and the method mix only: nothing allocated. */
+static int
+fan_check(fan_opts *o, fan_run *r, char ***hosts_out)
+{
+    g_auto(GStrv) hosts = NULL;
+    vtpm_error err = { 0 };
+    int rc;
+
+    if (vtpm_amqpopt_load(&o->broker, &r->broker, &err) < 0)
+        return usage_error("%s", err.message);
+    if ((rc = check_numbers(o)))
+        return rc;
+    if (o->discover && o->hosts)
+        return usage_error("--hosts and --discover are mutually exclusive");
+    if (!o->discover && !o->hosts && !o->spawn)
+        return usage_error("one of --hosts, --discover or --spawn-workers is required");
+    if (o->do_bcast && o->discover)
+        return usage_error("--broadcast checks the hosts of --hosts or --spawn-workers; "
+                           "--discover accepts whoever answers");
+    if ((rc = parse_mix(r, o->mix ? o->mix : "get_capabilities=100")))
+        return rc;
+    if (o->spawn_tpm && strcmp(o->spawn_tpm, "2.0") != 0 && strcmp(o->spawn_tpm, "1.2") != 0)
+        return usage_error("--spawn-tpm must be 2.0 or 1.2");
+    if (o->spawn_tpm && !r->weights[M_SPAWN])
+        return usage_error("--spawn-tpm goes with spawn in --mix");
+    hosts = g_strsplit(o->hosts ? o->hosts : "", ",", -1);
+    for (guint i = 0; hosts[i]; i++) {
+        g_strstrip(hosts[i]);
+        if (!host_name_ok(hosts[i]))
+            return usage_error("--hosts: '%s' is not a host name ([A-Za-z0-9._-], 1..200)",
+                               hosts[i]);
+    }
+    *hosts_out = g_steal_pointer(&hosts);
+    return 0;
+}
+
+static void
+run_init(fan_run *r, const fan_opts *o, char **hosts)
+{
+    r->concurrency = (guint)o->concurrency;
+    r->timeout_us = (gint64)(o->timeout * G_USEC_PER_SEC);
+    r->settle_us = (gint64)(o->settle * G_USEC_PER_SEC);
+    r->spawn_tpm = o->spawn_tpm;
+    r->hosts = g_ptr_array_new_with_free_func(g_free);
+    r->routing = g_ptr_array_new_with_free_func(g_free);
+    for (guint i = 0; hosts[i]; i++)
+        add_host(r, hosts[i]);
+    r->rand = o->seed ? g_rand_new_with_seed((guint32)o->seed) : g_rand_new();
+    vtpm_proto_limits_init(&r->lim);
+    r->run_id = g_uuid_string_random();
+    r->by_corr = g_hash_table_new(g_str_hash, g_str_equal);
+    r->bcasts = g_hash_table_new(g_str_hash, g_str_equal);
+    g_queue_init(&r->outstanding);
+    tally_init(&r->lost);
+    tally_init(&r->duplicate);
+    tally_init(&r->late);
+    tally_init(&r->unmatched);
+    tally_init(&r->invalid);
+    tally_init(&r->cleanup.failed);
+}
+
+static void
+tally_clear(fan_tally *t)
+{
+    g_ptr_array_free(t->ids, TRUE);
+}
+
+static void
+calls_free(fan_call *calls, guint n)
+{
+    for (guint i = 0; i < n; i++) {
+        g_free(calls[i].corr);
+        g_free(calls[i].uuid);
+        g_free(calls[i].fault_msg);
+    }
+    g_free(calls);
+}
+
+static void
+run_clear(fan_run *r)
+{
+    GHashTableIter it;
+    gpointer v;
+
+    calls_free(r->calls, r->ncalls);
+    calls_free(r->cleanup.calls, r->cleanup.n);
+    g_hash_table_iter_init(&it, r->bcasts);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        fan_bcast *b = v;
+
+        g_hash_table_destroy(b->answered);
+        g_free(b->corr);
+        g_free(b);
+    }
+    g_hash_table_destroy(r->bcasts);
+    g_hash_table_destroy(r->by_corr);
+    g_queue_clear(&r->outstanding);
+    tally_clear(&r->cleanup.failed);
+    tally_clear(&r->lost);
+    tally_clear(&r->duplicate);
+    tally_clear(&r->late);
+    tally_clear(&r->unmatched);
+    tally_clear(&r->invalid);
+    g_ptr_array_free(r->hosts, TRUE);
+    g_ptr_array_free(r->routing, TRUE);
+    g_rand_free(r->rand);
+    g_free(r->run_id);
+    g_free(r->error);
+}
+
+/* Start --spawn-workers K vtpmd and wait until each answers; they are the
+ * hosts called unless --hosts or --discover say otherwise.  A failure is
+ * r->error (the run then only stops what did start). */
+static void
+spawn_workers(fan_run *r, const fan_opts *o, GPtrArray *workers, char **tmpdir)
+{
+    g_autoptr(GError) gerr = NULL;
+    vtpm_error err = { 0 };
+
+    if (!(*tmpdir = g_dir_make_tmp("vtpm-fanout-XXXXXX", &gerr))) {
+        r->error = g_strdup_printf("temporary directory: %s", gerr->message);
+        return;
+    }
+    fprintf(stderr, "vtpm-fanout: starting %" G_GINT64_FORMAT " worker%s: %s (%s)\n", o->spawn,
+            o->spawn == 1 ? "" : "s", o->vtpmd, o->vtpmd_how);
+    for (gint64 i = 1; i <= o->spawn && !r->error; i++) {
+        fan_worker *w = g_new0(fan_worker, 1);
+
+        w->host = g_strdup_printf("fanout-%" G_GINT64_FORMAT, i);
+        w->ready_ms = -1;
+        w->status = -1;
+        g_ptr_array_add(workers, w);
+        if (write_worker_config(r, w, *tmpdir,
+                                o->libvirt_uri ? o->libvirt_uri : "test:///default", &gerr) < 0 ||
+            start_worker(w, o->vtpmd, &gerr) < 0)
+            r->error = g_strdup_printf("worker %s: %s", w->host, gerr->message);
+    }
+    if (!r->error && wait_ready(r, workers, &err) < 0)
+        r->error = g_strdup(err.message);
+    if (!o->hosts && !o->discover) {
+        for (guint i = 0; i < workers->len; i++)
+            add_host(r, ((fan_worker *)g_ptr_array_index(workers, i))->host);
+    }
+}
+
+/* Connect, then the broadcast (--broadcast) or discovery (--discover). */
+static void
+connect_and_discover(fan_run *r, const fan_opts *o, fan_bcast **bc)
+{
+    vtpm_error err = { 0 };
+
+    if (!r->error && vtpm_client_connect(&r->broker, &r->client, &err) < 0)
+        r->error = g_strdup(err.message);
+    if (!r->error && (o->discover || o->do_bcast)) {
+        if (broadcast(r, o->discover ? DISCOVER_WINDOW_US : r->timeout_us,
+                      o->discover ? NULL : r->hosts, bc, &err) < 0) {
+            r->error = g_strdup(err.message);
+        } else if (o->discover) {
+            g_autoptr(GPtrArray) found = bcast_hosts(*bc);
+
+            for (guint i = 0; i < found->len; i++)
+                add_host(r, g_ptr_array_index(found, i));
+            if (!r->hosts->len && o->ncalls > 0)
+                r->error = g_strdup("--discover: no worker answered the fanout within 2 s");
+        }
+    }
+    if (!r->error && r->hosts->len == 0 && o->ncalls + o->warmup > 0)
+        r->error = g_strdup("no host to call");
+}
+
+/* The warm-up and measured calls, each with its correlation id, host and
+ * method, sent and answered (or timed out); then the lingering replies. */
+static void
+run_load(fan_run *r, const fan_opts *o)
+{
+    vtpm_error err = { 0 };
+
+    r->nwarmup = (guint)o->warmup;
+    r->ncalls = r->error ? 0 : (guint)(o->ncalls + o->warmup);
+    r->calls = g_new0(fan_call, r->ncalls);
+    for (guint i = 0; i < r->ncalls; i++) {
+        fan_call *c = &r->calls[i];
+
+        c->corr = g_strdup_printf("%s.%u", r->run_id, i);
+        c->host = i % r->hosts->len;
+        c->method = (guint8)pick_method(r);
+        c->measured = i >= r->nwarmup;
+        if (c->method == M_SPAWN)
+            c->uuid = g_uuid_string_random();
+        g_hash_table_insert(r->by_corr, c->corr, c);
+    }
+    if (!r->error && (run_calls(r, r->calls, 0, r->nwarmup, &err) < 0 ||
+                      run_calls(r, r->calls, r->nwarmup, r->ncalls, &err) < 0 ||
+                      linger(r, &err) < 0))
+        r->error = g_strdup(err.message);
+}
+
+/* Every call into its groups and tallies; whether the run failed. */
+static void
+account(fan_report *rep, const fan_opts *o)
+{
+    fan_run *r = rep->r;
+
+    group_init(&rep->all);
+    for (int m = 0; m < M__COUNT; m++)
+        group_init(&rep->per_method[m]);
+    rep->per_host = g_new0(fan_group, r->hosts->len);
+    for (guint h = 0; h < r->hosts->len; h++)
+        group_init(&rep->per_host[h]);
+    for (guint i = 0; i < r->ncalls; i++) {
+        fan_call *c = &r->calls[i];
+
+        if (!c->nreplies && c->sent_us)
+            tally_add(&r->lost, call_label(r, c));
+        if (!c->measured)
+            continue;
+        group_add(&rep->all, c);
+        group_add(&rep->per_method[c->method], c);
+        group_add(&rep->per_host[c->host], c);
+    }
+    if (rep->bc && o->do_bcast)
+        bcast_compare(rep->bc, r->hosts, &rep->missing, &rep->extra);
+    rep->failed = r->error || r->lost.n || r->duplicate.n || r->unmatched.n || r->invalid.n ||
+                  (rep->missing && rep->missing->len) || r->sent < r->ncalls ||
+                  r->cleanup.failed.n;
+    for (guint i = 0; i < rep->workers->len; i++) {
+        if (!((fan_worker *)g_ptr_array_index(rep->workers, i))->ok)
+            rep->failed = true;
+    }
+}
+
+static void
+report(fan_report *rep, const fan_opts *o)
+{
+    const fan_run *r = rep->r;
+
+    if (rep->missing && rep->missing->len) {
+        g_autofree char *names = NULL;
+
+        g_ptr_array_add(rep->missing, NULL);
+        names = g_strjoinv(", ", (char **)rep->missing->pdata);
+        g_ptr_array_remove_index(rep->missing, rep->missing->len - 1);
+        fprintf(stderr, "vtpm-fanout: broadcast: no answer within %.1f s from: %s\n",
+                o->timeout, names);
+    }
+    if (r->cleanup.failed.n)
+        fprintf(stderr, "vtpm-fanout: cleanup: %u of %u spawned instances may be left behind "
+                "(the report lists them)\n", r->cleanup.failed.n, r->cleanup.n);
+    if (o->json)
+        report_json(rep);
+    else
+        report_table(rep);
+    fflush(stdout);
+}
+
+static void
+report_clear(fan_report *rep)
+{
+    group_clear(&rep->all);
+    for (int m = 0; m < M__COUNT; m++)
+        group_clear(&rep->per_method[m]);
+    for (guint h = 0; h < rep->r->hosts->len; h++)
+        group_clear(&rep->per_host[h]);
+    g_free(rep->per_host);
+    if (rep->missing)
+        g_ptr_array_free(rep->missing, TRUE);
+    if (rep->extra)
+        g_ptr_array_free(rep->extra, TRUE);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_auto(fan_opts) o = { 0 };
+    g_autoptr(GOptionContext) ctx = fan_context(&o);
+    g_autoptr(GError) gerr = NULL;
+    g_autoptr(GPtrArray) workers = g_ptr_array_new_with_free_func(worker_free);
+    g_auto(GStrv) hosts = NULL;
+    g_autofree char *tmpdir = NULL;
+    fan_run r = { 0 };
+    fan_report rep = { .r = &r, .workers = workers };
+    int rc;
+
     if (!g_option_context_parse(ctx, &argc, &argv, &gerr))
         return usage_error("%s", gerr->message);
     if (argc > 1)
         return usage_error("unexpected argument '%s'", argv[1]);
-
-    if (vtpm_amqpopt_load(&bo, &r.broker, &err) < 0)
-        return usage_error("%s", err.message);
-    if (ncalls < 0 && !do_bcast && !discover)
-        return usage_error("--calls is required");
-    if (ncalls < 0)
-        ncalls = 0;
-    if ((guint64)ncalls > MAX_CALLS || warmup < 0 || (guint64)warmup > MAX_CALLS)
-        return usage_error("--calls and --warmup must be 0..%u", MAX_CALLS);
-    if (concurrency < 1 || concurrency > 65535)
-        return usage_error("--concurrency must be 1..65535");
-    /* Written so that NaN fails too. */
-    if (!(timeout > 0 && timeout <= 3600))
-        return usage_error("--timeout must be in (0, 3600] seconds");
-    if (!(settle >= 0 && settle <= 3600))
-        return usage_error("--settle must be in [0, 3600] seconds");
-    if (spawn < 0 || spawn > MAX_SPAWN)
-        return usage_error("--spawn-workers must be 0..%d", MAX_SPAWN);
-    if (!spawn && (vtpmd || libvirt_uri))
-        return usage_error("--vtpmd and --libvirt-uri go with --spawn-workers");
-    if (vtpmd && !g_file_test(vtpmd, G_FILE_TEST_IS_EXECUTABLE))
-        return usage_error("--vtpmd %s is not an executable", vtpmd);
-    if (spawn && !vtpmd && !(vtpmd = find_vtpmd(&vtpmd_how)))
-        return usage_error("--spawn-workers: no vtpmd beside vtpm-fanout (., ../sbin, "
-                           "../worker) or on PATH; give --vtpmd PATH");
-    if (discover && hosts_opt)
-        return usage_error("--hosts and --discover are mutually exclusive");
-    if (!discover && !hosts_opt && !spawn)
-        return usage_error("one of --hosts, --discover or --spawn-workers is required");
-    if (do_bcast && discover)
-        return usage_error("--broadcast checks the hosts of --hosts or --spawn-workers; "
-                           "--discover accepts whoever answers");
-
-    r.concurrency = (guint)concurrency;
-    r.timeout_us = (gint64)(timeout * G_USEC_PER_SEC);
-    r.settle_us = (gint64)(settle * G_USEC_PER_SEC);
-    if ((rc = parse_mix(&r, mix ? mix : "get_capabilities=100")))
+    if ((rc = fan_check(&o, &r, &hosts)))
         return rc;
-    if (spawn_tpm && strcmp(spawn_tpm, "2.0") != 0 && strcmp(spawn_tpm, "1.2") != 0)
-        return usage_error("--spawn-tpm must be 2.0 or 1.2");
-    if (spawn_tpm && !r.weights[M_SPAWN])
-        return usage_error("--spawn-tpm goes with spawn in --mix");
-    r.spawn_tpm = spawn_tpm;
-    if (hosts_opt) {
-        hosts_v = g_strsplit(hosts_opt, ",", -1);
-        for (guint i = 0; hosts_v[i]; i++) {
-            g_strstrip(hosts_v[i]);
-            if (!host_name_ok(hosts_v[i]))
-                return usage_error("--hosts: '%s' is not a host name ([A-Za-z0-9._-], 1..200)",
-                                   hosts_v[i]);
-        }
-    }
-
-    /* Nothing is allocated in r before this point: usage errors return
-     * directly. */
-    r.hosts = g_ptr_array_new_with_free_func(g_free);
-    r.routing = g_ptr_array_new_with_free_func(g_free);
-    for (guint i = 0; hosts_v && hosts_v[i]; i++)
-        add_host(&r, hosts_v[i]);
-
-    r.rand = seed ? g_rand_new_with_seed((guint32)seed) : g_rand_new();
-    vtpm_proto_limits_init(&r.lim);
-    r.run_id = g_uuid_string_random();
-    r.by_corr = g_hash_table_new(g_str_hash, g_str_equal);
-    r.bcasts = g_hash_table_new(g_str_hash, g_str_equal);
-    g_queue_init(&r.outstanding);
-    tally_init(&r.lost);
-    tally_init(&r.duplicate);
-    tally_init(&r.late);
-    tally_init(&r.unmatched);
-    tally_init(&r.invalid);
-    tally_init(&r.cleanup.failed);
-
-    /* ---- workers ---- */
-    if (spawn) {
-        tmpdir = g_dir_make_tmp("vtpm-fanout-XXXXXX", &gerr);
-        if (!tmpdir) {
-            fprintf(stderr, "vtpm-fanout: temporary directory: %s\n", gerr->message);
-            return EXIT_FAIL;
-        }
-        fprintf(stderr, "vtpm-fanout: starting %" G_GINT64_FORMAT " worker%s: %s (%s)\n", spawn,
-                spawn == 1 ? "" : "s", vtpmd, vtpmd_how);
-        for (gint64 i = 1; i <= spawn; i++) {
-            fan_worker *w = g_new0(fan_worker, 1);
-
-            w->host = g_strdup_printf("fanout-%" G_GINT64_FORMAT, i);
-            w->ready_ms = -1;
-            w->status = -1;
-            g_ptr_array_add(workers, w);
-            if (write_worker_config(&r, w, tmpdir,
-                                    libvirt_uri ? libvirt_uri : "test:///default", &gerr) < 0 ||
-                start_worker(w, vtpmd, &gerr) < 0) {
-                r.error = g_strdup_printf("worker %s: %s", w->host, gerr->message);
-                break;
-            }
-        }
-        if (!r.error && wait_ready(&r, workers, &err) < 0)
-            r.error = g_strdup(err.message);
-        if (!hosts_opt && !discover) {
-            for (guint i = 0; i < workers->len; i++)
-                add_host(&r, ((fan_worker *)g_ptr_array_index(workers, i))->host);
-        }
-    }
-
-    /* ---- the run ---- */
-    if (!r.error && vtpm_client_connect(&r.broker, &r.client, &err) < 0)
-        r.error = g_strdup(err.message);
-    if (!r.error && (discover || do_bcast)) {
-        if (broadcast(&r, discover ? DISCOVER_WINDOW_US : r.timeout_us,
-                      discover ? NULL : r.hosts, &bc, &err) < 0) {
-            r.error = g_strdup(err.message);
-        } else if (discover) {
-            g_autoptr(GPtrArray) found = bcast_hosts(bc);
-
-            for (guint i = 0; i < found->len; i++)
-                add_host(&r, g_ptr_array_index(found, i));
-            if (!r.hosts->len && ncalls > 0)
-                r.error = g_strdup("--discover: no worker answered the fanout within 2 s");
-        }
-    }
-    if (!r.error && r.hosts->len == 0 && ncalls + warmup > 0)
-        r.error = g_strdup("no host to call");
-
-    r.nwarmup = (guint)warmup;
-    r.ncalls = r.error ? 0 : (guint)(ncalls + warmup);
-    r.calls = g_new0(fan_call, r.ncalls);
-    for (guint i = 0; i < r.ncalls; i++) {
-        fan_call *c = &r.calls[i];
-
-        c->corr = g_strdup_printf("%s.%u", r.run_id, i);
-        c->host = i % r.hosts->len;
-        c->method = (guint8)pick_method(&r);
-        c->measured = i >= r.nwarmup;
-        if (c->method == M_SPAWN)
-            c->uuid = g_uuid_string_random();
-        g_hash_table_insert(r.by_corr, c->corr, c);
-    }
-    if (!r.error && (run_calls(&r, r.calls, 0, r.nwarmup, &err) < 0 ||
-                     run_calls(&r, r.calls, r.nwarmup, r.ncalls, &err) < 0 ||
-                     linger(&r, &err) < 0))
-        r.error = g_strdup(err.message);
+    run_init(&r, &o, hosts);
+    if (o.spawn)
+        spawn_workers(&r, &o, workers, &tmpdir);
+    connect_and_discover(&r, &o, &rep.bc);
+    run_load(&r, &o);
     /* Before the workers stop: they are the ones that destroy. */
     cleanup_spawns(&r, &r.broker);
     g_clear_pointer(&r.client, vtpm_client_free);
     if (r.error)
         fprintf(stderr, "vtpm-fanout: %s\n", r.error);
-    if (spawn)
+    if (o.spawn)
         stop_workers(workers);
-
-    /* ---- accounting ---- */
-    group_init(&rep.all);
-    for (int m = 0; m < M__COUNT; m++)
-        group_init(&rep.per_method[m]);
-    rep.per_host = g_new0(fan_group, r.hosts->len);
-    for (guint h = 0; h < r.hosts->len; h++)
-        group_init(&rep.per_host[h]);
-    for (guint i = 0; i < r.ncalls; i++) {
-        fan_call *c = &r.calls[i];
-
-        if (!c->nreplies && c->sent_us)
-            tally_add(&r.lost, call_label(&r, c));
-        if (!c->measured)
-            continue;
-        group_add(&rep.all, c);
-        group_add(&rep.per_method[c->method], c);
-        group_add(&rep.per_host[c->host], c);
-    }
-    if (bc && do_bcast)
-        bcast_compare(bc, r.hosts, &rep.missing, &rep.extra);
-    if (r.error || r.lost.n || r.duplicate.n || r.unmatched.n || r.invalid.n ||
-        (rep.missing && rep.missing->len) || r.sent < r.ncalls || r.cleanup.failed.n)
-        rep.failed = true;
-    for (guint i = 0; i < workers->len; i++) {
-        if (!((fan_worker *)g_ptr_array_index(workers, i))->ok)
-            rep.failed = true;
-    }
-
-    /* ---- report ---- */
-    if (rep.missing && rep.missing->len) {
-        g_autofree char *names = NULL;
-
-        g_ptr_array_add(rep.missing, NULL);
-        names = g_strjoinv(", ", (char **)rep.missing->pdata);
-        g_ptr_array_remove_index(rep.missing, rep.missing->len - 1);
-        fprintf(stderr, "vtpm-fanout: broadcast: no answer within %.1f s from: %s\n", timeout,
-                names);
-    }
-    if (r.cleanup.failed.n)
-        fprintf(stderr, "vtpm-fanout: cleanup: %u of %u spawned instances may be left behind "
-                "(the report lists them)\n", r.cleanup.failed.n, r.cleanup.n);
-    rep.r = &r;
-    rep.bc = bc;
-    rep.discover = discover;
-    rep.do_bcast = do_bcast;
-    rep.workers = workers;
-    if (json)
-        report_json(&rep);
-    else
-        report_table(&rep);
-    fflush(stdout);
-
+    rep.discover = o.discover;
+    rep.do_bcast = o.do_bcast;
+    account(&rep, &o);
+    report(&rep, &o);
     /* A failed run keeps the workers' logs for a look. */
-    if (tmpdir) {
-        if (rep.failed)
-            fprintf(stderr, "vtpm-fanout: worker configs and logs kept in %s\n", tmpdir);
-        else
-            nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    }
-
-    group_clear(&rep.all);
-    for (int m = 0; m < M__COUNT; m++)
-        group_clear(&rep.per_method[m]);
-    for (guint h = 0; h < r.hosts->len; h++)
-        group_clear(&rep.per_host[h]);
-    g_free(rep.per_host);
-    if (rep.missing)
-        g_ptr_array_free(rep.missing, TRUE);
-    if (rep.extra)
-        g_ptr_array_free(rep.extra, TRUE);
-    for (guint i = 0; i < r.ncalls; i++) {
-        g_free(r.calls[i].corr);
-        g_free(r.calls[i].uuid);
-    }
-    g_free(r.calls);
-    for (guint i = 0; i < r.cleanup.n; i++) {
-        g_free(r.cleanup.calls[i].corr);
-        g_free(r.cleanup.calls[i].uuid);
-        g_free(r.cleanup.calls[i].fault_msg);
-    }
-    g_free(r.cleanup.calls);
-    g_ptr_array_free(r.cleanup.failed.ids, TRUE);
-    {
-        GHashTableIter it;
-        gpointer v;
-
-        g_hash_table_iter_init(&it, r.bcasts);
-        while (g_hash_table_iter_next(&it, NULL, &v)) {
-            fan_bcast *b = v;
-
-            g_hash_table_destroy(b->answered);
-            g_free(b->corr);
-            g_free(b);
-        }
-    }
-    g_hash_table_destroy(r.bcasts);
-    g_hash_table_destroy(r.by_corr);
-    g_queue_clear(&r.outstanding);
-    g_ptr_array_free(r.lost.ids, TRUE);
-    g_ptr_array_free(r.duplicate.ids, TRUE);
-    g_ptr_array_free(r.late.ids, TRUE);
-    g_ptr_array_free(r.unmatched.ids, TRUE);
-    g_ptr_array_free(r.invalid.ids, TRUE);
-    g_ptr_array_free(r.hosts, TRUE);
-    g_ptr_array_free(r.routing, TRUE);
-    g_rand_free(r.rand);
-    g_free(r.run_id);
-    g_free(r.error);
+    if (tmpdir && rep.failed)
+        fprintf(stderr, "vtpm-fanout: worker configs and logs kept in %s\n", tmpdir);
+    else if (tmpdir)
+        nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    report_clear(&rep);
+    run_clear(&r);
     return rep.failed ? EXIT_FAIL : EXIT_OK;
 }
