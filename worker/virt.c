@@ -22,7 +22,16 @@ struct vtpm_virt {
     int closed;           /* set by libvirt's close callback */
 };
 
+static void close_cb(virConnectPtr conn, int reason, void *opaque);
+
+/* libvirt's event loop: registered once per process, and run by a thread
+ * that lives as long as some vtpm_virt does, so that every thread vtpmd
+ * starts is joined before it exits. */
 static GOnce event_once = G_ONCE_INIT;
+static GMutex event_lock;
+static unsigned event_users;   /* guarded by event_lock */
+static GThread *event_thread;  /* guarded by event_lock */
+static gint event_quit;        /* atomic */
 
 static void
 silent_error(void *data, virErrorPtr e)
@@ -34,7 +43,7 @@ silent_error(void *data, virErrorPtr e)
 static gpointer
 event_loop(gpointer data)
 {
-    for (;;) {
+    while (!g_atomic_int_get(&event_quit)) {
         if (virEventRunDefaultImpl() < 0)
             g_usleep(100 * 1000);
     }
@@ -42,22 +51,67 @@ event_loop(gpointer data)
 }
 
 static gpointer
-event_init(gpointer data)
+event_register(gpointer data)
 {
     virSetErrorFunc(NULL, silent_error);
-    if (virEventRegisterDefaultImpl() < 0)
-        return GINT_TO_POINTER(-1);
-    g_thread_unref(g_thread_new("virt-events", event_loop, NULL));
-    return GINT_TO_POINTER(1);
+    return GINT_TO_POINTER(virEventRegisterDefaultImpl() < 0 ? -1 : 1);
+}
+
+static int
+event_loop_ref(vtpm_error *err)
+{
+    g_autoptr(GMutexLocker) l = NULL;
+    g_autoptr(GError) gerr = NULL;
+
+    if (GPOINTER_TO_INT(g_once(&event_once, event_register, NULL)) < 0)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot register libvirt's event loop");
+    l = g_mutex_locker_new(&event_lock);
+    if (event_users == 0) {
+        g_atomic_int_set(&event_quit, 0);
+        event_thread = g_thread_try_new("virt-events", event_loop, NULL, &gerr);
+        if (!event_thread)
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
+                                  "cannot start libvirt's event loop: %s", gerr->message);
+    }
+    event_users++;
+    return 0;
+}
+
+/* A timer that fires at once, only to make virEventRunDefaultImpl()
+ * return so that the loop sees event_quit. */
+static void
+event_wake(int timer, void *opaque)
+{
+}
+
+static void
+event_loop_unref(void)
+{
+    g_autoptr(GMutexLocker) l = g_mutex_locker_new(&event_lock);
+    int timer;
+
+    if (--event_users > 0)
+        return;
+    g_atomic_int_set(&event_quit, 1);
+    timer = virEventAddTimeout(0, event_wake, NULL, NULL);
+    if (timer < 0) {
+        /* Out of memory: the thread cannot be woken, so it is left to die
+         * with the process rather than waited for. */
+        g_thread_unref(g_steal_pointer(&event_thread));
+        return;
+    }
+    g_thread_join(g_steal_pointer(&event_thread));
+    virEventRemoveTimeout(timer);
 }
 
 int
 vtpm_virt_new(const char *uri, vtpm_virt **out, vtpm_error *err)
 {
     vtpm_virt *v;
+    int rc;
 
-    if (GPOINTER_TO_INT(g_once(&event_once, event_init, NULL)) < 0)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot start libvirt's event loop");
+    if ((rc = event_loop_ref(err)) < 0)
+        return rc;
     v = g_new0(vtpm_virt, 1);
     v->uri = g_strdup(uri);
     g_mutex_init(&v->lock);
@@ -71,11 +125,18 @@ vtpm_virt_free(vtpm_virt *v)
 {
     if (!v)
         return;
-    if (v->conn)
+    /* The close callback holds a reference of its own: without dropping
+     * it the connection would outlive this close. */
+    if (v->conn) {
+        virConnectUnregisterCloseCallback(v->conn, close_cb);
         virConnectClose(v->conn);
+    }
     g_mutex_clear(&v->lock);
     g_free(v->uri);
     g_free(v);
+    /* After the close: the loop's last turn releases the connection's
+     * socket watch. */
+    event_loop_unref();
 }
 
 const char *

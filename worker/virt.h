@@ -36,8 +36,11 @@ vtpm_virt_conn_release(virConnect *conn)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, vtpm_virt_domain_release)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(virConnect, vtpm_virt_conn_release)
 
-/* Opens nothing yet; the first vtpm_virt_conn() connects.  Starts libvirt's
- * event loop thread once per process (keepalive needs it). */
+/* Opens nothing yet; the first vtpm_virt_conn() connects.  libvirt's event
+ * loop (keepalive needs it) runs on a thread of its own while any
+ * vtpm_virt exists: the last vtpm_virt_free() closes the connection, stops
+ * that thread and joins it.  Every connection opened elsewhere must be
+ * closed before then. */
 int vtpm_virt_new(const char *uri, vtpm_virt **out, vtpm_error *err);
 void vtpm_virt_free(vtpm_virt *v);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_virt, vtpm_virt_free)
