@@ -6,6 +6,7 @@
 #include "log.h"
 #include "methods.h"
 #include "metrics.h"
+#include "pool.h"
 #include "timing.h"
 
 typedef struct job job;
@@ -13,7 +14,7 @@ typedef struct job job;
 struct vtpm_dispatch {
     vtpm_worker *w;
     vtpm_broker *amqp;
-    GThreadPool *pool;
+    vtpm_pool *pool;
     uint64_t generation;     /* current connection generation */
 
     /* I/O thread only: */
@@ -171,7 +172,7 @@ job_execute(job *j)
 }
 
 static void
-job_run(gpointer data, gpointer user)
+job_run(void *data, void *user)
 {
     job *j = data;
 
@@ -185,13 +186,11 @@ job_run(gpointer data, gpointer user)
 static void
 submit(vtpm_dispatch *d, job *j)
 {
-    GError *gerr = NULL;
+    vtpm_error err = { 0 };
 
-    if (!g_thread_pool_push(d->pool, j, &gerr)) {
-        /* Only when the system cannot create a thread at all. */
-        g_warning("cannot queue a job: %s", gerr ? gerr->message : "?");
-        g_clear_error(&gerr);
-    }
+    /* Only when the system cannot create a thread at all. */
+    if (vtpm_pool_push(d->pool, j, &err) < 0)
+        g_warning("cannot run a job: %s", err.message);
 }
 
 /* Back on the I/O thread. */
@@ -412,15 +411,13 @@ int
 vtpm_dispatch_new(vtpm_worker *w, unsigned workers, size_t dedupe_size, vtpm_dispatch **out,
                   vtpm_error *err)
 {
-    g_autoptr(GError) gerr = NULL;
     vtpm_dispatch *d = g_new0(vtpm_dispatch, 1);
+    int rc;
 
     d->w = w;
-    d->pool = g_thread_pool_new(job_run, d, (gint)workers, FALSE, &gerr);
-    if (!d->pool) {
+    if ((rc = vtpm_pool_new("worker", workers, job_run, d, &d->pool, err)) < 0) {
         g_free(d);
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot create the worker pool: %s",
-                              gerr->message);
+        return rc;
     }
     d->inflight = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     d->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, queue_free);
@@ -441,8 +438,7 @@ vtpm_dispatch_free(vtpm_dispatch *d)
 {
     if (!d)
         return;
-    if (d->pool)
-        g_thread_pool_free(d->pool, FALSE, TRUE);
+    vtpm_pool_free(d->pool);
     g_hash_table_destroy(d->inflight);
     g_hash_table_destroy(d->busy);
     g_queue_clear(&d->cache_order); /* keys are owned by the cache table */
