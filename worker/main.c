@@ -28,17 +28,26 @@
 
 /* ---- signals -------------------------------------------------------------- */
 
-static sigset_t handled;
+/* Signals go to one thread that waits for them; every other thread (pool,
+ * libvirt, AMQP) inherits the blocked mask. */
+typedef struct {
+    sigset_t set;
+    vtpm_broker *broker;
+    gint quit;      /* atomic: set before the wake-up that ends the thread */
+    GThread *thread;
+} signals;
 
 static gpointer
 signal_thread(gpointer data)
 {
-    vtpm_broker *a = data;
+    signals *s = data;
     int sig;
 
     for (;;) {
-        if (sigwait(&handled, &sig) != 0)
+        if (sigwait(&s->set, &sig) != 0)
             continue;
+        if (g_atomic_int_get(&s->quit))
+            return NULL;
         if (sig == SIGHUP) {
             int rc = vtpm_log_reopen();
 
@@ -50,9 +59,40 @@ signal_thread(gpointer data)
         }
         g_message("%s: draining: no new requests; finishing those in flight",
                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        vtpm_broker_stop(a);
+        vtpm_broker_stop(s->broker);
     }
-    return NULL;
+}
+
+/* Before any thread starts: they all inherit the mask. */
+static void
+signals_block(signals *s)
+{
+    sigemptyset(&s->set);
+    sigaddset(&s->set, SIGTERM);
+    sigaddset(&s->set, SIGINT);
+    sigaddset(&s->set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &s->set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void
+signals_start(signals *s, vtpm_broker *broker)
+{
+    s->broker = broker;
+    s->thread = g_thread_new("signals", signal_thread, s);
+}
+
+/* Ends the thread: a signal it waits for (blocked everywhere, so sigwait
+ * takes it) with the quit flag set.  A real signal in the meantime is
+ * taken as the wake-up just the same. */
+static void
+signals_stop(signals *s)
+{
+    if (!s->thread)
+        return;
+    g_atomic_int_set(&s->quit, 1);
+    kill(getpid(), SIGHUP);
+    g_thread_join(g_steal_pointer(&s->thread));
 }
 
 /* ---- metrics ---------------------------------------------------------------- */
@@ -99,7 +139,7 @@ main(int argc, char **argv)
     vtpm_broker_callbacks cb = { 0 };
     vtpm_metrics_writer *mw = NULL;
     vtpm_error err = { 0 };
-    GThread *sigt;
+    signals sigs = { 0 };
     int rc;
 
     g_option_context_add_main_entries(ctx, entries, NULL);
@@ -154,14 +194,7 @@ main(int argc, char **argv)
     vtpm_inject_init();
     vtpm_metrics_reset(VTPM_VERSION);
 
-    /* Signals go to one thread that waits for them; every other thread
-     * (pool, libvirt, AMQP) inherits the blocked mask. */
-    sigemptyset(&handled);
-    sigaddset(&handled, SIGTERM);
-    sigaddset(&handled, SIGINT);
-    sigaddset(&handled, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &handled, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    signals_block(&sigs);
 
     if (vtpm_preflight_swtpm(cfg, &err) < 0) {
         g_critical("start-up check: %s", err.message);
@@ -216,8 +249,7 @@ main(int argc, char **argv)
     vtpm_dispatch_set_amqp(d, a);
     vtpm_broker_set_drain_check(a, vtpm_dispatch_drained);
     w.amqp = a;
-    sigt = g_thread_new("signals", signal_thread, a);
-    g_thread_unref(sigt);
+    signals_start(&sigs, a);
 
     {
         g_autoptr(vtpm_caps_snapshot) s = vtpm_worker_caps(&w);
@@ -240,6 +272,8 @@ main(int argc, char **argv)
     else
         g_message("stopped cleanly");
 
+    /* Before the broker goes: a signal until now still reaches it. */
+    signals_stop(&sigs);
     w.amqp = NULL;
     vtpm_dispatch_free(d);
     /* After the pool finished, before libvirt goes: the last write
