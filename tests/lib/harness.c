@@ -176,9 +176,9 @@ vt_vtpmd_spawn(const char *lv_host, const char *config, const char *worker_host,
     argv[n++] = ns_arg;
     argv[n++] = "--";
     /* VT_VALGRIND=1: under memcheck, which reports to stderr (out_path),
-     * where vt_vtpmd_sanitizer_report() finds it.  Only definite leaks
-     * count: detached threads still running at exit hold TLS that shows
-     * as "possibly lost". */
+     * where vt_vtpmd_sanitizer_report() finds it.  Possible leaks count
+     * as well as definite ones: vtpmd joins every thread it starts, so a
+     * thread's stack "possibly lost" at exit is a thread left running. */
     if (g_strcmp0(g_getenv("VT_VALGRIND"), "1") == 0) {
         /* By absolute path: a test may give vtpmd a PATH without it. */
         valgrind = g_find_program_in_path("valgrind");
@@ -187,8 +187,8 @@ vt_vtpmd_spawn(const char *lv_host, const char *config, const char *worker_host,
         argv[n++] = valgrind;
         argv[n++] = "--tool=memcheck";
         argv[n++] = "--leak-check=full";
-        argv[n++] = "--show-leak-kinds=definite";
-        argv[n++] = "--errors-for-leak-kinds=definite";
+        argv[n++] = "--show-leak-kinds=definite,possible";
+        argv[n++] = "--errors-for-leak-kinds=definite,possible";
         argv[n++] = "--error-exitcode=" G_STRINGIFY(VT_VALGRIND_EXIT);
         argv[n++] = "--num-callers=30";
         argv[n++] = "--trace-children=no";
@@ -317,12 +317,13 @@ vt_vtpmd_sanitizer_report(const vt_vtpmd *d)
                                          /* memcheck, when killed before its summary */
                                          "Invalid read of size", "Invalid write of size",
                                          "Invalid free()", "uninitialised value",
-                                         "are definitely lost in loss record" };
+                                         "are definitely lost in loss record",
+                                         "are possibly lost in loss record" };
     g_autofree char *out = vt_vtpmd_output(d);
     const char *vg;
 
-    /* memcheck (VT_VALGRIND=1): every error, and every definite leak,
-     * counts in its summary at exit. */
+    /* memcheck (VT_VALGRIND=1): every error, and every definite or
+     * possible leak, counts in its summary at exit. */
     for (vg = strstr(out, "ERROR SUMMARY: "); vg; vg = strstr(vg + 1, "ERROR SUMMARY: ")) {
         if (g_ascii_strtoull(vg + strlen("ERROR SUMMARY: "), NULL, 10) > 0) {
             const char *eol = strchr(vg, '\n');

@@ -112,7 +112,7 @@ char *vt_vtpmd_log(const vt_vtpmd *d);
 char *vt_vtpmd_output(const vt_vtpmd *d);
 /* VT_VALGRIND=1 in the environment runs every vtpmd under valgrind
  * memcheck; its exit status is this when memcheck found errors or definite
- * leaks. */
+ * or possible leaks. */
 #define VT_VALGRIND_EXIT 99
 /* The first line of a sanitizer report (ASan, LSan, UBSan "runtime
  * error", a memcheck error or a non-zero memcheck ERROR SUMMARY) in its
