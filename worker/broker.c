@@ -58,7 +58,7 @@ enum {
 #define TAG_DIRECT "vtpmd.direct"
 #define TAG_FANOUT "vtpmd.fanout"
 
-typedef enum { ACT_REPLY, ACT_PUBLISH, ACT_CALL } act_kind;
+typedef enum { ACT_REPLY, ACT_REQUEUE, ACT_PUBLISH, ACT_CALL } act_kind;
 
 typedef struct {
     act_kind kind;
@@ -67,7 +67,7 @@ typedef struct {
     char *correlation_id;
     GBytes *body;
     bool ack;
-    uint64_t delivery_tag;
+    uint64_t delivery_tag; /* ACT_REPLY, ACT_REQUEUE */
     uint64_t generation;
     void (*fn)(void *data);
     void *data;
@@ -328,6 +328,17 @@ vtpm_broker_post_reply(vtpm_broker *a, const char *reply_to, const char *correla
 }
 
 void
+vtpm_broker_post_requeue(vtpm_broker *a, uint64_t delivery_tag, uint64_t generation)
+{
+    act *x = g_new0(act, 1);
+
+    x->kind = ACT_REQUEUE;
+    x->delivery_tag = delivery_tag;
+    x->generation = generation;
+    post(a, x);
+}
+
+void
 vtpm_broker_post_publish(vtpm_broker *a, const char *exchange, const char *routing_key,
                          GBytes *body)
 {
@@ -415,9 +426,9 @@ ack(vtpm_broker *a, uint64_t tag, bool multiple)
         set_broken(a, "basic.ack failed");
 }
 
-/* The reply of @tag went out: its ack goes with the batch's. */
-static void
-ack_later(vtpm_broker *a, uint64_t tag)
+/* Where @tag is in the unacked deliveries; false when it is not there. */
+static bool
+unacked_find(const vtpm_broker *a, uint64_t tag, guint *index)
 {
     guint lo = 0, hi = a->unacked->len;
 
@@ -429,10 +440,32 @@ ack_later(vtpm_broker *a, uint64_t tag)
         else
             hi = mid;
     }
-    if (lo < a->unacked->len && g_array_index(a->unacked, unacked, lo).tag == tag)
-        g_array_index(a->unacked, unacked, lo).ready = true;
+    *index = lo;
+    return lo < a->unacked->len && g_array_index(a->unacked, unacked, lo).tag == tag;
+}
+
+/* The reply of @tag went out: its ack goes with the batch's. */
+static void
+ack_later(vtpm_broker *a, uint64_t tag)
+{
+    guint i;
+
+    if (unacked_find(a, tag, &i))
+        g_array_index(a->unacked, unacked, i).ready = true;
     else
         ack(a, tag, false); /* not tracked: never happens, but never leave it */
+}
+
+/* Out of the unacked ones at once: a later ack must not name it again. */
+static void
+requeue(vtpm_broker *a, uint64_t tag)
+{
+    guint i;
+
+    if (unacked_find(a, tag, &i))
+        g_array_remove_index(a->unacked, i);
+    if (amqp_basic_reject(a->conn, CHANNEL, tag, 1) != AMQP_STATUS_OK)
+        set_broken(a, "basic.reject failed");
 }
 
 /* Ack what is ready.  An ack with "multiple" covers every delivery of the
@@ -476,12 +509,18 @@ run_act(vtpm_broker *a, act *x)
     /* Not connected: a reply is dropped and its request, never acked, comes
      * back from the broker; an announcement is repeated on reconnect. */
     if (!a->conn || a->broken) {
-        g_debug("amqp: not connected: dropping a %s", x->kind == ACT_REPLY ? "reply" : "publish");
+        g_debug("amqp: not connected: dropping a %s",
+                x->kind == ACT_REPLY ? "reply" : x->kind == ACT_REQUEUE ? "requeue" : "publish");
         return;
     }
     if (x->kind == ACT_PUBLISH) {
         if (x->body)
             publish(a, x->exchange, x->routing_key, NULL, x->body);
+        return;
+    }
+    if (x->kind == ACT_REQUEUE) {
+        if (x->generation == a->generation)
+            requeue(a, x->delivery_tag);
         return;
     }
     if (x->body && x->routing_key)
@@ -749,6 +788,8 @@ on_deliver(vtpm_broker *a, const amqp_basic_deliver_t *m)
     d->delivery_tag = m->delivery_tag;
     d->generation = a->generation;
     d->redelivered = m->redelivered;
+    d->broadcast = m->consumer_tag.len == strlen(TAG_FANOUT) &&
+                   memcmp(m->consumer_tag.bytes, TAG_FANOUT, m->consumer_tag.len) == 0;
     d->exchange = vtpm_amqp_bytes_dup(m->exchange);
     d->routing_key = vtpm_amqp_bytes_dup(m->routing_key);
     a->rx_d = d;

@@ -55,6 +55,9 @@ typedef struct {
     uint64_t delivery_tag;
     uint64_t generation;   /* connection generation it arrived on */
     bool redelivered;
+    /* From this process's fanout queue, which is deleted with its
+     * connection: handing such a delivery back loses it. */
+    bool broadcast;
     bool oversized;        /* body exceeded max_message_bytes: body is NULL */
     uint64_t body_size;    /* as announced by the content header */
     char *exchange;
@@ -112,6 +115,12 @@ int vtpm_broker_run(vtpm_broker *a, vtpm_error *err);
  */
 void vtpm_broker_post_reply(vtpm_broker *a, const char *reply_to, const char *correlation_id,
                           GBytes *body, bool ack, uint64_t delivery_tag, uint64_t generation);
+
+/* Thread-safe.  Hand a delivery back to its queue unanswered
+ * (basic.reject with requeue), for the next consumer to take; only if
+ * @generation is still current (after a reconnect the broker has
+ * requeued it already). */
+void vtpm_broker_post_requeue(vtpm_broker *a, uint64_t delivery_tag, uint64_t generation);
 
 /* Thread-safe.  Publish @body to @exchange with @routing_key (e.g. the
  * capability announcements); dropped if not connected. */
