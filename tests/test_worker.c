@@ -1501,6 +1501,139 @@ test_sigterm_drains(void **state)
     stop_ok(d2);
 }
 
+/* SIGTERM while requests wait: the running one finishes and is answered;
+ * the ones taken but not started (behind it for the same instance, or for
+ * a pool thread) go back to the host's queue in the order sent and the
+ * next vtpmd answers them; a broadcast waiting behind it cannot go back
+ * (its queue dies with the process) and is answered Busy. */
+static void
+send_or_fail(vtpm_client *c, const vtpm_client_send_opts *so, GBytes *body, char **corr)
+{
+    vtpm_error err = { 0 };
+
+    if (vtpm_client_send(c, so, g_bytes_get_data(body, NULL), g_bytes_get_size(body), corr,
+                         &err) < 0)
+        fail_msg("send: %s", err.message);
+}
+
+static void
+test_sigterm_hands_back(void **state)
+{
+    const char *const env[] = { g_getenv("VT_VALGRIND") ? "VTPMD_DELAY_AT=destroy.start=8000"
+                                                        : "VTPMD_DELAY_AT=destroy.start=4000",
+                                NULL };
+    g_autofree char *host = vt_unique("handback");
+    g_autofree char *prom = NULL;
+    g_autofree char *tail = metrics_tail(host, &prom);
+    vt_config_opts o = { .worker_host = host, .workers = 1, .tail = tail };
+    vt_vtpmd *d = start_own(&o, env);
+    g_autoptr(vtpm_client) c = vt_client_new();
+    g_autofree char *u1 = vt_uuid(), *u2 = vt_uuid();
+    g_autofree char *mid_behind = vt_uuid(), *mid_waiting = vt_uuid();
+    vtpm_client_send_opts direct = { .routing_key = d->routing_key };
+    vtpm_client_send_opts behind = { .routing_key = d->routing_key, .message_id = mid_behind };
+    vtpm_client_send_opts waiting = { .routing_key = d->routing_key, .message_id = mid_waiting };
+    vtpm_client_send_opts bcast = { .fanout = true, .routing_key = "" };
+    g_autoptr(GBytes) args1 = vt_args_destroy(u1, -1);
+    g_autoptr(GBytes) args2 = vt_args_destroy(u2, -1);
+    g_autoptr(GBytes) b_run = vt_request("destroy", args1, "handback-running", 0);
+    g_autoptr(GBytes) b_behind = vt_request("destroy", args1, "handback-behind", 0);
+    g_autoptr(GBytes) b_waiting = vt_request("destroy", args2, "handback-waiting", 0);
+    g_autoptr(GBytes) b_bcast = vt_request("destroy", args1, "handback-broadcast", 0);
+    g_autofree char *c_run = NULL, *c_behind = NULL, *c_waiting = NULL, *c_bcast = NULL;
+    bool run_ok = false, bcast_busy = false;
+    unsigned bcast_ok = 0;
+    vtpm_error err = { 0 };
+    g_autofree char *log = NULL;
+    vt_vtpmd *d2;
+    int code;
+
+    /* The running one first, alone (the pool is idle: it starts at once);
+     * then the others, all taken before the signal. */
+    send_or_fail(c, &direct, b_run, &c_run);
+    wait_prom_at_least(prom, "vtpmd_requests_in_flight", 1);
+    send_or_fail(c, &behind, b_behind, &c_behind);
+    send_or_fail(c, &waiting, b_waiting, &c_waiting);
+    send_or_fail(c, &bcast, b_bcast, &c_bcast);
+    wait_prom_at_least(prom, "vtpmd_requests_in_flight", 4);
+    kill(d->pid, SIGTERM);
+
+    /* The group's vtpmd answers the broadcast too (ok). */
+    while (!run_ok || !bcast_busy || bcast_ok == 0) {
+        vtpm_client_msg *m = NULL;
+        g_autoptr(vt_reply) r = NULL;
+        const char *corr;
+
+        if (vtpm_client_recv(c, 30000, &m, &err) != 0) {
+            vt_vtpmd_dump(d);
+            fail_msg("after SIGTERM: running answered %d, broadcast answered Busy %d and ok "
+                     "%u times; nothing more within 30 s",
+                     run_ok, bcast_busy, bcast_ok);
+        }
+        r = vt_reply_decode(m);
+        corr = r->msg->correlation_id;
+        if (g_strcmp0(corr, c_run) == 0) {
+            vt_assert_ok(r, "destroy running at SIGTERM");
+            run_ok = true;
+        } else if (g_strcmp0(corr, c_bcast) == 0 && r->rep && r->rep->ok) {
+            bcast_ok++;
+        } else if (g_strcmp0(corr, c_bcast) == 0) {
+            vt_assert_fault(r, VTPM_FAULT_BUSY, "shutting down",
+                            "broadcast taken but not started at SIGTERM");
+            bcast_busy = true;
+        } else if (g_strcmp0(corr, c_behind) == 0 || g_strcmp0(corr, c_waiting) == 0) {
+            fail_msg("the draining vtpmd answered %s (%s), which had not started at SIGTERM: "
+                     "it should have gone back to the queue",
+                     g_strcmp0(corr, c_behind) == 0 ? "the destroy behind the running one"
+                                                    : "the destroy waiting for the pool",
+                     vt_reply_summary(r));
+        }
+    }
+    code = vt_vtpmd_wait_exit(d, 30000);
+    {
+        g_autofree char *report = vt_vtpmd_sanitizer_report(d);
+
+        if (code != 0 || report) {
+            vt_vtpmd_dump(d);
+            fail_msg("vtpmd exited %d after SIGTERM (expected 0 within 30 s)%s%s", code,
+                     report ? "; sanitizer: " : "", report ? report : "");
+        }
+    }
+    log = vt_vtpmd_log(d);
+    for (int i = 0; i < 2; i++) {
+        const char *mid = i ? mid_waiting : mid_behind;
+        const char *n[] = { mid, "handed back to the queue", NULL };
+
+        if (vt_count_lines(log, n) != 1) {
+            vt_vtpmd_dump(d);
+            fail_msg("vtpmd's log should say once that message %s was handed back", mid);
+        }
+    }
+
+    /* The next vtpmd of the host answers them, in the order they were
+     * sent (it runs one at a time: workers = 1). */
+    d2 = spawn_own(d->config, d->worker_host, NULL);
+    for (int i = 0; i < 2; i++) {
+        const char *want = i ? c_waiting : c_behind;
+        vtpm_client_msg *m = NULL;
+        g_autoptr(vt_reply) r = NULL;
+
+        if (vtpm_client_recv(c, VT_READY_MS, &m, &err) != 0) {
+            vt_vtpmd_dump(d2);
+            fail_msg("the requests handed back at SIGTERM were not answered by the next vtpmd "
+                     "(%d of 2)", i);
+        }
+        r = vt_reply_decode(m);
+        if (g_strcmp0(r->msg->correlation_id, want) != 0)
+            fail_msg("reply %d of the next vtpmd is for %s, expected %s (%s): the handed-back "
+                     "requests should keep the order they were sent in", i + 1,
+                     r->msg->correlation_id ? r->msg->correlation_id : "-", want,
+                     i ? "the destroy that waited for the pool" : "the destroy behind the running one");
+        vt_assert_ok(r, "request handed back at SIGTERM, answered by the next vtpmd");
+    }
+    stop_ok(d2);
+}
+
 /* ---- 10. broker restart ------------------------------------------------ */
 
 static gint restart_done; /* atomic: vt_rmq_restart returned */
@@ -2048,6 +2181,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_hostile_cast, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_serialization, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_drains, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_hands_back, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_config_errors, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_file, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_startup_checks, test_setup, test_teardown),

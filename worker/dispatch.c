@@ -30,6 +30,7 @@ struct vtpm_dispatch {
      * upgraded) without a restart. */
     gint64 caps_interval_us;
     bool caps_refreshing;
+    bool draining;           /* stop asked: nothing more starts */
 };
 
 struct job {
@@ -193,6 +194,23 @@ submit(vtpm_dispatch *d, job *j)
         g_warning("cannot run a job: %s", err.message);
 }
 
+/* Off the books, run or not.  False for an internal job (freed here):
+ * it has no request to answer. */
+static bool
+job_retire(vtpm_dispatch *d, job *j)
+{
+    d->jobs--;
+    if (j->caps_refresh) {
+        d->caps_refreshing = false;
+        job_free(j);
+        return false;
+    }
+    vtpm_metrics_request_end();
+    if (j->delivery->message_id)
+        g_hash_table_remove(d->inflight, j->delivery->message_id);
+    return true;
+}
+
 /* Back on the I/O thread. */
 static void
 job_done(void *data)
@@ -200,15 +218,8 @@ job_done(void *data)
     job *j = data;
     vtpm_dispatch *d = j->d;
 
-    d->jobs--;
-    if (j->caps_refresh) {
-        d->caps_refreshing = false;
-        job_free(j);
+    if (!job_retire(d, j))
         return;
-    }
-    vtpm_metrics_request_end();
-    if (j->delivery->message_id)
-        g_hash_table_remove(d->inflight, j->delivery->message_id);
     /* The cache makes redelivered state changes answer instead of run
      * again; a read served from memory is as cheap to answer afresh, and
      * caching a scheduler's polls would fill it (and ~2 MB) with
@@ -229,6 +240,100 @@ job_done(void *data)
             g_hash_table_remove(d->busy, j->key);
     }
     job_free(j);
+}
+
+/* ---- the drain (I/O thread) ---------------------------------------------- */
+
+/* A request that will not start here goes back to its queue, where the
+ * next vtpmd of the host takes it: to its caller a restart is only a
+ * delay.  A broadcast cannot go back (its queue belongs to this process
+ * and goes with it): it is answered Busy, so its caller need not wait for
+ * a reply that will never come. */
+static void
+hand_back(vtpm_dispatch *d, vtpm_broker_delivery *dv, const vtpm_request *req, const char *key)
+{
+    const char *request_id = req && req->request_id ? req->request_id : "-";
+    const char *method = req ? req->method : "-";
+    const char *instance = key && key[0] ? key : "-";
+    g_autoptr(GBytes) reply = NULL;
+    vtpm_error err = { 0 };
+
+    /* Of a lost connection: the broker has requeued it already. */
+    if (dv->generation != d->generation)
+        return;
+    if (!dv->broadcast) {
+        g_message("request_id=%s message_id=%s method=%s instance=%s handed back to the queue: "
+                  "not started before the drain", request_id, delivery_label(dv), method,
+                  instance);
+        vtpm_broker_post_requeue(d->amqp, dv->delivery_tag, dv->generation);
+        return;
+    }
+    vtpm_error_set(&err, VTPM_FAULT_BUSY,
+                   "the worker of host %s is shutting down and did not start this broadcast",
+                   d->w->cfg->worker.host);
+    reply = vtpm_proto_reply_fault(&err);
+    vtpm_metrics_request_done(req ? req->method : "unknown", vtpm_fault_name(err.code), 0);
+    VTPM_LOG_REQUEST("request_id=%s message_id=%s method=%s instance=%s outcome=%s "
+                     "duration_ms=0.0 libvirt_ms=0.0 helpers_ms=0.0 error=\"%s\"",
+                     request_id, delivery_label(dv), method, instance,
+                     vtpm_fault_name(err.code), err.message);
+    answer(d, dv, reply);
+}
+
+static void
+job_hand_back(vtpm_dispatch *d, job *j)
+{
+    if (!job_retire(d, j))
+        return;
+    hand_back(d, j->delivery, j->req, j->key);
+    for (guint i = 0; i < j->waiters->len; i++)
+        hand_back(d, g_ptr_array_index(j->waiters, i), j->req, j->key);
+    job_free(j);
+}
+
+static gint
+by_delivery_tag(gconstpointer a, gconstpointer b)
+{
+    const job *x = *(job *const *)a, *y = *(job *const *)b;
+    uint64_t tx = x->delivery ? x->delivery->delivery_tag : 0;
+    uint64_t ty = y->delivery ? y->delivery->delivery_tag : 0;
+
+    return tx < ty ? -1 : tx > ty;
+}
+
+/* Every job that has not started: those the pool holds and those waiting
+ * behind a running one of their instance.  Handed back in delivery order,
+ * so that the queue keeps each instance's requests in the order sent. */
+static void
+drain_begin(void *data)
+{
+    vtpm_dispatch *d = data;
+    g_autoptr(GPtrArray) held = vtpm_pool_take_queued(d->pool);
+    guint heads = held->len;
+    GHashTableIter it;
+    gpointer q;
+
+    d->draining = true;
+    g_hash_table_iter_init(&it, d->busy);
+    while (g_hash_table_iter_next(&it, NULL, &q)) {
+        job *j;
+
+        while ((j = g_queue_pop_head(q)))
+            g_ptr_array_add(held, j);
+    }
+    /* The pool's jobs head their instance's queue: none runs it now. */
+    for (guint i = 0; i < heads; i++) {
+        job *j = g_ptr_array_index(held, i);
+
+        if (j->key[0])
+            g_hash_table_remove(d->busy, j->key);
+    }
+    g_ptr_array_sort(held, by_delivery_tag);
+    for (guint i = 0; i < held->len; i++)
+        job_hand_back(d, g_ptr_array_index(held, i));
+    if (held->len)
+        g_message("draining: %u job(s) not started handed back; waiting for %u running",
+                  held->len, d->jobs);
 }
 
 /* ---- intake (I/O thread) ------------------------------------------------- */
@@ -277,6 +382,12 @@ on_delivery(vtpm_broker_delivery *dv, void *user)
         }
     }
 
+    if (d->draining) {
+        /* Taken in the moment between the stop and the cancel. */
+        hand_back(d, dv, NULL, NULL);
+        vtpm_broker_delivery_free(dv);
+        return;
+    }
     if (dv->oversized) {
         vtpm_error_set(&err, VTPM_FAULT_BAD_REQUEST,
                        "body of %" G_GUINT64_FORMAT " bytes exceeds the limit of %zu bytes",
@@ -366,7 +477,7 @@ on_wakeup(void *user)
     gint64 now = g_get_monotonic_time();
     job *j;
 
-    if (now < d->next_caps_us || d->caps_refreshing)
+    if (now < d->next_caps_us || d->caps_refreshing || d->draining)
         return;
     d->next_caps_us = now + d->caps_interval_us;
     d->caps_refreshing = true;
@@ -383,6 +494,15 @@ vtpm_dispatch_drained(void *user)
     vtpm_dispatch *d = user;
 
     return d->jobs == 0;
+}
+
+void
+vtpm_dispatch_stop(vtpm_dispatch *d)
+{
+    vtpm_broker_stop(d->amqp);
+    /* After the stop: by the time it runs, the consumers are cancelled
+     * or being cancelled, and on_delivery hands back what slips in. */
+    vtpm_broker_post_call(d->amqp, drain_begin, d);
 }
 
 void

@@ -29,5 +29,11 @@ void vtpm_dispatch_free(vtpm_dispatch *d);
 void vtpm_dispatch_callbacks(vtpm_dispatch *d, vtpm_broker_callbacks *cb);
 void vtpm_dispatch_set_amqp(vtpm_dispatch *d, vtpm_broker *a);
 
+/* Thread-safe (the signal thread).  Begin the drain: stop the broker's
+ * consumers, and hand every request taken but not started back to its
+ * queue for the next vtpmd of the host (a broadcast, whose queue goes
+ * with this process, is answered Busy); those running finish. */
+void vtpm_dispatch_stop(vtpm_dispatch *d);
+
 /* True when no request is running or queued (drain check for SIGTERM). */
 bool vtpm_dispatch_drained(void *d);

@@ -32,7 +32,7 @@
  * libvirt, AMQP) inherits the blocked mask. */
 typedef struct {
     sigset_t set;
-    vtpm_broker *broker;
+    vtpm_dispatch *dispatch;
     gint quit;      /* atomic: set before the wake-up that ends the thread */
     GThread *thread;
 } signals;
@@ -57,9 +57,9 @@ signal_thread(gpointer data)
                 g_message("SIGHUP: log reopened");
             continue;
         }
-        g_message("%s: draining: no new requests; finishing those in flight",
-                  sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        vtpm_broker_stop(s->broker);
+        g_message("%s: draining: no new requests; finishing those running, handing back "
+                  "those not started", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        vtpm_dispatch_stop(s->dispatch);
     }
 }
 
@@ -76,9 +76,9 @@ signals_block(signals *s)
 }
 
 static void
-signals_start(signals *s, vtpm_broker *broker)
+signals_start(signals *s, vtpm_dispatch *dispatch)
 {
-    s->broker = broker;
+    s->dispatch = dispatch;
     s->thread = g_thread_new("signals", signal_thread, s);
 }
 
@@ -249,7 +249,7 @@ main(int argc, char **argv)
     vtpm_dispatch_set_amqp(d, a);
     vtpm_broker_set_drain_check(a, vtpm_dispatch_drained);
     w.amqp = a;
-    signals_start(&sigs, a);
+    signals_start(&sigs, d);
 
     {
         g_autoptr(vtpm_caps_snapshot) s = vtpm_worker_caps(&w);
