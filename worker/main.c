@@ -63,7 +63,6 @@ signal_thread(gpointer data)
     }
 }
 
-/* Before any thread starts: they all inherit the mask. */
 static void
 signals_block(signals *s)
 {
@@ -106,61 +105,68 @@ metrics_collect(void *user)
     vtpm_metrics_set_libvirt_reconnects(vtpm_virt_reconnects(w->virt));
 }
 
-/* ---- main ------------------------------------------------------------------ */
+/* ---- options ----------------------------------------------------------------- */
 
-int
-main(int argc, char **argv)
+/* What a step returns when main should go on; anything else is the exit
+ * status. */
+#define CONTINUE (-1)
+
+typedef struct {
+    char *config_path;
+    char *level;
+    char *log_path;
+    gboolean check_only;
+    gboolean version;
+} options;
+
+static void
+options_clear(options *o)
 {
-    g_autofree char *config_path = NULL;
-    g_autofree char *level = NULL;
-    g_autofree char *log_path = NULL;
-    GLogLevelFlags log_max = G_LOG_LEVEL_INFO;
-    gboolean check_only = FALSE, version = FALSE;
+    g_free(o->config_path);
+    g_free(o->level);
+    g_free(o->log_path);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(options, options_clear)
+
+static int
+parse_options(int *argc, char ***argv, options *o)
+{
     GOptionEntry entries[] = {
-        { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
+        { "config", 'c', 0, G_OPTION_ARG_FILENAME, &o->config_path,
           "configuration file (default " DEFAULT_CONFIG ")", "FILE" },
-        { "log-level", 'l', 0, G_OPTION_ARG_STRING, &level,
+        { "log-level", 'l', 0, G_OPTION_ARG_STRING, &o->level,
           "debug, info (default), warning or error", "LEVEL" },
-        { "log-file", 0, 0, G_OPTION_ARG_FILENAME, &log_path,
+        { "log-file", 0, 0, G_OPTION_ARG_FILENAME, &o->log_path,
           "append logs to FILE instead of stderr (SIGHUP reopens it)", "FILE" },
-        { "check-config", 0, 0, G_OPTION_ARG_NONE, &check_only,
+        { "check-config", 0, 0, G_OPTION_ARG_NONE, &o->check_only,
           "validate the configuration and exit", NULL },
-        { "version", 0, 0, G_OPTION_ARG_NONE, &version, "print the version and exit", NULL },
+        { "version", 0, 0, G_OPTION_ARG_NONE, &o->version, "print the version and exit", NULL },
         { NULL }
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- emulated vTPM worker for cloud instances");
     g_autoptr(GError) gerr = NULL;
-    g_autoptr(vtpm_config) cfg = NULL;
-    vtpm_worker w;
-    vtpm_dispatch *d = NULL;
-    vtpm_broker *a = NULL;
-    vtpm_broker_params ap = { 0 };
-    g_auto(GStrv) failover = NULL;
-    vtpm_broker_callbacks cb = { 0 };
-    vtpm_metrics_writer *mw = NULL;
-    vtpm_error err = { 0 };
-    signals sigs = { 0 };
-    int rc;
 
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "Consumes vTPM lifecycle requests from RabbitMQ (docs/protocol.md) and drives\n"
         "libvirt/QEMU/swtpm.  SIGTERM drains and exits 0; SIGHUP reopens the log file.\n");
-    if (!g_option_context_parse(ctx, &argc, &argv, &gerr)) {
+    if (!g_option_context_parse(ctx, argc, argv, &gerr)) {
         fprintf(stderr, "vtpmd: %s\n", gerr->message);
         return 2;
     }
-    if (version) {
+    if (o->version) {
         printf("vtpmd %s\n", VTPM_VERSION);
         return 0;
     }
-    if (level && !vtpm_log_parse_level(level, &log_max)) {
-        fprintf(stderr, "vtpmd: --log-level: unknown level '%s' (debug, info, warning, error)\n", level);
-        return 2;
-    }
-    /* Nothing vtpmd runs (swtpm, swtpm_ioctl, swtpm_setup) needs to gain
-     * privileges through setuid or file capabilities: refuse them for
-     * good, under systemd (NoNewPrivileges=yes does the same) or not. */
+    return CONTINUE;
+}
+
+/* Nothing vtpmd runs (swtpm, swtpm_ioctl, swtpm_setup) needs to gain
+ * privileges through setuid or file capabilities: refuse them for good,
+ * under systemd (NoNewPrivileges=yes does the same) or not. */
+static int
+harden(void)
+{
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
         fprintf(stderr, "vtpmd: PR_SET_NO_NEW_PRIVS: %s\n", g_strerror(errno));
         return 1;
@@ -177,110 +183,220 @@ main(int argc, char **argv)
         return 1;
     }
 #endif
-    if ((rc = vtpm_log_init(log_path, log_max)) < 0) {
-        fprintf(stderr, "vtpmd: --log-file %s: %s\n", log_path, g_strerror(-rc));
+    return CONTINUE;
+}
+
+static int
+open_log(const options *o)
+{
+    GLogLevelFlags log_max = G_LOG_LEVEL_INFO;
+    int rc;
+
+    if (o->level && !vtpm_log_parse_level(o->level, &log_max)) {
+        fprintf(stderr, "vtpmd: --log-level: unknown level '%s' (debug, info, warning, error)\n",
+                o->level);
+        return 2;
+    }
+    if ((rc = vtpm_log_init(o->log_path, log_max)) < 0) {
+        fprintf(stderr, "vtpmd: --log-file %s: %s\n", o->log_path, g_strerror(-rc));
         return 1;
     }
+    return CONTINUE;
+}
 
-    if (vtpm_config_load(config_path ? config_path : DEFAULT_CONFIG, &cfg, &err) < 0) {
+static int
+load_config(const options *o, vtpm_config **out)
+{
+    vtpm_error err = { 0 };
+
+    if (vtpm_config_load(o->config_path ? o->config_path : DEFAULT_CONFIG, out, &err) < 0) {
         g_critical("configuration: %s", err.message);
         return 1;
     }
-    if (check_only) {
-        printf("%s: OK\n", cfg->path);
+    if (o->check_only) {
+        printf("%s: OK\n", (*out)->path);
         return 0;
     }
+    return CONTINUE;
+}
 
-    vtpm_inject_init();
-    vtpm_metrics_reset(VTPM_VERSION);
+/* ---- the daemon's parts ----------------------------------------------------------- */
 
-    signals_block(&sigs);
+typedef struct {
+    vtpm_config *cfg;
+    bool worker_up;          /* w needs vtpm_worker_clear */
+    vtpm_worker w;
+    vtpm_dispatch *d;
+    vtpm_broker *a;
+    vtpm_metrics_writer *mw;
+    signals sigs;
+} vtpmd;
+
+/* Threads first (the signal thread may still stop the broker), then the
+ * pool, then the last metrics write (it counts every request and says
+ * vtpmd_up 0), then the broker, then libvirt. */
+static void
+vtpmd_clear(vtpmd *v)
+{
+    signals_stop(&v->sigs);
+    v->w.amqp = NULL;
+    vtpm_dispatch_free(v->d);
+    vtpm_metrics_writer_stop(v->mw);
+    vtpm_broker_free(v->a);
+    if (v->worker_up)
+        vtpm_worker_clear(&v->w);
+    vtpm_config_free(v->cfg);
+    vtpm_log_flush();
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpmd, vtpmd_clear)
+
+/* With swtpm_enabled = false, no domain may have an emulated TPM.
+ * vtpmd starts without libvirtd and reconnects later; then it cannot
+ * look, and says so rather than refusing to start. */
+static int
+check_domains(vtpmd *v, vtpm_error *err)
+{
+    g_autoptr(virConnect) conn = NULL;
+    int rc;
+
+    if ((rc = vtpm_virt_conn(v->w.virt, &conn, NULL, err)) == 0)
+        rc = vtpm_preflight_domains(conn, v->cfg, err);
+    if (rc == -(int)VTPM_FAULT_HYPERVISOR_ERROR) {
+        g_warning("start-up check skipped: cannot list the domains of %s to make sure "
+                  "none has an emulated TPM while swtpm_enabled is false: %s",
+                  v->cfg->libvirt.uri, err->message);
+        return 0;
+    }
+    return rc;
+}
+
+static int
+start_broker(vtpmd *v, vtpm_error *err)
+{
+    const vtpm_config *cfg = v->cfg;
+    g_auto(GStrv) failover = vtpm_amqp_url_list_split(cfg->amqp.failover_urls);
+    vtpm_broker_params ap = {
+        .url = cfg->amqp.url,
+        .failover_urls = (const char *const *)failover,
+        .cacert = cfg->amqp.cacert,
+        .cert = cfg->amqp.cert,
+        .key = cfg->amqp.key,
+        .exchange = cfg->amqp.exchange,
+        .topic = cfg->amqp.topic,
+        .host = cfg->worker.host,
+        .queue_type = cfg->amqp.queue_type,
+        .prefetch = cfg->amqp.prefetch,
+        .heartbeat = cfg->amqp.heartbeat,
+        .max_message_bytes = cfg->worker.max_message_bytes,
+    };
+    vtpm_broker_callbacks cb = { 0 };
+    int rc;
+
+    vtpm_dispatch_callbacks(v->d, &cb);
+    if ((rc = vtpm_broker_new(&ap, &cb, &v->a, err)) < 0)
+        return rc;
+    vtpm_dispatch_set_amqp(v->d, v->a);
+    vtpm_broker_set_drain_check(v->a, vtpm_dispatch_drained);
+    v->w.amqp = v->a;
+    return 0;
+}
+
+/* Everything up to serving: checks, libvirt, the pool, the broker.  A
+ * check that finds the host unfit is a "start-up check"; anything else
+ * that fails is "start-up". */
+static int
+start(vtpmd *v)
+{
+    const vtpm_config *cfg = v->cfg;
+    vtpm_error err = { 0 };
 
     if (vtpm_preflight_swtpm(cfg, &err) < 0) {
         g_critical("start-up check: %s", err.message);
         return 1;
     }
-    if (vtpm_worker_init(&w, cfg, &err) < 0) {
+    v->worker_up = true;
+    if (vtpm_worker_init(&v->w, v->cfg, &err) < 0) {
         g_critical("start-up: %s", err.message);
         return 1;
     }
-    if (!cfg->libvirt.swtpm_enabled) {
-        g_autoptr(virConnect) conn = NULL;
+    if (!cfg->libvirt.swtpm_enabled && check_domains(v, &err) < 0) {
+        g_critical("start-up check: %s", err.message);
+        return 1;
+    }
+    if (vtpm_dispatch_new(&v->w, cfg->worker.workers, cfg->worker.dedupe_size, &v->d,
+                          &err) < 0 ||
+        start_broker(v, &err) < 0) {
+        g_critical("start-up: %s", err.message);
+        return 1;
+    }
+    return CONTINUE;
+}
 
-        /* vtpmd starts without libvirtd and reconnects later; then it
-         * cannot look, and says so rather than refusing to start. */
-        if ((rc = vtpm_virt_conn(w.virt, &conn, NULL, &err)) == 0)
-            rc = vtpm_preflight_domains(conn, cfg, &err);
-        if (rc == -(int)VTPM_FAULT_HYPERVISOR_ERROR) {
-            g_warning("start-up check skipped: cannot list the domains of %s to make sure "
-                      "none has an emulated TPM while swtpm_enabled is false: %s",
-                      cfg->libvirt.uri, err.message);
-        } else if (rc < 0) {
-            g_critical("start-up check: %s", err.message);
-            vtpm_worker_clear(&w);
-            return 1;
-        }
-    }
-    if (vtpm_dispatch_new(&w, cfg->worker.workers, cfg->worker.dedupe_size, &d, &err) < 0) {
-        g_critical("start-up: %s", err.message);
-        vtpm_worker_clear(&w);
-        return 1;
-    }
-    vtpm_dispatch_callbacks(d, &cb);
-    ap.url = cfg->amqp.url;
-    failover = vtpm_amqp_url_list_split(cfg->amqp.failover_urls);
-    ap.failover_urls = (const char *const *)failover;
-    ap.cacert = cfg->amqp.cacert;
-    ap.cert = cfg->amqp.cert;
-    ap.key = cfg->amqp.key;
-    ap.exchange = cfg->amqp.exchange;
-    ap.topic = cfg->amqp.topic;
-    ap.host = cfg->worker.host;
-    ap.queue_type = cfg->amqp.queue_type;
-    ap.prefetch = cfg->amqp.prefetch;
-    ap.heartbeat = cfg->amqp.heartbeat;
-    ap.max_message_bytes = cfg->worker.max_message_bytes;
-    if (vtpm_broker_new(&ap, &cb, &a, &err) < 0) {
-        g_critical("start-up: %s", err.message);
-        vtpm_dispatch_free(d);
-        vtpm_worker_clear(&w);
-        return 1;
-    }
-    vtpm_dispatch_set_amqp(d, a);
-    vtpm_broker_set_drain_check(a, vtpm_dispatch_drained);
-    w.amqp = a;
-    signals_start(&sigs, d);
+static void
+log_start(vtpmd *v)
+{
+    const vtpm_config *cfg = v->cfg;
+    g_autoptr(vtpm_caps_snapshot) s = vtpm_worker_caps(&v->w);
 
-    {
-        g_autoptr(vtpm_caps_snapshot) s = vtpm_worker_caps(&w);
-        g_message("vtpmd %s starting: host=%s queue=%s.%s libvirt=%s virt_type=%s (%s) "
-                  "workers=%u traits=%u",
-                  VTPM_VERSION, cfg->worker.host, cfg->amqp.topic, cfg->worker.host,
-                  cfg->libvirt.uri, w.virt_type, w.virt_type_reason, cfg->worker.workers, s->caps->traits->len);
-    }
-    /* Metrics are for the operator: a file that cannot be written is
-     * logged by the writer, never a reason not to serve. */
-    if (cfg->metrics.textfile &&
-        vtpm_metrics_writer_start(cfg->metrics.textfile, cfg->metrics.interval, metrics_collect,
-                                  &w, &mw, &err) < 0)
+    g_message("vtpmd %s starting: host=%s queue=%s.%s libvirt=%s virt_type=%s (%s) "
+              "workers=%u traits=%u",
+              VTPM_VERSION, cfg->worker.host, cfg->amqp.topic, cfg->worker.host,
+              cfg->libvirt.uri, v->w.virt_type, v->w.virt_type_reason, cfg->worker.workers,
+              s->caps->traits->len);
+}
+
+/* Metrics are for the operator: a file that cannot be written is logged
+ * by the writer, never a reason not to serve. */
+static void
+start_metrics(vtpmd *v)
+{
+    const vtpm_config *cfg = v->cfg;
+    vtpm_error err = { 0 };
+
+    if (!cfg->metrics.textfile)
+        return;
+    if (vtpm_metrics_writer_start(cfg->metrics.textfile, cfg->metrics.interval, metrics_collect,
+                                  &v->w, &v->mw, &err) < 0)
         g_warning("%s", err.message);
-    else if (mw)
-        g_message("metrics: writing %s every %u s", cfg->metrics.textfile, cfg->metrics.interval);
-    rc = vtpm_broker_run(a, &err);
-    if (rc < 0)
-        g_critical("AMQP: %s", err.message);
     else
-        g_message("stopped cleanly");
+        g_message("metrics: writing %s every %u s", cfg->metrics.textfile,
+                  cfg->metrics.interval);
+}
 
-    /* Before the broker goes: a signal until now still reaches it. */
-    signals_stop(&sigs);
-    w.amqp = NULL;
-    vtpm_dispatch_free(d);
-    /* After the pool finished, before libvirt goes: the last write
-     * counts every request and says vtpmd_up 0. */
-    vtpm_metrics_writer_stop(mw);
-    vtpm_broker_free(a);
-    vtpm_worker_clear(&w);
-    vtpm_log_flush();
-    return rc < 0 ? 1 : 0;
+/* Serve until a signal's drain ends (0) or the AMQP runtime fails (1). */
+static int
+serve(vtpmd *v)
+{
+    vtpm_error err = { 0 };
+
+    signals_start(&v->sigs, v->d);
+    log_start(v);
+    start_metrics(v);
+    if (vtpm_broker_run(v->a, &err) < 0) {
+        g_critical("AMQP: %s", err.message);
+        return 1;
+    }
+    g_message("stopped cleanly");
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+int
+main(int argc, char **argv)
+{
+    g_auto(options) o = { 0 };
+    g_auto(vtpmd) v = { 0 };
+    int rc;
+
+    if ((rc = parse_options(&argc, &argv, &o)) != CONTINUE || (rc = harden()) != CONTINUE ||
+        (rc = open_log(&o)) != CONTINUE || (rc = load_config(&o, &v.cfg)) != CONTINUE)
+        return rc;
+    vtpm_inject_init();
+    vtpm_metrics_reset(VTPM_VERSION);
+    /* Before any thread starts: they all inherit the mask. */
+    signals_block(&v.sigs);
+    if ((rc = start(&v)) != CONTINUE)
+        return rc;
+    return serve(&v);
 }
