@@ -50,6 +50,9 @@ cl_env() {
     export RABBITMQ_MNESIA_BASE=$d/mnesia RABBITMQ_LOG_BASE=$d/log RABBITMQ_PID_FILE=$d/pid.$1
     export RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins RABBITMQ_CONFIG_FILE=$d/rabbitmq
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"
+    # Crash dumps of the nodes and of rabbitmqctl in the run directory,
+    # never in the caller's working directory (env.sh does the same).
+    export ERL_CRASH_DUMP=$d/erl_crash.dump.$1
 }
 cl_ctl() { local i=$1; shift; ( cl_env "$i"; /usr/lib/rabbitmq/bin/rabbitmqctl -n "${CL_NODE[$i]}" "$@" ); }
 cl_url() { echo "amqp://guest:guest@127.0.0.1:${CL_PORT[$1]}/%2f"; }

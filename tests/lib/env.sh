@@ -18,6 +18,8 @@
 # Everything lives under $VT_ROOT and is removed by vt_cleanup.
 
 VT_ROOT=${VT_ROOT:-}
+# The checkout this file belongs to: nothing a run writes may land in it.
+VT_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 VT_RMQ_NODE=
 VT_RMQ_PORT=
 VT_HOSTS=()
@@ -33,6 +35,11 @@ vt_init() {
     if [ -z "$VT_ROOT" ]; then
         VT_ROOT=$(mktemp -d /tmp/vtpm-test.XXXXXX)
     fi
+    # A run directory holds broker data, logs and crash dumps, and is
+    # removed with rm -rf: never inside the checkout.
+    case "$(realpath -m "$VT_ROOT")/" in
+        "$VT_SRC"/*) vt_die "VT_ROOT=$VT_ROOT is inside the checkout $VT_SRC; use a directory under /tmp" ;;
+    esac
     mkdir -p "$VT_ROOT"
     export VT_ROOT
 }
@@ -67,6 +74,10 @@ vt_rmq_env() {
     # Erlang's schedulers busy-wait by default; on 2 cores that starves
     # QEMU/TCG guests of CPU.
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"
+    # An Erlang VM that dies writes erl_crash.dump into its working
+    # directory: for rabbitmqctl that is the caller's (the checkout, when
+    # a suite runs from there).
+    export ERL_CRASH_DUMP=$d/erl_crash.dump
 }
 
 vt_rmqctl() {
