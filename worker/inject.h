@@ -5,6 +5,9 @@
  *
  *   VTPMD_CRASH_AT=point[,point...]     SIGKILL this process at the point
  *   VTPMD_DELAY_AT=point=ms[,point=ms]  sleep at the point
+ *   VTPMD_PAUSE_DIR=dir                 at a point P for which dir/P exists,
+ *                                       create dir/P.paused and wait until
+ *                                       dir/P is removed
  *
  * Points are named "<operation>.<step>" (docs/reliability.md lists them);
  * "*" as a delay point matches every point.  Read once at start-up.
