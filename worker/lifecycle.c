@@ -789,6 +789,7 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
     g_clear_pointer(&dom, vtpm_virt_domain_release);
     if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
         goto out;
+    vtpm_inject("finish_migration.after_define");
     if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
         goto out;
     vtpm_inject("finish_migration.after_start");
@@ -851,6 +852,7 @@ vtpm_op_confirm_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packe
         if ((rc = vtpm_fs_rmtree(state_dir, err)) < 0)
             goto out;
         vtpm_ops_forget_console(w, uuid);
+        vtpm_inject("confirm_migration.after_undefine");
         /* Host mode: the destination has its own copy of the key. */
         if ((rc = vtpm_secret_undefine(conn, uuid, err)) < 0)
             goto out;
@@ -960,6 +962,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     g_clear_pointer(&dom, vtpm_virt_domain_release);
     if ((rc = vtpm_ops_define(w, conn, km.domain_xml, &dom, err)) < 0)
         goto out;
+    vtpm_inject("finish_revert_migration.after_define");
     if (power_on && (rc = vtpm_ops_start(w, dom, secret, err)) < 0)
         goto out;
     vtpm_inject("finish_revert_migration.after_start");
@@ -1190,6 +1193,7 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
     }
     if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
         goto out;
+    vtpm_inject("unshelve.after_define");
     if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
         goto out;
     vtpm_inject("unshelve.after_start");
@@ -1263,6 +1267,7 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
         goto out;
     if ((rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err)) < 0)
         goto out;
+    vtpm_inject("rebuild.after_power_off");
     /* A changing vTPM: set the old state aside before the new definition
      * exists, so that a crash after the define cannot start the new TPM on
      * the old state, and a failed define can put it back. */

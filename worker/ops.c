@@ -15,6 +15,7 @@
 
 #include "domxml.h"
 #include "fsutil.h"
+#include "inject.h"
 #include "methods.h"
 #include "policy.h"
 #include "secret.h"
@@ -720,6 +721,7 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
         }
         if ((rc = vtpm_virt_undefine(w->virt, dom, keep, err)) < 0)
             goto out;
+        vtpm_inject("destroy.after_undefine");
     }
     /* The TPM's key goes with its state: a host-mode secret, or an
      * ephemeral one a crash left behind. */
