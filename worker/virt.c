@@ -243,6 +243,10 @@ int
 vtpm_virt_error(vtpm_virt *v, vtpm_fault code, vtpm_error *err, const char *fmt, ...)
 {
     const virError *e = virGetLastError();
+    /* Copied first: closing the dead connection calls into libvirt, which
+     * resets this thread's error (and the fault said "unknown libvirt
+     * error" for every call cut by a libvirtd crash). */
+    g_autofree char *msg = g_strdup(e && e->message ? e->message : "unknown libvirt error");
     char what[VTPM_ERROR_MSG_MAX];
     va_list ap;
 
@@ -255,8 +259,7 @@ vtpm_virt_error(vtpm_virt *v, vtpm_fault code, vtpm_error *err, const char *fmt,
         g_mutex_unlock(&v->lock);
         code = VTPM_FAULT_HYPERVISOR_ERROR;
     }
-    return vtpm_error_set(err, code, "%s: %s", what,
-                          e && e->message ? e->message : "unknown libvirt error");
+    return vtpm_error_set(err, code, "%s: %s", what, msg);
 }
 
 int
