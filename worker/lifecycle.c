@@ -1247,14 +1247,17 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     state = d.dev.version == VTPM_VERSION_NONE ? "none" : same ? "kept" : "replaced";
     if (dm.spec_digest && strcmp(dm.spec_digest, d.digest) == 0) {
         /* Rebuilt already (redelivery).  A state set aside by that run
-         * means it died before dropping it: the TPM is being replaced. */
-        if (vtpm_fs_is_dir(replaced)) {
+         * means it stopped before the new TPM ran: it is being replaced.
+         * Dropped only after the start, as below. */
+        bool aside = vtpm_fs_is_dir(replaced);
+
+        if ((rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
+            goto out;
+        if (aside) {
             if ((rc = vtpm_fs_rmtree(replaced, err)) < 0)
                 goto out;
             state = "replaced";
         }
-        if ((rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
-            goto out;
         goto reply;
     }
     /* The same TPM keeps its key; a new one gets a new key. */
@@ -1292,9 +1295,12 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
         goto out;
     }
     vtpm_inject("rebuild.after_define");
-    if (!same && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
-        goto out;
     if ((rc = vtpm_ops_start(w, ndom, inst->secret, err)) < 0)
+        goto out;
+    /* Only once the new TPM runs: until then the state set aside is what
+     * tells a retry (after libvirtd failed the start) that the TPM is
+     * being replaced, not kept. */
+    if (!same && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
         goto out;
 reply:
     vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, state);
