@@ -1501,6 +1501,43 @@ rekey_check_args(const char *uuid, const vtpm_domxml_meta *m, GBytes *secret, GB
     return 0;
 }
 
+/* Stop the running domain for the rekey.  The mark @again (in the work
+ * dir) stays until it runs again, so that a rekey retried after the start
+ * failed (libvirtd died, vtpmd crashed) starts it. */
+static int
+rekey_stop(vtpm_worker *w, virDomainPtr dom, const char *again, vtpm_error *err)
+{
+    int rc;
+
+    if ((rc = vtpm_fs_write_atomic(again, "", 0, 0600, err)) < 0)
+        return rc;
+    return vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err);
+}
+
+/* After a failed rekey nothing changed: the domain runs again as it did,
+ * on the old key. */
+static void
+rekey_restart_old(vtpm_worker *w, virDomainPtr dom, GBytes *secret, const char *uuid,
+                  const char *again)
+{
+    vtpm_error e = { 0 };
+
+    if (vtpm_ops_start(w, dom, secret, &e) < 0)
+        g_warning("instance %s: restart after a failed rekey: %s", uuid, e.message);
+    else
+        (void)unlink(again);
+}
+
+/* Best effort: a leftover is removed by the next rekey or destroy. */
+static void
+rekey_drop_work(const char *uuid, const char *work)
+{
+    vtpm_error e = { 0 };
+
+    if (vtpm_fs_rmtree(work, &e) < 0)
+        g_warning("instance %s: rekey: removing %s: %s", uuid, work, e.message);
+}
+
 /* Re-encrypt the stopped state in @state_dir and commit it (swap, key). */
 static int
 rekey_commit(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *uuid,
@@ -1535,8 +1572,8 @@ rekey_commit(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *u
 
         /* Done: the new state and key are in place.  The leftover holds
          * the old state under the old key; a later rekey or destroy
-         * removes it. */
-        if (vtpm_fs_rmtree(work, &e) < 0)
+         * removes it.  The work dir itself goes after the restart. */
+        if (vtpm_fs_rmtree(fresh, &e) < 0 || vtpm_fs_rmtree(scratch, &e) < 0)
             g_warning("instance %s: rekey: removing %s: %s", uuid, work, e.message);
     }
     return 0;
@@ -1549,9 +1586,9 @@ vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
     g_autoptr(GBytes) blob = NULL;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
-    g_autofree char *state_dir = NULL, *work = NULL, *kept = NULL;
+    g_autofree char *state_dir = NULL, *work = NULL, *kept = NULL, *again = NULL;
     vtpm_domxml_meta m = { 0 };
-    bool running = false, done = false;
+    bool running = false, done = false, rerun;
     char uuid[37];
     int active, rc;
 
@@ -1604,6 +1641,10 @@ vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
     work = vtpm_ops_rekey_dir(w, uuid);
     if ((rc = vtpm_fs_mkdirs(work, 0700, err)) < 0)
         goto out;
+    /* An earlier rekey stopped the running domain and could not start it
+     * again: this one does (rekey_stop). */
+    again = g_build_filename(work, "restart", NULL);
+    rerun = !active && access(again, F_OK) == 0;
     /* Checked while the domain still runs: a wrong key stops nothing.
      * swtpm replaces its state file by rename, so the copy is whole. */
     if ((rc = rekey_settle(w, uuid, &m, state_dir, work, old_key, new_secret, &blob, &done,
@@ -1611,8 +1652,7 @@ vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
         goto out;
     /* A redelivered rekey that already happened leaves the domain as it is. */
     if (active && !done) {
-        if ((rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL,
-                                     err)) < 0)
+        if ((rc = rekey_stop(w, dom, again, err)) < 0)
             goto out;
         running = true;
     }
@@ -1636,24 +1676,20 @@ vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
         g_message("instance %s: TPM state re-encrypted under a new key (secret security '%s')",
                   uuid, vtpm_secret_security_str(m.tpm.secret_security));
     }
-    if (running && (rc = vtpm_ops_start(w, dom, new_secret, err)) < 0) {
+    if ((running || rerun) && (rc = vtpm_ops_start(w, dom, new_secret, err)) < 0) {
         vtpm_error_prefix(err, "instance %s was rekeyed, but restarting it failed", uuid);
         goto out;
     }
+    rekey_drop_work(uuid, work);
     msgpack_pack_map(result, 3);
     vtpm_pack_kv_bool(result, "rekeyed", true);
     vtpm_pack_kv_str(result, "secret_security", vtpm_secret_security_str(m.tpm.secret_security));
-    vtpm_pack_kv_bool(result, "restarted", running);
+    vtpm_pack_kv_bool(result, "restarted", running || rerun);
     rc = 0;
     goto out;
 restart:
-    /* Nothing changed: the domain runs again as it did, on the old key. */
-    if (running) {
-        vtpm_error e = { 0 };
-
-        if (vtpm_ops_start(w, dom, secret, &e) < 0)
-            g_warning("instance %s: restart after a failed rekey: %s", uuid, e.message);
-    }
+    if (running || rerun)
+        rekey_restart_old(w, dom, secret, uuid, again);
 out:
     vtpm_domxml_meta_clear(&m);
     return rc;
