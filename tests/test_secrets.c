@@ -344,14 +344,7 @@ assert_secret(int h, const char *uuid, bool want, const char *what)
 static GBytes *
 host_secret_value(int h, const char *uuid)
 {
-    g_autofree char *out = NULL;
-    guchar *raw;
-    gsize len = 0;
-
-    if (vt_virsh(host_name[h], &out, "secret-get-value", uuid, NULL) != 0)
-        fail_msg("virsh secret-get-value %s on host %s failed", uuid, host_name[h]);
-    raw = g_base64_decode(g_strstrip(out), &len);
-    return g_bytes_new_take(raw, len);
+    return vt_host_secret_value(host_name[h], uuid);
 }
 
 static void
@@ -366,57 +359,10 @@ assert_sha(const char *path, const char *want, const char *what)
 
 /* ---- decrypting and searching ------------------------------------------------------------- */
 
-/*
- * The plaintext permanent state of the TPM in state dir @dir, read by a
- * standalone swtpm from a copy, with @secret as its key (NULL: no key).
- * NULL when swtpm cannot open the state with that key.
- */
 static GBytes *
 decrypt_state(const char *dir, GBytes *secret)
 {
-    g_autofree char *tmp = g_dir_make_tmp("vt-decrypt-XXXXXX", NULL);
-    g_autofree char *src = g_build_filename(dir, "tpm2", "tpm2-00.permall", NULL);
-    g_autofree char *dst = NULL, *pw = NULL, *plain = NULL, *script = NULL;
-    g_autoptr(GBytes) state = read_file(src);
-    g_autoptr(GError) gerr = NULL;
-    GBytes *out = NULL;
-    int status = 0;
-    const char *argv[] = { "bash", "-c", NULL, NULL };
-
-    if (!tmp)
-        fail_msg("cannot create a temporary directory");
-    dst = g_build_filename(tmp, "tpm2-00.permall", NULL);
-    pw = g_build_filename(tmp, "pw", NULL);
-    plain = g_build_filename(tmp, "plain", NULL);
-    if (!g_file_set_contents(dst, g_bytes_get_data(state, NULL), g_bytes_get_size(state), &gerr))
-        fail_msg("writing %s: %s", dst, gerr->message);
-    if (secret && !g_file_set_contents_full(pw, g_bytes_get_data(secret, NULL),
-                                            g_bytes_get_size(secret), G_FILE_SET_CONTENTS_CONSISTENT,
-                                            0600, &gerr))
-        fail_msg("writing %s: %s", pw, gerr->message);
-    script = g_strdup_printf(
-        "t=%s; swtpm socket --tpm2 --tpmstate dir=$t --ctrl type=unixio,path=$t/ctrl "
-        "--server type=unixio,path=$t/srv %s --log file=$t/log --daemon --pid file=$t/pid || exit 3; "
-        "for i in $(seq 50); do [ -S $t/ctrl ] && break; sleep 0.1; done; "
-        "rc=0; swtpm_ioctl --unix $t/ctrl -i >/dev/null 2>&1 && "
-        "swtpm_ioctl --unix $t/ctrl --save permanent $t/plain >/dev/null 2>&1 || rc=1; "
-        "swtpm_ioctl --unix $t/ctrl -s >/dev/null 2>&1; kill $(cat $t/pid 2>/dev/null) 2>/dev/null; exit $rc",
-        tmp, secret ? "--key pwdfile=$t/pw,mode=aes-256-cbc" : "");
-    argv[2] = script;
-    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
-                      &status, &gerr))
-        fail_msg("running swtpm: %s", gerr->message);
-    if (g_spawn_check_wait_status(status, NULL) && exists(plain)) {
-        out = read_file(plain);
-        if (g_bytes_get_size(out) == 0)
-            g_clear_pointer(&out, g_bytes_unref);
-    }
-    {
-        g_autofree char *rm = g_strdup_printf("rm -rf '%s'", tmp);
-
-        g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL);
-    }
-    return out;
+    return vt_tpm_plaintext(dir, secret);
 }
 
 /* How many eligible windows of @plain occur in @hay; *total gets how many

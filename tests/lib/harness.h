@@ -165,6 +165,16 @@ bool vt_wait_procs(const char *prog, const char *needle, bool want_running, int 
 /* sha256 of a file in hex, NULL when unreadable. */
 char *vt_sha256_file(const char *path);
 
+/* ---- TPM state and its keys ------------------------------------------------------ */
+
+/* The value of host @h's libvirt secret @uuid (virsh secret-get-value);
+ * fails the test when it cannot be read. */
+GBytes *vt_host_secret_value(const char *h, const char *uuid);
+/* The plaintext permanent state of the TPM 2.0 in state dir @dir, read by
+ * a standalone swtpm from a copy, with @secret as its key (NULL: no key).
+ * NULL when swtpm cannot open the state with that key. */
+GBytes *vt_tpm_plaintext(const char *dir, GBytes *secret);
+
 /* ---- requests -------------------------------------------------------------------- */
 
 typedef struct {
