@@ -58,6 +58,7 @@ static const char *const host_name[NHOSTS] = { "a", "b" };
 static const char *host_addr[NHOSTS];
 static vt_vtpmd *dmn[NHOSTS];        /* the vtpmd serving each host */
 static bool dmn_injected[NHOSTS];    /* started with fault injection */
+static bool dmn_pausable[NHOSTS];    /* with VTPMD_PAUSE_DIR, on TCG (part libvirtd) */
 static GPtrArray *extra_daemons;     /* other vtpmds a test started */
 static gint64 t_test, t_suite;
 static char cur_test[128];
@@ -708,9 +709,10 @@ assert_file_is(const char *path, const xfer *x, const char *what)
                  file_size(path), x->bytes);
 }
 
-/* Offset and size of member @name's data in the ustar file @data. */
-static gsize
-tar_member(const guint8 *data, gsize len, const char *name, gsize *size)
+/* Offset and size of member @name's data in the ustar file @data; false
+ * when there is no such member. */
+static bool
+tar_find(const guint8 *data, gsize len, const char *name, gsize *off_out, gsize *size)
 {
     gsize off = 0;
 
@@ -727,13 +729,25 @@ tar_member(const guint8 *data, gsize len, const char *name, gsize *size)
         sz[12] = 0;
         n = g_ascii_strtoull(sz, NULL, 8);
         if (strcmp(nm, name) == 0) {
+            if (off + 512 + n > len)
+                return false;
             *size = n;
-            return off + 512;
+            *off_out = off + 512;
+            return true;
         }
         off += 512 + (n + 511) / 512 * 512;
     }
-    fail_msg("no member %s in the archive", name);
-    return 0;
+    return false;
+}
+
+static gsize
+tar_member(const guint8 *data, gsize len, const char *name, gsize *size)
+{
+    gsize off = 0;
+
+    if (!tar_find(data, len, name, &off, size))
+        fail_msg("no member %s in the archive", name);
+    return off;
 }
 
 /* Flip one byte in the middle of the state file's data, in place. */
@@ -779,11 +793,13 @@ host_prom(int h)
     return g_strdup_printf("%s/lifecycle-%s.prom", vt_env("VT_ROOT"), host_name[h]);
 }
 
-/* Start the vtpmd of host @h (worker host = its address), with @env. */
+/* Start the vtpmd of host @h (worker host = its address), with @env; @tcg:
+ * [libvirt] virt_type = qemu. */
 static void
-host_start(int h, const char *const *env)
+host_start_virt(int h, const char *const *env, bool tcg)
 {
-    g_autofree char *lx = host_libvirt_extra();
+    g_autofree char *base_lx = host_libvirt_extra();
+    g_autofree char *lx = g_strdup_printf("%s%s", base_lx, tcg ? "\nvirt_type = qemu" : "");
     g_autofree char *base = host_tail(NULL);
     g_autofree char *prom = host_prom(h);
     g_autofree char *tail = g_strdup_printf("%s\n[metrics]\ntextfile = %s\ninterval = 1\n", base,
@@ -794,6 +810,13 @@ host_start(int h, const char *const *env)
     unlink(prom);
     dmn[h] = vt_vtpmd_start(host_name[h], &o, env);
     dmn_injected[h] = env != NULL;
+    dmn_pausable[h] = false;
+}
+
+static void
+host_start(int h, const char *const *env)
+{
+    host_start_virt(h, env, false);
 }
 
 static void
@@ -1943,6 +1966,724 @@ test_crash(void **state)
     xfer_clear(&sh);
 }
 
+/* ---- 10. libvirtd killed at every step --------------------------------------------------------------- */
+/*
+ * docs/lifecycle.md promises that a request cut by a crash of libvirtd at any
+ * step completes when it is sent again.  Each row holds the acting vtpmd at a
+ * named point (VTPMD_PAUSE_DIR, worker/inject.c: only the handler's thread
+ * waits), kills the libvirtd that the next step talks to (SIGKILL), and lets
+ * the step run into it.  Then: the answer is a retryable fault (an "ok" would
+ * mean no libvirt call follows the point, so the row would test nothing);
+ * the TPM state S is whole in at least one of its places (state dir, kept
+ * copy, transfer volume, shelve store) while that libvirtd is down; once it is
+ * back, the same request sent again, as a control plane retries, completes;
+ * and what it leaves is what the operation leaves without a fault, with
+ * nothing half-done.  Every step boundary that touches libvirt is one row, run
+ * once; the rows follow five instances through their lives, so that a spawn
+ * serves many rows.
+ */
+
+#define LV_TRIES 40
+#define LV_TRY_WAIT_US (1000 * 1000)
+
+static const char *const specs_20_host[] = { "hw:tpm_version", "2.0", "hw:tpm_model", "tpm-tis",
+                                             "hw:tpm_secret_security", "host", NULL };
+static const flavor FL_HOSTKEY = { "m1.lc-host", 64, specs_20_host };
+
+/* $VT_ROOT/pause-<host>/<point><suffix>: vtpmd's pause files. */
+static char *
+pause_file(int h, const char *point, const char *suffix)
+{
+    return g_strdup_printf("%s/pause-%s/%s%s", vt_env("VT_ROOT"), host_name[h], point, suffix);
+}
+
+/* Both libvirtds up (a failed row may have left one down). */
+static void
+lv_libvirtds_up(void)
+{
+    for (int h = 0; h < NHOSTS; h++)
+        if (vt_virsh(host_name[h], NULL, "version", NULL) != 0)
+            vt_libvirtd_restart(host_name[h]);
+}
+
+/* vtpmds with pause points, on TCG, for this part. */
+static int
+lv_setup(void **state)
+{
+    lv_libvirtds_up();
+    for (int h = 0; h < NHOSTS; h++) {
+        g_autofree char *dir = pause_file(h, "", "");
+        g_autofree char *env_kv = g_strdup_printf("VTPMD_PAUSE_DIR=%s", dir);
+        const char *env[] = { env_kv, NULL };
+
+        if (dmn[h] && vt_vtpmd_running(dmn[h]) && dmn_pausable[h])
+            continue;
+        host_stop(h);
+        if (g_mkdir_with_parents(dir, 0700) < 0)
+            fail_msg("%s: %s", dir, g_strerror(errno));
+        host_start_virt(h, env, true);
+        dmn_pausable[h] = true;
+    }
+    cur_test[0] = 0;
+    t_test = g_get_monotonic_time();
+    return 0;
+}
+
+/* A failed row may have left libvirtd down and a vtpmd held at a point. */
+static int
+lv_teardown(void **state)
+{
+    for (int h = 0; h < NHOSTS; h++) {
+        g_autofree char *dir = pause_file(h, "", "");
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *n;
+
+        while (d && (n = g_dir_read_name(d))) {
+            g_autofree char *f = g_build_filename(dir, n, NULL);
+
+            if (!g_str_has_suffix(n, ".paused"))
+                unlink(f);
+        }
+    }
+    lv_libvirtds_up();
+    return test_teardown(state);
+}
+
+/* Send @method(@args) to host @h's vtpmd without waiting: the correlation id. */
+static char *
+lv_send(int h, const char *method, GBytes *args, const char *what)
+{
+    g_autofree char *mid = vt_unique("lv");
+    g_autoptr(GBytes) body = vt_request(method, args, mid, 0);
+    vtpm_client_send_opts o = { .routing_key = dmn[h]->routing_key, .message_id = mid };
+    vtpm_error err = { 0 };
+    char *corr = NULL;
+
+    if (vtpm_client_send(vt_client(), &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+                         &corr, &err) < 0) {
+        vt_client_drop();
+        fail_msg("%s: sending %s: %s", what, method, err.message);
+    }
+    return corr;
+}
+
+/* Wait until host @h's vtpmd holds at @point. */
+static void
+lv_wait_paused(int h, const char *point, const char *what)
+{
+    g_autofree char *mark = pause_file(h, point, ".paused");
+    gint64 end = g_get_monotonic_time() + (gint64)OP_MS * 1000;
+
+    while (!exists(mark)) {
+        if (!vt_vtpmd_running(dmn[h])) {
+            vt_vtpmd_dump(dmn[h]);
+            fail_msg("%s: vtpmd of host %s exited before reaching %s", what, host_name[h], point);
+        }
+        if (g_get_monotonic_time() >= end) {
+            vt_vtpmd_dump(dmn[h]);
+            fail_msg("%s: vtpmd of host %s did not reach %s within %d ms", what, host_name[h],
+                     point, OP_MS);
+        }
+        g_usleep(20 * 1000);
+    }
+}
+
+/* sha256 of the TPM 2.0 state file inside the archive at @path; NULL when
+ * there is no such file or member. */
+static char *
+archive_state_sha(const char *path)
+{
+    g_autofree char *data = NULL;
+    gsize len = 0, off = 0, size = 0;
+
+    if (!g_file_get_contents(path, &data, &len, NULL) ||
+        !tar_find((const guint8 *)data, len, "tpm2/tpm2-00.permall", &off, &size))
+        return NULL;
+    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data + off, size);
+}
+
+/* docs/lifecycle.md: the state is always somewhere whole.  At least one of
+ * its places must hold S. */
+static void
+assert_whole_somewhere(const char *uuid, const char *S, const char *what)
+{
+    g_autoptr(GString) seen = g_string_new(NULL);
+    unsigned whole = 0;
+
+    for (int h = 0; h < NHOSTS; h++) {
+        char *paths[] = { p_state_file(h, uuid, STATE_V2), p_kept(h, uuid), p_incoming(h, uuid),
+                          h == A ? p_shelved(uuid) : NULL };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(paths) && paths[i]; i++) {
+            g_autofree char *sha = i == 0 ? sha_of(paths[i]) : archive_state_sha(paths[i]);
+
+            if (sha) {
+                whole += strcmp(sha, S) == 0;
+                g_string_append_printf(seen, "\n  %s: %.16s...", paths[i], sha);
+            }
+            g_free(paths[i]);
+        }
+    }
+    if (!whole)
+        fail_msg("%s: the TPM state (sha256 %.16s...) is whole nowhere; found:%s", what, S,
+                 seen->len ? seen->str : " nothing");
+}
+
+/* Nothing half-done on either host: no half-extracted restore, no state set
+ * aside, no rekey work dir, no half-written kept copy. */
+static void
+assert_no_leftovers(const char *uuid, const char *what)
+{
+    g_autofree char *prefix = g_strdup_printf(".%s.", uuid);
+
+    for (int h = 0; h < NHOSTS; h++) {
+        const char *dirs[] = { "var/lib/libvirt/swtpm", "var/lib/vtpmd/kept" };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
+            g_autofree char *dir = hpath(h, "%s", dirs[i]);
+            g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+            const char *n;
+
+            while (d && (n = g_dir_read_name(d)))
+                if (g_str_has_prefix(n, prefix) || (g_str_has_prefix(n, uuid) && strstr(n, ".tmp-")))
+                    fail_msg("%s: %s/%s is left behind on host %s", what, dir, n, host_name[h]);
+        }
+    }
+}
+
+/* Send the request again until it answers ok, as a control plane retries a
+ * retryable fault (vtpmd may still be waiting out its reconnect backoff). */
+static vt_reply *
+lv_retry(int h, const char *method, GBytes *args, unsigned *tries, const char *what)
+{
+    for (unsigned i = 1;; i++) {
+        vt_reply *r = vt_call(dmn[h], method, args, OP_MS);
+
+        if (r->rep && r->rep->ok) {
+            *tries = i;
+            return r;
+        }
+        if (!r->rep || !r->rep->retryable || i == LV_TRIES) {
+            g_autofree char *sum = g_strdup(vt_reply_summary(r));
+
+            vt_reply_free(r);
+            vt_vtpmd_dump(dmn[h]);
+            fail_msg("%s: %s sent again after libvirtd came back (try %u) answered %s", what,
+                     method, i, sum);
+        }
+        vt_reply_free(r);
+        g_usleep(LV_TRY_WAIT_US);
+    }
+}
+
+typedef struct {
+    int h;              /* the acting host */
+    const char *method;
+    GBytes *args;
+    const char *point;  /* where the handler is held */
+    int victim;         /* whose libvirtd is killed there */
+    const char *uuid;
+    const char *S;      /* the state that must stay whole; NULL: not checked here */
+    bool back;          /* the victim's libvirtd was restarted already */
+    char what[160];
+    gint64 t0;
+} lv_row;
+
+/* The first half of a row: the request cut by the dead libvirtd, whose
+ * answer must be a retryable fault.  Returns with that libvirtd still down. */
+static void
+lv_cut(lv_row *row)
+{
+    g_autofree char *arm = pause_file(row->h, row->point, "");
+    g_autofree char *corr = NULL;
+    g_autoptr(vt_reply) r = NULL;
+
+    g_snprintf(row->what, sizeof(row->what), "%s, libvirtd of host %s killed at %s",
+               row->method, host_name[row->victim], row->point);
+    row->t0 = g_get_monotonic_time();
+    if (!g_file_set_contents(arm, "", 0, NULL))
+        fail_msg("%s: cannot create %s", row->what, arm);
+    corr = lv_send(row->h, row->method, row->args, row->what);
+    lv_wait_paused(row->h, row->point, row->what);
+    vt_libvirtd_kill(host_name[row->victim]);
+    unlink(arm);
+    r = vt_recv_reply(corr, OP_MS, row->what);
+    if (!r->rep)
+        fail_msg("%s: undecodable reply: %s", row->what, r->error);
+    if (r->rep->ok)
+        fail_msg("%s: answered ok, but the step after %s should have failed against the dead "
+                 "libvirtd (no libvirt call follows the point?)", row->what, row->point);
+    if (!r->rep->retryable)
+        fail_msg("%s: answered %s, which is final; a libvirtd restart is what a retry is for",
+                 row->what, vt_reply_summary(r));
+    print_message("[libvirtd] %s: %s\n", row->what, vt_reply_summary(r));
+    if (row->S)
+        assert_whole_somewhere(row->uuid, row->S, row->what);
+}
+
+/* The second half: libvirtd back, the request sent again until it
+ * completes.  Returns that reply. */
+static vt_reply *
+lv_recover(lv_row *row)
+{
+    gint64 t_back = g_get_monotonic_time();
+    unsigned tries = 0;
+    vt_reply *r;
+
+    if (!row->back)
+        vt_libvirtd_restart(host_name[row->victim]);
+    t_back = g_get_monotonic_time() - t_back;
+    r = lv_retry(row->h, row->method, row->args, &tries, row->what);
+    print_message("[libvirtd] %s: ok after %u retr%s (row %.1f s, of which libvirtd restart "
+                  "%.1f s)\n", row->what, tries, tries == 1 ? "y" : "ies",
+                  (g_get_monotonic_time() - row->t0) / 1e6, t_back / 1e6);
+    assert_no_leftovers(row->uuid, row->what);
+    g_bytes_unref(row->args);
+    row->args = NULL;
+    return r;
+}
+
+/* A whole row; takes @args. */
+static vt_reply *
+lv_kill_at(int h, const char *method, GBytes *args, const char *point, int victim,
+           const char *uuid, const char *S)
+{
+    lv_row row = { .h = h, .method = method, .args = args, .point = point, .victim = victim,
+                   .uuid = uuid, .S = S };
+
+    lv_cut(&row);
+    return lv_recover(&row);
+}
+
+/* The guest on host @h: its qemu and swtpm pids, and a file in its state
+ * dir standing for what it writes to its TPM. */
+static void
+lv_guest_mark(int h, const char *uuid, pid_t *qemu, pid_t *swtpm, char **marker,
+              const char *what)
+{
+    g_autofree char *sd = p_state_dir(h, uuid);
+
+    *qemu = first_pid("qemu-system-x86_64", uuid);
+    *swtpm = first_pid("swtpm", uuid);
+    if (!*qemu || !*swtpm)
+        fail_msg("%s: the guest should run on host %s (qemu %d, swtpm %d)", what, host_name[h],
+                 (int)*qemu, (int)*swtpm);
+    *marker = g_build_filename(sd, "lc-written-by-guest", NULL);
+    if (!g_file_set_contents(*marker, "x", 1, NULL))
+        fail_msg("%s: cannot write %s", what, *marker);
+}
+
+/* power_off, power_on and rebuild (same vTPM, then another model). */
+static void
+test_lv_power_rebuild(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-1", .props = props_20_tis };
+    instance img2 = in, img3 = in, crb = in;
+    g_autofree char *sf = p_state_file(A, uuid, STATE_V2);
+    g_autofree char *S = NULL;
+    g_autoptr(GBytes) first = NULL;
+
+    img2.image_id = "img-2";
+    img3.image_id = "img-3";
+    crb.image_id = "img-4";
+    crb.props = props_20_crb;
+    begin("libvirtd killed: power_off, power_on, rebuild");
+    spawn_on(A, &in, true);
+    {
+        g_autoptr(vt_reply) r = lv_kill_at(A, "power_off", args_inst(&in), "power_off.start", A,
+                                           uuid, NULL);
+
+        assert_res_str(r, "state", "shutoff", "power_off");
+        assert_dom_state(A, uuid, "shut off", "power_off");
+    }
+    S = state_sha(A, uuid, STATE_V2, "after power_off");
+    first = read_file(sf);
+    {
+        g_autoptr(vt_reply) r = lv_kill_at(A, "power_on", args_inst(&in), "power_on.start", A,
+                                           uuid, S);
+
+        assert_res_str(r, "state", "running", "power_on");
+        assert_dom_state(A, uuid, "running", "power_on");
+    }
+    /* Each rebuild with the same vTPM keeps the TPM: the first one, as
+     * compared after a power-off (the guest ran in between). */
+    for (int i = 0; i < 2; i++) {
+        const instance *next = i == 0 ? &img2 : &img3;
+        const char *point = i == 0 ? "rebuild.start" : "rebuild.after_power_off";
+        g_autoptr(GBytes) now = NULL;
+
+        g_free(S);
+        S = power_off_sha(A, i == 0 ? &in : &img2, STATE_V2, "power_off before rebuild");
+        now = read_file(sf);
+        assert_same_tpm(first, now, point);
+        {
+            g_autoptr(vt_reply) r = lv_kill_at(A, "rebuild", args_inst(next), point, A, uuid, S);
+            g_autofree char *xml = dom_xml(A, uuid, true);
+            g_autofree char *img = g_strdup_printf("<vtpmd:image id=\"%s\"/>", next->image_id);
+
+            assert_res_str(r, "vtpm_state", "kept", point);
+            assert_dom_state(A, uuid, "running", point);
+            if (!strstr(xml, img))
+                fail_msg("%s: the domain should carry image %s:\n%s", point, next->image_id, xml);
+        }
+    }
+    if (manufactured(A, uuid) != 1)
+        fail_msg("power cycle and rebuilds: swtpm_setup manufactured %u TPMs, expected 1 (the "
+                 "same TPM throughout)", manufactured(A, uuid));
+    /* Another model: a fresh TPM, and the answer says so. */
+    g_free(S);
+    S = power_off_sha(A, &img3, STATE_V2, "power_off before the model change");
+    {
+        g_autoptr(vt_reply) r = lv_kill_at(A, "rebuild", args_inst(&crb), "rebuild.after_define",
+                                           A, uuid, NULL);
+        g_autofree char *xml = dom_xml(A, uuid, true);
+        g_autoptr(GBytes) now = read_file(sf);
+
+        assert_res_str(r, "vtpm_state", "replaced", "rebuild to tpm-crb");
+        assert_dom_state(A, uuid, "running", "rebuild to tpm-crb");
+        if (!strstr(xml, "<tpm model='tpm-crb'>"))
+            fail_msg("rebuild to tpm-crb: the domain should have a CRB TPM:\n%s", xml);
+        if (manufactured(A, uuid) != 2 || bytes_differing(first, now) <= SAME_TPM_MAX_DIFF)
+            fail_msg("rebuild to tpm-crb: expected one new TPM (manufactured %u, %zu bytes "
+                     "differ from the old one)", manufactured(A, uuid) - 1,
+                     bytes_differing(first, now));
+    }
+    destroy_on(A, uuid, "destroy");
+}
+
+/* The checks of a completed migrate_disk_and_power_off @from -> @to. */
+static void
+assert_migrated(int from, int to, const char *uuid, const vt_reply *r, const char *S, xfer *x,
+                const char *what)
+{
+    g_autofree char *inc = p_incoming(to, uuid), *kept = p_kept(from, uuid);
+    g_autofree char *ks = NULL;
+
+    xfer_clear(x);
+    res_xfer(r, "vtpm_transfer", x, what);
+    assert_file_is(inc, x, what);
+    assert_archive(inc, S, what);
+    ks = sha_of(kept);
+    if (g_strcmp0(ks, x->sha256) != 0)
+        fail_msg("%s: the kept copy on %s (sha256 %s) is not the transferred archive (%s)", what,
+                 host_name[from], ks ? ks : "missing", x->sha256);
+    assert_state_sha(from, uuid, STATE_V2, S, what);
+    assert_dom_state(from, uuid, "shut off", what);
+}
+
+/* One migration @from -> @to, each of its three calls with a row (point
+ * NULL: a plain call); finish_migration starts the guest with @power_on.
+ * The guest must be off on @from, with state S. */
+static void
+lv_migration(int from, int to, const instance *in, const char *S, const char *p_migrate,
+             int v_migrate, const char *p_finish, bool power_on, const char *p_confirm,
+             int v_confirm)
+{
+    const char *uuid = in->uuid;
+    g_autofree char *inc = p_incoming(to, uuid);
+    g_autoptr(vt_reply) rm = NULL, rf = NULL, rc = NULL;
+    pid_t qemu = 0, swtpm = 0;
+    g_autofree char *marker = NULL;
+    unsigned m0 = manufactured(to, uuid);
+    xfer x = { 0 };
+
+    if (p_migrate)
+        rm = lv_kill_at(from, "migrate_disk_and_power_off", args_migrate(in, host_addr[to]),
+                        p_migrate, v_migrate, uuid, S);
+    else
+        rm = call_ok(from, "migrate_disk_and_power_off", args_migrate(in, host_addr[to]),
+                     "migrate");
+    assert_migrated(from, to, uuid, rm, S, &x, p_migrate ? p_migrate : "migrate");
+
+    if (p_finish && power_on && strcmp(p_finish, "finish_migration.after_start") == 0) {
+        /* The guest runs when libvirtd dies: it must survive both the
+         * libvirtd restart and the retried request. */
+        lv_row row = { .h = to, .method = "finish_migration",
+                       .args = args_finish(in, in->fl, true, &x), .point = p_finish,
+                       .victim = to, .uuid = uuid, .S = S };
+
+        lv_cut(&row);
+        lv_guest_mark(to, uuid, &qemu, &swtpm, &marker, row.what);
+        rf = lv_recover(&row);
+        assert_guest_untouched(to, uuid, qemu, swtpm, marker, m0, row.what);
+    } else if (p_finish) {
+        rf = lv_kill_at(to, "finish_migration", args_finish(in, in->fl, power_on, &x), p_finish,
+                        to, uuid, S);
+    } else {
+        rf = call_ok(to, "finish_migration", args_finish(in, in->fl, power_on, &x), "finish");
+    }
+    assert_res_str(rf, "vtpm_state", "restored", p_finish ? p_finish : "finish");
+    assert_gone(inc, p_finish ? p_finish : "finish", "incoming volume");
+    if (power_on) {
+        assert_dom_state(to, uuid, "running", p_finish ? p_finish : "finish");
+        if (manufactured(to, uuid) != m0)
+            fail_msg("%s: swtpm_setup manufactured a TPM on host %s instead of using the "
+                     "migrated state", p_finish, host_name[to]);
+    } else {
+        assert_restored_off(to, uuid, S, p_finish ? p_finish : "finish");
+    }
+
+    if (p_confirm)
+        rc = lv_kill_at(from, "confirm_migration", args_inst(in), p_confirm, v_confirm, uuid, S);
+    else
+        rc = call_ok(from, "confirm_migration", args_inst(in), "confirm");
+    if (!vt_obj_bool(&rc->rep->result, "confirmed"))
+        fail_msg("%s: result.confirmed should be true", p_confirm ? p_confirm : "confirm");
+    assert_source_clean(from, uuid, p_confirm ? p_confirm : "confirm");
+    if (!power_on)
+        assert_restored_off(to, uuid, S, "the destination after confirm");
+    xfer_clear(&x);
+}
+
+/* Four migrations a -> b -> a -> b -> a: each step of each of the three
+ * calls once, with the libvirtd it talks to killed there. */
+static void
+test_lv_migration(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    g_autofree char *S = NULL;
+
+    begin("libvirtd killed: migrate_disk_and_power_off, finish_migration, confirm_migration");
+    S = spawn_off(&in);
+    lv_migration(A, B, &in, S, "migrate_disk_and_power_off.start", A, "finish_migration.start",
+                 false, "confirm_migration.start", A);
+    lv_migration(B, A, &in, S, "migrate_disk_and_power_off.after_power_off", B,
+                 "finish_migration.after_restore", false, "confirm_migration.after_undefine", B);
+    /* The upload talks to the destination's libvirtd. */
+    lv_migration(A, B, &in, S, "migrate_disk_and_power_off.after_kept_copy", B,
+                 "finish_migration.after_define", true, NULL, A);
+    g_free(S);
+    S = power_off_sha(B, &in, STATE_V2, "power_off on b");
+    lv_migration(B, A, &in, S, NULL, A, "finish_migration.after_start", true, NULL, B);
+    destroy_on(A, uuid, "destroy");
+}
+
+/* Three reverts of a resize in place (the revert restores the kept copy),
+ * with destroy, the revert's first step, cut as well. */
+static void
+test_lv_revert(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance big = { .uuid = uuid, .fl = &FL_TPM_BIG };
+    g_autofree char *S = NULL, *sd = p_state_dir(A, uuid), *kept = p_kept(A, uuid);
+    g_autofree char *inc = p_incoming(A, uuid);
+    static const char *const p_destroy[] = { "destroy.start", "destroy.after_undefine", NULL };
+    static const char *const p_revert[] = { "finish_revert_migration.start",
+                                            "finish_revert_migration.after_restore",
+                                            "finish_revert_migration.after_define" };
+    unsigned m0;
+
+    begin("libvirtd killed: destroy, finish_revert_migration");
+    S = spawn_off(&in);
+    m0 = manufactured(A, uuid);
+    for (size_t i = 0; i < G_N_ELEMENTS(p_revert); i++) {
+        bool power_on = i == 2;
+        xfer x = { 0 };
+
+        migrate(A, A, &in, &x, "resize in place");
+        call_ok_free(A, "finish_migration", args_finish(&big, &FL_TPM, false, &x),
+                     "finish_migration in place");
+        if (p_destroy[i]) {
+            g_autoptr(vt_reply) r = lv_kill_at(A, "destroy", vt_args_destroy(uuid, -1),
+                                               p_destroy[i], A, uuid, S);
+
+            assert_no_domain(A, uuid, p_destroy[i]);
+            assert_gone(sd, p_destroy[i], "state dir");
+            assert_gone(inc, p_destroy[i], "incoming volume");
+            assert_present(kept, p_destroy[i], "kept copy");
+        } else {
+            destroy_on(A, uuid, "destroy (revert)");
+        }
+        {
+            g_autoptr(vt_reply) r = lv_kill_at(A, "finish_revert_migration",
+                                               args_inst_power(&in, power_on), p_revert[i], A,
+                                               uuid, S);
+
+            assert_res_str(r, "vtpm_state", "restored", p_revert[i]);
+            assert_gone(kept, p_revert[i], "kept copy");
+            assert_dom_flavor(A, uuid, &FL_TPM, p_revert[i]);
+            if (power_on)
+                assert_dom_state(A, uuid, "running", p_revert[i]);
+            else
+                assert_restored_off(A, uuid, S, p_revert[i]);
+            if (manufactured(A, uuid) != m0)
+                fail_msg("%s: swtpm_setup manufactured a new TPM", p_revert[i]);
+        }
+        xfer_clear(&x);
+    }
+    destroy_on(A, uuid, "destroy");
+}
+
+/* shelve on @from and unshelve on @to, each cut at its point (NULL: a
+ * plain call), the store's libvirtd being host a's. */
+static void
+lv_shelve(int from, int to, const instance *in, const char *S, const char *p_shelve,
+          const char *p_unshelve, int v_unshelve, bool power_on)
+{
+    const char *uuid = in->uuid;
+    g_autofree char *vol = p_shelved(uuid);
+    g_autoptr(vt_reply) rs = NULL, ru = NULL;
+    unsigned m0 = manufactured(to, uuid);
+    xfer sh = { 0 };
+
+    if (p_shelve)
+        rs = lv_kill_at(from, "shelve", args_inst(in), p_shelve, from, uuid, S);
+    else
+        rs = call_ok(from, "shelve", args_inst(in), "shelve");
+    res_xfer(rs, "shelved", &sh, p_shelve ? p_shelve : "shelve");
+    if (!vt_obj_bool(&rs->rep->result, "offloaded"))
+        fail_msg("%s: result.offloaded should be true", p_shelve ? p_shelve : "shelve");
+    assert_file_is(vol, &sh, p_shelve ? p_shelve : "shelve");
+    assert_archive(vol, S, p_shelve ? p_shelve : "shelve");
+    assert_nothing_on(from, uuid, p_shelve ? p_shelve : "shelve");
+
+    if (power_on && strcmp(p_unshelve, "unshelve.after_start") == 0) {
+        /* The guest runs when the store's libvirtd dies. */
+        lv_row row = { .h = to, .method = "unshelve", .args = args_unshelve(in, &sh, true),
+                       .point = p_unshelve, .victim = v_unshelve, .uuid = uuid, .S = S };
+        g_autofree char *marker = NULL;
+        pid_t qemu = 0, swtpm = 0;
+
+        lv_cut(&row);
+        lv_guest_mark(to, uuid, &qemu, &swtpm, &marker, row.what);
+        ru = lv_recover(&row);
+        assert_guest_untouched(to, uuid, qemu, swtpm, marker, m0, row.what);
+    } else {
+        ru = lv_kill_at(to, "unshelve", args_unshelve(in, &sh, power_on), p_unshelve, v_unshelve,
+                        uuid, S);
+    }
+    assert_res_str(ru, "vtpm_state", "restored", p_unshelve);
+    assert_gone(vol, p_unshelve, "shelved archive");
+    if (power_on)
+        assert_dom_state(to, uuid, "running", p_unshelve);
+    else
+        assert_restored_off(to, uuid, S, p_unshelve);
+    if (manufactured(to, uuid) != m0)
+        fail_msg("%s: swtpm_setup manufactured a TPM on host %s instead of using the shelved "
+                 "state", p_unshelve, host_name[to]);
+    xfer_clear(&sh);
+}
+
+/* Four shelve / unshelve rounds between a and b (the store is a's). */
+static void
+test_lv_shelve(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    g_autofree char *S = NULL, *vol = p_shelved(uuid);
+
+    begin("libvirtd killed: shelve, unshelve");
+    S = spawn_off(&in);
+    /* unshelve reads the store (a) before it defines anything here (b). */
+    lv_shelve(A, B, &in, S, "shelve.start", "unshelve.start", A, false);
+    lv_shelve(B, A, &in, S, "shelve.after_power_off", "unshelve.after_restore", A, false);
+    lv_shelve(A, B, &in, S, "shelve.after_store", "unshelve.after_define", B, true);
+    /* The guest ran on b: the state to keep is the one shelve stores. */
+    call_ok_free(B, "power_off", args_inst(&in), "power_off on b");
+    g_free(S);
+    S = state_sha(B, uuid, STATE_V2, "power_off on b");
+    /* Deleting the archive talks to the store's libvirtd. */
+    lv_shelve(B, B, &in, S, NULL, "unshelve.after_start", A, true);
+    assert_gone(vol, "the last unshelve", "shelved archive");
+    destroy_on(B, uuid, "destroy");
+}
+
+/* The plaintext of the instance's TPM on host a under its stored key. */
+static GBytes *
+lv_plaintext(const char *uuid, GBytes **key, const char *what)
+{
+    g_autofree char *sd = p_state_dir(A, uuid);
+    GBytes *plain;
+
+    *key = vt_host_secret_value("a", uuid);
+    plain = vt_tpm_plaintext(sd, *key);
+    if (!plain)
+        fail_msg("%s: the key stored on host a does not open the TPM state", what);
+    return plain;
+}
+
+/* rekey (host custody: the key is a libvirt secret): cut before it starts,
+ * before the new key is stored, and before the running guest is started
+ * again on it. */
+static void
+test_lv_rekey(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_HOSTKEY };
+    g_autofree char *sd = p_state_dir(A, uuid);
+    g_autoptr(GBytes) plain0 = NULL, k = NULL;
+    static const char *const points[] = { "rekey.start", "rekey.before_key",
+                                          "rekey.before_cleanup" };
+
+    begin("libvirtd killed: rekey");
+    spawn_on(A, &in, true);
+    call_ok_free(A, "power_off", args_inst(&in), "power_off");
+    plain0 = lv_plaintext(uuid, &k, "before the rekeys");
+    for (size_t i = 0; i < G_N_ELEMENTS(points); i++) {
+        bool running = i == 2;
+        lv_row row = { .h = A, .method = "rekey", .args = args_inst(&in), .point = points[i],
+                       .victim = A, .uuid = uuid };
+        g_autoptr(vt_reply) r = NULL;
+        g_autoptr(GBytes) kc = NULL, pc = NULL, kn = NULL, pn = NULL, old = NULL;
+
+        if (running)
+            call_ok_free(A, "power_on", args_inst(&in), "power_on before the rekey");
+        lv_cut(&row);
+        /* Back up: whatever key is stored now opens the state in place,
+         * and it is the same TPM. */
+        vt_libvirtd_restart("a");
+        row.back = true;
+        pc = lv_plaintext(uuid, &kc, row.what);
+        assert_same_tpm(plain0, pc, row.what);
+        r = lv_recover(&row);
+        if (!vt_obj_bool(&r->rep->result, "rekeyed") ||
+            vt_obj_bool(&r->rep->result, "restarted") != running)
+            fail_msg("%s: expected rekeyed: true, restarted: %s", row.what,
+                     running ? "true" : "false");
+        assert_dom_state(A, uuid, running ? "running" : "shut off", row.what);
+        if (running)
+            call_ok_free(A, "power_off", args_inst(&in), "power_off after the rekey");
+        pn = lv_plaintext(uuid, &kn, row.what);
+        old = vt_tpm_plaintext(sd, k);
+        if (g_bytes_equal(kn, k) || old)
+            fail_msg("%s: the key should have changed, and the old key should no longer open "
+                     "the state", row.what);
+        assert_same_tpm(plain0, pn, row.what);
+        g_bytes_unref(k);
+        k = g_steal_pointer(&kn);
+    }
+    if (manufactured(A, uuid) != 1)
+        fail_msg("rekeys: swtpm_setup manufactured %u TPMs, expected 1", manufactured(A, uuid));
+    destroy_on(A, uuid, "destroy");
+}
+
+/* vtpmd went through every libvirtd kill above, reconnecting each time: it
+ * stops cleanly on SIGTERM (exit 0), and in the ASan+UBSan build without a
+ * memory error or a leak. */
+static void
+test_lv_clean_exit(void **state)
+{
+    begin("libvirtd killed: vtpmd stops cleanly");
+    for (int h = 0; h < NHOSTS; h++) {
+        g_autofree char *report = NULL;
+        int code;
+
+        if (!dmn[h])
+            continue;
+        code = vt_vtpmd_term(dmn[h], 60000);
+        report = vt_vtpmd_sanitizer_report(dmn[h]);
+        if (code != 0 || report) {
+            vt_vtpmd_dump(dmn[h]);
+            fail_msg("the vtpmd of host %s exited %d on SIGTERM%s%s", host_name[h], code,
+                     report ? "; sanitizer: " : "", report ? report : "");
+        }
+        g_clear_pointer(&dmn[h], vt_vtpmd_free);
+    }
+}
+
 /* ---- main ----------------------------------------------------------------------------------------------- */
 
 int
@@ -1958,23 +2699,35 @@ main(void)
         cmocka_unit_test_setup_teardown(test_rebuild, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, test_setup, test_teardown),
     };
-    /* VT_LIFECYCLE_PART=ops|crash runs one half (meson runs the halves as
-     * two tests, side by side); unset, both. */
+    /* libvirtd killed at every step (section 10). */
+    static const struct CMUnitTest lv[] = {
+        cmocka_unit_test_setup_teardown(test_lv_power_rebuild, lv_setup, lv_teardown),
+        cmocka_unit_test_setup_teardown(test_lv_migration, lv_setup, lv_teardown),
+        cmocka_unit_test_setup_teardown(test_lv_revert, lv_setup, lv_teardown),
+        cmocka_unit_test_setup_teardown(test_lv_shelve, lv_setup, lv_teardown),
+        cmocka_unit_test_setup_teardown(test_lv_rekey, lv_setup, lv_teardown),
+        cmocka_unit_test_teardown(test_lv_clean_exit, test_teardown),
+    };
+    /* VT_LIFECYCLE_PART=ops|crash|libvirtd runs one part (meson runs the
+     * parts as three tests, side by side); unset, all. */
     const char *part = g_getenv("VT_LIFECYCLE_PART");
     bool ops = !part || strcmp(part, "ops") == 0;
     bool crashes = !part || strcmp(part, "crash") == 0;
+    bool lvkill = !part || strcmp(part, "libvirtd") == 0;
     size_t nfixed = ops ? G_N_ELEMENTS(fixed) : 0;
-    size_t n = nfixed + (crashes ? G_N_ELEMENTS(crash_cases) : 0);
+    size_t ncrash = crashes ? G_N_ELEMENTS(crash_cases) : 0;
+    size_t n = nfixed + ncrash + (lvkill ? G_N_ELEMENTS(lv) : 0);
     g_autofree struct CMUnitTest *tests = g_new0(struct CMUnitTest, MAX(n, 1));
     const char *missing = NULL;
 
     if (n == 0) {
-        fprintf(stderr, "test_lifecycle: VT_LIFECYCLE_PART is '%s', not ops or crash\n", part);
+        fprintf(stderr, "test_lifecycle: VT_LIFECYCLE_PART is '%s', not ops, crash or libvirtd\n",
+                part);
         return 2;
     }
     memcpy(tests, fixed, nfixed * sizeof(fixed[0]));
     /* The crash table: one test per row, named after it. */
-    for (size_t i = 0; crashes && i < G_N_ELEMENTS(crash_cases); i++) {
+    for (size_t i = 0; i < ncrash; i++) {
         struct CMUnitTest *t = &tests[nfixed + i];
 
         t->name = crash_cases[i].name;
@@ -1983,6 +2736,8 @@ main(void)
         t->teardown_func = test_teardown;
         t->initial_state = (void *)&crash_cases[i];
     }
+    if (lvkill)
+        memcpy(tests + nfixed + ncrash, lv, sizeof(lv));
     if (!vt_env_ready(&missing) || !g_getenv("VT_HOST_B_ADDR")) {
         fprintf(stderr, "test_lifecycle: %s is not set; run it through tests/integration.sh "
                         "--net --hosts 2 (skipped)\n", missing ? missing : "VT_HOST_B_ADDR");
