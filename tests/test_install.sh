@@ -4,9 +4,11 @@
 # the systemd unit, the bash completion and the documents land where the
 # build's options say (with --prefix=/usr: where Debian expects them), the
 # unit points at the installed vtpmd, and the installed pages resolve by
-# name with man.  Usage: test_install.sh BUILDDIR
+# name with man, and the Python client where the build's python3 reads it.
+# Usage: test_install.sh BUILDDIR [PYTHON]
 set -u
-BUILD=${1:?usage: test_install.sh BUILDDIR}
+BUILD=${1:?usage: test_install.sh BUILDDIR [PYTHON]}
+pybin=${2:-python3}
 
 tmp=$(mktemp -d /tmp/test_install.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -81,6 +83,26 @@ for p in vtpmd:8 vtpmd.conf:5 vtpmctl:1 vtpm-fanout:1 vtpm-replay:1 vtpm-amqp:7;
         eval 'rc_is 0 && grep -qx "$D$mandir/man${p#*:}/${p%:*}.${p#*:}*" "$OUT"'
 done
 
+# The Python client: where the build's python3 (python/meson.build) reads
+# its modules, and importable from there with nothing else on the path.
+pydir=$(meson introspect "$BUILD" --installed | python3 -c 'import json, sys
+print(next(v for k, v in json.load(sys.stdin).items()
+           if k.endswith("python/vtpmclient/__init__.py")).rsplit("/", 2)[0])' 2> "$ERR")
+RC=$?
+: > "$OUT"
+check "the Python client is installed (vtpmclient/__init__.py)" \
+    eval 'rc_is 0 && [ -f "$D$pydir/vtpmclient/__init__.py" ] && [ -f "$D$pydir/vtpmclient/client.py" ]'
+"$pybin" -c 'import sys; print("\n".join(sys.path))' > "$OUT" 2> "$ERR"
+RC=$?
+check "the Python client's directory ($pydir) is on $pybin's sys.path" \
+    eval 'rc_is 0 && grep -qx "$pydir" "$OUT"'
+(cd / && PYTHONPATH=$D$pydir PYTHONNOUSERSITE=1 "$pybin" -c \
+    'import vtpmclient, sys; print(vtpmclient.__file__); print(vtpmclient.Client, vtpmclient.Fault)') \
+    > "$OUT" 2> "$ERR"
+RC=$?
+check "$pybin imports the installed vtpmclient (with pika and msgpack)" \
+    eval 'rc_is 0 && grep -qx "$D$pydir/vtpmclient/__init__.py" "$OUT"'
+
 if [ "$prefix" = /usr ]; then
     # Debian's layout, spelt out.
     check "Debian: /usr/sbin/vtpmd" test -x "$D/usr/sbin/vtpmd"
@@ -91,6 +113,8 @@ if [ "$prefix" = /usr ]; then
         eval 'test -f "$D/lib/systemd/system/vtpmd.service" || test -f "$D/usr/lib/systemd/system/vtpmd.service"'
     check "Debian: /usr/share/bash-completion/completions/vtpmctl" \
         test -f "$D/usr/share/bash-completion/completions/vtpmctl"
+    check "Debian: /usr/lib/python3/dist-packages/vtpmclient" \
+        test -f "$D/usr/lib/python3/dist-packages/vtpmclient/__init__.py"
 else
     echo "# prefix is $prefix, not /usr: the Debian layout was checked relative to it"
 fi
