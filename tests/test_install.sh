@@ -64,7 +64,8 @@ done
 expect_file "$sysconfdir/vtpmd/vtpmd.conf.sample"
 expect_file "$unitdir/vtpmd.service"
 expect_file "$datadir/bash-completion/completions/vtpmctl"
-for doc in operations.md user-guide.md protocol.md lifecycle.md performance.md replay.md metrics.md; do
+for doc in operations.md user-guide.md protocol.md lifecycle.md performance.md replay.md metrics.md \
+    client.md; do
     expect_file "$datadir/doc/vtpmd/$doc"
 done
 check "no vtpmd.conf is installed (a re-install keeps the operator's)" \
