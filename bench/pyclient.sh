@@ -110,8 +110,9 @@ done
 
 # $CONCURRENCY and $clients unquoted: one argument each.
 # shellcheck disable=SC2086
-"$PY" - "$res" "$ROUNDS" "$CALLS" "$WARMUP" "$clients" $CONCURRENCY <<'EOF'
-import json, os, platform, statistics, sys, time
+PYTHONPATH=$here "$PY" - "$res" "$ROUNDS" "$CALLS" "$WARMUP" "$clients" $CONCURRENCY <<'EOF'
+import json, os, platform, sys, time
+from rounds import load, summary
 res, rounds, calls, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 clients = sys.argv[5].split()
 concs = [int(c) for c in sys.argv[6:]]
@@ -126,21 +127,8 @@ ok = True
 for c in concs:
     row = {}
     for cl in clients:
-        runs = []
-        for r in range(1, rounds + 1):
-            try:
-                runs.append(json.load(open("%s/%s-c%d-r%d.json" % (res, cl, c, r))))
-            except Exception:
-                runs.append(None)
-        good = [d for d in runs if d and d["result"] == "ok"]
+        good, row[cl] = summary(load(res, cl, c, rounds))
         ok = ok and len(good) == rounds
-        row[cl] = {
-            "calls_per_s": round(statistics.median(d["calls_per_s"] for d in good), 1) if good else None,
-            "p50_ms": round(statistics.median(d["latency_ms"]["p50"] for d in good), 3) if good else None,
-            "p99_ms": round(statistics.median(d["latency_ms"]["p99"] for d in good), 3) if good else None,
-            "calls_per_s_runs": [round(d["calls_per_s"], 1) if d else None for d in runs],
-            "failed_runs": rounds - len(good),
-        }
     py = row.get("vtpmclient", {}).get("calls_per_s")
     for base in ("oslo", "c"):
         b = row.get(base, {}).get("calls_per_s")

@@ -136,9 +136,10 @@ vt_log "vtpmd after the runs: VmRSS $rss_after kB (peak $rss_peak kB)"
 
 # $CONCURRENCY unquoted: one argument per concurrency.
 # shellcheck disable=SC2086
-python3 - "$res" "$ROUNDS" "$CALLS" "$WARMUP" "$rss_idle" "$rss_after" "$rss_peak" \
+PYTHONPATH=$here python3 - "$res" "$ROUNDS" "$CALLS" "$WARMUP" "$rss_idle" "$rss_after" "$rss_peak" \
     "$(getconf CLK_TCK)" "${rss_rounds[*]}" "$reply_bytes" $CONCURRENCY <<'EOF'
 import json, os, statistics, sys, time
+from rounds import load, summary
 res, rounds, calls, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rss_idle, rss_after, rss_peak, hz = (int(x) for x in sys.argv[5:9])
 rss_rounds = [int(x) for x in sys.argv[9].split()]
@@ -164,27 +165,15 @@ ok = True
 for c in concs:
     row = {}
     for t in TARGETS:
-        runs = []
-        for r in range(1, rounds + 1):
-            try:
-                runs.append(json.load(open("%s/%s-c%d-r%d.json" % (res, t, c, r))))
-            except Exception:
-                runs.append(None)
-        good = [d for d in runs if d and d["result"] == "ok"]
+        good, row[t] = summary(load(res, t, c, rounds))
         ok = ok and len(good) == rounds
         cpu = [cpu_us("%s/%s-c%d-r%d.json.cpu" % (res, t, c, r)) for r in range(1, rounds + 1)]
         cpu = [x for x in cpu if x[0] is not None]
-        row[t] = {
-            "calls_per_s": round(statistics.median(d["calls_per_s"] for d in good), 1) if good else None,
-            "p50_ms": round(statistics.median(d["latency_ms"]["p50"] for d in good), 3) if good else None,
-            "p99_ms": round(statistics.median(d["latency_ms"]["p99"] for d in good), 3) if good else None,
+        row[t].update({
             "reply_bytes": good[0].get("reply_bytes_mean") if good else None,
-            "calls_per_s_runs": [round(d["calls_per_s"], 1) if d else None for d in runs],
-            "p99_ms_runs": [round(d["latency_ms"]["p99"], 3) if d else None for d in runs],
-            "failed_runs": rounds - len(good),
             "cpu_us_per_call": round(statistics.median(x[0] for x in cpu), 1) if cpu else None,
             "broker_cpu_us_per_call": round(statistics.median(x[1] for x in cpu), 1) if cpu else None,
-        }
+        })
     v = row["vtpmd"]
     # "ratio_*" against the 20-byte echo, "sized_ratio_*" against the echo
     # whose reply is as big as vtpmd's.
