@@ -411,6 +411,9 @@ class Client:
                     self._lost("channel closed: %s" % _why(self._ch._closing_reason))
             except (pika.exceptions.AMQPError, OSError) as e:
                 self._lost(_why(e))
+            except Exception as e:  # a bug here must not leave callers waiting
+                LOG.exception("I/O thread")
+                self._lost("%s: %s" % (type(e).__name__, e))
         self._first.set()
         self._shutdown()
 
