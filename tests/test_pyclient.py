@@ -524,7 +524,7 @@ def check_concurrency(c, w1, w2):
           len(results) == 320 and all(results.values()) and not errors, errors[:3])
 
 
-def check_urls(w, tmp):
+def check_urls(w):
     port = URL.split("@")[-1].split("/")[0].rsplit(":", 1)[1]
     h = w.host
     r, f = outcome(lambda: vtpmclient.Client("rabbit://guest:guest@127.0.0.1:%s/" % port))
@@ -643,7 +643,7 @@ def main():
                 check_retry_hypervisor(c, real, log)
             else:
                 print("ok - real host # SKIP no host a (VT_HOST_A_ROOT)")
-        check_urls(w1, tmp)
+        check_urls(w1)
         check_lost_connection(w1, w2)
         check_tls(w1)
         c.close()
