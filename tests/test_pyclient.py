@@ -434,7 +434,7 @@ def check_retry_hypervisor(c, w, log):
     check("call_with_retry through HypervisorError until libvirtd is back: the result",
           box["r"] == {"destroyed": False, "vtpm_state": "none"},
           "%r after %d HypervisorError attempt(s); vtpmd ran it %d time(s) and answered %d "
-          "repeat(s) from its reply cache, which keeps retryable faults too; its last lines:\n%s"
+          "repeat(s) from its reply cache (which must not keep retryable faults); its last lines:\n%s"
           % (box["f"] or box["r"], log.count(mid, "HypervisorError"),
              len(w.lines("message_id=%s method=destroy" % mid, "outcome=")), len(cached),
              "".join(w.lines("message_id=%s" % mid)[-2:])))

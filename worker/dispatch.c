@@ -41,6 +41,10 @@ struct job {
     const vtpm_method *method;
     char key[37];             /* instance uuid, "" when not per-instance */
     GBytes *reply;
+    /* The reply may answer a redelivery: not a fault that says "try
+     * again", which a retry with the same message_id must be able to get
+     * past once the cause is gone. */
+    bool cacheable;
     bool caps_refresh;        /* internal job: refresh capabilities */
 };
 
@@ -113,7 +117,8 @@ answer_fault(vtpm_dispatch *d, vtpm_broker_delivery *dv, const char *request_id,
                      "duration_ms=0.0 libvirt_ms=0.0 helpers_ms=0.0 error=\"%s\"",
                      request_id ? request_id : "-", delivery_label(dv), method ? method : "-",
                      vtpm_fault_name(err->code), err->message);
-    cache_put(d, dv->message_id, reply);
+    if (!vtpm_fault_retryable(err->code))
+        cache_put(d, dv->message_id, reply);
     answer(d, dv, reply);
 }
 
@@ -150,6 +155,7 @@ job_execute(job *j)
             vtpm_error_set(&err, VTPM_FAULT_INTERNAL, "handler failed without a reason");
     }
     j->reply = rc == 0 ? vtpm_proto_reply_ok(sb.data, sb.size) : vtpm_proto_reply_fault(&err);
+    j->cacheable = rc == 0 || !vtpm_fault_retryable(err.code);
     msgpack_sbuffer_destroy(&sb);
     took = g_get_monotonic_time() - t0;
     libvirt_ms = vtpm_timing_total_us(VTPM_TIMING_LIBVIRT) / 1000.0;
@@ -224,7 +230,7 @@ job_done(void *data)
      * again; a read served from memory is as cheap to answer afresh, and
      * caching a scheduler's polls would fill it (and ~2 MB) with
      * capability maps, pushing out the replies it exists for. */
-    if (!j->method->on_io_thread)
+    if (!j->method->on_io_thread && j->cacheable)
         cache_put(d, j->delivery->message_id, j->reply);
     answer(d, j->delivery, j->reply);
     for (guint i = 0; i < j->waiters->len; i++)
