@@ -135,8 +135,15 @@ vt_rmq_wait() {
 }
 
 vt_rmq_stop() {
+    local pid
     [ -n "$VT_RMQ_NODE" ] || return 0
-    vt_rmqctl stop > /dev/null 2>&1 || true
+    pid=$(cat "$VT_ROOT/rabbitmq/pid" 2>/dev/null)
+    vt_rmqctl stop > /dev/null 2>&1 && return 0
+    # rabbitmqctl needs the node's cookie and a node that answers; a run
+    # whose tree went away, or a hung node, would otherwise leave the
+    # Erlang VM running for good.
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null
+    return 0
 }
 
 # Stop the broker and start it again on the same port and data (tests of
