@@ -2,6 +2,12 @@
 #include <string.h>
 
 #include "methods.h"
+#include "ops/basics.h"
+#include "ops/migration.h"
+#include "ops/power.h"
+#include "ops/rebuild.h"
+#include "ops/rekeying.h"
+#include "ops/shelve.h"
 
 static const vtpm_method methods[] = {
     { "get_capabilities", vtpm_op_get_capabilities, false, true },

@@ -2,8 +2,8 @@
 /*
  * libFuzzer entry point for what a worker does with a request body before
  * any handler touches libvirt: decode the envelope with the worker's
- * limits, then, as the instance handlers do (worker/ops.c,
- * worker/lifecycle.c), decode args.instance and args.old_flavor,
+ * limits, then, as the instance handlers do (worker/ops/),
+ * decode args.instance and args.old_flavor,
  * resolve the vTPM policy of both, and read their other args.  Every fault must be a documented
  * one, and the fault reply built from it must decode again, since that
  * is what the caller receives.  See fuzz.h and docs/fuzzing.md.
@@ -19,7 +19,7 @@ static const vtpm_fault decode_faults[] = {
 };
 static const vtpm_fault spec_faults[] = { VTPM_FAULT_BAD_REQUEST, VTPM_FAULT_NONE };
 
-/* The other args the handlers read (worker/ops.c, worker/lifecycle.c),
+/* The other args the handlers read (worker/ops/),
  * with their limits. */
 static void
 check_scalar_args(const vtpm_request *req)

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What every operation does with an instance's domain: read the request's
+ * instance, find and define the domain, start it with the TPM's key, and
+ * say where the instance's files live on this host.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+#include <msgpack.h>
+
+#include "vtpm/error.h"
+#include "vtpm/proto.h"
+#include "domxml.h"
+#include "policy.h"
+#include "virt.h"
+#include "worker.h"
+
+/* args.instance.uuid of a request that reads only the uuid. */
+int vtpm_ops_arg_uuid(const vtpm_request *req, char uuid[37], vtpm_error *err);
+/* args.instance.vtpm.secret of a request that reads only the uuid. */
+int vtpm_ops_arg_secret(const vtpm_request *req, GBytes **out, vtpm_error *err);
+
+char *vtpm_ops_state_dir(vtpm_worker *w, const char *uuid);
+/* Where a rebuild sets the old state aside while the vTPM changes. */
+char *vtpm_ops_replaced_dir(vtpm_worker *w, const char *uuid);
+/* Where a rekey builds the new state, and where the old one waits until
+ * the new key is stored (docs/security.md, Rekey). */
+char *vtpm_ops_rekey_dir(vtpm_worker *w, const char *uuid);
+/* The instance's serial console log ([libvirt] console_dir/<uuid>.log). */
+char *vtpm_ops_console_path(vtpm_worker *w, const char *uuid);
+/* Remove it: the instance no longer lives on this host (destroy, shelve
+ * offload, a confirmed migration away), and a stale log would outlive it. */
+void vtpm_ops_forget_console(vtpm_worker *w, const char *uuid);
+
+/* Looks the domain up; InstanceNotFound when it does not exist. */
+int vtpm_ops_find_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid,
+                         virDomainPtr *out, vtpm_error *err);
+/* A connection to @host's libvirtd: the local one for ourselves.  @host
+ * is a request's dest_host, or an archive manifest's secret_host (which
+ * whoever can write the shelve store controls): it is checked here, where
+ * it becomes part of a URI, whatever its source. */
+int vtpm_ops_host_conn(vtpm_worker *w, const char *host, virConnectPtr *out, vtpm_error *err);
+/* The uid and gid libvirt runs swtpm as ([libvirt] swtpm_user/_group). */
+int vtpm_ops_swtpm_ids(vtpm_worker *w, int *uid, int *gid, vtpm_error *err);
+
+char *vtpm_ops_spec_digest(const vtpm_instance *inst, const vtpm_device *dev);
+/* The domain's vtpmd metadata (zeroed, version NONE, when it has none). */
+int vtpm_ops_get_meta(vtpm_worker *w, virDomainPtr dom, vtpm_domxml_meta *out,
+                      vtpm_error *err);
+/* nil, or {version, model, secret_security, state_dir} */
+void vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
+                        const vtpm_device *dev);
+
+/* What (re)defining an instance's domain needs, derived from its spec. */
+typedef struct {
+    vtpm_device dev;
+    char *digest;
+    char *xml;
+    char *name;
+    /* how the XML was built, so that vtpm_custody_plan_key can rebuild it */
+    char *kernel, *initrd, *disk, *console;
+    bool encrypted;       /* <encryption secret='<uuid>'/> */
+    char *wrapped_secret; /* deployment mode */
+    bool new_host_secret; /* plan_key defined a host secret (undo on failure) */
+} vtpm_ops_domain;
+
+void vtpm_ops_domain_clear(vtpm_ops_domain *d);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_ops_domain, vtpm_ops_domain_clear)
+
+/* Resolve the vTPM (TPMUnsupported when this host lacks a needed trait),
+ * confine boot paths, build the domain XML. */
+int vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out,
+                     vtpm_error *err);
+/* Build d->xml again from @inst and what @d says now (its keying). */
+int vtpm_ops_build_xml(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *d,
+                       vtpm_error *err);
+int vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDomainPtr *out,
+                    vtpm_error *err);
+/* Start if not running, opening an encrypted TPM: in user mode with
+ * @secret (SecretRequired without it), in deployment mode with the
+ * unwrapped secret of the domain's metadata, each defined as an ephemeral
+ * private libvirt secret for the start only; in host mode with the host's
+ * secret.  A key that does not open the state is SecretInvalid (the state
+ * is left untouched). */
+int vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err);
+/* {domain, vtpm, vtpm_state?} */
+void vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
+                                 const vtpm_ops_domain *d, const char *vtpm_state);
