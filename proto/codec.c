@@ -703,6 +703,20 @@ vtpm_proto_parse_uuid(const char *s, const char *where, char out[37], vtpm_error
     return 0;
 }
 
+bool
+vtpm_proto_is_lower_hex(const char *s, size_t len)
+{
+    size_t n = 0;
+
+    if (!s)
+        return false;
+    for (; s[n]; n++) {
+        if (g_ascii_xdigit_value(s[n]) < 0 || g_ascii_isupper(s[n]))
+            return false;
+    }
+    return n == len;
+}
+
 int
 vtpm_proto_check_host(const char *h, const char *where, vtpm_error *err)
 {

@@ -1105,6 +1105,23 @@ test_parse_uuid(void **state)
     assert_string_equal(out, "sentinel");
 }
 
+/* Digests vtpmd writes and reads back: exactly so many lower-case hex
+ * digits, nothing else. */
+static void
+test_is_lower_hex(void **state)
+{
+    static const char *const bad[] = {
+        "0123456789abcdeF", "0123456789abcde", "0123456789abcdef0", "0123456789abcdeg",
+        "0123456789abcde ", " 123456789abcdef", "", "0x23456789abcdef",
+    };
+
+    assert_true(vtpm_proto_is_lower_hex("0123456789abcdef", 16));
+    assert_true(vtpm_proto_is_lower_hex("", 0));
+    assert_false(vtpm_proto_is_lower_hex(NULL, 0));
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+        assert_false(vtpm_proto_is_lower_hex(bad[i], 16));
+}
+
 /* Host names become part of a libvirt URI (migration_uri_template): a
  * request's dest_host, and an archive manifest's secret_host. */
 static void
@@ -1539,6 +1556,7 @@ main(void)
         cmocka_unit_test(test_accessors),
         cmocka_unit_test(test_strmap_limits),
         cmocka_unit_test(test_parse_uuid),
+        cmocka_unit_test(test_is_lower_hex),
         cmocka_unit_test(test_boot_variants),
         cmocka_unit_test(test_secret_and_ranges),
         cmocka_unit_test(test_decode_flavor_direct),

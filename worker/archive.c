@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include <json-glib/json-glib.h>
-#include <uuid/uuid.h>
 
+#include "vtpm/proto.h"
 #include "archive.h"
 #include "fsutil.h"
 
@@ -143,18 +143,6 @@ vtpm_archive_sha256(const void *data, size_t len)
 }
 
 /* ---- shared checks ----------------------------------------------------------- */
-
-static bool
-canonical_uuid(const char *s, char out[37])
-{
-    uuid_t u;
-
-    /* uuid_parse() has accepted other lengths in some libuuid versions. */
-    if (!s || strlen(s) != 36 || uuid_parse(s, u) != 0 || uuid_is_null(u))
-        return false;
-    uuid_unparse_lower(u, out);
-    return true;
-}
 
 static bool
 name_char(char c)
@@ -610,18 +598,6 @@ only_keys(JsonObject *o, const char *where, const char *const *keys, vtpm_error 
     return 0;
 }
 
-static bool
-sha256_hex(const char *s)
-{
-    if (!s || strlen(s) != 64)
-        return false;
-    for (; *s; s++) {
-        if (!g_ascii_isdigit(*s) && !(*s >= 'a' && *s <= 'f'))
-            return false;
-    }
-    return true;
-}
-
 static int
 parse_tpm(JsonObject *o, vtpm_archive_meta *m, vtpm_error *err)
 {
@@ -691,7 +667,7 @@ parse_files(JsonObject *o, GHashTable *files, vtpm_error *err)
                           &size, err)) < 0 ||
             (rc = get_str(json_node_get_object(n), where, "sha256", false, &sha, err)) < 0)
             return rc;
-        if (!sha256_hex(sha))
+        if (!vtpm_proto_is_lower_hex(sha, 64))
             return vtpm_error_set(err, INTEGRITY, "%s: \"sha256\" is not 64 lower-case hex digits",
                                   where);
         rec->size = (size_t)size;
@@ -763,7 +739,7 @@ parse_manifest(const member *mf, vtpm_archive_meta *m, GHashTable *files, GHashT
     if ((rc = only_keys(o, "manifest", keys, err)) < 0 ||
         (rc = get_str(o, "manifest", "uuid", false, &uuid, err)) < 0)
         return rc;
-    if (!canonical_uuid(uuid, m->uuid))
+    if (vtpm_proto_parse_uuid(uuid, NULL, m->uuid, NULL) < 0)
         return vtpm_error_set(err, INTEGRITY, "manifest: \"uuid\" is not a canonical UUID");
     if ((rc = parse_tpm(o, m, err)) < 0 ||
         (rc = get_int(o, "manifest", "generation", 0, G_MAXINT64, &v, err)) < 0)
@@ -1078,7 +1054,8 @@ check_meta(const vtpm_archive_meta *meta, char uuid[37], vtpm_error *err)
     gpointer k, v;
     int rc;
 
-    if (!memchr(meta->uuid, '\0', sizeof(meta->uuid)) || !canonical_uuid(meta->uuid, uuid))
+    if (!memchr(meta->uuid, '\0', sizeof(meta->uuid)) ||
+        vtpm_proto_parse_uuid(meta->uuid, NULL, uuid, NULL) < 0)
         return vtpm_error_set(err, INTERNAL, "archive meta: uuid is not a canonical UUID");
     if (meta->generation > (uint64_t)G_MAXINT64)
         return vtpm_error_set(err, INTERNAL, "archive meta: generation %" PRIu64 " out of range",

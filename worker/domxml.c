@@ -164,18 +164,6 @@ plan_boot(const vtpm_domxml_params *p, boot_plan *b, vtpm_error *err)
     return 0;
 }
 
-static bool
-is_digest(const char *s)
-{
-    size_t n = 0;
-
-    for (; s[n]; n++) {
-        if (!g_ascii_isdigit(s[n]) && !(s[n] >= 'a' && s[n] <= 'f'))
-            return false;
-    }
-    return n == 64;
-}
-
 /* spec_digest is the first attribute of the first element so that it
  * precedes every peer-supplied value: a reader scanning the text for it
  * cannot be fooled by a flavor name that contains "spec_digest='...". */
@@ -298,7 +286,7 @@ vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err)
                                   p->virt_type);
         type = p->virt_type;
     }
-    if (p->spec_digest && !is_digest(p->spec_digest))
+    if (p->spec_digest && !vtpm_proto_is_lower_hex(p->spec_digest, 64))
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
                               "spec digest is not 64 lower-case hex digits");
     if (uuid_parse(inst->uuid, u) != 0)

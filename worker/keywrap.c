@@ -26,17 +26,6 @@ struct vtpm_keyring {
     key_slot prev;
 };
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = g_ascii_tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Read a key file: regular, owner-only, 32 raw bytes or 64 hex digits. */
 static int
 load_key(const char *path, key_slot *slot, vtpm_error *err)
@@ -81,7 +70,8 @@ load_key(const char *path, key_slot *slot, vtpm_error *err)
                                   path, (long long)st.st_size);
         }
         for (size_t i = 0; i < VTPM_KEYWRAP_KEY_BYTES; i++) {
-            int hi = hexval((char)buf[2 * i]), lo = hexval((char)buf[2 * i + 1]);
+            int hi = g_ascii_xdigit_value((char)buf[2 * i]);
+            int lo = g_ascii_xdigit_value((char)buf[2 * i + 1]);
 
             if (hi < 0 || lo < 0) {
                 explicit_bzero(buf, sizeof(buf));

@@ -156,6 +156,10 @@ GBytes *vtpm_bytes_new_wiped(gpointer data, gsize len);
  * lowered) is BadRequest. */
 int vtpm_proto_parse_uuid(const char *s, const char *where, char out[37], vtpm_error *err);
 
+/* Whether @s is exactly @len lower-case hex digits: a digest as vtpmd
+ * writes it (a sha256 is 64). */
+bool vtpm_proto_is_lower_hex(const char *s, size_t len);
+
 /* A host name that goes into a libvirt URI ([libvirt] migration_uri_template):
  * 1..255 of A-Z a-z 0-9 . - _ : (IPv6 literals).  Anything else ('/', '?',
  * '@', '%', spaces, controls) could change what the URI names, so it is
