@@ -4,7 +4,8 @@
  * a standalone swtpm under one passphrase is read out, written under
  * another and verified; the old passphrase no longer opens the new state,
  * the new one does, wrong keys are SecretInvalid, and the input state is
- * never written.  TPM 2.0 and 1.2.
+ * never written.  TPM 2.0 and 1.2.  And the scan of swtpm's log that tells
+ * a wrong key from other start failures.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -137,12 +138,44 @@ test_tpm12(void **state)
     run(VTPM_VERSION_1_2);
 }
 
+/* A start that fails on a wrong key is told apart by what swtpm logged
+ * after the start began (@from): an older failure earlier in the same
+ * log, or a message past the scanned window, says nothing. */
+static void
+test_log_says_bad_key(void **state)
+{
+    g_autofree char *dir = g_dir_make_tmp("test_rekey-log-XXXXXX", NULL);
+    g_autofree char *log = g_build_filename(dir, "swtpm.log", NULL);
+    g_autofree char *old = g_strdup("swtpm: Error from SWTPM_NVRAM_GetDecryptedData\n");
+    g_autofree char *pad = g_strnfill(VTPM_REKEY_LOG_SCAN, 'x');
+    g_autofree char *text = NULL;
+
+    assert_non_null(dir);
+    assert_false(vtpm_rekey_log_says_bad_key(log, 0)); /* no log yet */
+    assert_true(g_file_set_contents(log, "swtpm: CMD_INIT ok\n", -1, NULL));
+    assert_false(vtpm_rekey_log_says_bad_key(log, 0));
+    assert_true(g_file_set_contents(log, old, -1, NULL));
+    assert_true(vtpm_rekey_log_says_bad_key(log, 0));
+    assert_false(vtpm_rekey_log_says_bad_key(log, (off_t)strlen(old)));
+    text = g_strconcat(old, "swtpm: Verification of HMAC failed\n", NULL);
+    assert_true(g_file_set_contents(log, text, -1, NULL));
+    assert_true(vtpm_rekey_log_says_bad_key(log, (off_t)strlen(old)));
+    g_free(text);
+    text = g_strconcat(pad, "swtpm: Verification of HMAC failed\n", NULL);
+    assert_true(g_file_set_contents(log, text, -1, NULL));
+    assert_false(vtpm_rekey_log_says_bad_key(log, 0));
+    assert_true(vtpm_rekey_log_says_bad_key(log, 1024));
+    assert_int_equal(g_unlink(log), 0);
+    assert_int_equal(g_rmdir(dir), 0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tpm2),
         cmocka_unit_test(test_tpm12),
+        cmocka_unit_test(test_log_says_bad_key),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -241,15 +241,19 @@ fail:
     return rc;
 }
 
-/* swtpm 0.7 logs this when the key does not verify the state's HMAC. */
-static bool
-log_says_bad_key(const char *log)
+bool
+vtpm_rekey_log_says_bad_key(const char *path, off_t from)
 {
-    g_autofree char *text = NULL;
+    g_autofree char *buf = NULL;
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-    if (!g_file_get_contents(log, &text, NULL, NULL))
+    if (fd < 0)
         return false;
-    return strstr(text, "GetDecryptedData") || strstr(text, "Verification of HMAC failed");
+    buf = g_malloc0(VTPM_REKEY_LOG_SCAN + 1);
+    n = pread(fd, buf, VTPM_REKEY_LOG_SCAN, from);
+    close(fd);
+    return n > 0 && (strstr(buf, "GetDecryptedData") || strstr(buf, "Verification of HMAC failed"));
 }
 
 /* Run one swtpm on @dir with @key: load @in (when given) as its permanent
@@ -270,7 +274,7 @@ swtpm_session(const char *dir, vtpm_version version, GBytes *key, GBytes *in, GB
     if (in && ((rc = blob_fd(in, &fd, err)) < 0 || (rc = ioctl_run(s.ctrl, load, fd, err)) < 0))
         goto out;
     if ((rc = ioctl_run(s.ctrl, init, -1, err)) < 0) {
-        if (log_says_bad_key(s.log))
+        if (vtpm_rekey_log_says_bad_key(s.log, 0))
             rc = vtpm_error_set(err, VTPM_FAULT_SECRET_INVALID,
                                 "the key does not decrypt the TPM state in %s", dir);
         goto out;

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include <glib.h>
 
 #include "vtpm/error.h"
@@ -42,6 +43,13 @@ int vtpm_rekey_export(const char *state_dir, vtpm_version version, GBytes *key,
  */
 int vtpm_rekey_write(const char *new_dir, vtpm_version version, GBytes *blob, GBytes *old_key,
                      GBytes *new_key, const char *scratch, vtpm_error *err);
+
+/* Whether swtpm wrote into its log @path, in the VTPM_REKEY_LOG_SCAN bytes
+ * after offset @from, that it could not decrypt the state (swtpm 0.7:
+ * "Verification of HMAC failed", "Error from SWTPM_NVRAM_GetDecryptedData"):
+ * a wrong key, told apart from other start failures. */
+#define VTPM_REKEY_LOG_SCAN 65536
+bool vtpm_rekey_log_says_bad_key(const char *path, off_t from);
 
 /* The name swtpm gives the state subdirectory / file of @version. */
 const char *vtpm_rekey_subdir(vtpm_version version);

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The domain helpers every operation family shares (ops/domain.h). */
 #include <errno.h>
-#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "fsutil.h"
 #include "keywrap.h"
 #include "ops/domain.h"
+#include "rekey.h"
 #include "secret.h"
 
 int
@@ -297,24 +297,6 @@ file_size_or_zero(const char *path)
     return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
-/* Whether swtpm wrote, after offset @from, that it could not decrypt the
- * state (swtpm 0.7: "Verification of HMAC failed", "Error from
- * SWTPM_NVRAM_GetDecryptedData"). */
-static bool
-swtpm_log_says_bad_key(const char *path, off_t from)
-{
-    g_autofree char *buf = NULL;
-    ssize_t n;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0)
-        return false;
-    buf = g_malloc0(65537);
-    n = pread(fd, buf, 65536, from);
-    close(fd);
-    return n > 0 && (strstr(buf, "GetDecryptedData") || strstr(buf, "Verification of HMAC failed"));
-}
-
 static int
 start_plain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
 {
@@ -404,7 +386,7 @@ vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err
             g_warning("instance %s: cannot undefine the ephemeral TPM secret: %s", uuid,
                       uerr.message);
     }
-    if (rc < 0 && swtpm_log_says_bad_key(log, log_from))
+    if (rc < 0 && vtpm_rekey_log_says_bad_key(log, log_from))
         return vtpm_error_set(err, VTPM_FAULT_SECRET_INVALID,
                               "the %s does not decrypt the TPM state of instance %s (swtpm "
                               "could not verify it); the state is left untouched",
