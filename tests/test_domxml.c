@@ -10,6 +10,8 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
+#include <libvirt/libvirt.h>
+
 #include "domxml.h"
 
 #define UUID "6f1c2a4e-0b7d-4c1e-9a55-3d2e8f0a1b2c"
@@ -832,6 +834,123 @@ test_spec_digest(void **state)
     expect_fault(f, VTPM_FAULT_INTERNAL, "spec digest is not 64 lower-case hex digits");
 }
 
+/* ---- reading the metadata back ------------------------------------------ */
+
+static void
+assert_meta_equal(const vtpm_domxml_meta *a, const vtpm_domxml_meta *b)
+{
+    assert_string_equal(a->spec_digest, b->spec_digest);
+    assert_string_equal(a->flavor, b->flavor);
+    assert_string_equal(a->image, b->image);
+    assert_int_equal(a->tpm.version, b->tpm.version);
+    assert_int_equal(a->tpm.model, b->tpm.model);
+    assert_int_equal(a->tpm.secret_security, b->tpm.secret_security);
+    assert_int_equal(a->encrypted, b->encrypted);
+    assert_string_equal(a->wrapped_secret, b->wrapped_secret);
+}
+
+/* A domain XML (an archive's copy of the definition) reads as the domain
+ * itself does through virDomainGetMetadata: defined in libvirt's test
+ * driver, what the whole inactive XML says equals what the metadata
+ * element says, and both equal what was built. */
+static void
+test_domain_metadata(void **state)
+{
+    fx *f = *state;
+    g_autofree char *xml = NULL;
+    g_auto(vtpm_domxml_meta) built = { 0 };
+    g_auto(vtpm_domxml_meta) whole = { 0 };
+    g_auto(vtpm_domxml_meta) element = { 0 };
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    char *desc = NULL, *md = NULL;
+    vtpm_error err = { 0 };
+
+    f->tpm = (vtpm_device){ VTPM_VERSION_2_0, VTPM_MODEL_CRB, VTPM_SECRET_DEPLOYMENT };
+    f->p.spec_digest = DIGEST;
+    f->p.secret_uuid = SECRET;
+    f->p.wrapped_secret = "v1:c2VjcmV0";
+    xml = build_ok(f);
+    assert_int_equal(vtpm_domxml_parse_domain_metadata(xml, &built, &err), 0);
+    assert_string_equal(built.spec_digest, DIGEST);
+    assert_string_equal(built.flavor, "m1.small");
+    assert_string_equal(built.image, "0a1b2c3d-img");
+    assert_int_equal(built.tpm.version, VTPM_VERSION_2_0);
+    assert_int_equal(built.tpm.model, VTPM_MODEL_CRB);
+    assert_int_equal(built.tpm.secret_security, VTPM_SECRET_DEPLOYMENT);
+    assert_true(built.encrypted);
+    assert_string_equal(built.wrapped_secret, "v1:c2VjcmV0");
+
+    assert_non_null(conn = virConnectOpen("test:///default"));
+    assert_non_null(dom = virDomainDefineXML(conn, xml));
+    assert_non_null(desc = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE |
+                                                        VIR_DOMAIN_XML_SECURE));
+    assert_non_null(md = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, VTPM_DOMXML_NS,
+                                              VIR_DOMAIN_AFFECT_CONFIG));
+    assert_int_equal(vtpm_domxml_parse_domain_metadata(desc, &whole, &err), 0);
+    assert_int_equal(vtpm_domxml_parse_metadata(md, &element, &err), 0);
+    assert_meta_equal(&whole, &built);
+    assert_meta_equal(&element, &built);
+    assert_int_equal(virDomainUndefine(dom), 0);
+    virDomainFree(dom);
+    virConnectClose(conn);
+    free(desc);
+    free(md);
+}
+
+/* Only /domain/metadata's element of our namespace counts: not another
+ * namespace's element of the same names before it, not text that spells
+ * metadata, not a metadata element elsewhere. */
+static void
+test_domain_metadata_scope(void **state)
+{
+    static const char xml[] =
+        "<domain type='qemu'><name>n</name>"
+        "<title>&lt;metadata&gt;&lt;vtpmd:vtpm version='1.2'/&gt;&lt;/metadata&gt;</title>"
+        "<devices><metadata><vtpmd:instance xmlns:vtpmd='" VTPM_DOMXML_NS "' "
+        "spec_digest='ffff'/></metadata></devices>"
+        "<metadata>"
+        "<x:instance xmlns:x='https://example.invalid/x' spec_digest='eeee'>"
+        "<x:vtpm version='1.2' model='tpm-tis' secret_security='user'/></x:instance>"
+        "<vtpmd:instance xmlns:vtpmd='" VTPM_DOMXML_NS "' spec_digest='" DIGEST "'>"
+        "<vtpmd:vtpm version='2.0' model='tpm-crb' secret_security='host' encrypted='yes'/>"
+        "</vtpmd:instance>"
+        "<vtpmd:instance xmlns:vtpmd='" VTPM_DOMXML_NS "' spec_digest='dddd'/>"
+        "</metadata></domain>";
+    g_auto(vtpm_domxml_meta) m = { 0 };
+    vtpm_error err = { 0 };
+
+    assert_int_equal(vtpm_domxml_parse_domain_metadata(xml, &m, &err), 0);
+    assert_string_equal(m.spec_digest, DIGEST);
+    assert_int_equal(m.tpm.version, VTPM_VERSION_2_0);
+    assert_int_equal(m.tpm.model, VTPM_MODEL_CRB);
+    assert_int_equal(m.tpm.secret_security, VTPM_SECRET_HOST);
+    assert_true(m.encrypted);
+    assert_null(m.flavor);
+}
+
+/* No metadata: nothing known (version NONE), not a fault; a broken XML is
+ * Internal and leaves the output alone. */
+static void
+test_domain_metadata_none(void **state)
+{
+    vtpm_domxml_meta m = { .spec_digest = (char *)"sentinel" };
+    vtpm_error err = { 0 };
+
+    assert_int_equal(vtpm_domxml_parse_domain_metadata("<domain><metadata>", &m, &err),
+                     -(int)VTPM_FAULT_INTERNAL);
+    assert_int_equal(err.code, VTPM_FAULT_INTERNAL);
+    assert_true(g_str_has_prefix(err.message, "domain metadata: "));
+    assert_string_equal(m.spec_digest, "sentinel");
+
+    assert_int_equal(vtpm_domxml_parse_domain_metadata("<domain type='kvm'><name>n</name>"
+                                                       "<metadata/></domain>",
+                                                       &m, &err),
+                     0);
+    assert_null(m.spec_digest);
+    assert_int_equal(m.tpm.version, VTPM_VERSION_NONE);
+}
+
 static void
 test_domain_name(void **state)
 {
@@ -1049,6 +1168,9 @@ main(void)
         T(test_schema_check_has_teeth),
         T(test_spec_digest),
         T(test_hostile_names),
+        T(test_domain_metadata),
+        cmocka_unit_test(test_domain_metadata_scope),
+        cmocka_unit_test(test_domain_metadata_none),
         cmocka_unit_test(test_hostile_uuids),
         cmocka_unit_test(test_domain_name),
     };

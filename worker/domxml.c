@@ -389,27 +389,105 @@ meta_start(GMarkupParseContext *ctx, const char *element, const char **names,
     }
 }
 
+/* Parse @text with @parser, whose handlers fill @mp; *out on success. */
+static int
+parse_with(const GMarkupParser *parser, gpointer user, meta_parse *mp, const char *text,
+           vtpm_domxml_meta *out, vtpm_error *err)
+{
+    g_autoptr(GMarkupParseContext) ctx =
+        g_markup_parse_context_new(parser, G_MARKUP_PREFIX_ERROR_POSITION, user, NULL);
+    g_autoptr(GError) gerr = NULL;
+
+    mp->m.tpm.version = VTPM_VERSION_NONE;
+    if (!g_markup_parse_context_parse(ctx, text, -1, &gerr) ||
+        !g_markup_parse_context_end_parse(ctx, &gerr)) {
+        vtpm_domxml_meta_clear(&mp->m);
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domain metadata: %s", gerr->message);
+    }
+    if (mp->bad_tpm) {
+        vtpm_domxml_meta_clear(&mp->m);
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domain metadata: unknown vTPM values");
+    }
+    *out = mp->m;
+    return 0;
+}
+
 int
 vtpm_domxml_parse_metadata(const char *md, vtpm_domxml_meta *out, vtpm_error *err)
 {
     static const GMarkupParser parser = { .start_element = meta_start };
     meta_parse mp = { 0 };
-    g_autoptr(GMarkupParseContext) ctx =
-        g_markup_parse_context_new(&parser, G_MARKUP_PREFIX_ERROR_POSITION, &mp, NULL);
-    g_autoptr(GError) gerr = NULL;
 
-    mp.m.tpm.version = VTPM_VERSION_NONE;
-    if (!g_markup_parse_context_parse(ctx, md, -1, &gerr) ||
-        !g_markup_parse_context_end_parse(ctx, &gerr)) {
-        vtpm_domxml_meta_clear(&mp.m);
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domain metadata: %s", gerr->message);
+    return parse_with(&parser, &mp, &mp, md, out, err);
+}
+
+/* Reading a whole domain: only the element libvirt's virDomainGetMetadata
+ * would hand out, the first child of /domain/metadata in our namespace
+ * (declared on that element, as libvirt writes it), goes to meta_start. */
+typedef struct {
+    meta_parse mp;
+    int depth;        /* of the element open now */
+    bool in_domain;   /* the root is <domain> */
+    bool in_metadata; /* /domain/metadata is open */
+    int ours;         /* depth of our element while it is open, else 0 */
+    bool found;
+} domain_parse;
+
+static bool
+in_our_ns(const char *element, const char **names, const char **values)
+{
+    const char *colon = strchr(element, ':');
+    g_autofree char *decl = colon ? g_strdup_printf("xmlns:%.*s", (int)(colon - element), element)
+                                  : g_strdup("xmlns");
+
+    for (size_t i = 0; names[i]; i++) {
+        if (strcmp(names[i], decl) == 0)
+            return strcmp(values[i], VTPM_DOMXML_NS) == 0;
     }
-    if (mp.bad_tpm) {
-        vtpm_domxml_meta_clear(&mp.m);
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domain metadata: unknown vTPM values");
+    return false;
+}
+
+static void
+domain_start(GMarkupParseContext *ctx, const char *element, const char **names,
+             const char **values, gpointer user, GError **gerr)
+{
+    domain_parse *dp = user;
+
+    dp->depth++;
+    if (dp->ours) {
+        meta_start(ctx, element, names, values, &dp->mp, gerr);
+    } else if (dp->depth == 1) {
+        dp->in_domain = strcmp(element, "domain") == 0;
+    } else if (dp->depth == 2) {
+        dp->in_metadata = dp->in_domain && strcmp(element, "metadata") == 0;
+    } else if (dp->depth == 3 && dp->in_metadata && !dp->found &&
+               in_our_ns(element, names, values)) {
+        dp->ours = dp->depth;
+        dp->found = true;
+        meta_start(ctx, element, names, values, &dp->mp, gerr);
     }
-    *out = mp.m;
-    return 0;
+}
+
+static void
+domain_end(GMarkupParseContext *ctx, const char *element, gpointer user, GError **gerr)
+{
+    domain_parse *dp = user;
+
+    if (dp->ours == dp->depth)
+        dp->ours = 0;
+    if (dp->depth == 2)
+        dp->in_metadata = false;
+    dp->depth--;
+}
+
+int
+vtpm_domxml_parse_domain_metadata(const char *xml, vtpm_domxml_meta *out, vtpm_error *err)
+{
+    static const GMarkupParser parser = { .start_element = domain_start,
+                                          .end_element = domain_end };
+    domain_parse dp = { 0 };
+
+    return parse_with(&parser, &dp, &dp.mp, xml, out, err);
 }
 
 void

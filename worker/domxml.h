@@ -52,7 +52,14 @@ typedef struct {
     char *wrapped_secret; /* deployment mode; NULL when absent */
 } vtpm_domxml_meta;
 
-/* Parse the metadata element as libvirt returns it (any namespace prefix).
- * Internal on malformed XML or unknown TPM values. */
+/* Parse the metadata element as libvirt's virDomainGetMetadata returns it
+ * (any namespace prefix).  Internal on malformed XML or unknown TPM
+ * values. */
 int vtpm_domxml_parse_metadata(const char *md, vtpm_domxml_meta *out, vtpm_error *err);
+/* The same for a whole domain XML as libvirt formats it (the definition an
+ * archive carries): only the element of our namespace in /domain/metadata
+ * is read, as virDomainGetMetadata would hand it out; version NONE when
+ * there is none. */
+int vtpm_domxml_parse_domain_metadata(const char *xml, vtpm_domxml_meta *out, vtpm_error *err);
 void vtpm_domxml_meta_clear(vtpm_domxml_meta *m);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_domxml_meta, vtpm_domxml_meta_clear)

@@ -148,21 +148,13 @@ vtpm_custody_drop_kept(vtpm_worker *w, const char *uuid)
 void
 vtpm_custody_archive_meta(const vtpm_archive_meta *am, vtpm_domxml_meta *out)
 {
-    const char *xml = am->domain_xml;
-    const char *b = xml ? strstr(xml, "<metadata>") : NULL;
-    const char *e = b ? strstr(b, "</metadata>") : NULL;
     const char *wrapped = g_hash_table_lookup(am->extra, "wrapped_secret");
 
     memset(out, 0, sizeof(*out));
     out->tpm.version = VTPM_VERSION_NONE;
-    if (e) {
-        g_autofree char *md = g_strndup(b, (gsize)(e + strlen("</metadata>") - b));
-
-        if (vtpm_domxml_parse_metadata(md, out, NULL) < 0) {
-            memset(out, 0, sizeof(*out));
-            out->tpm.version = VTPM_VERSION_NONE;
-        }
-    }
+    /* Unreadable metadata leaves *out as it is: nothing known. */
+    if (am->domain_xml)
+        (void)vtpm_domxml_parse_domain_metadata(am->domain_xml, out, NULL);
     /* The manifest's copy is the one the archive promises to carry. */
     if (wrapped) {
         g_free(out->wrapped_secret);

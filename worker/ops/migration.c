@@ -16,25 +16,15 @@
 #include "store.h"
 
 /* The spec digest that a domain XML (as libvirt formats it) records in its
- * vtpmd metadata; NULL when it has none.  The first literal "<metadata>" is
- * the element: text content that spells it is escaped. */
+ * vtpmd metadata; NULL when it has none. */
 static char *
 xml_spec_digest(const char *xml)
 {
-    const char *b = xml ? strstr(xml, "<metadata>") : NULL;
-    const char *e = b ? strstr(b, "</metadata>") : NULL;
-    g_autofree char *md = NULL;
-    vtpm_domxml_meta m = { 0 };
-    char *out = NULL;
+    g_auto(vtpm_domxml_meta) m = { 0 };
 
-    if (!e)
+    if (!xml || vtpm_domxml_parse_domain_metadata(xml, &m, NULL) < 0)
         return NULL;
-    md = g_strndup(b, (gsize)(e + strlen("</metadata>") - b));
-    if (vtpm_domxml_parse_metadata(md, &m, NULL) == 0) {
-        out = g_steal_pointer(&m.spec_digest);
-        vtpm_domxml_meta_clear(&m);
-    }
-    return out;
+    return g_steal_pointer(&m.spec_digest);
 }
 
 int
