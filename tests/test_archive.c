@@ -30,8 +30,6 @@
 /* A fixed mtime, so that archives of separately made trees compare. */
 #define MTIME 1700000000
 
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_archive_meta, vtpm_archive_meta_clear)
-
 /* ---- file system helpers --------------------------------------------------- */
 
 static int

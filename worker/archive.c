@@ -87,7 +87,6 @@ afd_close(afd fd)
 
 G_DEFINE_AUTO_CLEANUP_FREE_FUNC(afd, afd_close, -1)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(DIR, closedir)
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_archive_meta, vtpm_archive_meta_clear)
 
 /* ---- meta ------------------------------------------------------------------ */
 

@@ -42,6 +42,7 @@ typedef struct {
 
 void vtpm_archive_meta_init(vtpm_archive_meta *m);
 void vtpm_archive_meta_clear(vtpm_archive_meta *m);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_archive_meta, vtpm_archive_meta_clear)
 
 /*
  * Pack every regular file and directory under @state_dir (not following

@@ -10,7 +10,7 @@
 
 int
 vtpm_custody_plan_key(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *inst,
-                  vtpm_ops_domain *d, const vtpm_domxml_meta *cont, vtpm_error *err)
+                      vtpm_ops_domain *d, const vtpm_domxml_meta *cont, vtpm_error *err)
 {
     g_autoptr(GBytes) secret = NULL;
     bool exists = false, current = true;
@@ -97,7 +97,8 @@ kept_key_path(vtpm_worker *w, const char *uuid)
 }
 
 int
-vtpm_custody_write_kept(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta *m, vtpm_error *err)
+vtpm_custody_write_kept(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta *m,
+                        vtpm_error *err)
 {
     g_autofree char *path = kept_key_path(w, uuid);
     g_autofree char *xml = g_markup_printf_escaped(
@@ -115,25 +116,25 @@ vtpm_custody_write_kept(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta
 
 /* 0 with *out filled when a record exists for the same vTPM mode. */
 int
-vtpm_custody_read_kept(vtpm_worker *w, const char *uuid, const vtpm_device *dev, vtpm_domxml_meta *out)
+vtpm_custody_read_kept(vtpm_worker *w, const char *uuid, const vtpm_device *dev,
+                       vtpm_domxml_meta *out)
 {
     g_autofree char *path = kept_key_path(w, uuid);
     g_autoptr(GBytes) data = NULL;
     g_autofree char *text = NULL;
-    vtpm_domxml_meta m = { 0 };
+    g_auto(vtpm_domxml_meta) m = { 0 };
 
     if (vtpm_fs_read(path, 64 * 1024, &data, NULL) < 0)
         return -1;
     text = g_strndup(g_bytes_get_data(data, NULL), g_bytes_get_size(data));
     if (vtpm_domxml_parse_metadata(text, &m, NULL) < 0)
         return -1;
-    if (m.tpm.secret_security != dev->secret_security) {
-        vtpm_domxml_meta_clear(&m);
+    if (m.tpm.secret_security != dev->secret_security)
         return -1;
-    }
     if (m.wrapped_secret && !m.wrapped_secret[0])
         g_clear_pointer(&m.wrapped_secret, g_free);
     *out = m;
+    m = (vtpm_domxml_meta){ 0 };
     return 0;
 }
 
@@ -166,8 +167,8 @@ vtpm_custody_archive_meta(const vtpm_archive_meta *am, vtpm_domxml_meta *out)
  * deployment <-> another mode is refused.  host -> user is refused too:
  * the caller does not know the host's key (rekey first, then resize). */
 int
-vtpm_custody_check_mode_change(vtpm_secret_security from, vtpm_secret_security to, const char *uuid,
-                  vtpm_error *err)
+vtpm_custody_check_mode_change(vtpm_secret_security from, vtpm_secret_security to,
+                               const char *uuid, vtpm_error *err)
 {
     if (from == to)
         return 0;
@@ -185,8 +186,8 @@ vtpm_custody_check_mode_change(vtpm_secret_security from, vtpm_secret_security t
  * archive) through [libvirt] migration_uri_template.  *fetched tells
  * whether it came from elsewhere. */
 int
-vtpm_custody_ensure_host_secret(vtpm_worker *w, virConnectPtr conn, const char *uuid, const char *origin,
-                   bool *fetched, vtpm_error *err)
+vtpm_custody_ensure_host_secret(vtpm_worker *w, virConnectPtr conn, const char *uuid,
+                                const char *origin, bool *fetched, vtpm_error *err)
 {
     g_autoptr(virConnect) oconn = NULL;
     g_autoptr(GBytes) value = NULL;

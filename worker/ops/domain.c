@@ -79,7 +79,7 @@ vtpm_ops_forget_console(vtpm_worker *w, const char *uuid)
 /* Looks the domain up; InstanceNotFound when it does not exist. */
 int
 vtpm_ops_find_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid, virDomainPtr *out,
-            vtpm_error *err)
+                     vtpm_error *err)
 {
     g_autoptr(virDomain) dom = NULL;
     int rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err);
@@ -256,10 +256,12 @@ confine_boot(vtpm_worker *w, const vtpm_instance *inst, char **kernel, char **in
     if (!inst->boot.present)
         return 0;
     if (inst->boot.kernel &&
-        (rc = vtpm_fs_confine(dir, inst->boot.kernel, "args.instance.boot.kernel", kernel, err)) < 0)
+        (rc = vtpm_fs_confine(dir, inst->boot.kernel, "args.instance.boot.kernel", kernel,
+                              err)) < 0)
         return rc;
     if (inst->boot.initrd &&
-        (rc = vtpm_fs_confine(dir, inst->boot.initrd, "args.instance.boot.initrd", initrd, err)) < 0)
+        (rc = vtpm_fs_confine(dir, inst->boot.initrd, "args.instance.boot.initrd", initrd,
+                              err)) < 0)
         return rc;
     if (inst->boot.disk &&
         (rc = vtpm_fs_confine(dir, inst->boot.disk, "args.instance.boot.disk", disk, err)) < 0)
@@ -305,16 +307,48 @@ start_plain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
     return 0;
 }
 
+/* The key that opens the TPM of a start: an ephemeral one in *out (user
+ * and deployment mode), or NULL in host mode, where libvirt holds it. */
+static int
+start_key(vtpm_worker *w, virConnectPtr conn, const char *uuid, const vtpm_domxml_meta *m,
+          GBytes *secret, GBytes **out, vtpm_error *err)
+{
+    bool exists = false;
+    int rc;
+
+    switch (m->tpm.secret_security) {
+    case VTPM_SECRET_USER:
+        if (!secret)
+            return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
+                                  "instance %s has an encrypted TPM in secret security mode "
+                                  "'user': args.instance.vtpm.secret is required to start it",
+                                  uuid);
+        *out = g_bytes_ref(secret);
+        return 0;
+    case VTPM_SECRET_DEPLOYMENT:
+        return vtpm_keyring_unwrap(w->keys, uuid, m->wrapped_secret, out, NULL, err);
+    default:
+        if ((rc = vtpm_secret_exists(conn, uuid, &exists, err)) < 0)
+            return rc;
+        if (!exists)
+            return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
+                                  "host %s has no TPM secret for instance %s (secret security "
+                                  "'host'); the TPM state cannot be opened here",
+                                  w->cfg->worker.host, uuid);
+        *out = NULL;
+        return 0;
+    }
+}
+
 int
 vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err)
 {
     int active = VTPM_LV(virDomainIsActive(dom));
-    vtpm_domxml_meta meta = { 0 };
+    g_auto(vtpm_domxml_meta) meta = { 0 };
     g_autoptr(GBytes) key = NULL;
     g_autofree char *log = NULL;
     virConnectPtr conn;
     char uuid[VIR_UUID_STRING_BUFLEN];
-    bool ephemeral = false, exists = false;
     off_t log_from;
     int rc;
 
@@ -324,62 +358,20 @@ vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err
         return 0;
     if ((rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
         return rc;
-    if (meta.tpm.version == VTPM_VERSION_NONE || !meta.encrypted) {
-        vtpm_domxml_meta_clear(&meta);
+    if (meta.tpm.version == VTPM_VERSION_NONE || !meta.encrypted)
         return start_plain(w, dom, err);
-    }
-    if (virDomainGetUUIDString(dom, uuid) < 0) {
-        vtpm_domxml_meta_clear(&meta);
+    if (virDomainGetUUIDString(dom, uuid) < 0)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain uuid");
-    }
     conn = virDomainGetConnect(dom);
-    switch (meta.tpm.secret_security) {
-    case VTPM_SECRET_USER:
-        if (!secret) {
-            vtpm_domxml_meta_clear(&meta);
-            return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
-                                  "instance %s has an encrypted TPM in secret security mode "
-                                  "'user': args.instance.vtpm.secret is required to start it",
-                                  uuid);
-        }
-        key = g_bytes_ref(secret);
-        ephemeral = true;
-        break;
-    case VTPM_SECRET_DEPLOYMENT:
-        rc = vtpm_keyring_unwrap(w->keys, uuid, meta.wrapped_secret, &key, NULL, err);
-        if (rc < 0) {
-            vtpm_domxml_meta_clear(&meta);
-            return rc;
-        }
-        ephemeral = true;
-        break;
-    default:
-        if ((rc = vtpm_secret_exists(conn, uuid, &exists, err)) < 0) {
-            vtpm_domxml_meta_clear(&meta);
-            return rc;
-        }
-        if (!exists) {
-            vtpm_domxml_meta_clear(&meta);
-            return vtpm_error_set(err, VTPM_FAULT_SECRET_REQUIRED,
-                                  "host %s has no TPM secret for instance %s (secret security "
-                                  "'host'); the TPM state cannot be opened here",
-                                  w->cfg->worker.host, uuid);
-        }
-        break;
-    }
-    vtpm_domxml_meta_clear(&meta);
-
-    if (ephemeral && (rc = vtpm_secret_define(conn, uuid, VTPM_SECRET_EPHEMERAL, key, err)) < 0)
+    if ((rc = start_key(w, conn, uuid, &meta, secret, &key, err)) < 0)
         return rc;
-    {
-        g_autofree char *name = g_strdup(virDomainGetName(dom));
-
-        log = swtpm_log_path(name);
-    }
+    if (key && (rc = vtpm_secret_define(conn, uuid, VTPM_SECRET_EPHEMERAL, key, err)) < 0)
+        return rc;
+    log = swtpm_log_path(virDomainGetName(dom));
     log_from = file_size_or_zero(log);
     rc = start_plain(w, dom, err);
     /* The key lives in libvirtd only while swtpm starts. */
-    if (ephemeral) {
+    if (key) {
         vtpm_error uerr = { 0 };
 
         if (vtpm_secret_undefine(conn, uuid, &uerr) < 0)
@@ -390,8 +382,7 @@ vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err
         return vtpm_error_set(err, VTPM_FAULT_SECRET_INVALID,
                               "the %s does not decrypt the TPM state of instance %s (swtpm "
                               "could not verify it); the state is left untouched",
-                              ephemeral && secret ? "secret given" : "TPM secret on this host",
-                              uuid);
+                              key && secret ? "secret given" : "TPM secret on this host", uuid);
     return rc;
 }
 
@@ -409,7 +400,8 @@ vtpm_ops_domain_clear(vtpm_ops_domain *d)
 }
 
 int
-vtpm_ops_build_xml(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *d, vtpm_error *err)
+vtpm_ops_build_xml(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *d,
+                   vtpm_error *err)
 {
     vtpm_domxml_params p = { 0 };
     char *xml = NULL;
@@ -437,7 +429,7 @@ int
 vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out,
                  vtpm_error *err)
 {
-    vtpm_ops_domain d = { 0 };
+    g_auto(vtpm_ops_domain) d = { 0 };
     int rc;
 
     if ((rc = vtpm_policy_resolve(inst->flavor->extra_specs, inst->image->properties, &d.dev,
@@ -447,19 +439,16 @@ vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out
     if (d.dev.version != VTPM_VERSION_NONE && (rc = check_host_offers(w, &d.dev, err)) < 0)
         return rc;
     if ((rc = confine_boot(w, inst, &d.kernel, &d.initrd, &d.disk, err)) < 0 ||
-        (rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0) {
-        vtpm_ops_domain_clear(&d);
+        (rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0)
         return rc;
-    }
 
     d.console = vtpm_ops_console_path(w, inst->uuid);
     d.digest = vtpm_ops_spec_digest(inst, &d.dev);
     d.name = vtpm_domxml_domain_name(inst->uuid);
-    if ((rc = vtpm_ops_build_xml(w, inst, &d, err)) < 0) {
-        vtpm_ops_domain_clear(&d);
+    if ((rc = vtpm_ops_build_xml(w, inst, &d, err)) < 0)
         return rc;
-    }
     *out = d;
+    d = (vtpm_ops_domain){ 0 };
     return 0;
 }
 

@@ -55,7 +55,7 @@ vtpm_generation_forget(vtpm_worker *w, const char *uuid)
 /* Before a restore: refuse an archive older than what this host saw. */
 int
 vtpm_generation_check(vtpm_worker *w, const char *uuid, const vtpm_archive_meta *am, bool force,
-          const char *what, vtpm_error *err)
+                      const char *what, vtpm_error *err)
 {
     uint64_t last = vtpm_generation_last(w, uuid);
 

@@ -21,6 +21,34 @@ vtpm_state_kept_path(vtpm_worker *w, const char *uuid)
     return g_strdup_printf("%s/%s.tar", w->cfg->store.kept_dir, uuid);
 }
 
+int
+vtpm_state_read_kept(vtpm_worker *w, const char *uuid, GBytes **out, vtpm_error *err)
+{
+    g_autofree char *kept = vtpm_state_kept_path(w, uuid);
+
+    /* Room for the manifest and the tar headers around the state. */
+    return vtpm_fs_read(kept, VTPM_ARCHIVE_MAX_TOTAL + 1024 * 1024, out, err);
+}
+
+bool
+vtpm_state_has_kept(vtpm_worker *w, const char *uuid)
+{
+    g_autofree char *kept = vtpm_state_kept_path(w, uuid);
+
+    return access(kept, F_OK) == 0;
+}
+
+int
+vtpm_state_drop_kept(vtpm_worker *w, const char *uuid, vtpm_error *err)
+{
+    g_autofree char *kept = vtpm_state_kept_path(w, uuid);
+
+    if (unlink(kept) < 0 && errno != ENOENT)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "removing %s: %s", kept,
+                              g_strerror(errno));
+    return 0;
+}
+
 char *
 vtpm_state_volume_name(const char *uuid)
 {
@@ -37,7 +65,8 @@ int
 vtpm_state_restore(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error *err)
 {
     g_autofree char *final = vtpm_ops_state_dir(w, uuid);
-    g_autofree char *tmp = g_strdup_printf("%s/.%s.restore-XXXXXX", w->cfg->libvirt.state_dir, uuid);
+    g_autofree char *tmp =
+        g_strdup_printf("%s/.%s.restore-XXXXXX", w->cfg->libvirt.state_dir, uuid);
     int uid = -1, gid = -1, rc;
 
     if ((rc = vtpm_ops_swtpm_ids(w, &uid, &gid, err)) < 0 ||
@@ -86,12 +115,12 @@ vtpm_state_restore(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error
  * archive. */
 int
 vtpm_state_pack(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_device *dev,
-           const char *reason, GHashTable *extra, GBytes **out, vtpm_error *err)
+                const char *reason, GHashTable *extra, GBytes **out, vtpm_error *err)
 {
     g_autofree char *state_dir = vtpm_ops_state_dir(w, uuid);
     g_autofree char *empty = NULL;
     char *xml = VTPM_LV(virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE));
-    vtpm_archive_meta meta;
+    g_auto(vtpm_archive_meta) meta = { 0 };
     int rc;
 
     if (!xml)
@@ -107,7 +136,8 @@ vtpm_state_pack(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_d
     }
     /* Wall-clock ms keeps generations comparable across hosts; never
      * below the last one this host saw, so it always grows here. */
-    meta.generation = MAX((uint64_t)(g_get_real_time() / 1000), vtpm_generation_last(w, uuid) + 1);
+    meta.generation =
+        MAX((uint64_t)(g_get_real_time() / 1000), vtpm_generation_last(w, uuid) + 1);
     meta.created_ms = g_get_real_time() / 1000;
     meta.reason = g_strdup(reason);
     meta.domain_xml = g_strdup(xml);
@@ -122,17 +152,14 @@ vtpm_state_pack(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_d
     }
     if (dev->version == VTPM_VERSION_NONE) {
         empty = g_dir_make_tmp("vtpmd-empty-XXXXXX", NULL);
-        if (!empty) {
-            vtpm_archive_meta_clear(&meta);
+        if (!empty)
             return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "cannot create a temporary dir");
-        }
     }
     rc = vtpm_archive_pack(empty ? empty : state_dir, &meta, out, err);
     if (empty)
         rmdir(empty);
     if (rc == 0 && (rc = vtpm_generation_record(w, uuid, meta.generation, err)) < 0)
         g_clear_pointer(out, g_bytes_unref);
-    vtpm_archive_meta_clear(&meta);
     return rc;
 }
 
@@ -171,7 +198,8 @@ vtpm_state_pack_transfer(msgpack_packer *pk, const char *key, GBytes *archive, c
 
 /* Optional {bytes, sha256} the caller passes back: checked when given. */
 int
-vtpm_state_check_expected(const msgpack_object *map, const char *where, GBytes *archive, vtpm_error *err)
+vtpm_state_check_expected(const msgpack_object *map, const char *where, GBytes *archive,
+                          vtpm_error *err)
 {
     g_autofree char *want = NULL, *have = NULL;
     uint64_t bytes = 0;

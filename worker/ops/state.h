@@ -20,6 +20,13 @@
 
 /* The migration source's copy of the state: <[store] kept_dir>/<uuid>.tar */
 char *vtpm_state_kept_path(vtpm_worker *w, const char *uuid);
+/* Its bytes; StateNotFound when there is none. */
+int vtpm_state_read_kept(vtpm_worker *w, const char *uuid, GBytes **out, vtpm_error *err);
+/* Whether there is one: a migration or resize from here that is not
+ * confirmed or reverted yet. */
+bool vtpm_state_has_kept(vtpm_worker *w, const char *uuid);
+/* Remove it; none is fine. */
+int vtpm_state_drop_kept(vtpm_worker *w, const char *uuid, vtpm_error *err);
 /* The state's volume in the incoming and shelve pools: <uuid>.vtpm.tar */
 char *vtpm_state_volume_name(const char *uuid);
 
