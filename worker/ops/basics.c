@@ -9,6 +9,7 @@
 #include "ops/custody.h"
 #include "ops/domain.h"
 #include "ops/generation.h"
+#include "ops/state.h"
 #include "secret.h"
 #include "store.h"
 
@@ -36,165 +37,190 @@ drop_new_secret(vtpm_worker *w, virConnectPtr conn, const char *uuid, const vtpm
         g_warning("instance %s: cleanup after failed spawn: %s", uuid, e.message);
 }
 
+/* A redelivery, or a retry after a crash: same spec means done. */
+static int
+spawn_again(vtpm_worker *w, virDomainPtr dom, const vtpm_instance *inst,
+            const vtpm_ops_domain *d, bool power_on, vtpm_error *err)
+{
+    g_auto(vtpm_domxml_meta) meta = { 0 };
+    int rc;
+
+    if ((rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
+        return rc;
+    if (!meta.spec_digest || strcmp(meta.spec_digest, d->digest) != 0)
+        return vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
+                              "instance %s already exists on host %s with a different "
+                              "spec; destroy or rebuild it instead",
+                              inst->uuid, w->cfg->worker.host);
+    if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
+        return rc;
+    return 0;
+}
+
+/* Undo a spawn whose start failed: the domain, a state it created, a
+ * host secret it defined. */
+static void
+undo_spawn(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const vtpm_instance *inst,
+           const vtpm_ops_domain *d, bool state_existed)
+{
+    g_autofree char *state_dir = vtpm_ops_state_dir(w, inst->uuid);
+    vtpm_error cleanup = { 0 };
+
+    if (vtpm_virt_undefine(w->virt, dom, state_existed, &cleanup) < 0)
+        g_warning("instance %s: cleanup after failed start: %s", inst->uuid, cleanup.message);
+    if (!state_existed && vtpm_fs_rmtree(state_dir, &cleanup) < 0)
+        g_warning("instance %s: cleanup after failed start: %s", inst->uuid, cleanup.message);
+    drop_new_secret(w, conn, inst->uuid, d);
+}
+
+static int
+spawn_new(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *inst, vtpm_ops_domain *d,
+          bool power_on, vtpm_error *err)
+{
+    g_autofree char *state_dir = vtpm_ops_state_dir(w, inst->uuid);
+    g_auto(vtpm_domxml_meta) kept = { 0 };
+    g_autoptr(virDomain) dom = NULL;
+    bool state_existed, have_kept;
+    int rc;
+
+    /* State kept by an earlier destroy(keep_vtpm) is adopted by the new
+     * domain; it must survive a failed start just as it was. */
+    state_existed = vtpm_fs_is_dir(state_dir);
+    /* ... and so is how it was keyed, when destroy recorded that. */
+    have_kept = state_existed && vtpm_custody_read_kept(w, inst->uuid, &d->dev, &kept) == 0;
+    if ((rc = vtpm_custody_plan_key(w, conn, inst, d, have_kept ? &kept : NULL, err)) < 0)
+        return rc;
+    if ((rc = vtpm_ops_define(w, conn, d->xml, &dom, err)) < 0) {
+        drop_new_secret(w, conn, inst->uuid, d);
+        return rc;
+    }
+    if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0) {
+        undo_spawn(w, conn, dom, inst, d, state_existed);
+        return rc;
+    }
+    vtpm_custody_drop_kept(w, inst->uuid);
+    return 0;
+}
+
 int
 vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
 {
     g_autoptr(vtpm_instance) inst = NULL;
     g_auto(vtpm_ops_domain) d = { 0 };
-    g_autofree char *state_dir = NULL;
-    vtpm_domxml_meta meta = { 0 };
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
-    bool power_on = true, state_existed;
+    bool power_on = true;
     int rc;
 
     if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
-        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0)
+        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on,
+                                  err)) < 0 ||
+        (rc = vtpm_ops_prepare(w, inst, &d, err)) < 0 ||
+        (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
+        (rc = vtpm_virt_lookup(w->virt, conn, inst->uuid, &dom, err)) < 0)
         return rc;
-    if ((rc = vtpm_ops_prepare(w, inst, &d, err)) < 0)
+    if (dom)
+        rc = spawn_again(w, dom, inst, &d, power_on, err);
+    else
+        rc = spawn_new(w, conn, inst, &d, power_on, err);
+    if (rc < 0)
         return rc;
-    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
-        return rc;
-    if ((rc = vtpm_virt_lookup(w->virt, conn, inst->uuid, &dom, err)) < 0)
-        goto out;
-
-    if (dom) {
-        /* A redelivery, or a retry after a crash: same spec means done. */
-        if ((rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
-            goto out;
-        if (!meta.spec_digest || strcmp(meta.spec_digest, d.digest) != 0) {
-            rc = vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
-                                "instance %s already exists on host %s with a different "
-                                "spec; destroy or rebuild it instead",
-                                inst->uuid, w->cfg->worker.host);
-            goto out;
-        }
-        if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
-            goto out;
-    } else {
-        vtpm_domxml_meta kept = { 0 };
-        bool have_kept;
-
-        state_dir = vtpm_ops_state_dir(w, inst->uuid);
-        /* State kept by an earlier destroy(keep_vtpm) is adopted by the new
-         * domain; it must survive a failed start just as it was. */
-        state_existed = vtpm_fs_is_dir(state_dir);
-        /* ... and so is how it was keyed, when destroy recorded that. */
-        have_kept = state_existed && vtpm_custody_read_kept(w, inst->uuid, &d.dev, &kept) == 0;
-        rc = vtpm_custody_plan_key(w, conn, inst, &d, have_kept ? &kept : NULL, err);
-        vtpm_domxml_meta_clear(&kept);
-        if (rc < 0)
-            goto out;
-        if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0) {
-            drop_new_secret(w, conn, inst->uuid, &d);
-            goto out;
-        }
-        if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0) {
-            vtpm_error cleanup = { 0 };
-
-            if (vtpm_virt_undefine(w->virt, dom, state_existed, &cleanup) < 0)
-                g_warning("instance %s: cleanup after failed start: %s", inst->uuid,
-                          cleanup.message);
-            if (!state_existed && vtpm_fs_rmtree(state_dir, &cleanup) < 0)
-                g_warning("instance %s: cleanup after failed start: %s", inst->uuid,
-                          cleanup.message);
-            drop_new_secret(w, conn, inst->uuid, &d);
-            goto out;
-        }
-        vtpm_custody_drop_kept(w, inst->uuid);
-    }
-
     vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, NULL);
-    rc = 0;
-out:
-    vtpm_domxml_meta_clear(&meta);
-    return rc;
+    return 0;
+}
+
+/* Only the UUID matters to a destroy: a caller that lost the rest of the
+ * spec must still be able to clean up. */
+static int
+destroy_args(const vtpm_request *req, char uuid[37], bool *keep, vtpm_error *err)
+{
+    int rc;
+
+    if ((rc = vtpm_ops_arg_uuid(req, uuid, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "keep_vtpm", false, false, keep, err)) < 0)
+        return rc;
+    return 0;
+}
+
+/* Stop and undefine the domain; with @keep the state stays, and with
+ * @record how it is keyed is written next to it for a later spawn. */
+static int
+destroy_domain(vtpm_worker *w, virDomainPtr dom, const char *uuid, bool keep, bool record,
+               vtpm_error *err)
+{
+    g_auto(vtpm_domxml_meta) m = { 0 };
+    int rc;
+
+    if ((rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
+        return rc;
+    if (record && ((rc = vtpm_ops_get_meta(w, dom, &m, err)) < 0 ||
+                   (m.tpm.version != VTPM_VERSION_NONE &&
+                    (rc = vtpm_custody_write_kept(w, uuid, &m, err)) < 0)))
+        return rc;
+    if ((rc = vtpm_virt_undefine(w->virt, dom, keep, err)) < 0)
+        return rc;
+    vtpm_inject("destroy.after_undefine");
+    return 0;
+}
+
+/* Everything of the instance on this host besides its domain. */
+static int
+destroy_rest(vtpm_worker *w, virConnectPtr conn, const char *uuid, vtpm_error *err)
+{
+    g_autofree char *state_dir = vtpm_ops_state_dir(w, uuid);
+    g_autofree char *replaced = vtpm_ops_replaced_dir(w, uuid);
+    g_autofree char *rekey = vtpm_ops_rekey_dir(w, uuid);
+    g_autofree char *incoming = vtpm_state_volume_name(uuid);
+    int rc;
+
+    /* The TPM's key goes with its state: a host-mode secret, or an
+     * ephemeral one a crash left behind.  Except while this host holds a
+     * kept copy of a migration or resize from here: a revert restores
+     * that copy, which needs the key (confirm_migration removes both). */
+    if (!vtpm_state_has_kept(w, uuid)) {
+        if ((rc = vtpm_secret_undefine(conn, uuid, err)) < 0)
+            return rc;
+        /* Nothing of the instance stays behind on this host: the
+         * record would only grow with every instance ever seen. */
+        vtpm_generation_forget(w, uuid);
+    }
+    vtpm_custody_drop_kept(w, uuid);
+    /* libvirt deletes the state only of domains it started at least once;
+     * leftovers of a failed or interrupted operation go too, and what an
+     * interrupted rekey left (docs/security.md, Rekey). */
+    if ((rc = vtpm_fs_rmtree(state_dir, err)) < 0 || (rc = vtpm_fs_rmtree(replaced, err)) < 0 ||
+        (rc = vtpm_fs_rmtree(rekey, err)) < 0)
+        return rc;
+    /* On a migration destination, a revert starts with destroy: the
+     * incoming state must not outlive it. */
+    if ((rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, incoming, err)) < 0)
+        return rc;
+    vtpm_ops_forget_console(w, uuid);
+    return 0;
 }
 
 int
 vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
 {
-    const msgpack_object *io = NULL;
-    g_autofree char *uuid_in = NULL, *state_dir = NULL, *incoming = NULL;
-    g_autofree char *replaced = NULL;
-    char uuid[37];
-    bool keep = false, existed = false, had_state;
+    g_autofree char *state_dir = NULL;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
+    bool keep = false, had_state;
+    char uuid[37];
     int rc;
 
-    /* Only the UUID matters to a destroy: a caller that lost the rest of
-     * the spec must still be able to clean up. */
-    if ((rc = vtpm_proto_get_map(&req->args, "args", "instance", true, &io, err)) < 0 ||
-        (rc = vtpm_proto_get_str(io, "args.instance", "uuid", true, 64, &uuid_in, err)) < 0 ||
-        (rc = vtpm_proto_parse_uuid(uuid_in, "args.instance.uuid", uuid, err)) < 0 ||
-        (rc = vtpm_proto_get_bool(&req->args, "args", "keep_vtpm", false, false, &keep, err)) < 0)
+    if ((rc = destroy_args(req, uuid, &keep, err)) < 0 ||
+        (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
+        (rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
         return rc;
-
-    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
-        return rc;
-    if ((rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
-        goto out;
     state_dir = vtpm_ops_state_dir(w, uuid);
     had_state = vtpm_fs_is_dir(state_dir);
-    if (dom) {
-        existed = true;
-        if ((rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
-            goto out;
-        if (keep && had_state) {
-            vtpm_domxml_meta m = { 0 };
-
-            if ((rc = vtpm_ops_get_meta(w, dom, &m, err)) == 0 && m.tpm.version != VTPM_VERSION_NONE)
-                rc = vtpm_custody_write_kept(w, uuid, &m, err);
-            vtpm_domxml_meta_clear(&m);
-            if (rc < 0)
-                goto out;
-        }
-        if ((rc = vtpm_virt_undefine(w->virt, dom, keep, err)) < 0)
-            goto out;
-        vtpm_inject("destroy.after_undefine");
-    }
-    /* The TPM's key goes with its state: a host-mode secret, or an
-     * ephemeral one a crash left behind. */
-    if (!keep) {
-        g_autofree char *kept_copy = g_strdup_printf("%s/%s.tar", w->cfg->store.kept_dir, uuid);
-
-        /* Except while this host holds a kept copy of a migration or
-         * resize from here: a revert restores that copy, which needs the
-         * key (confirm_migration removes both). */
-        if (access(kept_copy, F_OK) != 0) {
-            if ((rc = vtpm_secret_undefine(conn, uuid, err)) < 0)
-                goto out;
-            /* Nothing of the instance stays behind on this host: the
-             * record would only grow with every instance ever seen. */
-            vtpm_generation_forget(w, uuid);
-        }
-        vtpm_custody_drop_kept(w, uuid);
-    }
-    /* libvirt deletes the state only of domains it started at least once;
-     * leftovers of a failed or interrupted operation go too. */
-    if (!keep && (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
-        goto out;
-    replaced = vtpm_ops_replaced_dir(w, uuid);
-    if (!keep && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
-        goto out;
-    /* What an interrupted rekey left (docs/security.md, Rekey). */
-    g_free(replaced);
-    replaced = vtpm_ops_rekey_dir(w, uuid);
-    if (!keep && (rc = vtpm_fs_rmtree(replaced, err)) < 0)
-        goto out;
-    /* On a migration destination, a revert starts with destroy: the
-     * incoming state must not outlive it. */
-    incoming = g_strdup_printf("%s.vtpm.tar", uuid);
-    if (!keep && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, incoming, err)) < 0)
-        goto out;
-    if (!keep)
-        vtpm_ops_forget_console(w, uuid);
-
+    if (dom && (rc = destroy_domain(w, dom, uuid, keep, keep && had_state, err)) < 0)
+        return rc;
+    if (!keep && (rc = destroy_rest(w, conn, uuid, err)) < 0)
+        return rc;
     msgpack_pack_map(result, 2);
-    vtpm_pack_kv_bool(result, "destroyed", existed);
+    vtpm_pack_kv_bool(result, "destroyed", dom != NULL);
     vtpm_pack_kv_str(result, "vtpm_state", !had_state ? "none" : keep ? "kept" : "deleted");
-    rc = 0;
-out:
-    return rc;
+    return 0;
 }

@@ -283,68 +283,109 @@ rekey_commit(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *u
     return 0;
 }
 
+/* args.new_secret, in a copy that is wiped when freed like the request
+ * body it came from; NULL when absent. */
+static int
+arg_new_secret(const vtpm_request *req, GBytes **out, vtpm_error *err)
+{
+    g_autoptr(GBytes) given = NULL;
+    const void *data;
+    gsize len = 0;
+    int rc;
+
+    if ((rc = vtpm_proto_get_bin(&req->args, "args", "new_secret", false, VTPM_PROTO_MAX_FIELD,
+                                 &given, err)) < 0)
+        return rc;
+    if (!given) {
+        *out = NULL;
+        return 0;
+    }
+    data = g_bytes_get_data(given, &len);
+    if (len == 0)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "args.new_secret: must not be empty");
+    *out = vtpm_bytes_new_wiped(g_memdup2(data, len), len);
+    return 0;
+}
+
+/* What a rekey of the instance's state needs in place: no pending
+ * migration, a state to re-encrypt. */
+static int
+rekey_check_host(vtpm_worker *w, const char *uuid, vtpm_error *err)
+{
+    g_autofree char *state_dir = vtpm_ops_state_dir(w, uuid);
+
+    /* A kept copy (a migration or resize from here, not yet confirmed) is
+     * encrypted under the old key, and a revert would restore it. */
+    if (vtpm_state_has_kept(w, uuid))
+        return vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
+                              "instance %s has a migration or resize from host %s that is not "
+                              "confirmed yet; confirm or revert it before a rekey",
+                              uuid, w->cfg->worker.host);
+    if (!vtpm_fs_is_dir(state_dir))
+        return vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND,
+                              "instance %s has no TPM state on host %s yet (never started): "
+                              "there is nothing to re-encrypt",
+                              uuid, w->cfg->worker.host);
+    return 0;
+}
+
+/* Re-encrypt the stopped state (@blob as read while it may have still
+ * run) under a new key and commit it. */
+static int
+rekey_run(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *uuid,
+          const vtpm_domxml_meta *m, const char *work, bool stopped, GBytes *blob,
+          GBytes *old_key, GBytes *new_secret, vtpm_error *err)
+{
+    g_autofree char *state_dir = vtpm_ops_state_dir(w, uuid);
+    g_autofree char *scratch = g_build_filename(work, "scratch", NULL);
+    g_autoptr(GBytes) now = NULL;
+    g_autoptr(GBytes) new_key = NULL;
+    int rc;
+
+    /* The state as the stopped swtpm left it. */
+    if (stopped &&
+        (rc = vtpm_rekey_export(state_dir, m->tpm.version, old_key, scratch, &now, err)) < 0)
+        return rc;
+    if (new_secret)
+        new_key = g_bytes_ref(new_secret);
+    else if ((rc = vtpm_keyring_random_secret(&new_key, err)) < 0)
+        return rc;
+    if ((rc = rekey_commit(w, conn, dom, uuid, m, state_dir, work, now ? now : blob, old_key,
+                           new_key, err)) < 0)
+        return rc;
+    g_message("instance %s: TPM state re-encrypted under a new key (secret security '%s')",
+              uuid, vtpm_secret_security_str(m->tpm.secret_security));
+    return 0;
+}
+
 int
 vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
 {
-    g_autoptr(GBytes) new_secret = NULL, secret = NULL, old_key = NULL, new_key = NULL;
-    g_autoptr(GBytes) blob = NULL;
+    g_autoptr(GBytes) new_secret = NULL, secret = NULL, old_key = NULL, blob = NULL;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
-    g_autofree char *state_dir = NULL, *work = NULL, *kept = NULL, *again = NULL;
-    vtpm_domxml_meta m = { 0 };
-    bool running = false, done = false, rerun;
+    g_autofree char *state_dir = NULL, *work = NULL, *again = NULL;
+    g_auto(vtpm_domxml_meta) m = { 0 };
+    bool running = false, done = false, rerun, restart;
     char uuid[37];
     int active, rc;
 
-    if ((rc = vtpm_ops_arg_uuid(req, uuid, err)) < 0 || (rc = vtpm_ops_arg_secret(req, &secret, err)) < 0 ||
-        (rc = vtpm_proto_get_bin(&req->args, "args", "new_secret", false, VTPM_PROTO_MAX_FIELD,
-                                 &new_secret, err)) < 0)
-        return rc;
-    if (new_secret) {
-        /* The request body is wiped when freed; so is this copy. */
-        gsize len = 0;
-        const void *d = g_bytes_get_data(new_secret, &len);
-        GBytes *wiped;
-
-        if (len == 0)
-            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "args.new_secret: must not be empty");
-        wiped = vtpm_bytes_new_wiped(g_memdup2(d, len), len);
-        g_bytes_unref(new_secret);
-        new_secret = wiped;
-    }
-    if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0)
-        return rc;
-    if ((rc = vtpm_ops_find_domain(w, conn, uuid, &dom, err)) < 0 ||
+    if ((rc = vtpm_ops_arg_uuid(req, uuid, err)) < 0 ||
+        (rc = vtpm_ops_arg_secret(req, &secret, err)) < 0 ||
+        (rc = arg_new_secret(req, &new_secret, err)) < 0 ||
+        (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
+        (rc = vtpm_ops_find_domain(w, conn, uuid, &dom, err)) < 0 ||
         (rc = vtpm_ops_get_meta(w, dom, &m, err)) < 0 ||
-        (rc = rekey_check_args(uuid, &m, secret, new_secret, err)) < 0)
-        goto out;
-    /* A kept copy (a migration or resize from here, not yet confirmed) is
-     * encrypted under the old key, and a revert would restore it. */
-    kept = vtpm_state_kept_path(w, uuid);
-    if (access(kept, F_OK) == 0) {
-        rc = vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
-                            "instance %s has a migration or resize from host %s that is not "
-                            "confirmed yet; confirm or revert it before a rekey",
-                            uuid, w->cfg->worker.host);
-        goto out;
-    }
+        (rc = rekey_check_args(uuid, &m, secret, new_secret, err)) < 0 ||
+        (rc = rekey_check_host(w, uuid, err)) < 0 ||
+        (rc = rekey_current_key(w, conn, uuid, &m, secret, &old_key, err)) < 0)
+        return rc;
+    if ((active = VTPM_LV(virDomainIsActive(dom))) < 0)
+        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
     state_dir = vtpm_ops_state_dir(w, uuid);
-    if (!vtpm_fs_is_dir(state_dir)) {
-        rc = vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND,
-                            "instance %s has no TPM state on host %s yet (never started): "
-                            "there is nothing to re-encrypt",
-                            uuid, w->cfg->worker.host);
-        goto out;
-    }
-    if ((rc = rekey_current_key(w, conn, uuid, &m, secret, &old_key, err)) < 0)
-        goto out;
-    if ((active = VTPM_LV(virDomainIsActive(dom))) < 0) {
-        rc = vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
-        goto out;
-    }
     work = vtpm_ops_rekey_dir(w, uuid);
     if ((rc = vtpm_fs_mkdirs(work, 0700, err)) < 0)
-        goto out;
+        return rc;
     /* An earlier rekey stopped the running domain and could not start it
      * again: this one does (rekey_stop). */
     again = g_build_filename(work, "restart", NULL);
@@ -353,48 +394,28 @@ vtpm_op_rekey(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
      * swtpm replaces its state file by rename, so the copy is whole. */
     if ((rc = rekey_settle(w, uuid, &m, state_dir, work, old_key, new_secret, &blob, &done,
                            err)) < 0)
-        goto out;
+        return rc;
     /* A redelivered rekey that already happened leaves the domain as it is. */
     if (active && !done) {
         if ((rc = rekey_stop(w, dom, again, err)) < 0)
-            goto out;
+            return rc;
         running = true;
     }
-    if (!done) {
-        g_autofree char *scratch = g_build_filename(work, "scratch", NULL);
-
-        /* The state as the stopped swtpm left it. */
-        if (running) {
-            g_clear_pointer(&blob, g_bytes_unref);
-            if ((rc = vtpm_rekey_export(state_dir, m.tpm.version, old_key, scratch, &blob,
-                                        err)) < 0)
-                goto restart;
-        }
-        if (new_secret)
-            new_key = g_bytes_ref(new_secret);
-        else if ((rc = vtpm_keyring_random_secret(&new_key, err)) < 0)
-            goto restart;
-        rc = rekey_commit(w, conn, dom, uuid, &m, state_dir, work, blob, old_key, new_key, err);
-        if (rc < 0)
-            goto restart;
-        g_message("instance %s: TPM state re-encrypted under a new key (secret security '%s')",
-                  uuid, vtpm_secret_security_str(m.tpm.secret_security));
+    restart = running || rerun;
+    if (!done && (rc = rekey_run(w, conn, dom, uuid, &m, work, running, blob, old_key, new_secret,
+                                 err)) < 0) {
+        if (restart)
+            rekey_restart_old(w, dom, secret, uuid, again);
+        return rc;
     }
-    if ((running || rerun) && (rc = vtpm_ops_start(w, dom, new_secret, err)) < 0) {
+    if (restart && (rc = vtpm_ops_start(w, dom, new_secret, err)) < 0) {
         vtpm_error_prefix(err, "instance %s was rekeyed, but restarting it failed", uuid);
-        goto out;
+        return rc;
     }
     rekey_drop_work(uuid, work);
     msgpack_pack_map(result, 3);
     vtpm_pack_kv_bool(result, "rekeyed", true);
     vtpm_pack_kv_str(result, "secret_security", vtpm_secret_security_str(m.tpm.secret_security));
-    vtpm_pack_kv_bool(result, "restarted", running || rerun);
-    rc = 0;
-    goto out;
-restart:
-    if (running || rerun)
-        rekey_restart_old(w, dom, secret, uuid, again);
-out:
-    vtpm_domxml_meta_clear(&m);
-    return rc;
+    vtpm_pack_kv_bool(result, "restarted", restart);
+    return 0;
 }

@@ -52,18 +52,98 @@ meta_device(const vtpm_archive_meta *m, vtpm_device *out)
     return 0;
 }
 
+/* ---- shelve ------------------------------------------------------------------ */
+
+/* Offloaded already (redelivery): answer from the store. */
+static int
+shelved_before(vtpm_worker *w, virConnectPtr sconn, const char *uuid, const char *vol,
+               GBytes **out, vtpm_error *err)
+{
+    g_autoptr(GBytes) archive = NULL;
+    bool exists = false;
+    int rc;
+
+    if ((rc = vtpm_store_exists(sconn, w->cfg->store.shelve_pool, vol, &exists, err)) < 0)
+        return rc;
+    if (!exists)
+        return vtpm_error_set(err, VTPM_FAULT_INSTANCE_NOT_FOUND,
+                              "instance %s has no domain on host %s and nothing shelved", uuid,
+                              w->cfg->worker.host);
+    if ((rc = vtpm_store_get(sconn, w->cfg->store.shelve_pool, vol, &archive, err)) < 0 ||
+        (rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
+                                  NULL, err)) < 0)
+        return rc;
+    *out = g_steal_pointer(&archive);
+    return 0;
+}
+
+/* Archive the stopped state into the shelve store, and read it back and
+ * check it whole before the local copy may go. */
+static int
+store_state(vtpm_worker *w, virConnectPtr sconn, virDomainPtr dom, const char *uuid,
+            const vtpm_domxml_meta *dm, const char *vol, const char *ref, GBytes **out,
+            vtpm_error *err)
+{
+    g_autoptr(GHashTable) extra = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GBytes) archive = NULL;
+    g_autoptr(GBytes) back = NULL;
+    int rc;
+
+    /* Host mode: the key stays here; the archive says where. */
+    vtpm_custody_key_extra(w, dm, extra);
+    if ((rc = vtpm_state_pack(w, dom, uuid, &dm->tpm, "shelve", extra, &archive, err)) < 0 ||
+        (rc = vtpm_state_ensure_pool(w, sconn, w->cfg->store.shelve_pool, err)) < 0 ||
+        (rc = vtpm_store_put(sconn, w->cfg->store.shelve_pool, vol, archive, err)) < 0)
+        return rc;
+    vtpm_metrics_state_bytes(VTPM_METRICS_OUT, g_bytes_get_size(archive));
+    if ((rc = vtpm_store_get(sconn, w->cfg->store.shelve_pool, vol, &back, err)) < 0)
+        return rc;
+    if (!g_bytes_equal(back, archive) ||
+        vtpm_archive_verify(g_bytes_get_data(back, NULL), g_bytes_get_size(back), NULL, err) < 0)
+        return vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
+                              "shelved archive %s did not read back intact; local state kept",
+                              ref);
+    *out = g_steal_pointer(&archive);
+    return 0;
+}
+
+static int
+shelve_domain(vtpm_worker *w, virConnectPtr sconn, virDomainPtr dom, const char *uuid,
+              const char *vol, const char *ref, bool offload, GBytes **out, vtpm_error *err)
+{
+    g_autofree char *state_dir = vtpm_ops_state_dir(w, uuid);
+    g_auto(vtpm_domxml_meta) dm = { 0 };
+    int rc;
+
+    if ((rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0 ||
+        (rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err)) < 0)
+        return rc;
+    vtpm_inject("shelve.after_power_off");
+    if (dm.tpm.version != VTPM_VERSION_NONE) {
+        if ((rc = store_state(w, sconn, dom, uuid, &dm, vol, ref, out, err)) < 0)
+            return rc;
+        vtpm_inject("shelve.after_store");
+    }
+    if (!offload)
+        return 0;
+    if ((rc = vtpm_virt_undefine(w->virt, dom, false, err)) < 0 ||
+        (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+        return rc;
+    vtpm_ops_forget_console(w, uuid);
+    vtpm_inject("shelve.after_offload");
+    return 0;
+}
+
 int
 vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
 {
-    g_autofree char *vol = NULL, *ref = NULL, *state_dir = NULL;
+    g_autofree char *vol = NULL, *ref = NULL;
     g_autoptr(GBytes) archive = NULL;
-    g_autoptr(GBytes) back = NULL;
-    vtpm_domxml_meta dm = { 0 };
-    char uuid[37];
-    bool offload = true, exists = false;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virConnect) sconn = NULL;
     g_autoptr(virDomain) dom = NULL;
+    bool offload = true;
+    char uuid[37];
     int rc;
 
     if ((rc = vtpm_ops_arg_uuid(req, uuid, err)) < 0 ||
@@ -71,210 +151,220 @@ vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, 
         return rc;
     vol = vtpm_state_volume_name(uuid);
     ref = g_strdup_printf("%s/%s", w->cfg->store.shelve_pool, vol);
-    state_dir = vtpm_ops_state_dir(w, uuid);
     if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
         (rc = store_conn(w, &sconn, err)) < 0 ||
         (rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
-        goto out;
-
-    if (!dom) {
-        /* Offloaded already (redelivery): answer from the store. */
-        if ((rc = vtpm_store_exists(sconn, w->cfg->store.shelve_pool, vol, &exists, err)) < 0)
-            goto out;
-        if (!exists) {
-            rc = vtpm_error_set(err, VTPM_FAULT_INSTANCE_NOT_FOUND,
-                                "instance %s has no domain on host %s and nothing shelved", uuid,
-                                w->cfg->worker.host);
-            goto out;
-        }
-        if ((rc = vtpm_store_get(sconn, w->cfg->store.shelve_pool, vol, &archive, err)) < 0 ||
-            (rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
-                                      NULL, err)) < 0)
-            goto out;
-        goto reply;
-    }
-
-    if ((rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0 ||
-        (rc = vtpm_virt_shutdown(w->virt, dom, w->cfg->libvirt.shutdown_timeout, NULL, err)) < 0)
-        goto out;
-    vtpm_inject("shelve.after_power_off");
-    if (dm.tpm.version != VTPM_VERSION_NONE) {
-        g_autoptr(GHashTable) extra = g_hash_table_new(g_str_hash, g_str_equal);
-
-        /* Host mode: the key stays here; the archive says where. */
-        vtpm_custody_key_extra(w, &dm, extra);
-        if ((rc = vtpm_state_pack(w, dom, uuid, &dm.tpm, "shelve", extra, &archive, err)) < 0 ||
-            (rc = vtpm_state_ensure_pool(w, sconn, w->cfg->store.shelve_pool, err)) < 0 ||
-            (rc = vtpm_store_put(sconn, w->cfg->store.shelve_pool, vol, archive, err)) < 0)
-            goto out;
-        vtpm_metrics_state_bytes(VTPM_METRICS_OUT, g_bytes_get_size(archive));
-        /* Read it back and check it whole before the local copy may go. */
-        if ((rc = vtpm_store_get(sconn, w->cfg->store.shelve_pool, vol, &back, err)) < 0)
-            goto out;
-        if (!g_bytes_equal(back, archive) ||
-            vtpm_archive_verify(g_bytes_get_data(back, NULL), g_bytes_get_size(back), NULL,
-                                err) < 0) {
-            rc = vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
-                                "shelved archive %s did not read back intact; local state kept",
-                                ref);
-            goto out;
-        }
-        vtpm_inject("shelve.after_store");
-    }
-    if (offload) {
-        if ((rc = vtpm_virt_undefine(w->virt, dom, false, err)) < 0 ||
-            (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
-            goto out;
-        vtpm_ops_forget_console(w, uuid);
-        vtpm_inject("shelve.after_offload");
-    }
-reply:
+        return rc;
+    if (!dom)
+        rc = shelved_before(w, sconn, uuid, vol, &archive, err);
+    else
+        rc = shelve_domain(w, sconn, dom, uuid, vol, ref, offload, &archive, err);
+    if (rc < 0)
+        return rc;
     msgpack_pack_map(result, 2);
     vtpm_state_pack_transfer(result, "shelved", archive, ref);
     vtpm_pack_kv_bool(result, "offloaded", offload || !dom);
-    rc = 0;
-out:
-    vtpm_domxml_meta_clear(&dm);
-    return rc;
+    return 0;
+}
+
+/* ---- unshelve ------------------------------------------------------------------ */
+
+typedef struct {
+    vtpm_instance *inst;
+    const msgpack_object *shelved; /* args.shelved, borrowed */
+    bool power_on, force;
+    /* Where the archive is, for an instance with a vTPM (else NULL). */
+    char *ref, *pool, *vol;
+} unshelve_args;
+
+static void
+unshelve_args_clear(unshelve_args *a)
+{
+    g_clear_pointer(&a->inst, vtpm_instance_free);
+    g_clear_pointer(&a->ref, g_free);
+    g_clear_pointer(&a->pool, g_free);
+    g_clear_pointer(&a->vol, g_free);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(unshelve_args, unshelve_args_clear)
+
+static int
+unshelve_args_get(const vtpm_request *req, unshelve_args *a, vtpm_error *err)
+{
+    int rc;
+
+    if ((rc = vtpm_proto_arg_instance(req, &a->inst, err)) < 0 ||
+        (rc = vtpm_proto_get_map(&req->args, "args", "shelved", false, &a->shelved, err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &a->power_on,
+                                  err)) < 0 ||
+        (rc = vtpm_proto_get_bool(&req->args, "args", "force", false, false, &a->force, err)) < 0)
+        return rc;
+    return 0;
+}
+
+/* args.shelved.ref of an instance with a vTPM: only this instance's
+ * archive in the configured store, so that a ref cannot let a caller read
+ * another volume. */
+static int
+shelved_ref(vtpm_worker *w, unshelve_args *a, vtpm_error *err)
+{
+    const char *pool = w->cfg->store.shelve_pool;
+    const char *slash;
+    int rc;
+
+    if (!a->shelved)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "args.shelved: required for an instance with a vTPM");
+    if ((rc = vtpm_proto_get_str(a->shelved, "args.shelved", "ref", true, 512, &a->ref, err)) < 0)
+        return rc;
+    slash = strchr(a->ref, '/');
+    a->vol = vtpm_state_volume_name(a->inst->uuid);
+    if (!slash || strncmp(a->ref, pool, slash - a->ref) != 0 ||
+        strlen(pool) != (size_t)(slash - a->ref) || strcmp(slash + 1, a->vol) != 0)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "args.shelved.ref: expected %s/%s",
+                              pool, a->vol);
+    a->pool = g_strndup(a->ref, slash - a->ref);
+    return 0;
+}
+
+/* Unshelved already here (redelivery): finish the clean-up. */
+static int
+unshelved_before(vtpm_worker *w, virConnectPtr sconn, virDomainPtr dom, const unshelve_args *a,
+                 const vtpm_ops_domain *d, bool exists, vtpm_error *err)
+{
+    g_auto(vtpm_domxml_meta) dm = { 0 };
+    int rc;
+
+    if ((rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0)
+        return rc;
+    if (!dm.spec_digest || strcmp(dm.spec_digest, d->digest) != 0)
+        return vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
+                              "instance %s already has a different domain on host %s",
+                              a->inst->uuid, w->cfg->worker.host);
+    if (a->power_on && (rc = vtpm_ops_start(w, dom, a->inst->secret, err)) < 0)
+        return rc;
+    if (exists && (rc = vtpm_store_delete(sconn, a->pool, a->vol, err)) < 0)
+        return rc;
+    return 0;
+}
+
+/* The shelved archive @am of the instance, verified, may be restored. */
+static int
+check_archive(vtpm_worker *w, const unshelve_args *a, const vtpm_ops_domain *d,
+              const vtpm_archive_meta *am, vtpm_device *adev, vtpm_error *err)
+{
+    if (strcmp(am->uuid, a->inst->uuid) != 0)
+        return vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
+                              "shelved archive belongs to instance %s, not %s", am->uuid,
+                              a->inst->uuid);
+    if (meta_device(am, adev) < 0 || adev->version != d->dev.version ||
+        adev->model != d->dev.model)
+        return vtpm_error_set(err, VTPM_FAULT_INVALID_TPM_CONFIG,
+                              "shelved state is TPM %s/%s but the instance asks for %s/%s; "
+                              "state left in the store",
+                              am->tpm_version ? am->tpm_version : "none",
+                              am->tpm_model ? am->tpm_model : "none",
+                              vtpm_version_str(d->dev.version), vtpm_model_str(d->dev.model));
+    return vtpm_generation_check(w, a->inst->uuid, am, a->force, "the shelved archive", err);
+}
+
+/* Restore the shelved state, its key first.  *origin: the host a host
+ * mode secret was fetched from (NULL when none was). */
+static int
+restore_shelved(vtpm_worker *w, virConnectPtr conn, virConnectPtr sconn, const unshelve_args *a,
+                vtpm_ops_domain *d, bool exists, char **origin, vtpm_error *err)
+{
+    const char *uuid = a->inst->uuid;
+    g_autoptr(GBytes) archive = NULL;
+    g_auto(vtpm_archive_meta) am = { 0 };
+    g_auto(vtpm_domxml_meta) cont = { 0 };
+    vtpm_device adev;
+    bool fetched = false;
+    int rc;
+
+    if (!exists)
+        return vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND, "shelved archive %s does not exist",
+                              a->ref);
+    if ((rc = vtpm_store_get(sconn, a->pool, a->vol, &archive, err)) < 0 ||
+        (rc = vtpm_state_check_expected(a->shelved, "args.shelved", archive, err)) < 0 ||
+        (rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
+                                  &am, err)) < 0 ||
+        (rc = check_archive(w, a, d, &am, &adev, err)) < 0)
+        return rc;
+    /* The key before the state: a refusal leaves the archive alone. */
+    vtpm_custody_archive_meta(&am, &cont);
+    if ((rc = vtpm_custody_check_mode_change(adev.secret_security, d->dev.secret_security, uuid,
+                                             err)) < 0)
+        return rc;
+    if (d->dev.secret_security == VTPM_SECRET_HOST && cont.encrypted &&
+        (rc = vtpm_custody_ensure_host_secret(w, conn, uuid,
+                                              g_hash_table_lookup(am.extra, "secret_host"),
+                                              &fetched, err)) < 0)
+        return rc;
+    if ((rc = vtpm_custody_plan_key(w, conn, a->inst, d, &cont, err)) < 0)
+        return rc;
+    if ((rc = vtpm_state_restore(w, uuid, archive, err)) < 0 ||
+        (rc = vtpm_generation_record(w, uuid, am.generation, err)) < 0)
+        return rc;
+    vtpm_inject("unshelve.after_restore");
+    if (fetched)
+        *origin = g_strdup(g_hash_table_lookup(am.extra, "secret_host"));
+    return 0;
+}
+
+static int
+unshelve_domain(vtpm_worker *w, virConnectPtr conn, virConnectPtr sconn, const unshelve_args *a,
+                vtpm_ops_domain *d, bool exists, vtpm_error *err)
+{
+    g_autofree char *origin = NULL;
+    g_autoptr(virDomain) dom = NULL;
+    int rc;
+
+    if (a->pool)
+        rc = restore_shelved(w, conn, sconn, a, d, exists, &origin, err);
+    else
+        rc = vtpm_custody_plan_key(w, conn, a->inst, d, NULL, err);
+    if (rc < 0 || (rc = vtpm_ops_define(w, conn, d->xml, &dom, err)) < 0)
+        return rc;
+    vtpm_inject("unshelve.after_define");
+    if (a->power_on && (rc = vtpm_ops_start(w, dom, a->inst->secret, err)) < 0)
+        return rc;
+    vtpm_inject("unshelve.after_start");
+    if (a->pool && (rc = vtpm_store_delete(sconn, a->pool, a->vol, err)) < 0)
+        return rc;
+    if (origin)
+        vtpm_custody_drop_origin_secret(w, a->inst->uuid, origin);
+    return 0;
 }
 
 int
 vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
                  vtpm_error *err)
 {
-    g_autoptr(vtpm_instance) inst = NULL;
+    g_auto(unshelve_args) a = { 0 };
     g_auto(vtpm_ops_domain) d = { 0 };
-    g_autoptr(GBytes) archive = NULL;
-    g_autofree char *ref = NULL, *vol = NULL, *pool = NULL;
-    const msgpack_object *shelved = NULL;
-    vtpm_domxml_meta dm = { 0 };
-    vtpm_archive_meta am;
-    vtpm_domxml_meta cont = { 0 };
-    vtpm_device adev;
-    bool power_on = true, exists = false, fetched = false, force = false;
-    const char *slash;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virConnect) sconn = NULL;
     g_autoptr(virDomain) dom = NULL;
+    bool exists = false;
     int rc;
 
-    vtpm_archive_meta_init(&am);
-    if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
-        (rc = vtpm_proto_get_map(&req->args, "args", "shelved", false, &shelved, err)) < 0 ||
-        (rc = vtpm_proto_get_bool(&req->args, "args", "power_on", false, true, &power_on, err)) < 0 ||
-        (rc = vtpm_proto_get_bool(&req->args, "args", "force", false, false, &force, err)) < 0)
-        goto out;
-    if ((rc = vtpm_ops_prepare(w, inst, &d, err)) < 0)
-        goto out;
-    if (d.dev.version != VTPM_VERSION_NONE) {
-        if (!shelved) {
-            rc = vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                                "args.shelved: required for an instance with a vTPM");
-            goto out;
-        }
-        if ((rc = vtpm_proto_get_str(shelved, "args.shelved", "ref", true, 512, &ref, err)) < 0)
-            goto out;
-        slash = strchr(ref, '/');
-        vol = vtpm_state_volume_name(inst->uuid);
-        /* Only this instance's archive in the configured store: a ref must
-         * not let a caller read another volume. */
-        if (!slash || strncmp(ref, w->cfg->store.shelve_pool, slash - ref) != 0 ||
-            strlen(w->cfg->store.shelve_pool) != (size_t)(slash - ref) || strcmp(slash + 1, vol) != 0) {
-            rc = vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                                "args.shelved.ref: expected %s/%s", w->cfg->store.shelve_pool, vol);
-            goto out;
-        }
-        pool = g_strndup(ref, slash - ref);
-    }
-
+    if ((rc = unshelve_args_get(req, &a, err)) < 0 ||
+        (rc = vtpm_ops_prepare(w, a.inst, &d, err)) < 0 ||
+        (d.dev.version != VTPM_VERSION_NONE && (rc = shelved_ref(w, &a, err)) < 0))
+        return rc;
     if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
-        (rc = vtpm_virt_lookup(w->virt, conn, inst->uuid, &dom, err)) < 0)
-        goto out;
-    if (pool && ((rc = store_conn(w, &sconn, err)) < 0 ||
-                 (rc = vtpm_store_exists(sconn, pool, vol, &exists, err)) < 0))
-        goto out;
-
-    if (dom) {
-        /* Unshelved already here (redelivery): finish the clean-up. */
-        if ((rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0)
-            goto out;
-        if (!dm.spec_digest || strcmp(dm.spec_digest, d.digest) != 0) {
-            rc = vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
-                                "instance %s already has a different domain on host %s",
-                                inst->uuid, w->cfg->worker.host);
-            goto out;
-        }
-        if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
-            goto out;
-        if (exists && (rc = vtpm_store_delete(sconn, pool, vol, err)) < 0)
-            goto out;
-        goto reply;
-    }
-
-    if (pool) {
-        if (!exists) {
-            rc = vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND, "shelved archive %s does not exist",
-                                ref);
-            goto out;
-        }
-        if ((rc = vtpm_store_get(sconn, pool, vol, &archive, err)) < 0 ||
-            (rc = vtpm_state_check_expected(shelved, "args.shelved", archive, err)) < 0 ||
-            (rc = vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
-                                      &am, err)) < 0)
-            goto out;
-        if (strcmp(am.uuid, inst->uuid) != 0) {
-            rc = vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
-                                "shelved archive belongs to instance %s, not %s", am.uuid,
-                                inst->uuid);
-            goto out;
-        }
-        if (meta_device(&am, &adev) < 0 || adev.version != d.dev.version ||
-            adev.model != d.dev.model) {
-            rc = vtpm_error_set(err, VTPM_FAULT_INVALID_TPM_CONFIG,
-                                "shelved state is TPM %s/%s but the instance asks for %s/%s; "
-                                "state left in the store",
-                                am.tpm_version ? am.tpm_version : "none",
-                                am.tpm_model ? am.tpm_model : "none",
-                                vtpm_version_str(d.dev.version), vtpm_model_str(d.dev.model));
-            goto out;
-        }
-        if ((rc = vtpm_generation_check(w, inst->uuid, &am, force, "the shelved archive", err)) < 0)
-            goto out;
-        /* The key before the state: a refusal leaves the archive alone. */
-        vtpm_custody_archive_meta(&am, &cont);
-        if ((rc = vtpm_custody_check_mode_change(adev.secret_security, d.dev.secret_security, inst->uuid,
-                                    err)) < 0)
-            goto out;
-        if (d.dev.secret_security == VTPM_SECRET_HOST && cont.encrypted &&
-            (rc = vtpm_custody_ensure_host_secret(w, conn, inst->uuid,
-                                     g_hash_table_lookup(am.extra, "secret_host"), &fetched,
-                                     err)) < 0)
-            goto out;
-        if ((rc = vtpm_custody_plan_key(w, conn, inst, &d, &cont, err)) < 0)
-            goto out;
-        if ((rc = vtpm_state_restore(w, inst->uuid, archive, err)) < 0 ||
-            (rc = vtpm_generation_record(w, inst->uuid, am.generation, err)) < 0)
-            goto out;
-        vtpm_inject("unshelve.after_restore");
-    } else if ((rc = vtpm_custody_plan_key(w, conn, inst, &d, NULL, err)) < 0) {
-        goto out;
-    }
-    if ((rc = vtpm_ops_define(w, conn, d.xml, &dom, err)) < 0)
-        goto out;
-    vtpm_inject("unshelve.after_define");
-    if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
-        goto out;
-    vtpm_inject("unshelve.after_start");
-    if (pool && (rc = vtpm_store_delete(sconn, pool, vol, err)) < 0)
-        goto out;
-    if (fetched)
-        vtpm_custody_drop_origin_secret(w, inst->uuid, g_hash_table_lookup(am.extra, "secret_host"));
-reply:
-    vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, pool ? "restored" : "none");
-    rc = 0;
-out:
-    vtpm_archive_meta_clear(&am);
-    vtpm_domxml_meta_clear(&dm);
-    vtpm_domxml_meta_clear(&cont);
-    return rc;
+        (rc = vtpm_virt_lookup(w->virt, conn, a.inst->uuid, &dom, err)) < 0)
+        return rc;
+    if (a.pool && ((rc = store_conn(w, &sconn, err)) < 0 ||
+                   (rc = vtpm_store_exists(sconn, a.pool, a.vol, &exists, err)) < 0))
+        return rc;
+    if (dom)
+        rc = unshelved_before(w, sconn, dom, &a, &d, exists, err);
+    else
+        rc = unshelve_domain(w, conn, sconn, &a, &d, exists, err);
+    if (rc < 0)
+        return rc;
+    vtpm_ops_pack_domain_result(result, w, a.inst->uuid, &d, a.pool ? "restored" : "none");
+    return 0;
 }
