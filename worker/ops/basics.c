@@ -125,7 +125,7 @@ vtpm_op_spawn(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, v
         rc = spawn_new(w, conn, inst, &d, power_on, err);
     if (rc < 0)
         return rc;
-    vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, NULL);
+    vtpm_ops_pack_domain_result(result, w, inst->uuid, &d);
     return 0;
 }
 
@@ -221,6 +221,9 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
         return rc;
     msgpack_pack_map(result, 2);
     vtpm_pack_kv_bool(result, "destroyed", dom != NULL);
-    vtpm_pack_kv_str(result, "vtpm_state", !had_state ? "none" : keep ? "kept" : "deleted");
+    vtpm_pack_kv_str(result, "vtpm_state",
+                     vtpm_ops_outcome_str(!had_state ? VTPM_OPS_OUTCOME_NONE
+                                          : keep     ? VTPM_OPS_OUTCOME_KEPT
+                                                     : VTPM_OPS_OUTCOME_DELETED));
     return 0;
 }

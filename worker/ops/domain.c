@@ -464,9 +464,22 @@ vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDomainPt
     return 0;
 }
 
-void
-vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
-                            const vtpm_ops_domain *d, const char *vtpm_state)
+const char *
+vtpm_ops_outcome_str(vtpm_ops_outcome o)
+{
+    static const char *const names[] = {
+        [VTPM_OPS_OUTCOME_NONE] = "none",         [VTPM_OPS_OUTCOME_FRESH] = "fresh",
+        [VTPM_OPS_OUTCOME_RESTORED] = "restored", [VTPM_OPS_OUTCOME_KEPT] = "kept",
+        [VTPM_OPS_OUTCOME_REPLACED] = "replaced", [VTPM_OPS_OUTCOME_DELETED] = "deleted",
+    };
+
+    g_assert((size_t)o < G_N_ELEMENTS(names));
+    return names[o];
+}
+
+static void
+pack_domain(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops_domain *d,
+            const char *vtpm_state)
 {
     msgpack_pack_map(pk, vtpm_state ? 3 : 2);
     vtpm_pack_kv_str(pk, "domain", d->name);
@@ -474,4 +487,18 @@ vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid
     vtpm_ops_pack_vtpm(pk, w, uuid, &d->dev);
     if (vtpm_state)
         vtpm_pack_kv_str(pk, "vtpm_state", vtpm_state);
+}
+
+void
+vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
+                            const vtpm_ops_domain *d)
+{
+    pack_domain(pk, w, uuid, d, NULL);
+}
+
+void
+vtpm_ops_pack_domain_outcome(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
+                             const vtpm_ops_domain *d, vtpm_ops_outcome outcome)
+{
+    pack_domain(pk, w, uuid, d, vtpm_ops_outcome_str(outcome));
 }

@@ -85,6 +85,22 @@ int vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDoma
  * secret.  A key that does not open the state is SecretInvalid (the state
  * is left untouched). */
 int vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err);
-/* {domain, vtpm, vtpm_state?} */
+/* What an operation did with the TPM state: a reply's vtpm_state
+ * (docs/protocol.md), named on the wire by vtpm_ops_outcome_str. */
+typedef enum {
+    VTPM_OPS_OUTCOME_NONE,     /* "none": the instance has no vTPM (state) */
+    VTPM_OPS_OUTCOME_FRESH,    /* "fresh": a new TPM, its state starts empty */
+    VTPM_OPS_OUTCOME_RESTORED, /* "restored": the state came back from an archive */
+    VTPM_OPS_OUTCOME_KEPT,     /* "kept": the state stayed as it was */
+    VTPM_OPS_OUTCOME_REPLACED, /* "replaced": the old state made way for a new TPM */
+    VTPM_OPS_OUTCOME_DELETED,  /* "deleted": the state is gone */
+} vtpm_ops_outcome;
+
+const char *vtpm_ops_outcome_str(vtpm_ops_outcome o);
+
+/* {domain, vtpm} */
 void vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
-                                 const vtpm_ops_domain *d, const char *vtpm_state);
+                                 const vtpm_ops_domain *d);
+/* {domain, vtpm, vtpm_state} */
+void vtpm_ops_pack_domain_outcome(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
+                                  const vtpm_ops_domain *d, vtpm_ops_outcome outcome);

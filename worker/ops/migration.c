@@ -166,7 +166,7 @@ finish_args_get(const vtpm_request *req, finish_args *a, vtpm_error *err)
  */
 static bool
 finished_before(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_ops_domain *d,
-                const char *outcome)
+                vtpm_ops_outcome outcome)
 {
     g_auto(vtpm_domxml_meta) dm = { 0 };
     g_autofree char *state_dir = NULL;
@@ -174,7 +174,7 @@ finished_before(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_o
     if (!dom || vtpm_ops_get_meta(w, dom, &dm, NULL) < 0 || !dm.spec_digest ||
         strcmp(dm.spec_digest, d->digest) != 0)
         return false;
-    if (strcmp(outcome, "restored") != 0)
+    if (outcome != VTPM_OPS_OUTCOME_RESTORED)
         return true;
     state_dir = vtpm_ops_state_dir(w, uuid);
     return vtpm_fs_is_dir(state_dir);
@@ -252,12 +252,12 @@ finish_fresh(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const finish_
 /* The state in place, define the new domain and start it. */
 static int
 finish_domain(vtpm_worker *w, virConnectPtr conn, virDomainPtr old, const finish_args *a,
-              vtpm_ops_domain *d, const char *outcome, bool have_vol, vtpm_error *err)
+              vtpm_ops_domain *d, vtpm_ops_outcome outcome, bool have_vol, vtpm_error *err)
 {
     g_autoptr(virDomain) dom = NULL;
     int rc;
 
-    if (strcmp(outcome, "restored") == 0)
+    if (outcome == VTPM_OPS_OUTCOME_RESTORED)
         rc = finish_restore(w, conn, old, a, d, have_vol, err);
     else
         rc = finish_fresh(w, conn, old, a, d, err);
@@ -279,7 +279,7 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
     g_autofree char *vol = NULL;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
-    const char *outcome;
+    vtpm_ops_outcome outcome;
     bool have_vol = false;
     int rc;
 
@@ -292,13 +292,13 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
         return rc;
 
     if (d.dev.version == VTPM_VERSION_NONE)
-        outcome = "none";
+        outcome = VTPM_OPS_OUTCOME_NONE;
     else if (a.old_dev.version == VTPM_VERSION_NONE || a.old_dev.version != d.dev.version ||
              a.old_dev.model != d.dev.model)
         /* As Nova: a changed vTPM (or a newly requested one) starts fresh. */
-        outcome = "fresh";
+        outcome = VTPM_OPS_OUTCOME_FRESH;
     else
-        outcome = "restored";
+        outcome = VTPM_OPS_OUTCOME_RESTORED;
 
     if (finished_before(w, dom, a.inst->uuid, &d, outcome))
         rc = a.power_on ? vtpm_ops_start(w, dom, a.inst->secret, err) : 0;
@@ -307,7 +307,7 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
     if (rc < 0 ||
         (have_vol && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, vol, err)) < 0))
         return rc;
-    vtpm_ops_pack_domain_result(result, w, a.inst->uuid, &d, outcome);
+    vtpm_ops_pack_domain_outcome(result, w, a.inst->uuid, &d, outcome);
     return 0;
 }
 
@@ -397,7 +397,7 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(revert_args, revert_args_clear)
 
 /* Reverted already (redelivery): the domain is back. */
 static int
-reverted_before(vtpm_worker *w, virConnectPtr conn, const revert_args *a, const char **state,
+reverted_before(vtpm_worker *w, virConnectPtr conn, const revert_args *a, vtpm_ops_outcome *state,
                 vtpm_error *err)
 {
     g_autofree char *state_dir = vtpm_ops_state_dir(w, a->uuid);
@@ -412,7 +412,7 @@ reverted_before(vtpm_worker *w, virConnectPtr conn, const revert_args *a, const 
                               w->cfg->worker.host);
     if (a->power_on && (rc = vtpm_ops_start(w, dom, a->secret, err)) < 0)
         return rc;
-    *state = vtpm_fs_is_dir(state_dir) ? "restored" : "none";
+    *state = vtpm_fs_is_dir(state_dir) ? VTPM_OPS_OUTCOME_RESTORED : VTPM_OPS_OUTCOME_NONE;
     return 0;
 }
 
@@ -441,7 +441,7 @@ old_domain_in_place(vtpm_worker *w, virDomainPtr dom, const char *uuid,
 /* Put the kept copy's state and domain back in place of @dom (if any). */
 static int
 revert_restore(vtpm_worker *w, virConnectPtr conn, virDomainPtr old, const revert_args *a,
-               const vtpm_archive_meta *km, GBytes *archive, const char **state,
+               const vtpm_archive_meta *km, GBytes *archive, vtpm_ops_outcome *state,
                vtpm_error *err)
 {
     g_autoptr(virDomain) dom = NULL;
@@ -453,7 +453,7 @@ revert_restore(vtpm_worker *w, virConnectPtr conn, virDomainPtr old, const rever
         if ((rc = vtpm_generation_check(w, a->uuid, km, a->force, "the kept copy", err)) < 0 ||
             (rc = vtpm_state_restore(w, a->uuid, archive, err)) < 0)
             return rc;
-        *state = "restored";
+        *state = VTPM_OPS_OUTCOME_RESTORED;
     }
     vtpm_inject("finish_revert_migration.after_restore");
     if ((rc = vtpm_ops_define(w, conn, km->domain_xml, &dom, err)) < 0)
@@ -468,7 +468,7 @@ revert_restore(vtpm_worker *w, virConnectPtr conn, virDomainPtr old, const rever
 /* Revert to the kept copy @archive, then drop it. */
 static int
 revert(vtpm_worker *w, virConnectPtr conn, const revert_args *a, GBytes *archive,
-       const char **state, vtpm_error *err)
+       vtpm_ops_outcome *state, vtpm_error *err)
 {
     g_autofree char *kept = vtpm_state_kept_path(w, a->uuid);
     g_auto(vtpm_archive_meta) km = { 0 };
@@ -492,7 +492,7 @@ revert(vtpm_worker *w, virConnectPtr conn, const revert_args *a, GBytes *archive
                   a->uuid, kept);
         if (a->power_on && (rc = vtpm_ops_start(w, dom, a->secret, err)) < 0)
             return rc;
-        *state = vtpm_state_has_tpm(&km) ? "restored" : "none";
+        *state = vtpm_state_has_tpm(&km) ? VTPM_OPS_OUTCOME_RESTORED : VTPM_OPS_OUTCOME_NONE;
     } else if ((rc = revert_restore(w, conn, dom, a, &km, archive, state, err)) < 0) {
         return rc;
     }
@@ -507,7 +507,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     g_autofree char *name = NULL;
     g_autoptr(GBytes) archive = NULL;
     g_autoptr(virConnect) conn = NULL;
-    const char *state = "none";
+    vtpm_ops_outcome state = VTPM_OPS_OUTCOME_NONE;
     int rc;
 
     if ((rc = vtpm_ops_arg_uuid(req, a.uuid, err)) < 0 ||
@@ -528,6 +528,6 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
         return rc;
     msgpack_pack_map(result, 2);
     vtpm_pack_kv_str(result, "domain", name);
-    vtpm_pack_kv_str(result, "vtpm_state", state);
+    vtpm_pack_kv_str(result, "vtpm_state", vtpm_ops_outcome_str(state));
     return 0;
 }

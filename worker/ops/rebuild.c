@@ -14,7 +14,7 @@
  * stopped before the new TPM ran: it is being replaced.  Dropped only
  * after the start, as in redefine. */
 static int
-rebuilt_before(vtpm_worker *w, virDomainPtr dom, const vtpm_instance *inst, const char **state,
+rebuilt_before(vtpm_worker *w, virDomainPtr dom, const vtpm_instance *inst, vtpm_ops_outcome *state,
                vtpm_error *err)
 {
     g_autofree char *replaced = vtpm_ops_replaced_dir(w, inst->uuid);
@@ -26,7 +26,7 @@ rebuilt_before(vtpm_worker *w, virDomainPtr dom, const vtpm_instance *inst, cons
     if (aside) {
         if ((rc = vtpm_fs_rmtree(replaced, err)) < 0)
             return rc;
-        *state = "replaced";
+        *state = VTPM_OPS_OUTCOME_REPLACED;
     }
     return 0;
 }
@@ -101,7 +101,7 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
     g_auto(vtpm_domxml_meta) dm = { 0 };
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
-    const char *state;
+    vtpm_ops_outcome state;
     bool same;
     int rc;
 
@@ -116,13 +116,15 @@ vtpm_op_rebuild(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
      * configuration itself changes. */
     same = dm.tpm.version == d.dev.version &&
            (d.dev.version == VTPM_VERSION_NONE || dm.tpm.model == d.dev.model);
-    state = d.dev.version == VTPM_VERSION_NONE ? "none" : same ? "kept" : "replaced";
+    state = d.dev.version == VTPM_VERSION_NONE ? VTPM_OPS_OUTCOME_NONE
+            : same                             ? VTPM_OPS_OUTCOME_KEPT
+                                               : VTPM_OPS_OUTCOME_REPLACED;
     if (dm.spec_digest && strcmp(dm.spec_digest, d.digest) == 0)
         rc = rebuilt_before(w, dom, inst, &state, err);
     else
         rc = rebuild_domain(w, conn, dom, inst, &d, &dm, same, err);
     if (rc < 0)
         return rc;
-    vtpm_ops_pack_domain_result(result, w, inst->uuid, &d, state);
+    vtpm_ops_pack_domain_outcome(result, w, inst->uuid, &d, state);
     return 0;
 }

@@ -365,6 +365,7 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
         rc = unshelve_domain(w, conn, sconn, &a, &d, exists, err);
     if (rc < 0)
         return rc;
-    vtpm_ops_pack_domain_result(result, w, a.inst->uuid, &d, a.pool ? "restored" : "none");
+    vtpm_ops_pack_domain_outcome(result, w, a.inst->uuid, &d,
+                                 a.pool ? VTPM_OPS_OUTCOME_RESTORED : VTPM_OPS_OUTCOME_NONE);
     return 0;
 }
