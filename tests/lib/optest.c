@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <glib/gstdio.h>
+#include <libvirt/libvirt.h>
+
+#include "mpjson.h"
+#include "ops/basics.h"
+#include "optest.h"
+
+static char *
+configuration(const char *root, const char *extra)
+{
+    return g_strdup_printf("[worker]\n"
+                           "host = " OT_HOST "\n"
+                           "[libvirt]\n"
+                           "uri = test:///default\n"
+                           "virt_type = qemu\n"
+                           "shutdown_timeout = 5\n"
+                           "state_dir = %s/state\n"
+                           "console_dir = %s/console\n"
+                           "images_dir = %s/images\n"
+                           "[store]\n"
+                           "pool_dir = %s/pools\n"
+                           "kept_dir = %s/kept\n"
+                           "%s",
+                           root, root, root, root, root, extra ? extra : "");
+}
+
+ot_host *
+ot_host_new(const char *extra)
+{
+    ot_host *h = g_new0(ot_host, 1);
+    g_autofree char *text = NULL;
+    g_autofree char *images = NULL;
+    vtpm_error err = { 0 };
+
+    h->root = g_dir_make_tmp("test_ops-XXXXXX", NULL);
+    assert_non_null(h->root);
+    images = g_build_filename(h->root, "images", NULL);
+    assert_int_equal(g_mkdir(images, 0700), 0);
+    text = configuration(h->root, extra);
+    if (vtpm_config_load_data("test_ops.conf", text, &h->cfg, &err) < 0)
+        fail_msg("configuration refused: %s\n%s", err.message, text);
+    if (vtpm_worker_init(&h->w, h->cfg, &err) < 0)
+        fail_msg("worker init: %s", err.message);
+    return h;
+}
+
+static void
+remove_tree(const char *path)
+{
+    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+    const char *name;
+
+    while (dir && (name = g_dir_read_name(dir))) {
+        g_autofree char *child = g_build_filename(path, name, NULL);
+
+        if (g_file_test(child, G_FILE_TEST_IS_DIR) && !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
+            remove_tree(child);
+        else
+            g_unlink(child);
+    }
+    g_rmdir(path);
+}
+
+void
+ot_host_free(ot_host *h)
+{
+    if (!h)
+        return;
+    vtpm_worker_clear(&h->w);
+    vtpm_config_free(h->cfg);
+    remove_tree(h->root);
+    g_free(h->root);
+    g_free(h);
+}
+
+void
+ot_reply_clear(ot_reply *r)
+{
+    g_clear_pointer(&r->result, g_free);
+}
+
+/* JSON as the tests write it: single quotes for double ones. */
+static char *
+json(const char *fmt, va_list ap)
+{
+    char *s = g_strdup_vprintf(fmt, ap);
+
+    g_strdelimit(s, "'", '"');
+    return s;
+}
+
+static vtpm_request *
+request(ot_host *h, const char *method, const char *args)
+{
+    g_autofree char *text = g_strdup_printf("{\"v\": 1, \"method\": \"%s\", \"args\": %s}",
+                                            method, args);
+    msgpack_sbuffer sb;
+    vtpm_request *req = NULL;
+    vtpm_error err = { 0 };
+
+    msgpack_sbuffer_init(&sb);
+    if (vtpm_mpjson_from_string(text, -1, &sb, &err) < 0)
+        fail_msg("test request is not JSON: %s\n%s", err.message, text);
+    if (vtpm_proto_decode_request(sb.data, sb.size, &h->w.limits, &req, NULL, &err) < 0)
+        fail_msg("test request refused by the decoder: %s\n%s", err.message, text);
+    msgpack_sbuffer_destroy(&sb);
+    return req;
+}
+
+/* Compact JSON of the one map in @sb. */
+static char *
+result_json(const msgpack_sbuffer *sb)
+{
+    msgpack_unpacked up;
+    size_t off = 0;
+    char *out;
+
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, sb->data, sb->size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(off, sb->size); /* one map, nothing after it */
+    assert_int_equal(up.data.type, MSGPACK_OBJECT_MAP);
+    out = vtpm_mpjson_to_string(&up.data, false);
+    msgpack_unpacked_destroy(&up);
+    return out;
+}
+
+static void
+call(ot_host *h, vtpm_handler_fn fn, const char *method, ot_reply *out, const char *args)
+{
+    g_autoptr(vtpm_request) req = request(h, method, args);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    memset(out, 0, sizeof(*out));
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    out->rc = fn(&h->w, req, &pk, &out->err);
+    if (out->rc == 0)
+        out->result = result_json(&sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+void
+ot_call(ot_host *h, vtpm_handler_fn fn, const char *method, ot_reply *out, const char *args, ...)
+{
+    g_autofree char *a = NULL;
+    va_list ap;
+
+    va_start(ap, args);
+    a = json(args, ap);
+    va_end(ap);
+    call(h, fn, method, out, a);
+}
+
+void
+ot_expect_fault(ot_host *h, vtpm_handler_fn fn, const char *method, vtpm_fault code,
+                const char *message, const char *args, ...)
+{
+    g_auto(ot_reply) r = { 0 };
+    g_autofree char *a = NULL;
+    va_list ap;
+
+    va_start(ap, args);
+    a = json(args, ap);
+    va_end(ap);
+    call(h, fn, method, &r, a);
+    if (r.rc == 0)
+        fail_msg("%s %s: expected %s, got ok %s", method, a, vtpm_fault_name(code), r.result);
+    if (r.rc != -(int)code || r.err.code != code || strcmp(r.err.message, message) != 0)
+        fail_msg("%s %s:\n expected %s: %s\n got      %s (rc %d): %s", method, a,
+                 vtpm_fault_name(code), message, vtpm_fault_name(r.err.code), r.rc,
+                 r.err.message);
+}
+
+/* @text (JSON, single quotes) as result_json() writes it. */
+static char *
+compact(const char *text)
+{
+    g_autofree char *j = g_strdup(text);
+    msgpack_sbuffer sb;
+    vtpm_error err = { 0 };
+    char *out;
+
+    g_strdelimit(j, "'", '"');
+    msgpack_sbuffer_init(&sb);
+    if (vtpm_mpjson_from_string(j, -1, &sb, &err) < 0)
+        fail_msg("expected result is not JSON: %s\n%s", err.message, j);
+    out = result_json(&sb);
+    msgpack_sbuffer_destroy(&sb);
+    return out;
+}
+
+void
+ot_expect_ok(ot_host *h, vtpm_handler_fn fn, const char *method, const char *result,
+             const char *args, ...)
+{
+    g_auto(ot_reply) r = { 0 };
+    g_autofree char *a = NULL;
+    g_autofree char *want = compact(result);
+    va_list ap;
+
+    va_start(ap, args);
+    a = json(args, ap);
+    va_end(ap);
+    call(h, fn, method, &r, a);
+    if (r.rc != 0)
+        fail_msg("%s %s: expected ok, got %s: %s", method, a, vtpm_fault_name(r.err.code),
+                 r.err.message);
+    if (strcmp(r.result, want) != 0)
+        fail_msg("%s %s:\n expected %s\n got      %s", method, a, want, r.result);
+}
+
+char *
+ot_uuid(void)
+{
+    return g_uuid_string_random();
+}
+
+char *
+ot_instance(const char *uuid, const char *extra_specs, const char *image, const char *more)
+{
+    return g_strdup_printf("{'uuid': '%s', 'name': 'vm', 'flavor': {'name': 'm1.tiny', "
+                           "'vcpus': 1, 'memory_mb': 64, 'extra_specs': {%s}}, "
+                           "'image': {'id': '%s', 'properties': {}}%s}",
+                           uuid, extra_specs, image, more);
+}
+
+void
+ot_spawn(ot_host *h, const char *uuid, gboolean power_on)
+{
+    g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
+    g_autofree char *want = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null}", uuid);
+
+    ot_expect_ok(h, vtpm_op_spawn, "spawn", want, "{'instance': %s, 'power_on': %s}", inst,
+                 power_on ? "true" : "false");
+}
+
+char *
+ot_domain(const char *uuid)
+{
+    return g_strdup_printf("instance-%s", uuid);
+}
+
+gboolean
+ot_domain_exists(ot_host *h, const char *uuid, gboolean *running)
+{
+    virConnectPtr conn = NULL;
+    virDomainPtr dom;
+    vtpm_error err = { 0 };
+
+    if (vtpm_virt_conn(h->w.virt, &conn, NULL, &err) < 0)
+        fail_msg("libvirt: %s", err.message);
+    dom = virDomainLookupByUUIDString(conn, uuid);
+    if (dom && running)
+        *running = virDomainIsActive(dom) == 1;
+    if (dom)
+        virDomainFree(dom);
+    virConnectClose(conn);
+    return dom != NULL;
+}
+
+void
+ot_undefine(ot_host *h, const char *uuid)
+{
+    virConnectPtr conn = NULL;
+    virDomainPtr dom;
+    vtpm_error err = { 0 };
+
+    if (vtpm_virt_conn(h->w.virt, &conn, NULL, &err) < 0)
+        fail_msg("libvirt: %s", err.message);
+    dom = virDomainLookupByUUIDString(conn, uuid);
+    assert_non_null(dom);
+    if (virDomainIsActive(dom) == 1)
+        assert_int_equal(virDomainDestroy(dom), 0);
+    assert_int_equal(virDomainUndefine(dom), 0);
+    virDomainFree(dom);
+    virConnectClose(conn);
+}
+
+char *
+ot_path(ot_host *h, const char *rel)
+{
+    return g_build_filename(h->root, rel, NULL);
+}

@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * worker/ops/basics.c in-process on libvirt's test:///default driver
+ * (tests/lib/optest.h): get_capabilities, spawn and destroy, their
+ * argument checks and faults, and the life of an instance without a vTPM.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <glib/gstdio.h>
+
+#include "lib/optest.h"
+#include "mpjson.h"
+#include "ops/basics.h"
+
+#define BAD VTPM_FAULT_BAD_REQUEST
+
+static int
+setup(void **state)
+{
+    *state = ot_host_new(NULL);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    ot_host_free(*state);
+    return 0;
+}
+
+/* Served from the worker's snapshot, byte for byte. */
+static void
+test_get_capabilities(void **state)
+{
+    ot_host *h = *state;
+    g_autoptr(vtpm_caps_snapshot) snap = vtpm_worker_caps(&h->w);
+    g_auto(ot_reply) r = { 0 };
+    g_autofree char *want = NULL;
+    msgpack_unpacked up;
+
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, g_bytes_get_data(snap->packed, NULL),
+                                         g_bytes_get_size(snap->packed), NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    want = vtpm_mpjson_to_string(&up.data, false);
+    msgpack_unpacked_destroy(&up);
+    ot_call(h, vtpm_op_get_capabilities, "get_capabilities", &r, "{}");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.result, want);
+    assert_true(g_str_has_prefix(r.result, "{\"host\":\"" OT_HOST "\","));
+    assert_non_null(strstr(r.result, "\"traits\":[]"));
+}
+
+static void
+test_spawn_args(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
+    g_autofree char *bad_tpm = ot_instance(uuid, "'hw:tpm_version': '3.0'", "img-1", "");
+    g_autofree char *outside = ot_path(h, "outside.img");
+    g_autofree char *images = ot_path(h, "images");
+    g_autofree char *escaping = NULL;
+    g_autofree char *message = NULL;
+
+    ot_expect_fault(h, vtpm_op_spawn, "spawn", BAD, "args.instance: missing required key", "{}");
+    ot_expect_fault(h, vtpm_op_spawn, "spawn", BAD, "args.instance: expected map, got str",
+                    "{'instance': 'vm'}");
+    ot_expect_fault(h, vtpm_op_spawn, "spawn", BAD,
+                    "args.instance.uuid: not a UUID in canonical 8-4-4-4-12 hex form",
+                    "{'instance': {'uuid': '%.35s', 'flavor': {}, 'image': {}}}", uuid);
+    ot_expect_fault(h, vtpm_op_spawn, "spawn", BAD, "args.power_on: expected bool, got str",
+                    "{'instance': %s, 'power_on': 'yes'}", inst);
+    ot_expect_fault(h, vtpm_op_spawn, "spawn", VTPM_FAULT_INVALID_TPM_CONFIG,
+                    "flavor extra spec hw:tpm_version=3.0: invalid TPM version; allowed: 1.2, 2.0",
+                    "{'instance': %s}", bad_tpm);
+    /* A boot path outside [libvirt] images_dir, even through a link. */
+    assert_true(g_file_set_contents(outside, "", 0, NULL));
+    escaping = g_strdup_printf(", 'boot': {'disk': '%s'}", outside);
+    g_free(inst);
+    inst = ot_instance(uuid, "", "img-1", escaping);
+    message = g_strdup_printf("args.instance.boot.disk: %s is outside the images directory %s",
+                              outside, images);
+    ot_expect_fault(h, vtpm_op_spawn, "spawn", BAD, message, "{'instance': %s}", inst);
+    assert_false(ot_domain_exists(h, uuid, NULL));
+}
+
+/* The test driver offers no TPM: refused before anything is defined,
+ * naming the trait and why it is missing. */
+static void
+test_spawn_tpm_unsupported(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "'hw:tpm_version': '2.0'", "img-1", "");
+    g_auto(ot_reply) r = { 0 };
+
+    ot_call(h, vtpm_op_spawn, "spawn", &r, "{'instance': %s}", inst);
+    assert_int_equal(r.rc, -(int)VTPM_FAULT_TPM_UNSUPPORTED);
+    assert_int_equal(r.err.code, VTPM_FAULT_TPM_UNSUPPORTED);
+    assert_true(g_str_has_prefix(r.err.message,
+                                 "host " OT_HOST " cannot provide TPM 2.0/tpm-tis/user: "
+                                 "COMPUTE_SECURITY_TPM_2_0 ([libvirt] swtpm_enabled is false"));
+    assert_false(ot_domain_exists(h, uuid, NULL));
+}
+
+/* Spawn, a redelivered spawn, a conflicting one, destroy and its
+ * redelivery, for an instance without a vTPM. */
+static void
+test_spawn_destroy(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
+    g_autofree char *other = ot_instance(uuid, "", "img-2", "");
+    g_autofree char *spawned = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null}", uuid);
+    g_autofree char *conflict = g_strdup_printf("instance %s already exists on host " OT_HOST
+                                                " with a different spec; destroy or rebuild it "
+                                                "instead",
+                                                uuid);
+    gboolean running = TRUE;
+
+    ot_expect_ok(h, vtpm_op_spawn, "spawn", spawned, "{'instance': %s, 'power_on': false}", inst);
+    assert_true(ot_domain_exists(h, uuid, &running));
+    assert_false(running);
+    ot_expect_ok(h, vtpm_op_spawn, "spawn", spawned, "{'instance': %s}", inst);
+    assert_true(ot_domain_exists(h, uuid, &running));
+    assert_true(running);
+    ot_expect_fault(h, vtpm_op_spawn, "spawn", VTPM_FAULT_INSTANCE_CONFLICT, conflict,
+                    "{'instance': %s}", other);
+
+    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': true, 'vtpm_state': 'none'}",
+                 "{'instance': {'uuid': '%s'}}", uuid);
+    assert_false(ot_domain_exists(h, uuid, NULL));
+    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': false, 'vtpm_state': 'none'}",
+                 "{'instance': {'uuid': '%s'}}", uuid);
+}
+
+static void
+test_destroy_args(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+
+    ot_expect_fault(h, vtpm_op_destroy, "destroy", BAD, "args.instance: missing required key",
+                    "{}");
+    ot_expect_fault(h, vtpm_op_destroy, "destroy", BAD,
+                    "args.instance.uuid: missing required key", "{'instance': {}}");
+    ot_expect_fault(h, vtpm_op_destroy, "destroy", BAD,
+                    "args.instance.uuid: the nil UUID is not a valid instance UUID",
+                    "{'instance': {'uuid': '00000000-0000-0000-0000-000000000000'}}");
+    ot_expect_fault(h, vtpm_op_destroy, "destroy", BAD,
+                    "args.keep_vtpm: expected bool, got unsigned integer",
+                    "{'instance': {'uuid': '%s'}, 'keep_vtpm': 1}", uuid);
+}
+
+/* keep_vtpm keeps the state dir and says so; a destroy without it
+ * removes the dir and what else the instance left on the host. */
+static void
+test_destroy_keep(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *rel = g_strdup_printf("state/%s", uuid);
+    g_autofree char *state_dir = ot_path(h, rel);
+    g_autofree char *rel_log = g_strdup_printf("console/%s.log", uuid);
+    g_autofree char *console = ot_path(h, rel_log);
+
+    ot_spawn(h, uuid, TRUE);
+    assert_int_equal(g_mkdir_with_parents(state_dir, 0700), 0);
+    assert_true(g_file_set_contents(console, "boot\n", -1, NULL));
+    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': true, 'vtpm_state': 'kept'}",
+                 "{'instance': {'uuid': '%s'}, 'keep_vtpm': true}", uuid);
+    assert_false(ot_domain_exists(h, uuid, NULL));
+    assert_true(g_file_test(state_dir, G_FILE_TEST_IS_DIR));
+    assert_true(g_file_test(console, G_FILE_TEST_EXISTS));
+    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': false, 'vtpm_state': 'deleted'}",
+                 "{'instance': {'uuid': '%s'}}", uuid);
+    assert_false(g_file_test(state_dir, G_FILE_TEST_EXISTS));
+    assert_false(g_file_test(console, G_FILE_TEST_EXISTS));
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_get_capabilities), T(test_spawn_args),  T(test_spawn_tpm_unsupported),
+        T(test_spawn_destroy),    T(test_destroy_args), T(test_destroy_keep),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * worker/ops/rebuild.c in-process on libvirt's test:///default driver
+ * (tests/lib/optest.h): rebuild, its argument checks and faults, and the
+ * rebuild of an instance without a vTPM.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "lib/optest.h"
+#include "ops/basics.h"
+#include "ops/rebuild.h"
+
+#define BAD VTPM_FAULT_BAD_REQUEST
+
+static int
+setup(void **state)
+{
+    *state = ot_host_new(NULL);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    ot_host_free(*state);
+    return 0;
+}
+
+static void
+test_args(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
+    g_autofree char *missing = g_strdup_printf("instance %s has no domain on host " OT_HOST, uuid);
+
+    ot_expect_fault(h, vtpm_op_rebuild, "rebuild", BAD, "args.instance: missing required key",
+                    "{}");
+    ot_expect_fault(h, vtpm_op_rebuild, "rebuild", BAD, "args.instance.image: missing required key",
+                    "{'instance': {'uuid': '%s', 'flavor': {'name': 'm1.tiny', 'vcpus': 1, "
+                    "'memory_mb': 64}}}",
+                    uuid);
+    ot_expect_fault(h, vtpm_op_rebuild, "rebuild", VTPM_FAULT_INSTANCE_NOT_FOUND, missing,
+                    "{'instance': %s}", inst);
+}
+
+/* A new image for the same machine; the redelivery finds it done. */
+static void
+test_rebuild(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "", "img-2", "");
+    g_autofree char *done = g_strdup_printf(
+        "{'domain': 'instance-%s', 'vtpm': null, 'vtpm_state': 'none'}", uuid);
+    g_autofree char *spawned = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null}", uuid);
+    gboolean running = FALSE;
+
+    ot_spawn(h, uuid, TRUE);
+    for (int i = 0; i < 2; i++) {
+        ot_expect_ok(h, vtpm_op_rebuild, "rebuild", done, "{'instance': %s}", inst);
+        assert_true(ot_domain_exists(h, uuid, &running));
+        assert_true(running);
+    }
+    /* The domain is the new spec's: spawning that is a redelivery. */
+    ot_expect_ok(h, vtpm_op_spawn, "spawn", spawned, "{'instance': %s}", inst);
+}
+
+/* Asking for a vTPM the host cannot give leaves the instance as it was. */
+static void
+test_rebuild_tpm_unsupported(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "'hw:tpm_version': '2.0'", "img-2", "");
+    g_autofree char *old = ot_instance(uuid, "", "img-1", "");
+    g_autofree char *spawned = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null}", uuid);
+    g_auto(ot_reply) r = { 0 };
+    gboolean running = FALSE;
+
+    ot_spawn(h, uuid, TRUE);
+    ot_call(h, vtpm_op_rebuild, "rebuild", &r, "{'instance': %s}", inst);
+    assert_int_equal(r.rc, -(int)VTPM_FAULT_TPM_UNSUPPORTED);
+    assert_true(g_str_has_prefix(r.err.message, "host " OT_HOST " cannot provide TPM "
+                                                "2.0/tpm-tis/user: COMPUTE_SECURITY_TPM_2_0 ("));
+    assert_true(ot_domain_exists(h, uuid, &running));
+    assert_true(running);
+    ot_expect_ok(h, vtpm_op_spawn, "spawn", spawned, "{'instance': %s}", old);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_args),
+        T(test_rebuild),
+        T(test_rebuild_tpm_unsupported),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

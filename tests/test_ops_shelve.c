@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * worker/ops/shelve.c in-process on libvirt's test:///default driver
+ * (tests/lib/optest.h): shelve and unshelve, their argument checks and
+ * faults, and an instance without a vTPM (nothing goes to the store).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "lib/optest.h"
+#include "ops/shelve.h"
+
+#define BAD VTPM_FAULT_BAD_REQUEST
+
+static int
+setup(void **state)
+{
+    *state = ot_host_new(NULL);
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    ot_host_free(*state);
+    return 0;
+}
+
+static void
+test_shelve_args(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *nothing = g_strdup_printf(
+        "instance %s has no domain on host " OT_HOST " and nothing shelved", uuid);
+
+    ot_expect_fault(h, vtpm_op_shelve, "shelve", BAD, "args.instance: missing required key",
+                    "{'offload': true}");
+    ot_expect_fault(h, vtpm_op_shelve, "shelve", BAD, "args.offload: expected bool, got str",
+                    "{'instance': {'uuid': '%s'}, 'offload': 'true'}", uuid);
+    ot_expect_fault(h, vtpm_op_shelve, "shelve", VTPM_FAULT_INSTANCE_NOT_FOUND, nothing,
+                    "{'instance': {'uuid': '%s'}}", uuid);
+}
+
+static void
+test_unshelve_args(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
+
+    ot_expect_fault(h, vtpm_op_unshelve, "unshelve", BAD, "args.instance: missing required key",
+                    "{'shelved': {'ref': 'vtpm-shelved/x'}}");
+    ot_expect_fault(h, vtpm_op_unshelve, "unshelve", BAD, "args.shelved: expected map, got str",
+                    "{'instance': %s, 'shelved': 'vtpm-shelved/x'}", inst);
+    ot_expect_fault(h, vtpm_op_unshelve, "unshelve", BAD, "args.force: expected bool, got map",
+                    "{'instance': %s, 'force': {}}", inst);
+    assert_false(ot_domain_exists(h, uuid, NULL));
+}
+
+/* Shelve with offload: the domain goes.  A redelivery answers from the
+ * store, where an instance without a vTPM left nothing: InstanceNotFound.
+ * Unshelve brings it back (twice: the second finds it done). */
+static void
+test_shelve_unshelve(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
+    g_autofree char *other = ot_instance(uuid, "", "img-2", "");
+    g_autofree char *back = g_strdup_printf(
+        "{'domain': 'instance-%s', 'vtpm': null, 'vtpm_state': 'none'}", uuid);
+    g_autofree char *conflict = g_strdup_printf(
+        "instance %s already has a different domain on host " OT_HOST, uuid);
+    g_autofree char *nothing = g_strdup_printf(
+        "instance %s has no domain on host " OT_HOST " and nothing shelved", uuid);
+    gboolean running = FALSE;
+
+    ot_spawn(h, uuid, TRUE);
+    ot_expect_ok(h, vtpm_op_shelve, "shelve", "{'shelved': null, 'offloaded': true}",
+                 "{'instance': {'uuid': '%s'}}", uuid);
+    assert_false(ot_domain_exists(h, uuid, NULL));
+    ot_expect_fault(h, vtpm_op_shelve, "shelve", VTPM_FAULT_INSTANCE_NOT_FOUND, nothing,
+                    "{'instance': {'uuid': '%s'}}", uuid);
+    for (int i = 0; i < 2; i++) {
+        ot_expect_ok(h, vtpm_op_unshelve, "unshelve", back, "{'instance': %s}", inst);
+        assert_true(ot_domain_exists(h, uuid, &running));
+        assert_true(running);
+    }
+    ot_expect_fault(h, vtpm_op_unshelve, "unshelve", VTPM_FAULT_INSTANCE_CONFLICT, conflict,
+                    "{'instance': %s}", other);
+}
+
+/* Without offload the domain stays, stopped. */
+static void
+test_shelve_no_offload(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    gboolean running = TRUE;
+
+    ot_spawn(h, uuid, TRUE);
+    ot_expect_ok(h, vtpm_op_shelve, "shelve", "{'shelved': null, 'offloaded': false}",
+                 "{'instance': {'uuid': '%s'}, 'offload': false}", uuid);
+    assert_true(ot_domain_exists(h, uuid, &running));
+    assert_false(running);
+}
+
+/* An instance with a vTPM is refused before its shelved archive is
+ * looked for: the test driver offers no TPM. */
+static void
+test_unshelve_tpm_unsupported(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "'hw:tpm_version': '1.2'", "img-1", "");
+    g_auto(ot_reply) r = { 0 };
+
+    ot_call(h, vtpm_op_unshelve, "unshelve", &r, "{'instance': %s}", inst);
+    assert_int_equal(r.rc, -(int)VTPM_FAULT_TPM_UNSUPPORTED);
+    assert_true(g_str_has_prefix(r.err.message, "host " OT_HOST " cannot provide TPM "
+                                                "1.2/tpm-tis/user: COMPUTE_SECURITY_TPM_1_2 ("));
+    assert_false(ot_domain_exists(h, uuid, NULL));
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_shelve_args),       T(test_unshelve_args),          T(test_shelve_unshelve),
+        T(test_shelve_no_offload), T(test_unshelve_tpm_unsupported),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
