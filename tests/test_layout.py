@@ -7,7 +7,10 @@
 - no cycle in the call graph between the objects of the worker library
   (nm: a symbol one object leaves undefined and another defines);
 - an operation family in worker/ops/ (a file defining a vtpm_op_ handler)
-  exports its handlers and nothing else.
+  exports its handlers and nothing else;
+- no function in worker/ longer than MAX_LINES (brace to brace);
+- docs/architecture.md names every source file of worker/, and every
+  worker/ file it names exists.
 
 Usage: test_layout.py SRCDIR LIBVTPMWORKER_A
 Output is TAP.
@@ -16,6 +19,9 @@ import os
 import re
 import subprocess
 import sys
+
+
+MAX_LINES = 120
 
 
 class Tap:
@@ -130,6 +136,33 @@ def cycle_detail(graph, comp):
             for a in comp for b, why in sorted(graph.get(a, {}).items()) if b in comp]
 
 
+def long_functions(worker, files):
+    """(file, function, lines) for every top-level function over MAX_LINES."""
+    out = []
+    for f in files:
+        if not f.endswith(".c"):
+            continue
+        name, start = None, 0
+        with open(os.path.join(worker, f), encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                m = re.match(r"^([A-Za-z_]\w*)\(", line)
+                if m:
+                    name, start = m.group(1), i
+                elif line.startswith("}") and name:
+                    if i - start + 1 > MAX_LINES:
+                        out.append((f, name, i - start + 1))
+                    name = None
+    return out
+
+
+def doc_files(doc):
+    """The worker/ files a document names (worker/x.c, worker/x.{c,h})."""
+    named = set()
+    for base, ext in re.findall(r"worker/([\w/]+)\.(c|h|\{c,h\})", doc):
+        named.update(base + "." + e for e in (("c", "h") if ext == "{c,h}" else (ext,)))
+    return named
+
+
 def main():
     if len(sys.argv) != 3:
         print(__doc__, file=sys.stderr)
@@ -162,6 +195,16 @@ def main():
              if not s.startswith("vtpm_op_")]
     tap.check(not extra, "each operation family exports only its handlers", extra)
 
+    long_ones = long_functions(worker, files)
+    tap.check(not long_ones, "no function in worker/ is longer than %d lines" % MAX_LINES,
+              ["%s: %s is %d lines" % x for x in long_ones])
+
+    with open(os.path.join(src, "docs", "architecture.md"), encoding="utf-8") as fh:
+        named = doc_files(fh.read())
+    unnamed = [f for f in files if f.endswith(".c") and f not in named]
+    tap.check(not unnamed, "docs/architecture.md names every .c of worker/", unnamed)
+    gone = sorted(f for f in named if f not in files)
+    tap.check(not gone, "every worker/ file docs/architecture.md names exists", gone)
     return tap.done()
 
 
