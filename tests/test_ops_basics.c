@@ -4,13 +4,8 @@
  * (tests/lib/optest.h): get_capabilities, spawn and destroy, their
  * argument checks and faults, and the life of an instance without a vTPM.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <string.h>
 
-#include <cmocka.h>
 #include <glib/gstdio.h>
 
 #include "lib/optest.h"
@@ -18,20 +13,6 @@
 #include "ops/basics.h"
 
 #define BAD VTPM_FAULT_BAD_REQUEST
-
-static int
-setup(void **state)
-{
-    *state = ot_host_new(NULL);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    ot_host_free(*state);
-    return 0;
-}
 
 /* Served from the worker's snapshot, byte for byte. */
 static void
@@ -185,14 +166,16 @@ test_destroy_keep(void **state)
     assert_false(g_file_test(console, G_FILE_TEST_EXISTS));
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_get_capabilities), T(test_spawn_args),  T(test_spawn_tpm_unsupported),
-        T(test_spawn_destroy),    T(test_destroy_args), T(test_destroy_keep),
+        OT_TEST(test_get_capabilities),
+        OT_TEST(test_spawn_args),
+        OT_TEST(test_spawn_tpm_unsupported),
+        OT_TEST(test_spawn_destroy),
+        OT_TEST(test_destroy_args),
+        OT_TEST(test_destroy_keep),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,31 +5,10 @@
  * argument checks and faults, and the steps of an instance without a vTPM
  * (its kept copy holds only the manifest and the domain definition).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
 #include "lib/optest.h"
 #include "ops/migration.h"
 
 #define BAD VTPM_FAULT_BAD_REQUEST
-
-static int
-setup(void **state)
-{
-    *state = ot_host_new(NULL);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    ot_host_free(*state);
-    return 0;
-}
 
 static char *
 kept_copy(ot_host *h, const char *uuid)
@@ -220,15 +199,18 @@ test_finish(void **state)
     }
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_migrate_args), T(test_migrate_confirm), T(test_resize_confirm),
-        T(test_migrate_revert), T(test_revert_redefines), T(test_revert_args),
-        T(test_finish_args),    T(test_finish),
+        OT_TEST(test_migrate_args),
+        OT_TEST(test_migrate_confirm),
+        OT_TEST(test_resize_confirm),
+        OT_TEST(test_migrate_revert),
+        OT_TEST(test_revert_redefines),
+        OT_TEST(test_revert_args),
+        OT_TEST(test_finish_args),
+        OT_TEST(test_finish),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

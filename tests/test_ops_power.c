@@ -4,31 +4,10 @@
  * (tests/lib/optest.h): power_off and power_on, their argument checks and
  * faults, and a power cycle of an instance without a vTPM.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
 #include "lib/optest.h"
 #include "ops/power.h"
 
 #define BAD VTPM_FAULT_BAD_REQUEST
-
-static int
-setup(void **state)
-{
-    *state = ot_host_new(NULL);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    ot_host_free(*state);
-    return 0;
-}
 
 static void
 test_args(void **state)
@@ -95,15 +74,13 @@ test_power_cycle(void **state)
     }
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_args),
-        T(test_not_found),
-        T(test_power_cycle),
+        OT_TEST(test_args),
+        OT_TEST(test_not_found),
+        OT_TEST(test_power_cycle),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

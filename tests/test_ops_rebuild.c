@@ -4,32 +4,11 @@
  * (tests/lib/optest.h): rebuild, its argument checks and faults, and the
  * rebuild of an instance without a vTPM.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
 #include "lib/optest.h"
 #include "ops/basics.h"
 #include "ops/rebuild.h"
 
 #define BAD VTPM_FAULT_BAD_REQUEST
-
-static int
-setup(void **state)
-{
-    *state = ot_host_new(NULL);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    ot_host_free(*state);
-    return 0;
-}
 
 static void
 test_args(void **state)
@@ -93,15 +72,13 @@ test_rebuild_tpm_unsupported(void **state)
     ot_expect_ok(h, vtpm_op_spawn, "spawn", spawned, "{'instance': %s}", old);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_args),
-        T(test_rebuild),
-        T(test_rebuild_tpm_unsupported),
+        OT_TEST(test_args),
+        OT_TEST(test_rebuild),
+        OT_TEST(test_rebuild_tpm_unsupported),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,31 +4,10 @@
  * (tests/lib/optest.h): rekey's argument checks and the faults it gives
  * before any TPM state is read.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
 #include "lib/optest.h"
 #include "ops/rekeying.h"
 
 #define BAD VTPM_FAULT_BAD_REQUEST
-
-static int
-setup(void **state)
-{
-    *state = ot_host_new(NULL);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    ot_host_free(*state);
-    return 0;
-}
 
 static void
 test_args(void **state)
@@ -67,14 +46,12 @@ test_no_vtpm(void **state)
     assert_true(running);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_args),
-        T(test_no_vtpm),
+        OT_TEST(test_args),
+        OT_TEST(test_no_vtpm),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,31 +4,10 @@
  * (tests/lib/optest.h): shelve and unshelve, their argument checks and
  * faults, and an instance without a vTPM (nothing goes to the store).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
 #include "lib/optest.h"
 #include "ops/shelve.h"
 
 #define BAD VTPM_FAULT_BAD_REQUEST
-
-static int
-setup(void **state)
-{
-    *state = ot_host_new(NULL);
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    ot_host_free(*state);
-    return 0;
-}
 
 static void
 test_shelve_args(void **state)
@@ -127,14 +106,15 @@ test_unshelve_tpm_unsupported(void **state)
     assert_false(ot_domain_exists(h, uuid, NULL));
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_shelve_args),       T(test_unshelve_args),          T(test_shelve_unshelve),
-        T(test_shelve_no_offload), T(test_unshelve_tpm_unsupported),
+        OT_TEST(test_shelve_args),
+        OT_TEST(test_unshelve_args),
+        OT_TEST(test_shelve_unshelve),
+        OT_TEST(test_shelve_no_offload),
+        OT_TEST(test_unshelve_tpm_unsupported),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

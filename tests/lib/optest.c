@@ -1,11 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <string.h>
 
-#include <cmocka.h>
 #include <glib/gstdio.h>
 #include <libvirt/libvirt.h>
 
@@ -13,43 +8,60 @@
 #include "ops/basics.h"
 #include "optest.h"
 
-static char *
-configuration(const char *root, const char *extra)
+static void
+set(char **field, const char *value)
 {
-    return g_strdup_printf("[worker]\n"
-                           "host = " OT_HOST "\n"
-                           "[libvirt]\n"
-                           "uri = test:///default\n"
-                           "virt_type = qemu\n"
-                           "shutdown_timeout = 5\n"
-                           "state_dir = %s/state\n"
-                           "console_dir = %s/console\n"
-                           "images_dir = %s/images\n"
-                           "[store]\n"
-                           "pool_dir = %s/pools\n"
-                           "kept_dir = %s/kept\n"
-                           "%s",
-                           root, root, root, root, root, extra ? extra : "");
+    g_free(*field);
+    *field = g_strdup(value);
+}
+
+/* Below the private tree @root. */
+static void
+set_dir(char **field, const char *root, const char *name)
+{
+    g_free(*field);
+    *field = g_build_filename(root, name, NULL);
 }
 
 ot_host *
-ot_host_new(const char *extra)
+ot_host_new(void)
 {
     ot_host *h = g_new0(ot_host, 1);
-    g_autofree char *text = NULL;
     g_autofree char *images = NULL;
+    vtpm_config *cfg;
     vtpm_error err = { 0 };
 
     h->root = g_dir_make_tmp("test_ops-XXXXXX", NULL);
     assert_non_null(h->root);
     images = g_build_filename(h->root, "images", NULL);
     assert_int_equal(g_mkdir(images, 0700), 0);
-    text = configuration(h->root, extra);
-    if (vtpm_config_load_data("test_ops.conf", text, &h->cfg, &err) < 0)
-        fail_msg("configuration refused: %s\n%s", err.message, text);
+    h->cfg = cfg = vtpm_config_new_default();
+    set(&cfg->worker.host, OT_HOST);
+    set(&cfg->libvirt.uri, "test:///default");
+    set(&cfg->libvirt.virt_type, "qemu");
+    cfg->libvirt.shutdown_timeout = 5;
+    set_dir(&cfg->libvirt.state_dir, h->root, "state");
+    set_dir(&cfg->libvirt.console_dir, h->root, "console");
+    set_dir(&cfg->libvirt.images_dir, h->root, "images");
+    set_dir(&cfg->store.pool_dir, h->root, "pools");
+    set_dir(&cfg->store.kept_dir, h->root, "kept");
     if (vtpm_worker_init(&h->w, h->cfg, &err) < 0)
         fail_msg("worker init: %s", err.message);
     return h;
+}
+
+int
+ot_setup(void **state)
+{
+    *state = ot_host_new();
+    return 0;
+}
+
+int
+ot_teardown(void **state)
+{
+    ot_host_free(*state);
+    return 0;
 }
 
 static void
@@ -249,16 +261,23 @@ ot_domain(const char *uuid)
     return g_strdup_printf("instance-%s", uuid);
 }
 
+/* The domain of @uuid on the host's connection (*conn), or NULL. */
+static virDomainPtr
+lookup(ot_host *h, const char *uuid, virConnectPtr *conn)
+{
+    vtpm_error err = { 0 };
+
+    if (vtpm_virt_conn(h->w.virt, conn, NULL, &err) < 0)
+        fail_msg("libvirt: %s", err.message);
+    return virDomainLookupByUUIDString(*conn, uuid);
+}
+
 gboolean
 ot_domain_exists(ot_host *h, const char *uuid, gboolean *running)
 {
     virConnectPtr conn = NULL;
-    virDomainPtr dom;
-    vtpm_error err = { 0 };
+    virDomainPtr dom = lookup(h, uuid, &conn);
 
-    if (vtpm_virt_conn(h->w.virt, &conn, NULL, &err) < 0)
-        fail_msg("libvirt: %s", err.message);
-    dom = virDomainLookupByUUIDString(conn, uuid);
     if (dom && running)
         *running = virDomainIsActive(dom) == 1;
     if (dom)
@@ -271,12 +290,8 @@ void
 ot_undefine(ot_host *h, const char *uuid)
 {
     virConnectPtr conn = NULL;
-    virDomainPtr dom;
-    vtpm_error err = { 0 };
+    virDomainPtr dom = lookup(h, uuid, &conn);
 
-    if (vtpm_virt_conn(h->w.virt, &conn, NULL, &err) < 0)
-        fail_msg("libvirt: %s", err.message);
-    dom = virDomainLookupByUUIDString(conn, uuid);
     assert_non_null(dom);
     if (virDomainIsActive(dom) == 1)
         assert_int_equal(virDomainDestroy(dom), 0);

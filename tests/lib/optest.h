@@ -17,6 +17,13 @@
  */
 #pragma once
 
+/* cmocka's prerequisites, then cmocka: every user is a cmocka test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
 #include <glib.h>
 
 #include "methods.h"
@@ -31,11 +38,17 @@ typedef struct {
     vtpm_worker w;
 } ot_host;
 
-/* A host; @extra (may be NULL) is appended to its configuration file
- * (further keys need groups of their own that vtpmd does not set here). */
-ot_host *ot_host_new(const char *extra);
+/* A host: the parser's default configuration with test:///default, its
+ * host name OT_HOST and its directories in the private tree. */
+ot_host *ot_host_new(void);
 void ot_host_free(ot_host *h);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(ot_host, ot_host_free)
+
+/* cmocka set-up and tear-down giving each test a host of its own in
+ * *state, and a test that uses them. */
+int ot_setup(void **state);
+int ot_teardown(void **state);
+#define OT_TEST(fn) cmocka_unit_test_setup_teardown(fn, ot_setup, ot_teardown)
 
 typedef struct {
     int rc;
