@@ -1096,7 +1096,7 @@ vtpm_proto_reply_fault(const vtpm_error *err)
     msgpack_pack_map(&pk, 3);
     vtpm_pack_kv_str(&pk, "code", vtpm_fault_name(code));
     vtpm_pack_kv_str(&pk, "message", msg);
-    vtpm_pack_kv_bool(&pk, "retryable", vtpm_fault_retryable(code));
+    vtpm_pack_kv_bool(&pk, "retryable", vtpm_fault_retryable(code) && !(err && err->final));
     return g_byte_array_free_to_bytes(g_steal_pointer(&buf));
 }
 

@@ -62,20 +62,47 @@ vtpm_fault_retryable(vtpm_fault code)
     return faults[code].retryable;
 }
 
-int
-vtpm_error_set(vtpm_error *err, vtpm_fault code, const char *fmt, ...)
+static int
+error_vset(vtpm_error *err, bool final, vtpm_fault code, const char *fmt, va_list ap)
 {
     if (code == VTPM_FAULT_NONE)
         code = VTPM_FAULT_INTERNAL;
     if (err) {
-        va_list ap;
-
         err->code = code;
-        va_start(ap, fmt);
+        err->final = final;
         vsnprintf(err->message, sizeof(err->message), fmt, ap);
-        va_end(ap);
     }
     return -(int)code;
+}
+
+int
+vtpm_error_set(vtpm_error *err, vtpm_fault code, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = error_vset(err, false, code, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int
+vtpm_error_set_final(vtpm_error *err, vtpm_fault code, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = error_vset(err, true, code, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+bool
+vtpm_error_retryable(const vtpm_error *err)
+{
+    return err && !err->final && vtpm_fault_retryable(err->code);
 }
 
 int
@@ -106,6 +133,7 @@ vtpm_error_clear(vtpm_error *err)
 {
     if (err) {
         err->code = VTPM_FAULT_NONE;
+        err->final = false;
         err->message[0] = '\0';
     }
 }

@@ -1347,6 +1347,17 @@ test_shelve(void **state)
     assert_restored_off(B, uuid, S, "unshelve on b");
     assert_gone(vol, "unshelve on b", "shelved archive");
     assert_bytes_moved(B, "in", in_b, sh.bytes, "unshelve: the metrics of b");
+    /* The instance has a domain of another spec here: no retry of this
+     * unshelve can succeed (final), and the domain stays as it is. */
+    {
+        instance big = { .uuid = uuid, .fl = &FL_TPM_BIG };
+        g_autoptr(vt_reply) r = call(B, "unshelve", args_unshelve(&big, &sh, false));
+
+        vt_assert_final_fault(r, VTPM_FAULT_INSTANCE_CONFLICT, "different domain",
+                              "unshelve with another flavor where the domain exists");
+        assert_dom_flavor(B, uuid, &FL_TPM, "unshelve with another flavor: the domain");
+        assert_restored_off(B, uuid, S, "unshelve with another flavor: the state");
+    }
     destroy_on(B, uuid, "destroy on b");
 
     /* An archive that is not (or no longer) in the store. */

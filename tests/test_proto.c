@@ -1373,10 +1373,54 @@ test_reply_fault_all_codes(void **state)
     assert_int_equal(VTPM_FAULT__COUNT - 1, 18);
 }
 
+/* A final error says retryable: false whatever its code; the next
+ * vtpm_error_set() or a clear makes an error ordinary again, and a prefix
+ * keeps it final. */
+static void
+test_reply_fault_final(void **state)
+{
+    vtpm_error e = { 0 };
+    vtpm_error err;
+
+    for (int code = 1; code < VTPM_FAULT__COUNT; code++) {
+        g_autoptr(GBytes) rb = NULL;
+        g_autoptr(vtpm_reply) rep = NULL;
+        size_t len;
+        const void *d;
+        char want[32];
+
+        assert_int_equal(vtpm_error_set_final(&e, (vtpm_fault)code, "final %d", code), -code);
+        assert_int_equal(e.code, code);
+        assert_true(e.final);
+        g_snprintf(want, sizeof(want), "final %d", code);
+        assert_string_equal(e.message, want);
+        assert_false(vtpm_error_retryable(&e));
+        rb = vtpm_proto_reply_fault(&e);
+        d = g_bytes_get_data(rb, &len);
+        assert_int_equal(vtpm_proto_decode_reply(d, len, NULL, &rep, &err), 0);
+        assert_int_equal(rep->fault, code);
+        assert_false(rep->retryable);
+    }
+
+    vtpm_error_set_final(&e, VTPM_FAULT_INSTANCE_CONFLICT, "another spec");
+    vtpm_error_prefix(&e, "spawn");
+    assert_true(e.final);
+    assert_string_equal(e.message, "spawn: another spec");
+    assert_false(vtpm_error_retryable(&e));
+    vtpm_error_set(&e, VTPM_FAULT_INSTANCE_CONFLICT, "an operation holds it");
+    assert_false(e.final);
+    assert_true(vtpm_error_retryable(&e));
+    vtpm_error_set_final(&e, VTPM_FAULT_HYPERVISOR_ERROR, "x");
+    vtpm_error_clear(&e);
+    assert_false(e.final);
+    assert_int_equal(e.code, VTPM_FAULT_NONE);
+    assert_false(vtpm_error_retryable(NULL));
+}
+
 static void
 test_reply_fault_repairs_text(void **state)
 {
-    vtpm_error e;
+    vtpm_error e = { 0 };
     g_autoptr(GBytes) rb = NULL;
     g_autoptr(vtpm_reply) rep = NULL;
     vtpm_error err;
@@ -1563,6 +1607,7 @@ main(void)
         cmocka_unit_test(test_reply_ok_round_trip),
         cmocka_unit_test(test_reply_ok_malformed_result),
         cmocka_unit_test(test_reply_fault_all_codes),
+        cmocka_unit_test(test_reply_fault_final),
         cmocka_unit_test(test_reply_fault_repairs_text),
         cmocka_unit_test(test_decode_reply_faults),
         cmocka_unit_test(test_request_new_round_trip),

@@ -719,14 +719,16 @@ test_spawn_idempotent(void **state)
             fail_msg("after the repeated spawn the domain is \"%s\", not running", st);
     }
 
-    /* Same instance, another flavor: refused, nothing changes. */
+    /* Same instance, another flavor: refused, nothing changes.  Final
+     * (retryable: false): sending it again cannot make the specs agree. */
     other.memory_mb = 96;
     other.flavor = "m1.other";
-    {
+    for (int i = 0; i < 2; i++) {
         g_autoptr(vt_reply) r = spawn(group_d, &other);
 
-        vt_assert_fault(r, VTPM_FAULT_INSTANCE_CONFLICT, "already exists",
-                        "spawn of the same uuid with another flavor");
+        vt_assert_final_fault(r, VTPM_FAULT_INSTANCE_CONFLICT, "already exists",
+                              i ? "the same spawn with another flavor, retried"
+                                : "spawn of the same uuid with another flavor");
     }
     assert_int_equal(domains_with(uuid), 1);
 

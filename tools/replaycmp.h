@@ -4,7 +4,8 @@
  * rules"): a recorded reply and a replayed one match when both decode as
  * reply envelopes, agree on ok, on fault.code when not ok, and their result
  * maps are equal apart from ignored fields.  fault.message (text for
- * people) and fault.retryable (follows from the code) are not compared.
+ * people) and fault.retryable (follows from the code and, for a final
+ * fault, its cause) are not compared.
  */
 #pragma once
 

@@ -66,7 +66,7 @@ print_fault(const vtpm_error *err)
     /* As in a reply's fault: a script retries a lost broker connection
      * (Busy) the way it retries a worker's retryable fault. */
     json_builder_set_member_name(b, "retryable");
-    json_builder_add_boolean_value(b, vtpm_fault_retryable(err->code));
+    json_builder_add_boolean_value(b, vtpm_error_retryable(err));
     json_builder_end_object(b);
     json_builder_end_object(b);
     root = json_builder_get_root(b);

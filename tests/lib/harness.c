@@ -1001,8 +1001,9 @@ vt_assert_ok(const vt_reply *r, const char *what)
         fail_msg("%s: expected ok, got %s", what, vt_reply_summary(r));
 }
 
-void
-vt_assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, const char *what)
+static void
+assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, bool retryable,
+             const char *what)
 {
     if (!r || !r->rep)
         fail_msg("%s: expected fault %s, got %s", what, vtpm_fault_name(code),
@@ -1015,10 +1016,22 @@ vt_assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, const 
     if (fragment && !strstr(r->rep->fault_message ? r->rep->fault_message : "", fragment))
         fail_msg("%s: fault message should contain \"%s\", got %s", what, fragment,
                  vt_reply_summary(r));
-    if (r->rep->retryable != vtpm_fault_retryable(code))
-        fail_msg("%s: %s must have retryable=%s (docs/protocol.md), got %s", what,
-                 vtpm_fault_name(code), vtpm_fault_retryable(code) ? "true" : "false",
-                 vt_reply_summary(r));
+    if (r->rep->retryable != retryable)
+        fail_msg("%s: %s%s must have retryable=%s (docs/protocol.md), got %s", what,
+                 retryable == vtpm_fault_retryable(code) ? "" : "a final ",
+                 vtpm_fault_name(code), retryable ? "true" : "false", vt_reply_summary(r));
+}
+
+void
+vt_assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, const char *what)
+{
+    assert_fault(r, code, fragment, vtpm_fault_retryable(code), what);
+}
+
+void
+vt_assert_final_fault(const vt_reply *r, vtpm_fault code, const char *fragment, const char *what)
+{
+    assert_fault(r, code, fragment, false, what);
 }
 
 /* ---- msgpack objects --------------------------------------------------- */

@@ -231,6 +231,10 @@ vt_reply *vt_call(const vt_vtpmd *d, const char *method, GBytes *args, int timeo
  * @fragment (NULL: any).  @what names the request in the message. */
 void vt_assert_ok(const vt_reply *r, const char *what);
 void vt_assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, const char *what);
+/* The same for a fault that is final although its code is usually
+ * retryable (docs/protocol.md): retryable must be false. */
+void vt_assert_final_fault(const vt_reply *r, vtpm_fault code, const char *fragment,
+                           const char *what);
 /* "ok" or "Code: message" (for messages). */
 const char *vt_reply_summary(const vt_reply *r);
 

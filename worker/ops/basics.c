@@ -47,11 +47,12 @@ spawn_again(vtpm_worker *w, virDomainPtr dom, const vtpm_instance *inst,
 
     if ((rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
         return rc;
+    /* Final: no retry of this request can make the specs agree. */
     if (!meta.spec_digest || strcmp(meta.spec_digest, d->digest) != 0)
-        return vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
-                              "instance %s already exists on host %s with a different "
-                              "spec; destroy or rebuild it instead",
-                              inst->uuid, w->cfg->worker.host);
+        return vtpm_error_set_final(err, VTPM_FAULT_INSTANCE_CONFLICT,
+                                    "instance %s already exists on host %s with a different "
+                                    "spec; destroy or rebuild it instead",
+                                    inst->uuid, w->cfg->worker.host);
     if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0)
         return rc;
     return 0;

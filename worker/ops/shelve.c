@@ -238,9 +238,9 @@ unshelved_before(vtpm_worker *w, virConnectPtr sconn, virDomainPtr dom, const un
     if ((rc = vtpm_ops_get_meta(w, dom, &dm, err)) < 0)
         return rc;
     if (!dm.spec_digest || strcmp(dm.spec_digest, d->digest) != 0)
-        return vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
-                              "instance %s already has a different domain on host %s",
-                              a->inst->uuid, w->cfg->worker.host);
+        return vtpm_error_set_final(err, VTPM_FAULT_INSTANCE_CONFLICT,
+                                    "instance %s already has a different domain on host %s",
+                                    a->inst->uuid, w->cfg->worker.host);
     if (a->power_on && (rc = vtpm_ops_start(w, dom, a->inst->secret, err)) < 0)
         return rc;
     if (exists && (rc = vtpm_store_delete(sconn, a->pool, a->vol, err)) < 0)
