@@ -247,12 +247,14 @@ args_migrate(const instance *in, const char *dest_host)
     return mp_bytes(&sb);
 }
 
-/* @in carries the new flavor; @transfer may be NULL. */
+/* @in carries the new flavor; @transfer may be NULL; @force: args.force
+ * when true (absent otherwise). */
 static GBytes *
-args_finish(const instance *in, const flavor *old, bool power_on, const xfer *transfer)
+args_finish_force(const instance *in, const flavor *old, bool power_on, const xfer *transfer,
+                  bool force)
 {
     MP_BEGIN(sb, pk);
-    msgpack_pack_map(&pk, transfer ? 4 : 3);
+    msgpack_pack_map(&pk, 3 + (transfer ? 1 : 0) + (force ? 1 : 0));
     mp_str(&pk, "instance");
     mp_instance(&pk, in);
     mp_str(&pk, "old_flavor");
@@ -263,6 +265,46 @@ args_finish(const instance *in, const flavor *old, bool power_on, const xfer *tr
         mp_str(&pk, "vtpm_transfer");
         mp_xfer(&pk, transfer);
     }
+    if (force) {
+        mp_str(&pk, "force");
+        mp_bool(&pk, true);
+    }
+    return mp_bytes(&sb);
+}
+
+static GBytes *
+args_finish(const instance *in, const flavor *old, bool power_on, const xfer *transfer)
+{
+    return args_finish_force(in, old, power_on, transfer, false);
+}
+
+/* finish_revert_migration {instance, power_on, force?} */
+static GBytes *
+args_revert(const instance *in, bool power_on, bool force)
+{
+    MP_BEGIN(sb, pk);
+    msgpack_pack_map(&pk, force ? 3 : 2);
+    mp_str(&pk, "instance");
+    mp_instance(&pk, in);
+    mp_str(&pk, "power_on");
+    mp_bool(&pk, power_on);
+    if (force) {
+        mp_str(&pk, "force");
+        mp_bool(&pk, true);
+    }
+    return mp_bytes(&sb);
+}
+
+/* shelve {instance, offload} */
+static GBytes *
+args_shelve(const instance *in, bool offload)
+{
+    MP_BEGIN(sb, pk);
+    msgpack_pack_map(&pk, 2);
+    mp_str(&pk, "instance");
+    mp_instance(&pk, in);
+    mp_str(&pk, "offload");
+    mp_bool(&pk, offload);
     return mp_bytes(&sb);
 }
 
@@ -1640,6 +1682,164 @@ test_idempotency(void **state)
     xfer_clear(&s2);
 }
 
+/* ---- 8b. rollback: an archive older than what the host has seen ---------------------------------- */
+
+/* Put @data back as the volume file @path of pool @pool on host @h, as
+ * whoever can write the pool's directory could (then libvirt re-reads
+ * the pool, as it would on its own next start). */
+static void
+put_volume(int h, const char *pool, const char *path, GBytes *data)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    if (!g_file_set_contents_full(path, g_bytes_get_data(data, NULL), g_bytes_get_size(data),
+                                  G_FILE_SET_CONTENTS_CONSISTENT, 0600, &gerr))
+        fail_msg("writing %s: %s", path, gerr->message);
+    if (vt_virsh(host_name[h], NULL, "pool-refresh", pool, NULL) != 0)
+        fail_msg("virsh pool-refresh %s on host %s failed", pool, host_name[h]);
+}
+
+/* A forced rollback is logged by the worker that did it. */
+static void
+assert_forced_logged(int h, const char *uuid, const char *what)
+{
+    const char *needles[] = { uuid, "older than generation", "(forced)", NULL };
+
+    if (!vt_vtpmd_wait_log(dmn[h], needles, 10000))
+        fail_msg("%s: the log of host %s's vtpmd does not say that instance %s was rolled back "
+                 "on request (force)", what, host_name[h], uuid);
+}
+
+/* docs/security.md "Rollback: generations": finish_migration refuses an
+ * incoming archive older than the newest generation the destination has
+ * made or restored for the instance, even with the matching
+ * vtpm_transfer, and changes nothing; force: true restores it. */
+static void
+test_rollback_finish(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance big = { .uuid = uuid, .fl = &FL_TPM_BIG };
+    g_autofree char *inc_b = p_incoming(B, uuid), *kept_b = p_kept(B, uuid);
+    g_autofree char *S1 = NULL, *S2 = NULL;
+    g_autoptr(GBytes) old = NULL;
+    xfer x1 = { 0 }, x2 = { 0 };
+
+    begin("rollback refused: finish_migration");
+    S1 = spawn_off(&in);
+    /* Generation g1: a -> b; the guest then runs on b. */
+    migrate(A, B, &in, &x1, "migrate a -> b (g1)");
+    old = read_file(inc_b);
+    call_ok_free(B, "finish_migration", args_finish(&in, &FL_TPM, true, &x1),
+                 "finish_migration on b (g1)");
+    call_ok_free(A, "confirm_migration", args_inst(&in), "confirm on a");
+    /* Generation g2, made on b by a resize in place. */
+    migrate(B, B, &in, &x2, "resize in place on b (g2)");
+    S2 = state_sha(B, uuid, STATE_V2, "after the resize in place");
+    if (strcmp(S1, S2) == 0)
+        fail_msg("the guest ran on b, yet its state did not change (%s): the test cannot tell "
+                 "the two generations apart", S1);
+    /* The g1 archive comes back as the incoming volume. */
+    put_volume(B, "vtpm-incoming", inc_b, old);
+    {
+        g_autoptr(vt_reply) r = call(B, "finish_migration",
+                                     args_finish(&big, &FL_TPM, false, &x1));
+
+        vt_assert_fault(r, VTPM_FAULT_STATE_INTEGRITY, "older than generation",
+                        "finish_migration of an older archive");
+        print_message("refused: %s\n", vt_reply_summary(r));
+    }
+    assert_file_is(inc_b, &x1, "the refused archive stays where it was");
+    assert_state_sha(B, uuid, STATE_V2, S2, "the refused finish_migration");
+    assert_dom_flavor(B, uuid, &FL_TPM, "the refused finish_migration");
+    assert_dom_state(B, uuid, "shut off", "the refused finish_migration");
+    /* force: true restores it, as the caller asked. */
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "finish_migration",
+                                        args_finish_force(&big, &FL_TPM, false, &x1, true),
+                                        "finish_migration of an older archive, forced");
+
+        assert_res_str(r, "vtpm_state", "restored", "the forced finish_migration");
+    }
+    assert_restored_off(B, uuid, S1, "the forced finish_migration");
+    assert_forced_logged(B, uuid, "the forced finish_migration");
+    assert_dom_flavor(B, uuid, &FL_TPM_BIG, "the forced finish_migration");
+    assert_gone(inc_b, "the forced finish_migration", "incoming volume");
+    call_ok_free(B, "confirm_migration", args_inst(&big), "confirm the resize in place");
+    assert_gone(kept_b, "confirm the resize in place", "kept copy");
+    destroy_on(B, uuid, "destroy on b");
+    xfer_clear(&x1);
+    xfer_clear(&x2);
+}
+
+/* The same for finish_revert_migration: a kept copy older than a
+ * generation the source made since (here a shelve without offload after
+ * the resize) is refused, the kept copy kept, nothing defined; force
+ * restores it. */
+static void
+test_rollback_revert(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance big = { .uuid = uuid, .fl = &FL_TPM_BIG };
+    g_autofree char *kept = p_kept(A, uuid), *sd = p_state_dir(A, uuid);
+    g_autofree char *vol = p_shelved(uuid), *vol_name = NULL;
+    g_autofree char *S = NULL, *kept_sha = NULL;
+    xfer x = { 0 }, sh = { 0 };
+
+    begin("rollback refused: finish_revert_migration");
+    S = spawn_off(&in);
+    /* Resize in place: the kept copy is generation g1. */
+    migrate(A, A, &in, &x, "resize in place (g1)");
+    call_ok_free(A, "finish_migration", args_finish(&big, &FL_TPM, true, &x),
+                 "finish_migration in place");
+    kept_sha = sha_of(kept);
+    /* Generation g2 on the same host: a shelve that keeps the instance. */
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "shelve", args_shelve(&big, false),
+                                        "shelve without offload (g2)");
+
+        res_xfer(r, "shelved", &sh, "shelve without offload");
+        if (vt_obj_bool(&r->rep->result, "offloaded"))
+            fail_msg("shelve with offload=false: result.offloaded should be false");
+    }
+    /* The revert flow: destroy on the destination (this host), then
+     * finish_revert_migration, which would restore the g1 kept copy. */
+    call_ok_free(A, "destroy", vt_args_destroy(uuid, -1), "destroy (revert flow)");
+    assert_present(kept, "destroy (revert flow)", "kept copy");
+    {
+        g_autoptr(vt_reply) r = call(A, "finish_revert_migration", args_revert(&in, false, false));
+
+        vt_assert_fault(r, VTPM_FAULT_STATE_INTEGRITY, "older than generation",
+                        "finish_revert_migration to an older kept copy");
+        print_message("refused: %s\n", vt_reply_summary(r));
+    }
+    {
+        g_autofree char *now = sha_of(kept);
+
+        if (g_strcmp0(now, kept_sha) != 0)
+            fail_msg("the refused revert changed or removed the kept copy %s", kept);
+    }
+    assert_no_domain(A, uuid, "the refused revert");
+    assert_gone(sd, "the refused revert", "state dir");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "finish_revert_migration", args_revert(&in, false, true),
+                                        "finish_revert_migration, forced");
+
+        assert_res_str(r, "vtpm_state", "restored", "the forced revert");
+    }
+    assert_restored_off(A, uuid, S, "the forced revert");
+    assert_forced_logged(A, uuid, "the forced revert");
+    assert_dom_flavor(A, uuid, &FL_TPM, "the forced revert");
+    assert_gone(kept, "the forced revert", "kept copy");
+    destroy_on(A, uuid, "destroy");
+    vol_name = g_path_get_basename(vol);
+    if (vt_virsh(host_name[A], NULL, "vol-delete", "--pool", "vtpm-shelved", vol_name, NULL) != 0)
+        fail_msg("removing the shelved archive %s failed", vol_name);
+    xfer_clear(&x);
+    xfer_clear(&sh);
+}
+
 /* ---- 9. a crash at every named point ------------------------------------------------------------------ */
 
 typedef enum { OP_MIGRATE, OP_FINISH, OP_CONFIRM, OP_REVERT, OP_SHELVE, OP_UNSHELVE, OP_REBUILD } crash_op;
@@ -2709,6 +2909,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_shelve, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_rebuild, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_finish, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_revert, test_setup, test_teardown),
     };
     /* libvirtd killed at every step (section 10). */
     static const struct CMUnitTest lv[] = {
