@@ -82,6 +82,8 @@ static const char *const specs_20_tis[] = { "hw:tpm_version", "2.0", "hw:tpm_mod
                                             NULL };
 static const char *const specs_12_tis[] = { "hw:tpm_version", "1.2", "hw:tpm_model", "tpm-tis",
                                             NULL };
+static const char *const specs_20_crb[] = { "hw:tpm_version", "2.0", "hw:tpm_model", "tpm-crb",
+                                            NULL };
 static const char *const specs_20_user[] = { "hw:tpm_version", "2.0", "hw:tpm_model", "tpm-tis",
                                              "hw:tpm_secret_security", "user", NULL };
 static const char *const props_20_tis[] = { "hw_tpm_version", "2.0", "hw_tpm_model", "tpm-tis",
@@ -93,6 +95,7 @@ static const char *const props_12[] = { "hw_tpm_version", "1.2", NULL };
 static const flavor FL_TPM = { "m1.lc", 64, specs_20_tis };
 static const flavor FL_TPM_BIG = { "m2.lc", 96, specs_20_tis }; /* same vTPM, other flavor */
 static const flavor FL_TPM12 = { "m1.lc-tpm12", 64, specs_12_tis };
+static const flavor FL_TPM_CRB = { "m1.lc-crb", 64, specs_20_crb };
 static const flavor FL_NONE = { "m1.lc-notpm", 64, NULL };
 static const flavor FL_PLAIN = { "m1.lc-plain", 64, NULL }; /* the vTPM comes from the image */
 static const flavor FL_USER = { "m1.lc-user", 64, specs_20_user };
@@ -1464,6 +1467,53 @@ test_shelve(void **state)
     destroy_on(B, uuid3, "destroy on b");
     xfer_clear(&sh);
     xfer_clear(&sh3);
+}
+
+/* docs/lifecycle.md: an archive whose TPM version or model differs from
+ * what the instance now asks for is refused (InvalidTPMConfig) and left
+ * in the store; so is one named for an instance that asks for no vTPM.
+ * Nothing is defined; the same archive unshelves with the right spec. */
+static void
+test_unshelve_mismatch(void **state)
+{
+    static const struct {
+        const flavor *fl;
+        const char *fragment;
+    } wrong[] = {
+        { &FL_TPM_CRB, "asks for 2.0/tpm-crb" },
+        { &FL_TPM12, "asks for 1.2/tpm-tis" },
+        { &FL_NONE, "asks for no vTPM" },
+    };
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    g_autofree char *S = NULL, *vol = p_shelved(uuid);
+    xfer sh = { 0 };
+
+    begin("unshelve of an archive with another TPM version or model");
+    S = spawn_off(&in);
+    shelve_on(A, &in, &sh, "shelve (TPM 2.0, tpm-tis)");
+    for (size_t i = 0; i < G_N_ELEMENTS(wrong); i++) {
+        instance other = { .uuid = uuid, .fl = wrong[i].fl };
+        g_autofree char *what = g_strdup_printf("unshelve with flavor %s", wrong[i].fl->name);
+        g_autoptr(vt_reply) r = call(B, "unshelve", args_unshelve(&other, &sh, false));
+
+        vt_assert_fault(r, VTPM_FAULT_INVALID_TPM_CONFIG, wrong[i].fragment, what);
+        if (!strstr(r->rep->fault_message, "left in the store"))
+            fail_msg("%s: the fault should say the state was left in the store: %s", what,
+                     vt_reply_summary(r));
+        assert_file_is(vol, &sh, what);
+        assert_nothing_on(B, uuid, what);
+    }
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "unshelve", args_unshelve(&in, &sh, false),
+                                        "unshelve with the TPM it was shelved with");
+
+        assert_res_str(r, "vtpm_state", "restored", "unshelve with the right TPM");
+    }
+    assert_restored_off(B, uuid, S, "unshelve with the right TPM");
+    assert_gone(vol, "unshelve with the right TPM", "shelved archive");
+    destroy_on(B, uuid, "destroy on b");
+    xfer_clear(&sh);
 }
 
 /* ---- 7. rebuild ------------------------------------------------------------------------------------- */
@@ -2907,6 +2957,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_resize_in_place, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_revert, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_shelve, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_unshelve_mismatch, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_rebuild, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_rollback_finish, test_setup, test_teardown),

@@ -202,7 +202,7 @@ unshelve_args_get(const vtpm_request *req, unshelve_args *a, vtpm_error *err)
     return 0;
 }
 
-/* args.shelved.ref of an instance with a vTPM: only this instance's
+/* args.shelved.ref (required with a vTPM): only this instance's
  * archive in the configured store, so that a ref cannot let a caller read
  * another volume. */
 static int
@@ -351,8 +351,15 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
 
     if ((rc = unshelve_args_get(req, &a, err)) < 0 ||
         (rc = vtpm_ops_prepare(w, a.inst, &d, err)) < 0 ||
-        (d.dev.version != VTPM_VERSION_NONE && (rc = shelved_ref(w, &a, err)) < 0))
+        ((d.dev.version != VTPM_VERSION_NONE || a.shelved) &&
+         (rc = shelved_ref(w, &a, err)) < 0))
         return rc;
+    /* Only vTPM state is ever shelved (without a vTPM, shelve answers
+     * shelved: null): unshelving without one would forget it there. */
+    if (d.dev.version == VTPM_VERSION_NONE && a.shelved)
+        return vtpm_error_set(err, VTPM_FAULT_INVALID_TPM_CONFIG,
+                              "args.shelved names the shelved vTPM state %s but the instance "
+                              "asks for no vTPM; state left in the store", a.ref);
     if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
         (rc = vtpm_virt_lookup(w->virt, conn, a.inst->uuid, &dom, err)) < 0)
         return rc;
