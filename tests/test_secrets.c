@@ -826,6 +826,109 @@ test_deployment_mode(void **state)
     host_start(B, key1, NULL);
 }
 
+/* ---- mode changes: user -> host allowed, host -> user refused --------------------------------- */
+
+/* docs/security.md "Mode changes": a resize from user to host works, the
+ * host keeping the caller's secret; host -> user is refused
+ * (InvalidTPMConfig) by finish_migration, rebuild and unshelve, each
+ * leaving everything as it was (the caller does not know the host's key). */
+static void
+test_mode_change(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    inst as_user = { uuid, "user" }, as_host = { uuid, "host" };
+    g_autoptr(GBytes) s1 = secret_of("mode change: the user's passphrase");
+    g_autoptr(GBytes) plain = NULL, key_b = NULL;
+    g_autofree char *S = NULL, *sf_a = p_state_file(A, uuid), *sf_b = p_state_file(B, uuid);
+    g_autofree char *inc_a = p_incoming(A, uuid), *inc_sha = NULL, *vol = p_shelved(uuid);
+    g_autofree char *ref = NULL, *ssha = NULL, *xml0 = NULL, *xml1 = NULL, *S_b = NULL;
+    opts o = NO_OPTS, ou = NO_OPTS;
+
+    ou.secret = s1;
+    ok(A, "spawn", &as_user, &ou, "mode change: spawn in user mode");
+    S = off_sha(A, &as_user, "mode change: power_off");
+    plain = plaintext_of(A, uuid, s1, "mode change: user mode state");
+
+    /* user -> host, a resize a -> b: b keeps the caller's secret as the
+     * host's, and the TPM starts there without a caller secret. */
+    migrate_ab(&as_user, plain, "user -> host: migrate a -> b");
+    {
+        opts f = NO_OPTS;
+
+        f.secret = s1;
+        f.old_mode = "user";
+        f.power_on = 0;
+        ok(B, "finish_migration", &as_host, &f, "user -> host: finish_migration on b");
+    }
+    assert_sha(sf_b, S, "user -> host: the state on b");
+    assert_secret(B, uuid, true, "user -> host: b holds the secret");
+    key_b = host_secret_value(B, uuid);
+    if (!g_bytes_equal(key_b, s1))
+        fail_msg("user -> host: b's secret should be the caller's passphrase");
+    ok(B, "power_on", &as_host, &o, "user -> host: power_on on b, no caller secret");
+    assert_dom_state(B, uuid, "running", "user -> host: power_on on b");
+    ok(A, "confirm_migration", &as_user, &o, "user -> host: confirm on a");
+    S_b = off_sha(B, &as_host, "host mode on b: power_off");
+
+    /* host -> user by rebuild: refused, the domain and state as they were. */
+    xml0 = dom_xml(B, uuid);
+    {
+        opts r = NO_OPTS;
+
+        r.secret = s1;
+        fault(B, "rebuild", &as_user, &r, VTPM_FAULT_INVALID_TPM_CONFIG,
+              "cannot change from 'host' to 'user'", "host -> user: rebuild");
+    }
+    xml1 = dom_xml(B, uuid);
+    if (strcmp(xml0, xml1) != 0)
+        fail_msg("host -> user: the refused rebuild changed the domain:\n%s\n--- now ---\n%s",
+                 xml0, xml1);
+    assert_sha(sf_b, S_b, "host -> user: the state after the refused rebuild");
+    assert_dom_state(B, uuid, "shut off", "host -> user: the refused rebuild");
+
+    /* host -> user by a resize b -> a: refused, the incoming volume stays;
+     * the same resize in host mode then completes. */
+    {
+        opts m = NO_OPTS, f = NO_OPTS;
+
+        m.dest_host = host_addr[A];
+        ok(B, "migrate_disk_and_power_off", &as_host, &m, "host -> user: migrate b -> a");
+        inc_sha = vt_sha256_file(inc_a);
+        f.secret = s1;
+        f.old_mode = "host";
+        f.power_on = 0;
+        fault(A, "finish_migration", &as_user, &f, VTPM_FAULT_INVALID_TPM_CONFIG,
+              "cannot change from 'host' to 'user'", "host -> user: finish_migration on a");
+        assert_sha(inc_a, inc_sha, "host -> user: the incoming volume after the refusal");
+        if (dom_exists(A, uuid))
+            fail_msg("host -> user: the refused finish_migration defined a domain on a");
+        f.secret = NULL;
+        ok(A, "finish_migration", &as_host, &f, "host -> host: finish_migration on a");
+        assert_sha(sf_a, S_b, "host -> host: the state on a");
+        ok(B, "confirm_migration", &as_host, &o, "host -> host: confirm on b");
+    }
+
+    /* host -> user by unshelve: refused, the archive stays in the store. */
+    ref = shelve_on(A, &as_host, plain, &ssha, "host mode: shelve on a");
+    {
+        opts u = NO_OPTS;
+
+        u.secret = s1;
+        u.shelved_ref = ref;
+        u.shelved_sha = ssha;
+        fault(B, "unshelve", &as_user, &u, VTPM_FAULT_INVALID_TPM_CONFIG,
+              "cannot change from 'host' to 'user'", "host -> user: unshelve on b");
+        assert_sha(vol, ssha, "host -> user: the archive after the refused unshelve");
+        if (dom_exists(B, uuid))
+            fail_msg("host -> user: the refused unshelve defined a domain on b");
+        u.secret = NULL;
+        u.power_on = 0;
+        ok(B, "unshelve", &as_host, &u, "host -> host: unshelve on b");
+        assert_sha(sf_b, S_b, "host -> host: the state unshelved on b");
+    }
+    destroy_on(B, uuid, "mode change: destroy");
+}
+
 /* ---- rekey ------------------------------------------------------------------------------------ */
 
 /* rekey on a; checks the reply and that nothing of the work is left. */
@@ -1171,6 +1274,7 @@ main(void)
         cmocka_unit_test_teardown(test_host_mode, test_teardown),
         cmocka_unit_test_teardown(test_deployment_mode, test_teardown),
         cmocka_unit_test_teardown(test_generation, test_teardown),
+        cmocka_unit_test_teardown(test_mode_change, test_teardown),
         cmocka_unit_test_teardown(test_rekey, test_teardown),
         { "test_rekey_crash before_swap", test_rekey_crash, NULL, test_teardown,
           (void *)"rekey.before_swap" },

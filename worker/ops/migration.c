@@ -213,7 +213,10 @@ finish_restore(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const finis
         (rc = vtpm_custody_check_mode_change(cont.tpm.secret_security, d->dev.secret_security,
                                              uuid, err)) < 0)
         return rc;
-    if (d->dev.secret_security == VTPM_SECRET_HOST && cont.encrypted &&
+    /* A host key travels only from host mode; user -> host keeps the
+     * caller's secret (vtpm_custody_plan_key). */
+    if (d->dev.secret_security == VTPM_SECRET_HOST &&
+        cont.tpm.secret_security == VTPM_SECRET_HOST && cont.encrypted &&
         (rc = vtpm_custody_ensure_host_secret(w, conn, uuid,
                                               g_hash_table_lookup(am.extra, "secret_host"),
                                               &fetched, err)) < 0)
