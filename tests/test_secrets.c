@@ -365,6 +365,71 @@ decrypt_state(const char *dir, GBytes *secret)
     return vt_tpm_plaintext(dir, secret);
 }
 
+/*
+ * The permanent state @plain after one more transfer, as rekey makes it:
+ * loaded into a swtpm on an empty directory (--load permanent), CMD_INIT
+ * (which writes the state file), read out again.  CMD_INIT after a load
+ * settles a few bytes that swtpm_setup left pending in a state no guest
+ * firmware has used yet (docs/security.md, Rekey, "Verification"), so a
+ * rekeyed TPM is compared with this, not with @plain itself; for a state
+ * a guest already used the two are equal.
+ */
+static GBytes *
+transferred(GBytes *plain)
+{
+    g_autofree char *tmp = g_dir_make_tmp("vt-transfer-XXXXXX", NULL);
+    g_autofree char *in = NULL, *st = NULL, *script = NULL;
+    g_autoptr(GError) gerr = NULL;
+    GBytes *out = NULL;
+    int status = 0;
+    const char *argv[] = { "bash", "-c", NULL, NULL };
+
+    if (!tmp)
+        fail_msg("cannot create a temporary directory");
+    in = g_build_filename(tmp, "in", NULL);
+    st = g_build_filename(tmp, "st", NULL);
+    if (!g_file_set_contents(in, g_bytes_get_data(plain, NULL), g_bytes_get_size(plain), &gerr))
+        fail_msg("writing %s: %s", in, gerr->message);
+    script = g_strdup_printf(
+        "t=%s; mkdir -p $t/st/tpm2 || exit 3; "
+        "swtpm socket --tpm2 --tpmstate dir=$t/st/tpm2 --ctrl type=unixio,path=$t/ctrl "
+        "--server type=unixio,path=$t/srv --log file=$t/log --daemon --pid file=$t/pid || exit 3; "
+        "for i in $(seq 50); do [ -S $t/ctrl ] && break; sleep 0.1; done; "
+        "rc=0; swtpm_ioctl --unix $t/ctrl --load permanent $t/in >/dev/null 2>&1 && "
+        "swtpm_ioctl --unix $t/ctrl -i >/dev/null 2>&1 || rc=1; "
+        "swtpm_ioctl --unix $t/ctrl -s >/dev/null 2>&1; "
+        "for i in $(seq 50); do kill -0 $(cat $t/pid 2>/dev/null) 2>/dev/null || break; sleep 0.1; done; "
+        "exit $rc",
+        tmp);
+    argv[2] = script;
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
+                      &status, &gerr))
+        fail_msg("running swtpm: %s", gerr->message);
+    if (!g_spawn_check_wait_status(status, NULL))
+        fail_msg("swtpm could not take the permanent state back (--load permanent, CMD_INIT)");
+    out = decrypt_state(st, NULL);
+    {
+        g_autofree char *rm = g_strdup_printf("rm -rf '%s'", tmp);
+
+        g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL);
+    }
+    if (!out)
+        fail_msg("swtpm could not read back the state it wrote from a permanent state blob");
+    return out;
+}
+
+/* Bytes in which two blobs differ (a length difference counts). */
+static gsize
+blob_diff(GBytes *a, GBytes *b)
+{
+    gsize la, lb, n = 0;
+    const guint8 *pa = g_bytes_get_data(a, &la), *pb = g_bytes_get_data(b, &lb);
+
+    for (gsize i = 0; i < MIN(la, lb); i++)
+        n += pa[i] != pb[i];
+    return n + (la > lb ? la - lb : lb - la);
+}
+
 /* How many eligible windows of @plain occur in @hay; *total gets how many
  * windows were eligible: at least 12 distinct byte values (no padding) and
  * not all printable ASCII.  Text is left out because the TPM holds public
@@ -541,8 +606,15 @@ group_teardown(void **state)
 static int
 test_teardown(void **state)
 {
-    for (int h = 0; h < NHOSTS; h++)
+    for (int h = 0; h < NHOSTS; h++) {
         vt_virsh_cleanup(host_name[h]);
+        /* A test that failed between a crash and the restart must not
+         * leave the next one without a vtpmd. */
+        if (!dmn[h] || !vt_vtpmd_running(dmn[h])) {
+            host_stop(h);
+            host_start(h, key1, NULL);
+        }
+    }
     return 0;
 }
 
@@ -956,19 +1028,21 @@ rekey_ok(const inst *in, const opts *o, bool restarted, const char *what)
 }
 
 /* The state was re-encrypted: @old no longer opens it, @new does, and the
- * TPM inside is byte for byte the one before (@plain). */
+ * TPM inside is byte for byte the one before (@plain, transferred). */
 static void
 assert_rekeyed(const char *uuid, GBytes *old, GBytes *new, GBytes *plain, const char *what)
 {
     g_autofree char *dir = p_state_dir(A, uuid);
     g_autoptr(GBytes) by_old = decrypt_state(dir, old);
     g_autoptr(GBytes) by_new = plaintext_of(A, uuid, new, what);
+    g_autoptr(GBytes) want = transferred(plain);
 
     if (by_old)
         fail_msg("%s: the old key still opens the state", what);
-    if (!g_bytes_equal(by_new, plain))
-        fail_msg("%s: the TPM changed (%zu bytes before, %zu after)", what,
-                 g_bytes_get_size(plain), g_bytes_get_size(by_new));
+    if (!g_bytes_equal(by_new, want))
+        fail_msg("%s: the TPM changed (%zu bytes before, %zu after, %zu differ; %zu differ "
+                 "from the state before the transfer)", what, g_bytes_get_size(want),
+                 g_bytes_get_size(by_new), blob_diff(want, by_new), blob_diff(plain, by_new));
 }
 
 /* The key of @uuid on a as the mode stores it (user: @user_secret). */
@@ -1091,41 +1165,113 @@ test_rekey(void **state)
     }
 }
 
-/* The crash window of a rekey (docs/security.md, Rekey): vtpmd dies after
- * swapping the new state in, before storing the new key.  The redelivered
- * request must swap the old state back and rekey anew: in the end the
- * stored key opens the state, and the TPM is the same. */
-/* vtpmd SIGKILLed at @point of a host-mode rekey, then started again: the
- * redelivered request completes, the TPM is the same, opened by the key
- * stored last, and nothing is left aside.  Inside the window, what the
- * point promises: before_swap, nothing changed yet (old state, old key);
- * before_key, the new state in place with the old key, the old state kept
- * aside; before_cleanup, new state and new key both in place. */
+/* The crash window of a rekey (docs/security.md, Rekey), in each mode.
+ * vtpmd is SIGKILLed at @point, then started again: the redelivered
+ * request completes, the TPM is the same, the key it ends under opens it
+ * and the old key does not, and nothing is left aside.  Inside the
+ * window, what the point promises.  Where the key is stored (host,
+ * deployment): before_swap, nothing changed yet; before_key, the new
+ * state in place with the old key stored, the old state kept aside (the
+ * redelivery swaps it back and rekeys anew); before_cleanup, new state
+ * and new key both in place.  In user mode nothing is stored, so the swap
+ * is the commit: from before_key on, the new passphrase opens the state
+ * in place and the old one the state set aside (the redelivery answers
+ * rekeyed without swapping back). */
+typedef struct {
+    const char *name;
+    const char *point;
+    const char *mode;
+} rekey_crash;
+
+static const rekey_crash rekey_crashes[] = {
+    { "test_rekey_crash before_swap", "rekey.before_swap", "host" },
+    { "test_rekey_crash before_key", "rekey.before_key", "host" },
+    { "test_rekey_crash before_cleanup", "rekey.before_cleanup", "host" },
+    { "test_rekey_crash user before_swap", "rekey.before_swap", "user" },
+    { "test_rekey_crash user before_key", "rekey.before_key", "user" },
+    { "test_rekey_crash user before_cleanup", "rekey.before_cleanup", "user" },
+    { "test_rekey_crash deployment before_swap", "rekey.before_swap", "deployment" },
+    { "test_rekey_crash deployment before_key", "rekey.before_key", "deployment" },
+    { "test_rekey_crash deployment before_cleanup", "rekey.before_cleanup", "deployment" },
+};
+
+/* What the state dir and the state set aside hold at the crash. */
 static void
-rekey_crash_at(const char *point)
+assert_rekey_window(const rekey_crash *c, const char *uuid, GBytes *k0, GBytes *s2,
+                    GBytes *plain)
 {
-    g_autofree char *env_kv = g_strdup_printf("VTPMD_CRASH_AT=%s", point);
-    const char *const env[] = { env_kv, NULL };
-    g_autofree char *uuid = vt_uuid();
-    g_autofree char *S = NULL, *corr = NULL, *rid = vt_uuid(), *mid = vt_uuid();
+    bool user = strcmp(c->mode, "user") == 0;
+    bool swapped = strcmp(c->point, "rekey.before_swap") != 0;
+    bool stored = strcmp(c->point, "rekey.before_cleanup") == 0;
     g_autofree char *sd = p_state_dir(A, uuid);
     g_autofree char *rel = g_strdup_printf("var/lib/libvirt/swtpm/.%s.rekey/new", uuid);
     g_autofree char *left = vt_host_path("a", rel);
-    inst in = { uuid, "host" };
-    opts o = NO_OPTS;
-    g_autoptr(GBytes) k0 = NULL, k1 = NULL, kc = NULL, plain = NULL, args = NULL, body = NULL;
-    g_autoptr(GBytes) in_place = NULL;
+    /* The key the state in place should open with: user mode has no
+     * stored key, the caller's passphrases are the keys. */
+    g_autoptr(GBytes) kc = user ? g_bytes_ref(swapped ? s2 : k0) : key_now(c->mode, uuid, NULL);
+    g_autoptr(GBytes) in_place = decrypt_state(sd, kc);
+    /* The state in place is the rekeyed one once swapped in. */
+    g_autoptr(GBytes) want = swapped ? transferred(plain) : g_bytes_ref(plain);
+
+    if (!user && g_bytes_equal(kc, k0) == stored)
+        fail_msg("%s at %s: the stored key %s", c->mode, c->point,
+                 stored ? "should be the new one before the cleanup" : "changed too early");
+    if (!user && swapped && !stored) {
+        /* The one window where the stored key does not open the state in
+         * place: the old state, which it does open, is kept aside. */
+        g_autoptr(GBytes) left_k0 = decrypt_state(left, k0);
+
+        if (in_place || !left_k0 || !g_bytes_equal(left_k0, plain))
+            fail_msg("%s at %s: expected the new state in place and the old one in %s",
+                     c->mode, c->point, left);
+        return;
+    }
+    if (!in_place || !g_bytes_equal(in_place, want))
+        fail_msg("%s at %s: the %s does not open the state in place as the same TPM (%s, "
+                 "%zu bytes differ)", c->mode, c->point,
+                 user ? (swapped ? "new passphrase" : "old passphrase") : "stored key",
+                 !in_place ? "swtpm cannot open it" : "the permanent state differs",
+                 in_place ? blob_diff(in_place, want) : 0);
+    if (user && swapped) {
+        g_autoptr(GBytes) left_k0 = decrypt_state(left, k0);
+        g_autoptr(GBytes) old_in_place = decrypt_state(sd, k0);
+
+        if (old_in_place || !left_k0 || !g_bytes_equal(left_k0, plain))
+            fail_msg("user at %s: the old passphrase should open only the state set aside in %s",
+                     c->point, left);
+    }
+}
+
+static void
+test_rekey_crash(void **state)
+{
+    const rekey_crash *c = *state;
+    g_autofree char *env_kv = g_strdup_printf("VTPMD_CRASH_AT=%s", c->point);
+    const char *const env[] = { env_kv, NULL };
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *S = NULL, *corr = NULL, *rid = vt_uuid(), *mid = vt_uuid();
+    g_autofree char *rel = g_strdup_printf("var/lib/libvirt/swtpm/.%s.rekey", uuid);
+    g_autofree char *work = vt_host_path("a", rel);
+    g_autofree char *what = g_strdup_printf("rekey crash (%s, %s)", c->mode, c->point);
+    inst in = { uuid, c->mode };
+    bool user = strcmp(c->mode, "user") == 0;
+    g_autoptr(GBytes) s1 = secret_of("rekey crash: the old passphrase");
+    g_autoptr(GBytes) s2 = secret_of("rekey crash: the new passphrase");
+    g_autoptr(GBytes) k0 = NULL, k1 = NULL, plain = NULL, args = NULL, body = NULL;
     g_autoptr(vt_reply) r = NULL;
     vtpm_error err = { 0 };
+    opts o = NO_OPTS;
     int code;
 
-    ok(A, "spawn", &in, &o, "rekey crash: spawn");
-    S = off_sha(A, &in, "rekey crash: power_off");
-    k0 = host_secret_value(A, uuid);
-    plain = plaintext_of(A, uuid, k0, "rekey crash: before");
+    o.secret = user ? s1 : NULL;
+    ok(A, "spawn", &in, &o, what);
+    S = off_sha(A, &in, what);
+    k0 = key_now(c->mode, uuid, s1);
+    plain = plaintext_of(A, uuid, k0, what);
 
     host_stop(A);
     host_start_env(A, key1, NULL, env);
+    o.new_secret = user ? s2 : NULL;
     args = mkargs(&in, &o);
     body = vt_request("rekey", args, rid, 0);
     {
@@ -1139,53 +1285,30 @@ rekey_crash_at(const char *point)
     }
     code = vt_vtpmd_wait_exit(dmn[A], OP_MS);
     if (code != 128 + 9)
-        fail_msg("rekey crash: vtpmd should die at %s, exited %d", point, code);
-
-    kc = host_secret_value(A, uuid);
-    in_place = decrypt_state(sd, kc);
-    if (strcmp(point, "rekey.before_key") == 0) {
-        g_autoptr(GBytes) left_k0 = decrypt_state(left, k0);
-
-        /* The one window where the stored key does not open the state in
-         * place: the old state, which it does open, is kept aside. */
-        if (!g_bytes_equal(kc, k0))
-            fail_msg("rekey crash at %s: the key changed before the crash point", point);
-        if (in_place || !left_k0 || !g_bytes_equal(left_k0, plain))
-            fail_msg("rekey crash at %s: expected the new state in place and the old one in %s",
-                     point, left);
-    } else {
-        if (!in_place || !g_bytes_equal(in_place, plain))
-            fail_msg("rekey crash at %s: the stored key does not open the state in place as "
-                     "the same TPM", point);
-        if (strcmp(point, "rekey.before_swap") == 0 && !g_bytes_equal(kc, k0))
-            fail_msg("rekey crash at %s: the key changed before the new state was swapped in",
-                     point);
-        if (strcmp(point, "rekey.before_cleanup") == 0 && g_bytes_equal(kc, k0))
-            fail_msg("rekey crash at %s: the new key should be stored before the cleanup",
-                     point);
-    }
+        fail_msg("%s: vtpmd should die at the crash point, exited %d", what, code);
+    assert_rekey_window(c, uuid, k0, s2, plain);
 
     g_clear_pointer(&dmn[A], vt_vtpmd_free);
     host_start(A, key1, NULL);
     r = vt_recv_reply(corr, OP_MS, "rekey crash: redelivered rekey");
     if (!r->rep || !r->rep->ok)
-        fail_msg("rekey crash at %s: the redelivered rekey should complete, got %s", point,
+        fail_msg("%s: the redelivered rekey should complete, got %s", what,
                  vt_reply_summary(r));
-    k1 = host_secret_value(A, uuid);
+    if (!vt_obj_bool(&r->rep->result, "rekeyed") || vt_obj_bool(&r->rep->result, "restarted"))
+        fail_msg("%s: expected {rekeyed: true, restarted: false}, got %s", what,
+                 vt_reply_summary(r));
+    k1 = key_now(c->mode, uuid, s2);
     if (g_bytes_equal(k0, k1))
-        fail_msg("rekey crash at %s: the key did not change", point);
-    assert_rekeyed(uuid, k0, k1, plain, "rekey crash: after the redelivery");
-    if (exists(left))
-        fail_msg("rekey crash at %s: %s left behind", point, left);
+        fail_msg("%s: the key did not change", what);
+    assert_rekeyed(uuid, k0, k1, plain, what);
+    if (exists(work))
+        fail_msg("%s: %s left behind", what, work);
+    assert_dom_state(A, uuid, "shut off", what);
+    o.secret = user ? s2 : NULL;
+    o.new_secret = NULL;
     ok(A, "power_on", &in, &o, "rekey crash: power_on on the new key");
-    assert_dom_state(A, uuid, "running", "rekey crash");
+    assert_dom_state(A, uuid, "running", what);
     destroy_on(A, uuid, "rekey crash: destroy");
-}
-
-static void
-test_rekey_crash(void **state)
-{
-    rekey_crash_at(*state);
 }
 
 /* ---- the control: an unencrypted TPM's state is found by the search ------------------------- */
@@ -1276,14 +1399,10 @@ main(void)
         cmocka_unit_test_teardown(test_generation, test_teardown),
         cmocka_unit_test_teardown(test_mode_change, test_teardown),
         cmocka_unit_test_teardown(test_rekey, test_teardown),
-        { "test_rekey_crash before_swap", test_rekey_crash, NULL, test_teardown,
-          (void *)"rekey.before_swap" },
-        { "test_rekey_crash before_key", test_rekey_crash, NULL, test_teardown,
-          (void *)"rekey.before_key" },
-        { "test_rekey_crash before_cleanup", test_rekey_crash, NULL, test_teardown,
-          (void *)"rekey.before_cleanup" },
     };
     const char *missing = NULL;
+    size_t n = G_N_ELEMENTS(tests) + G_N_ELEMENTS(rekey_crashes);
+    g_autofree struct CMUnitTest *all = g_new0(struct CMUnitTest, n);
 
     if (!vt_env_ready(&missing) || !g_getenv("VT_HOST_B_ADDR")) {
         fprintf(stderr, "test_secrets: %s is not set; run it through tests/integration.sh "
@@ -1292,5 +1411,15 @@ main(void)
     }
     if (g_getenv("VT_TEST_FILTER"))
         cmocka_set_test_filter(g_getenv("VT_TEST_FILTER"));
-    return cmocka_run_group_tests_name("test_secrets", tests, group_setup, group_teardown);
+    memcpy(all, tests, sizeof(tests));
+    /* The rekey crash table: one test per row, named after it. */
+    for (size_t i = 0; i < G_N_ELEMENTS(rekey_crashes); i++) {
+        struct CMUnitTest *t = &all[G_N_ELEMENTS(tests) + i];
+
+        t->name = rekey_crashes[i].name;
+        t->test_func = test_rekey_crash;
+        t->teardown_func = test_teardown;
+        t->initial_state = (void *)&rekey_crashes[i];
+    }
+    return _cmocka_run_group_tests("test_secrets", all, n, group_setup, group_teardown);
 }
