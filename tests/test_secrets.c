@@ -1165,6 +1165,53 @@ test_rekey(void **state)
     }
 }
 
+/* docs/security.md (Rekey): a rekey on the source of a migration that is
+ * not confirmed yet is InstanceConflict (retryable: the kept copy, which
+ * a revert restores, is under the old key), changing nothing; once the
+ * migration is reverted the same rekey succeeds. */
+static void
+test_rekey_unconfirmed(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    inst in = { uuid, "host" };
+    g_autofree char *sf = p_state_file(A, uuid), *kept = p_kept(A, uuid);
+    g_autofree char *S = NULL, *kept_sha = NULL;
+    g_autoptr(GBytes) k0 = NULL, k = NULL, k1 = NULL, plain = NULL;
+    opts o = NO_OPTS, m = NO_OPTS, rv = NO_OPTS;
+
+    ok(A, "spawn", &in, &o, "rekey unconfirmed: spawn");
+    S = off_sha(A, &in, "rekey unconfirmed: power_off");
+    k0 = host_secret_value(A, uuid);
+    plain = plaintext_of(A, uuid, k0, "rekey unconfirmed: before");
+    m.dest_host = host_addr[B];
+    ok(A, "migrate_disk_and_power_off", &in, &m, "rekey unconfirmed: migrate a -> b");
+    kept_sha = vt_sha256_file(kept);
+    if (!kept_sha)
+        fail_msg("rekey unconfirmed: no kept copy %s after the migration", kept);
+
+    fault(A, "rekey", &in, &o, VTPM_FAULT_INSTANCE_CONFLICT, "not confirmed yet",
+          "rekey during an unconfirmed migration");
+    assert_sha(sf, S, "the state after the refused rekey");
+    assert_sha(kept, kept_sha, "the kept copy after the refused rekey");
+    k = host_secret_value(A, uuid);
+    if (!g_bytes_equal(k, k0))
+        fail_msg("the refused rekey changed the host's key");
+
+    /* Reverted (destroy on the destination, then the source restores):
+     * nothing is pending any more, and the same rekey goes through. */
+    destroy_on(B, uuid, "rekey unconfirmed: destroy on b (revert)");
+    rv.power_on = 0;
+    ok(A, "finish_revert_migration", &in, &rv, "rekey unconfirmed: revert on a");
+    if (exists(kept))
+        fail_msg("the revert left the kept copy %s", kept);
+    rekey_ok(&in, &o, false, "rekey after the revert");
+    k1 = host_secret_value(A, uuid);
+    if (g_bytes_equal(k0, k1))
+        fail_msg("rekey after the revert: the key did not change");
+    assert_rekeyed(uuid, k0, k1, plain, "rekey after the revert");
+    destroy_on(A, uuid, "rekey unconfirmed: destroy");
+}
+
 /* The crash window of a rekey (docs/security.md, Rekey), in each mode.
  * vtpmd is SIGKILLed at @point, then started again: the redelivered
  * request completes, the TPM is the same, the key it ends under opens it
@@ -1399,6 +1446,7 @@ main(void)
         cmocka_unit_test_teardown(test_generation, test_teardown),
         cmocka_unit_test_teardown(test_mode_change, test_teardown),
         cmocka_unit_test_teardown(test_rekey, test_teardown),
+        cmocka_unit_test_teardown(test_rekey_unconfirmed, test_teardown),
     };
     const char *missing = NULL;
     size_t n = G_N_ELEMENTS(tests) + G_N_ELEMENTS(rekey_crashes);
