@@ -545,6 +545,146 @@ test_capabilities_announcement(void **state)
                  SHORT_MS);
 }
 
+/* The next announcement of @host on tap @c (NULL after @timeout_ms);
+ * other workers' announcements are skipped. */
+static vt_reply *
+next_announcement(vtpm_client *c, const char *host, int timeout_ms)
+{
+    g_autofree char *rk = g_strdup_printf("capabilities.%s", host);
+    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    vtpm_error err = { 0 };
+
+    while (g_get_monotonic_time() < end) {
+        g_autoptr(vtpm_client_msg) m = NULL;
+        vt_reply *r;
+        int rc = vtpm_client_recv(c, 500, &m, &err);
+
+        if (rc < 0)
+            fail_msg("tap: %s", err.message);
+        if (rc > 0 || strcmp(m->routing_key, rk) != 0)
+            continue;
+        r = vt_reply_decode(g_steal_pointer(&m));
+        vt_assert_ok(r, "capability announcement");
+        return r;
+    }
+    return NULL;
+}
+
+/* The broker closes vtpmd @d's connection (as on a broker node restart
+ * or a network cut), leaving every other client alone. */
+static void
+close_broker_connection(const vt_vtpmd *d)
+{
+    g_autofree char *script = g_strdup_printf(
+        "pid=$(vt_rmqctl list_connections pid client_properties -q | "
+        "grep -F '{\"connection_name\",\"vtpmd@%s\"}' | cut -f1); "
+        "[ -n \"$pid\" ] && vt_rmqctl close_connection \"$pid\" 'test: reconnect'",
+        d->worker_host);
+
+    if (vt_env_sh(script, NULL) != 0)
+        fail_msg("closing the broker connection of vtpmd@%s failed", d->worker_host);
+}
+
+/* docs/protocol.md: the worker announces its capabilities at start, on
+ * every broker reconnect and whenever the traits change, and not
+ * otherwise.  vtpmd runs with a PATH of its own (links to swtpm,
+ * swtpm_setup, swtpm_ioctl) and probes every second; taking swtpm_setup
+ * away withdraws the traits, putting it back offers them again. */
+static void
+test_capabilities_reannounce(void **state)
+{
+    g_autoptr(vtpm_client) c = vt_client_new();
+    g_autofree char *host = vt_unique("reannounce");
+    g_autofree char *bin = g_strdup_printf("%s/caps-bin-%d", vt_env("VT_ROOT"), (int)getpid());
+    g_autofree char *path_env = g_strdup_printf("PATH=%s", bin);
+    g_autofree char *setup_link = g_build_filename(bin, "swtpm_setup", NULL);
+    g_autofree char *setup_real = g_find_program_in_path("swtpm_setup");
+    const char *env[] = { path_env, NULL };
+    const char *progs[] = { "swtpm", "swtpm_setup", "swtpm_ioctl" };
+    const char *keys[] = { "capabilities.#" };
+    const char *gen2[] = { "amqp: connected", "generation 2", NULL };
+    vt_config_opts o = { .worker_host = host, .worker_extra = "capabilities_interval = 1" };
+    vtpm_error err = { 0 };
+    vt_vtpmd *d;
+
+    if (g_mkdir_with_parents(bin, 0755) != 0)
+        fail_msg("mkdir %s failed", bin);
+    for (size_t i = 0; i < G_N_ELEMENTS(progs); i++) {
+        g_autofree char *real = g_find_program_in_path(progs[i]);
+        g_autofree char *link = g_build_filename(bin, progs[i], NULL);
+
+        if (!real || symlink(real, link) < 0)
+            fail_msg("linking %s into %s failed", progs[i], bin);
+    }
+    if (vtpm_client_tap(c, "vtpm", keys, 1, NULL, &err) < 0)
+        fail_msg("tap on exchange vtpm: %s", err.message);
+    d = start_own(&o, env);
+    {
+        g_autoptr(vt_reply) r = next_announcement(c, host, SHORT_MS);
+
+        if (!r)
+            fail_msg("no announcement of %s at start", host);
+        if (!vt_array_has_str(vt_obj_at(&r->rep->result, "traits"), VTPM_TRAIT_TPM_2_0))
+            fail_msg("the start-up announcement lacks %s", VTPM_TRAIT_TPM_2_0);
+    }
+    /* Probes that find nothing new announce nothing. */
+    {
+        g_autoptr(vt_reply) r = next_announcement(c, host, 3500);
+
+        if (r)
+            fail_msg("an announcement without a reconnect or a change: %s", vt_reply_summary(r));
+    }
+
+    /* A reconnect announces again, the traits unchanged. */
+    close_broker_connection(d);
+    {
+        g_autoptr(vt_reply) r = next_announcement(c, host, SHORT_MS);
+
+        if (!r)
+            fail_msg("no announcement after the broker closed vtpmd's connection");
+        if (!vt_array_has_str(vt_obj_at(&r->rep->result, "traits"), VTPM_TRAIT_TPM_2_0))
+            fail_msg("the announcement after the reconnect lacks %s", VTPM_TRAIT_TPM_2_0);
+    }
+    if (!vt_vtpmd_wait_log(d, gen2, SHORT_MS))
+        fail_msg("vtpmd's log does not show the reconnect (generation 2)");
+
+    /* A trait change is announced: swtpm_setup gone, then back. */
+    if (unlink(setup_link) < 0)
+        fail_msg("unlink %s: %s", setup_link, g_strerror(errno));
+    {
+        g_autoptr(vt_reply) r = next_announcement(c, host, SHORT_MS);
+        const msgpack_object *why;
+
+        if (!r)
+            fail_msg("no announcement after swtpm_setup left vtpmd's PATH");
+        if (vt_array_has_str(vt_obj_at(&r->rep->result, "traits"), VTPM_TRAIT_TPM_2_0))
+            fail_msg("without swtpm_setup the host still announces %s", VTPM_TRAIT_TPM_2_0);
+        why = vtpm_proto_map_get(vt_obj_at(&r->rep->result, "missing"), VTPM_TRAIT_TPM_2_0);
+        if (!why || why->type != MSGPACK_OBJECT_STR ||
+            !g_strstr_len(why->via.str.ptr, why->via.str.size, "swtpm_setup not found"))
+            fail_msg("the announcement should say why %s is missing (swtpm_setup not found)",
+                     VTPM_TRAIT_TPM_2_0);
+    }
+    if (symlink(setup_real, setup_link) < 0)
+        fail_msg("symlink %s: %s", setup_link, g_strerror(errno));
+    {
+        g_autoptr(vt_reply) r = next_announcement(c, host, SHORT_MS);
+
+        if (!r)
+            fail_msg("no announcement after swtpm_setup came back");
+        if (!vt_array_has_str(vt_obj_at(&r->rep->result, "traits"), VTPM_TRAIT_TPM_2_0))
+            fail_msg("with swtpm_setup back the host should announce %s again",
+                     VTPM_TRAIT_TPM_2_0);
+    }
+    stop_ok(d);
+    for (size_t i = 0; i < G_N_ELEMENTS(progs); i++) {
+        g_autofree char *link = g_build_filename(bin, progs[i], NULL);
+
+        unlink(link);
+    }
+    g_rmdir(bin);
+}
+
 /* ---- 3. spawn ---------------------------------------------------------- */
 
 typedef struct {
@@ -2172,6 +2312,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_get_capabilities, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_capabilities_announcement, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_capabilities_reannounce, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_spawn_tpm_models, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_spawn_without_tpm, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_spawn_power_off, test_setup, test_teardown),
