@@ -653,23 +653,11 @@ manufactured(int h, const char *uuid)
     return vt_count_lines(text, needles);
 }
 
-/* Bytes in which two state files differ (a length difference counts). */
-static gsize
-bytes_differing(GBytes *a, GBytes *b)
-{
-    gsize la, lb, n = 0;
-    const guint8 *pa = g_bytes_get_data(a, &la), *pb = g_bytes_get_data(b, &lb);
-
-    for (gsize i = 0; i < MIN(la, lb); i++)
-        n += pa[i] != pb[i];
-    return n + (la > lb ? la - lb : lb - la);
-}
-
 /* The TPM in @now is the one in @before, after the guest ran. */
 static void
 assert_same_tpm(GBytes *before, GBytes *now, const char *what)
 {
-    gsize d = bytes_differing(before, now);
+    gsize d = vt_bytes_differing(before, now);
 
     if (d > SAME_TPM_MAX_DIFF)
         fail_msg("%s: the TPM state differs from the state before in %zu bytes (a power cycle "
@@ -1557,7 +1545,7 @@ test_rebuild(void **state)
     if (manufactured(A, uuid) != m0)
         fail_msg("rebuild with the same vTPM: swtpm_setup manufactured a new TPM");
     print_message("rebuild kept: state sha256 %.16s... -> %.16s..., %zu bytes differ\n", S, S2,
-                  bytes_differing(before, after));
+                  vt_bytes_differing(before, after));
 
     /* The image asks for another model (tpm-crb): a fresh TPM. */
     {
@@ -1575,7 +1563,7 @@ test_rebuild(void **state)
     /* The other side of SAME_TPM_MAX_DIFF: a new TPM is far from the old. */
     {
         g_autoptr(GBytes) fresh = read_file(sf);
-        gsize d = bytes_differing(before, fresh);
+        gsize d = vt_bytes_differing(before, fresh);
 
         print_message("rebuild replaced: %zu bytes differ from the old TPM\n", d);
         if (d <= SAME_TPM_MAX_DIFF)
@@ -2210,7 +2198,7 @@ test_crash(void **state)
                      c->change_tpm ? "tpm-crb" : "tpm-tis", xml);
         S2 = power_off_sha(A, &in_new, STATE_V2, "power_off after the rebuild");
         after = read_file(sf_a);
-        diff = bytes_differing(before, after);
+        diff = vt_bytes_differing(before, after);
         made = manufactured(A, uuid) - m0;
         same_tpm = diff <= SAME_TPM_MAX_DIFF && made == 0;
         /* Both the answer and the TPM itself, in one message. */
@@ -2605,10 +2593,10 @@ test_lv_power_rebuild(void **state)
         assert_dom_state(A, uuid, "running", "rebuild to tpm-crb");
         if (!strstr(xml, "<tpm model='tpm-crb'>"))
             fail_msg("rebuild to tpm-crb: the domain should have a CRB TPM:\n%s", xml);
-        if (manufactured(A, uuid) != 2 || bytes_differing(first, now) <= SAME_TPM_MAX_DIFF)
+        if (manufactured(A, uuid) != 2 || vt_bytes_differing(first, now) <= SAME_TPM_MAX_DIFF)
             fail_msg("rebuild to tpm-crb: expected one new TPM (manufactured %u, %zu bytes "
                      "differ from the old one)", manufactured(A, uuid) - 1,
-                     bytes_differing(first, now));
+                     vt_bytes_differing(first, now));
     }
     destroy_on(A, uuid, "destroy");
 }

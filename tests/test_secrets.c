@@ -365,71 +365,6 @@ decrypt_state(const char *dir, GBytes *secret)
     return vt_tpm_plaintext(dir, secret);
 }
 
-/*
- * The permanent state @plain after one more transfer, as rekey makes it:
- * loaded into a swtpm on an empty directory (--load permanent), CMD_INIT
- * (which writes the state file), read out again.  CMD_INIT after a load
- * settles a few bytes that swtpm_setup left pending in a state no guest
- * firmware has used yet (docs/security.md, Rekey, "Verification"), so a
- * rekeyed TPM is compared with this, not with @plain itself; for a state
- * a guest already used the two are equal.
- */
-static GBytes *
-transferred(GBytes *plain)
-{
-    g_autofree char *tmp = g_dir_make_tmp("vt-transfer-XXXXXX", NULL);
-    g_autofree char *in = NULL, *st = NULL, *script = NULL;
-    g_autoptr(GError) gerr = NULL;
-    GBytes *out = NULL;
-    int status = 0;
-    const char *argv[] = { "bash", "-c", NULL, NULL };
-
-    if (!tmp)
-        fail_msg("cannot create a temporary directory");
-    in = g_build_filename(tmp, "in", NULL);
-    st = g_build_filename(tmp, "st", NULL);
-    if (!g_file_set_contents(in, g_bytes_get_data(plain, NULL), g_bytes_get_size(plain), &gerr))
-        fail_msg("writing %s: %s", in, gerr->message);
-    script = g_strdup_printf(
-        "t=%s; mkdir -p $t/st/tpm2 || exit 3; "
-        "swtpm socket --tpm2 --tpmstate dir=$t/st/tpm2 --ctrl type=unixio,path=$t/ctrl "
-        "--server type=unixio,path=$t/srv --log file=$t/log --daemon --pid file=$t/pid || exit 3; "
-        "for i in $(seq 50); do [ -S $t/ctrl ] && break; sleep 0.1; done; "
-        "rc=0; swtpm_ioctl --unix $t/ctrl --load permanent $t/in >/dev/null 2>&1 && "
-        "swtpm_ioctl --unix $t/ctrl -i >/dev/null 2>&1 || rc=1; "
-        "swtpm_ioctl --unix $t/ctrl -s >/dev/null 2>&1; "
-        "for i in $(seq 50); do kill -0 $(cat $t/pid 2>/dev/null) 2>/dev/null || break; sleep 0.1; done; "
-        "exit $rc",
-        tmp);
-    argv[2] = script;
-    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
-                      &status, &gerr))
-        fail_msg("running swtpm: %s", gerr->message);
-    if (!g_spawn_check_wait_status(status, NULL))
-        fail_msg("swtpm could not take the permanent state back (--load permanent, CMD_INIT)");
-    out = decrypt_state(st, NULL);
-    {
-        g_autofree char *rm = g_strdup_printf("rm -rf '%s'", tmp);
-
-        g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL);
-    }
-    if (!out)
-        fail_msg("swtpm could not read back the state it wrote from a permanent state blob");
-    return out;
-}
-
-/* Bytes in which two blobs differ (a length difference counts). */
-static gsize
-blob_diff(GBytes *a, GBytes *b)
-{
-    gsize la, lb, n = 0;
-    const guint8 *pa = g_bytes_get_data(a, &la), *pb = g_bytes_get_data(b, &lb);
-
-    for (gsize i = 0; i < MIN(la, lb); i++)
-        n += pa[i] != pb[i];
-    return n + (la > lb ? la - lb : lb - la);
-}
-
 /* How many eligible windows of @plain occur in @hay; *total gets how many
  * windows were eligible: at least 12 distinct byte values (no padding) and
  * not all printable ASCII.  Text is left out because the TPM holds public
@@ -1035,14 +970,14 @@ assert_rekeyed(const char *uuid, GBytes *old, GBytes *new, GBytes *plain, const 
     g_autofree char *dir = p_state_dir(A, uuid);
     g_autoptr(GBytes) by_old = decrypt_state(dir, old);
     g_autoptr(GBytes) by_new = plaintext_of(A, uuid, new, what);
-    g_autoptr(GBytes) want = transferred(plain);
+    g_autoptr(GBytes) want = vt_tpm_transferred(plain);
 
     if (by_old)
         fail_msg("%s: the old key still opens the state", what);
     if (!g_bytes_equal(by_new, want))
         fail_msg("%s: the TPM changed (%zu bytes before, %zu after, %zu differ; %zu differ "
                  "from the state before the transfer)", what, g_bytes_get_size(want),
-                 g_bytes_get_size(by_new), blob_diff(want, by_new), blob_diff(plain, by_new));
+                 g_bytes_get_size(by_new), vt_bytes_differing(want, by_new), vt_bytes_differing(plain, by_new));
 }
 
 /* The key of @uuid on a as the mode stores it (user: @user_secret). */
@@ -1258,7 +1193,7 @@ assert_rekey_window(const rekey_crash *c, const char *uuid, GBytes *k0, GBytes *
     g_autoptr(GBytes) kc = user ? g_bytes_ref(swapped ? s2 : k0) : key_now(c->mode, uuid, NULL);
     g_autoptr(GBytes) in_place = decrypt_state(sd, kc);
     /* The state in place is the rekeyed one once swapped in. */
-    g_autoptr(GBytes) want = swapped ? transferred(plain) : g_bytes_ref(plain);
+    g_autoptr(GBytes) want = swapped ? vt_tpm_transferred(plain) : g_bytes_ref(plain);
 
     if (!user && g_bytes_equal(kc, k0) == stored)
         fail_msg("%s at %s: the stored key %s", c->mode, c->point,
@@ -1278,7 +1213,7 @@ assert_rekey_window(const rekey_crash *c, const char *uuid, GBytes *k0, GBytes *
                  "%zu bytes differ)", c->mode, c->point,
                  user ? (swapped ? "new passphrase" : "old passphrase") : "stored key",
                  !in_place ? "swtpm cannot open it" : "the permanent state differs",
-                 in_place ? blob_diff(in_place, want) : 0);
+                 in_place ? vt_bytes_differing(in_place, want) : 0);
     if (user && swapped) {
         g_autoptr(GBytes) left_k0 = decrypt_state(left, k0);
         g_autoptr(GBytes) old_in_place = decrypt_state(sd, k0);

@@ -696,53 +696,121 @@ vt_host_secret_value(const char *h, const char *uuid)
     return g_bytes_new_take(raw, len);
 }
 
-GBytes *
-vt_tpm_plaintext(const char *dir, GBytes *secret)
+static char *
+tmp_dir_new(const char *tmpl)
 {
-    g_autofree char *tmp = g_dir_make_tmp("vt-decrypt-XXXXXX", NULL);
-    g_autofree char *src = g_build_filename(dir, "tpm2", "tpm2-00.permall", NULL);
-    g_autofree char *dst = NULL, *pw = NULL, *plain = NULL, *script = NULL, *data = NULL;
-    g_autofree char *text = NULL;
-    g_autoptr(GError) gerr = NULL;
-    GBytes *out = NULL;
-    gsize len = 0;
-    int status = 0;
-    const char *argv[] = { "bash", "-c", NULL, NULL };
+    char *tmp = g_dir_make_tmp(tmpl, NULL);
 
     if (!tmp)
         fail_msg("cannot create a temporary directory");
+    return tmp;
+}
+
+static void
+tmp_dir_remove(const char *tmp)
+{
+    g_autofree char *rm = g_strdup_printf("rm -rf '%s'", tmp);
+
+    g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL);
+}
+
+/*
+ * A standalone swtpm (TPM 2.0) on the state directory @state, keyed with
+ * the passphrase in <@tmp>/pw when @keyed, its sockets and log in @tmp;
+ * the swtpm_ioctl commands @steps in order ($t is @tmp), then it is
+ * stopped and gone.  Whether every step succeeded.
+ */
+static bool
+swtpm_steps(const char *tmp, const char *state, bool keyed, const char *const *steps)
+{
+    g_autoptr(GString) script = g_string_new(NULL);
+    g_autoptr(GError) gerr = NULL;
+    int status = 0;
+    const char *argv[] = { "bash", "-c", NULL, NULL };
+
+    g_string_append_printf(script,
+                           "t=%s; swtpm socket --tpm2 --tpmstate dir=%s "
+                           "--ctrl type=unixio,path=$t/ctrl --server type=unixio,path=$t/srv %s "
+                           "--log file=$t/log --daemon --pid file=$t/pid || exit 3; "
+                           "for i in $(seq 50); do [ -S $t/ctrl ] && break; sleep 0.1; done; "
+                           "rc=0; { true",
+                           tmp, state, keyed ? "--key pwdfile=$t/pw,mode=aes-256-cbc" : "");
+    for (size_t i = 0; steps[i]; i++)
+        g_string_append_printf(script, " && swtpm_ioctl --unix $t/ctrl %s >/dev/null 2>&1",
+                               steps[i]);
+    g_string_append(script,
+                    "; } || rc=1; swtpm_ioctl --unix $t/ctrl -s >/dev/null 2>&1; "
+                    "for i in $(seq 50); do kill -0 $(cat $t/pid) 2>/dev/null || break; "
+                    "sleep 0.1; done; kill $(cat $t/pid) 2>/dev/null; exit $rc");
+    argv[2] = script->str;
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
+                      &status, &gerr))
+        fail_msg("running swtpm: %s", gerr->message);
+    return g_spawn_check_wait_status(status, NULL);
+}
+
+GBytes *
+vt_tpm_plaintext(const char *dir, GBytes *secret)
+{
+    static const char *const steps[] = { "-i", "--save permanent $t/plain", NULL };
+    g_autofree char *tmp = tmp_dir_new("vt-decrypt-XXXXXX");
+    g_autofree char *src = g_build_filename(dir, "tpm2", "tpm2-00.permall", NULL);
+    g_autofree char *dst = g_build_filename(tmp, "tpm2-00.permall", NULL);
+    g_autofree char *pw = g_build_filename(tmp, "pw", NULL);
+    g_autofree char *plain = g_build_filename(tmp, "plain", NULL);
+    g_autofree char *data = NULL, *text = NULL;
+    g_autoptr(GError) gerr = NULL;
+    GBytes *out = NULL;
+    gsize len = 0;
+
     if (!g_file_get_contents(src, &data, &len, &gerr))
         fail_msg("reading %s: %s", src, gerr->message);
-    dst = g_build_filename(tmp, "tpm2-00.permall", NULL);
-    pw = g_build_filename(tmp, "pw", NULL);
-    plain = g_build_filename(tmp, "plain", NULL);
     if (!g_file_set_contents(dst, data, (gssize)len, &gerr))
         fail_msg("writing %s: %s", dst, gerr->message);
     if (secret && !g_file_set_contents_full(pw, g_bytes_get_data(secret, NULL),
                                             g_bytes_get_size(secret), G_FILE_SET_CONTENTS_CONSISTENT,
                                             0600, &gerr))
         fail_msg("writing %s: %s", pw, gerr->message);
-    script = g_strdup_printf(
-        "t=%s; swtpm socket --tpm2 --tpmstate dir=$t --ctrl type=unixio,path=$t/ctrl "
-        "--server type=unixio,path=$t/srv %s --log file=$t/log --daemon --pid file=$t/pid || exit 3; "
-        "for i in $(seq 50); do [ -S $t/ctrl ] && break; sleep 0.1; done; "
-        "rc=0; swtpm_ioctl --unix $t/ctrl -i >/dev/null 2>&1 && "
-        "swtpm_ioctl --unix $t/ctrl --save permanent $t/plain >/dev/null 2>&1 || rc=1; "
-        "swtpm_ioctl --unix $t/ctrl -s >/dev/null 2>&1; kill $(cat $t/pid 2>/dev/null) 2>/dev/null; exit $rc",
-        tmp, secret ? "--key pwdfile=$t/pw,mode=aes-256-cbc" : "");
-    argv[2] = script;
-    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
-                      &status, &gerr))
-        fail_msg("running swtpm: %s", gerr->message);
-    if (g_spawn_check_wait_status(status, NULL) && g_file_get_contents(plain, &text, &len, NULL) &&
-        len > 0)
+    if (swtpm_steps(tmp, tmp, secret != NULL, steps) &&
+        g_file_get_contents(plain, &text, &len, NULL) && len > 0)
         out = g_bytes_new_take(g_steal_pointer(&text), len);
-    {
-        g_autofree char *rm = g_strdup_printf("rm -rf '%s'", tmp);
-
-        g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL);
-    }
+    tmp_dir_remove(tmp);
     return out;
+}
+
+GBytes *
+vt_tpm_transferred(GBytes *plain)
+{
+    static const char *const steps[] = { "--load permanent $t/in", "-i", NULL };
+    g_autofree char *tmp = tmp_dir_new("vt-transfer-XXXXXX");
+    g_autofree char *in = g_build_filename(tmp, "in", NULL);
+    g_autofree char *st = g_build_filename(tmp, "st", NULL);
+    g_autofree char *sub = g_build_filename(st, "tpm2", NULL);
+    g_autoptr(GError) gerr = NULL;
+    GBytes *out = NULL;
+
+    if (!g_file_set_contents(in, g_bytes_get_data(plain, NULL), g_bytes_get_size(plain), &gerr))
+        fail_msg("writing %s: %s", in, gerr->message);
+    if (g_mkdir_with_parents(sub, 0700) != 0)
+        fail_msg("mkdir %s: %s", sub, g_strerror(errno));
+    if (!swtpm_steps(tmp, sub, false, steps))
+        fail_msg("swtpm could not take the permanent state back (--load permanent, CMD_INIT)");
+    out = vt_tpm_plaintext(st, NULL);
+    tmp_dir_remove(tmp);
+    if (!out)
+        fail_msg("swtpm could not read back the state it wrote from a permanent state blob");
+    return out;
+}
+
+gsize
+vt_bytes_differing(GBytes *a, GBytes *b)
+{
+    gsize la, lb, n = 0;
+    const guint8 *pa = g_bytes_get_data(a, &la), *pb = g_bytes_get_data(b, &lb);
+
+    for (gsize k = 0; k < MIN(la, lb); k++)
+        n += pa[k] != pb[k];
+    return n + (la > lb ? la - lb : lb - la);
 }
 
 /* ---- requests ---------------------------------------------------------- */

@@ -174,6 +174,16 @@ GBytes *vt_host_secret_value(const char *h, const char *uuid);
  * a standalone swtpm from a copy, with @secret as its key (NULL: no key).
  * NULL when swtpm cannot open the state with that key. */
 GBytes *vt_tpm_plaintext(const char *dir, GBytes *secret);
+/* The permanent state @plain after one more transfer, as rekey makes it:
+ * loaded into a swtpm on an empty directory (--load permanent), CMD_INIT
+ * (which writes the state file), read out again.  CMD_INIT after a load
+ * settles a few bytes that swtpm_setup left pending in a state no guest
+ * firmware has used yet (docs/security.md, Rekey, "Verification"): a
+ * rekeyed TPM equals this, not @plain; for a state a guest already used
+ * the two are equal.  Fails the test when swtpm cannot do it. */
+GBytes *vt_tpm_transferred(GBytes *plain);
+/* Bytes in which @a and @b differ, a length difference counting. */
+gsize vt_bytes_differing(GBytes *a, GBytes *b);
 
 /* ---- requests -------------------------------------------------------------------- */
 
