@@ -117,7 +117,7 @@ answer_fault(vtpm_dispatch *d, vtpm_broker_delivery *dv, const char *request_id,
                      "duration_ms=0.0 libvirt_ms=0.0 helpers_ms=0.0 error=\"%s\"",
                      request_id ? request_id : "-", delivery_label(dv), method ? method : "-",
                      vtpm_fault_name(err->code), err->message);
-    if (!vtpm_fault_retryable(err->code))
+    if (!vtpm_error_retryable(err))
         cache_put(d, dv->message_id, reply);
     answer(d, dv, reply);
 }
@@ -155,7 +155,7 @@ job_execute(job *j)
             vtpm_error_set(&err, VTPM_FAULT_INTERNAL, "handler failed without a reason");
     }
     j->reply = rc == 0 ? vtpm_proto_reply_ok(sb.data, sb.size) : vtpm_proto_reply_fault(&err);
-    j->cacheable = rc == 0 || !vtpm_fault_retryable(err.code);
+    j->cacheable = rc == 0 || !vtpm_error_retryable(&err);
     msgpack_sbuffer_destroy(&sb);
     took = g_get_monotonic_time() - t0;
     libvirt_ms = vtpm_timing_total_us(VTPM_TIMING_LIBVIRT) / 1000.0;
