@@ -41,6 +41,29 @@ test_unshelve_args(void **state)
     assert_false(ot_domain_exists(h, uuid, NULL));
 }
 
+/* A shelved vTPM archive for an instance that now asks for no vTPM: the
+ * ref is checked as ever, then the unshelve is refused, so the archive is
+ * not forgotten in the store. */
+static void
+test_unshelve_archive_without_vtpm(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
+    g_autofree char *ref = g_strdup_printf("vtpm-shelved/%s.vtpm.tar", uuid);
+    g_autofree char *bad_ref = g_strdup_printf("args.shelved.ref: expected vtpm-shelved/%s.vtpm.tar",
+                                               uuid);
+    g_autofree char *refused = g_strdup_printf(
+        "args.shelved names the shelved vTPM state %s but the instance asks for no vTPM; "
+        "state left in the store", ref);
+
+    ot_expect_fault(h, vtpm_op_unshelve, "unshelve", BAD, bad_ref,
+                    "{'instance': %s, 'shelved': {'ref': 'other-pool/x'}}", inst);
+    ot_expect_fault(h, vtpm_op_unshelve, "unshelve", VTPM_FAULT_INVALID_TPM_CONFIG, refused,
+                    "{'instance': %s, 'shelved': {'ref': '%s'}}", inst, ref);
+    assert_false(ot_domain_exists(h, uuid, NULL));
+}
+
 /* Shelve with offload: the domain goes.  A redelivery answers from the
  * store, where an instance without a vTPM left nothing: InstanceNotFound.
  * Unshelve brings it back (twice: the second finds it done). */
@@ -72,6 +95,13 @@ test_shelve_unshelve(void **state)
     }
     ot_expect_fault(h, vtpm_op_unshelve, "unshelve", VTPM_FAULT_INSTANCE_CONFLICT, conflict,
                     "{'instance': %s}", other);
+    {
+        /* No retry can make the specs agree: the fault says so. */
+        g_auto(ot_reply) r = { 0 };
+
+        ot_call(h, vtpm_op_unshelve, "unshelve", &r, "{'instance': %s}", other);
+        assert_false(vtpm_error_retryable(&r.err));
+    }
 }
 
 /* Without offload the domain stays, stopped. */
@@ -112,6 +142,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         OT_TEST(test_shelve_args),
         OT_TEST(test_unshelve_args),
+        OT_TEST(test_unshelve_archive_without_vtpm),
         OT_TEST(test_shelve_unshelve),
         OT_TEST(test_shelve_no_offload),
         OT_TEST(test_unshelve_tpm_unsupported),
