@@ -562,17 +562,33 @@ peek_request_id(const msgpack_object *top)
     return g_strndup(rid->via.str.ptr, rid->via.str.size);
 }
 
-static int
-check_method(const char *m, vtpm_error *err)
+int
+vtpm_proto_check_method(const char *m, vtpm_error *err)
 {
-    if (!*m)
+    if (!m || !*m)
         return vtpm_error_set(err, BAD, "method: must not be empty");
+    if (strlen(m) > MAX_METHOD)
+        return vtpm_error_set(err, BAD, "method: longer than %d bytes", MAX_METHOD);
     for (const char *c = m; *c; c++) {
         if (!((*c >= 'a' && *c <= 'z') || *c == '_'))
             return vtpm_error_set(err, BAD, "method: only [a-z_] allowed, found 0x%02x at position %zu",
                                   (unsigned char)*c, (size_t)(c - m));
     }
     return 0;
+}
+
+char *
+vtpm_proto_worker_host_problem(const char *h)
+{
+    size_t n = strlen(h);
+
+    if (n > 255)
+        return g_strdup_printf("longer than 255 characters (%zu)", n);
+    for (const char *p = h; *p; p++) {
+        if (!g_ascii_isalnum(*p) && *p != '.' && *p != '_' && *p != '-')
+            return g_strdup_printf("'%s' contains '%c' (allowed: A-Z a-z 0-9 . _ -)", h, *p);
+    }
+    return NULL;
 }
 
 static int
@@ -587,7 +603,7 @@ decode_envelope(vtpm_request *req, const msgpack_object *top, vtpm_error *err)
     rc = vtpm_proto_get_str(top, NULL, "method", true, MAX_METHOD, &req->method, err);
     if (rc < 0)
         return rc;
-    rc = check_method(req->method, err);
+    rc = vtpm_proto_check_method(req->method, err);
     if (rc < 0)
         return rc;
     rc = vtpm_proto_get_map(top, NULL, "args", false, &args, err);

@@ -9,6 +9,7 @@
 #include "amqp/url.h"
 #include "config.h"
 #include "policy.h"
+#include "vtpm/proto.h"
 
 #define CONFIG_MAX_FILE (1024 * 1024)
 
@@ -241,15 +242,7 @@ check_amqp_urls(const char *v)
 char *
 vtpm_config_check_host(const char *v)
 {
-    size_t n = strlen(v);
-
-    if (n > 255)
-        return g_strdup_printf("longer than 255 characters (%zu)", n);
-    for (const char *p = v; *p; p++) {
-        if (!g_ascii_isalnum(*p) && *p != '.' && *p != '_' && *p != '-')
-            return g_strdup_printf("'%s' contains '%c' (allowed: A-Z a-z 0-9 . _ -)", v, *p);
-    }
-    return NULL;
+    return vtpm_proto_worker_host_problem(v);
 }
 
 /* The template is expanded with the destination host only, so anything

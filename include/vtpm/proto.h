@@ -166,6 +166,15 @@ bool vtpm_proto_is_lower_hex(const char *s, size_t len);
  * BadRequest naming @where. */
 int vtpm_proto_check_host(const char *h, const char *where, vtpm_error *err);
 
+/* A method name as a request carries it: 1..64 of [a-z_]; BadRequest
+ * ("method: ...") otherwise. */
+int vtpm_proto_check_method(const char *m, vtpm_error *err);
+
+/* A worker's host name ([worker] host; its requests go to <topic>.<host>):
+ * at most 255 of A-Z a-z 0-9 . _ -.  NULL when it is one, else why (the
+ * caller frees).  Emptiness is the caller's to judge. */
+char *vtpm_proto_worker_host_problem(const char *h);
+
 int vtpm_proto_decode_flavor(const msgpack_object *obj, const char *where,
                              vtpm_flavor **out, vtpm_error *err);
 int vtpm_proto_decode_instance(const msgpack_object *obj, const char *where,
