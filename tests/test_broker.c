@@ -20,7 +20,7 @@
 #include <glib.h>
 
 #include "broker.h"
-#include "client.h"
+#include "client/msg.h"
 
 #define WAIT_S 60
 #define CALL_MS 20000
@@ -395,11 +395,11 @@ server_free(server *s)
 static vtpm_client *
 client_new(void)
 {
-    vtpm_client_params p = { .url = amqp_url, .exchange = "vtpm", .topic = "vtpm" };
+    vtpm_client_options p = { .url = amqp_url, .exchange = "vtpm", .topic = "vtpm" };
     vtpm_client *c = NULL;
     vtpm_error err = { 0 };
 
-    if (vtpm_client_connect(&p, &c, &err) < 0)
+    if (vtpm_client_msg_connect(&p, &c, &err) < 0)
         fail_msg("vtpm_client_connect: %s", err.message);
     return c;
 }
@@ -419,7 +419,7 @@ call(vtpm_client *c, const char *rk, const char *body)
 {
     vtpm_client_msg *m = NULL;
     vtpm_error err = { 0 };
-    int rc = vtpm_client_call(c, rk, body, strlen(body), CALL_MS, &m, &err);
+    int rc = vtpm_client_msg_call(c, rk, body, strlen(body), CALL_MS, &m, &err);
 
     if (rc < 0)
         fail_msg("vtpm_client_call: %s", err.message);
@@ -497,7 +497,7 @@ test_tls_unreadable_cacert(void **state)
         .url = "amqps://guest:guest@127.0.0.1:1/%2f", .host = "h",
         .cacert = "/nonexistent/vtpm-test-ca.pem",
     };
-    vtpm_client_params cp = { .url = p.url, .cacert = p.cacert };
+    vtpm_client_options cp = { .url = p.url, .cacert = p.cacert };
     vtpm_client *c = NULL;
     vtpm_broker *a = NULL;
     vtpm_error err = { 0 };
@@ -508,7 +508,7 @@ test_tls_unreadable_cacert(void **state)
     vtpm_broker_free(a);
 
     memset(&err, 0, sizeof(err));
-    assert_true(vtpm_client_connect(&cp, &c, &err) < 0);
+    assert_true(vtpm_client_msg_connect(&cp, &c, &err) < 0);
     assert_null(c);
     assert_non_null(strstr(err.message, "/nonexistent/vtpm-test-ca.pem"));
 }
@@ -565,7 +565,7 @@ test_multi_host_url(void **state)
     g_autofree char *creds = g_strndup(authority, strcspn(authority, "@"));
     g_autofree char *url = g_strdup_printf("rabbit://%s@127.0.0.1:1,%s/", creds, authority);
     server_opts o = { .url = url };
-    vtpm_client_params cp = { .url = url };
+    vtpm_client_options cp = { .url = url };
     server *s;
     g_autoptr(vtpm_client) c = NULL;
     g_autoptr(vtpm_client_msg) m = NULL;
@@ -575,7 +575,7 @@ test_multi_host_url(void **state)
         skip();
     s = server_start(&o);
     /* The client goes through the nodes the same way. */
-    if (vtpm_client_connect(&cp, &c, &err) < 0)
+    if (vtpm_client_msg_connect(&cp, &c, &err) < 0)
         fail_msg("vtpm_client_connect: %s", err.message);
     m = call(c, s->rk, "second node");
     assert_body(m, "second node");
@@ -590,12 +590,12 @@ test_fanout(void **state)
     g_autoptr(vtpm_client) c = client_new();
     g_autoptr(vtpm_client_msg) m = NULL;
     g_autofree char *corr = NULL;
-    vtpm_client_send_opts so = { .fanout = true, .routing_key = "" };
+    vtpm_client_msg_opts so = { .fanout = true, .routing_key = "" };
     rec_match want = { "to-all", 0 };
     vtpm_error err = { 0 };
 
-    assert_int_equal(vtpm_client_send(c, &so, "to-all", 6, &corr, &err), 0);
-    assert_int_equal(vtpm_client_recv(c, CALL_MS, &m, &err), 0);
+    assert_int_equal(vtpm_client_msg_send(c, &so, "to-all", 6, &corr, &err), 0);
+    assert_int_equal(vtpm_client_msg_recv(c, CALL_MS, &m, &err), 0);
     assert_string_equal(m->correlation_id, corr);
     assert_body(m, "to-all");
     g_mutex_lock(&s->lock);
@@ -611,16 +611,16 @@ test_cast(void **state)
     server *s = server_start(&o);
     g_autoptr(vtpm_client) c = client_new();
     g_autoptr(vtpm_client_msg) m = NULL;
-    vtpm_client_send_opts so = { .routing_key = s->rk, .cast = true };
+    vtpm_client_msg_opts so = { .routing_key = s->rk, .cast = true };
     rec_match want = { "cast-1", 0 };
     vtpm_error err = { 0 };
 
-    assert_int_equal(vtpm_client_send(c, &so, "cast-1", 6, NULL, &err), 0);
+    assert_int_equal(vtpm_client_msg_send(c, &so, "cast-1", 6, NULL, &err), 0);
     assert_true(wait_for(s, has_rec, &want));
     g_mutex_lock(&s->lock);
     assert_null(find_rec(s, &want)->reply_to);
     g_mutex_unlock(&s->lock);
-    assert_int_equal(vtpm_client_recv(c, 1000, &m, &err), 1);
+    assert_int_equal(vtpm_client_msg_recv(c, 1000, &m, &err), 1);
     assert_null(m);
     if (have_rmqctl())
         assert_true(wait_queue_counts(s->queue, 0, 0));
@@ -685,7 +685,7 @@ test_large_body(void **state)
     for (size_t i = 0; i < 600 * 1024; i++)
         body[i] = (char)('a' + (i * 7 + i / 1000) % 26);
     body[600 * 1024] = '\0';
-    assert_int_equal(vtpm_client_call(c, s->rk, body, 600 * 1024, CALL_MS, &m, &err), 0);
+    assert_int_equal(vtpm_client_msg_call(c, s->rk, body, 600 * 1024, CALL_MS, &m, &err), 0);
     assert_body(m, body);
     server_free(s);
 }
@@ -700,7 +700,7 @@ test_many_calls(void **state)
     g_autoptr(GHashTable) outstanding = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     unsigned answered[N] = { 0 };
     unsigned sent = 0, done = 0;
-    vtpm_client_send_opts so = { .routing_key = s->rk };
+    vtpm_client_msg_opts so = { .routing_key = s->rk };
     vtpm_error err = { 0 };
 
     while (done < N) {
@@ -711,11 +711,11 @@ test_many_calls(void **state)
             g_autofree char *body = g_strdup_printf("m-%u", sent);
             char *corr = NULL;
 
-            assert_int_equal(vtpm_client_send(c, &so, body, strlen(body), &corr, &err), 0);
+            assert_int_equal(vtpm_client_msg_send(c, &so, body, strlen(body), &corr, &err), 0);
             g_hash_table_insert(outstanding, corr, GUINT_TO_POINTER(sent));
             sent++;
         }
-        if (vtpm_client_recv(c, CALL_MS, &m, &err) != 0)
+        if (vtpm_client_msg_recv(c, CALL_MS, &m, &err) != 0)
             fail_msg("no reply after %u of %u: %s", done, N, err.message);
         assert_true(g_hash_table_lookup_extended(outstanding, m->correlation_id, NULL, &idx));
         {
@@ -731,7 +731,7 @@ test_many_calls(void **state)
     {
         g_autoptr(vtpm_client_msg) m = NULL;
 
-        assert_int_equal(vtpm_client_recv(c, 500, &m, &err), 1);
+        assert_int_equal(vtpm_client_msg_recv(c, 500, &m, &err), 1);
     }
     for (unsigned i = 0; i < N; i++)
         assert_int_equal(answered[i], 1);
@@ -760,7 +760,7 @@ test_acks_behind_held(void **state)
     server_opts o = { 0 };
     server *s;
     g_autoptr(vtpm_client) c = NULL;
-    vtpm_client_send_opts so = { .cast = true };
+    vtpm_client_msg_opts so = { .cast = true };
     rec_match held_first = { "hold-2", 0 }, held_again = { "hold-2", 1 };
     unsigned one = 1, two = 2;
     vtpm_error err = { 0 };
@@ -771,12 +771,12 @@ test_acks_behind_held(void **state)
     s = server_start(&o);
     c = client_new();
     so.routing_key = s->rk;
-    assert_int_equal(vtpm_client_send(c, &so, "hold-2", 6, NULL, &err), 0);
+    assert_int_equal(vtpm_client_msg_send(c, &so, "hold-2", 6, NULL, &err), 0);
     assert_true(wait_for(s, has_rec, &held_first));
     for (unsigned i = 0; i < N; i++) {
         g_autofree char *body = g_strdup_printf("after-%u", i);
 
-        assert_int_equal(vtpm_client_send(c, &so, body, strlen(body), NULL, &err), 0);
+        assert_int_equal(vtpm_client_msg_send(c, &so, body, strlen(body), NULL, &err), 0);
     }
     /* Every later one acked, the held one not. */
     assert_true(wait_queue_counts(s->queue, 0, 1));
@@ -811,7 +811,7 @@ test_redelivery_after_reconnect(void **state)
     server *s;
     g_autoptr(vtpm_client) c = NULL;
     g_autofree char *corr = NULL;
-    vtpm_client_send_opts so = { .cast = true };
+    vtpm_client_msg_opts so = { .cast = true };
     rec_match first = { "hold-1", 0 }, again = { "hold-1", 1 };
     unsigned one = 1;
     unsigned two = 2;
@@ -825,7 +825,7 @@ test_redelivery_after_reconnect(void **state)
     s = server_start(&o);
     c = client_new();
     so.routing_key = s->rk;
-    assert_int_equal(vtpm_client_send(c, &so, "hold-1", 6, &corr, &err), 0);
+    assert_int_equal(vtpm_client_msg_send(c, &so, "hold-1", 6, &corr, &err), 0);
     assert_true(wait_for(s, has_rec, &first));
     g_mutex_lock(&s->lock);
     gen0 = s->gen;
@@ -1057,7 +1057,7 @@ test_publish_and_tap(void **state)
     assert_non_null(tapq);
     vtpm_broker_post_publish(s->amqp, "vtpm", rk, body);
     vtpm_broker_post_call(s->amqp, on_io_thread, s);
-    assert_int_equal(vtpm_client_recv(c, CALL_MS, &m, &err), 0);
+    assert_int_equal(vtpm_client_msg_recv(c, CALL_MS, &m, &err), 0);
     assert_string_equal(m->routing_key, rk);
     assert_string_equal(m->exchange, "vtpm");
     assert_body(m, "caps");
@@ -1080,13 +1080,13 @@ test_stop_drain(void **state)
     g_autoptr(vtpm_client) c = client_new();
     g_autoptr(vtpm_client_msg) m = NULL;
     g_autofree char *corr = NULL;
-    vtpm_client_send_opts so = { .routing_key = s->rk };
+    vtpm_client_msg_opts so = { .routing_key = s->rk };
     rec_match want = { "hold-drain", 0 };
     vtpm_broker_delivery *held;
     vtpm_error err = { 0 };
     bool returned;
 
-    assert_int_equal(vtpm_client_send(c, &so, "hold-drain", 10, &corr, &err), 0);
+    assert_int_equal(vtpm_client_msg_send(c, &so, "hold-drain", 10, &corr, &err), 0);
     assert_true(wait_for(s, has_rec, &want));
     vtpm_broker_stop(s->amqp);
     g_usleep(700 * 1000);
@@ -1105,7 +1105,7 @@ test_stop_drain(void **state)
     assert_true(wait_for(s, has_returned, NULL));
     assert_int_equal(s->run_rc, 0);
 
-    assert_int_equal(vtpm_client_recv(c, CALL_MS, &m, &err), 0);
+    assert_int_equal(vtpm_client_msg_recv(c, CALL_MS, &m, &err), 0);
     assert_string_equal(m->correlation_id, corr);
     assert_body(m, "hold-drain");
     if (have_rmqctl())

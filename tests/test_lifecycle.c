@@ -2066,10 +2066,10 @@ test_crash(void **state)
     host_start(h, env);
     n0 = crash_lines(dmn[h], c->point);
     {
-        vtpm_client_send_opts o = { .routing_key = dmn[h]->routing_key, .message_id = mid };
+        vtpm_client_msg_opts o = { .routing_key = dmn[h]->routing_key, .message_id = mid };
         vtpm_error err = { 0 };
 
-        if (vtpm_client_send(vt_client(), &o, g_bytes_get_data(body, NULL),
+        if (vtpm_client_msg_send(vt_client(), &o, g_bytes_get_data(body, NULL),
                              g_bytes_get_size(body), &corr, &err) < 0) {
             vt_client_drop();
             fail_msg("sending %s: %s", method, err.message);
@@ -2304,11 +2304,11 @@ lv_send(int h, const char *method, GBytes *args, const char *what)
 {
     g_autofree char *mid = vt_unique("lv");
     g_autoptr(GBytes) body = vt_request(method, args, mid, 0);
-    vtpm_client_send_opts o = { .routing_key = dmn[h]->routing_key, .message_id = mid };
+    vtpm_client_msg_opts o = { .routing_key = dmn[h]->routing_key, .message_id = mid };
     vtpm_error err = { 0 };
     char *corr = NULL;
 
-    if (vtpm_client_send(vt_client(), &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+    if (vtpm_client_msg_send(vt_client(), &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
                          &corr, &err) < 0) {
         vt_client_drop();
         fail_msg("%s: sending %s: %s", what, method, err.message);

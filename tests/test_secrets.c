@@ -1257,9 +1257,9 @@ test_rekey_crash(void **state)
     args = mkargs(&in, &o);
     body = vt_request("rekey", args, rid, 0);
     {
-        vtpm_client_send_opts so = { .routing_key = dmn[A]->routing_key, .message_id = mid };
+        vtpm_client_msg_opts so = { .routing_key = dmn[A]->routing_key, .message_id = mid };
 
-        if (vtpm_client_send(vt_client(), &so, g_bytes_get_data(body, NULL),
+        if (vtpm_client_msg_send(vt_client(), &so, g_bytes_get_data(body, NULL),
                              g_bytes_get_size(body), &corr, &err) < 0) {
             vt_client_drop();
             fail_msg("sending rekey: %s", err.message);

@@ -525,7 +525,7 @@ test_capabilities_announcement(void **state)
         g_autoptr(vtpm_client_msg) m = NULL;
         g_autoptr(vt_reply) r = NULL;
         g_autofree char *h = NULL;
-        int rc = vtpm_client_recv(c, 1000, &m, &err);
+        int rc = vtpm_client_msg_recv(c, 1000, &m, &err);
 
         if (rc < 0)
             fail_msg("tap: %s", err.message);
@@ -557,7 +557,7 @@ next_announcement(vtpm_client *c, const char *host, int timeout_ms)
     while (g_get_monotonic_time() < end) {
         g_autoptr(vtpm_client_msg) m = NULL;
         vt_reply *r;
-        int rc = vtpm_client_recv(c, 500, &m, &err);
+        int rc = vtpm_client_msg_recv(c, 500, &m, &err);
 
         if (rc < 0)
             fail_msg("tap: %s", err.message);
@@ -985,7 +985,7 @@ test_duplicate_message_id(void **state)
     vt_spawn_spec s = { .uuid = uuid, .extra_specs = specs, .power_on = -1 };
     g_autoptr(GBytes) args = vt_args_spawn(&s);
     g_autoptr(GBytes) body = vt_request("spawn", args, rid, 0);
-    vtpm_client_send_opts o = { .routing_key = group_d->routing_key, .message_id = mid };
+    vtpm_client_msg_opts o = { .routing_key = group_d->routing_key, .message_id = mid };
     g_autoptr(GPtrArray) replies = g_ptr_array_new_with_free_func(
         (GDestroyNotify)vtpm_client_msg_free);
     g_autofree char *log = NULL;
@@ -994,12 +994,12 @@ test_duplicate_message_id(void **state)
 
     /* Two copies back to back: the second arrives while the first runs. */
     for (int i = 0; i < 2; i++)
-        if (vtpm_client_send(c, &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body), NULL,
+        if (vtpm_client_msg_send(c, &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body), NULL,
                              &err) < 0)
             fail_msg("send: %s", err.message);
     while (replies->len < 2) {
         vtpm_client_msg *m = NULL;
-        int rc = vtpm_client_recv(c, VT_CALL_MS, &m, &err);
+        int rc = vtpm_client_msg_recv(c, VT_CALL_MS, &m, &err);
 
         if (rc != 0)
             fail_msg("duplicate message id: got %u of 2 replies (%s)", replies->len,
@@ -1007,13 +1007,13 @@ test_duplicate_message_id(void **state)
         g_ptr_array_add(replies, m);
     }
     /* A third copy after the answer: the reply cache answers it. */
-    if (vtpm_client_send(c, &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body), NULL,
+    if (vtpm_client_msg_send(c, &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body), NULL,
                          &err) < 0)
         fail_msg("send: %s", err.message);
     {
         vtpm_client_msg *m = NULL;
 
-        if (vtpm_client_recv(c, SHORT_MS, &m, &err) != 0)
+        if (vtpm_client_msg_recv(c, SHORT_MS, &m, &err) != 0)
             fail_msg("duplicate message id: no reply to the third copy");
         g_ptr_array_add(replies, m);
     }
@@ -1368,7 +1368,7 @@ test_hostile_cast(void **state)
     g_autoptr(vtpm_client) c = vt_client_new();
     g_autofree char *mid = g_strdup_printf("cast-%d", (int)getpid());
     g_autofree char *mid_kv = g_strdup_printf("message_id=%s", mid);
-    vtpm_client_send_opts o = { .routing_key = group_d->routing_key, .cast = true,
+    vtpm_client_msg_opts o = { .routing_key = group_d->routing_key, .cast = true,
                                 .message_id = mid };
     g_autoptr(vtpm_client_msg) m = NULL;
     vtpm_error err = { 0 };
@@ -1378,14 +1378,14 @@ test_hostile_cast(void **state)
         "awk '$1 == \"%s\" { print $2 + $3 }'", group_d->routing_key);
     int left = -1;
 
-    if (vtpm_client_send(c, &o, "\xc1garbage", 8, NULL, &err) < 0)
+    if (vtpm_client_msg_send(c, &o, "\xc1garbage", 8, NULL, &err) < 0)
         fail_msg("send: %s", err.message);
     assert_serving(group_d, "a garbage cast");
     if (!vt_vtpmd_wait_log(group_d, needles, SHORT_MS))
         fail_msg("vtpmd's log has no BadRequest outcome for the cast %s", mid);
     /* Nothing may come back for a cast: only the reply of a call goes to
      * this client's queue, and that call (assert_serving) used another. */
-    if (vtpm_client_recv(c, 1000, &m, &err) == 0)
+    if (vtpm_client_msg_recv(c, 1000, &m, &err) == 0)
         fail_msg("a cast got a reply (correlation id %s)",
                  m->correlation_id ? m->correlation_id : "-");
     /* The queue is drained: the cast was acked, not left unacked. */
@@ -1414,7 +1414,7 @@ recv_corr(vtpm_client *c, GHashTable *want, GHashTable *at, int timeout_ms)
     while (g_hash_table_size(at) < g_hash_table_size(want)) {
         vtpm_client_msg *m = NULL;
         gint64 left = (end - g_get_monotonic_time()) / 1000;
-        int rc = left > 0 ? vtpm_client_recv(c, (int)left, &m, &err) : 1;
+        int rc = left > 0 ? vtpm_client_msg_recv(c, (int)left, &m, &err) : 1;
 
         if (rc != 0)
             fail_msg("got %u of %u replies (%s)", g_hash_table_size(at), g_hash_table_size(want),
@@ -1447,7 +1447,7 @@ test_serialization(void **state)
     vt_config_opts o = { .worker_host = host, .workers = 4 };
     vt_vtpmd *d = start_own(&o, env);
     g_autoptr(vtpm_client) c = vt_client_new();
-    vtpm_client_send_opts so = { .routing_key = d->routing_key };
+    vtpm_client_msg_opts so = { .routing_key = d->routing_key };
     vtpm_error err = { 0 };
 
     /* Same instance: the second waits for the first. */
@@ -1461,7 +1461,7 @@ test_serialization(void **state)
         gint64 gap;
 
         for (int i = 0; i < 2; i++) {
-            if (vtpm_client_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+            if (vtpm_client_msg_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
                                  &corr[i], &err) < 0)
                 fail_msg("send: %s", err.message);
             g_hash_table_add(want, corr[i]);
@@ -1486,7 +1486,7 @@ test_serialization(void **state)
             g_autoptr(GBytes) args = vt_args_destroy(i ? upper : uuid, -1);
             g_autoptr(GBytes) body = vt_request("destroy", args, "serial-case", 0);
 
-            if (vtpm_client_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+            if (vtpm_client_msg_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
                                  &corr[i], &err) < 0)
                 fail_msg("send: %s", err.message);
             g_hash_table_add(want, corr[i]);
@@ -1508,16 +1508,16 @@ test_serialization(void **state)
         g_autofree char *c1 = NULL, *c2 = NULL;
         bool got1 = false, got2 = false;
 
-        if (vtpm_client_send(c, &so, g_bytes_get_data(first, NULL), g_bytes_get_size(first),
+        if (vtpm_client_msg_send(c, &so, g_bytes_get_data(first, NULL), g_bytes_get_size(first),
                              &c1, &err) < 0 ||
-            vtpm_client_send(c, &so, g_bytes_get_data(second, NULL), g_bytes_get_size(second),
+            vtpm_client_msg_send(c, &so, g_bytes_get_data(second, NULL), g_bytes_get_size(second),
                              &c2, &err) < 0)
             fail_msg("send: %s", err.message);
         while (!got1 || !got2) {
             vtpm_client_msg *m = NULL;
             g_autoptr(vt_reply) r = NULL;
 
-            if (vtpm_client_recv(c, 20000, &m, &err) != 0)
+            if (vtpm_client_msg_recv(c, 20000, &m, &err) != 0)
                 fail_msg("deadline behind a running request: a reply is missing");
             r = vt_reply_decode(m);
             if (g_strcmp0(m->correlation_id, c1) == 0) {
@@ -1542,7 +1542,7 @@ test_serialization(void **state)
             g_autoptr(GBytes) args = vt_args_destroy(uuid, -1);
             g_autoptr(GBytes) body = vt_request("destroy", args, "serial-diff", 0);
 
-            if (vtpm_client_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+            if (vtpm_client_msg_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
                                  &corr[i], &err) < 0)
                 fail_msg("send: %s", err.message);
             g_hash_table_add(want, corr[i]);
@@ -1570,7 +1570,7 @@ test_sigterm_drains(void **state)
     vt_config_opts o = { .worker_host = host };
     vt_vtpmd *d = start_own(&o, env);
     g_autoptr(vtpm_client) c = vt_client_new();
-    vtpm_client_send_opts so = { .routing_key = d->routing_key };
+    vtpm_client_msg_opts so = { .routing_key = d->routing_key };
     g_autofree char *uuid = vt_uuid();
     g_autoptr(GBytes) args = vt_args_destroy(uuid, -1);
     g_autoptr(GBytes) body = vt_request("destroy", args, "drain-inflight", 0);
@@ -1583,7 +1583,7 @@ test_sigterm_drains(void **state)
     int code;
     vt_vtpmd *d2;
 
-    if (vtpm_client_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body), &corr,
+    if (vtpm_client_msg_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body), &corr,
                          &err) < 0)
         fail_msg("send: %s", err.message);
     g_usleep(300 * 1000);
@@ -1600,11 +1600,11 @@ test_sigterm_drains(void **state)
             fail_msg("vtpmd did not log that it drains within 5 s of SIGTERM");
         g_usleep(300 * 1000);
     }
-    if (vtpm_client_send(c, &so, g_bytes_get_data(late, NULL), g_bytes_get_size(late),
+    if (vtpm_client_msg_send(c, &so, g_bytes_get_data(late, NULL), g_bytes_get_size(late),
                          &late_corr, &err) < 0)
         fail_msg("send: %s", err.message);
 
-    if (vtpm_client_recv(c, 10000, &m, &err) != 0)
+    if (vtpm_client_msg_recv(c, 10000, &m, &err) != 0)
         fail_msg("the destroy in flight at SIGTERM was not answered within 10 s");
     if (g_strcmp0(m->correlation_id, corr) != 0)
         fail_msg("after SIGTERM the first reply is for %s, expected the in-flight destroy %s "
@@ -1625,12 +1625,12 @@ test_sigterm_drains(void **state)
                      report ? "; sanitizer: " : "", report ? report : "");
         }
     }
-    if (vtpm_client_recv(c, 500, &m2, &err) == 0)
+    if (vtpm_client_msg_recv(c, 500, &m2, &err) == 0)
         fail_msg("the request sent after SIGTERM was answered by the draining vtpmd");
 
     /* It is still queued: the next vtpmd of the host answers it. */
     d2 = spawn_own(d->config, d->worker_host, NULL);
-    if (vtpm_client_recv(c, VT_READY_MS, &m2, &err) != 0) {
+    if (vtpm_client_msg_recv(c, VT_READY_MS, &m2, &err) != 0) {
         vt_vtpmd_dump(d2);
         fail_msg("the request sent after SIGTERM was never answered by the next vtpmd");
     }
@@ -1649,11 +1649,11 @@ test_sigterm_drains(void **state)
  * next vtpmd answers them; a broadcast waiting behind it cannot go back
  * (its queue dies with the process) and is answered Busy. */
 static void
-send_or_fail(vtpm_client *c, const vtpm_client_send_opts *so, GBytes *body, char **corr)
+send_or_fail(vtpm_client *c, const vtpm_client_msg_opts *so, GBytes *body, char **corr)
 {
     vtpm_error err = { 0 };
 
-    if (vtpm_client_send(c, so, g_bytes_get_data(body, NULL), g_bytes_get_size(body), corr,
+    if (vtpm_client_msg_send(c, so, g_bytes_get_data(body, NULL), g_bytes_get_size(body), corr,
                          &err) < 0)
         fail_msg("send: %s", err.message);
 }
@@ -1672,10 +1672,10 @@ test_sigterm_hands_back(void **state)
     g_autoptr(vtpm_client) c = vt_client_new();
     g_autofree char *u1 = vt_uuid(), *u2 = vt_uuid();
     g_autofree char *mid_behind = vt_uuid(), *mid_waiting = vt_uuid();
-    vtpm_client_send_opts direct = { .routing_key = d->routing_key };
-    vtpm_client_send_opts behind = { .routing_key = d->routing_key, .message_id = mid_behind };
-    vtpm_client_send_opts waiting = { .routing_key = d->routing_key, .message_id = mid_waiting };
-    vtpm_client_send_opts bcast = { .fanout = true, .routing_key = "" };
+    vtpm_client_msg_opts direct = { .routing_key = d->routing_key };
+    vtpm_client_msg_opts behind = { .routing_key = d->routing_key, .message_id = mid_behind };
+    vtpm_client_msg_opts waiting = { .routing_key = d->routing_key, .message_id = mid_waiting };
+    vtpm_client_msg_opts bcast = { .fanout = true, .routing_key = "" };
     g_autoptr(GBytes) args1 = vt_args_destroy(u1, -1);
     g_autoptr(GBytes) args2 = vt_args_destroy(u2, -1);
     g_autoptr(GBytes) b_run = vt_request("destroy", args1, "handback-running", 0);
@@ -1706,7 +1706,7 @@ test_sigterm_hands_back(void **state)
         g_autoptr(vt_reply) r = NULL;
         const char *corr;
 
-        if (vtpm_client_recv(c, 30000, &m, &err) != 0) {
+        if (vtpm_client_msg_recv(c, 30000, &m, &err) != 0) {
             vt_vtpmd_dump(d);
             fail_msg("after SIGTERM: running answered %d, broadcast answered Busy %d and ok "
                      "%u times; nothing more within 30 s",
@@ -1760,7 +1760,7 @@ test_sigterm_hands_back(void **state)
         vtpm_client_msg *m = NULL;
         g_autoptr(vt_reply) r = NULL;
 
-        if (vtpm_client_recv(c, VT_READY_MS, &m, &err) != 0) {
+        if (vtpm_client_msg_recv(c, VT_READY_MS, &m, &err) != 0) {
             vt_vtpmd_dump(d2);
             fail_msg("the requests handed back at SIGTERM were not answered by the next vtpmd "
                      "(%d of 2)", i);
@@ -1820,7 +1820,7 @@ test_broker_restart(void **state)
         fail_msg("declaring and consuming the durable reply queue %s failed", queue);
     {
         g_autoptr(vtpm_client) c = vt_client_new();
-        vtpm_client_send_opts so = { .routing_key = d->routing_key, .reply_to = queue };
+        vtpm_client_msg_opts so = { .routing_key = d->routing_key, .reply_to = queue };
         vtpm_error err = { 0 };
 
         for (int i = 0; i < 30; i++) {
@@ -1831,7 +1831,7 @@ test_broker_restart(void **state)
                                            : vt_request("destroy", args, rid, 0);
             char *corr = NULL;
 
-            if (vtpm_client_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
+            if (vtpm_client_msg_send(c, &so, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
                                  &corr, &err) < 0)
                 fail_msg("send %d: %s", i, err.message);
             g_hash_table_add(want, corr);

@@ -88,10 +88,10 @@ check_urls(vtpm_amqpopt *o, const char *url, vtpm_error *err)
 }
 
 int
-vtpm_amqpopt_load(vtpm_amqpopt *o, vtpm_client_params *p, vtpm_error *err)
+vtpm_amqpopt_load(vtpm_amqpopt *o, vtpm_client_options *p, vtpm_error *err)
 {
     vtpm_amqp_target t = { 0 };
-    vtpm_client_params cp = { 0 };
+    vtpm_client_options cp = { 0 };
     g_autoptr(GPtrArray) nodes = NULL;
     const char *url;
     int rc;
@@ -103,7 +103,7 @@ vtpm_amqpopt_load(vtpm_amqpopt *o, vtpm_client_params *p, vtpm_error *err)
     url = choose_url(o, &o->url_source);
     o->failover_urls = o->failover ? g_strdupv(o->failover)
                                    : vtpm_amqp_url_list_split(o->cfg->amqp.failover_urls);
-    cp = (vtpm_client_params){
+    cp = (vtpm_client_options){
         .url = url,
         .failover_urls = (const char *const *)o->failover_urls,
         .cacert = o->cacert ? o->cacert : o->cfg->amqp.cacert,

@@ -20,7 +20,7 @@
 #include <stdbool.h>
 #include <glib.h>
 
-#include "client.h"
+#include "vtpm/client.h"
 #include "config.h"
 #include "vtpm/error.h"
 
@@ -50,7 +50,7 @@ void vtpm_amqpopt_add(GOptionContext *ctx, vtpm_amqpopt *o, unsigned flags);
  * check the URLs (BadRequest "--url: port: ...") and fill @p, whose
  * strings stay @o's.
  */
-int vtpm_amqpopt_load(vtpm_amqpopt *o, vtpm_client_params *p, vtpm_error *err);
+int vtpm_amqpopt_load(vtpm_amqpopt *o, vtpm_client_options *p, vtpm_error *err);
 
 /* Whether the error of vtpm_amqpopt_load() came from the --config file
  * (tools report it as a usage error) rather than an option's value. */

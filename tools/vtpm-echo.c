@@ -68,7 +68,7 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(echo_opts, echo_opts_clear)
 
 /* 0, or 2 after saying what is wrong. */
 static int
-parse_args(int argc, char **argv, echo_opts *o, vtpm_client_params *cp)
+parse_args(int argc, char **argv, echo_opts *o, vtpm_client_options *cp)
 {
     GOptionEntry entries[] = {
         { "host", 'H', 0, G_OPTION_ARG_STRING, &o->host, "consume queue <topic>.HOST", "HOST" },
@@ -137,7 +137,7 @@ padded_reply(size_t n)
 /* Consume @queue exactly as vtpmd declares it (amqp/topology.c): the
  * same AMQP work per call as vtpmd. */
 static int
-echo_open(const vtpm_client_params *cp, const char *queue, unsigned prefetch,
+echo_open(const vtpm_client_options *cp, const char *queue, unsigned prefetch,
           amqp_connection_state_t *out, vtpm_error *err)
 {
     vtpm_amqp_target t = { .url = cp->url, .failover_urls = cp->failover_urls,
@@ -277,7 +277,7 @@ main(int argc, char **argv)
     g_autoptr(GBytes) reply = NULL;
     g_autofree char *queue = NULL;
     g_autofree char *why = NULL;
-    vtpm_client_params cp = { 0 };
+    vtpm_client_options cp = { 0 };
     amqp_connection_state_t conn = NULL;
     struct sigaction sa = { .sa_handler = on_signal };
     vtpm_error err = { 0 };

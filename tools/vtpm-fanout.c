@@ -19,7 +19,7 @@
  * --spawn-workers, every worker started and exited 0); 1 otherwise; 2 usage.
  *
  * Single-threaded on purpose: one loop sends while fewer than C calls are
- * outstanding and otherwise waits in vtpm_client_recv() for the next reply
+ * outstanding and otherwise waits in vtpm_client_wait() for the next reply
  * or the next call's timeout, whichever is first.  The tool measures the
  * workers and the broker, so it must not add queueing of its own.
  */
@@ -42,7 +42,7 @@
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
 #include "amqpopt.h"
-#include "client.h"
+#include "client/internal.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -116,7 +116,7 @@ typedef struct {
 
 typedef struct {
     /* options */
-    vtpm_client_params broker;  /* strings of the tool's vtpm_amqpopt */
+    vtpm_client_options broker; /* strings of the tool's vtpm_amqpopt */
     guint concurrency;
     gint64 timeout_us, settle_us;
     guint weights[M__COUNT];
@@ -124,11 +124,9 @@ typedef struct {
     const char *spawn_tpm;  /* hw:tpm_version of spawned instances; NULL: none */
     GRand *rand;
 
-    vtpm_client *client;
-    vtpm_proto_limits lim;
+    vtpm_client *client;    /* sees every reply (VTPM_CLIENT_ALL_REPLIES) */
     char *run_id;
     GPtrArray *hosts;       /* char * */
-    GPtrArray *routing;     /* char *, routing key per host */
 
     fan_call *calls;        /* warm-up calls first, then the measured ones */
     guint ncalls, nwarmup;
@@ -260,7 +258,6 @@ add_host(fan_run *r, const char *h)
             return;
     }
     g_ptr_array_add(r->hosts, g_strdup(h));
-    g_ptr_array_add(r->routing, g_strdup_printf("%s.%s", r->broker.topic, h));
 }
 
 /* ---- requests -------------------------------------------------------------- */
@@ -296,14 +293,14 @@ pack_spawn_args(msgpack_packer *pk, const char *uuid, const char *tpm_version)
     msgpack_pack_map(pk, 0);
 }
 
-/* @uuid: the instance of a spawn or destroy; NULL for a destroy means a
- * fresh random one. */
+/* The args of method @m; @uuid: the instance of a spawn or destroy, NULL
+ * for a destroy means a fresh random one. */
 static GBytes *
-request_body(fan_method m, const char *request_id, const char *uuid, const char *tpm_version)
+request_args(fan_method m, const char *uuid, const char *tpm_version)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    GBytes *body;
+    GBytes *args;
 
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -321,21 +318,18 @@ request_body(fan_method m, const char *request_id, const char *uuid, const char 
     } else {
         msgpack_pack_map(&pk, 0);
     }
-    body = vtpm_proto_request_new(method_names[m], sb.data, sb.size, request_id, 0);
+    args = g_bytes_new(sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
-    return body;
+    return args;
 }
 
 static int
 send_call(fan_run *r, fan_call *c, vtpm_error *err)
 {
     g_autofree char *msg_id = g_strdup_printf("m-%s", c->corr);
-    g_autoptr(GBytes) body = request_body(c->method, c->corr, c->uuid, r->spawn_tpm);
-    vtpm_client_send_opts o = {
-        .routing_key = g_ptr_array_index(r->routing, c->host),
-        .correlation_id = c->corr,
-        .message_id = msg_id,
-    };
+    g_autoptr(GBytes) args = request_args(c->method, c->uuid, r->spawn_tpm);
+    vtpm_client_call_opts o = { .call_id = c->corr, .message_id = msg_id, .request_id = c->corr };
+    vtpm_client_fault f;
 
     c->sent_us = now_us();
     c->deadline_us = c->sent_us + r->timeout_us;
@@ -343,8 +337,32 @@ send_call(fan_run *r, fan_call *c, vtpm_error *err)
         r->t0_us = c->sent_us;
     if (!c->cleanup)
         r->sent++;
-    return vtpm_client_send(r->client, &o, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
-                            NULL, err);
+    if (vtpm_client_call_send(r->client, g_ptr_array_index(r->hosts, c->host),
+                              method_names[c->method], g_bytes_get_data(args, NULL),
+                              g_bytes_get_size(args), &o, NULL, &f) < 0)
+        return vtpm_client_error_from_fault(err, &f);
+    return 0;
+}
+
+/* The fault code of a reply (NULL: ok), interned: a code from a newer
+ * worker as received; "(invalid reply)" when it is no reply.  *why gets
+ * the fault's message; @res (may be NULL) the result map of an ok reply. */
+static const char *
+reply_outcome(const vtpm_client_reply *rep, msgpack_unpacked *res, char **why)
+{
+    const void *data = NULL;
+    size_t len = 0, off = 0;
+    vtpm_client_fault f;
+
+    if (vtpm_client_reply_result(rep, &data, &len, &f) == 0) {
+        if (res)
+            msgpack_unpack_next(res, data, len, &off);
+        return NULL;
+    }
+    *why = g_strdup(f.message);
+    if (f.details.source == VTPM_CLIENT_SOURCE_CLIENT)
+        return g_intern_static_string("(invalid reply)");
+    return g_intern_string(*f.details.received_code ? f.details.received_code : f.name);
 }
 
 /* ---- replies --------------------------------------------------------------- */
@@ -359,36 +377,29 @@ call_label(const fan_run *r, const fan_call *c)
 /* A reply to a cleanup destroy: only whether the instance is gone counts
  * (a second copy changes nothing). */
 static void
-on_cleanup_reply(fan_run *r, fan_call *c, const vtpm_client_msg *m)
+on_cleanup_reply(fan_run *r, fan_call *c, const vtpm_client_reply *m)
 {
-    g_autoptr(vtpm_reply) rep = NULL;
-    vtpm_error err = { 0 };
+    msgpack_unpacked res;
     bool existed = false;
 
     if (++c->nreplies > 1)
         return;
-    c->reply_us = m->received_us;
+    c->reply_us = vtpm_client_reply_received_us(m);
     if (!c->timed_out)
         r->inflight--;
-    if (vtpm_proto_decode_reply(g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
-                                &r->lim, &rep, &err) < 0) {
-        c->fault = g_intern_static_string("(invalid reply)");
-        c->fault_msg = g_strdup(err.message);
-    } else if (!rep->ok) {
-        c->fault = g_intern_string(rep->fault_code ? rep->fault_code
-                                                   : vtpm_fault_name(rep->fault));
-        c->fault_msg = g_strdup(rep->fault_message ? rep->fault_message : "");
-    } else if (vtpm_proto_get_bool(&rep->result, "result", "destroyed", false, false, &existed,
-                                   &err) == 0) {
+    msgpack_unpacked_init(&res);
+    c->fault = reply_outcome(m, &res, &c->fault_msg);
+    if (!c->fault && vtpm_proto_get_bool(&res.data, "result", "destroyed", false, false,
+                                         &existed, NULL) == 0)
         c->existed = existed;
-    }
+    msgpack_unpacked_destroy(&res);
 }
 
 static void
-on_call_reply(fan_run *r, fan_call *c, const vtpm_client_msg *m)
+on_call_reply(fan_run *r, fan_call *c, const vtpm_client_reply *m)
 {
-    g_autoptr(vtpm_reply) rep = NULL;
-    vtpm_error err = { 0 };
+    g_autofree char *why = NULL;
+    size_t len = 0;
 
     if (c->cleanup) {
         on_cleanup_reply(r, c, m);
@@ -398,79 +409,76 @@ on_call_reply(fan_run *r, fan_call *c, const vtpm_client_msg *m)
         tally_add(&r->duplicate, call_label(r, c));
         return;
     }
-    c->reply_us = m->received_us;
+    c->reply_us = vtpm_client_reply_received_us(m);
     r->answered++;
-    r->reply_bytes += g_bytes_get_size(m->body);
+    vtpm_client_reply_body(m, &len);
+    r->reply_bytes += len;
     if (c->measured && c->reply_us > r->t1_us)
         r->t1_us = c->reply_us;
     if (c->timed_out)
         tally_add(&r->late, call_label(r, c));
     else
         r->inflight--;
-    if (vtpm_proto_decode_reply(g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
-                                &r->lim, &rep, &err) < 0) {
-        /* Counted apart, and in the groups as a fault of its own. */
-        c->fault = g_intern_static_string("(invalid reply)");
-        tally_add(&r->invalid, g_strdup_printf("%s: %s", c->corr, err.message));
-        return;
-    }
-    if (!rep->ok)
-        c->fault = g_intern_string(rep->fault_code ? rep->fault_code
-                                                   : vtpm_fault_name(rep->fault));
+    c->fault = reply_outcome(m, NULL, &why);
+    /* Counted apart, and in the groups as a fault of its own. */
+    if (c->fault && strcmp(c->fault, "(invalid reply)") == 0)
+        tally_add(&r->invalid, g_strdup_printf("%s: %s", c->corr, why));
 }
 
 static void
-on_bcast_reply(fan_run *r, fan_bcast *b, const vtpm_client_msg *m)
+on_bcast_reply(fan_run *r, fan_bcast *b, const vtpm_client_reply *m)
 {
-    g_autoptr(vtpm_reply) rep = NULL;
     g_autofree char *host = NULL;
+    g_autofree char *why = NULL;
+    gint64 at = vtpm_client_reply_received_us(m);
     vtpm_error err = { 0 };
+    msgpack_unpacked res;
+    const char *fault;
 
-    if (vtpm_proto_decode_reply(g_bytes_get_data(m->body, NULL), g_bytes_get_size(m->body),
-                                &r->lim, &rep, &err) < 0 ||
-        (rep->ok && vtpm_proto_get_str(&rep->result, "result", "host", true, 255, &host,
-                                       &err) < 0)) {
-        tally_add(&r->invalid, g_strdup_printf("%s (broadcast): %s", b->corr, err.message));
-        return;
-    }
-    if (!rep->ok) {
+    msgpack_unpacked_init(&res);
+    fault = reply_outcome(m, &res, &why);
+    if (!fault && vtpm_proto_get_str(&res.data, "result", "host", true, 255, &host, &err) < 0)
+        why = g_strdup(err.message);
+    msgpack_unpacked_destroy(&res);
+    if (fault || !host) {
         /* get_capabilities cannot fail; a fault says which worker is broken
          * only in its log, so name the code at least. */
-        tally_add(&r->invalid, g_strdup_printf("%s (broadcast): fault %s: %s", b->corr,
-                                               rep->fault_code, rep->fault_message));
+        bool worker = fault && strcmp(fault, "(invalid reply)") != 0;
+
+        tally_add(&r->invalid, g_strdup_printf("%s (broadcast): %s%s%s%s", b->corr,
+                                               worker ? "fault " : "", worker ? fault : "",
+                                               worker ? ": " : "", why ? why : ""));
         return;
     }
     if (g_hash_table_contains(b->answered, host)) {
         tally_add(&r->duplicate, g_strdup_printf("%s broadcast@%s", b->corr, host));
         return;
     }
-    if (m->received_us > b->end_us) {
+    if (at > b->end_us) {
         b->late++;
         return;
     }
     g_hash_table_insert(b->answered, g_steal_pointer(&host),
-                        g_memdup2(&(gint64){ m->received_us - b->sent_us }, sizeof(gint64)));
+                        g_memdup2(&(gint64){ at - b->sent_us }, sizeof(gint64)));
 }
 
 static void
-on_message(fan_run *r, const vtpm_client_msg *m)
+on_message(fan_run *r, const vtpm_client_reply *m)
 {
-    fan_call *c = m->correlation_id ? g_hash_table_lookup(r->by_corr, m->correlation_id) : NULL;
+    const char *id = vtpm_client_reply_id(m);
+    fan_call *c = id ? g_hash_table_lookup(r->by_corr, id) : NULL;
     fan_bcast *b;
 
     if (c) {
         on_call_reply(r, c, m);
         return;
     }
-    b = m->correlation_id ? g_hash_table_lookup(r->bcasts, m->correlation_id) : NULL;
+    b = id ? g_hash_table_lookup(r->bcasts, id) : NULL;
     if (b) {
         on_bcast_reply(r, b, m);
         return;
     }
-    tally_add(&r->unmatched, g_strdup_printf("%s (routing key %s)",
-                                             m->correlation_id ? m->correlation_id
-                                                               : "(no correlation id)",
-                                             m->routing_key ? m->routing_key : "-"));
+    tally_add(&r->unmatched, g_strdup(id ? id : "(no correlation id)"));
 }
 
 /* Wait until @until_us (monotonic) for one message and handle it.
@@ -478,15 +486,16 @@ on_message(fan_run *r, const vtpm_client_msg *m)
 static int
 receive_one(fan_run *r, gint64 until_us, vtpm_error *err)
 {
-    g_autoptr(vtpm_client_msg) m = NULL;
+    g_autoptr(vtpm_client_reply) m = NULL;
     gint64 left = until_us - now_us();
+    vtpm_client_fault f;
     int rc;
 
     /* Round up: waking a little late costs nothing, waking early spins. */
-    rc = vtpm_client_recv(r->client, left <= 0 ? 0 : (int)MIN((left + 999) / 1000, G_MAXINT),
-                          &m, err);
+    rc = vtpm_client_wait(r->client, NULL,
+                          left <= 0 ? 0 : (int)MIN((left + 999) / 1000, G_MAXINT), &m, &f);
     if (rc < 0)
-        return rc;
+        return vtpm_client_error_from_fault(err, &f);
     if (rc == 0)
         on_message(r, m);
     return 0;
@@ -567,10 +576,11 @@ linger(fan_run *r, vtpm_error *err)
  * one still running.  A connection that failed during the load is
  * replaced.  Failures are tallied in r->cleanup; nothing else counts. */
 static void
-cleanup_spawns(fan_run *r, const vtpm_client_params *cp)
+cleanup_spawns(fan_run *r, const vtpm_client_options *cp)
 {
     fan_cleanup *cl = &r->cleanup;
     g_autofree char *why = NULL;
+    vtpm_client_fault f;
     vtpm_error err = { 0 };
     gint64 start = now_us();
     guint n = 0;
@@ -602,8 +612,8 @@ cleanup_spawns(fan_run *r, const vtpm_client_params *cp)
     r->inflight = 0;
     if (r->error || !r->client) {
         g_clear_pointer(&r->client, vtpm_client_free);
-        if (vtpm_client_connect(cp, &r->client, &err) < 0)
-            why = g_strdup_printf("not sent: %s", err.message);
+        if (vtpm_client_connect(cp, &r->client, &f) < 0)
+            why = g_strdup_printf("not sent: %s", f.message);
     }
     if (!why && run_calls(r, cl->calls, 0, cl->n, &err) < 0)
         why = g_strdup_printf("connection lost: %s", err.message);
@@ -636,8 +646,8 @@ static int
 broadcast(fan_run *r, gint64 window_us, GPtrArray *expect, fan_bcast **out, vtpm_error *err)
 {
     g_autofree char *msg_id = NULL;
-    g_autoptr(GBytes) body = NULL;
-    vtpm_client_send_opts o = { .fanout = true, .routing_key = "" };
+    vtpm_client_call_opts o = { 0 };
+    vtpm_client_fault f;
     fan_bcast *b = g_new0(fan_bcast, 1);
     int rc;
 
@@ -646,14 +656,13 @@ broadcast(fan_run *r, gint64 window_us, GPtrArray *expect, fan_bcast **out, vtpm
     g_hash_table_insert(r->bcasts, b->corr, b);
     *out = b;
     msg_id = g_strdup_printf("m-%s", b->corr);
-    body = request_body(M_GET_CAPABILITIES, b->corr, NULL, NULL);
-    o.correlation_id = b->corr;
-    o.message_id = msg_id;
+    o = (vtpm_client_call_opts){ .call_id = b->corr, .message_id = msg_id,
+                                 .request_id = b->corr };
     b->sent_us = now_us();
     b->end_us = b->sent_us + window_us;
-    if ((rc = vtpm_client_send(r->client, &o, g_bytes_get_data(body, NULL),
-                               g_bytes_get_size(body), NULL, err)) < 0)
-        return rc;
+    if (vtpm_client_fanout_send(r->client, method_names[M_GET_CAPABILITIES], NULL, 0, &o, NULL,
+                                &f) < 0)
+        return vtpm_client_error_from_fault(err, &f);
     while (now_us() < b->end_us) {
         bool all = expect != NULL;
 
@@ -679,7 +688,7 @@ child_setup(gpointer data)
 /* The broker of this run as a worker's [amqp] (its paths absolute, as
  * vtpmd wants them). */
 static char *
-amqp_section(const vtpm_client_params *b)
+amqp_section(const vtpm_client_options *b)
 {
     GString *t = g_string_new("[amqp]\n");
     const struct {
@@ -817,24 +826,25 @@ print_log_tail(const fan_worker *w)
 }
 
 /* Each worker answers a get_capabilities on its own queue.  A probe client
- * of its own: answers to probes that timed out must not show up as
- * unmatched in the measured run.  Until the first worker has declared the
- * exchange, publishing closes the channel: connect again then. */
+ * of its own, which drops late answers: answers to probes that timed out
+ * must not show up as unmatched in the measured run.  Until the first
+ * worker has declared the exchange, publishing closes the channel: the
+ * client connects again by itself at the next call. */
 static int
 wait_ready(fan_run *r, GPtrArray *workers, vtpm_error *err)
 {
     g_autoptr(vtpm_client) probe = NULL;
-    g_autoptr(GBytes) body = request_body(M_GET_CAPABILITIES, "vtpm-fanout-probe", NULL, NULL);
-    const vtpm_client_params *cp = &r->broker;
+    vtpm_client_options cp = r->broker;
+    vtpm_client_call_opts co = { .timeout_ms = READY_PROBE_MS,
+                                 .request_id = "vtpm-fanout-probe" };
     gint64 start = now_us(), end = start + READY_TIMEOUT_US;
-    int rc;
 
+    cp.flags &= ~(unsigned)VTPM_CLIENT_ALL_REPLIES;
     for (guint i = 0; i < workers->len; i++) {
         fan_worker *w = g_ptr_array_index(workers, i);
-        g_autofree char *rk = g_strdup_printf("%s.%s", r->broker.topic, w->host);
 
         for (;;) {
-            g_autoptr(vtpm_client_msg) m = NULL;
+            vtpm_client_fault f;
 
             if (!worker_alive(w))
                 return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
@@ -844,20 +854,18 @@ wait_ready(fan_run *r, GPtrArray *workers, vtpm_error *err)
                 return vtpm_error_set(err, VTPM_FAULT_BUSY,
                                       "worker %s did not answer within %d s (log %s)", w->host,
                                       (int)(READY_TIMEOUT_US / G_USEC_PER_SEC), w->log);
-            if (!probe && vtpm_client_connect(cp, &probe, err) < 0) {
+            if (!probe && vtpm_client_connect(&cp, &probe, &f) < 0) {
                 g_usleep(200 * 1000);
                 continue;
             }
-            rc = vtpm_client_call(probe, rk, g_bytes_get_data(body, NULL),
-                                  g_bytes_get_size(body), READY_PROBE_MS, &m, err);
-            if (rc == 0) {
+            if (vtpm_client_call(probe, w->host, method_names[M_GET_CAPABILITIES], NULL, 0, &co,
+                                 NULL, &f) == 0 ||
+                f.details.source == VTPM_CLIENT_SOURCE_WORKER) {
                 w->ready_ms = (now_us() - start) / 1000.0;
                 break;
             }
-            if (rc < 0) {
-                g_clear_pointer(&probe, vtpm_client_free);
+            if (f.code != VTPM_CLIENT_TIMEOUT)
                 g_usleep(200 * 1000);
-            }
         }
     }
     return 0;
@@ -1539,6 +1547,9 @@ fan_check(fan_opts *o, fan_run *r, char ***hosts_out)
 
     if (vtpm_amqpopt_load(&o->broker, &r->broker, &err) < 0)
         return usage_error("%s", err.message);
+    /* The tool accounts for every reply itself: duplicates, late ones,
+     * strays. */
+    r->broker.flags = VTPM_CLIENT_ALL_REPLIES;
     if ((rc = check_numbers(o)))
         return rc;
     if (o->discover && o->hosts)
@@ -1573,11 +1584,9 @@ run_init(fan_run *r, const fan_opts *o, char **hosts)
     r->settle_us = (gint64)(o->settle * G_USEC_PER_SEC);
     r->spawn_tpm = o->spawn_tpm;
     r->hosts = g_ptr_array_new_with_free_func(g_free);
-    r->routing = g_ptr_array_new_with_free_func(g_free);
     for (guint i = 0; hosts[i]; i++)
         add_host(r, hosts[i]);
     r->rand = o->seed ? g_rand_new_with_seed((guint32)o->seed) : g_rand_new();
-    vtpm_proto_limits_init(&r->lim);
     r->run_id = g_uuid_string_random();
     r->by_corr = g_hash_table_new(g_str_hash, g_str_equal);
     r->bcasts = g_hash_table_new(g_str_hash, g_str_equal);
@@ -1633,7 +1642,6 @@ run_clear(fan_run *r)
     tally_clear(&r->unmatched);
     tally_clear(&r->invalid);
     g_ptr_array_free(r->hosts, TRUE);
-    g_ptr_array_free(r->routing, TRUE);
     g_rand_free(r->rand);
     g_free(r->run_id);
     g_free(r->error);
@@ -1678,10 +1686,11 @@ spawn_workers(fan_run *r, const fan_opts *o, GPtrArray *workers, char **tmpdir)
 static void
 connect_and_discover(fan_run *r, const fan_opts *o, fan_bcast **bc)
 {
+    vtpm_client_fault f;
     vtpm_error err = { 0 };
 
-    if (!r->error && vtpm_client_connect(&r->broker, &r->client, &err) < 0)
-        r->error = g_strdup(err.message);
+    if (!r->error && vtpm_client_connect(&r->broker, &r->client, &f) < 0)
+        r->error = g_strdup(f.message);
     if (!r->error && (o->discover || o->do_bcast)) {
         if (broadcast(r, o->discover ? DISCOVER_WINDOW_US : r->timeout_us,
                       o->discover ? NULL : r->hosts, bc, &err) < 0) {

@@ -30,7 +30,7 @@
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
 #include "amqpopt.h"
-#include "client.h"
+#include "client/msg.h"
 #include "mpjson.h"
 #include "replaycmp.h"
 #include "replayfile.h"
@@ -117,7 +117,7 @@ parse_options(GOptionContext *ctx, int *argc, char ***argv)
 
 /* The broker options of @o, or a usage error naming the value at fault. */
 static int
-broker_params(GOptionContext *ctx, vtpm_amqpopt *o, vtpm_client_params *p)
+broker_params(GOptionContext *ctx, vtpm_amqpopt *o, vtpm_client_options *p)
 {
     vtpm_error err = { 0 };
 
@@ -391,16 +391,16 @@ out:
  * own queue must show up on amq.rabbitmq.trace too.  A connection of its
  * own, so that nothing of the probe stays bound to the recorder's. */
 static int
-firehose_on(const vtpm_client_params *cp, bool *on, vtpm_error *err)
+firehose_on(const vtpm_client_options *cp, bool *on, vtpm_error *err)
 {
     g_autoptr(vtpm_client) c = NULL;
     g_autofree char *probe_id = g_uuid_string_random();
     const char *keys[] = { "publish." };
-    vtpm_client_send_opts so = { 0 };
+    vtpm_client_msg_opts so = { 0 };
     gint64 end;
     int rc;
 
-    if ((rc = vtpm_client_connect(cp, &c, err)) < 0)
+    if ((rc = vtpm_client_msg_connect(cp, &c, err)) < 0)
         return rc;
     if ((rc = vtpm_client_tap(c, TRACE_EXCHANGE, keys, 1, NULL, err)) < 0)
         return vtpm_error_prefix(err, "tap %s", TRACE_EXCHANGE);
@@ -408,7 +408,7 @@ firehose_on(const vtpm_client_params *cp, bool *on, vtpm_error *err)
     so.routing_key = vtpm_client_reply_queue(c);
     so.cast = true;
     so.message_id = probe_id;
-    if ((rc = vtpm_client_send(c, &so, "\x80", 1, NULL, err)) < 0)
+    if ((rc = vtpm_client_msg_send(c, &so, "\x80", 1, NULL, err)) < 0)
         return rc;
     end = g_get_monotonic_time() + PROBE_US;
     *on = false;
@@ -419,7 +419,7 @@ firehose_on(const vtpm_client_params *cp, bool *on, vtpm_error *err)
 
         if (left <= 0)
             return 0;
-        if ((rc = vtpm_client_recv(c, (int)left, &m, err)) < 0)
+        if ((rc = vtpm_client_msg_recv(c, (int)left, &m, err)) < 0)
             return rc;
         if (rc == 1)
             return 0;
@@ -445,18 +445,18 @@ firehose_on(const vtpm_client_params *cp, bool *on, vtpm_error *err)
  * exchanges but not to configure them can still record.
  */
 static int
-ensure_exchanges(const vtpm_client_params *cp, vtpm_error *err)
+ensure_exchanges(const vtpm_client_options *cp, vtpm_error *err)
 {
     g_autoptr(vtpm_client) probe = NULL;
     vtpm_error missing = { 0 };
     int rc;
 
-    if ((rc = vtpm_client_connect(cp, &probe, err)) < 0)
+    if ((rc = vtpm_client_msg_connect(cp, &probe, err)) < 0)
         return rc;
     if (vtpm_client_declare_exchanges(probe, true, &missing) == 0)
         return 0;
     g_clear_pointer(&probe, vtpm_client_free);
-    if ((rc = vtpm_client_connect(cp, &probe, err)) < 0 ||
+    if ((rc = vtpm_client_msg_connect(cp, &probe, err)) < 0 ||
         (rc = vtpm_client_declare_exchanges(probe, false, err)) < 0)
         return vtpm_error_prefix(err, "declaring the worker exchanges");
     fprintf(stderr, "vtpm-replay: no worker has declared the exchanges yet (%s): declared %s "
@@ -567,7 +567,7 @@ rec_context(rec_opts *o)
 
 /* After parsing: 0, or the usage error. */
 static int
-rec_check(GOptionContext *ctx, int argc, char **argv, rec_opts *o, vtpm_client_params *cp)
+rec_check(GOptionContext *ctx, int argc, char **argv, rec_opts *o, vtpm_client_options *cp)
 {
     int rc;
 
@@ -597,7 +597,7 @@ rec_check(GOptionContext *ctx, int argc, char **argv, rec_opts *o, vtpm_client_p
 
 /* Whether to record from the firehose (--source, or a probe). */
 static int
-rec_source(const rec_opts *o, const vtpm_client_params *cp, bool *firehose)
+rec_source(const rec_opts *o, const vtpm_client_options *cp, bool *firehose)
 {
     vtpm_error err = { 0 };
 
@@ -661,7 +661,7 @@ rec_loop(vtpm_client *c, rec_state *s, const rec_opts *o)
         }
         if (end_us >= 0)
             wait_ms = (int)MIN(wait_ms, (end_us - now) / 1000 + 1);
-        if ((r = vtpm_client_recv(c, wait_ms, &m, &err)) < 0)
+        if ((r = vtpm_client_msg_recv(c, wait_ms, &m, &err)) < 0)
             return failure("%s", err.message);
         if (r == 1)
             continue;
@@ -684,7 +684,7 @@ cmd_record(int argc, char **argv)
     g_autoptr(GBytes) header = NULL;
     g_autoptr(GHashTable) calls = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_autofree char *fanout = NULL;
-    vtpm_client_params cp = { 0 };
+    vtpm_client_options cp = { 0 };
     rec_state s = { 0 };
     vtpm_error err = { 0 };
     struct sigaction sa = { .sa_handler = on_signal };
@@ -702,7 +702,7 @@ cmd_record(int argc, char **argv)
     s = (rec_state){ .path = o.out, .exchange = cp.exchange, .fanout_exchange = fanout,
                      .binds = o.binds, .firehose = s.firehose, .calls = calls };
     if ((!s.firehose && ensure_exchanges(&cp, &err) < 0) ||
-        vtpm_client_connect(&cp, &c, &err) < 0 || rec_tap(c, &s, &err) < 0 ||
+        vtpm_client_msg_connect(&cp, &c, &err) < 0 || rec_tap(c, &s, &err) < 0 ||
         vtpm_replay_writer_open(o.out, &w, &err) < 0)
         return failure("%s", err.message);
     /* The header names the broker: without its password. */
@@ -938,7 +938,7 @@ pump(vtpm_client *cl, GHashTable *by_corr, gint64 until_us, rp_call *wait_for,
             return 0;
         if (left <= 0)
             return 0;
-        rc = vtpm_client_recv(cl, (int)MAX(1, left / 1000), &m, err);
+        rc = vtpm_client_msg_recv(cl, (int)MAX(1, left / 1000), &m, err);
         if (rc < 0)
             return rc;
         if (rc == 1)
@@ -1110,7 +1110,7 @@ rp_read_secret(GOptionContext *ctx, rp_opts *o)
 
 /* After parsing: 0, or the usage error. */
 static int
-rp_check(GOptionContext *ctx, int argc, rp_opts *o, vtpm_client_params *cp)
+rp_check(GOptionContext *ctx, int argc, rp_opts *o, vtpm_client_options *cp)
 {
     int rc;
 
@@ -1152,7 +1152,7 @@ rp_send_all(vtpm_client *cl, GPtrArray *calls, GHashTable *by_corr, rp_ctx *x,
     for (guint i = 0; i < calls->len; i++) {
         rp_call *c = g_ptr_array_index(calls, i);
         g_autoptr(GBytes) body = NULL;
-        vtpm_client_send_opts so = { 0 };
+        vtpm_client_msg_opts so = { 0 };
         gint64 at = start + (gint64)((double)(c->req->t_rel_us - t_first) / o->speed);
 
         if (!o->afap && (rc = pump(cl, by_corr, MAX(at, prev_send), NULL, err)) < 0)
@@ -1165,7 +1165,7 @@ rp_send_all(vtpm_client *cl, GPtrArray *calls, GHashTable *by_corr, rp_ctx *x,
         so.routing_key = c->rk;
         so.cast = c->cast;
         so.content_type = c->req->content_type;
-        if ((rc = vtpm_client_send(cl, &so, g_bytes_get_data(body, NULL),
+        if ((rc = vtpm_client_msg_send(cl, &so, g_bytes_get_data(body, NULL),
                                    g_bytes_get_size(body), &c->corr, err)) < 0)
             return vtpm_error_prefix(err, "request %" G_GUINT64_FORMAT " (%s)", c->req->seq,
                                      c->method);
@@ -1310,7 +1310,7 @@ cmd_replay(int argc, char **argv)
     g_autoptr(vtpm_client) cl = NULL;
     g_autoptr(vtpm_replay_ignore) ig = NULL;
     g_autofree char *topic_keep = NULL;
-    vtpm_client_params cp = { 0 };
+    vtpm_client_options cp = { 0 };
     vtpm_error err = { 0 };
     rp_ctx x = { 0 };
     rp_tally t = { 0 };
@@ -1333,7 +1333,7 @@ cmd_replay(int argc, char **argv)
     x.topic = header_str(header, "topic", "vtpm", &topic_keep);
     rp_mark_broadcasts(header, calls);
     ig = vtpm_replay_ignore_new((const char *const *)o.ignores);
-    if (vtpm_client_connect(&cp, &cl, &err) < 0 ||
+    if (vtpm_client_msg_connect(&cp, &cl, &err) < 0 ||
         rp_send_all(cl, calls, by_corr, &x, &o, &t, &err) < 0)
         return failure("%s", err.message);
     rp_judge(calls, &o, ig, &t);

@@ -22,12 +22,13 @@
 #include <libvirt/virterror.h>
 #include <msgpack.h>
 
+#include "vtpm/client.h"
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
 #include "accel.h"
 #include "amqpopt.h"
 #include "caps.h"
-#include "client.h"
+#include "client/internal.h"
 #include "config.h"
 #include "domxml.h"
 #include "mpjson.h"
@@ -50,8 +51,11 @@ print_json(JsonNode *node)
     printf("%s\n", s);
 }
 
+/* {"fault": {code, message, retryable}} on stdout: the form of a reply's
+ * fault, so that a script reads a fault of vtpmctl's own (a bad option
+ * value, the broker out of reach) as it reads a worker's. */
 static int
-print_fault(const vtpm_error *err)
+print_fault_json(const char *code, const char *message, bool retryable)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
     g_autoptr(JsonNode) root = NULL;
@@ -60,18 +64,31 @@ print_fault(const vtpm_error *err)
     json_builder_set_member_name(b, "fault");
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "code");
-    json_builder_add_string_value(b, vtpm_fault_name(err->code));
+    json_builder_add_string_value(b, code);
     json_builder_set_member_name(b, "message");
-    json_builder_add_string_value(b, err->message);
+    json_builder_add_string_value(b, message);
     /* As in a reply's fault: a script retries a lost broker connection
      * (Busy) the way it retries a worker's retryable fault. */
     json_builder_set_member_name(b, "retryable");
-    json_builder_add_boolean_value(b, vtpm_error_retryable(err));
+    json_builder_add_boolean_value(b, retryable);
     json_builder_end_object(b);
     json_builder_end_object(b);
     root = json_builder_get_root(b);
     print_json(root);
     return EXIT_FAULT;
+}
+
+static int
+print_fault(const vtpm_error *err)
+{
+    return print_fault_json(vtpm_fault_name(err->code), err->message,
+                            vtpm_error_retryable(err));
+}
+
+static int
+print_client_fault(const vtpm_client_fault *f)
+{
+    return print_fault_json(f->name, f->message, f->retryable);
 }
 
 static int
@@ -445,22 +462,18 @@ cmd_render_xml(int argc, char **argv)
 
 /* ---- call -------------------------------------------------------------- */
 
+/* EXIT_OK or EXIT_FAULT: what the reply says (an undecodable one is said
+ * on stderr). */
 static int
-reply_exit_code(const char *body, size_t len, bool *ok)
+reply_exit_code(const vtpm_client_reply *r)
 {
-    g_autoptr(vtpm_reply) rep = NULL;
-    vtpm_proto_limits lim;
-    vtpm_error err = { 0 };
+    vtpm_client_fault f;
 
-    vtpm_proto_limits_init(&lim);
-    lim.max_body = 64 * 1024 * 1024;
-    if (vtpm_proto_decode_reply(body, len, &lim, &rep, &err) < 0) {
-        fprintf(stderr, "vtpmctl: undecodable reply: %s\n", err.message);
-        *ok = false;
-        return EXIT_FAULT;
-    }
-    *ok = rep->ok;
-    return rep->ok ? EXIT_OK : EXIT_FAULT;
+    if (vtpm_client_reply_result(r, NULL, NULL, &f) == 0)
+        return EXIT_OK;
+    if (f.details.source == VTPM_CLIENT_SOURCE_CLIENT)
+        fprintf(stderr, "vtpmctl: undecodable reply: %s\n", f.message);
+    return EXIT_FAULT;
 }
 
 static bool
@@ -486,7 +499,7 @@ typedef struct {
     gint64 deadline_rel;
     uint64_t deadline_ms;      /* absolute; 0: none */
     vtpm_amqpopt broker;
-    vtpm_client_params cp;     /* strings of broker */
+    vtpm_client_options cp;    /* strings of broker */
 } call_opts;
 
 static void
@@ -603,50 +616,62 @@ call_args(GOptionContext *ctx, int argc, char **argv, msgpack_sbuffer *args)
     return 0;
 }
 
-static GBytes *
-call_request(const char *method, const msgpack_sbuffer *args, const call_opts *o)
+/* The reply envelope as JSON (null when it is not msgpack: said on stderr). */
+static JsonNode *
+reply_json(const vtpm_client_reply *r)
 {
-    g_autofree char *uuid = g_uuid_string_random();
-    g_autofree char *rid =
-        o->request_id ? g_strdup(o->request_id) : g_strdup_printf("req-%s", uuid);
+    size_t len = 0, off = 0;
+    const char *body = vtpm_client_reply_body(r, &len);
+    msgpack_unpacked up;
+    JsonNode *node;
 
-    return vtpm_proto_request_new(method, args->data, args->size, rid, o->deadline_ms);
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, body, len, &off) == MSGPACK_UNPACK_SUCCESS)
+        node = vtpm_mpjson_to_json(&up.data);
+    else
+        node = json_node_new(JSON_NODE_NULL);
+    msgpack_unpacked_destroy(&up);
+    return node;
 }
 
-/* The replies to @corr until the timeout (the first one only, unless
- * --fanout): 0 with @replies and *worst filled, or negative. */
+/* The replies to call @id until the timeout (the first one only, unless
+ * --fanout): 0 with @replies and *worst filled, or negative with @f. */
 static int
-call_collect(vtpm_client *client, const char *corr, const call_opts *o, JsonArray *replies,
-             int *worst, vtpm_error *err)
+call_collect(vtpm_client *client, const char *id, const call_opts *o, JsonArray *replies,
+             int *worst, vtpm_client_fault *f)
 {
     gint64 end_us = g_get_monotonic_time() + (gint64)(o->timeout * G_USEC_PER_SEC);
 
     for (;;) {
-        g_autoptr(vtpm_client_msg) m = NULL;
+        g_autoptr(vtpm_client_reply) r = NULL;
         gint64 left_ms = (end_us - g_get_monotonic_time()) / 1000;
-        const char *body;
-        size_t len, off = 0;
-        msgpack_unpacked up;
-        bool ok;
         int rc;
 
         if (left_ms <= 0)
             return 0;
-        if ((rc = vtpm_client_recv(client, (int)left_ms, &m, err)) != 0)
+        if ((rc = vtpm_client_wait(client, id, (int)left_ms, &r, f)) != 0)
             return rc < 0 ? rc : 0;
-        if (!m->correlation_id || strcmp(m->correlation_id, corr) != 0)
-            continue; /* a stray reply of an earlier call on a reused queue */
-        body = g_bytes_get_data(m->body, &len);
-        *worst = MAX(*worst, reply_exit_code(body, len, &ok));
-        msgpack_unpacked_init(&up);
-        if (msgpack_unpack_next(&up, body, len, &off) == MSGPACK_UNPACK_SUCCESS)
-            json_array_add_element(replies, vtpm_mpjson_to_json(&up.data));
-        else
-            json_array_add_null_element(replies); /* not msgpack; said on stderr */
-        msgpack_unpacked_destroy(&up);
+        *worst = MAX(*worst, reply_exit_code(r));
+        json_array_add_element(replies, reply_json(r));
         if (!o->fanout)
             return 0;
     }
+}
+
+/* Send METHOD with @args to the worker (or all of them): 0 with @id set,
+ * or negative with @f. */
+static int
+call_send(vtpm_client *client, const char *method, const msgpack_sbuffer *args,
+          const call_opts *o, char *id, vtpm_client_fault *f)
+{
+    g_autofree char *uuid = g_uuid_string_random();
+    g_autofree char *rid =
+        o->request_id ? g_strdup(o->request_id) : g_strdup_printf("req-%s", uuid);
+    vtpm_client_call_opts co = { .deadline_ms = o->deadline_ms, .request_id = rid };
+
+    if (o->fanout)
+        return vtpm_client_fanout_send(client, method, args->data, args->size, &co, id, f);
+    return vtpm_client_call_send(client, o->host, method, args->data, args->size, &co, id, f);
 }
 
 static int
@@ -655,33 +680,26 @@ cmd_call(int argc, char **argv)
     g_auto(call_opts) o = { 0 };
     g_autoptr(GOptionContext) ctx = call_context(&o);
     g_autoptr(vtpm_client) client = NULL;
-    g_autoptr(GBytes) req = NULL;
     g_autoptr(JsonArray) replies = json_array_new();
-    g_autofree char *corr = NULL;
-    g_autofree char *routing_key = NULL;
-    vtpm_client_send_opts so = { 0 };
+    char id[VTPM_CLIENT_ID_MAX];
     msgpack_sbuffer args;
-    vtpm_error err = { 0 };
+    vtpm_client_fault f;
     int rc, worst = EXIT_OK;
 
     if ((rc = parse_options(ctx, &argc, &argv)) || (rc = call_check(ctx, argc, &o)))
         return rc;
     msgpack_sbuffer_init(&args);
-    if ((rc = call_args(ctx, argc, argv, &args)) == 0)
-        req = call_request(argv[1], &args, &o);
+    if ((rc = call_args(ctx, argc, argv, &args)) == 0 &&
+        (vtpm_client_connect(&o.cp, &client, &f) < 0 ||
+         call_send(client, argv[1], &args, &o, id, &f) < 0 ||
+         call_collect(client, id, &o, replies, &worst, &f) < 0))
+        rc = print_client_fault(&f);
+    /* The args may hold a secret (user mode's instance.vtpm.secret). */
+    if (args.data)
+        explicit_bzero(args.data, args.size);
     msgpack_sbuffer_destroy(&args);
     if (rc)
         return rc;
-
-    if (vtpm_client_connect(&o.cp, &client, &err) < 0)
-        return print_fault(&err);
-    routing_key = g_strdup_printf("%s.%s", o.cp.topic, o.host);
-    so.fanout = o.fanout;
-    so.routing_key = o.fanout ? "" : routing_key;
-    if (vtpm_client_send(client, &so, g_bytes_get_data(req, NULL), g_bytes_get_size(req),
-                         &corr, &err) < 0 ||
-        call_collect(client, corr, &o, replies, &worst, &err) < 0)
-        return print_fault(&err);
     if (json_array_get_length(replies) == 0) {
         fprintf(stderr, "vtpmctl: no reply from %s within %.1f s\n",
                 o.fanout ? "any worker" : o.host, o.timeout);

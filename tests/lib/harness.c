@@ -401,17 +401,17 @@ bool
 vt_vtpmd_wait_ready(vt_vtpmd *d, int timeout_ms)
 {
     gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-    g_autoptr(GBytes) body = vt_request("get_capabilities", NULL, "wt-ready", 0);
-    vtpm_client *c = NULL;
+    vtpm_client_options o = { .url = vt_env("VT_AMQP_URL") };
+    vtpm_client_call_opts co = { .timeout_ms = 1000, .request_id = "wt-ready" };
+    g_autoptr(vtpm_client) c = NULL;
     bool ready = false;
 
     /* Its own client: until vtpmd has declared its queue, requests are
      * unroutable and dropped, and until some vtpmd has declared the
-     * exchange, publishing closes the channel.  So: short calls, again. */
+     * exchange, publishing closes the channel (the client connects again
+     * at its next call).  So: short calls, again. */
     while (!ready) {
-        g_autoptr(vtpm_client_msg) m = NULL;
-        vtpm_error err = { 0 };
-        int rc;
+        vtpm_client_fault f;
 
         if (!vt_vtpmd_running(d)) {
             print_error("vtpmd %s exited with %d before answering get_capabilities\n",
@@ -425,33 +425,18 @@ vt_vtpmd_wait_ready(vt_vtpmd *d, int timeout_ms)
             vt_vtpmd_dump(d);
             break;
         }
-        if (!c) {
-            vtpm_client_params p = { .url = vt_env("VT_AMQP_URL") };
-
-            if (vtpm_client_connect(&p, &c, &err) < 0) {
-                c = NULL;
-                g_usleep(200 * 1000);
-                continue;
-            }
-        }
-        rc = vtpm_client_call(c, d->routing_key, g_bytes_get_data(body, NULL),
-                              g_bytes_get_size(body), 1000, &m, &err);
-        if (rc < 0) {
-            vtpm_client_free(c);
-            c = NULL;
+        if (!c && vtpm_client_connect(&o, &c, &f) < 0) {
             g_usleep(200 * 1000);
             continue;
         }
-        if (rc == 0) {
-            g_autoptr(vt_reply) r = vt_reply_decode(g_steal_pointer(&m));
-
-            ready = r->rep && r->rep->ok;
-            if (!ready)
-                print_error("vtpmd %s: get_capabilities answered %s\n", d->worker_host,
-                            vt_reply_summary(r));
-        }
+        ready = vtpm_client_call(c, d->worker_host, "get_capabilities", NULL, 0, &co, NULL,
+                                 &f) == 0;
+        if (!ready && f.details.source == VTPM_CLIENT_SOURCE_WORKER)
+            print_error("vtpmd %s: get_capabilities answered %s: %s\n", d->worker_host, f.name,
+                        f.message);
+        else if (!ready && f.code != VTPM_CLIENT_TIMEOUT)
+            g_usleep(200 * 1000);
     }
-    vtpm_client_free(c);
     return ready;
 }
 
@@ -509,19 +494,32 @@ vt_prom_wait(const char *path, const char *series, double min, int timeout_ms, d
 
 /* ---- services ---------------------------------------------------------- */
 
+/* bash -c running @script with env.sh sourced and this run's broker
+ * variables restored. */
+static void
+env_sh_argv(const char *script, char **env_path, const char *argv[6])
+{
+    *env_path = g_build_filename(vt_env("VT_SRCDIR"), "tests", "lib", "env.sh", NULL);
+    argv[0] = "bash";
+    argv[1] = "-c";
+    /* env.sh empties VT_RMQ_PORT/NODE when sourced: put ours back. */
+    argv[2] = "p=$VT_RMQ_PORT; n=$VT_RMQ_NODE; source \"$0\"; "
+              "VT_RMQ_PORT=$p; VT_RMQ_NODE=$n; eval \"$1\"";
+    argv[3] = *env_path;
+    argv[4] = script;
+    argv[5] = NULL;
+}
+
 int
 vt_env_sh(const char *script, char **out)
 {
-    g_autofree char *env = g_build_filename(vt_env("VT_SRCDIR"), "tests", "lib", "env.sh", NULL);
+    g_autofree char *env = NULL;
     g_autofree char *o = NULL, *e = NULL;
     g_autoptr(GError) gerr = NULL;
+    const char *argv[6];
     int status = 0, code;
-    /* env.sh empties VT_RMQ_PORT/NODE when sourced: put ours back. */
-    const char *argv[] = { "bash", "-c",
-                           "p=$VT_RMQ_PORT; n=$VT_RMQ_NODE; source \"$0\"; "
-                           "VT_RMQ_PORT=$p; VT_RMQ_NODE=$n; eval \"$1\"",
-                           env, script, NULL };
 
+    env_sh_argv(script, &env, argv);
     if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &o, &e,
                       &status, &gerr))
         fail_msg("running bash: %s", gerr->message);
@@ -531,6 +529,32 @@ vt_env_sh(const char *script, char **out)
     if (out)
         *out = g_steal_pointer(&o);
     return code;
+}
+
+GPid
+vt_env_sh_start(const char *script)
+{
+    g_autofree char *env = NULL;
+    g_autoptr(GError) gerr = NULL;
+    const char *argv[6];
+    GPid pid = 0;
+
+    env_sh_argv(script, &env, argv);
+    if (!g_spawn_async(NULL, (char **)argv, NULL,
+                       G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &pid,
+                       &gerr))
+        fail_msg("running bash: %s", gerr->message);
+    return pid;
+}
+
+int
+vt_env_sh_finish(GPid pid)
+{
+    int status = 0;
+
+    if (waitpid(pid, &status, 0) != pid)
+        return -1;
+    return status_code(status);
 }
 
 void
@@ -924,182 +948,6 @@ vt_request(const char *method, GBytes *args, const char *request_id, uint64_t de
 {
     return vtpm_proto_request_new(method, args ? g_bytes_get_data(args, NULL) : NULL,
                                   args ? g_bytes_get_size(args) : 0, request_id, deadline_ms);
-}
-
-/* ---- calls ------------------------------------------------------------- */
-
-static vtpm_client *shared_client;
-
-vtpm_client *
-vt_client_new(void)
-{
-    vtpm_client_params p = { .url = vt_env("VT_AMQP_URL") };
-    vtpm_client *c = NULL;
-    vtpm_error err = { 0 };
-
-    /* Right after a broker restart the port may need a moment. */
-    for (int i = 0; i < 100; i++) {
-        if (vtpm_client_connect(&p, &c, &err) == 0)
-            return c;
-        g_usleep(200 * 1000);
-    }
-    fail_msg("cannot connect a client to the broker: %s", err.message);
-    return NULL;
-}
-
-vtpm_client *
-vt_client(void)
-{
-    if (!shared_client)
-        shared_client = vt_client_new();
-    return shared_client;
-}
-
-void
-vt_client_drop(void)
-{
-    g_clear_pointer(&shared_client, vtpm_client_free);
-}
-
-void
-vt_reply_free(vt_reply *r)
-{
-    if (!r)
-        return;
-    vtpm_client_msg_free(r->msg);
-    vtpm_reply_free(r->rep);
-    g_free(r);
-}
-
-vt_reply *
-vt_reply_decode(vtpm_client_msg *m)
-{
-    vt_reply *r = g_new0(vt_reply, 1);
-    vtpm_proto_limits lim;
-    vtpm_error err = { 0 };
-
-    r->msg = m;
-    vtpm_proto_limits_init(&lim);
-    if (!m->body || vtpm_proto_decode_reply(g_bytes_get_data(m->body, NULL),
-                                            g_bytes_get_size(m->body), &lim, &r->rep, &err) < 0) {
-        r->rep = NULL;
-        g_strlcpy(r->error, m->body ? err.message : "no body", sizeof(r->error));
-    }
-    return r;
-}
-
-vt_reply *
-vt_recv_reply(const char *corr, int timeout_ms, const char *what)
-{
-    gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-    vtpm_error err = { 0 };
-
-    for (;;) {
-        vtpm_client_msg *m = NULL;
-        gint64 left = (end - g_get_monotonic_time()) / 1000;
-        int rc = left > 0 ? vtpm_client_recv(vt_client(), (int)left, &m, &err) : 1;
-
-        if (rc < 0) {
-            vt_client_drop();
-            fail_msg("%s: waiting for the reply: %s", what, err.message);
-        }
-        if (rc > 0)
-            fail_msg("%s: no reply within %d ms of the restarted vtpmd (the redelivered "
-                     "request never completed)", what, timeout_ms);
-        if (m->correlation_id && strcmp(m->correlation_id, corr) == 0)
-            return vt_reply_decode(m);
-        vtpm_client_msg_free(m);
-    }
-}
-
-vt_reply *
-vt_call_body(const char *routing_key, const void *body, size_t len, int timeout_ms)
-{
-    vtpm_client_msg *m = NULL;
-    vtpm_error err = { 0 };
-    int rc = vtpm_client_call(vt_client(), routing_key, body, len, timeout_ms, &m, &err);
-
-    if (rc < 0) {
-        vt_client_drop();
-        fail_msg("call to %s: %s", routing_key, err.message);
-    }
-    if (rc > 0)
-        fail_msg("call to %s (%zu-byte body): no reply within %d ms", routing_key, len,
-                 timeout_ms);
-    return vt_reply_decode(m);
-}
-
-vt_reply *
-vt_call_bytes(const char *routing_key, GBytes *body, int timeout_ms)
-{
-    return vt_call_body(routing_key, g_bytes_get_data(body, NULL), g_bytes_get_size(body),
-                        timeout_ms);
-}
-
-vt_reply *
-vt_call(const vt_vtpmd *d, const char *method, GBytes *args, int timeout_ms)
-{
-    g_autofree char *rid = g_strdup_printf("req-%s", method);
-    g_autoptr(GBytes) body = vt_request(method, args, rid, 0);
-
-    return vt_call_bytes(d->routing_key, body, timeout_ms);
-}
-
-const char *
-vt_reply_summary(const vt_reply *r)
-{
-    static char buf[1024];
-
-    if (!r)
-        g_snprintf(buf, sizeof(buf), "(no reply)");
-    else if (!r->rep)
-        g_snprintf(buf, sizeof(buf), "(undecodable reply: %s)", r->error);
-    else if (r->rep->ok)
-        g_snprintf(buf, sizeof(buf), "ok");
-    else
-        g_snprintf(buf, sizeof(buf), "%s%s: %s", r->rep->fault_code,
-                   r->rep->retryable ? " (retryable)" : "", r->rep->fault_message);
-    return buf;
-}
-
-void
-vt_assert_ok(const vt_reply *r, const char *what)
-{
-    if (!r || !r->rep || !r->rep->ok)
-        fail_msg("%s: expected ok, got %s", what, vt_reply_summary(r));
-}
-
-static void
-assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, bool retryable,
-             const char *what)
-{
-    if (!r || !r->rep)
-        fail_msg("%s: expected fault %s, got %s", what, vtpm_fault_name(code),
-                 vt_reply_summary(r));
-    if (r->rep->ok)
-        fail_msg("%s: expected fault %s, got ok", what, vtpm_fault_name(code));
-    if (r->rep->fault != code || g_strcmp0(r->rep->fault_code, vtpm_fault_name(code)) != 0)
-        fail_msg("%s: expected fault %s, got %s", what, vtpm_fault_name(code),
-                 vt_reply_summary(r));
-    if (fragment && !strstr(r->rep->fault_message ? r->rep->fault_message : "", fragment))
-        fail_msg("%s: fault message should contain \"%s\", got %s", what, fragment,
-                 vt_reply_summary(r));
-    if (r->rep->retryable != retryable)
-        fail_msg("%s: %s%s must have retryable=%s (docs/protocol.md), got %s", what,
-                 retryable == vtpm_fault_retryable(code) ? "" : "a final ",
-                 vtpm_fault_name(code), retryable ? "true" : "false", vt_reply_summary(r));
-}
-
-void
-vt_assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, const char *what)
-{
-    assert_fault(r, code, fragment, vtpm_fault_retryable(code), what);
-}
-
-void
-vt_assert_final_fault(const vt_reply *r, vtpm_fault code, const char *fragment, const char *what)
-{
-    assert_fault(r, code, fragment, false, what);
 }
 
 /* ---- msgpack objects --------------------------------------------------- */

@@ -4,7 +4,7 @@
  * tests/integration.sh starts the services (a private RabbitMQ node, the
  * libvirt "compute host" a in a mount namespace) and exports where they
  * are; the harness starts vtpmd inside that host's namespace, talks to it
- * through the RPC client (tools/client.h), and looks at the host the way
+ * through the message level of libvtpmclient (client/msg.h), and looks at the host the way
  * an operator would (virsh, /proc, the host's file tree).
  *
  * The harness is for cmocka tests: a helper whose failure means the test
@@ -26,7 +26,7 @@
 #include <glib.h>
 #include <msgpack.h>
 
-#include "client.h"
+#include "client/msg.h"
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
 
@@ -141,6 +141,11 @@ bool vt_prom_wait(const char *path, const char *series, double min, int timeout_
  * variables restored.  Returns the exit status code; *out (optional) gets
  * stdout.  stderr is printed when the script fails. */
 int vt_env_sh(const char *script, char **out);
+/* vt_env_sh in the background (its output goes to the suite's): the pid
+ * of bash, for vt_env_sh_finish, which waits for it and gives its exit
+ * status code (-1 when it cannot be waited for). */
+GPid vt_env_sh_start(const char *script);
+int vt_env_sh_finish(GPid pid);
 /* Stop the broker and start it again on the same port and data. */
 void vt_rmq_restart(void);
 /* Kill host @h's libvirtd (SIGKILL) without starting a new one. */

@@ -1,45 +1,34 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Clients are single-threaded and short-lived, so unlike the worker this
- * uses rabbitmq-c's blocking helpers (amqp_consume_message) and no
- * heartbeat: a tool that sits between calls without calling into the
- * library would otherwise be disconnected by the broker.  Every wait is
- * bounded by the caller's timeout instead.
+ * The connection and the message level.  A client is used by one thread at
+ * a time, so this uses rabbitmq-c's blocking helpers
+ * (amqp_consume_message) and no heartbeat: a caller that sits between calls
+ * without calling into the library would otherwise be disconnected by the
+ * broker.  Every wait is bounded by the caller's timeout instead, and a
+ * connection found lost is opened again at the next call (call.c).
  */
 #include <stdarg.h>
-#include <errno.h>
 #include <string.h>
 
 #include <amqp.h>
-#include <msgpack.h>
 
 #include "amqp/conn.h"
 #include "amqp/props.h"
 #include "amqp/topology.h"
 #include "amqp/url.h"
-#include "client.h"
+#include "client/headers.h"
+#include "client/private.h"
 
 enum {
     CHANNEL = 1,
-    MAX_PENDING = 65536,  /* unmatched messages kept by vtpm_client_call */
+    MAX_PENDING = 65536,  /* unclaimed messages kept in the stash */
     MAX_TAP_KEYS = 1024,
-    MAX_HEADER_DEPTH = 16, /* nested tables/arrays packed from a headers table */
 };
 
 /* rabbitmq-c reads a whole body before its size can be looked at (the
  * broker's max_message_size bounds that); larger bodies are then dropped
  * rather than handed on. */
 #define MAX_BODY ((size_t)64 << 20)
-
-struct vtpm_client {
-    amqp_connection_state_t conn;
-    char *broker;                    /* the node connected to, without credentials */
-    char *exchange;
-    char *fanout_exchange;
-    char *reply_queue;
-    GQueue pending;                  /* vtpm_client_msg *, oldest first */
-    bool dead;
-};
 
 void
 vtpm_client_msg_free(vtpm_client_msg *m)
@@ -78,6 +67,14 @@ die(vtpm_client *c, vtpm_error *err, const char *fmt, ...)
     return vtpm_error_set(err, VTPM_FAULT_BUSY, "amqp client: %s", msg);
 }
 
+static int
+check_alive(const vtpm_client *c, vtpm_error *err)
+{
+    if (c->dead)
+        return vtpm_error_set(err, VTPM_FAULT_BUSY, "amqp client: connection lost");
+    return 0;
+}
+
 /* After an RPC: 0, or the client is dead and @err says which step failed. */
 static int
 rpc_check(vtpm_client *c, const char *what, vtpm_error *err)
@@ -88,17 +85,19 @@ rpc_check(vtpm_client *c, const char *what, vtpm_error *err)
 }
 
 static int
-open_any(vtpm_client *c, GPtrArray *nodes, const vtpm_amqp_tls *tls, vtpm_error *err)
+open_any(vtpm_client *c, vtpm_error *err)
 {
+    vtpm_amqp_tls tls = { .cacert = c->cacert, .cert = c->cert, .key = c->key };
     vtpm_error e = { 0 };
     guint i = 0;
-    int rc = vtpm_amqp_connect_first(nodes, tls, NULL, &c->conn, &i, &e);
+    int rc = vtpm_amqp_connect_first(c->nodes, &tls, NULL, &c->conn, &i, &e);
 
     if (rc == -(int)VTPM_FAULT_BUSY)
         return die(c, err, "cannot connect to the broker at %s", e.message);
     if (rc < 0)
         return vtpm_error_set(err, e.code, "amqp client: %s", e.message);
-    c->broker = vtpm_amqp_node_display(nodes->pdata[i]);
+    g_free(c->broker);
+    c->broker = vtpm_amqp_node_display(c->nodes->pdata[i]);
     return 0;
 }
 
@@ -112,6 +111,7 @@ consume_replies(vtpm_client *c, vtpm_error *err)
     amqp_channel_open(c->conn, CHANNEL);
     if ((rc = rpc_check(c, "channel.open", err)) < 0)
         return rc;
+    g_clear_pointer(&c->reply_queue, g_free);
     if (vtpm_amqp_declare_private_queue(c->conn, CHANNEL, &c->reply_queue, &e) < 0)
         return die(c, err, "replies: %s", e.message);
     amqp_basic_consume(c->conn, CHANNEL, amqp_cstring_bytes(c->reply_queue), amqp_empty_bytes, 0,
@@ -119,38 +119,95 @@ consume_replies(vtpm_client *c, vtpm_error *err)
     return rpc_check(c, "basic.consume (replies)", err);
 }
 
-int
-vtpm_client_connect(const vtpm_client_params *p, vtpm_client **out, vtpm_error *err)
+/* Open the connection and the reply queue: the client is alive after 0. */
+static int
+open_conn(vtpm_client *c, vtpm_error *err)
 {
-    vtpm_amqp_target t = {
-        .url = p ? p->url : NULL,
-        .failover_urls = p ? p->failover_urls : NULL,
-        .tls = { .cacert = p ? p->cacert : NULL, .cert = p ? p->cert : NULL,
-                 .key = p ? p->key : NULL },
-    };
-    g_autoptr(vtpm_client) c = NULL;
-    g_autoptr(GPtrArray) nodes = NULL;
-    const char *topic;
     int rc;
 
-    /* Never echo the URL: it may hold a password. */
-    if ((rc = vtpm_amqp_target_nodes(&t, &nodes, err)) < 0)
-        return vtpm_error_prefix(err, "amqp client");
-    c = g_new0(vtpm_client, 1);
-    g_queue_init(&c->pending);
-    c->dead = true; /* until the reply queue is consumed */
-    topic = p->topic ? p->topic : "vtpm";
-    c->exchange = g_strdup(p->exchange ? p->exchange : "vtpm");
-    c->fanout_exchange = g_strdup_printf("%s_fanout", topic);
-    if (!vtpm_amqp_shortstr_ok(c->exchange) || !vtpm_amqp_shortstr_ok(c->fanout_exchange))
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "amqp client: exchange name over %d bytes", VTPM_AMQP_SHORTSTR_MAX);
-    if ((rc = open_any(c, nodes, &t.tls, err)) < 0 || (rc = consume_replies(c, err)) < 0)
+    c->dead = true;
+    if (c->conn) {
+        amqp_destroy_connection(c->conn);
+        c->conn = NULL;
+    }
+    if ((rc = open_any(c, err)) < 0 || (rc = consume_replies(c, err)) < 0)
         return rc;
     amqp_maybe_release_buffers(c->conn);
     c->dead = false;
+    return 0;
+}
+
+/* The names of @o, checked and kept. */
+static int
+set_names(vtpm_client *c, const vtpm_client_options *o, vtpm_error *err)
+{
+    c->exchange = g_strdup(o->exchange ? o->exchange : "vtpm");
+    c->topic = g_strdup(o->topic ? o->topic : "vtpm");
+    c->fanout_exchange = g_strdup_printf("%s_fanout", c->topic);
+    if (!*c->exchange || !*c->topic)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp client: %s: empty", *c->exchange ? "topic" : "exchange");
+    /* The routing keys <topic>.<host> must fit too: leave room for a host. */
+    if (!vtpm_amqp_shortstr_ok(c->exchange) || !vtpm_amqp_shortstr_ok(c->fanout_exchange))
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "amqp client: %s over %d bytes",
+                              vtpm_amqp_shortstr_ok(c->exchange) ? "topic" : "exchange",
+                              VTPM_AMQP_SHORTSTR_MAX);
+    return 0;
+}
+
+int
+vtpm_client_msg_connect(const vtpm_client_options *o, vtpm_client **out, vtpm_error *err)
+{
+    static const vtpm_client_options defaults = { 0 };
+    vtpm_amqp_target t;
+    g_autoptr(vtpm_client) c = NULL;
+    int rc;
+
+    if (!o)
+        o = &defaults;
+    t = (vtpm_amqp_target){
+        .url = o->url ? o->url : VTPM_AMQP_DEFAULT_URL,
+        .failover_urls = o->failover_urls,
+        .tls = { .cacert = o->cacert, .cert = o->cert, .key = o->key },
+    };
+    c = g_new0(vtpm_client, 1);
+    g_queue_init(&c->stash);
+    c->calls = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    c->flags = o->flags;
+    vtpm_proto_limits_init(&c->lim);
+    c->lim.max_body = MAX_BODY;
+    c->dead = true;
+    /* Never echo the URL: it may hold a password. */
+    if ((rc = vtpm_amqp_target_nodes(&t, &c->nodes, err)) < 0)
+        return vtpm_error_prefix(err, "amqp client");
+    c->cacert = g_strdup(o->cacert);
+    c->cert = g_strdup(o->cert);
+    c->key = g_strdup(o->key);
+    if ((rc = set_names(c, o, err)) < 0 || (rc = open_conn(c, err)) < 0)
+        return rc;
     *out = g_steal_pointer(&c);
     return 0;
+}
+
+int
+vtpm_client_connect(const vtpm_client_options *o, vtpm_client **out, vtpm_client_fault *f)
+{
+    vtpm_error err = { 0 };
+
+    if (!out)
+        return vtpm_client_fault_set(f, VTPM_FAULT_BAD_REQUEST, "out: NULL");
+    if (vtpm_client_msg_connect(o, out, &err) < 0)
+        return vtpm_client_fault_from_error(f, &err);
+    return 0;
+}
+
+int
+vtpm_client_msg_revive(vtpm_client *c, vtpm_error *err)
+{
+    if (!c->dead)
+        return 0;
+    return open_conn(c, err);
 }
 
 void
@@ -165,9 +222,15 @@ vtpm_client_free(vtpm_client *c)
         }
         amqp_destroy_connection(c->conn);
     }
-    g_queue_clear_full(&c->pending, (GDestroyNotify)vtpm_client_msg_free);
+    g_queue_clear_full(&c->stash, (GDestroyNotify)vtpm_client_msg_free);
+    g_clear_pointer(&c->calls, g_hash_table_unref);
+    g_clear_pointer(&c->nodes, g_ptr_array_unref);
+    g_free(c->cacert);
+    g_free(c->cert);
+    g_free(c->key);
     g_free(c->broker);
     g_free(c->exchange);
+    g_free(c->topic);
     g_free(c->fanout_exchange);
     g_free(c->reply_queue);
     g_free(c);
@@ -176,7 +239,7 @@ vtpm_client_free(vtpm_client *c)
 const char *
 vtpm_client_broker(const vtpm_client *c)
 {
-    return c->broker;
+    return c ? c->broker : NULL;
 }
 
 const char *
@@ -185,11 +248,24 @@ vtpm_client_reply_queue(const vtpm_client *c)
     return c->reply_queue;
 }
 
-int
-vtpm_client_send(vtpm_client *c, const vtpm_client_send_opts *o, const void *body, size_t len,
-                 char **out_corr, vtpm_error *err)
+/* The names and ids of one publication, checked against AMQP's limits. */
+static int
+check_shortstrs(const char *const *s, size_t n, vtpm_error *err)
 {
-    static const vtpm_client_send_opts defaults = { 0 };
+    for (size_t i = 0; i < n; i++) {
+        if (!vtpm_amqp_shortstr_ok(s[i]))
+            return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                                  "amqp client: a name or id is over %d bytes",
+                                  VTPM_AMQP_SHORTSTR_MAX);
+    }
+    return 0;
+}
+
+int
+vtpm_client_msg_send(vtpm_client *c, const vtpm_client_msg_opts *o, const void *body, size_t len,
+                     char **out_corr, vtpm_error *err)
+{
+    static const vtpm_client_msg_opts defaults = { 0 };
     g_autofree char *corr = NULL;
     g_autofree char *msg_id = NULL;
     amqp_basic_properties_t props = { 0 };
@@ -199,25 +275,23 @@ vtpm_client_send(vtpm_client *c, const vtpm_client_send_opts *o, const void *bod
 
     if (!o)
         o = &defaults;
-    if (c->dead)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
+    if ((rc = check_alive(c, err)) < 0)
+        return rc;
     exchange = o->fanout ? c->fanout_exchange : o->exchange ? o->exchange : c->exchange;
     rk = o->routing_key ? o->routing_key : "";
     if (!o->cast)
         reply_to = o->reply_to ? o->reply_to : c->reply_queue;
     corr = o->correlation_id ? g_strdup(o->correlation_id) : g_uuid_string_random();
     msg_id = o->message_id ? g_strdup(o->message_id) : g_uuid_string_random();
-    if (!vtpm_amqp_shortstr_ok(exchange) || !vtpm_amqp_shortstr_ok(rk) ||
-        !vtpm_amqp_shortstr_ok(reply_to) || !vtpm_amqp_shortstr_ok(corr) ||
-        !vtpm_amqp_shortstr_ok(msg_id) || !vtpm_amqp_shortstr_ok(o->content_type))
-        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
-                              "amqp client: a name or id is over %d bytes",
-                              VTPM_AMQP_SHORTSTR_MAX);
+    if ((rc = check_shortstrs((const char *const[]){ exchange, rk, reply_to, corr, msg_id,
+                                                     o->content_type },
+                              6, err)) < 0)
+        return rc;
 
     props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
                    AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
     props.content_type =
-        amqp_cstring_bytes(o->content_type ? o->content_type : "application/msgpack");
+        amqp_cstring_bytes(o->content_type ? o->content_type : VTPM_PROTO_CONTENT_TYPE);
     props.delivery_mode = 2; /* a request should survive a broker restart */
     props.correlation_id = amqp_cstring_bytes(corr);
     props.message_id = amqp_cstring_bytes(msg_id);
@@ -237,96 +311,6 @@ vtpm_client_send(vtpm_client *c, const vtpm_client_send_opts *o, const void *bod
     return 0;
 }
 
-static void pack_field(msgpack_packer *pk, const amqp_field_value_t *v, int depth);
-
-static void
-pack_longstr(msgpack_packer *pk, amqp_bytes_t b, bool utf8)
-{
-    /* rabbitmq-c leaves bytes NULL for empty strings (exchange_name "" of
-     * a reply in the firehose): no pointer may reach memchr or memcpy. */
-    if (!b.len) {
-        utf8 ? msgpack_pack_str(pk, 0) : msgpack_pack_bin(pk, 0);
-        return;
-    }
-    if (utf8 && g_utf8_validate_len(b.bytes, b.len, NULL) && !memchr(b.bytes, 0, b.len))
-        msgpack_pack_str_with_body(pk, b.bytes, b.len);
-    else
-        msgpack_pack_bin_with_body(pk, b.bytes, b.len);
-}
-
-static void
-pack_table(msgpack_packer *pk, const amqp_table_t *t, int depth)
-{
-    msgpack_pack_map(pk, t->num_entries);
-    for (int i = 0; i < t->num_entries; i++) {
-        pack_longstr(pk, t->entries[i].key, true);
-        pack_field(pk, &t->entries[i].value, depth + 1);
-    }
-}
-
-/* The broker parsed the table already, so it is well-formed; only its
- * nesting is bounded here (nil beyond MAX_HEADER_DEPTH). */
-static void
-pack_field(msgpack_packer *pk, const amqp_field_value_t *v, int depth)
-{
-    if (depth > MAX_HEADER_DEPTH) {
-        msgpack_pack_nil(pk);
-        return;
-    }
-    switch (v->kind) {
-    case AMQP_FIELD_KIND_BOOLEAN:
-        v->value.boolean ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-        break;
-    case AMQP_FIELD_KIND_I8: msgpack_pack_int64(pk, v->value.i8); break;
-    case AMQP_FIELD_KIND_U8: msgpack_pack_uint64(pk, v->value.u8); break;
-    case AMQP_FIELD_KIND_I16: msgpack_pack_int64(pk, v->value.i16); break;
-    case AMQP_FIELD_KIND_U16: msgpack_pack_uint64(pk, v->value.u16); break;
-    case AMQP_FIELD_KIND_I32: msgpack_pack_int64(pk, v->value.i32); break;
-    case AMQP_FIELD_KIND_U32: msgpack_pack_uint64(pk, v->value.u32); break;
-    case AMQP_FIELD_KIND_I64: msgpack_pack_int64(pk, v->value.i64); break;
-    case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP: msgpack_pack_uint64(pk, v->value.u64); break;
-    case AMQP_FIELD_KIND_F32: msgpack_pack_double(pk, v->value.f32); break;
-    case AMQP_FIELD_KIND_F64: msgpack_pack_double(pk, v->value.f64); break;
-    case AMQP_FIELD_KIND_DECIMAL: {
-        double d = v->value.decimal.value;
-
-        for (int i = 0; i < v->value.decimal.decimals; i++)
-            d /= 10;
-        msgpack_pack_double(pk, d);
-        break;
-    }
-    case AMQP_FIELD_KIND_UTF8: pack_longstr(pk, v->value.bytes, true); break;
-    case AMQP_FIELD_KIND_BYTES: pack_longstr(pk, v->value.bytes, false); break;
-    case AMQP_FIELD_KIND_TABLE: pack_table(pk, &v->value.table, depth); break;
-    case AMQP_FIELD_KIND_ARRAY:
-        msgpack_pack_array(pk, v->value.array.num_entries);
-        for (int i = 0; i < v->value.array.num_entries; i++)
-            pack_field(pk, &v->value.array.entries[i], depth + 1);
-        break;
-    default: msgpack_pack_nil(pk); break;
-    }
-}
-
-static GBytes *
-headers_pack(const amqp_basic_properties_t *p)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    size_t size;
-    char *data;
-
-    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
-        return NULL;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_table(&pk, &p->headers, 0);
-    size = sb.size; /* release() zeroes it */
-    data = msgpack_sbuffer_release(&sb);
-    /* sbuffer's data comes from malloc: free(), which gets the user data. */
-    return g_bytes_new_with_free_func(data, size, free, data);
-}
-
 static vtpm_client_msg *
 msg_from_envelope(const amqp_envelope_t *e)
 {
@@ -340,9 +324,33 @@ msg_from_envelope(const amqp_envelope_t *e)
     m->routing_key = vtpm_amqp_bytes_dup(e->routing_key);
     m->exchange = vtpm_amqp_bytes_dup(e->exchange);
     m->body = g_bytes_new(e->message.body.bytes, e->message.body.len);
-    m->headers = headers_pack(p);
+    m->headers = vtpm_client_headers_pack(p);
     m->received_us = g_get_monotonic_time();
     return m;
+}
+
+/* A closing method from the broker: answered, and the client is dead. */
+static int
+closed_by_broker(vtpm_client *c, const amqp_frame_t *f, vtpm_error *err)
+{
+    int rc;
+
+    if (f->payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        const amqp_channel_close_t *m = f->payload.method.decoded;
+        amqp_channel_close_ok_t ok = { 0 };
+
+        rc = die(c, err, "channel closed by the broker: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        amqp_send_method(c->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    } else {
+        const amqp_connection_close_t *m = f->payload.method.decoded;
+        amqp_connection_close_ok_t ok = { 0 };
+
+        rc = die(c, err, "connection closed by the broker: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+    }
+    return rc;
 }
 
 /* A frame other than basic.deliver is waiting: read and handle it. */
@@ -350,6 +358,7 @@ static int
 other_frame(vtpm_client *c, vtpm_error *err)
 {
     amqp_frame_t f;
+    amqp_message_t m;
     int rc;
 
     if ((rc = amqp_simple_wait_frame(c->conn, &f)) != AMQP_STATUS_OK)
@@ -357,63 +366,52 @@ other_frame(vtpm_client *c, vtpm_error *err)
     if (f.frame_type != AMQP_FRAME_METHOD)
         return 0;
     switch (f.payload.method.id) {
-    case AMQP_CHANNEL_CLOSE_METHOD: {
-        const amqp_channel_close_t *m = f.payload.method.decoded;
-        amqp_channel_close_ok_t ok = { 0 };
-
-        rc = die(c, err, "channel closed by the broker: %u %.*s", m->reply_code,
-                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
-        amqp_send_method(c->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-        return rc;
-    }
-    case AMQP_CONNECTION_CLOSE_METHOD: {
-        const amqp_connection_close_t *m = f.payload.method.decoded;
-        amqp_connection_close_ok_t ok = { 0 };
-
-        rc = die(c, err, "connection closed by the broker: %u %.*s", m->reply_code,
-                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
-        amqp_send_method(c->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-        return rc;
-    }
+    case AMQP_CHANNEL_CLOSE_METHOD:
+    case AMQP_CONNECTION_CLOSE_METHOD:
+        return closed_by_broker(c, &f, err);
     case AMQP_BASIC_CANCEL_METHOD:
         return die(c, err, "a consumed queue was deleted");
-    case AMQP_BASIC_RETURN_METHOD: {
-        amqp_message_t m;
-
+    case AMQP_BASIC_RETURN_METHOD:
         /* Not published mandatory, so not expected; read past it. */
         if (amqp_read_message(c->conn, f.channel, &m, 0).reply_type != AMQP_RESPONSE_NORMAL)
             return die(c, err, "cannot read a returned message");
         amqp_destroy_message(&m);
         return 0;
-    }
     default:
         return 0;
     }
 }
 
-/* Next message from the wire (not from pending). */
-static int
-recv_wire(vtpm_client *c, gint64 end_us, vtpm_client_msg **out, vtpm_error *err)
+/* The time left until @end_us in @tv; NULL (no limit) when @end_us < 0. */
+static struct timeval *
+time_left(gint64 end_us, struct timeval *tv)
+{
+    gint64 left;
+
+    if (end_us < 0)
+        return NULL;
+    left = end_us - g_get_monotonic_time();
+    if (left <= 0)
+        left = 1; /* a zero timeval would be "no wait": still poll once */
+    tv->tv_sec = left / G_USEC_PER_SEC;
+    tv->tv_usec = left % G_USEC_PER_SEC;
+    return tv;
+}
+
+int
+vtpm_client_msg_read(vtpm_client *c, gint64 end_us, vtpm_client_msg **out, vtpm_error *err)
 {
     for (;;) {
         amqp_envelope_t e;
         amqp_rpc_reply_t r;
-        struct timeval tv, *tvp = NULL;
+        struct timeval tv;
+        g_autofree char *why = NULL;
         int rc;
 
-        if (c->dead)
-            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
-        if (end_us >= 0) {
-            gint64 left = end_us - g_get_monotonic_time();
-
-            if (left <= 0)
-                left = 1; /* a zero timeval would be "no wait": still poll once */
-            tv.tv_sec = left / G_USEC_PER_SEC;
-            tv.tv_usec = left % G_USEC_PER_SEC;
-            tvp = &tv;
-        }
+        if ((rc = check_alive(c, err)) < 0)
+            return rc;
         amqp_maybe_release_buffers(c->conn);
-        r = amqp_consume_message(c->conn, &e, tvp, 0);
+        r = amqp_consume_message(c->conn, &e, time_left(end_us, &tv), 0);
         if (r.reply_type == AMQP_RESPONSE_NORMAL) {
             size_t len = e.message.body.len;
             vtpm_client_msg *m = len <= MAX_BODY ? msg_from_envelope(&e) : NULL;
@@ -435,59 +433,56 @@ recv_wire(vtpm_client *c, gint64 end_us, vtpm_client_msg **out, vtpm_error *err)
                 return rc;
             continue;
         }
-        {
-            g_autofree char *why = vtpm_amqp_rpc_why(r, "receive");
-
-            return die(c, err, "%s", why);
-        }
+        why = vtpm_amqp_rpc_why(r, "receive");
+        return die(c, err, "%s", why);
     }
 }
 
 static gint64
-deadline(int timeout_ms)
+end_of(int timeout_ms)
 {
     return timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
 }
 
 int
-vtpm_client_recv(vtpm_client *c, int timeout_ms, vtpm_client_msg **out, vtpm_error *err)
+vtpm_client_msg_recv(vtpm_client *c, int timeout_ms, vtpm_client_msg **out, vtpm_error *err)
 {
-    vtpm_client_msg *m = g_queue_pop_head(&c->pending);
+    vtpm_client_msg *m = g_queue_pop_head(&c->stash);
 
     if (m) {
         *out = m;
         return 0;
     }
-    return recv_wire(c, deadline(timeout_ms), out, err);
+    return vtpm_client_msg_read(c, end_of(timeout_ms), out, err);
 }
 
 int
-vtpm_client_call(vtpm_client *c, const char *routing_key, const void *body, size_t len,
-                 int timeout_ms, vtpm_client_msg **out, vtpm_error *err)
+vtpm_client_msg_call(vtpm_client *c, const char *routing_key, const void *body, size_t len,
+                     int timeout_ms, vtpm_client_msg **out, vtpm_error *err)
 {
-    vtpm_client_send_opts o = { .routing_key = routing_key };
+    vtpm_client_msg_opts o = { .routing_key = routing_key };
     g_autofree char *corr = NULL;
-    gint64 end_us = deadline(timeout_ms);
+    gint64 end_us = end_of(timeout_ms);
     int rc;
 
-    if ((rc = vtpm_client_send(c, &o, body, len, &corr, err)) < 0)
+    if ((rc = vtpm_client_msg_send(c, &o, body, len, &corr, err)) < 0)
         return rc;
     for (;;) {
         vtpm_client_msg *m = NULL;
 
-        if ((rc = recv_wire(c, end_us, &m, err)) != 0)
+        if ((rc = vtpm_client_msg_read(c, end_us, &m, err)) != 0)
             return rc;
         if (g_strcmp0(m->correlation_id, corr) == 0) {
             *out = m;
             return 0;
         }
-        if (c->pending.length >= MAX_PENDING) {
+        if (c->stash.length >= MAX_PENDING) {
             vtpm_client_msg_free(m);
             return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
                                   "amqp client: over %d unclaimed messages while waiting",
                                   MAX_PENDING);
         }
-        g_queue_push_tail(&c->pending, m);
+        g_queue_push_tail(&c->stash, m);
     }
 }
 
@@ -495,9 +490,10 @@ int
 vtpm_client_declare_exchanges(vtpm_client *c, bool passive, vtpm_error *err)
 {
     vtpm_error e = { 0 };
+    int rc;
 
-    if (c->dead)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
+    if ((rc = check_alive(c, err)) < 0)
+        return rc;
     if (passive) {
         const char *names[] = { c->exchange, c->fanout_exchange };
 
@@ -518,16 +514,9 @@ vtpm_client_declare_exchanges(vtpm_client *c, bool passive, vtpm_error *err)
     return 0;
 }
 
-int
-vtpm_client_tap(vtpm_client *c, const char *exchange, const char *const *keys, size_t nkeys,
-                char **out_queue, vtpm_error *err)
+static int
+check_tap(const char *exchange, const char *const *keys, size_t nkeys, vtpm_error *err)
 {
-    g_autofree char *queue = NULL;
-    vtpm_error e = { 0 };
-    int rc;
-
-    if (c->dead)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "amqp client: connection lost");
     if (!exchange || !*exchange || !vtpm_amqp_shortstr_ok(exchange) || nkeys > MAX_TAP_KEYS)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "amqp client: tap needs an exchange name and at most %d keys",
@@ -538,6 +527,19 @@ vtpm_client_tap(vtpm_client *c, const char *exchange, const char *const *keys, s
                                   "amqp client: tap key %zu missing or over %d bytes", i,
                                   VTPM_AMQP_SHORTSTR_MAX);
     }
+    return 0;
+}
+
+int
+vtpm_client_tap(vtpm_client *c, const char *exchange, const char *const *keys, size_t nkeys,
+                char **out_queue, vtpm_error *err)
+{
+    g_autofree char *queue = NULL;
+    vtpm_error e = { 0 };
+    int rc;
+
+    if ((rc = check_alive(c, err)) < 0 || (rc = check_tap(exchange, keys, nkeys, err)) < 0)
+        return rc;
     /* Passive: a tap observes, it must not create an exchange of a type of
      * its own choosing.  A missing exchange closes the channel (dead). */
     amqp_exchange_declare(c->conn, CHANNEL, amqp_cstring_bytes(exchange),

@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * A vtpmd RPC client over AMQP, shared by vtpmctl, vtpm-fanout,
- * vtpm-replay, the benchmarks and the integration tests.  Single-threaded:
- * one client = one connection = one thread.  Many calls may be in flight;
- * replies are matched by correlation id.
+ * The message level of libvtpmclient, below the RPC calls of
+ * <vtpm/client.h>: AMQP messages as they are, sent with any properties to
+ * any exchange and received from any queue the client consumes.  Not
+ * installed and not exported from the shared library: the project's own
+ * tools (vtpm-replay records and republishes raw traffic) and test suites
+ * (which send what no caller should) link the library's code statically
+ * and use it on the same vtpm_client.
+ *
+ * Mixing this level with the calls of <vtpm/client.h> on one client is
+ * not supported: both take messages from the same reply queue.
  */
 #pragma once
 
@@ -11,27 +17,12 @@
 #include <stdint.h>
 #include <glib.h>
 
+#include "client/internal.h"
+#include "vtpm/client.h"
 #include "vtpm/error.h"
 
-typedef struct vtpm_client vtpm_client;
-
-typedef struct {
-    const char *url;                 /* one or more nodes (amqp/url.h) */
-    const char *const *failover_urls; /* more nodes, NULL-terminated; may be NULL */
-    const char *cacert, *cert, *key; /* TLS nodes */
-    const char *exchange;            /* default "vtpm" */
-    const char *topic;               /* default "vtpm" */
-} vtpm_client_params;
-
-/* Connect to the first node of @p's URLs that can be reached, in order,
- * and consume a reply queue of our own.  BadRequest: the URLs or TLS
- * files are not usable; Busy: no node could be reached or let us in. */
-int vtpm_client_connect(const vtpm_client_params *p, vtpm_client **out, vtpm_error *err);
-void vtpm_client_free(vtpm_client *c);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_client, vtpm_client_free)
-
-/* The node connected to, as "amqp[s]://host:port/vhost": no credentials. */
-const char *vtpm_client_broker(const vtpm_client *c);
+/* vtpm_client_connect with the project's error type. */
+int vtpm_client_msg_connect(const vtpm_client_options *o, vtpm_client **out, vtpm_error *err);
 
 /* The exclusive reply queue of this client (server-named). */
 const char *vtpm_client_reply_queue(const vtpm_client *c);
@@ -45,12 +36,12 @@ typedef struct {
     const char *message_id;     /* NULL: generated (a UUID) */
     const char *reply_to;       /* NULL: this client's reply queue */
     const char *content_type;   /* NULL: application/msgpack */
-} vtpm_client_send_opts;
+} vtpm_client_msg_opts;
 
-/* Publish one request body.  @out_corr (optional) receives the correlation
- * id used (caller frees). */
-int vtpm_client_send(vtpm_client *c, const vtpm_client_send_opts *o, const void *body,
-                     size_t len, char **out_corr, vtpm_error *err);
+/* Publish one body.  @out_corr (optional) receives the correlation id used
+ * (caller frees).  Busy when the connection is (or just got) lost. */
+int vtpm_client_msg_send(vtpm_client *c, const vtpm_client_msg_opts *o, const void *body,
+                         size_t len, char **out_corr, vtpm_error *err);
 
 typedef struct {
     char *correlation_id;
@@ -75,14 +66,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_client_msg, vtpm_client_msg_free)
 /* Wait up to @timeout_ms (-1 = forever) for the next message on any queue
  * this client consumes.  Returns 0 with *out set, 1 on timeout (*out
  * untouched), negative on error (connection lost: the client is dead). */
-int vtpm_client_recv(vtpm_client *c, int timeout_ms, vtpm_client_msg **out, vtpm_error *err);
+int vtpm_client_msg_recv(vtpm_client *c, int timeout_ms, vtpm_client_msg **out, vtpm_error *err);
 
-/* Send and wait for the reply with the same correlation id, discarding
- * nothing: replies for other correlation ids that arrive meanwhile are
- * kept and returned by later vtpm_client_recv calls.  Returns like
- * vtpm_client_recv: 0 with *out set, 1 on timeout, negative on error. */
-int vtpm_client_call(vtpm_client *c, const char *routing_key, const void *body, size_t len,
-                     int timeout_ms, vtpm_client_msg **out, vtpm_error *err);
+/* Send and wait for the message with the same correlation id; messages
+ * for other correlation ids that arrive meanwhile are kept and returned by
+ * later vtpm_client_msg_recv calls.  Returns like vtpm_client_msg_recv. */
+int vtpm_client_msg_call(vtpm_client *c, const char *routing_key, const void *body, size_t len,
+                         int timeout_ms, vtpm_client_msg **out, vtpm_error *err);
 
 /* The client's topic exchange and <topic>_fanout: made as vtpmd makes them
  * (amqp/topology.h), or with @passive only checked to exist (a missing one
