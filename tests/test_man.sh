@@ -3,10 +3,10 @@
 # The manual pages (docs/man): each renders without a warning, each
 # binary's --help options (of every vtpmctl command) appear in its page or
 # in vtpm-amqp(7) where the page refers to it, every tool takes the broker
-# options of vtpm-amqp(7),
-# vtpmd.conf(5) documents exactly the keys of docs/vtpmd.conf.sample (which
-# test_config holds equal to the parser), and SEE ALSO names only pages
-# that exist.
+# options of vtpm-amqp(7), libvtpmclient(3) names every function the
+# library exports, vtpmd.conf(5) documents exactly the keys of
+# docs/vtpmd.conf.sample (which test_config holds equal to the parser), and
+# SEE ALSO names only pages that exist.
 # Usage: test_man.sh SRCDIR BUILDDIR VTPMD VTPMCTL VTPM_FANOUT
 set -u
 SRC=${1:?usage: test_man.sh SRCDIR BUILDDIR VTPMD VTPMCTL VTPM_FANOUT}
@@ -35,7 +35,7 @@ th_is() {
     [ "$name" = "$2" ] && [ "$section" = "$3" ]
 }
 
-PAGES="vtpmd.8 vtpmctl.1 vtpm-replay.1 vtpm-fanout.1 vtpmd.conf.5 vtpm-amqp.7"
+PAGES="vtpmd.8 vtpmctl.1 vtpm-replay.1 vtpm-fanout.1 vtpmd.conf.5 vtpm-amqp.7 libvtpmclient.3"
 # The broker options every tool takes, documented once, in vtpm-amqp(7).
 SHARED=$MAN/vtpm-amqp.7
 
@@ -154,6 +154,21 @@ for tool in "$VTPMCTL call" "$FANOUT" "$REPLAY record" "$REPLAY replay" "$ECHO";
         echo "#   missing: ${missing[*]}"
     fi
 done
+
+# ---- libvtpmclient(3) ------------------------------------------------------------
+
+# Every function the library exports (its version script) in the page.
+grep -oE '^ +vtpm_client_[a-z_]+;' "$SRC/client/libvtpmclient.map" | tr -d ' ;' > "$tmp/lib.funcs"
+missing=()
+for fn in $(cat "$tmp/lib.funcs"); do
+    grep -qw -- "$(roff "$fn")" "$MAN/libvtpmclient.3" || missing+=("$fn")
+done
+if [ "$(wc -l < "$tmp/lib.funcs")" -ge 20 ] && [ ${#missing[@]} -eq 0 ]; then
+    pass "libvtpmclient(3) names every function libvtpmclient.so exports"
+else
+    fail "libvtpmclient(3) names every function libvtpmclient.so exports"
+    echo "#   missing: ${missing[*]:-(no functions read from client/libvtpmclient.map)}"
+fi
 
 # ---- vtpmd.conf(5) keys --------------------------------------------------------
 
