@@ -114,6 +114,7 @@ lose_all(vtpm_client *c)
     g_hash_table_iter_init(&it, c->calls);
     while (g_hash_table_iter_next(&it, NULL, (gpointer *)&e))
         e->lost = true;
+    c->any_lost = g_hash_table_size(c->calls) > 0;
 }
 
 static int
@@ -258,6 +259,8 @@ report_lost(vtpm_client *c, const char *id, vtpm_client_fault *f)
     inflight *e;
     int rc;
 
+    if (!c->any_lost)
+        return 0;
     g_hash_table_iter_init(&it, c->calls);
     while (g_hash_table_iter_next(&it, (gpointer *)&key, (gpointer *)&e)) {
         if (!e->lost || (id && strcmp(key, id) != 0))
@@ -269,6 +272,9 @@ report_lost(vtpm_client *c, const char *id, vtpm_client_fault *f)
         g_hash_table_iter_remove(&it);
         return rc;
     }
+    /* A search for any call found none: all were reported. */
+    if (!id)
+        c->any_lost = false;
     return 0;
 }
 

@@ -9,7 +9,8 @@
 
 struct vtpm_client_replies {
     GPtrArray *replies; /* vtpm_client_reply *, one per host, in order of arrival */
-    GHashTable *hosts;  /* host (the reply's) -> itself: seen */
+    GPtrArray *hosts;   /* char *: the host of each */
+    GHashTable *seen;   /* the hosts (hosts' strings) */
 };
 
 void
@@ -17,8 +18,9 @@ vtpm_client_replies_free(vtpm_client_replies *l)
 {
     if (!l)
         return;
+    g_hash_table_unref(l->seen);
     g_ptr_array_unref(l->replies);
-    g_hash_table_unref(l->hosts);
+    g_ptr_array_unref(l->hosts);
     g_free(l);
 }
 
@@ -37,22 +39,22 @@ vtpm_client_replies_get(const vtpm_client_replies *l, size_t i)
 const char *
 vtpm_client_replies_host(const vtpm_client_replies *l, size_t i)
 {
-    const vtpm_client_reply *r = vtpm_client_replies_get(l, i);
-
-    return r ? vtpm_client_reply_caps_host(r) : NULL;
+    return i < l->hosts->len ? g_ptr_array_index(l->hosts, i) : NULL;
 }
 
 /* Keep @r if it is the first ok reply of its host. */
 static void
 add(vtpm_client_replies *l, vtpm_client_reply *r)
 {
-    const char *host = vtpm_client_reply_caps_host(r);
+    char *host = vtpm_client_reply_caps_host(r);
 
-    if (!host || g_hash_table_contains(l->hosts, host)) {
+    if (!host || g_hash_table_contains(l->seen, host)) {
+        g_free(host);
         vtpm_client_reply_free(r);
         return;
     }
-    g_hash_table_add(l->hosts, (gpointer)host);
+    g_hash_table_add(l->seen, host);
+    g_ptr_array_add(l->hosts, host);
     g_ptr_array_add(l->replies, r);
 }
 
@@ -96,7 +98,8 @@ vtpm_client_capabilities_all(vtpm_client *c, int window_ms, vtpm_client_replies 
     end_us = g_get_monotonic_time() + (gint64)window_ms * 1000;
     l = g_new0(vtpm_client_replies, 1);
     l->replies = g_ptr_array_new_with_free_func((GDestroyNotify)vtpm_client_reply_free);
-    l->hosts = g_hash_table_new(g_str_hash, g_str_equal);
+    l->hosts = g_ptr_array_new_with_free_func(g_free);
+    l->seen = g_hash_table_new(g_str_hash, g_str_equal);
     rc = collect(c, id, end_us, l, f);
     /* In ALL_REPLIES mode there is nothing to cancel: the rest is the
      * caller's to read. */

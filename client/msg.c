@@ -166,6 +166,9 @@ vtpm_client_msg_connect(const vtpm_client_options *o, vtpm_client **out, vtpm_er
 
     if (!o)
         o = &defaults;
+    if (o->flags & ~(unsigned)VTPM_CLIENT_ALL_REPLIES)
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "amqp client: flags: unknown 0x%x",
+                              o->flags & ~(unsigned)VTPM_CLIENT_ALL_REPLIES);
     t = (vtpm_amqp_target){
         .url = o->url ? o->url : VTPM_AMQP_DEFAULT_URL,
         .failover_urls = o->failover_urls,

@@ -27,6 +27,7 @@ struct vtpm_client {
     GQueue stash;               /* vtpm_client_msg *: received, not handed out, oldest first */
     GHashTable *calls;          /* call id -> its state (call.c): the RPC calls in flight */
     vtpm_proto_limits lim;      /* replies are decoded with these */
+    bool any_lost;              /* calls may be marked lost: look for them */
     bool dead;
 };
 
@@ -40,8 +41,9 @@ int vtpm_client_msg_revive(vtpm_client *c, vtpm_error *err);
 
 /* reply.c: a reply made of a received message (taken) */
 vtpm_client_reply *vtpm_client_reply_new(vtpm_client_msg *m, const vtpm_proto_limits *lim);
-/* reply.c: the host of an ok get_capabilities reply; NULL otherwise */
-const char *vtpm_client_reply_caps_host(const vtpm_client_reply *r);
+/* reply.c: result.host of an ok get_capabilities reply (caller frees);
+ * NULL otherwise */
+char *vtpm_client_reply_caps_host(const vtpm_client_reply *r);
 
 /* fault.c: @f (may be NULL) from @err, made here (source CLIENT); returns
  * -(code). */

@@ -189,6 +189,7 @@ test_connect_refused(void **state)
     vtpm_client_options tls = { .url = "amqps://127.0.0.1/" };
     vtpm_client_options half = { .url = vt_env("VT_AMQP_URL"), .cert = "/nonexistent.pem" };
     vtpm_client_options topic = { .url = vt_env("VT_AMQP_URL"), .topic = "" };
+    vtpm_client_options flags = { .url = vt_env("VT_AMQP_URL"), .flags = 1u << 7 };
 
     /* Unreachable: Busy, naming every node. */
     assert_fault(vtpm_client_connect(&dead, &c, &f), &f, VTPM_FAULT_BUSY,
@@ -207,6 +208,8 @@ test_connect_refused(void **state)
                  VTPM_CLIENT_SOURCE_CLIENT, false, NULL);
     assert_fault(vtpm_client_connect(&topic, &c, &f), &f, VTPM_FAULT_BAD_REQUEST,
                  VTPM_CLIENT_SOURCE_CLIENT, false, "topic: empty");
+    assert_fault(vtpm_client_connect(&flags, &c, &f), &f, VTPM_FAULT_BAD_REQUEST,
+                 VTPM_CLIENT_SOURCE_CLIENT, false, "flags: unknown 0x80");
     assert_null(c);
 }
 

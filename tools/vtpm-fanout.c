@@ -354,7 +354,7 @@ reply_outcome(const vtpm_client_reply *rep, msgpack_unpacked *res, char **why)
     size_t len = 0, off = 0;
     vtpm_client_fault f;
 
-    if (vtpm_client_reply_result(rep, &data, &len, &f) == 0) {
+    if (vtpm_client_reply_result(rep, res ? &data : NULL, res ? &len : NULL, &f) == 0) {
         if (res)
             msgpack_unpack_next(res, data, len, &off);
         return NULL;

@@ -105,7 +105,10 @@ enum {
     /* vtpm_client_wait(c, NULL, ...) returns every message that arrives on
      * the reply queue: also a second copy of a reply, replies to calls
      * given up and replies nobody asked for.  For tools that check
-     * delivery (vtpm-fanout); without it those are dropped. */
+     * delivery (vtpm-fanout); without it those are dropped.  The client
+     * then keeps no calls in mind: it cannot tell an id that is not in
+     * flight (vtpm_client_wait waits for it), vtpm_client_cancel has
+     * nothing to drop, and a call lost with a connection is not named. */
     VTPM_CLIENT_ALL_REPLIES = 1u << 0,
 };
 
@@ -122,7 +125,7 @@ typedef struct {
     const char *cert, *key;           /* a client certificate and its key: both or neither */
     const char *exchange;             /* NULL: "vtpm" */
     const char *topic;                /* NULL: "vtpm" (queues <topic>.<host>, <topic>_fanout) */
-    unsigned flags;                   /* VTPM_CLIENT_ALL_REPLIES; 0 normally */
+    unsigned flags;                   /* VTPM_CLIENT_ALL_REPLIES or 0; other bits: BadRequest */
 } vtpm_client_options;
 
 /*
