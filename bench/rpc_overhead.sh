@@ -22,8 +22,16 @@
 # (as root: env.sh wants it), not by meson; docs/performance.md has the
 # latest figures.
 #
+# With CLIENT_BEFORE=DIR (another build directory, e.g. of the commit before
+# a change to the client side), vtpmd is measured a second time in every
+# round by DIR's vtpm-fanout ("vtpmd-before"), back to back with this
+# build's, which of the two goes first alternating from round to round (the
+# first run after the echoes is slower): the two clients side by side
+# against the same vtpmd, their ratio, and each client's CPU per call.
+#
 # Usage: bench/rpc_overhead.sh [BUILD_DIR]      (default: ./build)
-# Environment: CALLS (5000), WARMUP (500), ROUNDS (5), CONCURRENCY ("1 16").
+# Environment: CALLS (5000), WARMUP (500), ROUNDS (5), CONCURRENCY ("1 16"),
+# CLIENT_BEFORE (unset).
 # Targets: vtpmd/echo calls/s >= 0.9 and p99 <= 1.2 at every concurrency.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +44,13 @@ CALLS=${CALLS:-5000}
 WARMUP=${WARMUP:-500}
 ROUNDS=${ROUNDS:-5}
 CONCURRENCY=${CONCURRENCY:-1 16}
-for x in "$FAN" "$ECHO" "$VTPMD"; do
+FAN_BEFORE=
+TARGETS="echo echo-sized vtpmd"
+if [ -n "${CLIENT_BEFORE:-}" ]; then
+    FAN_BEFORE=$(cd "$CLIENT_BEFORE" && pwd)/tools/vtpm-fanout
+    TARGETS="$TARGETS vtpmd-before"
+fi
+for x in "$FAN" "$ECHO" "$VTPMD" $FAN_BEFORE; do
     [ -x "$x" ] || { echo "rpc_overhead: $x missing: build first (ninja -C $B)" >&2; exit 2; }
 done
 
@@ -105,18 +119,26 @@ vt_log "vtpmd pid $vtpmd_pid idle: VmRSS $rss_idle kB"
 rss_rounds=()
 for round in $(seq 1 "$ROUNDS"); do
     for c in $CONCURRENCY; do
-        for target in echo echo-sized vtpmd; do
+        order=$TARGETS
+        if [ -n "$FAN_BEFORE" ] && [ $((round % 2)) = 0 ]; then
+            order="echo echo-sized vtpmd-before vtpmd"
+        fi
+        for target in $order; do
             out=$res/$target-c$c-r$round.json
+            fan=$FAN host=$target
             case $target in
             echo) pid=$echo_pid ;;
             echo-sized) pid=$sized_pid ;;
+            vtpmd-before) pid=$vtpmd_pid fan=$FAN_BEFORE host=vtpmd ;;
             *) pid=$vtpmd_pid ;;
             esac
             t0=$(ticks "$pid")
             b0=$(ticks "$broker_pid")
-            "$FAN" --url "$VT_AMQP_URL" --hosts "$target" --calls "$CALLS" --warmup "$WARMUP" \
-                --concurrency "$c" --mix get_capabilities=100 --settle 0.2 --json \
-                > "$out" 2> "$out.err" || true
+            # The client's own CPU time (bash's time: user, system seconds).
+            { TIMEFORMAT='%3U %3S'; time "$fan" --url "$VT_AMQP_URL" --hosts "$host" \
+                --calls "$CALLS" --warmup "$WARMUP" --concurrency "$c" \
+                --mix get_capabilities=100 --settle 0.2 --json > "$out" 2> "$out.err" || true; } \
+                2> "$out.client"
             echo "$(($(ticks "$pid") - t0)) $(($(ticks "$broker_pid") - b0))" > "$out.cpu"
             vt_log "round $round c=$c $target: $(python3 -c '
 import json, sys
@@ -137,14 +159,15 @@ vt_log "vtpmd after the runs: VmRSS $rss_after kB (peak $rss_peak kB)"
 # $CONCURRENCY unquoted: one argument per concurrency.
 # shellcheck disable=SC2086
 PYTHONPATH=$here python3 - "$res" "$ROUNDS" "$CALLS" "$WARMUP" "$rss_idle" "$rss_after" "$rss_peak" \
-    "$(getconf CLK_TCK)" "${rss_rounds[*]}" "$reply_bytes" $CONCURRENCY <<'EOF'
+    "$(getconf CLK_TCK)" "${rss_rounds[*]}" "$reply_bytes" "$TARGETS" $CONCURRENCY <<'EOF'
 import json, os, statistics, sys, time
 from rounds import load, summary
 res, rounds, calls, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rss_idle, rss_after, rss_peak, hz = (int(x) for x in sys.argv[5:9])
 rss_rounds = [int(x) for x in sys.argv[9].split()]
 reply_bytes = int(sys.argv[10])
-concs = [int(c) for c in sys.argv[11:]]
+TARGETS = tuple(sys.argv[11].split())
+concs = [int(c) for c in sys.argv[12:]]
 
 def cpu_us(path):
     """CPU us per call (target, broker) of one run, warm-up included."""
@@ -155,12 +178,19 @@ def cpu_us(path):
     per = 1e6 / hz / (calls + warmup)
     return t * per, b * per
 
+def client_cpu_us(path):
+    """The client's (vtpm-fanout's) CPU us per call of one run, warm-up included."""
+    try:
+        u, s = (float(x) for x in open(path).read().split())
+    except Exception:
+        return None
+    return (u + s) * 1e6 / (calls + warmup)
+
 out = {"benchmark": "rpc_overhead", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
        "cpus": os.cpu_count(), "method": "get_capabilities", "calls": calls, "warmup": warmup,
        "rounds": rounds, "vtpmd_reply_bytes": reply_bytes, "concurrency": {},
        "vtpmd_rss_kb": {"idle": rss_idle, "after": rss_after, "peak": rss_peak,
                         "after_each_round": rss_rounds}}
-TARGETS = ("echo", "echo-sized", "vtpmd")
 ok = True
 for c in concs:
     row = {}
@@ -169,7 +199,11 @@ for c in concs:
         ok = ok and len(good) == rounds
         cpu = [cpu_us("%s/%s-c%d-r%d.json.cpu" % (res, t, c, r)) for r in range(1, rounds + 1)]
         cpu = [x for x in cpu if x[0] is not None]
+        ccpu = [client_cpu_us("%s/%s-c%d-r%d.json.client" % (res, t, c, r))
+                for r in range(1, rounds + 1)]
+        ccpu = [x for x in ccpu if x is not None]
         row[t].update({
+            "client_cpu_us_per_call": round(statistics.median(ccpu), 1) if ccpu else None,
             "reply_bytes": good[0].get("reply_bytes_mean") if good else None,
             "cpu_us_per_call": round(statistics.median(x[0] for x in cpu), 1) if cpu else None,
             "broker_cpu_us_per_call": round(statistics.median(x[1] for x in cpu), 1) if cpu else None,
@@ -194,6 +228,19 @@ for c in concs:
             round(statistics.median(pairs), 3) if pairs else None)
         row[prefix + "meets_calls_per_s"] = row[prefix + "ratio_calls_per_s"] >= 0.9
         row[prefix + "meets_p99"] = row[prefix + "ratio_p99"] <= 1.2
+    b = row.get("vtpmd-before")
+    if b and b["calls_per_s"] and v["calls_per_s"]:
+        # This build's client against CLIENT_BEFORE's: same vtpmd, back to back.
+        pairs = [round(vv / bb, 3) for bb, vv in zip(b["calls_per_s_runs"], v["calls_per_s_runs"])
+                 if bb and vv]
+        row["client_ratio_calls_per_s"] = round(v["calls_per_s"] / b["calls_per_s"], 3)
+        row["client_ratio_calls_per_s_runs"] = pairs
+        row["client_ratio_calls_per_s_pairs_median"] = (
+            round(statistics.median(pairs), 3) if pairs else None)
+        row["client_ratio_p99"] = round(v["p99_ms"] / b["p99_ms"], 3)
+        if v["client_cpu_us_per_call"] and b["client_cpu_us_per_call"]:
+            row["client_ratio_cpu_us_per_call"] = round(
+                v["client_cpu_us_per_call"] / b["client_cpu_us_per_call"], 3)
     out["concurrency"][str(c)] = row
 out["all_runs_clean"] = ok
 for prefix in ("", "sized_"):
@@ -222,14 +269,19 @@ for c, r in out["concurrency"].items():
         else:
             cmp_ = "%8s %9.2f %8s %9s" % ("", d["p99_ms"], "", d["reply_bytes"])
         w("%-5s %-11s %10.1f %s\n" % (c, t, d["calls_per_s"], cmp_))
+if "vtpmd-before" in TARGETS:
+    w("this build's client / CLIENT_BEFORE's, vtpmd calls/s: %s\n" % ", ".join(
+      "c=%s %s (median of the pairs %s)" % (c, r.get("client_ratio_calls_per_s"),
+                                            r.get("client_ratio_calls_per_s_pairs_median"))
+      for c, r in out["concurrency"].items()))
 w("calls/s ratio, median of the rounds' back-to-back pairs: %s\n" % ", ".join(
   "c=%s %s (sized %s)" % (c, r.get("ratio_calls_per_s_pairs_median"),
                           r.get("sized_ratio_calls_per_s_pairs_median"))
   for c, r in out["concurrency"].items()))
-w("CPU per call, median (the broker's in brackets):\n")
+w("CPU per call, median (the broker's in brackets, the client's in braces):\n")
 for c, r in out["concurrency"].items():
-    w("  c=%-3s %s\n" % (c, ", ".join("%s %s us [%s]" % (t, r[t]["cpu_us_per_call"],
-      r[t]["broker_cpu_us_per_call"]) for t in TARGETS)))
+    w("  c=%-3s %s\n" % (c, ", ".join("%s %s us [%s] {%s}" % (t, r[t]["cpu_us_per_call"],
+      r[t]["broker_cpu_us_per_call"], r[t]["client_cpu_us_per_call"]) for t in TARGETS)))
 w("vtpmd VmRSS: idle %d kB, after each round %s kB (peak %d kB)\n" % (rss_idle,
   ", ".join(str(x) for x in rss_rounds), rss_peak))
 if not ok:
