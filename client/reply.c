@@ -137,6 +137,8 @@ int
 vtpm_client_reply_result(const vtpm_client_reply *r, const void **result, size_t *len,
                          vtpm_client_fault *f)
 {
+    if (!r)
+        return vtpm_client_fault_set(f, VTPM_FAULT_BAD_REQUEST, "reply: NULL");
     if (r->rep && r->rep->ok) {
         size_t n = 0;
         const void *data = result || len ? g_bytes_get_data(packed_result(r), &n) : NULL;
