@@ -263,9 +263,9 @@ typedef struct {
 } vtpm_client_retry_opts;
 
 /*
- * vtpm_client_call, sent again while the fault is retryable (Busy,
- * HypervisorError, InstanceConflict, StateTransferFailed, Timeout), every
- * attempt with the same message_id and request_id (o->message_id, or one
+ * vtpm_client_call, sent again while the fault says retryable (as the
+ * worker sent it: Busy, HypervisorError, StateTransferFailed, and an
+ * InstanceConflict that is not final; and Timeout), every attempt with the same message_id and request_id (o->message_id, or one
  * new UUID for all), after a pause that starts at r->backoff_ms, doubles
  * up to r->max_backoff_ms and varies by +-20 % at random (so that many
  * clients do not retry in step).  It gives up at the deadline: the
