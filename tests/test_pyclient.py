@@ -106,10 +106,10 @@ def free_port():
 
 class Worker:
     """One vtpmd answering as @host; on libvirt's test driver with every
-    path under @tmp, or (real=True) in host a's mount namespace on its
-    libvirtd."""
+    path under @tmp, or (real=True) in test host @ns's mount namespace on
+    its libvirtd.  @extra: more GROUP.KEY=VALUE for its configuration."""
 
-    def __init__(self, tmp, host, real=False):
+    def __init__(self, tmp, host, real=False, ns="a", extra=()):
         self.host = host
         self.log = os.path.join(tmp, host + ".log")
         self.conf = os.path.join(tmp, host + ".conf")
@@ -123,12 +123,13 @@ class Worker:
             keys = ["libvirt.uri=test:///default", "libvirt.images_dir=%s/images" % d,
                     "libvirt.console_dir=%s/console" % d, "libvirt.state_dir=%s/swtpm" % d,
                     "store.pool_dir=%s/pools" % d, "store.kept_dir=%s/kept" % d]
-        r = sh('vt_vtpmd_conf "$@"', self.conf, "worker.host=" + host, *keys)
+        r = sh('vt_vtpmd_conf "$@"', self.conf, "worker.host=" + host, *keys, *extra)
         if r.returncode != 0:
             raise RuntimeError("vt_vtpmd_conf: " + r.stderr)
         argv = [VTPMD, "--config", self.conf, "--log-file", self.log]
         if real:
-            pid = open(os.path.join(os.environ["VT_HOST_A_ROOT"], "run/libvirtd.pid")).read()
+            root = os.environ["VT_HOST_%s_ROOT" % ns.upper()]
+            pid = open(os.path.join(root, "run/libvirtd.pid")).read()
             argv = ["nsenter", "--mount=/proc/%d/ns/mnt" % int(pid), "--"] + argv
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.log + ".err", "w"))
