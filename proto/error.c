@@ -62,7 +62,10 @@ vtpm_fault_retryable(vtpm_fault code)
     return faults[code].retryable;
 }
 
-static int
+/* The attribute lets clang check that callers pass a format (its
+ * -Wformat-nonliteral, on in the fuzzing build, wants it on a va_list
+ * forwarder). */
+static int G_GNUC_PRINTF(4, 0)
 error_vset(vtpm_error *err, bool final, vtpm_fault code, const char *fmt, va_list ap)
 {
     if (code == VTPM_FAULT_NONE)
