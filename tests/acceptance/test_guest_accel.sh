@@ -99,6 +99,12 @@ fi
 # VT_BOOT_TIMEOUT and show what there is to see.
 uuid=$(cat /proc/sys/kernel/random/uuid)
 if call compute-a spawn "$(instance "$uuid" "console=ttyS0 rdinit=/no-such-init init=/no-such-init")"; then
+    # The panic first (how long the kernel takes to get there depends on
+    # the machine's load), then the wait that must give up.
+    for _ in $(seq 1 $((boot_timeout * 2))); do
+        grep -q 'Kernel panic' "$(console_log a "$uuid")" 2>/dev/null && break
+        sleep 0.5
+    done
     t0=$(now_ms)
     out=$(boot_timeout=15 boot_and_read a "$uuid" "hung guest")
     rc=$?
