@@ -27,7 +27,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/tap.sh"
 meson introspect "$BUILD" --buildoptions > "$tmp/options.json"
 opt() {
     python3 -c 'import json, sys
-print(next(o["value"] for o in json.load(open(sys.argv[1])) if o["name"] == sys.argv[2]))' \
+v = next(o["value"] for o in json.load(open(sys.argv[1])) if o["name"] == sys.argv[2])
+print(",".join(v) if isinstance(v, list) else v)' \
         "$tmp/options.json" "$1"
 }
 prefix=$(opt prefix)
@@ -140,13 +141,18 @@ if command -v c++ > /dev/null; then
         eval 'echo "#include <vtpm/client.h>" | c++ -Wall -Wextra -Werror -fsyntax-only \
               -I"$D$includedir" -x c++ - > "$OUT" 2> "$ERR"'
 fi
-# The example of docs/client.md, as its users build it.
+# The example of docs/client.md, as its users build it. A sanitized build's
+# library needs the sanitizer runtime loaded first, so the example of such a
+# build is compiled with the same -fsanitize (as any program linking it).
+sanitize=$(opt b_sanitize)
+sanflags=
+[ "$sanitize" = none ] || sanflags="-fsanitize=$sanitize"
 export PKG_CONFIG_SYSROOT_DIR=$D PKG_CONFIG_PATH=$D$libdir/pkgconfig
 check "pkg-config vtpmclient: -I and -L of the installed tree, -lvtpmclient" \
     eval 'pkg-config --cflags --libs vtpmclient > "$OUT" 2> "$ERR" &&
           grep -q -- "-I$D$includedir" "$OUT" && grep -q -- "-L$D$libdir" "$OUT" && grep -q -- "-lvtpmclient" "$OUT"'
-check "the example compiles and links against the installed library (cc -std=c99 \$(pkg-config ...))" \
-    eval 'cc -std=c99 -Wall -Wextra -Werror "$SRC/docs/examples/client-call.c" \
+check "the example compiles and links against the installed library (cc -std=c99 $sanflags \$(pkg-config ...))" \
+    eval 'cc -std=c99 -Wall -Wextra -Werror $sanflags "$SRC/docs/examples/client-call.c" \
           $(pkg-config --cflags --libs vtpmclient) -o "$tmp/client-call" > "$OUT" 2> "$ERR"'
 unset PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_PATH
 check "the example runs on the installed libvtpmclient.so.0" \
