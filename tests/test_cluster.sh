@@ -46,7 +46,7 @@ trap cleanup EXIT
 cl_env() {
     local d=$VT_ROOT/rabbitmq
     export HOME=$d RABBITMQ_NODENAME=${CL_NODE[$1]} RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-    export RABBITMQ_NODE_PORT=${CL_PORT[$1]} RABBITMQ_DIST_PORT=$((CL_PORT[$1] + 20000))
+    export RABBITMQ_NODE_PORT=${CL_PORT[$1]} RABBITMQ_DIST_PORT=$(vt_dist_port "${CL_PORT[$1]}")
     export RABBITMQ_MNESIA_BASE=$d/mnesia RABBITMQ_LOG_BASE=$d/log RABBITMQ_PID_FILE=$d/pid.$1
     export RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins RABBITMQ_CONFIG_FILE=$d/rabbitmq
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"

@@ -44,18 +44,26 @@ vt_init() {
     export VT_ROOT
 }
 
-# A TCP port nobody listens on (best effort; the range avoids ephemeral ports).
+# A TCP port nobody listens on (best effort), whose Erlang distribution port
+# (vt_dist_port) is free too. Both stay below Linux's ephemeral range
+# (32768-60999 by default): a broker's distribution port up there lost a race
+# with some client's outgoing connection ("dist_port_already_used ...
+# not_erlang") when suites ran side by side.
 vt_free_port() {
     local p
     for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 10000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        p=$((20000 + RANDOM % 6000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
+           ! (exec 3<>"/dev/tcp/127.0.0.1/$(vt_dist_port "$p")") 2>/dev/null; then
             echo "$p"
             return 0
         fi
     done
     vt_die "no free TCP port"
 }
+
+# The Erlang distribution port of a broker node listening on AMQP port $1.
+vt_dist_port() { echo $(($1 + 6000)); }
 
 # ---- RabbitMQ ---------------------------------------------------------------
 
@@ -65,7 +73,7 @@ vt_rmq_env() {
     export RABBITMQ_NODENAME=$VT_RMQ_NODE
     export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
     export RABBITMQ_NODE_PORT=$VT_RMQ_PORT
-    export RABBITMQ_DIST_PORT=$((VT_RMQ_PORT + 20000))
+    export RABBITMQ_DIST_PORT=$(vt_dist_port "$VT_RMQ_PORT")
     export RABBITMQ_MNESIA_BASE=$d/mnesia
     export RABBITMQ_LOG_BASE=$d/log
     export RABBITMQ_PID_FILE=$d/pid
