@@ -160,15 +160,28 @@ start_pool(virStoragePoolPtr p, const char *name, vtpm_error *err)
                                "reading state of storage pool %s", name);
     if (active)
         return 0;
-    if (virStoragePoolCreate(p, 0) < 0) {
+    if (virStoragePoolCreate(p, 0) == 0)
+        return 0;
+    /* Two workers moving TPMs to this host at once both find the pool
+     * inactive; the loser's create fails while the winner's is still
+     * starting it ("is starting up"). Wait for the winner. The error is
+     * kept first: every libvirt call resets it, and the fault said
+     * "unknown libvirt error" when the pool never came up. */
+    vtpm_error failed;
+
+    vtpm_virt_error(NULL, VTPM_FAULT_HYPERVISOR_ERROR, &failed,
+                    "starting storage pool %s", name);
+    for (int i = 0; i < REFRESH_TRIES; i++) {
         if (virStoragePoolIsActive(p) == 1) {
             virResetLastError();
             return 0;
         }
-        return vtpm_virt_error(NULL, VTPM_FAULT_HYPERVISOR_ERROR, err,
-                               "starting storage pool %s", name);
+        g_usleep(REFRESH_WAIT_US);
     }
-    return 0;
+    virResetLastError();
+    if (err)
+        *err = failed;
+    return -(int)failed.code;
 }
 
 /* Define, build, start and autostart a new pool.  *out is the pool of
