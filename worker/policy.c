@@ -4,8 +4,8 @@
 
 #include "policy.h"
 
-#define SRC_FLAVOR "flavor extra spec"
-#define SRC_IMAGE "image property"
+#define SRC_FLAVOR VTPM_POLICY_SRC_FLAVOR
+#define SRC_IMAGE VTPM_POLICY_SRC_IMAGE
 
 #define KEY_VERSION_FLAVOR "hw:tpm_version"
 #define KEY_VERSION_IMAGE "hw_tpm_version"
@@ -224,6 +224,19 @@ unique_value(GHashTable *specs, GHashTable *props, const char *fkey, const char 
         *out = i;
     else
         *out = (setting){ 0 };
+    return 0;
+}
+
+int
+vtpm_policy_unique_value(GHashTable *extra_specs, GHashTable *image_props, const char *fkey,
+                         const char *ikey, vtpm_policy_value *out, vtpm_error *err)
+{
+    setting s;
+    int rc = unique_value(extra_specs, image_props, fkey, ikey, norm_none, &s, err);
+
+    if (rc < 0)
+        return rc;
+    *out = (vtpm_policy_value){ s.source, s.key, s.value };
     return 0;
 }
 

@@ -60,6 +60,25 @@ size_t vtpm_policy_required_traits(const vtpm_device *dev, const char *out[3]);
 
 bool vtpm_device_equal(const vtpm_device *a, const vtpm_device *b);
 
+/* How faults name where a value came from. */
+#define VTPM_POLICY_SRC_FLAVOR "flavor extra spec"
+#define VTPM_POLICY_SRC_IMAGE "image property"
+
+/* One value of a flavor extra spec / image property pair, and where it
+ * came from (source NULL: neither sets it). */
+typedef struct {
+    const char *source; /* VTPM_POLICY_SRC_FLAVOR / _IMAGE */
+    const char *key;
+    const char *value;  /* borrowed from the tables */
+} vtpm_policy_value;
+
+/* Nova's _get_unique_flavor_image_meta for @fkey / @ikey, the rule every
+ * vTPM key follows too: FlavorImageConflict when both are non-empty and
+ * differ (naming both); else the flavor's value unless it is empty, else
+ * the image's (even an empty one, which the caller then refuses). */
+int vtpm_policy_unique_value(GHashTable *extra_specs, GHashTable *image_props, const char *fkey,
+                             const char *ikey, vtpm_policy_value *out, vtpm_error *err);
+
 /* "1.2" / "2.0" (NULL for NONE), "tpm-tis" / "tpm-crb", "user" / "host" / "deployment" */
 const char *vtpm_version_str(vtpm_version v);
 const char *vtpm_model_str(vtpm_model m);
