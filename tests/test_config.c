@@ -73,6 +73,8 @@ config_equal(const vtpm_config *a, const vtpm_config *b)
            a->libvirt.shutdown_timeout == b->libvirt.shutdown_timeout &&
            g_strcmp0(a->libvirt.migration_uri_template, b->libvirt.migration_uri_template) == 0 &&
            g_strcmp0(a->libvirt.state_dir, b->libvirt.state_dir) == 0 &&
+           g_strcmp0(a->libvirt.uefi_loader, b->libvirt.uefi_loader) == 0 &&
+           g_strcmp0(a->libvirt.uefi_nvram_template, b->libvirt.uefi_nvram_template) == 0 &&
            g_strcmp0(a->store.uri, b->store.uri) == 0 &&
            g_strcmp0(a->store.shelve_pool, b->store.shelve_pool) == 0 &&
            g_strcmp0(a->store.incoming_pool, b->store.incoming_pool) == 0 &&
@@ -118,6 +120,8 @@ test_defaults(void **state)
     assert_int_equal(c->libvirt.shutdown_timeout, 60);
     assert_string_equal(c->libvirt.migration_uri_template, "qemu+tls://%s/system");
     assert_string_equal(c->libvirt.state_dir, "/var/lib/libvirt/swtpm");
+    assert_null(c->libvirt.uefi_loader);
+    assert_null(c->libvirt.uefi_nvram_template);
     assert_null(c->store.uri);
     assert_string_equal(c->store.shelve_pool, "vtpm-shelved");
     assert_string_equal(c->store.incoming_pool, "vtpm-incoming");
@@ -143,7 +147,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 36);
+    assert_int_equal(n, 38);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -191,9 +195,10 @@ test_table_defaults_match(void **state)
         group = keys[i].group;
         g_string_append_printf(all, "%s=%s\n", keys[i].key, keys[i].dflt);
     }
-    /* failover_urls, cacert, cert, key, host, store uri, deployment_key_file,
-     * previous_deployment_key_file, metrics textfile */
-    assert_int_equal(unset, 9);
+    /* failover_urls, cacert, cert, key, host, uefi_loader, uefi_nvram_template,
+     * store uri, deployment_key_file, previous_deployment_key_file, metrics
+     * textfile */
+    assert_int_equal(unset, 11);
 
     {
         g_autoptr(vtpm_config) c = load_ok(all->str);
@@ -236,6 +241,8 @@ static const char full_conf[] =
     "shutdown_timeout = 3600\n"
     "migration_uri_template = qemu+ssh://%s/system?keyfile=/k\n"
     "state_dir = /srv/swtpm\n"
+    "uefi_loader = /srv/ovmf/CODE.secboot.fd\n"
+    "uefi_nvram_template = /srv/ovmf/VARS.own-keys.fd\n"
     "[store]\n"
     "uri = qemu:///session\n"
     "shelve_pool = shelf\n"
@@ -292,6 +299,8 @@ test_every_key(void **state)
     assert_int_equal(c->libvirt.shutdown_timeout, 3600);
     assert_string_equal(c->libvirt.migration_uri_template, "qemu+ssh://%s/system?keyfile=/k");
     assert_string_equal(c->libvirt.state_dir, "/srv/swtpm");
+    assert_string_equal(c->libvirt.uefi_loader, "/srv/ovmf/CODE.secboot.fd");
+    assert_string_equal(c->libvirt.uefi_nvram_template, "/srv/ovmf/VARS.own-keys.fd");
     assert_string_equal(c->store.uri, "qemu:///session");
     assert_string_equal(c->store.shelve_pool, "shelf");
     assert_string_equal(c->store.incoming_pool, "inbox");
@@ -564,6 +573,17 @@ test_errors(void **state)
         { "[amqp]\ncacert=/ca\nkey=/k\n",
           "/etc/vtpmd.conf:3: [amqp] key: cert and key go together" },
         { "[amqp]\ncert=/c\n", "/etc/vtpmd.conf:2: [amqp] cert: cert and key go together" },
+        { "[libvirt]\nuefi_loader=/o/CODE.fd\n",
+          "/etc/vtpmd.conf:2: [libvirt] uefi_loader: uefi_loader and uefi_nvram_template go "
+          "together" },
+        { "[libvirt]\n\nuefi_nvram_template=/o/VARS.fd\n",
+          "/etc/vtpmd.conf:3: [libvirt] uefi_nvram_template: uefi_loader and "
+          "uefi_nvram_template go together" },
+        { "[libvirt]\nuefi_loader=/o/CODE.fd\nuefi_nvram_template=\n",
+          "/etc/vtpmd.conf:2: [libvirt] uefi_loader: uefi_loader and uefi_nvram_template go "
+          "together" },
+        { "[libvirt]\nuefi_loader=OVMF_CODE.fd\nuefi_nvram_template=/o/VARS.fd\n",
+          "/etc/vtpmd.conf:2: [libvirt] uefi_loader: 'OVMF_CODE.fd' is not an absolute path" },
         /* the first error in file order wins */
         { "[worker]\nworkers=0\nworkers=4\n[nope]\n",
           "/etc/vtpmd.conf:2: [worker] workers: 0 is out of range 1..256" },
@@ -971,6 +991,7 @@ test_sample_loads(void **state)
     assert_string_equal(all_on->store.uri, "qemu:///system");
     assert_string_equal(all_on->vtpm.deployment_key_file, "/etc/vtpmd/deployment.key");
     assert_string_equal(all_on->metrics.textfile, "/var/lib/prometheus/node-exporter/vtpmd.prom");
+    assert_string_equal(all_on->libvirt.uefi_loader, "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd");
     assert_int_equal(all_on->worker.workers, dflt->worker.workers);
 }
 

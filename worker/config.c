@@ -113,6 +113,14 @@ static const spec specs[] = {
     { KEY("libvirt", "state_dir", "string", "/var/lib/libvirt/swtpm",
           "Root of libvirt's swtpm state (absolute path)."),
       K_PATH, F(libvirt.state_dir) },
+    { KEY("libvirt", "uefi_loader", "string", NULL,
+          "UEFI firmware of Secure Boot guests (absolute path; with uefi_nvram_template); unset: "
+          "libvirt's auto-selection from QEMU's firmware descriptors."),
+      K_PATH, F(libvirt.uefi_loader), .empty_unsets = true },
+    { KEY("libvirt", "uefi_nvram_template", "string", NULL,
+          "Variable store template of Secure Boot guests, with uefi_loader: the keys they "
+          "enroll (absolute path)."),
+      K_PATH, F(libvirt.uefi_nvram_template), .empty_unsets = true },
 
     { KEY("store", "uri", "string", NULL,
           "libvirt URI of the storage holding vTPM state (default: [libvirt] uri)."),
@@ -574,6 +582,15 @@ check_combination(scan *sc, const vtpm_config *cfg, vtpm_error *err)
                               "%u of [amqp] url",
                               sc->name, line_of(sc, "amqp", "failover_urls"),
                               VTPM_AMQP_NODES_MAX, url.nodes);
+    /* A loader needs its variable store template: libvirt does not
+     * guess one for a loader it did not select itself. */
+    if (!cfg->libvirt.uefi_loader != !cfg->libvirt.uefi_nvram_template) {
+        const char *has = cfg->libvirt.uefi_loader ? "uefi_loader" : "uefi_nvram_template";
+
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "%s:%u: [libvirt] %s: uefi_loader and uefi_nvram_template go "
+                              "together", sc->name, line_of(sc, "libvirt", has), has);
+    }
     if (!cfg->amqp.cert != !cfg->amqp.key) {
         const char *has = cfg->amqp.cert ? "cert" : "key";
 

@@ -44,6 +44,8 @@ typedef struct {
         unsigned shutdown_timeout; /* seconds */
         char *migration_uri_template; /* "%s" = dest_host */
         char *state_dir;  /* libvirt's swtpm state root */
+        char *uefi_loader;         /* Secure Boot guests' firmware; NULL: auto-selection */
+        char *uefi_nvram_template; /* ... and its variable store template */
     } libvirt;
     struct {
         char *uri;           /* NULL: [libvirt] uri */
