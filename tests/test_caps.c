@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,13 +21,17 @@
 #define ALL_SECRETS \
     ((1u << VTPM_SECRET_USER) | (1u << VTPM_SECRET_HOST) | (1u << VTPM_SECRET_DEPLOYMENT))
 
-/* Index into this table = bit in the "provided" masks below. */
+/* Index into this table = bit in the "provided" masks below: the vTPM
+ * traits (the first NTPM), then the firmware traits. */
 static const char *const all_traits[] = {
     VTPM_TRAIT_TPM_1_2,      VTPM_TRAIT_TPM_2_0,      VTPM_TRAIT_TPM_TIS,
     VTPM_TRAIT_TPM_CRB,      VTPM_TRAIT_SECRET_USER,  VTPM_TRAIT_SECRET_HOST,
-    VTPM_TRAIT_SECRET_DEPLOYMENT,
+    VTPM_TRAIT_SECRET_DEPLOYMENT, VTPM_TRAIT_FIRMWARE_UEFI, VTPM_TRAIT_UEFI_SECURE_BOOT,
 };
-enum { B12 = 1, B20 = 2, BTIS = 4, BCRB = 8, BUSER = 16, BHOST = 32, BDEPL = 64, BALL = 127 };
+enum {
+    B12 = 1, B20 = 2, BTIS = 4, BCRB = 8, BUSER = 16, BHOST = 32, BDEPL = 64, BTPM = 127,
+    BUEFI = 128, BSB = 256, BFW = BUEFI | BSB, BALL = BTPM | BFW, NTPM = 7
+};
 
 static char *
 fixture(const char *name)
@@ -219,6 +224,10 @@ good_facts(vtpm_host_facts *f, vtpm_caps_config *cfg)
         .backends = PASS_BIT | EMU_BIT | EXT_BIT,
         .versions_listed = true,
         .versions = V12_BIT | V20_BIT,
+        /* Debian 12 with the ovmf package */
+        .firmware = { .domcaps_read = true, .machine = "pc-q35-7.2", .efi_autoselect = true,
+                      .pflash = true, .secure = true, .descriptors = 3, .plain_uefi = true,
+                      .secure_enrolled = true },
     };
     *cfg = (vtpm_caps_config){
         .swtpm_enabled = true,
@@ -254,8 +263,9 @@ MUT(m_no_group, f->have_swtpm_group = false; c->swtpm_group = "swtpm")
 MUT(m_group_unset, c->swtpm_group = ""; f->have_swtpm_group = false)
 MUT(m_no_domcaps, f->domcaps_read = false; f->tpm_supported = false; f->models = 0;
     f->backends = 0; f->versions_listed = false; f->versions = 0;
-    f->domcaps_error = g_strdup("this function is not supported by the connection driver"))
-MUT(m_domcaps_unread, f->domcaps_read = false)
+    f->domcaps_error = g_strdup("this function is not supported by the connection driver");
+    f->firmware.domcaps_read = false)
+MUT(m_domcaps_unread, f->domcaps_read = false; f->firmware.domcaps_read = false)
 MUT(m_tpm_unsupported, f->tpm_supported = false; f->models = 0; f->backends = 0;
     f->versions_listed = false; f->versions = 0)
 MUT(m_no_emulator, f->backends = PASS_BIT | EXT_BIT)
@@ -273,6 +283,17 @@ MUT(m_empty_key, c->deployment_key_file = "")
 MUT(m_no_deployment_at_all, c->secret_modes = 1u << VTPM_SECRET_HOST; c->deployment_key_file = NULL)
 MUT(m_several, c->swtpm_enabled = false; f->have_swtpm_setup = false; f->qemu_version = 2010000;
     f->models = TIS_BIT)
+MUT(m_no_ovmf, f->firmware.efi_autoselect = false; f->firmware.secure = false;
+    f->firmware.descriptors = 0; f->firmware.plain_uefi = false;
+    f->firmware.secure_enrolled = false)
+MUT(m_no_enrolled, f->firmware.secure_enrolled = false)
+MUT(m_pinned, c->firmware.loader = "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd";
+    c->firmware.nvram_template = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+    f->firmware.pinned = true; f->firmware.loader_secure = true;
+    f->firmware.secure_enrolled = false)
+MUT(m_pinned_unreadable, c->firmware.loader = "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd";
+    c->firmware.nvram_template = "/srv/keys/VARS.fd"; f->firmware.pinned = true;
+    f->firmware.loader_secure = true; f->firmware.template_errno = EACCES)
 
 typedef struct {
     const char *name;
@@ -281,32 +302,42 @@ typedef struct {
     const char *reason[3];    /* each missing trait's reason holds these */
     const char *specific;     /* and the reason of this trait ... */
     const char *specific_has; /* ... holds this */
+    const char *fw_reason;    /* each missing firmware trait's reason holds this */
 } eval_case;
+
+#define FW(s) .fw_reason = s
 
 static const eval_case eval_cases[] = {
     { "all good", m_none, BALL },
-    { "swtpm disabled", m_disabled, 0,
+    /* The firmware traits do not depend on swtpm. */
+    { "swtpm disabled", m_disabled, BFW,
       { "[libvirt] swtpm_enabled is false (set it to true to offer vTPM)" } },
-    { "libvirt too old", m_libvirt_old, 0, { "libvirt 4.4.0 is older than 4.5.0" } },
-    { "libvirt 4.5.0 is enough", m_libvirt_min, BALL },
-    { "QEMU too old", m_qemu_old, 0, { "QEMU 2.10.0 is older than 2.11.0" } },
-    { "QEMU 2.11.0 is enough", m_qemu_min, BALL },
-    { "QEMU unknown", m_qemu_unknown, 0, { "QEMU version unknown" } },
-    { "aarch64", m_arch_arm, 0, { "aarch64 is not x86_64" } },
-    { "i686", m_arch_i686, 0, { "i686 is not x86_64" } },
-    { "arch unknown", m_arch_unknown, 0, { "host architecture unknown" } },
-    { "no swtpm", m_no_swtpm, 0, { "swtpm not found in PATH (install swtpm)" } },
-    { "no swtpm_setup", m_no_setup, 0, { "swtpm_setup not found in PATH (install swtpm-tools)" } },
-    { "no swtpm user", m_no_user, 0, { "swtpm_user 'tss' does not exist" } },
-    { "swtpm user unset", m_user_unset, 0, { "[libvirt] swtpm_user is not set" } },
-    { "no swtpm group", m_no_group, 0, { "swtpm_group 'swtpm' does not exist" } },
-    { "swtpm group unset", m_group_unset, 0, { "[libvirt] swtpm_group is not set" } },
+    { "libvirt too old", m_libvirt_old, 0, { "libvirt 4.4.0 is older than 4.5.0" },
+      FW("libvirt 4.4.0 is older than 7.2.0 (UEFI guests)") },
+    { "libvirt 4.5.0 is enough for a vTPM", m_libvirt_min, BTPM, .fw_reason = "older than 7.2.0" },
+    { "QEMU too old", m_qemu_old, 0, { "QEMU 2.10.0 is older than 2.11.0" },
+      FW("QEMU 2.10.0 is older than 4.1.0") },
+    { "QEMU 2.11.0 is enough for a vTPM", m_qemu_min, BTPM, FW("QEMU 2.11.0 is older than 4.1.0") },
+    { "QEMU unknown", m_qemu_unknown, 0, { "QEMU version unknown" }, FW("QEMU version unknown") },
+    { "aarch64", m_arch_arm, 0, { "aarch64 is not x86_64" }, FW("aarch64 is not x86_64") },
+    { "i686", m_arch_i686, 0, { "i686 is not x86_64" }, FW("i686 is not x86_64") },
+    { "arch unknown", m_arch_unknown, 0, { "host architecture unknown" },
+      FW("host architecture unknown") },
+    { "no swtpm", m_no_swtpm, BFW, { "swtpm not found in PATH (install swtpm)" } },
+    { "no swtpm_setup", m_no_setup, BFW, { "swtpm_setup not found in PATH (install swtpm-tools)" } },
+    { "no swtpm user", m_no_user, BFW, { "swtpm_user 'tss' does not exist" } },
+    { "swtpm user unset", m_user_unset, BFW, { "[libvirt] swtpm_user is not set" } },
+    { "no swtpm group", m_no_group, BFW, { "swtpm_group 'swtpm' does not exist" } },
+    { "swtpm group unset", m_group_unset, BFW, { "[libvirt] swtpm_group is not set" } },
     { "no domcaps", m_no_domcaps, 0,
-      { "domain capabilities unavailable: this function is not supported" } },
+      { "domain capabilities unavailable: this function is not supported" },
+      FW("domain capabilities unavailable: this function is not supported") },
     { "domcaps unread, no error recorded", m_domcaps_unread, 0,
-      { "domain capabilities unavailable: not read" } },
-    { "tpm unsupported", m_tpm_unsupported, 0, { "domain capabilities do not report TPM support" } },
-    { "no emulator backend", m_no_emulator, 0,
+      { "domain capabilities unavailable: not read" },
+      FW("domain capabilities unavailable: not read") },
+    { "tpm unsupported", m_tpm_unsupported, BFW,
+      { "domain capabilities do not report TPM support" } },
+    { "no emulator backend", m_no_emulator, BFW,
       { "domain capabilities do not list the emulator TPM backend" } },
     { "tpm-tis only", m_tis_only, BALL & ~BCRB, { "tpm-crb not in domain capabilities' TPM models" } },
     { "tpm-crb only", m_crb_only, BALL & ~BTIS, { "tpm-tis not in domain capabilities' TPM models" } },
@@ -322,7 +353,7 @@ static const eval_case eval_cases[] = {
     { "user mode only", m_user_mode_only, BALL & ~(BHOST | BDEPL),
       { "not in [vtpm] supported_secret_security" }, VTPM_TRAIT_SECRET_HOST,
       "secret security 'host'" },
-    { "no modes", m_no_modes, B12 | B20 | BTIS | BCRB, { "supported_secret_security" },
+    { "no modes", m_no_modes, B12 | B20 | BTIS | BCRB | BFW, { "supported_secret_security" },
       VTPM_TRAIT_SECRET_USER, "secret security 'user'" },
     { "no deployment key", m_no_key, BALL & ~BDEPL, { "[vtpm] deployment_key_file is not set" } },
     { "empty deployment key", m_empty_key, BALL & ~BDEPL, { "[vtpm] deployment_key_file is not set" } },
@@ -335,7 +366,13 @@ static const eval_case eval_cases[] = {
         "than 2.11.0; swtpm_setup not found in PATH (install swtpm-tools)" },
       VTPM_TRAIT_TPM_CRB,
       "swtpm_setup not found in PATH (install swtpm-tools); tpm-crb not in domain "
-      "capabilities' TPM models" },
+      "capabilities' TPM models", FW("QEMU 2.10.0 is older than 4.1.0") },
+    { "no OVMF", m_no_ovmf, BTPM, FW("install the ovmf package") },
+    { "no descriptor with enrolled keys", m_no_enrolled, BALL & ~BSB,
+      FW("offers Secure Boot with enrolled keys") },
+    { "the snakeoil pair pinned", m_pinned, BALL },
+    { "a pinned template vtpmd cannot read", m_pinned_unreadable, BALL & ~BSB,
+      FW("[libvirt] uefi_nvram_template /srv/keys/VARS.fd: Permission denied") },
 };
 
 static void
@@ -352,6 +389,12 @@ check_caps(const eval_case *c, const vtpm_caps *caps)
         if (has) {
             provided |= 1u << t;
             nprovided++;
+            continue;
+        }
+        if (t >= NTPM) {
+            if (!c->fw_reason || !strstr(reason, c->fw_reason))
+                fail_msg("%s: %s: \"%s\" lacks \"%s\"", c->name, all_traits[t], reason,
+                         c->fw_reason);
             continue;
         }
         for (size_t k = 0; k < G_N_ELEMENTS(c->reason) && c->reason[k]; k++) {
@@ -399,6 +442,7 @@ static void
 test_evaluate_all_good_list(void **state)
 {
     static const char *const sorted[] = {
+        "COMPUTE_FIRMWARE_UEFI",
         "COMPUTE_SECURITY_TPM_1_2",
         "COMPUTE_SECURITY_TPM_2_0",
         "COMPUTE_SECURITY_TPM_CRB",
@@ -406,6 +450,7 @@ test_evaluate_all_good_list(void **state)
         "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST",
         "COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER",
         "COMPUTE_SECURITY_TPM_TIS",
+        "COMPUTE_SECURITY_UEFI_SECURE_BOOT",
     };
     vtpm_host_facts f;
     vtpm_caps_config cfg;
@@ -422,7 +467,7 @@ test_evaluate_all_good_list(void **state)
     for (size_t i = 0; i < G_N_ELEMENTS(sorted); i++)
         assert_string_equal(caps->traits->pdata[i], sorted[i]);
     assert_int_equal(g_hash_table_size(caps->missing), 0);
-    assert_false(vtpm_caps_has_trait(caps, "COMPUTE_SECURITY_UEFI_SECURE_BOOT"));
+    assert_false(vtpm_caps_has_trait(caps, "COMPUTE_SECURITY_SEV"));
     assert_false(vtpm_caps_has_trait(NULL, VTPM_TRAIT_TPM_2_0));
 }
 
@@ -571,7 +616,7 @@ test_pack_roundtrip_good(void **state)
     assert_str(map_get(root, "qemu_version"), "7.2.0");
     assert_str_array(map_get(root, "traits"), (const char *const *)caps->traits->pdata,
                      caps->traits->len);
-    assert_int_equal(map_get(root, "traits")->via.array.size, 7);
+    assert_int_equal(map_get(root, "traits")->via.array.size, 9);
     assert_int_equal(map_get(root, "missing")->type, MSGPACK_OBJECT_MAP);
     assert_int_equal(map_get(root, "missing")->via.map.size, 0);
     tpm = map_get(root, "tpm");
@@ -618,7 +663,8 @@ test_pack_roundtrip_missing(void **state)
     assert_int_equal(map_get(root, "qemu_version")->type, MSGPACK_OBJECT_NIL);
     assert_int_equal(map_get(root, "traits")->via.array.size, 0);
     missing = map_get(root, "missing");
-    assert_int_equal(missing->via.map.size, 7);
+    /* QEMU unknown, arch unknown: the firmware traits are missing too */
+    assert_int_equal(missing->via.map.size, 9);
     for (uint32_t i = 0; i < missing->via.map.size; i++) {
         const msgpack_object_kv *kv = &missing->via.map.ptr[i];
         g_autofree char *key = g_strndup(kv->key.via.str.ptr, kv->key.via.str.size);
@@ -708,7 +754,8 @@ test_fixtures_evaluated(void **state)
         f.versions_listed = false;
         assert_int_equal(vtpm_caps_parse_domcaps(xml, &f, &err), 0);
         caps = vtpm_caps_evaluate_take("h", &f, &cfg);
-        for (size_t t = 0; t < G_N_ELEMENTS(all_traits); t++) {
+        /* The vTPM traits: the firmware ones are test_firmware's. */
+        for (size_t t = 0; t < NTPM; t++) {
             const char *reason = g_hash_table_lookup(caps->missing, all_traits[t]);
 
             if (vtpm_caps_has_trait(caps, all_traits[t]))
@@ -717,9 +764,9 @@ test_fixtures_evaluated(void **state)
                 fail_msg("%s: %s: \"%s\" lacks \"%s\"", cases[i].file, all_traits[t], reason,
                          cases[i].reason);
         }
-        if (provided != cases[i].provided)
+        if (provided != (cases[i].provided & BTPM))
             fail_msg("%s: provided %#x, expected %#x", cases[i].file, provided,
-                     cases[i].provided);
+                     cases[i].provided & BTPM);
     }
 }
 

@@ -31,9 +31,14 @@ CRB=COMPUTE_SECURITY_TPM_CRB
 USER=COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER
 HOST=COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST
 DEPL=COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT
-export T12 T20 TIS CRB USER HOST DEPL
+UEFI=COMPUTE_FIRMWARE_UEFI
+SB=COMPUTE_SECURITY_UEFI_SECURE_BOOT
+export T12 T20 TIS CRB USER HOST DEPL UEFI SB
 TPM_TRAITS="[T12, T20, TIS, CRB]"
 ALL_TRAITS="[T12, T20, TIS, CRB, USER, HOST, DEPL]"
+# The firmware traits do not depend on the vTPM settings: the machine has
+# the ovmf package (tools/install-deps), so every configuration offers them.
+FW="[UEFI, SB]"
 
 # ---- harness -----------------------------------------------------------------
 
@@ -51,7 +56,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/tap.sh"
 coproc PY {
     exec python3 -u -c '
 import json, os, sys
-names = {k: os.environ[k] for k in ("T12", "T20", "TIS", "CRB", "USER", "HOST", "DEPL")}
+names = {k: os.environ[k] for k in ("T12", "T20", "TIS", "CRB", "USER", "HOST", "DEPL", "UEFI",
+                                    "SB")}
 for line in sys.stdin:
     path, expr = line.rstrip("\n").split("\t", 1)
     try:
@@ -97,8 +103,8 @@ swtpm_enabled = true'
 caps enabled "$ENABLED"
 check "enabled: exit 0 with JSON on stdout" eval 'rc_is 0 && js "isinstance(d, dict)"'
 check "enabled: host is [worker] host" js "d['host'] == 'caps-live-a'"
-check "enabled: offers TPM 1.2, 2.0, TIS, CRB, secret security user and host" \
-    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER, HOST])"
+check "enabled: offers TPM 1.2, 2.0, TIS, CRB, secret security user and host, UEFI, Secure Boot" \
+    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER, HOST] + $FW)"
 check "enabled: only DEPLOYMENT missing, because it is not configured" \
     js "list(m) == [DEPL] and 'deployment' in m[DEPL] and 'supported_secret_security' in m[DEPL]"
 check "enabled: libvirt_version 9.0.0" js "d['libvirt_version'] == '9.0.0'"
@@ -131,7 +137,7 @@ fi
 caps disabled '[libvirt]
 swtpm_enabled = false'
 check "disabled: exit 0" rc_is 0
-check "disabled: no traits" js "d['traits'] == []"
+check "disabled: no vTPM traits, the firmware ones still" js "sorted(d['traits']) == sorted($FW)"
 check "disabled: all 7 traits missing" js "sorted(m) == sorted($ALL_TRAITS)"
 check "disabled: every reason mentions swtpm_enabled" \
     js "all('swtpm_enabled' in v for v in m.values())"
@@ -143,8 +149,8 @@ check "disabled: host facts still reported" \
 printf '' > "$tmp/empty.conf"
 timeout 120 "$V" capabilities --connect "$URI" --config "$tmp/empty.conf" > "$OUT" 2> "$ERR"
 RC=$?
-check "empty config (default): no traits, reasons mention swtpm_enabled" \
-    eval 'rc_is 0 && js "d[\"traits\"] == [] and all(\"swtpm_enabled\" in v for v in m.values())"'
+check "empty config (default): no vTPM traits, reasons mention swtpm_enabled" \
+    eval 'rc_is 0 && js "sorted(d[\"traits\"]) == sorted($FW) and all(\"swtpm_enabled\" in v for v in m.values())"'
 
 # ---- swtpm user / group that do not exist ----------------------------------
 
@@ -153,7 +159,7 @@ swtpm_user = nosuchuser"
 check "swtpm_user=nosuchuser: exit 0" rc_is 0
 check "swtpm_user=nosuchuser: no TPM traits" \
     js "not set(d['traits']) & set($TPM_TRAITS)"
-check "swtpm_user=nosuchuser: no traits at all" js "d['traits'] == []"
+check "swtpm_user=nosuchuser: no vTPM traits at all" js "sorted(d['traits']) == sorted($FW)"
 check "swtpm_user=nosuchuser: every reason names nosuchuser" \
     js "sorted(m) == sorted($ALL_TRAITS) and all('nosuchuser' in v for v in m.values())"
 check "swtpm_user=nosuchuser: reasons no longer mention swtpm_enabled" \
@@ -161,8 +167,8 @@ check "swtpm_user=nosuchuser: reasons no longer mention swtpm_enabled" \
 
 caps nogroup "$ENABLED
 swtpm_group = nosuchgroup"
-check "swtpm_group=nosuchgroup: no traits, every reason names nosuchgroup" \
-    eval 'rc_is 0 && js "d[\"traits\"] == [] and all(\"nosuchgroup\" in v for v in m.values())"'
+check "swtpm_group=nosuchgroup: no vTPM traits, every reason names nosuchgroup" \
+    eval 'rc_is 0 && js "sorted(d[\"traits\"]) == sorted($FW) and all(\"nosuchgroup\" in v for v in m.values())"'
 
 # ---- secret security modes --------------------------------------------------
 
@@ -174,7 +180,7 @@ check "supported_secret_security=user: HOST missing with a reason" \
     js "HOST not in d['traits'] and 'host' in m.get(HOST, '') and
         'supported_secret_security' in m[HOST]"
 check "supported_secret_security=user: USER and the TPM traits still offered" \
-    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER])"
+    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER] + $FW)"
 
 caps nokey "$ENABLED
 [vtpm]
@@ -192,7 +198,46 @@ supported_secret_security = user;host;deployment
 deployment_key_file = $tmp/deployment.key"
 check "deployment + deployment_key_file: exit 0" rc_is 0
 check "deployment + deployment_key_file: DEPLOYMENT offered" js "DEPL in d['traits']"
-check "deployment + deployment_key_file: all 7 traits, nothing missing" \
-    js "sorted(d['traits']) == sorted($ALL_TRAITS) and m == {}"
+check "deployment + deployment_key_file: all 9 traits, nothing missing" \
+    js "sorted(d['traits']) == sorted($ALL_TRAITS + $FW) and m == {}"
+
+# ---- UEFI and Secure Boot ----------------------------------------------------
+
+# What libvirtd itself says for q35: auto-selection offers efi, and a
+# secure loader.
+if virsh -q -c "$URI" domcapabilities --machine q35 > "$tmp/q35.xml" 2> "$tmp/q35.err"; then
+    check "virsh domcapabilities --machine q35: efi auto-selection and a secure loader" \
+        python3 -c '
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+fw = [v.text for v in r.findall("os/enum[@name=\"firmware\"]/value")]
+sec = [v.text for v in r.findall("os/loader/enum[@name=\"secure\"]/value")]
+sys.exit(0 if "efi" in fw and "yes" in sec else 1)' "$tmp/q35.xml"
+else
+    fail "virsh domcapabilities --machine q35 on host a"
+    sed 's/^/#   /' "$tmp/q35.err"
+fi
+
+# Debian's snakeoil test pair pinned: the loader is a link to the secboot
+# build a descriptor names.
+caps snakeoil "$ENABLED
+uefi_loader = /usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd
+uefi_nvram_template = /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
+check "snakeoil pair pinned: UEFI and Secure Boot offered" \
+    eval 'rc_is 0 && js "UEFI in d[\"traits\"] and SB in d[\"traits\"]"'
+
+# A plain (non Secure Boot) loader pinned: no Secure Boot, and why.
+caps plain "$ENABLED
+uefi_loader = /usr/share/OVMF/OVMF_CODE_4M.fd
+uefi_nvram_template = /usr/share/OVMF/OVMF_VARS_4M.fd"
+check "a plain loader pinned: Secure Boot missing, no descriptor says secure-boot; UEFI still" \
+    eval 'rc_is 0 && js "SB not in d[\"traits\"] and UEFI in d[\"traits\"] and
+          \"describes [libvirt] uefi_loader /usr/share/OVMF/OVMF_CODE_4M.fd\" in m.get(SB, \"\")"'
+
+caps notemplate "$ENABLED
+uefi_loader = /usr/share/OVMF/OVMF_CODE_4M.secboot.fd
+uefi_nvram_template = $tmp/no-such-vars.fd"
+check "a missing template pinned: Secure Boot missing, the reason names it" \
+    eval 'rc_is 0 && js "SB not in d[\"traits\"] and \"uefi_nvram_template $tmp/no-such-vars.fd: No such file\" in m.get(SB, \"\")"'
 
 tap_done

@@ -417,7 +417,9 @@ expect_usage "render-xml: stray argument -> exit 2" "unexpected argument 'extra'
 CAPS_SHAPE="sorted(d) == sorted(['host', 'arch', 'libvirt_version', 'qemu_version', 'traits',
             'missing', 'tpm', 'virt_type', 'virt_type_reason']) and isinstance(d['host'], str)
             and d['host'] != ''"
-MISSING_ALL="sorted(d['missing']) == sorted(traits) and
+# The vTPM traits and the firmware traits (the test driver offers neither).
+MISSING_ALL="sorted(d['missing']) == sorted(traits + ['COMPUTE_FIRMWARE_UEFI',
+             'COMPUTE_SECURITY_UEFI_SECURE_BOOT']) and
              all(isinstance(v, str) and v.strip() for v in d['missing'].values())"
 
 run capabilities --connect test:///default
@@ -426,16 +428,19 @@ check "capabilities: JSON with host, arch, versions, traits, missing, tpm" js "$
 check "capabilities: no traits offered" js "d['traits'] == []"
 check "capabilities: virt_type auto resolves to kvm or qemu, with its reason" \
     js "d['virt_type'] in ('kvm', 'qemu') and d['virt_type_reason'].startswith('auto: ')"
-check "capabilities: all 7 traits missing, each with a non-empty reason" js "$MISSING_ALL"
-check "capabilities: default config -> every reason mentions swtpm_enabled" \
-    js "all('swtpm_enabled' in v for v in d['missing'].values())"
+check "capabilities: all 9 traits missing, each with a non-empty reason" js "$MISSING_ALL"
+check "capabilities: default config -> every vTPM reason mentions swtpm_enabled" \
+    js "all('swtpm_enabled' in d['missing'][t] for t in traits)"
+check "capabilities: the firmware traits do not depend on swtpm_enabled" \
+    js "not any('swtpm_enabled' in d['missing'][t] for t in ['COMPUTE_FIRMWARE_UEFI',
+        'COMPUTE_SECURITY_UEFI_SECURE_BOOT'])"
 check "capabilities: tpm part says unsupported" \
     js "d['tpm'] == {'supported': False, 'models': [], 'backends': [], 'versions': []}"
 
 printf '[libvirt]\nswtpm_enabled = true\n' > "$tmp/enabled.conf"
 run capabilities --connect test:///default --config "$tmp/enabled.conf"
 check "capabilities --config swtpm_enabled=true: exit 0" rc_is 0
-check "capabilities --config: still no traits, 7 reasons" \
+check "capabilities --config: still no traits, 9 reasons" \
     js "$CAPS_SHAPE and d['traits'] == [] and $MISSING_ALL"
 printf '[libvirt]\nswtpm_enabled = true\nvirt_type = qemu\n' > "$tmp/tcg.conf"
 run capabilities --connect test:///default --config "$tmp/tcg.conf"

@@ -259,6 +259,8 @@ caps_config_from(const vtpm_config *cfg, vtpm_caps_config *cc)
     cc->swtpm_group = cfg->libvirt.swtpm_group;
     cc->secret_modes = cfg->vtpm.supported_secret_security;
     cc->deployment_key_file = cfg->vtpm.deployment_key_file;
+    cc->firmware.loader = cfg->libvirt.uefi_loader;
+    cc->firmware.nvram_template = cfg->libvirt.uefi_nvram_template;
 }
 
 static int

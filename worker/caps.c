@@ -24,6 +24,10 @@ static const char *const known_traits[] = {
     VTPM_TRAIT_SECRET_DEPLOYMENT,
 };
 
+/* Independent of swtpm: a host without vTPM may well boot UEFI guests. */
+static const char *const firmware_traits[] = { VTPM_TRAIT_FIRMWARE_UEFI,
+                                               VTPM_TRAIT_UEFI_SECURE_BOOT };
+
 #define ALL_VERSIONS ((1u << VTPM_VERSION_1_2) | (1u << VTPM_VERSION_2_0))
 
 void
@@ -318,11 +322,13 @@ probe_domcaps(virConnectPtr conn, const char *virt_type, vtpm_host_facts *f, vtp
     g_autofree char *xml = NULL;
     vtpm_error perr;
 
-    /* The type domains will get; without one libvirt picks the best it
-     * sees (kvm whenever /dev/kvm exists, usable or not). */
-    xml = virConnectGetDomainCapabilities(conn, NULL, f->arch, NULL, virt_type, 0);
+    /* The type and machine domains will get; without a type libvirt
+     * picks the best it sees (kvm whenever /dev/kvm exists, usable or
+     * not), without a machine its default (i440fx), whose firmware
+     * differs: Secure Boot needs q35. */
+    xml = virConnectGetDomainCapabilities(conn, NULL, f->arch, "q35", virt_type, 0);
     if (!xml)
-        xml = virConnectGetDomainCapabilities(conn, NULL, f->arch, NULL, "qemu", 0);
+        xml = virConnectGetDomainCapabilities(conn, NULL, f->arch, "q35", "qemu", 0);
     if (!xml) {
         virErrorPtr e = virGetLastError();
         bool rpc = e && e->domain == VIR_FROM_RPC;
@@ -335,7 +341,8 @@ probe_domcaps(virConnectPtr conn, const char *virt_type, vtpm_host_facts *f, vtp
         f->domcaps_error = g_steal_pointer(&msg);
         return 0;
     }
-    if (vtpm_caps_parse_domcaps(xml, f, &perr) < 0)
+    if (vtpm_caps_parse_domcaps(xml, f, &perr) < 0 ||
+        vtpm_firmware_parse_domcaps(xml, &f->firmware, &perr) < 0)
         f->domcaps_error = g_strdup(perr.message);
     return 0;
 }
@@ -369,6 +376,7 @@ vtpm_caps_probe(virConnectPtr conn, const vtpm_caps_config *cfg, vtpm_host_facts
     f.have_swtpm_setup = in_path("swtpm_setup");
     f.have_swtpm_user = cfg && user_exists(cfg->swtpm_user);
     f.have_swtpm_group = cfg && group_exists(cfg->swtpm_group);
+    vtpm_firmware_scan(cfg ? &cfg->firmware : NULL, &f.firmware);
 
     vtpm_host_facts_clear(facts);
     *facts = f;
@@ -473,6 +481,33 @@ cmp_str_ptr(gconstpointer a, gconstpointer b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* @trait into caps->traits, or into caps->missing with @why joined. */
+static void
+offer(vtpm_caps *caps, const char *trait, GPtrArray *why)
+{
+    if (why->len == 0) {
+        g_ptr_array_add(caps->traits, g_strdup(trait));
+        return;
+    }
+    g_ptr_array_add(why, NULL);
+    g_hash_table_insert(caps->missing, g_strdup(trait), g_strjoinv("; ", (char **)why->pdata));
+}
+
+static void
+evaluate_firmware(vtpm_caps *caps, const vtpm_caps_config *cfg)
+{
+    const vtpm_host_facts *f = &caps->facts;
+    vtpm_firmware_host host = { f->libvirt_version, f->qemu_version, f->arch,
+                                f->domcaps_error };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(firmware_traits); i++) {
+        g_autoptr(GPtrArray) why = g_ptr_array_new_with_free_func(g_free);
+
+        vtpm_firmware_trait_reasons(firmware_traits[i], &f->firmware, &cfg->firmware, &host, why);
+        offer(caps, firmware_traits[i], why);
+    }
+}
+
 static vtpm_caps *
 evaluate(vtpm_caps *caps, const vtpm_caps_config *cfg)
 {
@@ -493,14 +528,9 @@ evaluate(vtpm_caps *caps, const vtpm_caps_config *cfg)
         trait_reasons(own, known_traits[i], &caps->facts, cfg);
         g_ptr_array_extend(all, common, NULL, NULL);
         g_ptr_array_extend(all, own, NULL, NULL);
-        if (all->len == 0) {
-            g_ptr_array_add(caps->traits, g_strdup(known_traits[i]));
-            continue;
-        }
-        g_ptr_array_add(all, NULL);
-        g_hash_table_insert(caps->missing, g_strdup(known_traits[i]),
-                            g_strjoinv("; ", (char **)all->pdata));
+        offer(caps, known_traits[i], all);
     }
+    evaluate_firmware(caps, cfg);
     g_ptr_array_sort(caps->traits, cmp_str_ptr);
     return caps;
 }

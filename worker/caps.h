@@ -15,6 +15,7 @@
 #include <msgpack.h>
 
 #include "vtpm/error.h"
+#include "firmware.h"
 #include "policy.h"
 
 /* Minimum versions for an emulated TPM (seed spec). */
@@ -33,6 +34,8 @@ typedef struct {
      * capabilities are asked for this type.  NULL: libvirt's choice. */
     const char *virt_type;
     const char *virt_type_reason;
+    /* [libvirt] uefi_loader / uefi_nvram_template (firmware.h) */
+    vtpm_firmware_config firmware;
 } vtpm_caps_config;
 
 typedef struct {
@@ -52,6 +55,9 @@ typedef struct {
     unsigned backends;             /* bit (1u << vtpm_caps_backend) */
     bool versions_listed;          /* backendVersion enum present (libvirt >= 8.x) */
     unsigned versions;             /* bit (1u << vtpm_version) when listed */
+
+    /* UEFI: the <os> of the same domcaps, the firmware descriptors */
+    vtpm_firmware_facts firmware;
 } vtpm_host_facts;
 
 typedef enum {
@@ -65,7 +71,8 @@ void vtpm_host_facts_clear(vtpm_host_facts *facts);
 /* Parse domcaps XML into the tpm-related fields of @facts. */
 int vtpm_caps_parse_domcaps(const char *xml, vtpm_host_facts *facts, vtpm_error *err);
 
-/* Gather every fact from @conn and the host; domcaps failures are recorded
+/* Gather every fact from @conn and the host (domain capabilities of the
+ * q35 machine, the machine domains get); domcaps failures are recorded
  * in facts->domcaps_error rather than failing the probe.  Fails only when
  * libvirt itself cannot be asked (HypervisorError). */
 int vtpm_caps_probe(virConnectPtr conn, const vtpm_caps_config *cfg,

@@ -617,9 +617,8 @@ common_reasons(const vtpm_firmware_facts *f, const vtpm_firmware_host *h, GPtrAr
     else if (strcmp(h->arch, "x86_64") != 0)
         g_ptr_array_add(r, g_strdup_printf("host architecture %s is not x86_64", h->arch));
     if (!f->domcaps_read) {
-        g_ptr_array_add(r, g_strdup_printf("domain capabilities of the q35 machine unavailable: "
-                                           "%s", h->domcaps_error ? h->domcaps_error
-                                                                  : "not read"));
+        g_ptr_array_add(r, g_strdup_printf("domain capabilities unavailable: %s",
+                                           h->domcaps_error ? h->domcaps_error : "not read"));
         return;
     }
     if (!vtpm_firmware_is_q35(f->machine))

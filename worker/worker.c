@@ -60,6 +60,8 @@ caps_config(const vtpm_worker *w, vtpm_caps_config *cc)
     cc->deployment_key_file = cfg->vtpm.deployment_key_file;
     cc->virt_type = w->virt_type;
     cc->virt_type_reason = w->virt_type_reason;
+    cc->firmware.loader = cfg->libvirt.uefi_loader;
+    cc->firmware.nvram_template = cfg->libvirt.uefi_nvram_template;
 }
 
 /* Facts when libvirt cannot be asked at all: every trait then says so. */
