@@ -951,6 +951,264 @@ test_domain_metadata_none(void **state)
     assert_int_equal(m.tpm.version, VTPM_VERSION_NONE);
 }
 
+/* ---- UEFI, Secure Boot, the machine type ----------------------------------- */
+
+#define NVRAM "/var/lib/libvirt/swtpm/" UUID "/nvram.fd"
+#define LOADER "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"
+#define TEMPLATE "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
+#define FWMETA "domain/metadata/vtpmd:instance/vtpmd:firmware"
+
+static vtpm_firmware
+firmware(vtpm_firmware_type type, bool secure_boot, const char *machine)
+{
+    vtpm_firmware fw = { .type = type, .secure_boot = secure_boot,
+                         .policy = secure_boot ? VTPM_SECURE_BOOT_REQUIRED
+                                               : VTPM_SECURE_BOOT_DISABLED };
+
+    g_strlcpy(fw.machine, machine, sizeof(fw.machine));
+    return fw;
+}
+
+/* A feature of <os><firmware> by name: "yes" / "no", NULL when absent. */
+static const char *
+feature(const doc *d, const char *name)
+{
+    for (guint i = 0; i < d->nodes->len; i++) {
+        const node *n = g_ptr_array_index(d->nodes, i);
+
+        if (strcmp(n->path, "domain/os/firmware/feature") == 0 &&
+            g_strcmp0(g_hash_table_lookup(n->attrs, "name"), name) == 0)
+            return g_hash_table_lookup(n->attrs, "enabled");
+    }
+    return NULL;
+}
+
+/* UEFI by libvirt's auto-selection, with and without Secure Boot, with
+ * and without a variable store path, for every boot. */
+static void
+test_uefi_auto(void **state)
+{
+    fx *f = *state;
+
+    for (int sb = 0; sb < 2; sb++) {
+        for (int b = 0; b < 2; b++) {
+            vtpm_firmware fw = firmware(VTPM_FIRMWARE_UEFI, sb, "q35");
+            g_autofree char *xml = NULL;
+            g_autoptr(doc) d = NULL;
+
+            f->p.firmware = &fw;
+            f->p.nvram = b ? NVRAM : NULL;
+            f->inst.boot = (vtpm_boot){ b, b ? "/k" : NULL, b ? "/i" : NULL, NULL, NULL };
+            xml = build_ok(f);
+            d = doc_parse(xml);
+            check_common(d, "qemu");
+            assert_string_equal(attr(d, "domain/os", "firmware"), "efi");
+            assert_string_equal(feature(d, "secure-boot"), sb ? "yes" : "no");
+            assert_string_equal(feature(d, "enrolled-keys"), sb ? "yes" : "no");
+            assert_int_equal(count(d, "domain/os/loader"), 0);
+            assert_int_equal(count(d, "domain/os/nvram"), b);
+            if (b) {
+                assert_string_equal(text(d, "domain/os/nvram"), NVRAM);
+                assert_string_equal(text(d, "domain/os/kernel"), "/k");
+            }
+            /* SMM guards the variable store where Secure Boot is on. */
+            assert_int_equal(count(d, "domain/features/smm"), sb);
+            if (sb)
+                assert_string_equal(attr(d, "domain/features/smm", "state"), "on");
+            assert_string_equal(attr(d, FWMETA, "type"), "uefi");
+            assert_string_equal(attr(d, FWMETA, "secure_boot"), sb ? "yes" : "no");
+            assert_string_equal(attr(d, FWMETA, "machine"), "q35");
+        }
+    }
+}
+
+/* [libvirt] uefi_loader / uefi_nvram_template: Secure Boot guests get the
+ * pinned pair as libvirt writes a selected one; guests without Secure
+ * Boot keep the auto-selection (the pinned store has enrolled keys). */
+static void
+test_uefi_pinned(void **state)
+{
+    fx *f = *state;
+    vtpm_firmware sb = firmware(VTPM_FIRMWARE_UEFI, true, "pc-q35-7.2");
+    vtpm_firmware plain = firmware(VTPM_FIRMWARE_UEFI, false, "q35");
+    g_autofree char *xml = NULL, *xml2 = NULL, *xml3 = NULL;
+    g_autoptr(doc) d = NULL;
+    g_autoptr(doc) d2 = NULL;
+    g_autoptr(doc) d3 = NULL;
+
+    f->p.uefi_loader = LOADER;
+    f->p.uefi_nvram_template = TEMPLATE;
+    f->p.firmware = &sb;
+    f->p.nvram = NVRAM;
+    xml = build_ok(f);
+    d = doc_parse(xml);
+    assert_null(g_hash_table_lookup(must_find(d, "domain/os")->attrs, "firmware"));
+    assert_int_equal(count(d, "domain/os/firmware"), 0);
+    assert_string_equal(attr(d, "domain/os/type", "machine"), "pc-q35-7.2");
+    assert_string_equal(text(d, "domain/os/loader"), LOADER);
+    assert_string_equal(attr(d, "domain/os/loader", "type"), "pflash");
+    assert_string_equal(attr(d, "domain/os/loader", "readonly"), "yes");
+    assert_string_equal(attr(d, "domain/os/loader", "secure"), "yes");
+    assert_string_equal(text(d, "domain/os/nvram"), NVRAM);
+    assert_string_equal(attr(d, "domain/os/nvram", "template"), TEMPLATE);
+    assert_string_equal(attr(d, "domain/features/smm", "state"), "on");
+    assert_string_equal(attr(d, FWMETA, "secure_boot"), "yes");
+
+    /* No path: libvirt's default store, from the template. */
+    f->p.nvram = NULL;
+    xml2 = build_ok(f);
+    d2 = doc_parse(xml2);
+    assert_string_equal(attr(d2, "domain/os/nvram", "template"), TEMPLATE);
+    assert_string_equal(text(d2, "domain/os/nvram"), "");
+
+    f->p.firmware = &plain;
+    f->p.nvram = NVRAM;
+    xml3 = build_ok(f);
+    d3 = doc_parse(xml3);
+    assert_string_equal(attr(d3, "domain/os", "firmware"), "efi");
+    assert_int_equal(count(d3, "domain/os/loader"), 0);
+    assert_string_equal(feature(d3, "secure-boot"), "no");
+    assert_int_equal(count(d3, "domain/features/smm"), 0);
+}
+
+/* BIOS: no firmware element, no metadata for it; the machine type is the
+ * image's. */
+static void
+test_machine_type(void **state)
+{
+    static const char *const machines[] = { "q35", "pc", "pc-i440fx-7.2", "pc-q35-2.11" };
+    fx *f = *state;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(machines); i++) {
+        vtpm_firmware fw = firmware(VTPM_FIRMWARE_BIOS, false, machines[i]);
+        g_autofree char *xml = NULL;
+        g_autoptr(doc) d = NULL;
+
+        f->p.firmware = &fw;
+        xml = build_ok(f);
+        d = doc_parse(xml);
+        assert_string_equal(attr(d, "domain/os/type", "machine"), machines[i]);
+        assert_null(g_hash_table_lookup(must_find(d, "domain/os")->attrs, "firmware"));
+        assert_int_equal(count(d, "domain/os/loader"), 0);
+        assert_int_equal(count(d, "domain/os/nvram"), 0);
+        assert_int_equal(count(d, "domain/features/smm"), 0);
+        assert_int_equal(count(d, FWMETA), 0);
+    }
+    /* UEFI on i440fx, without Secure Boot, is a valid domain. */
+    {
+        vtpm_firmware fw = firmware(VTPM_FIRMWARE_UEFI, false, "pc");
+        g_autofree char *xml = NULL;
+        g_autoptr(doc) d = NULL;
+
+        f->p.firmware = &fw;
+        xml = build_ok(f);
+        d = doc_parse(xml);
+        assert_string_equal(attr(d, "domain/os", "firmware"), "efi");
+        assert_string_equal(attr(d, FWMETA, "machine"), "pc");
+    }
+}
+
+/* What the policy refuses never reaches here; should it, it is a bug
+ * (Internal), and bad paths are BadRequest as any other. */
+static void
+test_uefi_refused(void **state)
+{
+    fx *f = *state;
+    vtpm_firmware bios_sb = firmware(VTPM_FIRMWARE_BIOS, true, "q35");
+    vtpm_firmware pc_sb = firmware(VTPM_FIRMWARE_UEFI, true, "pc");
+    vtpm_firmware sb = firmware(VTPM_FIRMWARE_UEFI, true, "q35");
+    vtpm_firmware quote = firmware(VTPM_FIRMWARE_UEFI, false, "q35'/>");
+    vtpm_firmware empty = firmware(VTPM_FIRMWARE_UEFI, false, "");
+
+    f->p.firmware = &bios_sb;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "domxml: Secure Boot on bios firmware, machine q35");
+    f->p.firmware = &pc_sb;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "domxml: Secure Boot on uefi firmware, machine pc");
+    f->p.firmware = &empty;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "domxml: bad firmware");
+    f->p.firmware = &sb;
+    f->p.nvram = "nvram.fd";
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST, "UEFI variable store 'nvram.fd' is not an absolute path");
+    f->p.nvram = NVRAM;
+    f->p.uefi_loader = LOADER;
+    expect_fault(f, VTPM_FAULT_INTERNAL,
+                 "domxml: a UEFI loader without a template, or the reverse");
+    f->p.uefi_nvram_template = "OVMF_VARS.fd";
+    expect_fault(f, VTPM_FAULT_BAD_REQUEST,
+                 "[libvirt] uefi_nvram_template 'OVMF_VARS.fd' is not an absolute path");
+    /* Escaped like every value: a quote cannot end the attribute. */
+    f->p.uefi_loader = NULL;
+    f->p.uefi_nvram_template = NULL;
+    f->p.firmware = &quote;
+    {
+        g_autofree char *xml = NULL;
+        vtpm_error err = { 0 };
+        g_autoptr(doc) d = NULL;
+
+        assert_int_equal(vtpm_domxml_build(&f->p, &xml, &err), 0);
+        d = doc_parse(xml);
+        assert_string_equal(attr(d, "domain/os/type", "machine"), "q35'/>");
+    }
+}
+
+/* The firmware recorded reads back, from the element and from the whole
+ * definition as libvirt keeps it; values it does not know are refused. */
+static void
+test_domain_metadata_firmware(void **state)
+{
+    fx *f = *state;
+    vtpm_firmware fw = firmware(VTPM_FIRMWARE_UEFI, true, "pc-q35-7.2");
+    g_autofree char *xml = NULL;
+    g_auto(vtpm_domxml_meta) built = { 0 };
+    g_auto(vtpm_domxml_meta) whole = { 0 };
+    g_auto(vtpm_domxml_meta) bios = { 0 };
+    virConnectPtr conn = NULL;
+    virDomainPtr dom = NULL;
+    char *desc = NULL;
+    vtpm_error err = { 0 };
+
+    f->p.firmware = &fw;
+    f->p.nvram = NVRAM;
+    xml = build_ok(f);
+    assert_int_equal(vtpm_domxml_parse_domain_metadata(xml, &built, &err), 0);
+    assert_int_equal(built.firmware.type, VTPM_FIRMWARE_UEFI);
+    assert_true(built.firmware.secure_boot);
+    assert_string_equal(built.firmware.machine, "pc-q35-7.2");
+    assert_non_null(conn = virConnectOpen("test:///default"));
+    assert_non_null(dom = virDomainDefineXML(conn, xml));
+    assert_non_null(desc = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE));
+    assert_int_equal(vtpm_domxml_parse_domain_metadata(desc, &whole, &err), 0);
+    assert_int_equal(whole.firmware.type, VTPM_FIRMWARE_UEFI);
+    assert_true(whole.firmware.secure_boot);
+    assert_string_equal(whole.firmware.machine, "pc-q35-7.2");
+    assert_true(vtpm_firmware_same_store(&whole.firmware, &fw));
+    assert_int_equal(virDomainUndefine(dom), 0);
+    virDomainFree(dom);
+    virConnectClose(conn);
+    free(desc);
+
+    /* Nothing recorded: BIOS. */
+    assert_int_equal(vtpm_domxml_parse_metadata("<vtpmd:instance xmlns:vtpmd='" VTPM_DOMXML_NS
+                                                "'/>", &bios, &err), 0);
+    assert_int_equal(bios.firmware.type, VTPM_FIRMWARE_BIOS);
+    {
+        static const char *const bad[] = {
+            "<i><firmware type='efi' secure_boot='no' machine='q35'/></i>",
+            "<i><firmware type='uefi' secure_boot='maybe' machine='q35'/></i>",
+            "<i><firmware type='uefi' secure_boot='no'/></i>",
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+            vtpm_domxml_meta m = { .spec_digest = (char *)"sentinel" };
+
+            assert_int_equal(vtpm_domxml_parse_metadata(bad[i], &m, &err),
+                             -(int)VTPM_FAULT_INTERNAL);
+            assert_string_equal(err.message, "domain metadata: unknown vTPM or firmware values");
+            assert_string_equal(m.spec_digest, "sentinel");
+        }
+    }
+}
+
 static void
 test_domain_name(void **state)
 {
@@ -1169,6 +1427,11 @@ main(void)
         T(test_spec_digest),
         T(test_hostile_names),
         T(test_domain_metadata),
+        T(test_uefi_auto),
+        T(test_uefi_pinned),
+        T(test_machine_type),
+        T(test_uefi_refused),
+        T(test_domain_metadata_firmware),
         cmocka_unit_test(test_domain_metadata_scope),
         cmocka_unit_test(test_domain_metadata_none),
         cmocka_unit_test(test_hostile_uuids),

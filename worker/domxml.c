@@ -164,12 +164,50 @@ plan_boot(const vtpm_domxml_params *p, boot_plan *b, vtpm_error *err)
     return 0;
 }
 
+/* What a UEFI domain needs besides its firmware: paths confined by the
+ * caller, a machine Secure Boot works on (the policy refused others). */
+static int
+check_firmware(const vtpm_domxml_params *p, const vtpm_firmware *fw, vtpm_error *err)
+{
+    int rc;
+
+    if (!fw)
+        return 0;
+    if ((unsigned)fw->type > VTPM_FIRMWARE_UEFI || !memchr(fw->machine, '\0', sizeof(fw->machine)) ||
+        !*fw->machine)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domxml: bad firmware");
+    if ((rc = check_text("machine type", fw->machine, err)) < 0 ||
+        (rc = check_path("UEFI variable store", p->nvram, err)) < 0 ||
+        (rc = check_path("[libvirt] uefi_loader", p->uefi_loader, err)) < 0 ||
+        (rc = check_path("[libvirt] uefi_nvram_template", p->uefi_nvram_template, err)) < 0)
+        return rc;
+    if (fw->secure_boot && (fw->type != VTPM_FIRMWARE_UEFI || !vtpm_firmware_is_q35(fw->machine)))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
+                              "domxml: Secure Boot on %s firmware, machine %s",
+                              vtpm_firmware_type_str(fw->type), fw->machine);
+    if (!p->uefi_loader != !p->uefi_nvram_template)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
+                              "domxml: a UEFI loader without a template, or the reverse");
+    return 0;
+}
+
+static void
+add_firmware_metadata(GString *x, const vtpm_firmware *fw)
+{
+    if (!fw || fw->type != VTPM_FIRMWARE_UEFI)
+        return;
+    add(x, "      <%s:firmware type='%s' secure_boot='%s' machine='%s'/>\n",
+        VTPM_DOMXML_NS_PREFIX, vtpm_firmware_type_str(fw->type), fw->secure_boot ? "yes" : "no",
+        fw->machine);
+}
+
 /* spec_digest is the first attribute of the first element so that it
  * precedes every peer-supplied value: a reader scanning the text for it
  * cannot be fooled by a flavor name that contains "spec_digest='...". */
 static void
 add_metadata(GString *x, const vtpm_instance *inst, const vtpm_device *tpm,
-             const char *spec_digest, const char *secret_uuid, const char *wrapped)
+             const char *spec_digest, const char *secret_uuid, const char *wrapped,
+             const vtpm_firmware *fw)
 {
     add(x, "  <metadata>\n    <%s:instance xmlns:%s='%s'", VTPM_DOMXML_NS_PREFIX,
         VTPM_DOMXML_NS_PREFIX, VTPM_DOMXML_NS);
@@ -190,13 +228,43 @@ add_metadata(GString *x, const vtpm_instance *inst, const vtpm_device *tpm,
             add(x, " wrapped_secret='%s'", wrapped);
         g_string_append(x, "/>\n");
     }
+    add_firmware_metadata(x, fw);
     add(x, "    </%s:instance>\n  </metadata>\n", VTPM_DOMXML_NS_PREFIX);
 }
 
+/* <os> up to the boot elements: the firmware.  libvirt's auto-selection
+ * takes the features; a pinned pair is written out as libvirt would
+ * after selecting it (pflash, read-only, secure). */
 static void
-add_os(GString *x, const boot_plan *b)
+add_os_firmware(GString *x, const vtpm_domxml_params *p, const vtpm_firmware *fw)
 {
-    g_string_append(x, "  <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n");
+    bool uefi = fw && fw->type == VTPM_FIRMWARE_UEFI;
+    bool pinned = uefi && fw->secure_boot && p->uefi_loader;
+    const char *on = uefi && fw->secure_boot ? "yes" : "no";
+
+    g_string_append(x, uefi && !pinned ? "  <os firmware='efi'>\n" : "  <os>\n");
+    add(x, "    <type arch='x86_64' machine='%s'>hvm</type>\n", fw ? fw->machine : "q35");
+    if (!uefi)
+        return;
+    if (pinned) {
+        add(x, "    <loader readonly='yes' secure='yes' type='pflash'>%s</loader>\n",
+            p->uefi_loader);
+        if (p->nvram)
+            add(x, "    <nvram template='%s'>%s</nvram>\n", p->uefi_nvram_template, p->nvram);
+        else
+            add(x, "    <nvram template='%s'/>\n", p->uefi_nvram_template);
+        return;
+    }
+    add(x, "    <firmware>\n      <feature enabled='%s' name='enrolled-keys'/>\n"
+           "      <feature enabled='%s' name='secure-boot'/>\n    </firmware>\n", on, on);
+    if (p->nvram)
+        add(x, "    <nvram>%s</nvram>\n", p->nvram);
+}
+
+static void
+add_os(GString *x, const vtpm_domxml_params *p, const boot_plan *b)
+{
+    add_os_firmware(x, p, p->firmware);
     if (b->kernel) {
         add(x, "    <kernel>%s</kernel>\n", b->kernel);
         if (b->initrd)
@@ -297,7 +365,8 @@ vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err)
     if (inst->flavor->vcpus == 0 || inst->flavor->memory_mb == 0)
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
                               "flavor needs at least 1 vcpu and 1 MiB of memory");
-    if ((rc = check_text("instance name", inst->name, err)) < 0 ||
+    if ((rc = check_firmware(p, p->firmware, err)) < 0 ||
+        (rc = check_text("instance name", inst->name, err)) < 0 ||
         (rc = check_text("flavor name", inst->flavor->name, err)) < 0 ||
         (rc = check_text("image id", inst->image ? inst->image->id : NULL, err)) < 0 ||
         (rc = check_path("console log", p->console_log, err)) < 0 ||
@@ -311,14 +380,18 @@ vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err)
     /* libvirt refuses an empty <title>. */
     if (inst->name && inst->name[0])
         add(x, "  <title>%s</title>\n", inst->name);
-    add_metadata(x, inst, tpm, p->spec_digest, p->secret_uuid, p->wrapped_secret);
+    add_metadata(x, inst, tpm, p->spec_digest, p->secret_uuid, p->wrapped_secret, p->firmware);
     add(x, "  <memory unit='MiB'>%" G_GUINT64_FORMAT "</memory>\n"
            "  <vcpu>%" G_GUINT64_FORMAT "</vcpu>\n",
         inst->flavor->memory_mb, inst->flavor->vcpus);
-    add_os(x, &boot);
+    add_os(x, p, &boot);
     /* Without ACPI the guest finds no TPM (it is described in ACPI
-     * tables) and cannot be powered off gracefully. */
-    g_string_append(x, "  <features>\n    <acpi/>\n  </features>\n"
+     * tables) and cannot be powered off gracefully.  Secure Boot without
+     * SMM would leave the variable store writable by the guest's OS. */
+    g_string_append(x, "  <features>\n    <acpi/>\n");
+    if (p->firmware && p->firmware->secure_boot)
+        g_string_append(x, "    <smm state='on'/>\n");
+    g_string_append(x, "  </features>\n"
                        "  <on_poweroff>destroy</on_poweroff>\n"
                        "  <on_reboot>restart</on_reboot>\n"
                        "  <on_crash>destroy</on_crash>\n");
@@ -354,6 +427,27 @@ typedef struct {
     bool bad_tpm;
 } meta_parse;
 
+/* <vtpmd:firmware type secure_boot machine>: unknown values are as bad as
+ * unknown vTPM values (a store would be judged by them). */
+static void
+meta_firmware(meta_parse *mp, const char **names, const char **values)
+{
+    int type = vtpm_firmware_type_parse(attr(names, values, "type"));
+    const char *sb = attr(names, values, "secure_boot");
+    const char *machine = attr(names, values, "machine");
+
+    if (type < 0 || !sb || (strcmp(sb, "yes") != 0 && strcmp(sb, "no") != 0) || !machine ||
+        strlen(machine) > VTPM_FIRMWARE_MACHINE_MAX) {
+        mp->bad_tpm = true;
+        return;
+    }
+    mp->m.firmware.type = type;
+    mp->m.firmware.secure_boot = strcmp(sb, "yes") == 0;
+    mp->m.firmware.policy = mp->m.firmware.secure_boot ? VTPM_SECURE_BOOT_REQUIRED
+                                                       : VTPM_SECURE_BOOT_DISABLED;
+    g_strlcpy(mp->m.firmware.machine, machine, sizeof(mp->m.firmware.machine));
+}
+
 static void
 meta_start(GMarkupParseContext *ctx, const char *element, const char **names,
            const char **values, gpointer user, GError **gerr)
@@ -386,6 +480,8 @@ meta_start(GMarkupParseContext *ctx, const char *element, const char **names,
         mp->m.encrypted = g_strcmp0(attr(names, values, "encrypted"), "yes") == 0;
         if ((v = attr(names, values, "wrapped_secret")) && !mp->m.wrapped_secret)
             mp->m.wrapped_secret = g_strdup(v);
+    } else if (strcmp(el, "firmware") == 0) {
+        meta_firmware(mp, names, values);
     }
 }
 
@@ -406,7 +502,8 @@ parse_with(const GMarkupParser *parser, gpointer user, meta_parse *mp, const cha
     }
     if (mp->bad_tpm) {
         vtpm_domxml_meta_clear(&mp->m);
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domain metadata: unknown vTPM values");
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
+                              "domain metadata: unknown vTPM or firmware values");
     }
     *out = mp->m;
     return 0;

@@ -8,6 +8,7 @@
 
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
+#include "firmware.h"
 #include "policy.h"
 
 /* Namespace of the <metadata> element recording what a domain was built
@@ -15,7 +16,9 @@
  * with <vtpmd:flavor name>, <vtpmd:image id> and, only when the domain
  * has a vTPM, <vtpmd:vtpm version model secret_security> (the strings of
  * policy.h), plus encrypted='yes' when the state is encrypted and, in
- * deployment mode, wrapped_secret='v1:...' (keywrap.h). */
+ * deployment mode, wrapped_secret='v1:...' (keywrap.h); only for UEFI
+ * firmware, <vtpmd:firmware type='uefi' secure_boot='yes|no' machine>, the
+ * firmware decided (firmware.h), which a variable store belongs to. */
 #define VTPM_DOMXML_NS "https://vtpmd.invalid/xmlns/instance/1"
 #define VTPM_DOMXML_NS_PREFIX "vtpmd"
 
@@ -33,6 +36,16 @@ typedef struct {
     /* Recorded in the metadata as spec_digest='...' (64 hex chars) so that
      * a repeated spawn can tell a redelivery from a conflict; NULL: none. */
     const char *spec_digest;
+    /* The firmware as decided (optional Secure Boot settled); NULL: BIOS,
+     * q35.  UEFI: libvirt's auto-selection (<os firmware='efi'> with the
+     * secure-boot and enrolled-keys features), except that Secure Boot
+     * guests get the pinned loader and template when both are given.
+     * Secure Boot also gets SMM, which guards the variable store. */
+    const vtpm_firmware *firmware;
+    const char *uefi_loader;
+    const char *uefi_nvram_template;
+    /* The variable store's path (<nvram>); NULL: libvirt's default. */
+    const char *nvram;
 } vtpm_domxml_params;
 
 /* Domain name for an instance: "instance-<uuid>" (the UUID is the libvirt
@@ -50,6 +63,9 @@ typedef struct {
     vtpm_device tpm;   /* version NONE when the domain has no vTPM */
     bool encrypted;    /* the TPM state is encrypted (<encryption secret>) */
     char *wrapped_secret; /* deployment mode; NULL when absent */
+    /* The firmware recorded (machine "" when not recorded); BIOS when
+     * there is no <vtpmd:firmware>. */
+    vtpm_firmware firmware;
 } vtpm_domxml_meta;
 
 /* Parse the metadata element as libvirt's virDomainGetMetadata returns it
