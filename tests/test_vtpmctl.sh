@@ -168,22 +168,26 @@ done
 
 # ---- resolve -------------------------------------------------------------------
 
+# The firmware decision beside the vTPM decision: BIOS on q35 unless asked.
+BIOS="{'type': 'bios', 'secure_boot': 'disabled', 'machine': 'q35', 'required_traits': []}"
 run resolve
-expect_json "resolve: no specs -> {\"vtpm\": null}" "d == {'vtpm': None}"
+expect_json "resolve: no specs -> {\"vtpm\": null, \"firmware\": BIOS}" \
+    "d == {'vtpm': None, 'firmware': $BIOS}"
 run resolve -f hw:tpm_model=tpm-crb
-expect_json "resolve: only hw:tpm_model -> no vTPM" "d == {'vtpm': None}"
+expect_json "resolve: only hw:tpm_model -> no vTPM" "d['vtpm'] is None"
 run resolve -i hw_tpm_model=tpm-tis
-expect_json "resolve: only hw_tpm_model image property -> no vTPM" "d == {'vtpm': None}"
+expect_json "resolve: only hw_tpm_model image property -> no vTPM" "d['vtpm'] is None"
 run resolve -f hw:tpm_secret_security=host
-expect_json "resolve: only hw:tpm_secret_security -> no vTPM" "d == {'vtpm': None}"
+expect_json "resolve: only hw:tpm_secret_security -> no vTPM" "d['vtpm'] is None"
 run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=forbidden
-expect_json "resolve: only a forbidden version trait -> no vTPM" "d == {'vtpm': None}"
+expect_json "resolve: only a forbidden version trait -> no vTPM" "d['vtpm'] is None"
 
 run resolve -f hw:tpm_version=2.0
 expect_json "resolve: flavor hw:tpm_version=2.0 -> 2.0, tpm-tis, user, required traits" \
     "d == {'vtpm': {'version': '2.0', 'model': 'tpm-tis', 'secret_security': 'user',
            'required_traits': ['COMPUTE_SECURITY_TPM_2_0', 'COMPUTE_SECURITY_TPM_TIS',
-                               'COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER']}}"
+                               'COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER']},
+           'firmware': $BIOS}"
 run resolve -i hw_tpm_version=1.2
 expect_json "resolve: image hw_tpm_version=1.2 -> 1.2, tpm-tis, user" \
     "d['vtpm'] == {'version': '1.2', 'model': 'tpm-tis', 'secret_security': 'user',
@@ -301,6 +305,44 @@ run resolve -f trait:COMPUTE_SECURITY_TPM_2_0=forbidden -i hw_tpm_version=2.0
 expect_fault "resolve: 2.0 forbidden and asked for -> FlavorImageConflict" \
     FlavorImageConflict "trait:COMPUTE_SECURITY_TPM_2_0=forbidden" "hw_tpm_version=2.0"
 
+# The firmware (Nova's keys).
+run resolve -f hw:tpm_version=2.0 -i hw_firmware_type=uefi -i os_secure_boot=required
+expect_json "resolve: UEFI + Secure Boot required beside a 2.0 vTPM" \
+    "d['vtpm']['version'] == '2.0' and d['firmware'] == {'type': 'uefi', 'secure_boot': 'required',
+     'machine': 'q35', 'required_traits': ['COMPUTE_FIRMWARE_UEFI',
+     'COMPUTE_SECURITY_UEFI_SECURE_BOOT']}"
+run resolve -i hw_firmware_type=uefi
+expect_json "resolve: UEFI alone -> COMPUTE_FIRMWARE_UEFI, no vTPM" \
+    "d['vtpm'] is None and d['firmware'] == {'type': 'uefi', 'secure_boot': 'disabled',
+     'machine': 'q35', 'required_traits': ['COMPUTE_FIRMWARE_UEFI']}"
+run resolve -i hw_firmware_type=uefi -f os:secure_boot=optional -i hw_machine_type=pc-q35-7.2
+expect_json "resolve: optional -> what UEFI needs; Secure Boot where the host offers it" \
+    "d['firmware'] == {'type': 'uefi', 'secure_boot': 'optional', 'machine': 'pc-q35-7.2',
+     'required_traits': ['COMPUTE_FIRMWARE_UEFI']}"
+run resolve -i hw_machine_type=pc
+expect_json "resolve: hw_machine_type=pc, BIOS" "d['firmware']['machine'] == 'pc'"
+run resolve -i hw_firmware_type=efi
+expect_fault "resolve: hw_firmware_type=efi -> BadRequest naming key, value, source" \
+    BadRequest "image property hw_firmware_type=efi" "uefi, bios"
+run resolve -i hw_firmware_type=uefi -f os:secure_boot=always
+expect_fault "resolve: os:secure_boot=always -> BadRequest naming key, value, source" \
+    BadRequest "flavor extra spec os:secure_boot=always" "required, disabled, optional"
+run resolve -i hw_firmware_type=uefi -f os:secure_boot=required -i os_secure_boot=disabled
+expect_fault "resolve: os:secure_boot vs os_secure_boot -> FlavorImageConflict naming both" \
+    FlavorImageConflict "flavor extra spec os:secure_boot=required" \
+    "image property os_secure_boot=disabled"
+run resolve -i os_secure_boot=required
+expect_fault "resolve: Secure Boot without UEFI -> BadRequest" \
+    BadRequest "image property os_secure_boot=required" "needs UEFI"
+run resolve -i hw_firmware_type=uefi -i os_secure_boot=required -i hw_machine_type=pc
+expect_fault "resolve: Secure Boot on pc -> BadRequest naming the machine type" \
+    BadRequest "q35" "image property hw_machine_type=pc"
+run resolve -i hw_machine_type=virt
+expect_fault "resolve: hw_machine_type=virt -> BadRequest" BadRequest "hw_machine_type=virt"
+run resolve -f hw:tpm_version=3.0 -i hw_firmware_type=efi
+expect_fault "resolve: a bad vTPM and a bad firmware -> the vTPM's fault first" \
+    InvalidTPMConfig "hw:tpm_version=3.0"
+
 # Usage errors.
 run resolve -f hw:tpm_version
 expect_usage "resolve: --flavor-spec without '=' -> exit 2" "expects KEY=VALUE"
@@ -369,6 +411,28 @@ check "render-xml: --secret-uuid in upper case is written in libvirt's lower cas
     xq "r.find('devices/tpm/backend/encryption').get('secret') == '$SECRET'"
 check "render-xml: --virt-type kvm -> <domain type='kvm'>" xq "r.get('type') == 'kvm'"
 validate "render-xml: TIS 1.2 kvm domain passes virt-xml-validate"
+
+# UEFI with Secure Boot: auto-selection by feature, SMM, the store in the
+# instance's state dir (vtpmd's default) next to the TPM state.
+runin "$(spec '{"hw:tpm_version": "2.0", "os:secure_boot": "required"}' '{"hw_firmware_type": "uefi"}')" \
+    render-xml
+check "render-xml: UEFI + Secure Boot -> <os firmware='efi'> with secure-boot and enrolled-keys" \
+    xq "r.find('os').get('firmware') == 'efi' and
+        {f.get('name'): f.get('enabled') for f in r.findall('os/firmware/feature')} ==
+        {'secure-boot': 'yes', 'enrolled-keys': 'yes'}"
+check "render-xml: Secure Boot -> <smm state='on'/>" \
+    xq "r.find('features/smm').get('state') == 'on'"
+check "render-xml: the variable store in the state dir, next to the TPM state" \
+    xq "r.findtext('os/nvram') == '/var/lib/libvirt/swtpm/$UUID/nvram.fd'"
+validate "render-xml: UEFI Secure Boot domain passes virt-xml-validate"
+runin "$(spec '{}' '{"hw_firmware_type": "uefi", "os_secure_boot": "optional", "hw_machine_type": "pc-q35-7.2"}')" \
+    render-xml
+check "render-xml: optional on a host that offers it -> Secure Boot; no vTPM -> libvirt's store" \
+    xq "r.find('os/type').get('machine') == 'pc-q35-7.2' and
+        r.find('features/smm') is not None and r.find('os/nvram') is None"
+validate "render-xml: UEFI domain without vTPM passes virt-xml-validate"
+runin "$(spec '{}' '{"os_secure_boot": "required"}')" render-xml
+expect_fault "render-xml: Secure Boot without UEFI -> BadRequest" BadRequest "needs UEFI"
 
 runin "$(spec)" render-xml --secret-uuid "$SECRET"
 check "render-xml: no vTPM -> exit 0 and a domain" eval 'rc_is 0 && xq "r.tag == \"domain\""'

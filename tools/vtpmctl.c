@@ -135,12 +135,41 @@ add_kv(GHashTable *table, const char *opt, const char *kv, GOptionContext *ctx)
     return 0;
 }
 
+static void
+traits_to_json(JsonBuilder *b, const char *const *traits, size_t n)
+{
+    json_builder_set_member_name(b, "required_traits");
+    json_builder_begin_array(b);
+    for (size_t i = 0; i < n; i++)
+        json_builder_add_string_value(b, traits[i]);
+    json_builder_end_array(b);
+}
+
+/* The firmware decision as the policy makes it, before a host is known:
+ * optional Secure Boot needs only what UEFI needs, and gets Secure Boot
+ * where the host also offers COMPUTE_SECURITY_UEFI_SECURE_BOOT. */
+static void
+firmware_to_json(JsonBuilder *b, const vtpm_firmware *fw)
+{
+    const char *traits[2];
+
+    json_builder_set_member_name(b, "firmware");
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "type");
+    json_builder_add_string_value(b, vtpm_firmware_type_str(fw->type));
+    json_builder_set_member_name(b, "secure_boot");
+    json_builder_add_string_value(b, vtpm_secure_boot_str(fw->policy));
+    json_builder_set_member_name(b, "machine");
+    json_builder_add_string_value(b, fw->machine);
+    traits_to_json(b, traits, vtpm_firmware_required_traits(fw, traits));
+    json_builder_end_object(b);
+}
+
 static JsonNode *
-device_to_json(const vtpm_device *dev)
+device_to_json(const vtpm_device *dev, const vtpm_firmware *fw)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
     const char *traits[3];
-    size_t n;
 
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "vtpm");
@@ -154,14 +183,10 @@ device_to_json(const vtpm_device *dev)
         json_builder_add_string_value(b, vtpm_model_str(dev->model));
         json_builder_set_member_name(b, "secret_security");
         json_builder_add_string_value(b, vtpm_secret_security_str(dev->secret_security));
-        json_builder_set_member_name(b, "required_traits");
-        json_builder_begin_array(b);
-        n = vtpm_policy_required_traits(dev, traits);
-        for (size_t i = 0; i < n; i++)
-            json_builder_add_string_value(b, traits[i]);
-        json_builder_end_array(b);
+        traits_to_json(b, traits, vtpm_policy_required_traits(dev, traits));
         json_builder_end_object(b);
     }
+    firmware_to_json(b, fw);
     json_builder_end_object(b);
     return json_builder_get_root(b);
 }
@@ -178,19 +203,22 @@ cmd_resolve(int argc, char **argv)
           "An image property (repeatable)", "KEY=VALUE" },
         { NULL }
     };
-    g_autoptr(GOptionContext) ctx = g_option_context_new("- resolve the vTPM a flavor and image ask for");
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- resolve the vTPM and firmware a flavor and image ask for");
     g_autoptr(GHashTable) fl = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_autoptr(GHashTable) im = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_autoptr(JsonNode) out = NULL;
     vtpm_device dev;
+    vtpm_firmware fw;
     vtpm_error err = { 0 };
     int rc;
 
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
-        "Prints {\"vtpm\": null} or {\"vtpm\": {version, model, secret_security, required_traits}};\n"
+        "Prints {\"vtpm\": null | {version, model, secret_security, required_traits},\n"
+        " \"firmware\": {type, secure_boot, machine, required_traits}};\n"
         "on a fault prints {\"fault\": {code, message}} and exits 1.\n"
-        "Example: vtpmctl resolve -f hw:tpm_version=2.0 -i hw_tpm_model=tpm-crb\n");
+        "Example: vtpmctl resolve -f hw:tpm_version=2.0 -i hw_tpm_model=tpm-crb\n"
+        "         vtpmctl resolve -i hw_firmware_type=uefi -i os_secure_boot=required\n");
     if ((rc = parse_options(ctx, &argc, &argv)))
         return rc;
     if (argc > 1)
@@ -202,9 +230,10 @@ cmd_resolve(int argc, char **argv)
         if ((rc = add_kv(im, "--image-prop", *p, ctx)))
             return rc;
 
-    if (vtpm_policy_resolve(fl, im, &dev, &err) < 0)
+    if (vtpm_policy_resolve(fl, im, &dev, &err) < 0 ||
+        vtpm_firmware_resolve(fl, im, &fw, &err) < 0)
         return print_fault(&err);
-    out = device_to_json(&dev);
+    out = device_to_json(&dev, &fw);
     print_json(out);
     return EXIT_OK;
 }
@@ -425,9 +454,11 @@ cmd_render_xml(int argc, char **argv)
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- print the libvirt domain XML for an instance spec (JSON on stdin)");
     g_autoptr(vtpm_instance) inst = NULL;
-    g_autofree char *xml = NULL;
+    g_autoptr(vtpm_config) dflt = vtpm_config_new_default();
+    g_autofree char *xml = NULL, *nvram = NULL;
     vtpm_domxml_params p = { 0 };
     vtpm_device dev;
+    vtpm_firmware fw;
     vtpm_error err = { 0 };
     int rc;
 
@@ -435,7 +466,9 @@ cmd_render_xml(int argc, char **argv)
     g_option_context_set_description(ctx,
         "The spec is the wire protocol's instance spec as JSON (docs/protocol.md), or\n"
         "{\"instance\": spec}. Binary fields are {\"$bin\": \"<base64>\"}.\n"
-        "The vTPM comes from the flavor extra specs and image properties, as in the worker.\n");
+        "The vTPM and the firmware come from the flavor extra specs and image properties, as in\n"
+        "the worker, on a host that offers everything (os_secure_boot=optional: Secure Boot)\n"
+        "with the default [libvirt] state_dir and no [libvirt] uefi_loader.\n");
     if ((rc = parse_options(ctx, &argc, &argv)))
         return rc;
     if (argc > 1)
@@ -448,11 +481,19 @@ cmd_render_xml(int argc, char **argv)
 
     if (decode_stdin_instance(&inst, &err) < 0)
         return print_fault(&err);
-    if (vtpm_policy_resolve(inst->flavor->extra_specs, inst->image->properties, &dev, &err) < 0)
+    if (vtpm_policy_resolve(inst->flavor->extra_specs, inst->image->properties, &dev, &err) < 0 ||
+        vtpm_firmware_resolve(inst->flavor->extra_specs, inst->image->properties, &fw, &err) < 0)
         return print_fault(&err);
+    vtpm_firmware_decide(&fw, true);
+    /* Where vtpmd keeps the store of a UEFI instance with a vTPM. */
+    if (fw.type == VTPM_FIRMWARE_UEFI && dev.version != VTPM_VERSION_NONE)
+        nvram = g_build_filename(dflt->libvirt.state_dir, inst->uuid, VTPM_FIRMWARE_NVRAM_FILE,
+                                 NULL);
 
     p.inst = inst;
     p.tpm = &dev;
+    p.firmware = &fw;
+    p.nvram = nvram;
     p.secret_uuid = secret_uuid && dev.version != VTPM_VERSION_NONE ? secret_canon : NULL;
     p.virt_type = virt_type ? virt_type : "qemu";
     p.console_log = console_log;

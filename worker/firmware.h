@@ -28,6 +28,10 @@
 #define VTPM_FIRMWARE_MIN_LIBVIRT 7002000UL /* 7.2.0 */
 #define VTPM_FIRMWARE_MIN_QEMU 4001000UL    /* 4.1.0 */
 
+/* A UEFI instance with a vTPM keeps its variable store in its state dir
+ * under this name, so that the store moves with the TPM state. */
+#define VTPM_FIRMWARE_NVRAM_FILE "nvram.fd"
+
 /* What machine types may be: QEMU's x86 names are short. */
 #define VTPM_FIRMWARE_MACHINE_MAX 64
 
