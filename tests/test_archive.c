@@ -541,6 +541,67 @@ test_round_trip_tpm2(void **state)
     rm_rf(dest);
 }
 
+/* A UEFI instance's state dir: the TPM state and, beside it, the variable
+ * store (540672 bytes, OVMF_VARS_4M's size).  Both go into the archive,
+ * both are checked, both come back; and a second flipped byte in the
+ * store is as fatal as one in the TPM state. */
+static void
+test_round_trip_two_files(void **state)
+{
+    g_autoptr(GBytes) content = random_bytes(6 * 1024, 1);
+    g_autoptr(GBytes) vars = random_bytes(540672, 2);
+    g_autofree char *src = make_state("tpm2", "tpm2-00.permall", content);
+    g_autofree char *dest = tmp_dir();
+    g_auto(vtpm_archive_meta) in = { 0 };
+    g_auto(vtpm_archive_meta) v = { 0 };
+    g_auto(vtpm_archive_meta) x = { 0 };
+    g_autoptr(GBytes) a = NULL;
+    g_autoptr(GBytes) got = NULL;
+    g_autofree guint8 *bad = NULL;
+    gsize n = 0, off = 0;
+    const guint8 *d;
+    vtpm_error err = { 0 };
+
+    put_file(src, "nvram.fd", g_bytes_get_data(vars, NULL), g_bytes_get_size(vars));
+    fill_meta(&in);
+    a = pack_ok(src, &in);
+    vtpm_archive_meta_init(&v);
+    verify_ok(a, &v);
+    assert_int_equal(v.files->len, 2);
+    assert_string_equal(v.files->pdata[0], "nvram.fd");
+    assert_string_equal(v.files->pdata[1], PERMALL);
+    assert_true(vtpm_archive_holds(&v, "nvram.fd"));
+    assert_true(vtpm_archive_holds(&v, PERMALL));
+    assert_false(vtpm_archive_holds(&v, "tpm2"));
+    vtpm_archive_meta_init(&x);
+    extract_ok(a, dest, -1, -1, &x);
+    assert_true(vtpm_archive_holds(&x, "nvram.fd"));
+    got = slurp(dest, "nvram.fd");
+    assert_true(bytes_equal(got, vars));
+    g_bytes_unref(got);
+    got = slurp(dest, PERMALL);
+    assert_true(bytes_equal(got, content));
+    assert_int_equal(count_entries_in(dest, "."), 2);
+    assert_int_equal(mode_of(dest, "nvram.fd"), S_IFREG | 0600);
+
+    /* One byte of the store flipped: StateIntegrity naming it. */
+    d = g_bytes_get_data(a, &n);
+    bad = g_memdup2(d, n);
+    for (gsize i = 0; i + 512 <= n; i += 512) {
+        if (memcmp(bad + i, "nvram.fd", 9) == 0) {
+            off = i + 512 + 1000;
+            break;
+        }
+    }
+    assert_true(off > 0);
+    bad[off] ^= 0x40;
+    assert_int_equal(vtpm_archive_verify(bad, n, NULL, &err), -(int)INTEGRITY);
+    assert_non_null(strstr(err.message, "member nvram.fd"));
+    assert_non_null(strstr(err.message, "sha256 mismatch"));
+    rm_rf(src);
+    rm_rf(dest);
+}
+
 static void
 test_deterministic(void **state)
 {
@@ -1733,6 +1794,10 @@ test_golden(void **state)
         assert_non_null(strstr(m.domain_xml, "<name>instance-" UUID "</name>\n"));
         assert_string_equal(g_hash_table_lookup(m.extra, "note"), "golden \"format 1\" archive");
         assert_int_equal(g_hash_table_size(m.extra), 1);
+        /* An archive from before the variable store: one file, read as ever. */
+        assert_int_equal(m.files->len, 1);
+        assert_string_equal(m.files->pdata[0], cases[i].state);
+        assert_false(vtpm_archive_holds(&m, "nvram.fd"));
         got = slurp(dest, cases[i].state);
         p = g_bytes_get_data(got, &size);
         assert_int_equal(size, 1024);
@@ -1753,6 +1818,7 @@ main(void)
         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_meta_init_clear),
         cmocka_unit_test(test_round_trip_tpm2),
+        cmocka_unit_test(test_round_trip_two_files),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_round_trip_tpm12),
         cmocka_unit_test(test_meta_round_trip),

@@ -112,7 +112,19 @@ vtpm_archive_meta_clear(vtpm_archive_meta *m)
     g_free(m->domain_xml);
     if (m->extra)
         g_hash_table_unref(m->extra);
+    if (m->files)
+        g_ptr_array_unref(m->files);
     memset(m, 0, sizeof(*m));
+}
+
+bool
+vtpm_archive_holds(const vtpm_archive_meta *m, const char *name)
+{
+    for (guint i = 0; m && m->files && i < m->files->len; i++) {
+        if (strcmp(m->files->pdata[i], name) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* Hands @src over to the caller's @dst, dropping what @dst held. */
@@ -814,6 +826,21 @@ match_manifest(GArray *members, GHashTable *files, GHashTable *dirs, vtpm_error 
     return 0;
 }
 
+/* The keys of @files, sorted. */
+static GPtrArray *
+file_names(GHashTable *files)
+{
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer k;
+
+    g_hash_table_iter_init(&it, files);
+    while (g_hash_table_iter_next(&it, &k, NULL))
+        g_ptr_array_add(names, g_strdup(k));
+    g_ptr_array_sort(names, cmp_str);
+    return names;
+}
+
 /* Everything verify promises, keeping the parsed members for extract. */
 static int
 verify_all(const void *data, size_t len, vtpm_archive_meta *meta_out, GArray **members_out,
@@ -832,6 +859,7 @@ verify_all(const void *data, size_t len, vtpm_archive_meta *meta_out, GArray **m
         (rc = parse_manifest(&g_array_index(members, member, 0), &m, files, dirs, err)) < 0 ||
         (rc = match_manifest(members, files, dirs, err)) < 0)
         return rc;
+    m.files = file_names(files);
     meta_move(meta_out, &m);
     *members_out = g_steal_pointer(&members);
     return 0;

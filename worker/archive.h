@@ -10,7 +10,10 @@
  * directory it is given.
  *
  * Layout: the first member is "vtpmd-manifest.json"; then the state
- * directory's contents ("tpm2/", "tpm2/tpm2-00.permall", ...).
+ * directory's contents ("tpm2/", "tpm2/tpm2-00.permall", ...; and
+ * "nvram.fd", the variable store, for a UEFI instance: the archive then
+ * holds two files, in format 1 still, which readers from before the store
+ * extract like any file of the state dir).
  */
 #pragma once
 
@@ -38,6 +41,9 @@ typedef struct {
     char *reason;           /* "migrate" / "shelve" / ... */
     char *domain_xml;       /* the domain's inactive XML at archive time (may be NULL) */
     GHashTable *extra;      /* str -> str, free-form (e.g. wrapped secrets later); never NULL */
+    /* The regular files the archive holds (names as in the state dir,
+     * sorted); set by verify and extract, NULL before. */
+    GPtrArray *files;
 } vtpm_archive_meta;
 
 void vtpm_archive_meta_init(vtpm_archive_meta *m);
@@ -72,6 +78,9 @@ int vtpm_archive_verify(const void *data, size_t len, vtpm_archive_meta *meta,
  */
 int vtpm_archive_extract(const void *data, size_t len, const char *dest_dir, int uid, int gid,
                          vtpm_archive_meta *meta, vtpm_error *err);
+
+/* Whether @m (a verified archive's) lists the regular file @name. */
+bool vtpm_archive_holds(const vtpm_archive_meta *m, const char *name);
 
 /* Lower-case hex sha256 of @data (64 chars + NUL). */
 char *vtpm_archive_sha256(const void *data, size_t len);
