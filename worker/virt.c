@@ -399,7 +399,12 @@ vtpm_virt_undefine(vtpm_virt *v, virDomainPtr dom, bool keep_tpm, vtpm_error *er
     unsigned flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                      VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE_NVRAM;
 
+    /* The variable store goes with the TPM state: a UEFI instance's lives
+     * in the state dir, and a kept TPM without it would boot with another
+     * Secure Boot configuration in PCR 7. */
     flags |= keep_tpm ? VIR_DOMAIN_UNDEFINE_KEEP_TPM : VIR_DOMAIN_UNDEFINE_TPM;
+    if (keep_tpm)
+        flags = (flags & ~(unsigned)VIR_DOMAIN_UNDEFINE_NVRAM) | VIR_DOMAIN_UNDEFINE_KEEP_NVRAM;
     if (virDomainUndefineFlags(dom, flags) == 0)
         return 0;
     /* A driver that knows no TPM, NVRAM or checkpoint flags (libvirt's test
@@ -411,7 +416,7 @@ vtpm_virt_undefine(vtpm_virt *v, virDomainPtr dom, bool keep_tpm, vtpm_error *er
         virResetLastError();
         flags &= ~(unsigned)(VIR_DOMAIN_UNDEFINE_KEEP_TPM | VIR_DOMAIN_UNDEFINE_TPM |
                              VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA |
-                             VIR_DOMAIN_UNDEFINE_NVRAM);
+                             VIR_DOMAIN_UNDEFINE_NVRAM | VIR_DOMAIN_UNDEFINE_KEEP_NVRAM);
         if (virDomainUndefineFlags(dom, flags) == 0)
             return 0;
     }
