@@ -587,6 +587,67 @@ vtpm_domxml_parse_domain_metadata(const char *xml, vtpm_domxml_meta *out, vtpm_e
     return parse_with(&parser, &dp, &dp.mp, xml, out, err);
 }
 
+/* /domain/os/nvram's text, collected while it is open. */
+typedef struct {
+    int depth;
+    bool path_ok[4]; /* the open elements at depth 1..3 are domain, os, nvram */
+    GString *text;
+    bool found;
+} nvram_parse;
+
+static void
+nvram_start(GMarkupParseContext *ctx, const char *element, const char **names,
+            const char **values, gpointer user, GError **gerr)
+{
+    static const char *const want[] = { NULL, "domain", "os", "nvram" };
+    nvram_parse *np = user;
+
+    np->depth++;
+    if (np->depth <= 3)
+        np->path_ok[np->depth] = (np->depth == 1 || np->path_ok[np->depth - 1]) &&
+                                 strcmp(element, want[np->depth]) == 0;
+}
+
+static void
+nvram_end(GMarkupParseContext *ctx, const char *element, gpointer user, GError **gerr)
+{
+    nvram_parse *np = user;
+
+    if (np->depth == 3 && np->path_ok[3])
+        np->found = true;
+    np->depth--;
+}
+
+static void
+nvram_text(GMarkupParseContext *ctx, const char *text, gsize len, gpointer user, GError **gerr)
+{
+    nvram_parse *np = user;
+
+    if (np->depth == 3 && np->path_ok[3] && !np->found)
+        g_string_append_len(np->text, text, (gssize)len);
+}
+
+int
+vtpm_domxml_parse_nvram(const char *xml, char **out, vtpm_error *err)
+{
+    static const GMarkupParser parser = { .start_element = nvram_start,
+                                          .end_element = nvram_end,
+                                          .text = nvram_text };
+    g_autoptr(GString) text = g_string_new(NULL);
+    nvram_parse np = { .text = text };
+    g_autoptr(GMarkupParseContext) ctx =
+        g_markup_parse_context_new(&parser, G_MARKUP_PREFIX_ERROR_POSITION, &np, NULL);
+    g_autoptr(GError) gerr = NULL;
+
+    if (!xml || !g_markup_parse_context_parse(ctx, xml, -1, &gerr) ||
+        !g_markup_parse_context_end_parse(ctx, &gerr))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "domain XML: %s",
+                              gerr ? gerr->message : "none");
+    g_strstrip(text->str);
+    *out = np.found && *text->str ? g_strdup(text->str) : NULL;
+    return 0;
+}
+
 void
 vtpm_domxml_meta_clear(vtpm_domxml_meta *m)
 {

@@ -77,5 +77,9 @@ int vtpm_domxml_parse_metadata(const char *md, vtpm_domxml_meta *out, vtpm_error
  * is read, as virDomainGetMetadata would hand it out; version NONE when
  * there is none. */
 int vtpm_domxml_parse_domain_metadata(const char *xml, vtpm_domxml_meta *out, vtpm_error *err);
+/* The path of the UEFI variable store a domain XML names (/domain/os/nvram,
+ * which libvirt fills in when it picks the path itself); *out NULL when
+ * there is none.  Internal on malformed XML. */
+int vtpm_domxml_parse_nvram(const char *xml, char **out, vtpm_error *err);
 void vtpm_domxml_meta_clear(vtpm_domxml_meta *m);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_domxml_meta, vtpm_domxml_meta_clear)
