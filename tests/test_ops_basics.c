@@ -11,6 +11,7 @@
 #include "lib/optest.h"
 #include "mpjson.h"
 #include "ops/basics.h"
+#include "virt.h"
 
 #define BAD VTPM_FAULT_BAD_REQUEST
 
@@ -99,7 +100,10 @@ test_spawn_destroy(void **state)
     g_autofree char *uuid = ot_uuid();
     g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
     g_autofree char *other = ot_instance(uuid, "", "img-2", "");
-    g_autofree char *spawned = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null}", uuid);
+    g_autofree char *spawned = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, "
+                                               "'firmware': {'type': 'bios', 'secure_boot': "
+                                               "false, 'machine': 'q35'}}",
+                                               uuid);
     g_autofree char *conflict = g_strdup_printf("instance %s already exists on host " OT_HOST
                                                 " with a different spec; destroy or rebuild it "
                                                 "instead",
@@ -115,10 +119,12 @@ test_spawn_destroy(void **state)
     ot_expect_fault(h, vtpm_op_spawn, "spawn", VTPM_FAULT_INSTANCE_CONFLICT, conflict,
                     "{'instance': %s}", other);
 
-    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': true, 'vtpm_state': 'none'}",
+    ot_expect_ok(h, vtpm_op_destroy, "destroy",
+                 "{'destroyed': true, 'vtpm_state': 'none', 'nvram_state': 'none'}",
                  "{'instance': {'uuid': '%s'}}", uuid);
     assert_false(ot_domain_exists(h, uuid, NULL));
-    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': false, 'vtpm_state': 'none'}",
+    ot_expect_ok(h, vtpm_op_destroy, "destroy",
+                 "{'destroyed': false, 'vtpm_state': 'none', 'nvram_state': 'none'}",
                  "{'instance': {'uuid': '%s'}}", uuid);
 }
 
@@ -155,15 +161,162 @@ test_destroy_keep(void **state)
     ot_spawn(h, uuid, TRUE);
     assert_int_equal(g_mkdir_with_parents(state_dir, 0700), 0);
     assert_true(g_file_set_contents(console, "boot\n", -1, NULL));
-    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': true, 'vtpm_state': 'kept'}",
+    ot_expect_ok(h, vtpm_op_destroy, "destroy",
+                 "{'destroyed': true, 'vtpm_state': 'kept', 'nvram_state': 'none'}",
                  "{'instance': {'uuid': '%s'}, 'keep_vtpm': true}", uuid);
     assert_false(ot_domain_exists(h, uuid, NULL));
     assert_true(g_file_test(state_dir, G_FILE_TEST_IS_DIR));
     assert_true(g_file_test(console, G_FILE_TEST_EXISTS));
-    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': false, 'vtpm_state': 'deleted'}",
+    ot_expect_ok(h, vtpm_op_destroy, "destroy",
+                 "{'destroyed': false, 'vtpm_state': 'deleted', 'nvram_state': 'none'}",
                  "{'instance': {'uuid': '%s'}}", uuid);
     assert_false(g_file_test(state_dir, G_FILE_TEST_EXISTS));
     assert_false(g_file_test(console, G_FILE_TEST_EXISTS));
+}
+
+/* Nova's firmware rules through spawn: each bad value a BadRequest naming
+ * key, value and source, a disagreement a FlavorImageConflict, before
+ * anything is defined. */
+static void
+test_spawn_firmware_faults(void **state)
+{
+    static const struct {
+        const char *specs, *props;
+        vtpm_fault code;
+        const char *message;
+    } cases[] = {
+        { "", "'hw_firmware_type': 'efi'", BAD,
+          "image property hw_firmware_type=efi: invalid firmware type; allowed: uefi, bios" },
+        { "'os:secure_boot': 'on'", "'hw_firmware_type': 'uefi'", BAD,
+          "flavor extra spec os:secure_boot=on: invalid secure boot policy; allowed: required, "
+          "disabled, optional" },
+        { "", "'os_secure_boot': 'required'", BAD,
+          "image property os_secure_boot=required: Secure Boot needs UEFI firmware, but image "
+          "property hw_firmware_type is not set (BIOS)" },
+        { "", "'hw_firmware_type': 'uefi', 'os_secure_boot': 'required', 'hw_machine_type': 'pc'",
+          BAD, "image property os_secure_boot=required: Secure Boot needs the q35 machine type, "
+               "but image property hw_machine_type=pc" },
+        { "", "'hw_machine_type': 'isapc'", BAD,
+          "image property hw_machine_type=isapc: not an x86_64 machine type vtpmd builds "
+          "domains for; allowed: q35, pc, pc-q35-<version>, pc-i440fx-<version>" },
+        { "'os:secure_boot': 'disabled'",
+          "'hw_firmware_type': 'uefi', 'os_secure_boot': 'required'",
+          VTPM_FAULT_FLAVOR_IMAGE_CONFLICT,
+          "flavor extra spec os:secure_boot=disabled conflicts with image property "
+          "os_secure_boot=required" },
+    };
+    ot_host *h = *state;
+
+    ot_offer_firmware(h, TRUE);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *uuid = ot_uuid();
+        g_autofree char *inst = ot_instance_props(uuid, cases[i].specs, "img-1", cases[i].props,
+                                                  "");
+
+        ot_expect_fault(h, vtpm_op_spawn, "spawn", cases[i].code, cases[i].message,
+                        "{'instance': %s}", inst);
+        assert_false(ot_domain_exists(h, uuid, NULL));
+    }
+}
+
+static char *
+uefi_instance(const char *uuid, const char *secure_boot)
+{
+    g_autofree char *props = g_strdup_printf("'hw_firmware_type': 'uefi'%s%s%s",
+                                             secure_boot ? ", 'os_secure_boot': '" : "",
+                                             secure_boot ? secure_boot : "",
+                                             secure_boot ? "'" : "");
+
+    return ot_instance_props(uuid, "", "img-1", props, "");
+}
+
+/* The test driver offers no firmware: a UEFI spawn is refused naming the
+ * trait and why; with Secure Boot, the other trait. */
+static void
+test_spawn_uefi_unsupported(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *plain = uefi_instance(uuid, NULL);
+    g_autofree char *sb = uefi_instance(uuid, "required");
+    g_auto(ot_reply) r = { 0 };
+    g_auto(ot_reply) r2 = { 0 };
+
+    ot_call(h, vtpm_op_spawn, "spawn", &r, "{'instance': %s}", plain);
+    assert_int_equal(r.err.code, VTPM_FAULT_TPM_UNSUPPORTED);
+    if (!g_str_has_prefix(r.err.message, "host " OT_HOST " cannot provide UEFI firmware: "
+                                         "COMPUTE_FIRMWARE_UEFI (") ||
+        !strstr(r.err.message, "domain capabilities unavailable"))
+        fail_msg("unexpected message: %s", r.err.message);
+    ot_offer_firmware(h, FALSE);
+    ot_call(h, vtpm_op_spawn, "spawn", &r2, "{'instance': %s}", sb);
+    assert_int_equal(r2.err.code, VTPM_FAULT_TPM_UNSUPPORTED);
+    if (!g_str_has_prefix(r2.err.message,
+                          "host " OT_HOST " cannot provide UEFI firmware with Secure Boot: "
+                          "COMPUTE_SECURITY_UEFI_SECURE_BOOT ("))
+        fail_msg("unexpected message: %s", r2.err.message);
+    assert_false(ot_domain_exists(h, uuid, NULL));
+}
+
+/* The domain's inactive XML in the test driver. */
+static char *
+domain_xml(ot_host *h, const char *uuid)
+{
+    g_autoptr(virConnect) conn = NULL;
+    g_autoptr(virDomain) dom = NULL;
+    vtpm_error err = { 0 };
+    char *xml;
+
+    assert_int_equal(vtpm_virt_conn(h->w.virt, &conn, NULL, &err), 0);
+    assert_int_equal(vtpm_virt_lookup(h->w.virt, conn, uuid, &dom, &err), 0);
+    assert_non_null(dom);
+    xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+    assert_non_null(xml);
+    return xml;
+}
+
+/* A UEFI instance without a vTPM: libvirt's auto-selection, its store
+ * libvirt's (no path of ours); optional Secure Boot as the host offers
+ * it; destroy says the store went. */
+static void
+test_spawn_uefi(void **state)
+{
+    static const struct {
+        gboolean host_sb;
+        const char *policy;
+        gboolean on;
+    } cases[] = {
+        { TRUE, NULL, FALSE },
+        { TRUE, "required", TRUE },
+        { TRUE, "optional", TRUE },
+        { FALSE, "optional", FALSE },
+        { TRUE, "disabled", FALSE },
+    };
+    ot_host *h = *state;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *uuid = ot_uuid();
+        g_autofree char *inst = uefi_instance(uuid, cases[i].policy);
+        g_autofree char *want = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, "
+                                                "'firmware': {'type': 'uefi', 'secure_boot': "
+                                                "%s, 'machine': 'q35'}}",
+                                                uuid, cases[i].on ? "true" : "false");
+        g_autofree char *xml = NULL;
+
+        ot_offer_firmware(h, cases[i].host_sb);
+        ot_expect_ok(h, vtpm_op_spawn, "spawn", want, "{'instance': %s}", inst);
+        xml = domain_xml(h, uuid);
+        if (!strstr(xml, "<os firmware='efi'>") || strstr(xml, "<nvram") ||
+            !strstr(xml, cases[i].on ? "<feature enabled='yes' name='secure-boot'/>"
+                                     : "<feature enabled='no' name='secure-boot'/>") ||
+            (strstr(xml, "<smm state='on'/>") != NULL) != cases[i].on)
+            fail_msg("case %zu: the domain should be UEFI, Secure Boot %s:\n%s", i,
+                     cases[i].on ? "on" : "off", xml);
+        ot_expect_ok(h, vtpm_op_destroy, "destroy",
+                     "{'destroyed': true, 'vtpm_state': 'none', 'nvram_state': 'deleted'}",
+                     "{'instance': {'uuid': '%s'}}", uuid);
+        assert_false(ot_domain_exists(h, uuid, NULL));
+    }
 }
 
 int
@@ -176,6 +329,9 @@ main(void)
         OT_TEST(test_spawn_destroy),
         OT_TEST(test_destroy_args),
         OT_TEST(test_destroy_keep),
+        OT_TEST(test_spawn_firmware_faults),
+        OT_TEST(test_spawn_uefi_unsupported),
+        OT_TEST(test_spawn_uefi),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

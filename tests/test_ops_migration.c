@@ -92,7 +92,8 @@ test_migrate_revert(void **state)
     ot_host *h = *state;
     g_autofree char *uuid = ot_uuid();
     g_autofree char *kept = kept_copy(h, uuid);
-    g_autofree char *reverted = g_strdup_printf("{'domain': 'instance-%s', 'vtpm_state': 'none'}",
+    g_autofree char *reverted = g_strdup_printf("{'domain': 'instance-%s', 'vtpm_state': 'none', "
+                                                "'nvram_state': 'none'}",
                                                 uuid);
     gboolean running = FALSE;
 
@@ -116,7 +117,8 @@ test_revert_redefines(void **state)
 {
     ot_host *h = *state;
     g_autofree char *uuid = ot_uuid();
-    g_autofree char *reverted = g_strdup_printf("{'domain': 'instance-%s', 'vtpm_state': 'none'}",
+    g_autofree char *reverted = g_strdup_printf("{'domain': 'instance-%s', 'vtpm_state': 'none', "
+                                                "'nvram_state': 'none'}",
                                                 uuid);
     gboolean running = TRUE;
 
@@ -186,7 +188,9 @@ test_finish(void **state)
     g_autofree char *uuid = ot_uuid();
     g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
     g_autofree char *done = g_strdup_printf(
-        "{'domain': 'instance-%s', 'vtpm': null, 'vtpm_state': 'none'}", uuid);
+        "{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS ", 'vtpm_state': 'none', "
+        "'nvram_state': 'none'}",
+        uuid);
     gboolean running = FALSE;
 
     for (int i = 0; i < 2; i++) {
@@ -199,6 +203,37 @@ test_finish(void **state)
     }
 }
 
+/* A UEFI instance without a vTPM: its store is libvirt's, on each host:
+ * the destination starts a fresh one; a revert on the source, where the
+ * old domain stayed, keeps it. */
+static void
+test_uefi_without_vtpm(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance_props(uuid, "", "img-1", "'hw_firmware_type': 'uefi'", "");
+    g_autofree char *done = g_strdup_printf(
+        "{'domain': 'instance-%s', 'vtpm': null, 'firmware': {'type': 'uefi', 'secure_boot': "
+        "false, 'machine': 'q35'}, 'vtpm_state': 'none', 'nvram_state': 'fresh'}",
+        uuid);
+    g_autofree char *reverted = g_strdup_printf("{'domain': 'instance-%s', 'vtpm_state': 'none', "
+                                                "'nvram_state': 'kept'}",
+                                                uuid);
+
+    ot_offer_firmware(h, FALSE);
+    for (int i = 0; i < 2; i++)
+        ot_expect_ok(h, vtpm_op_finish_migration, "finish_migration", done,
+                     "{'instance': %s, 'old_flavor': {'name': 'm1.old', 'vcpus': 1, "
+                     "'memory_mb': 64}}",
+                     inst);
+    ot_expect_ok(h, vtpm_op_migrate_disk_and_power_off, "migrate_disk_and_power_off",
+                 "{'vtpm_transfer': null}", "{'instance': {'uuid': '%s'}, 'dest_host': 'b'}",
+                 uuid);
+    for (int i = 0; i < 2; i++)
+        ot_expect_ok(h, vtpm_op_finish_revert_migration, "finish_revert_migration", reverted,
+                     "{'instance': {'uuid': '%s'}}", uuid);
+}
+
 int
 main(void)
 {
@@ -208,6 +243,7 @@ main(void)
         OT_TEST(test_resize_confirm),
         OT_TEST(test_migrate_revert),
         OT_TEST(test_revert_redefines),
+        OT_TEST(test_uefi_without_vtpm),
         OT_TEST(test_revert_args),
         OT_TEST(test_finish_args),
         OT_TEST(test_finish),

@@ -36,8 +36,11 @@ test_rebuild(void **state)
     g_autofree char *uuid = ot_uuid();
     g_autofree char *inst = ot_instance(uuid, "", "img-2", "");
     g_autofree char *done = g_strdup_printf(
-        "{'domain': 'instance-%s', 'vtpm': null, 'vtpm_state': 'none'}", uuid);
-    g_autofree char *spawned = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null}", uuid);
+        "{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS ", 'vtpm_state': 'none', "
+        "'nvram_state': 'none'}",
+        uuid);
+    g_autofree char *spawned =
+        g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS "}", uuid);
     gboolean running = FALSE;
 
     ot_spawn(h, uuid, TRUE);
@@ -58,7 +61,8 @@ test_rebuild_tpm_unsupported(void **state)
     g_autofree char *uuid = ot_uuid();
     g_autofree char *inst = ot_instance(uuid, "'hw:tpm_version': '2.0'", "img-2", "");
     g_autofree char *old = ot_instance(uuid, "", "img-1", "");
-    g_autofree char *spawned = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null}", uuid);
+    g_autofree char *spawned =
+        g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS "}", uuid);
     g_auto(ot_reply) r = { 0 };
     gboolean running = FALSE;
 
@@ -72,6 +76,58 @@ test_rebuild_tpm_unsupported(void **state)
     ot_expect_ok(h, vtpm_op_spawn, "spawn", spawned, "{'instance': %s}", old);
 }
 
+/* The firmware of a result: uefi with Secure Boot @on, on q35. */
+static char *
+uefi(gboolean on)
+{
+    return g_strdup_printf("'firmware': {'type': 'uefi', 'secure_boot': %s, 'machine': 'q35'}",
+                           on ? "true" : "false");
+}
+
+/* Without a vTPM the store is libvirt's on this host: kept when the
+ * firmware stays, gone with UEFI, new (libvirt resets it) when Secure
+ * Boot changes; the reply says which, on the redelivery too. */
+static void
+test_rebuild_firmware(void **state)
+{
+    static const struct {
+        const char *from, *to; /* image properties */
+        gboolean to_uefi, on;
+        const char *nvram;
+    } cases[] = {
+        { "'hw_firmware_type': 'uefi'", "'hw_firmware_type': 'uefi'", TRUE, FALSE, "kept" },
+        { "'hw_firmware_type': 'uefi'", "", FALSE, FALSE, "deleted" },
+        { "'hw_firmware_type': 'uefi'", "'hw_firmware_type': 'uefi', 'os_secure_boot': 'required'",
+          TRUE, TRUE, "replaced" },
+        { "", "'hw_firmware_type': 'uefi'", TRUE, FALSE, "replaced" },
+        { "", "", FALSE, FALSE, "none" },
+    };
+    ot_host *h = *state;
+
+    ot_offer_firmware(h, TRUE);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *uuid = ot_uuid();
+        g_autofree char *old = ot_instance_props(uuid, "", "img-1", cases[i].from, "");
+        g_autofree char *inst = ot_instance_props(uuid, "", "img-2", cases[i].to, "");
+        g_autofree char *fw = cases[i].to_uefi ? uefi(cases[i].on) : g_strdup(OT_BIOS);
+        g_autofree char *done = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, %s, "
+                                                "'vtpm_state': 'none', 'nvram_state': '%s'}",
+                                                uuid, fw, cases[i].nvram);
+        g_autofree char *again = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, %s, "
+                                                 "'vtpm_state': 'none', 'nvram_state': '%s'}",
+                                                 uuid, fw,
+                                                 !cases[i].to_uefi ? "none" : "kept");
+        gboolean running = FALSE;
+
+        ot_expect_ok(h, vtpm_op_spawn, "spawn", NULL, "{'instance': %s}", old);
+        ot_expect_ok(h, vtpm_op_rebuild, "rebuild", done, "{'instance': %s}", inst);
+        assert_true(ot_domain_exists(h, uuid, &running));
+        assert_true(running);
+        /* Done already: nothing was set aside, so nothing changes now. */
+        ot_expect_ok(h, vtpm_op_rebuild, "rebuild", again, "{'instance': %s}", inst);
+    }
+}
+
 int
 main(void)
 {
@@ -79,6 +135,7 @@ main(void)
         OT_TEST(test_args),
         OT_TEST(test_rebuild),
         OT_TEST(test_rebuild_tpm_unsupported),
+        OT_TEST(test_rebuild_firmware),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,6 +5,7 @@
  * faults, and an instance without a vTPM (nothing goes to the store).
  */
 #include "lib/optest.h"
+#include "ops/basics.h"
 #include "ops/shelve.h"
 
 #define BAD VTPM_FAULT_BAD_REQUEST
@@ -75,7 +76,9 @@ test_shelve_unshelve(void **state)
     g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
     g_autofree char *other = ot_instance(uuid, "", "img-2", "");
     g_autofree char *back = g_strdup_printf(
-        "{'domain': 'instance-%s', 'vtpm': null, 'vtpm_state': 'none'}", uuid);
+        "{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS ", 'vtpm_state': 'none', "
+        "'nvram_state': 'none'}",
+        uuid);
     g_autofree char *conflict = g_strdup_printf(
         "instance %s already has a different domain on host " OT_HOST, uuid);
     g_autofree char *nothing = g_strdup_printf(
@@ -136,10 +139,32 @@ test_unshelve_tpm_unsupported(void **state)
     assert_false(ot_domain_exists(h, uuid, NULL));
 }
 
+/* A UEFI instance without a vTPM shelves nothing: unshelved, it starts a
+ * fresh store of libvirt's. */
+static void
+test_uefi_without_vtpm(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance_props(uuid, "", "img-1", "'hw_firmware_type': 'uefi'", "");
+    g_autofree char *back = g_strdup_printf(
+        "{'domain': 'instance-%s', 'vtpm': null, 'firmware': {'type': 'uefi', 'secure_boot': "
+        "false, 'machine': 'q35'}, 'vtpm_state': 'none', 'nvram_state': 'fresh'}",
+        uuid);
+
+    ot_offer_firmware(h, FALSE);
+    ot_expect_ok(h, vtpm_op_spawn, "spawn", NULL, "{'instance': %s}", inst);
+    ot_expect_ok(h, vtpm_op_shelve, "shelve", "{'shelved': null, 'offloaded': true}",
+                 "{'instance': {'uuid': '%s'}}", uuid);
+    for (int i = 0; i < 2; i++)
+        ot_expect_ok(h, vtpm_op_unshelve, "unshelve", back, "{'instance': %s}", inst);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        OT_TEST(test_uefi_without_vtpm),
         OT_TEST(test_shelve_args),
         OT_TEST(test_unshelve_args),
         OT_TEST(test_unshelve_archive_without_vtpm),

@@ -393,6 +393,24 @@ has_state(virDomainPtr dom)
 }
 
 int
+vtpm_virt_start(vtpm_virt *v, virDomainPtr dom, unsigned flags, vtpm_error *err)
+{
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
+
+    if (virDomainCreateWithFlags(dom, flags) == 0)
+        return 0;
+    /* A driver that knows no RESET_NVRAM (libvirt's test driver, libvirt
+     * before 8.1) keeps no store it could reset, or one vtpmd cannot
+     * name: started as it is. */
+    if ((flags & VIR_DOMAIN_START_RESET_NVRAM) && unsupported_flags(virGetLastError())) {
+        virResetLastError();
+        if (virDomainCreateWithFlags(dom, flags & ~(unsigned)VIR_DOMAIN_START_RESET_NVRAM) == 0)
+            return 0;
+    }
+    return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "starting domain");
+}
+
+int
 vtpm_virt_undefine(vtpm_virt *v, virDomainPtr dom, bool keep_tpm, vtpm_error *err)
 {
     VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);

@@ -85,6 +85,10 @@ int vtpm_virt_stop(vtpm_virt *v, virDomainPtr dom, vtpm_error *err);
 int vtpm_virt_shutdown(vtpm_virt *v, virDomainPtr dom, unsigned timeout_s, bool *hard,
                        vtpm_error *err);
 
+/* Start (virDomainCreateWithFlags).  VIR_DOMAIN_START_RESET_NVRAM is
+ * dropped for a driver that does not know it. */
+int vtpm_virt_start(vtpm_virt *v, virDomainPtr dom, unsigned flags, vtpm_error *err);
+
 /* Undefine; @keep_tpm chooses VIR_DOMAIN_UNDEFINE_KEEP_TPM and _KEEP_NVRAM
  * over VIR_DOMAIN_UNDEFINE_TPM and _NVRAM (a plain undefine would delete the
  * TPM state, or refuse a domain with a UEFI variable store). */

@@ -50,6 +50,38 @@ ot_host_new(void)
     return h;
 }
 
+void
+ot_offer_firmware(ot_host *h, gboolean secure_boot)
+{
+    vtpm_host_facts f = {
+        .arch = g_strdup("x86_64"),
+        .libvirt_version = 9000000,
+        .qemu_version = 7002000,
+        .firmware = { .domcaps_read = TRUE, .machine = "pc-q35-7.2", .efi_autoselect = TRUE,
+                      .pflash = TRUE, .secure = secure_boot, .descriptors = 3,
+                      .plain_uefi = TRUE, .secure_enrolled = secure_boot },
+    };
+    vtpm_caps_config cc = { 0 };
+    vtpm_caps_snapshot *s = g_atomic_rc_box_new0(vtpm_caps_snapshot);
+    vtpm_caps_snapshot *old;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    s->caps = vtpm_caps_evaluate_take(OT_HOST, &f, &cc);
+    assert_true(vtpm_caps_has_trait(s->caps, VTPM_TRAIT_FIRMWARE_UEFI));
+    assert_int_equal(vtpm_caps_has_trait(s->caps, VTPM_TRAIT_UEFI_SECURE_BOOT), secure_boot);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    assert_int_equal(vtpm_caps_pack(s->caps, &pk), 0);
+    s->packed = g_bytes_new(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    g_mutex_lock(&h->w.caps_lock);
+    old = h->w.caps;
+    h->w.caps = s;
+    g_mutex_unlock(&h->w.caps_lock);
+    vtpm_caps_snapshot_unref(old);
+}
+
 int
 ot_setup(void **state)
 {
@@ -216,7 +248,7 @@ ot_expect_ok(ot_host *h, vtpm_handler_fn fn, const char *method, const char *res
 {
     g_auto(ot_reply) r = { 0 };
     g_autofree char *a = NULL;
-    g_autofree char *want = compact(result);
+    g_autofree char *want = result ? compact(result) : NULL;
     va_list ap;
 
     va_start(ap, args);
@@ -226,7 +258,7 @@ ot_expect_ok(ot_host *h, vtpm_handler_fn fn, const char *method, const char *res
     if (r.rc != 0)
         fail_msg("%s %s: expected ok, got %s: %s", method, a, vtpm_fault_name(r.err.code),
                  r.err.message);
-    if (strcmp(r.result, want) != 0)
+    if (want && strcmp(r.result, want) != 0)
         fail_msg("%s %s:\n expected %s\n got      %s", method, a, want, r.result);
 }
 
@@ -239,17 +271,25 @@ ot_uuid(void)
 char *
 ot_instance(const char *uuid, const char *extra_specs, const char *image, const char *more)
 {
+    return ot_instance_props(uuid, extra_specs, image, "", more);
+}
+
+char *
+ot_instance_props(const char *uuid, const char *extra_specs, const char *image,
+                  const char *properties, const char *more)
+{
     return g_strdup_printf("{'uuid': '%s', 'name': 'vm', 'flavor': {'name': 'm1.tiny', "
                            "'vcpus': 1, 'memory_mb': 64, 'extra_specs': {%s}}, "
-                           "'image': {'id': '%s', 'properties': {}}%s}",
-                           uuid, extra_specs, image, more);
+                           "'image': {'id': '%s', 'properties': {%s}}%s}",
+                           uuid, extra_specs, image, properties, more);
 }
 
 void
 ot_spawn(ot_host *h, const char *uuid, gboolean power_on)
 {
     g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
-    g_autofree char *want = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null}", uuid);
+    g_autofree char *want =
+        g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS "}", uuid);
 
     ot_expect_ok(h, vtpm_op_spawn, "spawn", want, "{'instance': %s, 'power_on': %s}", inst,
                  power_on ? "true" : "false");

@@ -31,6 +31,8 @@
 #include "worker.h"
 
 #define OT_HOST "test-host" /* [worker] host of every test host */
+/* The firmware of a result when the spec asks for none. */
+#define OT_BIOS "'firmware': {'type': 'bios', 'secure_boot': false, 'machine': 'q35'}"
 
 typedef struct {
     char *root; /* the private tree */
@@ -68,7 +70,7 @@ void ot_call(ot_host *h, vtpm_handler_fn fn, const char *method, ot_reply *out, 
 void ot_expect_fault(ot_host *h, vtpm_handler_fn fn, const char *method, vtpm_fault code,
                      const char *message, const char *args, ...) G_GNUC_PRINTF(6, 7);
 /* The same, failing the test unless the handler succeeds with a result
- * whose compact JSON is @result (single quotes). */
+ * whose compact JSON is @result (single quotes; NULL: any result). */
 void ot_expect_ok(ot_host *h, vtpm_handler_fn fn, const char *method, const char *result,
                   const char *args, ...) G_GNUC_PRINTF(5, 6);
 
@@ -78,6 +80,9 @@ char *ot_uuid(void);
  * (JSON object members, single quotes, "" for none), image @image and
  * @more members ("" or ", 'boot': {...}"). */
 char *ot_instance(const char *uuid, const char *extra_specs, const char *image, const char *more);
+/* The same with image properties @properties (JSON object members). */
+char *ot_instance_props(const char *uuid, const char *extra_specs, const char *image,
+                        const char *properties, const char *more);
 /* Spawn instance @uuid without a vTPM (image "img-1"), started when
  * @power_on: a domain for a test to work on. */
 void ot_spawn(ot_host *h, const char *uuid, gboolean power_on);
@@ -87,5 +92,9 @@ char *ot_domain(const char *uuid);
 gboolean ot_domain_exists(ot_host *h, const char *uuid, gboolean *running);
 /* Remove the domain of @uuid behind vtpmd's back. */
 void ot_undefine(ot_host *h, const char *uuid);
+/* Make the host offer what Debian's ovmf package gives a real one:
+ * COMPUTE_FIRMWARE_UEFI, and COMPUTE_SECURITY_UEFI_SECURE_BOOT when
+ * @secure_boot (the test driver reports neither: no domain capabilities). */
+void ot_offer_firmware(ot_host *h, gboolean secure_boot);
 /* Path @rel in the host's private tree. */
 char *ot_path(ot_host *h, const char *rel);

@@ -9,6 +9,7 @@
 #include "ops/custody.h"
 #include "ops/domain.h"
 #include "ops/generation.h"
+#include "ops/nvram.h"
 #include "ops/state.h"
 #include "secret.h"
 #include "store.h"
@@ -200,13 +201,34 @@ destroy_rest(vtpm_worker *w, virConnectPtr conn, const char *uuid, vtpm_error *e
     return 0;
 }
 
+/* Whether the instance has a UEFI variable store: its domain says UEFI
+ * (the store may be libvirt's), or one is in its state dir (left by an
+ * interrupted operation). */
+static int
+had_store(vtpm_worker *w, virDomainPtr dom, const char *state_dir, bool *out, vtpm_error *err)
+{
+    g_auto(vtpm_domxml_meta) m = { 0 };
+    int rc;
+
+    if (dom && (rc = vtpm_ops_get_meta(w, dom, &m, err)) < 0)
+        return rc;
+    *out = m.firmware.type == VTPM_FIRMWARE_UEFI || vtpm_nvram_in(state_dir);
+    return 0;
+}
+
+static vtpm_ops_outcome
+destroyed(bool had, bool keep)
+{
+    return !had ? VTPM_OPS_OUTCOME_NONE : keep ? VTPM_OPS_OUTCOME_KEPT : VTPM_OPS_OUTCOME_DELETED;
+}
+
 int
 vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, vtpm_error *err)
 {
     g_autofree char *state_dir = NULL;
     g_autoptr(virConnect) conn = NULL;
     g_autoptr(virDomain) dom = NULL;
-    bool keep = false, had_state;
+    bool keep = false, had_state, had_nvram = false;
     char uuid[37];
     int rc;
 
@@ -216,15 +238,14 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
         return rc;
     state_dir = vtpm_ops_state_dir(w, uuid);
     had_state = vtpm_fs_is_dir(state_dir);
-    if (dom && (rc = destroy_domain(w, dom, uuid, keep, keep && had_state, err)) < 0)
+    if ((rc = had_store(w, dom, state_dir, &had_nvram, err)) < 0 ||
+        (dom && (rc = destroy_domain(w, dom, uuid, keep, keep && had_state, err)) < 0))
         return rc;
     if (!keep && (rc = destroy_rest(w, conn, uuid, err)) < 0)
         return rc;
-    msgpack_pack_map(result, 2);
+    msgpack_pack_map(result, 3);
     vtpm_pack_kv_bool(result, "destroyed", dom != NULL);
-    vtpm_pack_kv_str(result, "vtpm_state",
-                     vtpm_ops_outcome_str(!had_state ? VTPM_OPS_OUTCOME_NONE
-                                          : keep     ? VTPM_OPS_OUTCOME_KEPT
-                                                     : VTPM_OPS_OUTCOME_DELETED));
+    vtpm_pack_kv_str(result, "vtpm_state", vtpm_ops_outcome_str(destroyed(had_state, keep)));
+    vtpm_pack_kv_str(result, "nvram_state", vtpm_ops_outcome_str(destroyed(had_nvram, keep)));
     return 0;
 }

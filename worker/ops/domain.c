@@ -50,6 +50,12 @@ vtpm_ops_state_dir(vtpm_worker *w, const char *uuid)
 }
 
 char *
+vtpm_ops_nvram_path(vtpm_worker *w, const char *uuid)
+{
+    return g_build_filename(w->cfg->libvirt.state_dir, uuid, VTPM_FIRMWARE_NVRAM_FILE, NULL);
+}
+
+char *
 vtpm_ops_replaced_dir(vtpm_worker *w, const char *uuid)
 {
     return g_strdup_printf("%s/.%s.replaced", w->cfg->libvirt.state_dir, uuid);
@@ -132,20 +138,16 @@ vtpm_ops_swtpm_ids(vtpm_worker *w, int *uid, int *gid, vtpm_error *err)
     return 0;
 }
 
-/* Every trait @dev needs must be offered by this host, else TPMUnsupported
- * naming each missing trait and why it is missing. */
+/* The capabilities to decide by.  Never refuse an instance for good
+ * because libvirt was down when the host was last probed: ask again, and
+ * if it still cannot be asked, the caller should retry rather than
+ * reschedule. */
 static int
-check_host_offers(vtpm_worker *w, const vtpm_device *dev, vtpm_error *err)
+host_caps(vtpm_worker *w, vtpm_caps_snapshot **out, vtpm_error *err)
 {
     g_autoptr(vtpm_caps_snapshot) snap = vtpm_worker_caps(w);
-    g_autoptr(GString) why = g_string_new(NULL);
-    const char *traits[3];
-    size_t n = vtpm_policy_required_traits(dev, traits);
 
-    /* Never refuse an instance for good because libvirt was down when the
-     * host was last probed: ask again, and if it still cannot be asked, the
-     * caller should retry rather than reschedule. */
-    if (n > 0 && snap->unreachable) {
+    if (snap->unreachable) {
         vtpm_caps_snapshot_unref(g_steal_pointer(&snap));
         vtpm_worker_refresh_caps(w, false);
         snap = vtpm_worker_caps(w);
@@ -153,21 +155,53 @@ check_host_offers(vtpm_worker *w, const vtpm_device *dev, vtpm_error *err)
             return vtpm_error_set(err, VTPM_FAULT_HYPERVISOR_ERROR,
                                   "cannot check what this host offers: %s", snap->unreachable);
     }
+    *out = g_steal_pointer(&snap);
+    return 0;
+}
 
+/* "TRAIT (reason)" for each of @traits the host does not offer. */
+static void
+missing_traits(const vtpm_caps *caps, const char *const *traits, size_t n, GString *why)
+{
     for (size_t i = 0; i < n; i++) {
         const char *reason;
 
-        if (vtpm_caps_has_trait(snap->caps, traits[i]))
+        if (vtpm_caps_has_trait(caps, traits[i]))
             continue;
-        reason = g_hash_table_lookup(snap->caps->missing, traits[i]);
+        reason = g_hash_table_lookup(caps->missing, traits[i]);
         g_string_append_printf(why, "%s%s (%s)", why->len ? "; " : "", traits[i],
                                reason ? reason : "not offered");
     }
-    if (why->len)
+}
+
+/* Every trait @dev and @fw need must be offered by this host, else
+ * TPMUnsupported naming each missing trait and why it is missing.
+ * Optional Secure Boot is settled here, by what the host offers. */
+static int
+check_host_offers(vtpm_worker *w, const vtpm_device *dev, vtpm_firmware *fw, vtpm_error *err)
+{
+    g_autoptr(vtpm_caps_snapshot) snap = NULL;
+    g_autoptr(GString) tpm = g_string_new(NULL);
+    g_autoptr(GString) firmware = g_string_new(NULL);
+    const char *traits[3];
+    int rc;
+
+    if (dev->version == VTPM_VERSION_NONE && fw->type != VTPM_FIRMWARE_UEFI)
+        return 0;
+    if ((rc = host_caps(w, &snap, err)) < 0)
+        return rc;
+    vtpm_firmware_decide(fw, vtpm_caps_has_trait(snap->caps, VTPM_TRAIT_UEFI_SECURE_BOOT));
+    missing_traits(snap->caps, traits, vtpm_policy_required_traits(dev, traits), tpm);
+    missing_traits(snap->caps, traits, vtpm_firmware_required_traits(fw, traits), firmware);
+    if (tpm->len)
         return vtpm_error_set(err, VTPM_FAULT_TPM_UNSUPPORTED,
                               "host %s cannot provide TPM %s/%s/%s: %s", w->cfg->worker.host,
                               vtpm_version_str(dev->version), vtpm_model_str(dev->model),
-                              vtpm_secret_security_str(dev->secret_security), why->str);
+                              vtpm_secret_security_str(dev->secret_security), tpm->str);
+    if (firmware->len)
+        return vtpm_error_set(err, VTPM_FAULT_TPM_UNSUPPORTED,
+                              "host %s cannot provide UEFI firmware%s: %s", w->cfg->worker.host,
+                              fw->secure_boot ? " with Secure Boot" : "", firmware->str);
     return 0;
 }
 
@@ -269,6 +303,16 @@ confine_boot(vtpm_worker *w, const vtpm_instance *inst, char **kernel, char **in
     return 0;
 }
 
+/* {type, secure_boot, machine}: the firmware as decided on this host. */
+static void
+pack_firmware(msgpack_packer *pk, const vtpm_firmware *fw)
+{
+    msgpack_pack_map(pk, 3);
+    vtpm_pack_kv_str(pk, "type", vtpm_firmware_type_str(fw->type));
+    vtpm_pack_kv_bool(pk, "secure_boot", fw->secure_boot);
+    vtpm_pack_kv_str(pk, "machine", fw->machine);
+}
+
 void
 vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_device *dev)
 {
@@ -300,11 +344,9 @@ file_size_or_zero(const char *path)
 }
 
 static int
-start_plain(vtpm_worker *w, virDomainPtr dom, vtpm_error *err)
+start_plain(vtpm_worker *w, virDomainPtr dom, unsigned flags, vtpm_error *err)
 {
-    if (VTPM_LV(virDomainCreate(dom)) < 0)
-        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "starting domain");
-    return 0;
+    return vtpm_virt_start(w->virt, dom, flags, err);
 }
 
 /* The key that opens the TPM of a start: an ephemeral one in *out (user
@@ -340,8 +382,29 @@ start_key(vtpm_worker *w, virConnectPtr conn, const char *uuid, const vtpm_domxm
     }
 }
 
+/* libvirt makes a new variable store from its template before it makes
+ * the swtpm state dir the store lives in: a UEFI instance with a vTPM
+ * gets the dir first, root 0711 as libvirt makes it. */
+static int
+store_dir(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta *m, vtpm_error *err)
+{
+    g_autofree char *dir = NULL;
+
+    if (m->firmware.type != VTPM_FIRMWARE_UEFI || m->tpm.version == VTPM_VERSION_NONE)
+        return 0;
+    dir = vtpm_ops_state_dir(w, uuid);
+    return vtpm_fs_mkdirs(dir, 0711, err);
+}
+
 int
 vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err)
+{
+    return vtpm_ops_start_flags(w, dom, secret, 0, err);
+}
+
+int
+vtpm_ops_start_flags(vtpm_worker *w, virDomainPtr dom, GBytes *secret, unsigned flags,
+                     vtpm_error *err)
 {
     int active = VTPM_LV(virDomainIsActive(dom));
     g_auto(vtpm_domxml_meta) meta = { 0 };
@@ -358,10 +421,12 @@ vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err
         return 0;
     if ((rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
         return rc;
-    if (meta.tpm.version == VTPM_VERSION_NONE || !meta.encrypted)
-        return start_plain(w, dom, err);
     if (virDomainGetUUIDString(dom, uuid) < 0)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain uuid");
+    if ((rc = store_dir(w, uuid, &meta, err)) < 0)
+        return rc;
+    if (meta.tpm.version == VTPM_VERSION_NONE || !meta.encrypted)
+        return start_plain(w, dom, flags, err);
     conn = virDomainGetConnect(dom);
     if ((rc = start_key(w, conn, uuid, &meta, secret, &key, err)) < 0)
         return rc;
@@ -369,7 +434,7 @@ vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err
         return rc;
     log = swtpm_log_path(virDomainGetName(dom));
     log_from = file_size_or_zero(log);
-    rc = start_plain(w, dom, err);
+    rc = start_plain(w, dom, flags, err);
     /* The key lives in libvirtd only while swtpm starts. */
     if (key) {
         vtpm_error uerr = { 0 };
@@ -397,6 +462,7 @@ vtpm_ops_domain_clear(vtpm_ops_domain *d)
     g_clear_pointer(&d->disk, g_free);
     g_clear_pointer(&d->console, g_free);
     g_clear_pointer(&d->wrapped_secret, g_free);
+    g_clear_pointer(&d->nvram, g_free);
 }
 
 int
@@ -418,6 +484,10 @@ vtpm_ops_build_xml(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *d
     /* The secret's UUID is the instance's (secret.h). */
     p.secret_uuid = d->encrypted ? inst->uuid : NULL;
     p.wrapped_secret = d->wrapped_secret;
+    p.firmware = &d->fw;
+    p.nvram = d->nvram;
+    p.uefi_loader = w->cfg->libvirt.uefi_loader;
+    p.uefi_nvram_template = w->cfg->libvirt.uefi_nvram_template;
     if ((rc = vtpm_domxml_build(&p, &xml, err)) < 0)
         return rc;
     g_free(d->xml);
@@ -433,11 +503,15 @@ vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out
     int rc;
 
     if ((rc = vtpm_policy_resolve(inst->flavor->extra_specs, inst->image->properties, &d.dev,
-                                  err)) < 0)
+                                  err)) < 0 ||
+        (rc = vtpm_firmware_resolve(inst->flavor->extra_specs, inst->image->properties, &d.fw,
+                                    err)) < 0)
         return rc;
     /* Refuse before touching libvirt: nothing to undo. */
-    if (d.dev.version != VTPM_VERSION_NONE && (rc = check_host_offers(w, &d.dev, err)) < 0)
+    if ((rc = check_host_offers(w, &d.dev, &d.fw, err)) < 0)
         return rc;
+    if (d.fw.type == VTPM_FIRMWARE_UEFI && d.dev.version != VTPM_VERSION_NONE)
+        d.nvram = vtpm_ops_nvram_path(w, inst->uuid);
     if ((rc = confine_boot(w, inst, &d.kernel, &d.initrd, &d.disk, err)) < 0 ||
         (rc = vtpm_fs_mkdirs(w->cfg->libvirt.console_dir, 0750, err)) < 0)
         return rc;
@@ -481,12 +555,16 @@ static void
 pack_domain(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops_domain *d,
             const char *vtpm_state)
 {
-    msgpack_pack_map(pk, vtpm_state ? 3 : 2);
+    msgpack_pack_map(pk, vtpm_state ? 5 : 3);
     vtpm_pack_kv_str(pk, "domain", d->name);
     vtpm_pack_str(pk, "vtpm");
     vtpm_ops_pack_vtpm(pk, w, uuid, &d->dev);
-    if (vtpm_state)
-        vtpm_pack_kv_str(pk, "vtpm_state", vtpm_state);
+    vtpm_pack_str(pk, "firmware");
+    pack_firmware(pk, &d->fw);
+    if (!vtpm_state)
+        return;
+    vtpm_pack_kv_str(pk, "vtpm_state", vtpm_state);
+    vtpm_pack_kv_str(pk, "nvram_state", vtpm_ops_outcome_str(d->nvram_state));
 }
 
 void

@@ -13,6 +13,7 @@
 #include "vtpm/error.h"
 #include "vtpm/proto.h"
 #include "domxml.h"
+#include "firmware.h"
 #include "policy.h"
 #include "virt.h"
 #include "worker.h"
@@ -23,6 +24,10 @@ int vtpm_ops_arg_uuid(const vtpm_request *req, char uuid[37], vtpm_error *err);
 int vtpm_ops_arg_secret(const vtpm_request *req, GBytes **out, vtpm_error *err);
 
 char *vtpm_ops_state_dir(vtpm_worker *w, const char *uuid);
+/* The UEFI variable store of an instance with a vTPM: in its state dir
+ * (VTPM_FIRMWARE_NVRAM_FILE), so that it moves with the TPM state.
+ * Without a vTPM libvirt keeps the store where it keeps them. */
+char *vtpm_ops_nvram_path(vtpm_worker *w, const char *uuid);
 /* Where a rebuild sets the old state aside while the vTPM changes. */
 char *vtpm_ops_replaced_dir(vtpm_worker *w, const char *uuid);
 /* Where a rekey builds the new state, and where the old one waits until
@@ -53,9 +58,28 @@ int vtpm_ops_get_meta(vtpm_worker *w, virDomainPtr dom, vtpm_domxml_meta *out,
 void vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                         const vtpm_device *dev);
 
+/* What an operation did with the TPM state: a reply's vtpm_state
+ * (docs/protocol.md), named on the wire by vtpm_ops_outcome_str; the same
+ * words say what it did with the UEFI variable store (nvram_state). */
+typedef enum {
+    VTPM_OPS_OUTCOME_NONE,     /* "none": the instance has no vTPM (state) */
+    VTPM_OPS_OUTCOME_FRESH,    /* "fresh": a new TPM, its state starts empty */
+    VTPM_OPS_OUTCOME_RESTORED, /* "restored": the state came back from an archive */
+    VTPM_OPS_OUTCOME_KEPT,     /* "kept": the state stayed as it was */
+    VTPM_OPS_OUTCOME_REPLACED, /* "replaced": the old state made way for a new TPM */
+    VTPM_OPS_OUTCOME_DELETED,  /* "deleted": the state is gone */
+} vtpm_ops_outcome;
+
+const char *vtpm_ops_outcome_str(vtpm_ops_outcome o);
+
 /* What (re)defining an instance's domain needs, derived from its spec. */
 typedef struct {
     vtpm_device dev;
+    vtpm_firmware fw;  /* decided for this host (optional Secure Boot settled) */
+    char *nvram;       /* the store's path; NULL: libvirt's (no vTPM, or BIOS) */
+    /* What the operation did with the store, packed as nvram_state beside
+     * vtpm_state (vtpm_ops_pack_domain_outcome); the handler sets it. */
+    vtpm_ops_outcome nvram_state;
     char *digest;
     char *xml;
     char *name;
@@ -69,8 +93,9 @@ typedef struct {
 void vtpm_ops_domain_clear(vtpm_ops_domain *d);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_ops_domain, vtpm_ops_domain_clear)
 
-/* Resolve the vTPM (TPMUnsupported when this host lacks a needed trait),
- * confine boot paths, build the domain XML. */
+/* Resolve the vTPM and the firmware (TPMUnsupported when this host lacks a
+ * needed trait, naming it and why), confine boot paths, build the domain
+ * XML. */
 int vtpm_ops_prepare(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *out,
                      vtpm_error *err);
 /* Build d->xml again from @inst and what @d says now (its keying). */
@@ -85,22 +110,14 @@ int vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDoma
  * secret.  A key that does not open the state is SecretInvalid (the state
  * is left untouched). */
 int vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err);
-/* What an operation did with the TPM state: a reply's vtpm_state
- * (docs/protocol.md), named on the wire by vtpm_ops_outcome_str. */
-typedef enum {
-    VTPM_OPS_OUTCOME_NONE,     /* "none": the instance has no vTPM (state) */
-    VTPM_OPS_OUTCOME_FRESH,    /* "fresh": a new TPM, its state starts empty */
-    VTPM_OPS_OUTCOME_RESTORED, /* "restored": the state came back from an archive */
-    VTPM_OPS_OUTCOME_KEPT,     /* "kept": the state stayed as it was */
-    VTPM_OPS_OUTCOME_REPLACED, /* "replaced": the old state made way for a new TPM */
-    VTPM_OPS_OUTCOME_DELETED,  /* "deleted": the state is gone */
-} vtpm_ops_outcome;
+/* The same with virDomainCreateWithFlags @flags (VIR_DOMAIN_START_RESET_NVRAM:
+ * a new store from the template, for a store libvirt keeps). */
+int vtpm_ops_start_flags(vtpm_worker *w, virDomainPtr dom, GBytes *secret, unsigned flags,
+                         vtpm_error *err);
 
-const char *vtpm_ops_outcome_str(vtpm_ops_outcome o);
-
-/* {domain, vtpm} */
+/* {domain, vtpm, firmware} */
 void vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                                  const vtpm_ops_domain *d);
-/* {domain, vtpm, vtpm_state} */
+/* {domain, vtpm, firmware, vtpm_state, nvram_state} */
 void vtpm_ops_pack_domain_outcome(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                                   const vtpm_ops_domain *d, vtpm_ops_outcome outcome);

@@ -9,6 +9,7 @@
 #include "ops/domain.h"
 #include "ops/generation.h"
 #include "ops/migration.h"
+#include "ops/nvram.h"
 #include "ops/state.h"
 #include "secret.h"
 #include "store.h"
@@ -229,7 +230,8 @@ finish_restore(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const finis
     if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
         return rc;
     if ((rc = vtpm_state_restore(w, uuid, archive, err)) < 0 ||
-        (rc = vtpm_generation_record(w, uuid, am.generation, err)) < 0)
+        (rc = vtpm_generation_record(w, uuid, am.generation, err)) < 0 ||
+        (rc = vtpm_nvram_settle(w, uuid, &am, d, err)) < 0)
         return rc;
     vtpm_inject("finish_migration.after_restore");
     return 0;
@@ -246,9 +248,11 @@ finish_fresh(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const finish_
     if ((rc = vtpm_custody_plan_key(w, conn, a->inst, d, NULL, err)) < 0)
         return rc;
     /* A resize in place leaves the old state here; the kept copy holds
-     * it for a revert. */
+     * it for a revert.  The variable store goes with the old TPM state:
+     * the new TPM's PCR 7 is measured from a store of its own. */
     if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
         return rc;
+    d->nvram_state = vtpm_nvram_now(w, a->inst->uuid, d, VTPM_OPS_OUTCOME_FRESH);
     return vtpm_fs_rmtree(state_dir, err);
 }
 
@@ -271,6 +275,26 @@ finish_domain(vtpm_worker *w, virConnectPtr conn, virDomainPtr old, const finish
         return rc;
     vtpm_inject("finish_migration.after_start");
     return 0;
+}
+
+/* A redelivery's nvram_state: from the incoming archive while it is still
+ * there, else from what is in the state dir. */
+static void
+finished_nvram(vtpm_worker *w, virConnectPtr conn, const char *uuid, vtpm_ops_domain *d,
+               vtpm_ops_outcome outcome, bool have_vol)
+{
+    g_autofree char *vol = vtpm_state_volume_name(uuid);
+    g_autoptr(GBytes) archive = NULL;
+    g_auto(vtpm_archive_meta) am = { 0 };
+
+    d->nvram_state = vtpm_nvram_now(w, uuid, d, outcome == VTPM_OPS_OUTCOME_RESTORED
+                                                    ? VTPM_OPS_OUTCOME_RESTORED
+                                                    : VTPM_OPS_OUTCOME_FRESH);
+    if (outcome == VTPM_OPS_OUTCOME_RESTORED && have_vol &&
+        vtpm_store_get(conn, w->cfg->store.incoming_pool, vol, &archive, NULL) == 0 &&
+        vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive), &am,
+                            NULL) == 0)
+        d->nvram_state = vtpm_nvram_outcome(&am, d);
 }
 
 int
@@ -303,9 +327,10 @@ vtpm_op_finish_migration(vtpm_worker *w, const vtpm_request *req, msgpack_packer
     else
         outcome = VTPM_OPS_OUTCOME_RESTORED;
 
-    if (finished_before(w, dom, a.inst->uuid, &d, outcome))
+    if (finished_before(w, dom, a.inst->uuid, &d, outcome)) {
+        finished_nvram(w, conn, a.inst->uuid, &d, outcome, have_vol);
         rc = a.power_on ? vtpm_ops_start(w, dom, a.inst->secret, err) : 0;
-    else
+    } else
         rc = finish_domain(w, conn, dom, &a, &d, outcome, have_vol, err);
     if (rc < 0 ||
         (have_vol && (rc = vtpm_store_delete(conn, w->cfg->store.incoming_pool, vol, err)) < 0))
@@ -398,12 +423,41 @@ revert_args_clear(revert_args *a)
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(revert_args, revert_args_clear)
 
+/* What a revert leaves of the variable store of the old definition (@fw):
+ * with a vTPM the one in the state dir, restored with the TPM state (new
+ * when the kept copy held none); without, libvirt's on this host, kept
+ * when the old domain stayed defined here. */
+static vtpm_ops_outcome
+reverted_nvram(vtpm_worker *w, const char *uuid, const vtpm_firmware *fw, bool has_tpm,
+               bool dom_stayed)
+{
+    g_autofree char *state_dir = vtpm_ops_state_dir(w, uuid);
+
+    if (fw->type != VTPM_FIRMWARE_UEFI)
+        return VTPM_OPS_OUTCOME_NONE;
+    if (!has_tpm)
+        return dom_stayed ? VTPM_OPS_OUTCOME_KEPT : VTPM_OPS_OUTCOME_FRESH;
+    return vtpm_nvram_in(state_dir) ? VTPM_OPS_OUTCOME_RESTORED : VTPM_OPS_OUTCOME_FRESH;
+}
+
+/* The firmware of the definition in @xml (BIOS when unreadable). */
+static vtpm_firmware
+firmware_of(const char *xml)
+{
+    g_auto(vtpm_domxml_meta) m = { 0 };
+
+    if (xml)
+        (void)vtpm_domxml_parse_domain_metadata(xml, &m, NULL);
+    return m.firmware;
+}
+
 /* Reverted already (redelivery): the domain is back. */
 static int
 reverted_before(vtpm_worker *w, virConnectPtr conn, const revert_args *a, vtpm_ops_outcome *state,
-                vtpm_error *err)
+                vtpm_ops_outcome *nvram, vtpm_error *err)
 {
     g_autofree char *state_dir = vtpm_ops_state_dir(w, a->uuid);
+    g_auto(vtpm_domxml_meta) m = { 0 };
     g_autoptr(virDomain) dom = NULL;
     int rc;
 
@@ -413,9 +467,11 @@ reverted_before(vtpm_worker *w, virConnectPtr conn, const revert_args *a, vtpm_o
         return vtpm_error_set(err, VTPM_FAULT_STATE_NOT_FOUND,
                               "no kept copy of %s on host %s to revert to", a->uuid,
                               w->cfg->worker.host);
-    if (a->power_on && (rc = vtpm_ops_start(w, dom, a->secret, err)) < 0)
+    if ((a->power_on && (rc = vtpm_ops_start(w, dom, a->secret, err)) < 0) ||
+        (rc = vtpm_ops_get_meta(w, dom, &m, err)) < 0)
         return rc;
     *state = vtpm_fs_is_dir(state_dir) ? VTPM_OPS_OUTCOME_RESTORED : VTPM_OPS_OUTCOME_NONE;
+    *nvram = reverted_nvram(w, a->uuid, &m.firmware, m.tpm.version != VTPM_VERSION_NONE, true);
     return 0;
 }
 
@@ -471,8 +527,9 @@ revert_restore(vtpm_worker *w, virConnectPtr conn, virDomainPtr old, const rever
 /* Revert to the kept copy @archive, then drop it. */
 static int
 revert(vtpm_worker *w, virConnectPtr conn, const revert_args *a, GBytes *archive,
-       vtpm_ops_outcome *state, vtpm_error *err)
+       vtpm_ops_outcome *state, vtpm_ops_outcome *nvram, vtpm_error *err)
 {
+    vtpm_firmware fw;
     g_autofree char *kept = vtpm_state_kept_path(w, a->uuid);
     g_auto(vtpm_archive_meta) km = { 0 };
     g_autoptr(virDomain) dom = NULL;
@@ -499,6 +556,8 @@ revert(vtpm_worker *w, virConnectPtr conn, const revert_args *a, GBytes *archive
     } else if ((rc = revert_restore(w, conn, dom, a, &km, archive, state, err)) < 0) {
         return rc;
     }
+    fw = firmware_of(km.domain_xml);
+    *nvram = reverted_nvram(w, a->uuid, &fw, vtpm_state_has_tpm(&km), dom != NULL);
     return vtpm_state_drop_kept(w, a->uuid, err);
 }
 
@@ -510,7 +569,7 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
     g_autofree char *name = NULL;
     g_autoptr(GBytes) archive = NULL;
     g_autoptr(virConnect) conn = NULL;
-    vtpm_ops_outcome state = VTPM_OPS_OUTCOME_NONE;
+    vtpm_ops_outcome state = VTPM_OPS_OUTCOME_NONE, nvram = VTPM_OPS_OUTCOME_NONE;
     int rc;
 
     if ((rc = vtpm_ops_arg_uuid(req, a.uuid, err)) < 0 ||
@@ -524,13 +583,14 @@ vtpm_op_finish_revert_migration(vtpm_worker *w, const vtpm_request *req,
         return rc;
     rc = vtpm_state_read_kept(w, a.uuid, &archive, err);
     if (rc == -(int)VTPM_FAULT_STATE_NOT_FOUND)
-        rc = reverted_before(w, conn, &a, &state, err);
+        rc = reverted_before(w, conn, &a, &state, &nvram, err);
     else if (rc == 0)
-        rc = revert(w, conn, &a, archive, &state, err);
+        rc = revert(w, conn, &a, archive, &state, &nvram, err);
     if (rc < 0)
         return rc;
-    msgpack_pack_map(result, 2);
+    msgpack_pack_map(result, 3);
     vtpm_pack_kv_str(result, "domain", name);
     vtpm_pack_kv_str(result, "vtpm_state", vtpm_ops_outcome_str(state));
+    vtpm_pack_kv_str(result, "nvram_state", vtpm_ops_outcome_str(nvram));
     return 0;
 }

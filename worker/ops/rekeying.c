@@ -10,6 +10,7 @@
 #include "inject.h"
 #include "keywrap.h"
 #include "ops/domain.h"
+#include "ops/nvram.h"
 #include "ops/rekeying.h"
 #include "ops/state.h"
 #include "rekey.h"
@@ -254,7 +255,10 @@ rekey_commit(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *u
 
     if ((rc = vtpm_fs_rmtree(fresh, err)) < 0 || (rc = vtpm_fs_mkdirs(fresh, 0711, err)) < 0 ||
         (rc = vtpm_rekey_write(fresh, m->tpm.version, blob, old_key, new_key, scratch, err)) < 0 ||
-        (rc = rekey_own(w, fresh, m->tpm.version, err)) < 0)
+        (rc = rekey_own(w, fresh, m->tpm.version, err)) < 0 ||
+        /* The variable store is not under the TPM's key: the new state
+         * dir shares it (a link), and either side of the swap has it. */
+        (rc = vtpm_nvram_move(state_dir, fresh, true, err)) < 0)
         return rc;
     vtpm_inject("rekey.before_swap");
     if ((rc = rekey_swap(w, fresh, state_dir, err)) < 0)

@@ -10,6 +10,7 @@
 #include "ops/custody.h"
 #include "ops/domain.h"
 #include "ops/generation.h"
+#include "ops/nvram.h"
 #include "ops/shelve.h"
 #include "ops/state.h"
 #include "store.h"
@@ -227,10 +228,26 @@ shelved_ref(vtpm_worker *w, unshelve_args *a, vtpm_error *err)
     return 0;
 }
 
+/* A redelivery's nvram_state: from the shelved archive while it is still
+ * in the store, else from what is in the state dir. */
+static void
+unshelved_nvram(vtpm_worker *w, virConnectPtr sconn, const unshelve_args *a, vtpm_ops_domain *d,
+                bool exists)
+{
+    g_autoptr(GBytes) archive = NULL;
+    g_auto(vtpm_archive_meta) am = { 0 };
+
+    d->nvram_state = vtpm_nvram_now(w, a->inst->uuid, d, VTPM_OPS_OUTCOME_RESTORED);
+    if (exists && vtpm_store_get(sconn, a->pool, a->vol, &archive, NULL) == 0 &&
+        vtpm_archive_verify(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive), &am,
+                            NULL) == 0)
+        d->nvram_state = vtpm_nvram_outcome(&am, d);
+}
+
 /* Unshelved already here (redelivery): finish the clean-up. */
 static int
 unshelved_before(vtpm_worker *w, virConnectPtr sconn, virDomainPtr dom, const unshelve_args *a,
-                 const vtpm_ops_domain *d, bool exists, vtpm_error *err)
+                 vtpm_ops_domain *d, bool exists, vtpm_error *err)
 {
     g_auto(vtpm_domxml_meta) dm = { 0 };
     int rc;
@@ -243,6 +260,7 @@ unshelved_before(vtpm_worker *w, virConnectPtr sconn, virDomainPtr dom, const un
                                     a->inst->uuid, w->cfg->worker.host);
     if (a->power_on && (rc = vtpm_ops_start(w, dom, a->inst->secret, err)) < 0)
         return rc;
+    unshelved_nvram(w, sconn, a, d, exists);
     if (exists && (rc = vtpm_store_delete(sconn, a->pool, a->vol, err)) < 0)
         return rc;
     return 0;
@@ -307,7 +325,8 @@ restore_shelved(vtpm_worker *w, virConnectPtr conn, virConnectPtr sconn, const u
     if ((rc = vtpm_custody_plan_key(w, conn, a->inst, d, &cont, err)) < 0)
         return rc;
     if ((rc = vtpm_state_restore(w, uuid, archive, err)) < 0 ||
-        (rc = vtpm_generation_record(w, uuid, am.generation, err)) < 0)
+        (rc = vtpm_generation_record(w, uuid, am.generation, err)) < 0 ||
+        (rc = vtpm_nvram_settle(w, uuid, &am, d, err)) < 0)
         return rc;
     vtpm_inject("unshelve.after_restore");
     if (fetched)
@@ -323,6 +342,9 @@ unshelve_domain(vtpm_worker *w, virConnectPtr conn, virConnectPtr sconn, const u
     g_autoptr(virDomain) dom = NULL;
     int rc;
 
+    /* Without a vTPM nothing was shelved: libvirt's store on this host. */
+    d->nvram_state = d->fw.type == VTPM_FIRMWARE_UEFI ? VTPM_OPS_OUTCOME_FRESH
+                                                      : VTPM_OPS_OUTCOME_NONE;
     if (a->pool)
         rc = restore_shelved(w, conn, sconn, a, d, exists, &origin, err);
     else

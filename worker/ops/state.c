@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "ops/domain.h"
 #include "ops/generation.h"
+#include "ops/nvram.h"
 #include "ops/state.h"
 #include "store.h"
 
@@ -56,10 +57,11 @@ vtpm_state_volume_name(const char *uuid)
 }
 
 /*
- * Replace the instance's state dir with the archive's contents.  Extract
- * into a fresh sibling directory first, then swap it in with one
+ * Replace the instance's state dir with the archive's contents (the TPM
+ * state and, of a UEFI instance, its variable store).  Extract into a
+ * fresh sibling directory first, then swap it in with one
  * renameat2(RENAME_EXCHANGE): a crash leaves either the old state or the
- * new one in place, never a mix.
+ * new one in place, never a mix, of both files at once.
  */
 int
 vtpm_state_restore(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error *err)
@@ -78,7 +80,8 @@ vtpm_state_restore(vtpm_worker *w, const char *uuid, GBytes *archive, vtpm_error
     /* libvirt keeps <uuid>/ root-owned 0711 and what is inside for swtpm. */
     chmod(tmp, 0711);
     if ((rc = vtpm_archive_extract(g_bytes_get_data(archive, NULL), g_bytes_get_size(archive),
-                                   tmp, uid, gid, NULL, err)) < 0) {
+                                   tmp, uid, gid, NULL, err)) < 0 ||
+        (rc = vtpm_nvram_own(tmp, err)) < 0) {
         vtpm_error ignore;
         vtpm_fs_rmtree(tmp, &ignore);
         return rc;
