@@ -683,47 +683,70 @@ run_cmd(const char *const *argv, const char *what)
     return out;
 }
 
+/* The sha256 of member @member of tar file @path, extracted with tar. */
+static char *
+member_sha(const char *path, const char *member, const char *what)
+{
+    g_autofree char *tmp = g_strdup_printf("%s/lc-member-%d", vt_env("VT_ROOT"), (int)getpid());
+    g_autofree char *cmd = g_strdup_printf("tar -xOf '%s' %s > '%s'", path, member, tmp);
+    const char *sh[] = { "sh", "-c", cmd, NULL };
+    g_autofree char *o = run_cmd(sh, what);
+    char *sha = sha_of(tmp);
+
+    unlink(tmp);
+    return sha;
+}
+
 /* A state archive (kept copy, transfer volume, shelved volume): a tar that
- * `tar -tvf` lists as vtpmd-manifest.json, tpm2/, tpm2/tpm2-00.permall, whose
- * state file has sha256 @state_sha, recorded in the manifest. */
+ * `tar -tvf` lists as vtpmd-manifest.json, [nvram.fd,] tpm2/,
+ * tpm2/tpm2-00.permall, whose state file has sha256 @state_sha and, when
+ * @nvram_sha is given, whose variable store has that one, both recorded in
+ * the manifest. */
 static void
-assert_archive(const char *path, const char *state_sha, const char *what)
+assert_archive_with(const char *path, const char *state_sha, const char *nvram_sha,
+                    const char *what)
 {
     const char *list[] = { "tar", "-tvf", path, NULL };
     const char *man[] = { "tar", "-xOf", path, "vtpmd-manifest.json", NULL };
     g_autofree char *listing = run_cmd(list, what);
     g_autofree char *manifest = run_cmd(man, what);
     g_auto(GStrv) lines = g_strsplit(g_strstrip(listing), "\n", -1);
-    static const char *const want[] = { "vtpmd-manifest.json", "tpm2/", "tpm2/tpm2-00.permall" };
-    g_autofree char *tmp = NULL;
-    g_autofree char *sha = NULL;
+    static const char *const one[] = { "vtpmd-manifest.json", "tpm2/", "tpm2/tpm2-00.permall" };
+    static const char *const two[] = { "vtpmd-manifest.json", "nvram.fd", "tpm2/",
+                                       "tpm2/tpm2-00.permall" };
+    const char *const *want = nvram_sha ? two : one;
+    size_t n = nvram_sha ? G_N_ELEMENTS(two) : G_N_ELEMENTS(one);
+    g_autofree char *sha = NULL, *nsha = NULL;
 
-    if (g_strv_length(lines) != G_N_ELEMENTS(want))
-        fail_msg("%s: `tar -tvf %s` should list %zu members, got:\n%s", what, path,
-                 G_N_ELEMENTS(want), listing);
-    for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+    if (g_strv_length(lines) != n)
+        fail_msg("%s: `tar -tvf %s` should list %zu members, got:\n%s", what, path, n, listing);
+    for (size_t i = 0; i < n; i++) {
         const char *sp = strrchr(lines[i], ' ');
 
         if (!sp || strcmp(sp + 1, want[i]) != 0)
             fail_msg("%s: member %zu of %s should be %s, `tar -tvf` lists:\n%s", what, i + 1,
                      path, want[i], listing);
     }
-    if (!strstr(manifest, state_sha))
-        fail_msg("%s: the manifest of %s does not record sha256 %s of the state file:\n%s", what,
-                 path, state_sha, manifest);
-    /* tar -xO into a file, then hash: the state file itself. */
-    tmp = g_strdup_printf("%s/lc-member-%d", vt_env("VT_ROOT"), (int)getpid());
-    {
-        g_autofree char *cmd = g_strdup_printf("tar -xOf '%s' tpm2/tpm2-00.permall > '%s'", path,
-                                               tmp);
-        const char *sh[] = { "sh", "-c", cmd, NULL };
-        g_autofree char *o = run_cmd(sh, what);
-    }
-    sha = sha_of(tmp);
-    unlink(tmp);
+    if (!strstr(manifest, state_sha) || (nvram_sha && !strstr(manifest, nvram_sha)))
+        fail_msg("%s: the manifest of %s does not record sha256 %s of the state file%s%s:\n%s",
+                 what, path, state_sha, nvram_sha ? " and " : "", nvram_sha ? nvram_sha : "",
+                 manifest);
+    sha = member_sha(path, "tpm2/tpm2-00.permall", what);
     if (g_strcmp0(sha, state_sha) != 0)
         fail_msg("%s: tpm2/tpm2-00.permall inside %s has sha256 %s, the state file had %s", what,
                  path, sha ? sha : "(unreadable)", state_sha);
+    if (!nvram_sha)
+        return;
+    nsha = member_sha(path, "nvram.fd", what);
+    if (g_strcmp0(nsha, nvram_sha) != 0)
+        fail_msg("%s: nvram.fd inside %s has sha256 %s, the variable store had %s", what, path,
+                 nsha ? nsha : "(unreadable)", nvram_sha);
+}
+
+static void
+assert_archive(const char *path, const char *state_sha, const char *what)
+{
+    assert_archive_with(path, state_sha, NULL, what);
 }
 
 /* The volume/file at @path has @x's size and sha256. */
@@ -806,10 +829,26 @@ flip_state_byte(const char *path)
 
 /* ---- vtpmd per host --------------------------------------------------------------------------- */
 
+/* Host a pins Debian's snakeoil pair for Secure Boot guests ([libvirt]
+ * uefi_loader / uefi_nvram_template), host b has libvirt's auto-selection
+ * (Microsoft's keys): a store that moves between them keeps its own keys,
+ * and a fresh one would show by its template. */
+#define SNAKEOIL_CODE "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"
+#define SNAKEOIL_VARS "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
+
+static char *
+host_libvirt_extra_for(int h)
+{
+    return g_strdup_printf("shutdown_timeout = 3\nmigration_uri_template = qemu+tcp://%%s/system%s",
+                           h == A ? "\nuefi_loader = " SNAKEOIL_CODE
+                                                     "\nuefi_nvram_template = " SNAKEOIL_VARS
+                                                   : "");
+}
+
 static char *
 host_libvirt_extra(void)
 {
-    return g_strdup("shutdown_timeout = 3\nmigration_uri_template = qemu+tcp://%s/system");
+    return host_libvirt_extra_for(B);
 }
 
 static char *
@@ -831,7 +870,7 @@ host_prom(int h)
 static void
 host_start_virt(int h, const char *const *env, bool tcg)
 {
-    g_autofree char *base_lx = host_libvirt_extra();
+    g_autofree char *base_lx = host_libvirt_extra_for(h);
     g_autofree char *lx = g_strdup_printf("%s%s", base_lx, tcg ? "\nvirt_type = qemu" : "");
     g_autofree char *base = host_tail(NULL);
     g_autofree char *prom = host_prom(h);
@@ -1878,6 +1917,444 @@ test_rollback_revert(void **state)
     xfer_clear(&sh);
 }
 
+/* ---- UEFI: the variable store follows the TPM state -------------------------------------------------- */
+/*
+ * A UEFI instance with a vTPM keeps its variable store (libvirt's <nvram>)
+ * in its state dir, var/lib/libvirt/swtpm/<uuid>/nvram.fd, and it moves in
+ * the same archive as the TPM state.  Like the TPM state it is compared at
+ * quiescent points by sha256: N, the store right after a power-off, versus
+ * the store wherever the operation left it (power_on=false) and inside
+ * every archive.  A store that was not carried would be a copy of the
+ * destination's template: host a's is Debian's snakeoil pair (pinned),
+ * host b's Microsoft's keys (auto-selection), so a move between them
+ * shows; on one host the guest's own writes tell a store from its template
+ * (OVMF writes its variables some 20 s into its first boot under TCG, which
+ * uefi_spawn_off waits for where it matters).
+ */
+
+static const char *const props_uefi_sb[] = { "hw_firmware_type", "uefi", "os_secure_boot",
+                                             "required", NULL };
+static const char *const props_uefi_sb_tis[] = { "hw_firmware_type", "uefi", "os_secure_boot",
+                                                 "required", "hw_tpm_version", "2.0",
+                                                 "hw_tpm_model", "tpm-tis", NULL };
+static const char *const props_uefi_sb_crb[] = { "hw_firmware_type", "uefi", "os_secure_boot",
+                                                 "required", "hw_tpm_version", "2.0",
+                                                 "hw_tpm_model", "tpm-crb", NULL };
+static const char *const props_uefi_crb[] = { "hw_firmware_type", "uefi", "hw_tpm_version", "2.0",
+                                              "hw_tpm_model", "tpm-crb", NULL };
+static const char *const props_uefi_tis[] = { "hw_firmware_type", "uefi", "hw_tpm_version", "2.0",
+                                              "hw_tpm_model", "tpm-tis", NULL };
+static const char *const props_uefi[] = { "hw_firmware_type", "uefi", NULL };
+static const char *const specs_20_sb[] = { "hw:tpm_version", "2.0", "hw:tpm_model", "tpm-tis",
+                                           "os:secure_boot", "required", NULL };
+static const char *const specs_20_nosb[] = { "hw:tpm_version", "2.0", "hw:tpm_model", "tpm-tis",
+                                             "os:secure_boot", "disabled", NULL };
+static const flavor FL_TPM_SB = { "m1.lc-sb", 64, specs_20_sb };
+static const flavor FL_TPM_SB_BIG = { "m2.lc-sb", 96, specs_20_sb };
+static const flavor FL_TPM_NOSB = { "m1.lc-nosb", 64, specs_20_nosb };
+
+static char *
+p_nvram(int h, const char *uuid)
+{
+    return hpath(h, "var/lib/libvirt/swtpm/%s/nvram.fd", uuid);
+}
+
+/* sha256 of the store, which must exist. */
+static char *
+nvram_sha(int h, const char *uuid, const char *what)
+{
+    g_autofree char *p = p_nvram(h, uuid);
+    char *sha = sha_of(p);
+
+    if (!sha)
+        fail_msg("%s: no variable store %s on host %s", what, p, host_name[h]);
+    return sha;
+}
+
+static void
+assert_nvram_sha(int h, const char *uuid, const char *want, const char *what)
+{
+    g_autofree char *got = nvram_sha(h, uuid, what);
+
+    if (strcmp(got, want) != 0)
+        fail_msg("%s: the variable store on host %s has sha256 %s, expected %s (the store "
+                 "before the operation)", what, host_name[h], got, want);
+}
+
+static ino_t
+nvram_ino(int h, const char *uuid, const char *what)
+{
+    g_autofree char *p = p_nvram(h, uuid);
+    struct stat st;
+
+    if (lstat(p, &st) < 0)
+        fail_msg("%s: %s: %s", what, p, g_strerror(errno));
+    return st.st_ino;
+}
+
+/* The template libvirt made the running domain's store from (its live
+ * XML: <nvram template='...'>). */
+static char *
+store_template(int h, const char *uuid, const char *what)
+{
+    g_autofree char *xml = dom_xml(h, uuid, false);
+    const char *t = strstr(xml, "<nvram template='");
+    const char *end = t ? strchr(t + 17, '\'') : NULL;
+
+    if (!end)
+        fail_msg("%s: the running domain names no store template:\n%s", what, xml);
+    return g_strndup(t + 17, (gsize)(end - t - 17));
+}
+
+/* Wait until the running guest's firmware has written its store: it is
+ * no longer its template. */
+static void
+wait_store_written(int h, const char *uuid, const char *what)
+{
+    g_autofree char *tmpl = store_template(h, uuid, what);
+    g_autofree char *tsha = sha_of(tmpl);
+    gint64 end = g_get_monotonic_time() + 240 * G_USEC_PER_SEC;
+
+    if (!tsha)
+        fail_msg("%s: cannot read the template %s", what, tmpl);
+    while (g_get_monotonic_time() < end) {
+        g_autofree char *now = nvram_sha(h, uuid, what);
+
+        if (strcmp(now, tsha) != 0)
+            return;
+        g_usleep(G_USEC_PER_SEC);
+    }
+    fail_msg("%s: OVMF did not write its variable store (still the template %s) in 240 s",
+             what, tmpl);
+}
+
+/* spawn on a, let the firmware write its store when @written, power off:
+ * S (TPM state) and *N (the store). */
+static char *
+uefi_spawn_off(const instance *in, bool written, char **N)
+{
+    char *S;
+
+    spawn_on(A, in, true);
+    if (written)
+        wait_store_written(A, in->uuid, "spawn");
+    S = power_off_sha(A, in, STATE_V2, "power_off after spawn");
+    *N = nvram_sha(A, in->uuid, "power_off after spawn");
+    return S;
+}
+
+/* The store as libvirt makes it (root 0600, QEMU's), in the state dir the
+ * domain names. */
+static void
+assert_store_in_place(int h, const char *uuid, const char *what)
+{
+    g_autofree char *p = p_nvram(h, uuid);
+    g_autofree char *xml = dom_xml(h, uuid, true);
+    g_autofree char *want = g_strdup_printf("/var/lib/libvirt/swtpm/%s/nvram.fd</nvram>", uuid);
+
+    assert_owner_mode(p, 0, 0, 0600, "root:root", what);
+    if (!strstr(xml, want))
+        fail_msg("%s: the domain on host %s should keep its store in the state dir:\n%s", what,
+                 host_name[h], xml);
+}
+
+/* A reply's firmware: {type: uefi, secure_boot: @sb, machine: q35}. */
+static void
+assert_res_uefi(const vt_reply *r, bool sb, const char *what)
+{
+    assert_res_str(r, "firmware.type", "uefi", what);
+    assert_res_str(r, "firmware.machine", "q35", what);
+    if (vt_obj_bool(&r->rep->result, "firmware.secure_boot") != sb)
+        fail_msg("%s: result.firmware.secure_boot should be %s", what, sb ? "true" : "false");
+}
+
+static void
+uefi_destroy(int h, const char *uuid, const char *what)
+{
+    g_autofree char *st = p_nvram(h, uuid);
+    g_autoptr(vt_reply) r = call_ok(h, "destroy", vt_args_destroy(uuid, -1), what);
+
+    assert_res_str(r, "nvram_state", "deleted", what);
+    assert_gone(st, what, "variable store");
+    assert_no_domain(h, uuid, what);
+}
+
+/* Power cycle (the store kept, the file itself), migration a -> b with the
+ * store in both archives and back in place on b, confirm, destroy. */
+static void
+test_uefi_migration(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM, .props = props_uefi_sb };
+    g_autofree char *S = NULL, *N = NULL, *N2 = NULL;
+    g_autofree char *inc = p_incoming(B, uuid), *kept = p_kept(A, uuid);
+    g_autofree char *st_a = p_nvram(A, uuid);
+    ino_t ino;
+    xfer x = { 0 };
+
+    begin("UEFI: power cycle, migration a -> b");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "spawn", args_inst(&in), "spawn");
+
+        assert_res_uefi(r, true, "spawn");
+    }
+    assert_store_in_place(A, uuid, "spawn");
+    {
+        g_autofree char *xml = dom_xml(A, uuid, false);
+
+        /* The pinned pair of host a, with SMM. */
+        if (!strstr(xml, SNAKEOIL_CODE) || !strstr(xml, SNAKEOIL_VARS) ||
+            !strstr(xml, "<smm state='on'/>") || !strstr(xml, "secure='yes'"))
+            fail_msg("spawn: host a should run the snakeoil pair with SMM:\n%s", xml);
+    }
+    S = power_off_sha(A, &in, STATE_V2, "power_off");
+    N = nvram_sha(A, uuid, "power_off");
+    ino = nvram_ino(A, uuid, "power_off");
+    call_ok_free(A, "power_on", args_inst(&in), "power_on");
+    g_free(S);
+    S = power_off_sha(A, &in, STATE_V2, "power_off after the power cycle");
+    if (nvram_ino(A, uuid, "power cycle") != ino)
+        fail_msg("power cycle: the variable store was made anew (another inode)");
+    N2 = nvram_sha(A, uuid, "power cycle");
+
+    migrate(A, B, &in, &x, "migrate_disk_and_power_off a -> b");
+    assert_file_is(inc, &x, "migrate: the incoming volume");
+    assert_archive_with(inc, S, N2, "migrate: the incoming volume");
+    assert_archive_with(kept, S, N2, "migrate: the kept copy");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "finish_migration",
+                                        args_finish(&in, &FL_TPM, false, &x), "finish_migration");
+
+        assert_res_str(r, "vtpm_state", "restored", "finish_migration");
+        assert_res_str(r, "nvram_state", "restored", "finish_migration");
+        assert_res_uefi(r, true, "finish_migration");
+    }
+    assert_restored_off(B, uuid, S, "finish_migration");
+    assert_nvram_sha(B, uuid, N2, "finish_migration");
+    assert_store_in_place(B, uuid, "finish_migration");
+    call_ok_free(A, "confirm_migration", args_inst(&in), "confirm_migration");
+    assert_source_clean(A, uuid, "confirm_migration");
+    assert_gone(st_a, "confirm_migration", "variable store on a");
+    /* b auto-selects its firmware; the store keeps the keys it came with. */
+    call_ok_free(B, "power_on", args_inst(&in), "power_on on b");
+    assert_dom_state(B, uuid, "running", "power_on on b");
+    uefi_destroy(B, uuid, "destroy on b");
+    xfer_clear(&x);
+}
+
+/* Resize in place and revert (the store back from the kept copy), then a
+ * resize to b whose flavor turns Secure Boot off: the TPM state comes
+ * along, the store does not (it holds Secure Boot keys); the revert brings
+ * both back on a. */
+static void
+test_uefi_resize_revert(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM_SB, .props = props_uefi };
+    instance big = { .uuid = uuid, .fl = &FL_TPM_SB_BIG, .props = props_uefi };
+    instance nosb = { .uuid = uuid, .fl = &FL_TPM_NOSB, .props = props_uefi };
+    g_autofree char *S = NULL, *N = NULL;
+    g_autofree char *st_b = p_nvram(B, uuid);
+    xfer x = { 0 }, y = { 0 };
+
+    begin("UEFI: resize in place, revert, resize turning Secure Boot off");
+    S = uefi_spawn_off(&in, true, &N);
+    migrate(A, A, &in, &x, "resize in place");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "finish_migration",
+                                        args_finish(&big, &FL_TPM_SB, false, &x),
+                                        "finish_migration in place");
+
+        assert_res_str(r, "nvram_state", "restored", "finish_migration in place");
+    }
+    assert_nvram_sha(A, uuid, N, "finish_migration in place");
+    destroy_on(A, uuid, "destroy (revert flow)");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "finish_revert_migration", args_revert(&in, false, false),
+                                        "finish_revert_migration");
+
+        assert_res_str(r, "vtpm_state", "restored", "finish_revert_migration");
+        assert_res_str(r, "nvram_state", "restored", "finish_revert_migration");
+    }
+    assert_restored_off(A, uuid, S, "finish_revert_migration");
+    assert_nvram_sha(A, uuid, N, "finish_revert_migration");
+    assert_store_in_place(A, uuid, "finish_revert_migration");
+
+    migrate(A, B, &in, &y, "resize to b");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "finish_migration",
+                                        args_finish(&nosb, &FL_TPM_SB, false, &y),
+                                        "finish_migration, Secure Boot off");
+        g_autofree char *xml = dom_xml(B, uuid, true);
+
+        assert_res_str(r, "vtpm_state", "restored", "finish_migration, Secure Boot off");
+        assert_res_str(r, "nvram_state", "fresh", "finish_migration, Secure Boot off");
+        assert_res_uefi(r, false, "finish_migration, Secure Boot off");
+        if (!strstr(xml, "<feature enabled='no' name='secure-boot'/>"))
+            fail_msg("finish_migration: the domain on b should have Secure Boot off:\n%s", xml);
+    }
+    assert_restored_off(B, uuid, S, "finish_migration, Secure Boot off");
+    assert_gone(st_b, "finish_migration, Secure Boot off", "store made with Secure Boot keys");
+    destroy_on(B, uuid, "destroy on b (revert flow)");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "finish_revert_migration", args_revert(&in, false, false),
+                                        "finish_revert_migration from b");
+
+        assert_res_str(r, "nvram_state", "restored", "finish_revert_migration from b");
+    }
+    assert_nvram_sha(A, uuid, N, "finish_revert_migration from b");
+    uefi_destroy(A, uuid, "destroy");
+    xfer_clear(&x);
+    xfer_clear(&y);
+}
+
+/* Shelve on a, unshelve on b: the store in the shelved archive and back. */
+static void
+test_uefi_shelve(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM, .props = props_uefi_sb };
+    g_autofree char *S = NULL, *N = NULL;
+    g_autofree char *vol = p_shelved(uuid), *st_a = p_nvram(A, uuid);
+    xfer sh = { 0 };
+
+    begin("UEFI: shelve on a, unshelve on b");
+    S = uefi_spawn_off(&in, false, &N);
+    shelve_on(A, &in, &sh, "shelve");
+    assert_file_is(vol, &sh, "shelve");
+    assert_archive_with(vol, S, N, "shelve");
+    assert_gone(st_a, "shelve", "variable store on a");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "unshelve", args_unshelve(&in, &sh, false),
+                                        "unshelve on b");
+
+        assert_res_str(r, "vtpm_state", "restored", "unshelve on b");
+        assert_res_str(r, "nvram_state", "restored", "unshelve on b");
+    }
+    assert_restored_off(B, uuid, S, "unshelve on b");
+    assert_nvram_sha(B, uuid, N, "unshelve on b");
+    assert_store_in_place(B, uuid, "unshelve on b");
+    assert_gone(vol, "unshelve", "shelved archive");
+    uefi_destroy(B, uuid, "destroy on b");
+    xfer_clear(&sh);
+}
+
+/* One rebuild per step, saying what became of the store. */
+static void
+uefi_rebuild(const instance *in, const char *vtpm, const char *nvram, const char *what)
+{
+    g_autoptr(vt_reply) r = call_ok(A, "rebuild", args_inst(in), what);
+
+    assert_res_str(r, "vtpm_state", vtpm, what);
+    assert_res_str(r, "nvram_state", nvram, what);
+    assert_dom_state(A, in->uuid, "running", what);
+}
+
+/* The store belongs to the machine like the TPM: kept through a new image,
+ * also when the TPM is replaced; new when the firmware changes; gone with
+ * UEFI, and new again with it. */
+static void
+test_uefi_rebuild(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-1", .props = props_uefi_sb_tis };
+    instance img2 = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-2", .props = props_uefi_sb_tis };
+    instance crb = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-3", .props = props_uefi_sb_crb };
+    instance nosb = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-4", .props = props_uefi_crb };
+    instance bios = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-5", .props = props_20_crb };
+    instance back = { .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-6", .props = props_uefi_crb };
+    g_autofree char *st = p_nvram(A, uuid);
+    g_autofree char *S = NULL, *N = NULL;
+    ino_t ino;
+
+    begin("UEFI: rebuild");
+    S = uefi_spawn_off(&in, false, &N);
+    ino = nvram_ino(A, uuid, "spawn");
+    uefi_rebuild(&img2, "kept", "kept", "rebuild, same firmware");
+    if (nvram_ino(A, uuid, "rebuild, same firmware") != ino)
+        fail_msg("rebuild, same firmware: the store was made anew");
+    uefi_rebuild(&crb, "replaced", "kept", "rebuild to tpm-crb, same firmware");
+    if (nvram_ino(A, uuid, "rebuild to tpm-crb") != ino)
+        fail_msg("rebuild to tpm-crb: the store did not come along with the machine");
+    uefi_rebuild(&nosb, "kept", "replaced", "rebuild, Secure Boot off");
+    if (nvram_ino(A, uuid, "rebuild, Secure Boot off") == ino)
+        fail_msg("rebuild, Secure Boot off: the store with Secure Boot keys was kept");
+    uefi_rebuild(&bios, "kept", "deleted", "rebuild to BIOS");
+    assert_gone(st, "rebuild to BIOS", "variable store");
+    uefi_rebuild(&back, "kept", "replaced", "rebuild back to UEFI");
+    assert_present(st, "rebuild back to UEFI", "variable store");
+    uefi_destroy(A, uuid, "destroy");
+}
+
+/* rekey (host mode, domain shut off): the store stays, the same file;
+ * destroy(keep_vtpm) keeps it with the TPM state, a spawn adopts both. */
+static void
+test_uefi_rekey_keep(void **state)
+{
+    static const char *const specs_host_sb[] = { "hw:tpm_version", "2.0", "hw:tpm_model",
+                                                 "tpm-tis", "hw:tpm_secret_security", "host",
+                                                 NULL };
+    static const flavor FL_HOST = { "m1.lc-host-uefi", 64, specs_host_sb };
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_HOST, .props = props_uefi_sb };
+    g_autofree char *S = NULL, *N = NULL;
+    ino_t ino;
+
+    begin("UEFI: rekey, destroy keeping the state, spawn adopting it");
+    S = uefi_spawn_off(&in, false, &N);
+    ino = nvram_ino(A, uuid, "spawn");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "rekey", args_inst(&in), "rekey");
+
+        if (vt_obj_bool(&r->rep->result, "restarted"))
+            fail_msg("rekey: a shut off domain should not be restarted");
+    }
+    assert_nvram_sha(A, uuid, N, "rekey");
+    if (nvram_ino(A, uuid, "rekey") != ino)
+        fail_msg("rekey: the store should be the same file after the swap");
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "destroy", vt_args_destroy(uuid, 1), "destroy, keep");
+
+        assert_res_str(r, "vtpm_state", "kept", "destroy, keep");
+        assert_res_str(r, "nvram_state", "kept", "destroy, keep");
+    }
+    assert_nvram_sha(A, uuid, N, "destroy, keep");
+    spawn_on(A, &in, false);
+    assert_nvram_sha(A, uuid, N, "spawn adopting the kept state");
+    assert_store_in_place(A, uuid, "spawn adopting the kept state");
+    uefi_destroy(A, uuid, "destroy");
+}
+
+/* An archive from before the store (a BIOS instance's, one file): an
+ * unshelve that now asks for UEFI restores the TPM and starts a store. */
+static void
+test_uefi_one_file_archive(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance bios = { .uuid = uuid, .fl = &FL_TPM };
+    instance uefi = { .uuid = uuid, .fl = &FL_TPM, .props = props_uefi_sb };
+    g_autofree char *S = NULL, *vol = p_shelved(uuid), *st_b = p_nvram(B, uuid);
+    xfer sh = { 0 };
+
+    begin("UEFI: a one-file archive");
+    S = spawn_off(&bios);
+    shelve_on(A, &bios, &sh, "shelve (BIOS)");
+    assert_archive(vol, S, "shelve (BIOS)");
+    {
+        g_autoptr(vt_reply) r = call_ok(B, "unshelve", args_unshelve(&uefi, &sh, false),
+                                        "unshelve as UEFI");
+
+        assert_res_str(r, "vtpm_state", "restored", "unshelve as UEFI");
+        assert_res_str(r, "nvram_state", "fresh", "unshelve as UEFI");
+    }
+    assert_restored_off(B, uuid, S, "unshelve as UEFI");
+    assert_gone(st_b, "unshelve as UEFI", "variable store before the first start");
+    call_ok_free(B, "power_on", args_inst(&uefi), "power_on");
+    assert_present(st_b, "power_on", "variable store");
+    uefi_destroy(B, uuid, "destroy");
+    xfer_clear(&sh);
+}
+
 /* ---- 9. a crash at every named point ------------------------------------------------------------------ */
 
 typedef enum { OP_MIGRATE, OP_FINISH, OP_CONFIRM, OP_REVERT, OP_SHELVE, OP_UNSHELVE, OP_REBUILD } crash_op;
@@ -1895,6 +2372,8 @@ typedef struct {
     crash_op op;
     bool power_on;     /* finish / revert / unshelve: start the guest (crash with it running) */
     bool change_tpm;   /* rebuild: another TPM model; finish: a resize to TPM 1.2 (fresh) */
+    bool uefi;         /* a UEFI Secure Boot instance: its store N is checked like S */
+    bool change_fw;    /* rebuild (UEFI): Secure Boot off, the store replaced */
 } crash_case;
 
 /* docs/lifecycle.md "Crash points", each operation's points after .start;
@@ -1933,6 +2412,24 @@ static const crash_case crash_cases[] = {
     { "crash rebuild.after_define", "rebuild.after_define", OP_REBUILD },
     { "crash rebuild.after_define (vTPM model change)", "rebuild.after_define", OP_REBUILD,
       .change_tpm = true },
+    /* UEFI: the variable store N travels with S (a store that did not
+     * would be a copy of the destination's template, host b's another). */
+    { "crash migrate_disk_and_power_off.after_kept_copy (UEFI)",
+      "migrate_disk_and_power_off.after_kept_copy", OP_MIGRATE, .uefi = true },
+    { "crash finish_migration.after_restore (UEFI)", "finish_migration.after_restore", OP_FINISH,
+      .uefi = true },
+    { "crash finish_migration.after_start (UEFI, power_on)", "finish_migration.after_start",
+      OP_FINISH, .power_on = true, .uefi = true },
+    { "crash confirm_migration.after_cleanup (UEFI)", "confirm_migration.after_cleanup",
+      OP_CONFIRM, .uefi = true },
+    { "crash finish_revert_migration.after_restore (UEFI)",
+      "finish_revert_migration.after_restore", OP_REVERT, .uefi = true },
+    { "crash shelve.after_store (UEFI)", "shelve.after_store", OP_SHELVE, .uefi = true },
+    { "crash unshelve.after_restore (UEFI)", "unshelve.after_restore", OP_UNSHELVE, .uefi = true },
+    { "crash rebuild.after_define (UEFI, same firmware)", "rebuild.after_define", OP_REBUILD,
+      .uefi = true },
+    { "crash rebuild.after_define (UEFI, Secure Boot off)", "rebuild.after_define", OP_REBUILD,
+      .uefi = true, .change_fw = true },
 };
 
 static unsigned
@@ -1992,7 +2489,7 @@ test_crash(void **state)
     g_autofree char *mid = g_strdup_printf("lc-crash-%s", uuid);
     g_autofree char *rid = g_strdup_printf("lc-crash-%s", c->point);
     g_autofree char *corr = NULL;
-    g_autofree char *S = NULL;
+    g_autofree char *S = NULL, *N = NULL;
     g_autofree char *inc_b = p_incoming(B, uuid), *kept_a = p_kept(A, uuid);
     g_autofree char *vol = p_shelved(uuid);
     g_autofree char *sf_a = p_state_file(A, uuid, STATE_V2);
@@ -2010,15 +2507,25 @@ test_crash(void **state)
     begin(c->name);
     if (c->op == OP_FINISH && c->change_tpm)
         in_new.fl = &FL_TPM12;
+    if (c->uefi)
+        in.props = in_new.props = props_uefi_sb;
     if (c->op == OP_REBUILD) {
         in = (instance){ .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-1",
-                         .props = props_20_tis };
+                         .props = c->uefi ? props_uefi_sb_tis : props_20_tis };
         in_new = (instance){ .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-2",
-                             .props = c->change_tpm ? props_20_crb : props_20_tis };
+                             .props = c->change_tpm  ? props_20_crb
+                                      : c->change_fw ? props_uefi_tis
+                                      : c->uefi      ? props_uefi_sb_tis
+                                                     : props_20_tis };
     }
 
-    /* Bring the instance to where @method applies. */
-    S = spawn_off(&in);
+    /* Bring the instance to where @method applies.  A revert restores on
+     * the same host: only the firmware's own writes tell its store from a
+     * fresh copy of the template. */
+    if (c->uefi)
+        S = uefi_spawn_off(&in, c->op == OP_REVERT, &N);
+    else
+        S = spawn_off(&in);
     before = read_file(sf_a);
     m0 = manufactured(A, uuid);
     switch (c->op) {
@@ -2115,7 +2622,7 @@ test_crash(void **state)
         xfer_clear(&x);
         res_xfer(r, "vtpm_transfer", &x, c->name);
         assert_file_is(inc_b, &x, c->name);
-        assert_archive(inc_b, S, c->name);
+        assert_archive_with(inc_b, S, N, c->name);
         ks = sha_of(kept_a);
         if (g_strcmp0(ks, x.sha256) != 0)
             fail_msg("%s: the kept copy on a (sha256 %s) is not the transferred archive (%s)",
@@ -2126,6 +2633,8 @@ test_crash(void **state)
         call_ok_free(B, "finish_migration", args_finish(&in, &FL_TPM, false, &x),
                      "finish_migration after the crash");
         assert_restored_off(B, uuid, S, "finish_migration after the crash");
+        if (N)
+            assert_nvram_sha(B, uuid, N, "finish_migration after the crash");
         call_ok_free(A, "confirm_migration", args_inst(&in), "confirm after the crash");
         assert_source_clean(A, uuid, "confirm after the crash");
         destroy_on(B, uuid, "destroy on b");
@@ -2133,11 +2642,14 @@ test_crash(void **state)
     }
     case OP_FINISH:
         assert_res_str(r, "vtpm_state", c->change_tpm ? "fresh" : "restored", c->name);
+        assert_res_str(r, "nvram_state", !N ? "none" : "restored", c->name);
         assert_gone(inc_b, c->name, "incoming volume");
         if (c->power_on)
             assert_guest_untouched(B, uuid, qemu, swtpm, marker, c->change_tpm ? 1 : 0, c->name);
         else
             assert_restored_off(B, uuid, S, c->name);
+        if (N && !c->power_on)
+            assert_nvram_sha(B, uuid, N, c->name);
         call_ok_free(A, "confirm_migration", args_inst(&in), "confirm after the crash");
         assert_source_clean(A, uuid, "confirm after the crash");
         destroy_on(B, uuid, "destroy on b");
@@ -2148,16 +2660,21 @@ test_crash(void **state)
                      c->name);
         assert_source_clean(A, uuid, c->name);
         assert_restored_off(B, uuid, S, "the destination after confirm");
+        if (N)
+            assert_nvram_sha(B, uuid, N, "the destination after confirm");
         destroy_on(B, uuid, "destroy on b");
         break;
     case OP_REVERT:
         assert_res_str(r, "vtpm_state", "restored", c->name);
+        assert_res_str(r, "nvram_state", !N ? "none" : "restored", c->name);
         assert_gone(kept_a, c->name, "kept copy");
         assert_dom_flavor(A, uuid, &FL_TPM, c->name);
         if (c->power_on)
             assert_guest_untouched(A, uuid, qemu, swtpm, marker, m0, c->name); /* spawned on a */
         else
             assert_restored_off(A, uuid, S, c->name);
+        if (N && !c->power_on)
+            assert_nvram_sha(A, uuid, N, c->name);
         assert_nothing_on(B, uuid, c->name);
         destroy_on(A, uuid, "destroy on a");
         break;
@@ -2166,20 +2683,25 @@ test_crash(void **state)
         if (!vt_obj_bool(&r->rep->result, "offloaded"))
             fail_msg("%s: result.offloaded should be true", c->name);
         assert_file_is(vol, &sh, c->name);
-        assert_archive(vol, S, c->name);
+        assert_archive_with(vol, S, N, c->name);
         assert_nothing_on(A, uuid, c->name);
         call_ok_free(B, "unshelve", args_unshelve(&in, &sh, false), "unshelve after the crash");
         assert_restored_off(B, uuid, S, "unshelve after the crash");
+        if (N)
+            assert_nvram_sha(B, uuid, N, "unshelve after the crash");
         assert_gone(vol, "unshelve after the crash", "shelved archive");
         destroy_on(B, uuid, "destroy on b");
         break;
     case OP_UNSHELVE:
         assert_res_str(r, "vtpm_state", "restored", c->name);
+        assert_res_str(r, "nvram_state", !N ? "none" : "restored", c->name);
         assert_gone(vol, c->name, "shelved archive");
         if (c->power_on)
             assert_guest_untouched(B, uuid, qemu, swtpm, marker, 0, c->name);
         else
             assert_restored_off(B, uuid, S, c->name);
+        if (N && !c->power_on)
+            assert_nvram_sha(B, uuid, N, c->name);
         destroy_on(B, uuid, "destroy on b");
         break;
     case OP_REBUILD: {
@@ -2192,6 +2714,8 @@ test_crash(void **state)
         bool same_tpm;
 
         assert_dom_state(A, uuid, "running", c->name);
+        assert_res_str(r, "nvram_state", !N ? "none" : c->change_fw ? "replaced" : "kept",
+                       c->name);
         if (!strstr(xml, "<vtpmd:image id=\"img-2\"/>") ||
             !strstr(xml, c->change_tpm ? "<tpm model='tpm-crb'>" : "<tpm model='tpm-tis'>"))
             fail_msg("%s: the domain should be the rebuilt one (img-2, %s):\n%s", c->name,
@@ -2601,10 +3125,11 @@ test_lv_power_rebuild(void **state)
     destroy_on(A, uuid, "destroy");
 }
 
-/* The checks of a completed migrate_disk_and_power_off @from -> @to. */
+/* The checks of a completed migrate_disk_and_power_off @from -> @to; N:
+ * the variable store of a UEFI instance, NULL without one. */
 static void
-assert_migrated(int from, int to, const char *uuid, const vt_reply *r, const char *S, xfer *x,
-                const char *what)
+assert_migrated_with(int from, int to, const char *uuid, const vt_reply *r, const char *S,
+                     const char *N, xfer *x, const char *what)
 {
     g_autofree char *inc = p_incoming(to, uuid), *kept = p_kept(from, uuid);
     g_autofree char *ks = NULL;
@@ -2612,13 +3137,20 @@ assert_migrated(int from, int to, const char *uuid, const vt_reply *r, const cha
     xfer_clear(x);
     res_xfer(r, "vtpm_transfer", x, what);
     assert_file_is(inc, x, what);
-    assert_archive(inc, S, what);
+    assert_archive_with(inc, S, N, what);
     ks = sha_of(kept);
     if (g_strcmp0(ks, x->sha256) != 0)
         fail_msg("%s: the kept copy on %s (sha256 %s) is not the transferred archive (%s)", what,
                  host_name[from], ks ? ks : "missing", x->sha256);
     assert_state_sha(from, uuid, STATE_V2, S, what);
     assert_dom_state(from, uuid, "shut off", what);
+}
+
+static void
+assert_migrated(int from, int to, const char *uuid, const vt_reply *r, const char *S, xfer *x,
+                const char *what)
+{
+    assert_migrated_with(from, to, uuid, r, S, NULL, x, what);
 }
 
 /* One migration @from -> @to, each of its three calls with a row (point
@@ -2840,6 +3372,40 @@ test_lv_shelve(void **state)
     destroy_on(B, uuid, "destroy");
 }
 
+/* A UEFI instance: its variable store N through the cut steps that move
+ * it, whole and the same after the retry: the upload (b's libvirtd), the
+ * restore on b (b's), the restore of an unshelve on a (a's). */
+static void
+test_lv_uefi(void **state)
+{
+    g_autofree char *uuid = vt_uuid();
+    instance in = { .uuid = uuid, .fl = &FL_TPM, .props = props_uefi_sb };
+    g_autofree char *S = NULL, *N = NULL;
+    g_autoptr(vt_reply) rm = NULL, rf = NULL, ru = NULL;
+    xfer x = { 0 }, sh = { 0 };
+
+    begin("libvirtd killed: a UEFI instance's store");
+    S = uefi_spawn_off(&in, false, &N);
+    rm = lv_kill_at(A, "migrate_disk_and_power_off", args_migrate(&in, host_addr[B]),
+                    "migrate_disk_and_power_off.after_kept_copy", B, uuid, S);
+    assert_migrated_with(A, B, uuid, rm, S, N, &x, "upload cut");
+    rf = lv_kill_at(B, "finish_migration", args_finish(&in, &FL_TPM, false, &x),
+                    "finish_migration.after_restore", B, uuid, S);
+    assert_res_str(rf, "nvram_state", "restored", "finish_migration.after_restore");
+    assert_restored_off(B, uuid, S, "finish_migration.after_restore");
+    assert_nvram_sha(B, uuid, N, "finish_migration.after_restore");
+    call_ok_free(A, "confirm_migration", args_inst(&in), "confirm");
+    shelve_on(B, &in, &sh, "shelve on b");
+    ru = lv_kill_at(A, "unshelve", args_unshelve(&in, &sh, false), "unshelve.after_restore", A,
+                    uuid, S);
+    assert_res_str(ru, "nvram_state", "restored", "unshelve.after_restore");
+    assert_restored_off(A, uuid, S, "unshelve.after_restore");
+    assert_nvram_sha(A, uuid, N, "unshelve.after_restore");
+    uefi_destroy(A, uuid, "destroy");
+    xfer_clear(&x);
+    xfer_clear(&sh);
+}
+
 /* The plaintext of the instance's TPM on host a under its stored key. */
 static GBytes *
 lv_plaintext(const char *uuid, GBytes **key, const char *what)
@@ -2951,6 +3517,15 @@ main(void)
         cmocka_unit_test_setup_teardown(test_rollback_finish, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_rollback_revert, test_setup, test_teardown),
     };
+    /* UEFI: the variable store follows the TPM state. */
+    static const struct CMUnitTest uefi[] = {
+        cmocka_unit_test_setup_teardown(test_uefi_migration, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_uefi_resize_revert, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_uefi_shelve, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_uefi_rebuild, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_uefi_rekey_keep, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_uefi_one_file_archive, test_setup, test_teardown),
+    };
     /* libvirtd killed at every step (section 10). */
     static const struct CMUnitTest lv[] = {
         cmocka_unit_test_setup_teardown(test_lv_power_rebuild, lv_setup, lv_teardown),
@@ -2958,26 +3533,31 @@ main(void)
         cmocka_unit_test_setup_teardown(test_lv_revert, lv_setup, lv_teardown),
         cmocka_unit_test_setup_teardown(test_lv_shelve, lv_setup, lv_teardown),
         cmocka_unit_test_setup_teardown(test_lv_rekey, lv_setup, lv_teardown),
+        cmocka_unit_test_setup_teardown(test_lv_uefi, lv_setup, lv_teardown),
         cmocka_unit_test_teardown(test_lv_clean_exit, test_teardown),
     };
-    /* VT_LIFECYCLE_PART=ops|crash|libvirtd runs one part (meson runs the
-     * parts as three tests, side by side); unset, all. */
+    /* VT_LIFECYCLE_PART=ops|crash|libvirtd|uefi runs one part (meson runs
+     * the parts as four tests, side by side); unset, all. */
     const char *part = g_getenv("VT_LIFECYCLE_PART");
     bool ops = !part || strcmp(part, "ops") == 0;
     bool crashes = !part || strcmp(part, "crash") == 0;
     bool lvkill = !part || strcmp(part, "libvirtd") == 0;
+    bool uefis = !part || strcmp(part, "uefi") == 0;
     size_t nfixed = ops ? G_N_ELEMENTS(fixed) : 0;
+    size_t nuefi = uefis ? G_N_ELEMENTS(uefi) : 0;
     size_t ncrash = crashes ? G_N_ELEMENTS(crash_cases) : 0;
-    size_t n = nfixed + ncrash + (lvkill ? G_N_ELEMENTS(lv) : 0);
+    size_t n = nfixed + nuefi + ncrash + (lvkill ? G_N_ELEMENTS(lv) : 0);
     g_autofree struct CMUnitTest *tests = g_new0(struct CMUnitTest, MAX(n, 1));
     const char *missing = NULL;
 
     if (n == 0) {
-        fprintf(stderr, "test_lifecycle: VT_LIFECYCLE_PART is '%s', not ops, crash or libvirtd\n",
-                part);
+        fprintf(stderr, "test_lifecycle: VT_LIFECYCLE_PART is '%s', not ops, crash, libvirtd or "
+                        "uefi\n", part);
         return 2;
     }
     memcpy(tests, fixed, nfixed * sizeof(fixed[0]));
+    memcpy(tests + nfixed, uefi, nuefi * sizeof(uefi[0]));
+    nfixed += nuefi;
     /* The crash table: one test per row, named after it. */
     for (size_t i = 0; i < ncrash; i++) {
         struct CMUnitTest *t = &tests[nfixed + i];
