@@ -150,11 +150,12 @@ trap 'for p in "${vtpmd_pid[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait' EX
 user_secret_b64=$(head -c 32 /dev/urandom | base64 -w0)
 vtpm_user_secret() { printf '{"secret": {"$bin": "%s"}}' "$user_secret_b64"; }
 
-# start_two_hosts: vtpmd in hosts a and b of an `integration.sh --net
-# --hosts 2` run, each answering as its address ($A, $B; host_of maps them
-# back to a/b), migrating and unshelving over qemu+tcp, the shelve store on
-# a, every custody mode offered, one deployment key file for both (as an
-# operator distributes it).
+# start_two_hosts [GROUP.KEY=VALUE ...]: vtpmd in hosts a and b of an
+# `integration.sh --net --hosts 2` run, each answering as its address ($A,
+# $B; host_of maps them back to a/b), migrating and unshelving over
+# qemu+tcp, the shelve store on a, every custody mode offered, one
+# deployment key file for both (as an operator distributes it); the
+# arguments add to both configurations.
 start_two_hosts() {
     A=$VT_HOST_A_ADDR
     B=$VT_HOST_B_ADDR
@@ -166,8 +167,8 @@ start_two_hosts() {
            "store.uri=qemu+tcp://$A/system"
            "vtpm.supported_secret_security=user;host;deployment"
            "vtpm.deployment_key_file=$key")
-    start_vtpmd a "$A" "${extra[@]}"
-    start_vtpmd b "$B" "${extra[@]}"
+    start_vtpmd a "$A" "${extra[@]}" "$@"
+    start_vtpmd b "$B" "${extra[@]}" "$@"
 }
 
 # With $mode the instance's custody mode: the spec's vtpm member (the

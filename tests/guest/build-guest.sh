@@ -19,11 +19,18 @@
 #            reads the same values back)
 #   life     probe, then (TPM 2.0 only) persist: what the lifecycle suite
 #            boots after every operation
+#   uefi     life, then UEFI: SecureBoot and SetupMode as the firmware
+#            reports them (efivarfs), a non-volatile EFI variable of the
+#            guest's own (a random value written on the first boot, read
+#            back on every later one), PCR 7 (sha256 bank) and the sha256 of
+#            the firmware's event log: what the UEFI suite boots after
+#            every operation
 #
 # Usage: build-guest.sh OUTDIR     -> OUTDIR/vmlinuz, OUTDIR/initrd.img
 #
 # Everything comes from Debian packages: `apt-get download` of the kernel
-# (the linux-image-6.1.*-amd64 that linux-image-amd64 depends on) and
+# (the linux-image-6.1.*-amd64 that linux-image-amd64 depends on; its
+# vmlinuz and efivarfs.ko, which Debian builds as a module) and
 # busybox-static, unpacked with dpkg-deb (no maintainer scripts, no
 # initramfs hooks), and tpm2-tools as installed on this machine.  The cpio
 # archive is written by busybox-static's own cpio.  Nothing else is needed
@@ -210,7 +217,49 @@ if [ -c /dev/tpmrm0 ]; then . /scripts/persist; fi
 EOF
 }
 
-scripts="probe write read persist life"
+guest_uefi() {
+    cat <<'EOF'
+. /scripts/life
+GLOBAL=8be4df61-93ca-11d2-aa0d-00e098032b8c
+EFIVARS=/sys/firmware/efi/efivars
+# The guest's own variable: a vendor GUID of its own, non-volatile.
+VAR=$EFIVARS/VtpmdTest-5b3a7f2e-4c1d-4e8a-9b6f-0d2c4e6a8b10
+if [ -d /sys/firmware/efi ]; then res "efi=yes"; else res "efi=no"; fi
+insmod /lib/modules/efivarfs.ko || res "error=insmod-efivarfs"
+mount -t efivarfs efivarfs "$EFIVARS" || res "error=mount-efivarfs"
+# A variable's data after its 4 attribute bytes, as hex ("" when absent).
+efivar() { if [ -f "$1" ]; then tail -c +5 "$1" | od -An -v -tx1 | tr -d ' \n'; fi; }
+res "secure_boot=$(efivar "$EFIVARS/SecureBoot-$GLOBAL")"
+res "setup_mode=$(efivar "$EFIVARS/SetupMode-$GLOBAL")"
+v=$(efivar "$VAR")
+if [ -n "$v" ]; then
+    res "efivar=$v"
+    res "efivar_written=no"
+else
+    # One write(2): attributes NV|BS|RT (0x07, little-endian), then 16
+    # random bytes.
+    printf '\007\000\000\000' > /tmp/var
+    head -c 16 /dev/urandom >> /tmp/var
+    dd if=/tmp/var of="$VAR" bs=20 count=1 2>/dev/null || res "error=efivar-write"
+    res "efivar=$(efivar "$VAR")"
+    res "efivar_written=yes"
+fi
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+log=/sys/kernel/security/tpm0/binary_bios_measurements
+if [ -r "$log" ]; then
+    res "eventlog_sha256=$(sha256sum "$log" | cut -d' ' -f1)"
+    res "eventlog_bytes=$(wc -c < "$log")"
+else
+    res "eventlog_sha256=none"
+fi
+if [ -c /dev/tpmrm0 ]; then
+    p=$(tpm2_pcrread sha256:7 2>/dev/null | sed -n 's/^ *7 *: *0x\([0-9A-Fa-f]*\).*/\1/p')
+    res "pcr7=${p:-error}"
+fi
+EOF
+}
+
+scripts="probe write read persist life uefi"
 
 # ---- inputs and the cache key ----------------------------------------------
 
@@ -300,9 +349,12 @@ trap 'rm -rf "$scratch"' EXIT
 # The kernel package is ~70 MB of modules; only the kernel image is needed,
 # so take just that member instead of unpacking the whole tree (dpkg-deb -x).
 mkdir -p "$scratch/kernel" "$scratch/busybox"
-dpkg-deb --fsys-tarfile "$kdeb" | tar -xf - -C "$scratch/kernel" --wildcards './boot/vmlinuz-*'
+dpkg-deb --fsys-tarfile "$kdeb" | tar -xf - -C "$scratch/kernel" --wildcards './boot/vmlinuz-*' \
+    './lib/modules/*/kernel/fs/efivarfs/efivarfs.ko*'
 vmlinuz=$(find "$scratch/kernel/boot" -name 'vmlinuz-*' -print -quit)
 [ -n "$vmlinuz" ] || die "no vmlinuz in $kdeb"
+efivarfs=$(find "$scratch/kernel/lib/modules" -name 'efivarfs.ko*' -print -quit)
+[ -n "$efivarfs" ] || die "no efivarfs.ko in $kdeb"
 dpkg-deb -x "$bdeb" "$scratch/busybox"
 bb=$scratch/busybox/bin/busybox
 [ -x "$bb" ] || die "no bin/busybox in $bdeb"
@@ -339,6 +391,12 @@ for l in $( { ldd "$tpm2_bin"; ldd "$tcti"; } | awk '/=> \// { print $3 } /^\t\/
     copy_lib "$l"
 done
 copy_lib "$tcti"
+
+mkdir -p "$root/lib/modules"
+case $efivarfs in
+    *.xz) "$bb" unxz -c "$efivarfs" > "$root/lib/modules/efivarfs.ko" ;;
+    *) install -m 0644 "$efivarfs" "$root/lib/modules/efivarfs.ko" ;;
+esac
 
 guest_init > "$root/init"
 chmod 0755 "$root/init"
