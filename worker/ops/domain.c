@@ -382,11 +382,9 @@ start_key(vtpm_worker *w, virConnectPtr conn, const char *uuid, const vtpm_domxm
     }
 }
 
-/* libvirt makes a new variable store from its template before it makes
- * the swtpm state dir the store lives in: a UEFI instance with a vTPM
- * gets the dir first, root 0711 as libvirt makes it. */
-static int
-store_dir(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta *m, vtpm_error *err)
+int
+vtpm_ops_store_dir(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta *m,
+                   vtpm_error *err)
 {
     g_autofree char *dir = NULL;
 
@@ -423,7 +421,7 @@ vtpm_ops_start_flags(vtpm_worker *w, virDomainPtr dom, GBytes *secret, unsigned 
         return rc;
     if (virDomainGetUUIDString(dom, uuid) < 0)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain uuid");
-    if ((rc = store_dir(w, uuid, &meta, err)) < 0)
+    if ((rc = vtpm_ops_store_dir(w, uuid, &meta, err)) < 0)
         return rc;
     if (meta.tpm.version == VTPM_VERSION_NONE || !meta.encrypted)
         return start_plain(w, dom, flags, err);

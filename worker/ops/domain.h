@@ -110,6 +110,13 @@ int vtpm_ops_define(vtpm_worker *w, virConnectPtr conn, const char *xml, virDoma
  * secret.  A key that does not open the state is SecretInvalid (the state
  * is left untouched). */
 int vtpm_ops_start(vtpm_worker *w, virDomainPtr dom, GBytes *secret, vtpm_error *err);
+/* The variable store of a UEFI instance with a vTPM lives in its swtpm
+ * state dir, and libvirt makes a new store from its template before it
+ * makes that dir: make the dir (root 0711, as libvirt does) for the domain
+ * whose metadata is @m, before a start or an incoming live migration.
+ * Nothing to do for other domains. */
+int vtpm_ops_store_dir(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta *m,
+                       vtpm_error *err);
 /* The same with virDomainCreateWithFlags @flags (VIR_DOMAIN_START_RESET_NVRAM:
  * a new store from the template, for a store libvirt keeps). */
 int vtpm_ops_start_flags(vtpm_worker *w, virDomainPtr dom, GBytes *secret, unsigned flags,
