@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "policy.h"
+#include "lib/resolve_case.h"
 
 #define MAX_KV 12
 
@@ -21,23 +22,13 @@ typedef struct {
     const char *msg[4];         /* substrings the fault message must hold */
 } policy_case;
 
-static GHashTable *
-kv_table(const char *const *kv)
-{
-    GHashTable *t = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        g_hash_table_insert(t, g_strdup(kv[i]), g_strdup(kv[i + 1]));
-    return t;
-}
-
 static const vtpm_device sentinel = { VTPM_VERSION_1_2, VTPM_MODEL_CRB, VTPM_SECRET_HOST };
 
 static void
 run_case(const policy_case *c)
 {
-    g_autoptr(GHashTable) f = kv_table(c->flavor);
-    g_autoptr(GHashTable) i = kv_table(c->image);
+    g_autoptr(GHashTable) f = resolve_case_table(c->flavor);
+    g_autoptr(GHashTable) i = resolve_case_table(c->image);
     vtpm_device dev = sentinel;
     vtpm_error err;
     int rc;
@@ -57,15 +48,8 @@ run_case(const policy_case *c)
                      c->secret);
         return;
     }
-    if (rc != -(int)c->fault || err.code != c->fault)
-        fail_msg("%s: expected %s, got rc %d %s: %s", c->name, vtpm_fault_name(c->fault), rc,
-                 vtpm_fault_name(err.code), err.message);
-    if (memcmp(&dev, &sentinel, sizeof(dev)) != 0)
-        fail_msg("%s: output written on failure", c->name);
-    for (size_t k = 0; k < G_N_ELEMENTS(c->msg) && c->msg[k]; k++) {
-        if (!strstr(err.message, c->msg[k]))
-            fail_msg("%s: message \"%s\" lacks \"%s\"", c->name, err.message, c->msg[k]);
-    }
+    resolve_case_fault(c->name, c->fault, rc, &err, &dev, &sentinel, sizeof(dev), c->msg,
+                       G_N_ELEMENTS(c->msg));
 }
 
 static void
@@ -393,8 +377,8 @@ test_conflict_message(void **state)
 {
     static const char *const f[] = { T12, "required", NULL };
     static const char *const i[] = { "hw_tpm_version", "2.0", NULL };
-    g_autoptr(GHashTable) specs = kv_table(f);
-    g_autoptr(GHashTable) props = kv_table(i);
+    g_autoptr(GHashTable) specs = resolve_case_table(f);
+    g_autoptr(GHashTable) props = resolve_case_table(i);
     vtpm_device dev;
     vtpm_error err;
 
@@ -559,7 +543,7 @@ static void
 test_null_maps_and_null_err(void **state)
 {
     static const char *const bad[] = { "hw:tpm_version", "7", NULL };
-    g_autoptr(GHashTable) specs = kv_table(bad);
+    g_autoptr(GHashTable) specs = resolve_case_table(bad);
     vtpm_device dev = sentinel;
     vtpm_error err;
 
@@ -606,7 +590,7 @@ test_resolve_then_traits(void **state)
 {
     static const char *const f[] = { T20, "required", "hw:tpm_model", "crb",
                                      "hw:tpm_secret_security", "host", NULL };
-    g_autoptr(GHashTable) specs = kv_table(f);
+    g_autoptr(GHashTable) specs = resolve_case_table(f);
     const char *t[3];
     vtpm_device dev;
     vtpm_error err;
