@@ -72,6 +72,18 @@ guest_build() {
     guest_accel "$1"
 }
 
+# guest_second_image HOST...: the same guest under other file names
+# (vmlinuz-2, initrd-2.img) in each host's images_dir, for a rebuild's "new
+# image" that libvirt must really switch to.
+guest_second_image() {
+    local h r
+    for h in "$@"; do
+        r=$(vt_host_root "$h")$images
+        cp "$r/vmlinuz" "$r/vmlinuz-2"
+        cp "$r/initrd.img" "$r/initrd-2.img"
+    done
+}
+
 # guest_accel HOST: which accelerator the guests get (guest_virt_type: kvm
 # or qemu), chosen by a real boot of the test guest under KVM inside test
 # host HOST (so a faked or hidden /dev/kvm counts), cached per machine boot

@@ -68,12 +68,7 @@ source "$tests/acceptance/guest.sh"
 guest_need_two_hosts
 
 guest_build a b
-for h in a b; do
-    # The rebuild's "new image": the same guest under other file names.
-    r=$(vt_host_root "$h")$images
-    cp "$r/vmlinuz" "$r/vmlinuz-2"
-    cp "$r/initrd.img" "$r/initrd-2.img"
-done
+guest_second_image a b
 start_two_hosts
 
 # ---- specs ------------------------------------------------------------------------

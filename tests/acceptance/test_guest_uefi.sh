@@ -54,12 +54,7 @@ for f in "$CODE" "$VARS"; do
 done
 
 guest_build a b
-for h in a b; do
-    # The rebuild's "new image": the same guest under other file names.
-    r=$(vt_host_root "$h")$images
-    cp "$r/vmlinuz" "$r/vmlinuz-2"
-    cp "$r/initrd.img" "$r/initrd-2.img"
-done
+guest_second_image a b
 start_two_hosts "libvirt.uefi_loader=$CODE" "libvirt.uefi_nvram_template=$VARS"
 for h in a b; do
     call "$([ $h = a ] && echo "$A" || echo "$B")" get_capabilities '{}'
@@ -154,7 +149,7 @@ nothing_left() { # UUID LABEL
         check "$2: no state dir (nor store) on host $x" \
             "$(test -e "$(state_dir "$x" "$1")" && echo present || echo gone)" gone
         check "$2: no store of libvirt's on host $x" \
-            "$(ls "$(vt_host_root "$x")/var/lib/libvirt/qemu/nvram" 2>/dev/null | grep -c "$1")" 0
+            "$(find "$(vt_host_root "$x")/var/lib/libvirt/qemu/nvram" -name "*$1*" 2>/dev/null | wc -l)" 0
     done
 }
 
