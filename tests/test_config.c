@@ -75,6 +75,12 @@ config_equal(const vtpm_config *a, const vtpm_config *b)
            g_strcmp0(a->libvirt.state_dir, b->libvirt.state_dir) == 0 &&
            g_strcmp0(a->libvirt.uefi_loader, b->libvirt.uefi_loader) == 0 &&
            g_strcmp0(a->libvirt.uefi_nvram_template, b->libvirt.uefi_nvram_template) == 0 &&
+           g_strcmp0(a->libvirt.live_migration_uri_template,
+                     b->libvirt.live_migration_uri_template) == 0 &&
+           g_strcmp0(a->libvirt.live_migration_inbound_addr,
+                     b->libvirt.live_migration_inbound_addr) == 0 &&
+           a->libvirt.live_migration_with_native_tls == b->libvirt.live_migration_with_native_tls &&
+           a->libvirt.live_migration_timeout == b->libvirt.live_migration_timeout &&
            g_strcmp0(a->store.uri, b->store.uri) == 0 &&
            g_strcmp0(a->store.shelve_pool, b->store.shelve_pool) == 0 &&
            g_strcmp0(a->store.incoming_pool, b->store.incoming_pool) == 0 &&
@@ -122,6 +128,10 @@ test_defaults(void **state)
     assert_string_equal(c->libvirt.state_dir, "/var/lib/libvirt/swtpm");
     assert_null(c->libvirt.uefi_loader);
     assert_null(c->libvirt.uefi_nvram_template);
+    assert_null(c->libvirt.live_migration_uri_template);
+    assert_null(c->libvirt.live_migration_inbound_addr);
+    assert_false(c->libvirt.live_migration_with_native_tls);
+    assert_int_equal(c->libvirt.live_migration_timeout, 800);
     assert_null(c->store.uri);
     assert_string_equal(c->store.shelve_pool, "vtpm-shelved");
     assert_string_equal(c->store.incoming_pool, "vtpm-incoming");
@@ -147,7 +157,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 38);
+    assert_int_equal(n, 42);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -197,8 +207,8 @@ test_table_defaults_match(void **state)
     }
     /* failover_urls, cacert, cert, key, host, uefi_loader, uefi_nvram_template,
      * store uri, deployment_key_file, previous_deployment_key_file, metrics
-     * textfile */
-    assert_int_equal(unset, 11);
+     * textfile, live_migration_uri_template, live_migration_inbound_addr */
+    assert_int_equal(unset, 13);
 
     {
         g_autoptr(vtpm_config) c = load_ok(all->str);
@@ -243,6 +253,10 @@ static const char full_conf[] =
     "state_dir = /srv/swtpm\n"
     "uefi_loader = /srv/ovmf/CODE.secboot.fd\n"
     "uefi_nvram_template = /srv/ovmf/VARS.own-keys.fd\n"
+    "live_migration_uri_template = qemu:///system?socket=/run/%s/libvirt-sock\n"
+    "live_migration_inbound_addr = fd00::7\n"
+    "live_migration_with_native_tls = true\n"
+    "live_migration_timeout = 0\n"
     "[store]\n"
     "uri = qemu:///session\n"
     "shelve_pool = shelf\n"
@@ -301,6 +315,11 @@ test_every_key(void **state)
     assert_string_equal(c->libvirt.state_dir, "/srv/swtpm");
     assert_string_equal(c->libvirt.uefi_loader, "/srv/ovmf/CODE.secboot.fd");
     assert_string_equal(c->libvirt.uefi_nvram_template, "/srv/ovmf/VARS.own-keys.fd");
+    assert_string_equal(c->libvirt.live_migration_uri_template,
+                        "qemu:///system?socket=/run/%s/libvirt-sock");
+    assert_string_equal(c->libvirt.live_migration_inbound_addr, "fd00::7");
+    assert_true(c->libvirt.live_migration_with_native_tls);
+    assert_int_equal(c->libvirt.live_migration_timeout, 0);
     assert_string_equal(c->store.uri, "qemu:///session");
     assert_string_equal(c->store.shelve_pool, "shelf");
     assert_string_equal(c->store.incoming_pool, "inbox");
@@ -515,6 +534,20 @@ test_errors(void **state)
         { "[libvirt]\nmigration_uri_template=qemu://%s/%\n",
           "/etc/vtpmd.conf:2: [libvirt] migration_uri_template: 'qemu://%s/%' contains a % "
           "directive other than %s" },
+        { "[libvirt]\nlive_migration_uri_template=qemu+tcp://b/system\n",
+          "/etc/vtpmd.conf:2: [libvirt] live_migration_uri_template: 'qemu+tcp://b/system' "
+          "must contain exactly one %s (found 0)" },
+        { "[libvirt]\nlive_migration_inbound_addr=10.0.0.1/24\n",
+          "/etc/vtpmd.conf:2: [libvirt] live_migration_inbound_addr: '10.0.0.1/24' contains '/' "
+          "(allowed: A-Z a-z 0-9 . _ -)" },
+        { "[libvirt]\nlive_migration_inbound_addr=10.0.0.1:49152\n",
+          "/etc/vtpmd.conf:2: [libvirt] live_migration_inbound_addr: '10.0.0.1:49152' contains "
+          "':' but is not an IPv6 address" },
+        { "[libvirt]\nlive_migration_with_native_tls=yes\n",
+          "/etc/vtpmd.conf:2: [libvirt] live_migration_with_native_tls: 'yes' is not a boolean "
+          "(true or false)" },
+        { "[libvirt]\nlive_migration_timeout=86401\n",
+          "/etc/vtpmd.conf:2: [libvirt] live_migration_timeout: 86401 is out of range 0..86400" },
         /* amqp url: amqp/url.c's messages behind FILE:LINE: [amqp] KEY */
         { "[amqp]\nurl=http://h/\n",
           "/etc/vtpmd.conf:2: [amqp] url: scheme 'http' is not amqp, amqps, rabbit or rabbits" },

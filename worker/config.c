@@ -38,6 +38,7 @@ typedef struct {
 static char *check_amqp_url(const char *v);
 static char *check_amqp_urls(const char *v);
 static char *check_migration_uri(const char *v);
+static char *check_inbound_addr(const char *v);
 static char *check_prom_file(const char *v);
 
 #define F(field) offsetof(vtpm_config, field)
@@ -121,6 +122,21 @@ static const spec specs[] = {
           "Variable store template of Secure Boot guests, with uefi_loader: the keys they "
           "enroll (absolute path)."),
       K_PATH, F(libvirt.uefi_nvram_template), .empty_unsets = true },
+    { KEY("libvirt", "live_migration_uri_template", "string", NULL,
+          "libvirt URI of a live migration target, as migration_uri_template (default: "
+          "migration_uri_template)."),
+      K_STR, F(libvirt.live_migration_uri_template), .check = check_migration_uri,
+      .empty_unsets = true },
+    { KEY("libvirt", "live_migration_inbound_addr", "string", NULL,
+          "Address other hosts' QEMU sends a live migration stream to (default: [worker] host)."),
+      K_STR, F(libvirt.live_migration_inbound_addr), .check = check_inbound_addr,
+      .empty_unsets = true },
+    { KEY("libvirt", "live_migration_with_native_tls", "bool", "false",
+          "Encrypt the live migration stream with QEMU's native TLS: true or false."),
+      K_BOOL, F(libvirt.live_migration_with_native_tls) },
+    { KEY("libvirt", "live_migration_timeout", "uint", "800",
+          "Seconds a live migration may take before it is aborted (0..86400, 0 = no limit)."),
+      K_UINT, F(libvirt.live_migration_timeout), 0, 86400 },
 
     { KEY("store", "uri", "string", NULL,
           "libvirt URI of the storage holding vTPM state (default: [libvirt] uri)."),
@@ -268,6 +284,20 @@ check_migration_uri(const char *v)
     if (n != 1)
         return g_strdup_printf("'%s' must contain exactly one %%s (found %u)", v, n);
     return NULL;
+}
+
+/* The address goes into the tcp:// URI of QEMU's migration stream: a host
+ * name, an IPv4 address or a bare IPv6 address, nothing that could change
+ * what the URI names. */
+static char *
+check_inbound_addr(const char *v)
+{
+    if (strchr(v, ':')) {
+        if (!g_hostname_is_ip_address(v))
+            return g_strdup_printf("'%s' contains ':' but is not an IPv6 address", v);
+        return NULL;
+    }
+    return vtpm_proto_worker_host_problem(v);
 }
 
 /* node_exporter's textfile collector reads *.prom only: any other name

@@ -46,6 +46,11 @@ typedef struct {
         char *state_dir;  /* libvirt's swtpm state root */
         char *uefi_loader;         /* Secure Boot guests' firmware; NULL: auto-selection */
         char *uefi_nvram_template; /* ... and its variable store template */
+        /* Live migration (worker/ops/livemig.c): */
+        char *live_migration_uri_template; /* NULL: migration_uri_template */
+        char *live_migration_inbound_addr; /* NULL: [worker] host */
+        bool live_migration_with_native_tls; /* VIR_MIGRATE_TLS */
+        unsigned live_migration_timeout; /* seconds, 0 = none */
     } libvirt;
     struct {
         char *uri;           /* NULL: [libvirt] uri */
