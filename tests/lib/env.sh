@@ -335,6 +335,16 @@ vt_host_exec() {
     nsenter --mount="/proc/$(vt_host_pid "$h")/ns/mnt" -- "$@"
 }
 
+# Each host has a host_uuid of its own, kept in its tree across libvirtd
+# restarts: libvirt refuses a live migration between two libvirtds that
+# report the same one ("Attempt to migrate guest to the same host"), and on
+# one machine they would all read the same SMBIOS UUID.
+vt_host_uuid() {
+    local f=$1/host-uuid
+    [ -s "$f" ] || cat /proc/sys/kernel/random/uuid > "$f"
+    cat "$f"
+}
+
 vt_host_write_config() {
     local r=$1
     cat > "$r/etc/libvirt/libvirtd.conf" <<EOF
@@ -343,6 +353,7 @@ unix_sock_rw_perms = "0770"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 log_outputs = "2:file:/var/log/libvirt/libvirtd.log"
+host_uuid = "$(vt_host_uuid "$r")"
 EOF
     cat > "$r/etc/libvirt/qemu.conf" <<EOF
 security_driver = "none"
@@ -542,6 +553,12 @@ vt_host_start_net() {
     ip -n "$ns" link set lo up
     ip -n "$ns" addr add "$addr/24" dev eth0
     ip -n "$ns" link set eth0 up
+    # A live migration streams from one host's QEMU to another's: the other
+    # hosts are reached through the root namespace, which forwards what
+    # comes in on this host's veth only (the machine's own interfaces keep
+    # their setting).
+    ip -n "$ns" route add "$VT_NET_PREFIX.0.0/16" via "$VT_NET_PREFIX.$idx.1"
+    sysctl -qw "net.ipv4.conf.$veth.forwarding=1"
     vt_host_prepare_tree "$h"
     echo "$ns" > "$r/netns"
     echo "$addr" > "$r/addr"
