@@ -15,6 +15,7 @@ struct vtpm_dispatch {
     vtpm_worker *w;
     vtpm_broker *amqp;
     vtpm_pool *pool;
+    vtpm_pool *side;         /* methods that run beside their instance's queue */
     uint64_t generation;     /* current connection generation */
 
     /* I/O thread only: */
@@ -46,6 +47,7 @@ struct job {
      * past once the cause is gone. */
     bool cacheable;
     bool caps_refresh;        /* internal job: refresh capabilities */
+    bool beside;              /* runs in the side pool, outside its instance's queue */
 };
 
 static void
@@ -196,7 +198,7 @@ submit(vtpm_dispatch *d, job *j)
     vtpm_error err = { 0 };
 
     /* Only when the system cannot create a thread at all. */
-    if (vtpm_pool_push(d->pool, j, &err) < 0)
+    if (vtpm_pool_push(j->beside ? d->side : d->pool, j, &err) < 0)
         g_warning("cannot run a job: %s", err.message);
 }
 
@@ -236,7 +238,7 @@ job_done(void *data)
     for (guint i = 0; i < j->waiters->len; i++)
         answer(d, g_ptr_array_index(j->waiters, i), j->reply);
 
-    if (j->key[0]) {
+    if (j->key[0] && !j->beside) {
         GQueue *q = g_hash_table_lookup(d->busy, j->key);
         job *next = q ? g_queue_pop_head(q) : NULL;
 
@@ -315,6 +317,7 @@ drain_begin(void *data)
 {
     vtpm_dispatch *d = data;
     g_autoptr(GPtrArray) held = vtpm_pool_take_queued(d->pool);
+    g_autoptr(GPtrArray) side = vtpm_pool_take_queued(d->side);
     guint heads = held->len;
     GHashTableIter it;
     gpointer q;
@@ -334,6 +337,8 @@ drain_begin(void *data)
         if (j->key[0])
             g_hash_table_remove(d->busy, j->key);
     }
+    /* After the heads: these hold no place in their instance's queue. */
+    g_ptr_array_extend_and_steal(held, g_steal_pointer(&side));
     g_ptr_array_sort(held, by_delivery_tag);
     for (guint i = 0; i < held->len; i++)
         job_hand_back(d, g_ptr_array_index(held, i));
@@ -446,6 +451,11 @@ on_delivery(vtpm_broker_delivery *dv, void *user)
         job_done(j);
         return;
     }
+    if (m->beside) {
+        j->beside = true;
+        submit(d, j);
+        return;
+    }
     if (j->key[0]) {
         GQueue *q = g_hash_table_lookup(d->busy, j->key);
 
@@ -545,6 +555,13 @@ vtpm_dispatch_new(vtpm_worker *w, unsigned workers, size_t dedupe_size, vtpm_dis
         g_free(d);
         return rc;
     }
+    /* Two: an abort waits for the job it stops, so one stuck abort must
+     * not hold up the next. */
+    if ((rc = vtpm_pool_new("beside", 2, job_run, d, &d->side, err)) < 0) {
+        vtpm_pool_free(d->pool);
+        g_free(d);
+        return rc;
+    }
     d->inflight = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     d->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, queue_free);
     d->cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
@@ -565,6 +582,7 @@ vtpm_dispatch_free(vtpm_dispatch *d)
     if (!d)
         return;
     vtpm_pool_free(d->pool);
+    vtpm_pool_free(d->side);
     g_hash_table_destroy(d->inflight);
     g_hash_table_destroy(d->busy);
     g_queue_clear(&d->cache_order); /* keys are owned by the cache table */

@@ -26,6 +26,13 @@ typedef struct {
      * scheduler's poll neither waits behind slow operations filling the
      * pool nor pays two thread hand-offs. */
     bool on_io_thread;
+    /* With per_instance: args.instance.uuid is required as for any
+     * per-instance method, but the request is not queued behind the one
+     * holding its instance: it runs at once, in a small pool of its own,
+     * beside it.  For a short call that must reach a long one of the same
+     * instance (live_migration_abort stops a live_migration).  Not on the
+     * I/O thread: it calls libvirt. */
+    bool beside;
 } vtpm_method;
 
 /* NULL when @name is not a method of this worker. */
