@@ -152,6 +152,15 @@ test_wrap_unwrap(void **state)
     assert_int_equal(vtpm_keyring_unwrap(r1, U1, "plain", &x, NULL, &err),
                      -(int)VTPM_FAULT_STATE_INTEGRITY);
     assert_null(x);
+    /* Which key a wrapped text needs, as a live migration source asks. */
+    assert_true(vtpm_keyring_wrapped_with(w, vtpm_keyring_current_id(r1)));
+    assert_false(vtpm_keyring_wrapped_with(w, vtpm_keyring_current_id(r2)));
+    assert_string_equal(vtpm_keyring_previous_id(rot), vtpm_keyring_current_id(r1));
+    assert_string_equal(vtpm_keyring_previous_id(r1), "");
+    assert_true(vtpm_keyring_wrapped_with(w, vtpm_keyring_previous_id(rot)));
+    assert_false(vtpm_keyring_wrapped_with(w, ""));
+    assert_false(vtpm_keyring_wrapped_with("v1:short", "short"));
+    assert_false(vtpm_keyring_wrapped_with(NULL, vtpm_keyring_current_id(r1)));
     /* No deployment key configured. */
     assert_false(vtpm_keyring_ready(none));
     assert_int_equal(vtpm_keyring_wrap(none, U1, secret, &w2, &err), -(int)VTPM_FAULT_TPM_UNSUPPORTED);

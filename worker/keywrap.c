@@ -138,6 +138,23 @@ vtpm_keyring_current_id(const vtpm_keyring *kr)
     return vtpm_keyring_ready(kr) ? kr->cur.id : "";
 }
 
+const char *
+vtpm_keyring_previous_id(const vtpm_keyring *kr)
+{
+    return kr && kr->prev.set ? kr->prev.id : "";
+}
+
+bool
+vtpm_keyring_wrapped_with(const char *wrapped, const char *id)
+{
+    size_t n = strlen(PREFIX);
+
+    return wrapped && id && strlen(id) == VTPM_KEYWRAP_ID_CHARS &&
+           g_str_has_prefix(wrapped, PREFIX) &&
+           strncmp(wrapped + n, id, VTPM_KEYWRAP_ID_CHARS) == 0 &&
+           wrapped[n + VTPM_KEYWRAP_ID_CHARS] == ':';
+}
+
 static char *
 aad_for(const char *uuid, const char *id)
 {

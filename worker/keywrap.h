@@ -43,6 +43,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_keyring, vtpm_keyring_free)
 bool vtpm_keyring_ready(const vtpm_keyring *kr);
 /* Id of the current key ("" when none). */
 const char *vtpm_keyring_current_id(const vtpm_keyring *kr);
+/* Id of the previous key ("" when none). */
+const char *vtpm_keyring_previous_id(const vtpm_keyring *kr);
+/* Whether @wrapped (a wrapped text) names key @id: a host that holds @id
+ * can unwrap it.  A live migration source asks before it hands a guest to
+ * a destination that could not start it again. */
+bool vtpm_keyring_wrapped_with(const char *wrapped, const char *id);
 
 /* Wrap @secret for instance @uuid under the current key. */
 int vtpm_keyring_wrap(const vtpm_keyring *kr, const char *uuid, GBytes *secret, char **out,
