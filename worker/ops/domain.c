@@ -102,6 +102,13 @@ vtpm_ops_find_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid, virDo
 int
 vtpm_ops_host_conn(vtpm_worker *w, const char *host, virConnectPtr *out, vtpm_error *err)
 {
+    return vtpm_ops_host_conn_via(w, host, w->cfg->libvirt.migration_uri_template, out, err);
+}
+
+int
+vtpm_ops_host_conn_via(vtpm_worker *w, const char *host, const char *uri_template,
+                       virConnectPtr *out, vtpm_error *err)
+{
     g_autofree char *uri = NULL;
     virConnectPtr c;
     int rc;
@@ -113,7 +120,7 @@ vtpm_ops_host_conn(vtpm_worker *w, const char *host, virConnectPtr *out, vtpm_er
     /* The template was validated at start: exactly one %s. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
-    uri = g_strdup_printf(w->cfg->libvirt.migration_uri_template, host);
+    uri = g_strdup_printf(uri_template, host);
 #pragma GCC diagnostic pop
     c = VTPM_LV(virConnectOpen(uri));
     if (!c)

@@ -47,6 +47,10 @@ int vtpm_ops_find_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid,
  * whoever can write the shelve store controls): it is checked here, where
  * it becomes part of a URI, whatever its source. */
 int vtpm_ops_host_conn(vtpm_worker *w, const char *host, virConnectPtr *out, vtpm_error *err);
+/* The same through @uri_template (validated at start: one %s) instead of
+ * [libvirt] migration_uri_template. */
+int vtpm_ops_host_conn_via(vtpm_worker *w, const char *host, const char *uri_template,
+                           virConnectPtr *out, vtpm_error *err);
 /* The uid and gid libvirt runs swtpm as ([libvirt] swtpm_user/_group). */
 int vtpm_ops_swtpm_ids(vtpm_worker *w, int *uid, int *gid, vtpm_error *err);
 
