@@ -3,6 +3,7 @@
 
 #include "methods.h"
 #include "ops/basics.h"
+#include "ops/livemig.h"
 #include "ops/migration.h"
 #include "ops/power.h"
 #include "ops/rebuild.h"
@@ -23,6 +24,16 @@ static const vtpm_method methods[] = {
     { "unshelve", vtpm_op_unshelve, true, false },
     { "rebuild", vtpm_op_rebuild, true, false },
     { "rekey", vtpm_op_rekey, true, false },
+    { "check_can_live_migrate_destination", vtpm_op_check_can_live_migrate_destination, true,
+      false },
+    { "pre_live_migration", vtpm_op_pre_live_migration, true, false },
+    { "live_migration", vtpm_op_live_migration, true, false },
+    { "post_live_migration_at_destination", vtpm_op_post_live_migration_at_destination, true,
+      false },
+    { "rollback_live_migration_at_destination", vtpm_op_rollback_live_migration_at_destination,
+      true, false },
+    /* Beside the live_migration it stops, which holds the instance. */
+    { "live_migration_abort", vtpm_op_live_migration_abort, true, false, true },
 };
 
 const vtpm_method *
