@@ -23,6 +23,9 @@
 #define ABORT_WAIT_S 120
 #define JOB_WAIT_S 60
 #define JOB_POLL_US (200 * 1000)
+/* How long an orphaned incoming domain on the destination gets to vanish
+ * by itself (libvirt's clean-up of a closed connection is immediate). */
+#define ORPHAN_WAIT_S 5
 
 /* The source's generation record travels in the migrated domain's live
  * definition, in a metadata element of its own: never in the persistent
@@ -41,7 +44,8 @@
 typedef enum {
     GUEST_NONE,      /* no domain */
     GUEST_OFF,       /* defined, not running */
-    GUEST_MIGRATING, /* paused for a migration: receiving one, or stopped at its end */
+    GUEST_MIGRATING, /* in transit: starting up to receive a migration, receiving one, or
+                        stopped at the end of one */
     GUEST_RUNS,      /* running (or paused by its user): the guest is here */
 } guest_state;
 
@@ -65,7 +69,14 @@ guest_state_of(vtpm_virt *v, virDomainPtr dom, guest_state *out, vtpm_error *err
         *out = GUEST_OFF;
         break;
     case VIR_DOMAIN_PAUSED:
-        *out = reason == VIR_DOMAIN_PAUSED_MIGRATION ? GUEST_MIGRATING : GUEST_RUNS;
+        *out = reason == VIR_DOMAIN_PAUSED_MIGRATION || reason == VIR_DOMAIN_PAUSED_STARTING_UP ||
+                       reason == VIR_DOMAIN_PAUSED_POSTCOPY ||
+                       reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
+                   ? GUEST_MIGRATING
+                   : GUEST_RUNS;
+        break;
+    case VIR_DOMAIN_NOSTATE:
+        *out = GUEST_MIGRATING;
         break;
     default:
         *out = GUEST_RUNS;
@@ -80,7 +91,7 @@ guest_state_str(guest_state s)
     static const char *const names[] = {
         [GUEST_NONE] = "no domain",
         [GUEST_OFF] = "shut off",
-        [GUEST_MIGRATING] = "paused for a migration",
+        [GUEST_MIGRATING] = "in transit (paused for a migration)",
         [GUEST_RUNS] = "running",
     };
 
@@ -601,6 +612,38 @@ resume(vtpm_worker *w, virDomainPtr dom, const char *uuid, vtpm_error *err)
     return 0;
 }
 
+/* The destination holds a domain in transit while the guest runs here:
+ * the incoming side of a migration whose client (a killed vtpmd) is gone.
+ * libvirt usually removes it when that client's connection closes, but
+ * not when the connection closed while it was still starting the domain;
+ * it never ran the guest, which runs here, so it is destroyed. */
+static int
+clear_orphan(vtpm_worker *w, const live_args *a, lm_place *p, vtpm_error *err)
+{
+    gint64 end = g_get_monotonic_time() + ORPHAN_WAIT_S * G_USEC_PER_SEC;
+    int rc;
+
+    while (p->at_there == GUEST_MIGRATING && g_get_monotonic_time() < end) {
+        g_usleep(JOB_POLL_US);
+        if ((rc = guest_state_of(NULL, p->there, &p->at_there, err)) < 0) {
+            /* Gone meanwhile: what we wait for. */
+            if (VTPM_LV(virDomainIsActive(p->there)) < 0)
+                return 0;
+            return rc;
+        }
+    }
+    if (p->at_there != GUEST_MIGRATING)
+        return 0;
+    g_warning("instance %s: host %s holds an incoming domain of a migration that was cut; the "
+              "guest runs on host %s: destroying it there",
+              a->uuid, a->dest, w->cfg->worker.host);
+    if (VTPM_LV(virDomainDestroy(p->there)) < 0 && VTPM_LV(virDomainIsActive(p->there)) != 0)
+        return vtpm_virt_error(NULL, VTPM_FAULT_HYPERVISOR_ERROR, err,
+                               "destroying the incoming domain on host %s", a->dest);
+    virResetLastError();
+    return 0;
+}
+
 /* From where the guest is: migrate it (*moved false), or only finish
  * because it runs on the destination already (a redelivery after the
  * migration).  Never a second migration of a migrated guest. */
@@ -622,6 +665,9 @@ decide(vtpm_worker *w, const live_args *a, lm_place *p, bool *moved, vtpm_error 
             return rc;
         p->at_here = GUEST_RUNS;
     }
+    if (p->at_here == GUEST_RUNS && p->at_there == GUEST_MIGRATING &&
+        (rc = clear_orphan(w, a, p, err)) < 0)
+        return rc;
     if (p->at_here == GUEST_NONE)
         return vtpm_error_set(err, VTPM_FAULT_INSTANCE_NOT_FOUND,
                               "instance %s has no domain on host %s, and host %s does not run it "
@@ -697,8 +743,15 @@ moved_after_all(vtpm_worker *w, virConnectPtr conn, virConnectPtr dconn, const l
     vtpm_error why = *err, e = { 0 };
     g_autofree char *where = NULL;
 
-    if (locate(w, conn, dconn, a->uuid, p, &e) == 0) {
-        if (p->at_there == GUEST_RUNS && p->at_here != GUEST_RUNS) {
+    /* The source first: a guest that runs here has not moved, whatever the
+     * destination (whose libvirtd may be what failed) can say. */
+    lm_place_clear(p);
+    if (vtpm_virt_lookup(w->virt, conn, a->uuid, &p->here, &e) == 0 &&
+        (!p->here || wait_no_job(p->here, a->uuid, w->cfg->worker.host, &e) == 0) &&
+        guest_state_of(w->virt, p->here, &p->at_here, &e) == 0 && p->at_here != GUEST_RUNS &&
+        vtpm_virt_lookup(NULL, dconn, a->uuid, &p->there, &e) == 0 &&
+        guest_state_of(NULL, p->there, &p->at_there, &e) == 0) {
+        if (p->at_there == GUEST_RUNS) {
             g_warning("instance %s: the live migration to %s failed (%s), but the guest runs "
                       "there: it is done",
                       a->uuid, a->dest, why.message);
