@@ -488,14 +488,7 @@ dom_exists(int h, const char *uuid)
 static char *
 dom_state(int h, const char *uuid)
 {
-    g_autofree char *n = dom_name(uuid);
-    char *out = NULL;
-
-    if (vt_virsh(host_name[h], &out, "domstate", n, NULL) != 0) {
-        g_free(out);
-        return g_strdup("(no domain)");
-    }
-    return g_strstrip(out);
+    return vt_dom_state(host_name[h], uuid);
 }
 
 static char *

@@ -302,14 +302,7 @@ dom_exists(int h, const char *uuid)
 static char *
 dom_state(int h, const char *uuid)
 {
-    g_autofree char *n = g_strdup_printf("instance-%s", uuid);
-    char *out = NULL;
-
-    if (vt_virsh(host_name[h], &out, "domstate", n, NULL) != 0) {
-        g_free(out);
-        return g_strdup("(no domain)");
-    }
-    return g_strstrip(out);
+    return vt_dom_state(host_name[h], uuid);
 }
 
 static void
@@ -326,11 +319,7 @@ assert_dom_state(int h, const char *uuid, const char *want, const char *what)
 static bool
 has_secret(int h, const char *uuid)
 {
-    g_autofree char *out = NULL;
-
-    if (vt_virsh(host_name[h], &out, "secret-list", NULL) != 0)
-        fail_msg("virsh secret-list on host %s failed", host_name[h]);
-    return strstr(out, uuid) != NULL;
+    return vt_host_has_secret(host_name[h], uuid);
 }
 
 static void

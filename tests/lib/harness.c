@@ -618,6 +618,29 @@ vt_virsh(const char *h, char **out, ...)
     return status_code(status);
 }
 
+char *
+vt_dom_state(const char *h, const char *uuid)
+{
+    g_autofree char *name = g_strdup_printf("instance-%s", uuid);
+    char *out = NULL;
+
+    if (vt_virsh(h, &out, "domstate", name, NULL) != 0) {
+        g_free(out);
+        return g_strdup("(no domain)");
+    }
+    return g_strstrip(out);
+}
+
+bool
+vt_host_has_secret(const char *h, const char *uuid)
+{
+    g_autofree char *out = NULL;
+
+    if (vt_virsh(h, &out, "secret-list", NULL) != 0)
+        fail_msg("virsh secret-list on host %s failed", h);
+    return strstr(out, uuid) != NULL;
+}
+
 void
 vt_virsh_cleanup(const char *h)
 {

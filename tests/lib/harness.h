@@ -156,6 +156,12 @@ void vt_libvirtd_restart(const char *h);
 /* virsh -c <uri of @h> ARGS... (NULL-terminated): exit code; *out
  * (optional) gets stdout. */
 int vt_virsh(const char *h, char **out, ...) G_GNUC_NULL_TERMINATED;
+/* What virsh domstate says of instance @uuid's domain on host @h ("running",
+ * "shut off", ...), "(no domain)" when there is none. */
+char *vt_dom_state(const char *h, const char *uuid);
+/* Whether host @h's libvirt holds a secret of instance @uuid (virsh
+ * secret-list); fails the test when it cannot be asked. */
+bool vt_host_has_secret(const char *h, const char *uuid);
 /* Destroy and undefine (with TPM state) every "instance-*" domain of @h:
  * a failed test must not leave guests eating the CPU of the next one. */
 void vt_virsh_cleanup(const char *h);
