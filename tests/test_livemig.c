@@ -145,30 +145,23 @@ args_uuid(const guest *g)
 
 /* ---- calls ----------------------------------------------------------------------------- */
 
+/* Call host @h's vtpmd with args @a (taken).  With @must_ok (what the
+ * call is, for the message), a fault fails the test. */
 static vt_reply *
-call(int h, const char *method, GBytes *a)
+call_h(int h, const char *method, GBytes *a, const char *must_ok)
 {
-    vt_reply *r = vt_call(dmn[h], method, a, OP_MS);
+    g_autoptr(GBytes) owned = a;
+    vt_reply *r = vt_call(dmn[h], method, owned, OP_MS);
 
-    g_bytes_unref(a);
-    return r;
-}
-
-static vt_reply *
-call_ok(int h, const char *method, GBytes *a, const char *what)
-{
-    vt_reply *r = call(h, method, a);
-
-    if (!r->rep || !r->rep->ok) {
-        g_autofree char *msg = g_strdup_printf("%s: %s on host %s should succeed, got %s", what,
-                                               method, host_name[h], vt_reply_summary(r));
-
-        vt_reply_free(r);
+    if (must_ok && (!r->rep || !r->rep->ok)) {
         vt_vtpmd_dump(dmn[h]);
-        fail_msg("%s", msg);
+        vt_assert_ok(r, must_ok);
     }
     return r;
 }
+
+#define call(h, method, a) call_h(h, method, a, NULL)
+#define call_ok(h, method, a, what) call_h(h, method, a, what)
 
 static void
 call_ok_free(int h, const char *method, GBytes *a, const char *what)
@@ -257,24 +250,13 @@ exists_on(int h, place k, const char *uuid)
 static char *
 dom_state(int h, const char *uuid)
 {
-    g_autofree char *name = g_strdup_printf("instance-%s", uuid);
-    char *out = NULL;
-
-    if (vt_virsh(host_name[h], &out, "domstate", name, NULL) != 0) {
-        g_free(out);
-        return g_strdup("(no domain)");
-    }
-    return g_strstrip(out);
+    return vt_dom_state(host_name[h], uuid);
 }
 
 static bool
 has_secret(int h, const char *uuid)
 {
-    g_autofree char *out = NULL;
-
-    if (vt_virsh(host_name[h], &out, "secret-list", NULL) != 0)
-        fail_msg("virsh secret-list on host %s failed", host_name[h]);
-    return strstr(out, uuid) != NULL;
+    return vt_host_has_secret(host_name[h], uuid);
 }
 
 /* How often swtpm_setup manufactured a TPM for @uuid on host @h: a
