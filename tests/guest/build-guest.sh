@@ -25,6 +25,17 @@
 #            back on every later one), PCR 7 (sha256 bank) and the sha256 of
 #            the firmware's event log: what the UEFI suite boots after
 #            every operation
+#   tick     life, then it keeps running (the live migration suite moves it
+#            while it does): extends PCR 16 once with a random value, and
+#            every second increments a TPM NV counter (0x1500017, defined
+#            with nt=counter) and prints "VTPM-TICK n=<loop> counter=<NV
+#            counter> pcr16=<hex>"; every 5th tick also the life script's
+#            NV secret and key as "VTPM-STATE n=<loop> nv_secret=..." and
+#            "VTPM-STATE n=<loop> key_pub_sha256=...".  vtpm.ticks=N
+#            (default 600) ticks, then it reports done and powers off.
+#
+# The watchdog that powers off a guest whose TPM command hangs fires after
+# vtpm.watchdog=SECONDS (default 90) of the kernel command line.
 #
 # Usage: build-guest.sh OUTDIR     -> OUTDIR/vmlinuz, OUTDIR/initrd.img
 #
@@ -79,13 +90,17 @@ off() {
 }
 
 script=
+watchdog=90
 for a in $(cat /proc/cmdline); do
-    case $a in vtpm.script=*) script=${a#vtpm.script=} ;; esac
+    case $a in
+        vtpm.script=*) script=${a#vtpm.script=} ;;
+        vtpm.watchdog=*) watchdog=${a#vtpm.watchdog=} ;;
+    esac
 done
 res "start script=${script:-none} uptime=$(cut -d' ' -f1 /proc/uptime)"
 res "kernel=$(uname -r)"
 # A hung TPM command must not keep the test waiting forever.
-( sleep 90; res "error=watchdog"; res done; off ) &
+( sleep "$watchdog"; res "error=watchdog"; res done; off ) &
 
 case $script in
     '' | */* | .*) res "error=no-script" ;;
@@ -259,7 +274,44 @@ fi
 EOF
 }
 
-scripts="probe write read persist life uefi"
+
+guest_tick() {
+    cat <<'EOF'
+. /scripts/life
+ticks=600
+for a in $(cat /proc/cmdline); do
+    case $a in vtpm.ticks=*) ticks=${a#vtpm.ticks=} ;; esac
+done
+CTR=0x1500017
+pcr16() { tpm2_pcrread sha256:16 2>/dev/null | sed -n 's/^ *16 *: *0x\([0-9A-Fa-f]*\).*/\1/p' | tr 'A-F' 'a-f'; }
+# A restarted TPM resets its PCRs: the value proves the volatile state
+# moved with the guest.
+head -c 32 /dev/urandom > /tmp/r
+tpm2_pcrextend "16:sha256=$(hex /tmp/r)" || res "error=pcrextend"
+res "pcr16=$(pcr16)"
+if ! tpm2_getcap handles-nv-index 2>/dev/null | grep -qi "$CTR"; then
+    tpm2_nvdefine -C o -s 8 -a "ownerread|ownerwrite|nt=counter" "$CTR" > /dev/null ||
+        res "error=nvdefine-counter"
+fi
+res "ticking"
+n=0
+while [ "$n" -lt "$ticks" ]; do
+    c=error
+    if tpm2_nvincrement -C o "$CTR" > /dev/null 2>&1 &&
+       tpm2_nvread -C o -s 8 -o /tmp/c "$CTR" > /dev/null 2>&1; then
+        c=$((0x$(hex /tmp/c)))
+    fi
+    echo "VTPM-TICK n=$n counter=$c pcr16=$(pcr16)"
+    if [ $((n % 5)) -eq 0 ]; then
+        ( res() { echo "VTPM-STATE n=$n $*"; }; read_state )
+    fi
+    n=$((n + 1))
+    sleep 1
+done
+EOF
+}
+
+scripts="probe write read persist life uefi tick"
 
 # ---- inputs and the cache key ----------------------------------------------
 
