@@ -44,6 +44,7 @@
 typedef enum {
     GUEST_NONE,      /* no domain */
     GUEST_OFF,       /* defined, not running */
+    GUEST_LEFT,      /* shut off by a migration away from here that completed */
     GUEST_MIGRATING, /* in transit: starting up to receive a migration, receiving one, or
                         stopped at the end of one */
     GUEST_RUNS,      /* running (or paused by its user): the guest is here */
@@ -64,6 +65,8 @@ guest_state_of(vtpm_virt *v, virDomainPtr dom, guest_state *out, vtpm_error *err
         return vtpm_virt_error(v, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
     switch (st) {
     case VIR_DOMAIN_SHUTOFF:
+        *out = reason == VIR_DOMAIN_SHUTOFF_MIGRATED ? GUEST_LEFT : GUEST_OFF;
+        break;
     case VIR_DOMAIN_SHUTDOWN:
     case VIR_DOMAIN_CRASHED:
         *out = GUEST_OFF;
@@ -91,6 +94,7 @@ guest_state_str(guest_state s)
     static const char *const names[] = {
         [GUEST_NONE] = "no domain",
         [GUEST_OFF] = "shut off",
+        [GUEST_LEFT] = "shut off (migrated away)",
         [GUEST_MIGRATING] = "in transit (paused for a migration)",
         [GUEST_RUNS] = "running",
     };
@@ -652,7 +656,9 @@ decide(vtpm_worker *w, const live_args *a, lm_place *p, bool *moved, vtpm_error 
 {
     int rc;
 
-    *moved = p->at_there == GUEST_RUNS;
+    /* Running there; or stopped there since, after a migration that
+     * completed (libvirt says why the source's domain is shut off). */
+    *moved = p->at_there == GUEST_RUNS || (p->at_here == GUEST_LEFT && p->at_there == GUEST_OFF);
     if (*moved && p->at_here == GUEST_RUNS)
         return vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
                               "instance %s runs on host %s and on host %s; not touching either",
@@ -674,7 +680,7 @@ decide(vtpm_worker *w, const live_args *a, lm_place *p, bool *moved, vtpm_error 
                               "(%s)",
                               a->uuid, w->cfg->worker.host, a->dest,
                               guest_state_str(p->at_there));
-    if (p->at_here == GUEST_OFF)
+    if (p->at_here == GUEST_OFF || p->at_here == GUEST_LEFT)
         return vtpm_error_set(err, VTPM_FAULT_UNSUPPORTED_OPERATION,
                               "instance %s is shut off on host %s: a live migration moves a "
                               "running guest (a cold migration moves a stopped one)",
@@ -982,7 +988,7 @@ vtpm_op_rollback_live_migration_at_destination(vtpm_worker *w, const vtpm_reques
         return rc;
     /* Only what a migration that failed leaves: a guest that arrived
      * (running, or defined and stopped since) holds the only TPM state. */
-    if (st == GUEST_RUNS || st == GUEST_OFF)
+    if (st == GUEST_RUNS || st == GUEST_OFF || st == GUEST_LEFT)
         return vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
                               "instance %s is %s on host %s: its live migration completed, there "
                               "is nothing to roll back (destroy removes it)",
