@@ -36,56 +36,21 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/.." && pwd)
-B=$(cd "${1:-$src/build}" && pwd)
-CTL=$B/tools/vtpmctl
-VTPMD=$B/worker/vtpmd
-N=${N:-10}
-for x in "$CTL" "$VTPMD"; do
-    [ -x "$x" ] || { echo "provision: $x missing: build first (ninja -C $B)" >&2; exit 2; }
-done
-
-if [ -z "${VT_BENCH_PROVISION_INNER:-}" ]; then
-    export VT_BENCH_PROVISION_INNER=1
-    exec "$src/tests/integration.sh" --net --hosts 2 "$here/provision.sh" "$B"
-fi
-
-# Inside integration.sh: the services run; VT_ROOT, VT_AMQP_URL and
-# VT_HOST_{A,B}_ADDR are exported.  env.sh for vt_host_spawn only.
 # shellcheck source=tests/lib/env.sh
 source "$src/tests/lib/env.sh"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+bench_binaries provision "${1:-$src/build}"
+N=${N:-10}
+bench_under_two_hosts "$here/provision.sh" "$B"
+
+# Inside integration.sh: the services run; VT_ROOT, VT_AMQP_URL and
+# VT_HOST_{A,B}_ADDR are exported.
 res=$VT_ROOT/provision
 mkdir -p "$res"
 export VTPM_AMQP_URL=$VT_AMQP_URL
-pids=()
-stop_vtpmds() {
-    local p
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    pids=()
-}
-trap stop_vtpmds EXIT
-
-for h in a b; do
-    H=${h^^}
-    addr_var=VT_HOST_${H}_ADDR
-    vt_vtpmd_conf "$res/vtpmd-$h.conf" "worker.host=${!addr_var}" libvirt.uri=qemu:///system \
-        libvirt.swtpm_enabled=true libvirt.shutdown_timeout=0 \
-        "libvirt.migration_uri_template=qemu+tcp://%s/system" vtpm.allow_unencrypted=true \
-        "store.uri=qemu+tcp://$VT_HOST_A_ADDR/system"
-    vt_host_spawn "$h" "$VTPMD" --config "$res/vtpmd-$h.conf" --log-file "$res/vtpmd-$h.log"
-    pids+=("$VT_LAST_PID")
-done
-for addr in "$VT_HOST_A_ADDR" "$VT_HOST_B_ADDR"; do
-    for _ in $(seq 1 150); do
-        "$CTL" call --host "$addr" --timeout 1 get_capabilities > /dev/null 2>&1 && continue 2
-        sleep 0.2
-    done
-    vt_die "vtpmd $addr does not answer"
-done
+bench_two_vtpmds "$res" libvirt.shutdown_timeout=0 vtpm.allow_unencrypted=true \
+    "store.uri=qemu+tcp://$VT_HOST_A_ADDR/system"
 
 python3 - "$CTL" "$VT_HOST_A_ADDR" "$VT_HOST_B_ADDR" "$N" "$res" <<'EOF'
 import json, subprocess, sys, time, uuid
@@ -166,7 +131,7 @@ json.dump(calls, open(res + "/calls.json", "w"))
 EOF
 
 # The log lines are complete once the workers have exited.
-stop_vtpmds
+bench_stop_vtpmds
 uptime >&2
 
 python3 - "$res" "$N" "$VT_HOST_A_ADDR" "$VT_HOST_B_ADDR" <<'EOF'
