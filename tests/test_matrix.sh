@@ -9,8 +9,8 @@
 #
 # Each column (2.0/tpm-tis, 2.0/tpm-crb, 1.2/tpm-tis, each in user, host and
 # deployment custody) drives one firmware-only instance through the rows
-#   spawn, power_cycle, cold_migration, resize, revert, shelve, rebuild,
-#   vtpm_change, destroy
+#   spawn, power_cycle, live_migration, cold_migration, resize, revert, shelve,
+#   rebuild, vtpm_change, destroy
 # and checks what each reply says about the TPM (version, model, custody,
 # vtpm_state restored / kept / fresh / deleted), that the state file is
 # where it belongs and that the domain's TPM is encrypted with the
@@ -22,7 +22,7 @@
 # shellcheck source-path=SCRIPTDIR disable=SC2153,SC2317
 set -uo pipefail
 
-ROWS="spawn power_cycle cold_migration resize revert shelve rebuild vtpm_change destroy"
+ROWS="spawn power_cycle live_migration cold_migration resize revert shelve rebuild vtpm_change destroy"
 COLUMNS="2.0/tpm-tis/user 2.0/tpm-tis/host 2.0/tpm-tis/deployment
 2.0/tpm-crb/user 2.0/tpm-crb/host 2.0/tpm-crb/deployment
 1.2/tpm-tis/user 1.2/tpm-tis/host 1.2/tpm-tis/deployment"
@@ -87,6 +87,25 @@ except Exception:
     print("none")'
 }
 vtpm_of() { echo "$(rget vtpm.version) $(rget vtpm.model) $(rget vtpm.secret_security)"; }
+# The whole result of $reply as JSON (a migrate_data to pass on).
+result_json() { python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1])["result"]))' "$reply"; }
+
+# live_migration FROM TO UUID FLAVOR IMAGE: the running guest from host FROM to TO, Nova's
+# whole sequence.
+live_migration() {
+    local from=$1 to=$2 u=$3 i md
+    i=$(inst "$u" "$4" "$5")
+    op live_migration "$to" check_can_live_migrate_destination "{\"instance\": $i}" || return
+    op live_migration "$to" pre_live_migration "{\"instance\": $i}" || return
+    md=$(result_json)
+    op live_migration "$from" live_migration "{\"instance\": $i, \"dest_host\": \"$to\", \"migrate_data\": $md}" &&
+        cell live_migration "migrated ${host_of[$from]} -> ${host_of[$to]}" "$(rget migrated)" true
+    op live_migration "$to" post_live_migration_at_destination "{\"instance\": {\"uuid\": \"$u\"}}" &&
+        cell live_migration "post on ${host_of[$to]}" "$(vtpm_of)" "$ver $model $mode"
+    cell live_migration "running on ${host_of[$to]}" "$(domstate "${host_of[$to]}" "$u")" running
+    cell live_migration "no state left on ${host_of[$from]}" "$(has_state "${host_of[$from]}" "$u" "$ver")" no
+    cell live_migration "domain's TPM on ${host_of[$to]}" "$(dom_tpm "${host_of[$to]}" "$u")" "$ver $model encrypted"
+}
 
 column() {
     local u f f2 i i2 other xfer shelved want_model
@@ -111,6 +130,10 @@ column() {
         cell power_cycle "state after power_off" "$(has_state a "$u" "$ver")" yes
     op power_cycle "$A" power_on "{\"instance\": $(inst_id "$u")}" &&
         cell power_cycle "running again" "$(domstate a "$u")" running
+
+    # The running guest a -> b -> a, its TPM inside QEMU's stream.
+    live_migration "$A" "$B" "$u" "$f" "$i"
+    live_migration "$B" "$A" "$u" "$f" "$i"
 
     if op cold_migration "$A" migrate_disk_and_power_off "{\"instance\": $(inst "$u" "$f" "$i"), \"dest_host\": \"$B\"}"; then
         xfer=$(rget vtpm_transfer)
