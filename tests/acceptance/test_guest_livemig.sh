@@ -81,14 +81,13 @@ wait_ticks() {
     return 1
 }
 
-# The last tick the guest printed on HOST: n, counter, pcr16 in $t_n $t_c $t_pcr.
-t_n= t_c= t_pcr=
+# The last tick the guest printed on HOST: its n and NV counter in $t_n $t_c.
+t_n= t_c=
 last_tick() {
     local l
     l=$(ticks "$1" "$2" | tail -1)
     t_n=$(field n <<< "$l")
     t_c=$(field counter <<< "$l")
-    t_pcr=$(field pcr16 <<< "$l")
 }
 
 # The secret and key of the first boot, $secret and $keysum; PCR 16 after
