@@ -880,12 +880,17 @@ release_key(virConnectPtr conn, const char *uuid, const vtpm_domxml_meta *m, vtp
 }
 
 /* The generation record the source sent along, made this host's and
- * removed from the live definition (absent: the source had none). */
+ * removed from the domain (absent: the source had none).  It rode in the
+ * live definition, which VIR_MIGRATE_PERSIST_DEST also made the persistent
+ * one: read it from the live definition while the guest runs, from the
+ * persistent one when it was stopped since, and remove it from both. */
 static int
-take_generation(vtpm_worker *w, virDomainPtr dom, const char *uuid, vtpm_error *err)
+take_generation(vtpm_worker *w, virDomainPtr dom, const char *uuid, bool running,
+                vtpm_error *err)
 {
+    unsigned int where = VIR_DOMAIN_AFFECT_CONFIG | (running ? VIR_DOMAIN_AFFECT_LIVE : 0);
     char *md = VTPM_LV(virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, GEN_NS,
-                                            VIR_DOMAIN_AFFECT_LIVE));
+                                            VIR_DOMAIN_AFFECT_CURRENT));
     g_autofree char *text = NULL;
     g_autofree char *digits = NULL;
     const char *open, *close;
@@ -916,7 +921,7 @@ take_generation(vtpm_worker *w, virDomainPtr dom, const char *uuid, vtpm_error *
     if ((rc = vtpm_generation_record(w, uuid, gen, err)) < 0)
         return rc;
     if (VTPM_LV(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, NULL, NULL, GEN_NS,
-                                     VIR_DOMAIN_AFFECT_LIVE)) < 0)
+                                     where)) < 0)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err,
                                "removing the migrated generation");
     return 0;
@@ -949,7 +954,7 @@ vtpm_op_post_live_migration_at_destination(vtpm_worker *w, const vtpm_request *r
     if ((rc = release_key(conn, uuid, &m, err)) < 0)
         return rc;
     vtpm_inject("post_live_migration_at_destination.after_release");
-    if ((rc = take_generation(w, dom, uuid, err)) < 0)
+    if ((rc = take_generation(w, dom, uuid, st == GUEST_RUNS, err)) < 0)
         return rc;
     /* Deployment mode: this host must be able to start the guest again. */
     if (m.tpm.version != VTPM_VERSION_NONE && m.encrypted &&
