@@ -887,6 +887,10 @@ typedef struct {
     const char *point; /* VTPMD_CRASH_AT; NULL: SIGKILL while the stream is in flight */
     op op;
     const char *mode;
+    /* The guest stopped on the destination while vtpmd was down: only
+     * libvirt's reason for the source's shut-off domain (migrated) tells
+     * the redelivery that the guest moved. */
+    bool stop_dest;
 } crash_case;
 
 static const crash_case crash_cases[] = {
@@ -896,6 +900,8 @@ static const crash_case crash_cases[] = {
       "deployment" },
     { "kill live_migration mid-stream", NULL, OP_LIVE, "user" },
     { "crash live_migration.after_migrate", "live_migration.after_migrate", OP_LIVE, "host" },
+    { "crash live_migration.after_migrate, the guest stopped on the destination",
+      "live_migration.after_migrate", OP_LIVE, "host", true },
     { "crash live_migration.after_undefine", "live_migration.after_undefine", OP_LIVE, "user" },
     { "crash post_live_migration_at_destination.after_release",
       "post_live_migration_at_destination.after_release", OP_POST, "deployment" },
@@ -920,14 +926,18 @@ crash_and_redeliver(int h, const crash_case *c, const guest *g, GBytes *a)
     const char *env[] = { env_kv, NULL };
     g_autofree char *mid = g_strdup_printf("lm-crash-%s", g->uuid);
     g_autofree char *needle = g_strdup_printf("fault injection: crashing at %s", c->point);
-    g_autofree char *corr = NULL, *log = NULL;
+    g_autofree char *corr = NULL, *log = NULL, *before = NULL;
     const char *needles[] = { needle, NULL };
+    unsigned crashes_before;
     int code;
 
     if (c->point)
         host_restart(h, env);
     else
         slow_net(B, true);
+    /* Every vtpmd of a host logs to one file: count this crash only. */
+    before = vt_vtpmd_log(dmn[h]);
+    crashes_before = vt_count_lines(before, needles);
     corr = send_async(h, op_method[c->op], a, mid);
     if (!c->point) {
         wait_job(A, g->uuid, c->name);
@@ -941,9 +951,15 @@ crash_and_redeliver(int h, const crash_case *c, const guest *g, GBytes *a)
                  host_name[h], code);
     }
     log = vt_vtpmd_log(dmn[h]);
-    if (c->point && vt_count_lines(log, needles) != 1)
+    if (c->point && vt_count_lines(log, needles) != crashes_before + 1)
         fail_msg("%s: vtpmd died, but its log does not say it crashed at %s", c->name, c->point);
     g_clear_pointer(&dmn[h], vt_vtpmd_free);
+    if (c->stop_dest) {
+        g_autofree char *name = g_strdup_printf("instance-%s", g->uuid);
+
+        if (vt_virsh(host_name[B], NULL, "destroy", name, NULL) != 0)
+            fail_msg("%s: stopping the guest on host %s failed", c->name, host_name[B]);
+    }
     host_start(h, NULL);
     return vt_recv_reply(corr, OP_MS, c->name);
 }
@@ -1008,6 +1024,20 @@ test_crash(void **state)
         assert_redelivered_ok(r, c);
     } else {
         post = call_ok(B, "post_live_migration_at_destination", args_uuid(&g), c->name);
+    }
+    if (c->stop_dest) {
+        g_autofree char *arrived = tpm_digest(B, &g, c->name);
+
+        if (strcmp(arrived, d) != 0)
+            fail_msg("%s: the TPM stopped on host %s is not the one that left host %s "
+                     "(permanent state sha256 %s, was %s)",
+                     c->name, host_name[B], host_name[A], arrived, d);
+        call_ok_free(B, "power_on", args_uuid(&g), c->name);
+        /* A start writes the firmware's TPM start-up into the permanent
+         * state (as after spawn_on): the same TPM, a new digest. */
+        wait_settled(B, g.uuid);
+        g_free(d);
+        d = tpm_digest(B, &g, c->name);
     }
     assert_moved(A, B, &g, d, made, c->name);
     destroy_on(B, &g);
