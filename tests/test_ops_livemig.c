@@ -66,6 +66,25 @@ test_check_destination(void **state)
                     "{'instance': %s}", plain);
 }
 
+/* A UEFI instance is refused before anything is made for it: its variable
+ * store would not arrive (ops/livemig.c, refuse_uefi). */
+static void
+test_check_destination_uefi(void **state)
+{
+    ot_host *h = *state;
+    g_autofree char *uuid = ot_uuid();
+    g_autofree char *inst = ot_instance_props(uuid, "", "img-1", "'hw_firmware_type': 'uefi'", "");
+    g_autofree char *want = g_strdup_printf(
+        "instance %s boots UEFI firmware (hw_firmware_type=uefi): its variable store does not "
+        "travel in a live migration; a cold migration moves it",
+        uuid);
+
+    ot_offer_firmware(h, TRUE);
+    ot_expect_fault(h, vtpm_op_check_can_live_migrate_destination,
+                    "check_can_live_migrate_destination", VTPM_FAULT_UNSUPPORTED_OPERATION, want,
+                    "{'instance': %s}", inst);
+}
+
 static void
 test_pre(void **state)
 {
@@ -316,6 +335,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         OT_TEST(test_check_destination),
+        OT_TEST(test_check_destination_uefi),
         OT_TEST(test_pre),
         OT_TEST(test_live_args),
         OT_TEST(test_live_where),

@@ -310,6 +310,23 @@ check_no_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid, vtpm_error
     return 0;
 }
 
+/* A UEFI guest's variable store is a file beside its TPM state that
+ * QEMU's stream does not carry (only the flash's contents in RAM): the
+ * destination would start from a fresh copy of the template, and the
+ * source's clean-up would delete the only whole store.  Refused until
+ * the store moves with the guest; a cold migration moves it. */
+static int
+refuse_uefi(const char *uuid, const vtpm_firmware *fw, vtpm_error *err)
+{
+    if (fw->type != VTPM_FIRMWARE_UEFI)
+        return 0;
+    return vtpm_error_set(err, VTPM_FAULT_UNSUPPORTED_OPERATION,
+                          "instance %s boots UEFI firmware (hw_firmware_type=uefi): its "
+                          "variable store does not travel in a live migration; a cold "
+                          "migration moves it",
+                          uuid);
+}
+
 int
 vtpm_op_check_can_live_migrate_destination(vtpm_worker *w, const vtpm_request *req,
                                            msgpack_packer *result, vtpm_error *err)
@@ -323,6 +340,7 @@ vtpm_op_check_can_live_migrate_destination(vtpm_worker *w, const vtpm_request *r
      * its version, model and custody mode, the boot paths are here. */
     if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
         (rc = vtpm_ops_prepare(w, inst, &d, err)) < 0 ||
+        (rc = refuse_uefi(inst->uuid, &d.fw, err)) < 0 ||
         (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
         (rc = check_no_domain(w, conn, inst->uuid, err)) < 0)
         return rc;
@@ -717,6 +735,7 @@ migrate(vtpm_worker *w, virConnectPtr conn, virConnectPtr dconn, const live_args
     int np = 0, maxp = 0, rc;
 
     if ((rc = vtpm_ops_get_meta(w, p->here, &m, err)) < 0 ||
+        (rc = refuse_uefi(a->uuid, &m.firmware, err)) < 0 ||
         (rc = hand_over_key(w, conn, dconn, a, &m, err)) < 0 ||
         (rc = send_generation(w, p->here, a->uuid, err)) < 0)
         return rc;
