@@ -212,7 +212,8 @@ def check_methods(c, w):
     inst = instance(u)
     r, f = outcome(lambda: c.call(h, "spawn", {"instance": inst}))
     check("spawn (no vTPM): {domain: instance-<uuid>, vtpm: None}",
-          r == {"domain": "instance-" + u, "vtpm": None}, r or f)
+          r == {"domain": "instance-" + u, "vtpm": None,
+                  "firmware": {"type": "bios", "secure_boot": False, "machine": "q35"}}, r or f)
     r, f = outcome(lambda: c.call(h, "power_off", {"instance": {"uuid": u}}))
     check("power_off: state shutoff", r and r.get("state") == "shutoff"
           and isinstance(r.get("forced"), bool), r or f)
@@ -242,7 +243,7 @@ def check_methods(c, w):
           r and r.get("vtpm_state") == "none" and r.get("vtpm") is None, r or f)
     r, f = outcome(lambda: c.call(h, "finish_revert_migration", {"instance": {"uuid": u}}))
     check("finish_revert_migration (no vTPM): the domain back, vtpm_state none",
-          r == {"domain": "instance-" + u, "vtpm_state": "none"}, r or f)
+          r == {"domain": "instance-" + u, "vtpm_state": "none", "nvram_state": "none"}, r or f)
     r, f = outcome(lambda: c.call(h, "confirm_migration", {"instance": {"uuid": u}}))
     check("confirm_migration: {confirmed: bool}",
           r and isinstance(r.get("confirmed"), bool) and len(r) == 1, r or f)
@@ -263,9 +264,9 @@ def check_methods(c, w):
           r and r.get("domain") == "instance-" + u2 and r.get("vtpm_state") == "none", r or f)
     r, f = outcome(lambda: c.call(h, "destroy", {"instance": {"uuid": u2}}))
     check("destroy: destroyed, vtpm_state none",
-          r == {"destroyed": True, "vtpm_state": "none"}, r or f)
+          r == {"destroyed": True, "vtpm_state": "none", "nvram_state": "none"}, r or f)
     r, f = outcome(lambda: c.call(h, "destroy", {"instance": {"uuid": u2}}))
-    check("destroy again: nothing to destroy", r == {"destroyed": False, "vtpm_state": "none"},
+    check("destroy again: nothing to destroy", r == {"destroyed": False, "vtpm_state": "none", "nvram_state": "none"},
           r or f)
     c.call(h, "destroy", {"instance": {"uuid": u}})
 
@@ -327,7 +328,7 @@ def check_deadline(c, w):
           and f.message.startswith("deadline_ms %d passed" % past), repr(f) if f else r)
     r, f = outcome(lambda: c.call(h, "destroy", {"instance": {"uuid": u}}))
     check("... and the spawn did not run (destroy finds nothing)",
-          r == {"destroyed": False, "vtpm_state": "none"}, r or f)
+          r == {"destroyed": False, "vtpm_state": "none", "nvram_state": "none"}, r or f)
     future = int(time.time() * 1000) + 600000
     r, f = outcome(lambda: c.call(h, "get_capabilities", {}, deadline_ms=future))
     check("deadline_ms in the future: answered", r and r.get("host") == h, r or f)
@@ -349,7 +350,7 @@ def check_redelivery(c, w):
     check("the same message_id twice: the same result", r1 and r1 == r2, (r1 or f1, r2 or f2))
     r, f = outcome(lambda: c.call(h, "destroy", {"instance": {"uuid": u}}))
     check("... the second was not run (destroy finds nothing)",
-          r == {"destroyed": False, "vtpm_state": "none"}, r or f)
+          r == {"destroyed": False, "vtpm_state": "none", "nvram_state": "none"}, r or f)
     ran = w.lines("message_id=%s method=spawn" % mid, "outcome=")
     dup = w.lines("message_id=%s duplicate answered from the reply cache" % mid)
     check("... vtpmd's log: the handler ran once, the repeat answered from the cache",
@@ -394,7 +395,8 @@ def check_retry_timeouts(c, w, log):
     w.proc.send_signal(signal.SIGCONT)
     t.join()
     check("call_with_retry through timeouts (worker stopped, then resumed): the result",
-          box["r"] == {"domain": "instance-" + u, "vtpm": None}, box["f"] or box["r"])
+          box["r"] == {"domain": "instance-" + u, "vtpm": None,
+                  "firmware": {"type": "bios", "secure_boot": False, "machine": "q35"}}, box["f"] or box["r"])
     check("... after at least two attempts that timed out", log.count(mid, "Timeout") >= 2,
           log.records[-5:])
     ran = w.lines("message_id=%s method=spawn" % mid, "outcome=")
@@ -433,7 +435,7 @@ def check_retry_hypervisor(c, w, log):
     t.join()
     cached = w.lines("message_id=%s duplicate answered from the reply cache" % mid)
     check("call_with_retry through HypervisorError until libvirtd is back: the result",
-          box["r"] == {"destroyed": False, "vtpm_state": "none"},
+          box["r"] == {"destroyed": False, "vtpm_state": "none", "nvram_state": "none"},
           "%r after %d HypervisorError attempt(s); vtpmd ran it %d time(s) and answered %d "
           "repeat(s) from its reply cache (which must not keep retryable faults); its last lines:\n%s"
           % (box["f"] or box["r"], log.count(mid, "HypervisorError"),
@@ -466,7 +468,7 @@ def check_real_tpm(c, w):
     check("real host: power_on with the secret", r == {"state": "running"}, r or f)
     r, f = outcome(lambda: c.call(h, "destroy", {"instance": {"uuid": u}}, timeout=300))
     check("real host: destroy, the vTPM state deleted",
-          r == {"destroyed": True, "vtpm_state": "deleted"}, r or f)
+          r == {"destroyed": True, "vtpm_state": "deleted", "nvram_state": "none"}, r or f)
     r = subprocess.run(["virsh", "-q", "-c", os.environ["VT_HOST_A_URI"], "list", "--all",
                         "--name"], capture_output=True, text=True, check=False)
     check("real host: no domain left", r.returncode == 0 and "instance-" + u not in r.stdout,
