@@ -969,6 +969,40 @@ test_pack_skips_sockets_and_locks(void **state)
     rm_rf(dest);
 }
 
+/* swtpm writes every state blob to TMP2-00.<name> (TPM 1.2: TMP-00.<name>)
+ * and renames it into place: a packer that meets one (a running TPM, or
+ * a crash mid-write) leaves it out; names that only look alike stay. */
+static void
+test_pack_skips_swtpm_temp_files(void **state)
+{
+    g_autofree char *src = tmp_dir();
+    g_autofree char *dest = tmp_dir();
+    g_auto(vtpm_archive_meta) m = { 0 };
+    g_autoptr(GBytes) a = NULL;
+
+    fill_meta(&m);
+    put_dir(src, "tpm2");
+    put_dir(src, "tpm1.2");
+    put_file(src, PERMALL, "state", 5);
+    put_file(src, "tpm2/TMP2-00.permall", "torn", 4);
+    put_file(src, "tpm2/TMP2-00.volatilestate", "", 0);
+    put_file(src, "tpm1.2/TMP-00.permall", "torn", 4);
+    put_file(src, "tpm2/TMP2-0x.permall", "kept", 4);
+    put_file(src, "tpm2/TMP3-00.permall", "kept", 4);
+    a = pack_ok(src, &m);
+    extract_ok(a, dest, -1, -1, NULL);
+    assert_true(exists(dest, PERMALL));
+    assert_false(exists(dest, "tpm2/TMP2-00.permall"));
+    assert_false(exists(dest, "tpm2/TMP2-00.volatilestate"));
+    assert_false(exists(dest, "tpm1.2/TMP-00.permall"));
+    assert_true(exists(dest, "tpm2/TMP2-0x.permall"));
+    assert_true(exists(dest, "tpm2/TMP3-00.permall"));
+    assert_int_equal(count_entries_in(dest, "tpm2"), 3);
+    assert_int_equal(count_entries_in(dest, "tpm1.2"), 0);
+    rm_rf(src);
+    rm_rf(dest);
+}
+
 /* ---- hostile archives -------------------------------------------------------------------- */
 
 static GByteArray *
@@ -1828,6 +1862,7 @@ main(void)
         cmocka_unit_test(test_pack_refusals),
         cmocka_unit_test(test_pack_entry_limit),
         cmocka_unit_test(test_pack_skips_sockets_and_locks),
+        cmocka_unit_test(test_pack_skips_swtpm_temp_files),
         cmocka_unit_test(test_crafted_ok),
         cmocka_unit_test(test_flipped_body),
         cmocka_unit_test(test_flipped_header),

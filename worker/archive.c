@@ -1003,6 +1003,21 @@ add_entry(GPtrArray *entries, char *name, bool dir, GBytes *data, int64_t mtime)
     return e;
 }
 
+/* swtpm's temporary file: swtpm 0.7 (swtpm_nvstore_dir.c) writes every
+ * state blob as TMP2-00.<name> (TPM 1.2: TMP-00.<name>), then renames it
+ * over tpm2-00.<name>.  One seen in a running TPM's directory is a write
+ * in progress, maybe torn; one left by a crash was never committed.
+ * Neither is state: swtpm never reads it. */
+bool
+vtpm_archive_swtpm_temp_file(const char *name)
+{
+    const char *p = g_str_has_prefix(name, "TMP2-") ? name + 5
+                    : g_str_has_prefix(name, "TMP-") ? name + 4
+                                                     : NULL;
+
+    return p && g_ascii_isxdigit(p[0]) && g_ascii_isxdigit(p[1]) && p[2] == '.';
+}
+
 /* Whether @name (in directory @prefix, as @st describes it) goes into
  * the archive: 1 yes, 0 skipped, negative refused. */
 static int
@@ -1014,6 +1029,8 @@ wanted(const char *prefix, const char *name, const struct stat *st, vtpm_error *
 
     /* swtpm's lock is recreated by every swtpm; it carries no state. */
     if (strcmp(name, ".lock") == 0 || S_ISSOCK(st->st_mode))
+        return 0;
+    if (S_ISREG(st->st_mode) && vtpm_archive_swtpm_temp_file(name))
         return 0;
     if (S_ISLNK(st->st_mode))
         return vtpm_error_set(err, INTERNAL, "symlink in state dir: %s", shown);

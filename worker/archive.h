@@ -60,6 +60,11 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(vtpm_archive_meta, vtpm_archive_meta_clear)
 int vtpm_archive_pack(const char *state_dir, const vtpm_archive_meta *meta, GBytes **out,
                       vtpm_error *err);
 
+/* Whether @name is one of swtpm's temporary state files (TMP2-00.<name>,
+ * TPM 1.2: TMP-00.<name>): a write in progress or never committed, which
+ * no archive carries. */
+bool vtpm_archive_swtpm_temp_file(const char *name);
+
 /*
  * Parse and verify @data (headers, names, limits, manifest, sha256 of
  * every file) without touching the file system.  StateIntegrity on any
