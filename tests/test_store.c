@@ -416,6 +416,40 @@ test_sees_foreign_volume(void **state)
     drop_pool(host_b.conn, pool);
 }
 
+/* The list sees every volume with the prefix, sorted, also ones another
+ * client wrote; a missing pool lists nothing. */
+static void
+test_list(void **state)
+{
+    const char *pool = "st-list";
+    g_autofree char *path = tree_path(&host_b, pool, "u1.ckpt-3.tar");
+    g_autoptr(GBytes) data = random_bytes(100);
+    g_autoptr(GPtrArray) names = NULL;
+    g_autoptr(GPtrArray) none = NULL;
+    g_autoptr(GPtrArray) all = NULL;
+    vtpm_error err = { 0 };
+
+    make_pool(&host_b, pool);
+    assert_ok(vtpm_store_put(host_b.conn, pool, "u1.ckpt-2.tar", data, &err), err);
+    assert_ok(vtpm_store_put(b_unix, pool, "u1.ckpt-1.tar", data, &err), err);
+    assert_ok(vtpm_store_put(host_b.conn, pool, "u2.ckpt-1.tar", data, &err), err);
+    assert_true(g_file_set_contents(path, "x", 1, NULL));
+    assert_ok(vtpm_store_list(host_b.conn, pool, "u1.", &names, &err), err);
+    assert_int_equal(names->len, 3);
+    assert_string_equal(g_ptr_array_index(names, 0), "u1.ckpt-1.tar");
+    assert_string_equal(g_ptr_array_index(names, 1), "u1.ckpt-2.tar");
+    assert_string_equal(g_ptr_array_index(names, 2), "u1.ckpt-3.tar");
+    assert_ok(vtpm_store_list(host_b.conn, pool, "", &all, &err), err);
+    assert_int_equal(all->len, 4);
+    assert_ok(vtpm_store_list(host_b.conn, "st-no-such-pool", "u1.", &none, &err), err);
+    assert_int_equal(none->len, 0);
+    assert_fault(vtpm_store_list(host_b.conn, "../x", "", &none, &err), err,
+                 VTPM_FAULT_BAD_REQUEST);
+    for (guint i = 0; i < all->len; i++)
+        assert_ok(vtpm_store_delete(host_b.conn, pool, g_ptr_array_index(all, i), &err), err);
+    drop_pool(host_b.conn, pool);
+}
+
 /* @n is refused as a volume name and as a pool name by every call. */
 static void
 assert_name_refused(virConnectPtr conn, const char *pool, const char *n)
@@ -610,6 +644,7 @@ main(void)
         cmocka_unit_test(test_get_missing),
         cmocka_unit_test(test_delete_idempotent),
         cmocka_unit_test(test_sees_foreign_volume),
+        cmocka_unit_test(test_list),
         cmocka_unit_test(test_bad_names),
         cmocka_unit_test(test_changed_behind_libvirt),
         cmocka_unit_test(test_too_large),

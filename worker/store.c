@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <libvirt/virterror.h>
@@ -490,5 +491,44 @@ vtpm_store_exists(virConnectPtr conn, const char *pool, const char *vol, bool *o
     if ((rc = open_vol(conn, pool, vol, VTPM_FAULT_HYPERVISOR_ERROR, &v, err)) < 0)
         return rc;
     *out = v != NULL;
+    return 0;
+}
+
+static gint
+cmp_name(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int
+vtpm_store_list(virConnectPtr conn, const char *pool, const char *prefix, GPtrArray **out,
+                vtpm_error *err)
+{
+    VTPM_TIMED_SCOPE(VTPM_TIMING_LIBVIRT);
+    const vtpm_fault code = VTPM_FAULT_STATE_TRANSFER_FAILED;
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(virStoragePool) p = NULL;
+    virStorageVolPtr *vols = NULL;
+    int n, rc;
+
+    if ((rc = check_name("pool", pool, err)) < 0 ||
+        (rc = lookup_pool(conn, pool, code, &p, err)) < 0)
+        return rc;
+    if (p) {
+        if ((rc = refresh_pool(p, pool, code, err)) < 0)
+            return rc;
+        if ((n = virStoragePoolListAllVolumes(p, &vols, 0)) < 0)
+            return vtpm_virt_error(NULL, code, err, "listing the volumes of pool %s", pool);
+        for (int i = 0; i < n; i++) {
+            const char *name = virStorageVolGetName(vols[i]);
+
+            if (name && g_str_has_prefix(name, prefix ? prefix : ""))
+                g_ptr_array_add(names, g_strdup(name));
+            virStorageVolFree(vols[i]);
+        }
+        free(vols);
+        g_ptr_array_sort(names, cmp_name);
+    }
+    *out = g_steal_pointer(&names);
     return 0;
 }

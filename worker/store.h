@@ -42,6 +42,13 @@ int vtpm_store_get(virConnectPtr conn, const char *pool, const char *vol, GBytes
 /* Delete volume @vol of @pool; a missing volume (or pool) is success. */
 int vtpm_store_delete(virConnectPtr conn, const char *pool, const char *vol, vtpm_error *err);
 
+/* The names of the volumes of @pool that start with @prefix, sorted
+ * (strcmp); an empty array when the pool does not exist.  The pool is
+ * refreshed first, so volumes written by other hosts are seen.  Faults:
+ * BadRequest for a bad pool name, StateTransferFailed otherwise. */
+int vtpm_store_list(virConnectPtr conn, const char *pool, const char *prefix, GPtrArray **out,
+                    vtpm_error *err);
+
 /* Whether the volume exists (a missing pool counts as "no"). */
 int vtpm_store_exists(virConnectPtr conn, const char *pool, const char *vol, bool *out,
                       vtpm_error *err);
