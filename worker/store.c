@@ -243,6 +243,22 @@ undo:
 }
 
 int
+vtpm_store_open(vtpm_virt *local, const char *uri, virConnectPtr *out, vtpm_error *err)
+{
+    virConnectPtr c;
+
+    if (!uri || strcmp(uri, vtpm_virt_uri(local)) == 0)
+        return vtpm_virt_conn(local, out, NULL, err);
+    c = VTPM_LV(virConnectOpen(uri));
+    if (!c)
+        return vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
+                              "cannot connect to the state store at %s: %s", uri,
+                              virGetLastErrorMessage());
+    *out = c;
+    return 0;
+}
+
+int
 vtpm_store_ensure_pool(virConnectPtr conn, const char *name, const char *dir,
                        vtpm_error *err)
 {

@@ -16,6 +16,13 @@
 /* Largest volume a download accepts (an archive is far smaller). */
 #define VTPM_STORE_MAX_VOLUME (64u * 1024 * 1024)
 
+typedef struct vtpm_virt vtpm_virt;
+
+/* A connection to the state store at @uri: the local libvirt @local's
+ * shared connection when @uri is NULL or its own URI, else a connection
+ * of its own.  StateTransferFailed when the store cannot be reached. */
+int vtpm_store_open(vtpm_virt *local, const char *uri, virConnectPtr *out, vtpm_error *err);
+
 /*
  * Make sure a directory pool @name exists on @conn and is active: define
  * it with target @dir (created with mode 0700) if missing, build, start,

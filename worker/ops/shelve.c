@@ -2,8 +2,6 @@
 /* shelve / unshelve (ops/shelve.h). */
 #include <string.h>
 
-#include <libvirt/virterror.h>
-
 #include "fsutil.h"
 #include "inject.h"
 #include "metrics.h"
@@ -14,23 +12,6 @@
 #include "ops/shelve.h"
 #include "ops/state.h"
 #include "store.h"
-
-/* The connection holding the shelve pool ([store] uri or the local one). */
-static int
-store_conn(vtpm_worker *w, virConnectPtr *out, vtpm_error *err)
-{
-    virConnectPtr c;
-
-    if (!w->cfg->store.uri || strcmp(w->cfg->store.uri, w->cfg->libvirt.uri) == 0)
-        return vtpm_virt_conn(w->virt, out, NULL, err);
-    c = VTPM_LV(virConnectOpen(w->cfg->store.uri));
-    if (!c)
-        return vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED,
-                              "cannot connect to the state store at %s: %s", w->cfg->store.uri,
-                              virGetLastErrorMessage());
-    *out = c;
-    return 0;
-}
 
 static int
 meta_device(const vtpm_archive_meta *m, vtpm_device *out)
@@ -153,7 +134,7 @@ vtpm_op_shelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result, 
     vol = vtpm_state_volume_name(uuid);
     ref = g_strdup_printf("%s/%s", w->cfg->store.shelve_pool, vol);
     if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
-        (rc = store_conn(w, &sconn, err)) < 0 ||
+        (rc = vtpm_store_open(w->virt, w->cfg->store.uri, &sconn, err)) < 0 ||
         (rc = vtpm_virt_lookup(w->virt, conn, uuid, &dom, err)) < 0)
         return rc;
     if (!dom)
@@ -388,7 +369,7 @@ vtpm_op_unshelve(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result
     if ((rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
         (rc = vtpm_virt_lookup(w->virt, conn, a.inst->uuid, &dom, err)) < 0)
         return rc;
-    if (a.pool && ((rc = store_conn(w, &sconn, err)) < 0 ||
+    if (a.pool && ((rc = vtpm_store_open(w->virt, w->cfg->store.uri, &sconn, err)) < 0 ||
                    (rc = vtpm_store_exists(sconn, a.pool, a.vol, &exists, err)) < 0))
         return rc;
     if (dom)
