@@ -86,6 +86,9 @@ config_equal(const vtpm_config *a, const vtpm_config *b)
            g_strcmp0(a->store.incoming_pool, b->store.incoming_pool) == 0 &&
            g_strcmp0(a->store.pool_dir, b->store.pool_dir) == 0 &&
            g_strcmp0(a->store.kept_dir, b->store.kept_dir) == 0 &&
+           a->store.checkpoint_interval == b->store.checkpoint_interval &&
+           a->store.checkpoint_keep == b->store.checkpoint_keep &&
+           g_strcmp0(a->store.checkpoint_pool, b->store.checkpoint_pool) == 0 &&
            a->vtpm.supported_secret_security == b->vtpm.supported_secret_security &&
            g_strcmp0(a->vtpm.deployment_key_file, b->vtpm.deployment_key_file) == 0 &&
            g_strcmp0(a->vtpm.previous_deployment_key_file,
@@ -137,6 +140,9 @@ test_defaults(void **state)
     assert_string_equal(c->store.incoming_pool, "vtpm-incoming");
     assert_string_equal(c->store.pool_dir, "/var/lib/vtpmd/pools");
     assert_string_equal(c->store.kept_dir, "/var/lib/vtpmd/kept");
+    assert_int_equal(c->store.checkpoint_interval, 300);
+    assert_int_equal(c->store.checkpoint_keep, 2);
+    assert_string_equal(c->store.checkpoint_pool, "vtpm-checkpoints");
     assert_int_equal(c->vtpm.supported_secret_security,
                      BIT(VTPM_SECRET_USER) | BIT(VTPM_SECRET_HOST));
     assert_null(c->vtpm.deployment_key_file);
@@ -157,7 +163,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 42);
+    assert_int_equal(n, 45);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -263,6 +269,9 @@ static const char full_conf[] =
     "incoming_pool = inbox\n"
     "pool_dir = /srv/pools\n"
     "kept_dir = /srv/kept\n"
+    "checkpoint_interval = 0\n"
+    "checkpoint_keep = 100\n"
+    "checkpoint_pool = ckpts\n"
     "[vtpm]\n"
     "supported_secret_security = deployment, user\n"
     "deployment_key_file = /etc/vtpmd/dk\n"
@@ -325,6 +334,9 @@ test_every_key(void **state)
     assert_string_equal(c->store.incoming_pool, "inbox");
     assert_string_equal(c->store.pool_dir, "/srv/pools");
     assert_string_equal(c->store.kept_dir, "/srv/kept");
+    assert_int_equal(c->store.checkpoint_interval, 0);
+    assert_int_equal(c->store.checkpoint_keep, 100);
+    assert_string_equal(c->store.checkpoint_pool, "ckpts");
     assert_int_equal(c->vtpm.supported_secret_security,
                      BIT(VTPM_SECRET_DEPLOYMENT) | BIT(VTPM_SECRET_USER));
     assert_string_equal(c->vtpm.deployment_key_file, "/etc/vtpmd/dk");
@@ -462,6 +474,15 @@ test_errors(void **state)
         { "[metrics]\ntextfile = /var/lib/node-exporter/.prom\n",
           "/etc/vtpmd.conf:2: [metrics] textfile: '/var/lib/node-exporter/.prom' does not "
           "end in .prom (the only files node_exporter's textfile collector reads)" },
+        { "[store]\ncheckpoint_keep = 0\n",
+          "/etc/vtpmd.conf:2: [store] checkpoint_keep: 0 is out of range 1..100" },
+        { "[store]\ncheckpoint_keep = 101\n",
+          "/etc/vtpmd.conf:2: [store] checkpoint_keep: 101 is out of range 1..100" },
+        { "[store]\ncheckpoint_interval = 86401\n",
+          "/etc/vtpmd.conf:2: [store] checkpoint_interval: 86401 is out of range 0..86400" },
+        { "[store]\ncheckpoint_pool = \n",
+          "/etc/vtpmd.conf:2: [store] checkpoint_pool: empty value (comment the key out to get "
+          "the default)" },
         { "[worker]\nworkers = 0\n",
           "/etc/vtpmd.conf:2: [worker] workers: 0 is out of range 1..256" },
         { "[worker]\nworkers = 257\n",

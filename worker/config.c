@@ -153,6 +153,16 @@ static const spec specs[] = {
     { KEY("store", "kept_dir", "string", "/var/lib/vtpmd/kept",
           "Where a migration source keeps the vTPM state until confirm or revert (absolute path)."),
       K_PATH, F(store.kept_dir) },
+    { KEY("store", "checkpoint_interval", "uint", "300",
+          "Seconds between checkpoints of a TPM whose state changed, besides those after every "
+          "state-moving operation (0..86400, 0 = off: no checkpoints; they also need [store] uri)."),
+      K_UINT, F(store.checkpoint_interval), 0, 86400 },
+    { KEY("store", "checkpoint_keep", "uint", "2",
+          "Checkpoints kept per instance in checkpoint_pool, the newest ones (1..100)."),
+      K_UINT, F(store.checkpoint_keep), 1, 100 },
+    { KEY("store", "checkpoint_pool", "string", "vtpm-checkpoints",
+          "Storage pool on [store] uri for the checkpoints of vTPM state that evacuate restores."),
+      K_STR, F(store.checkpoint_pool) },
 
     { KEY("vtpm", "supported_secret_security", "list", "user;host",
           "Secret security modes offered: user, host, deployment (';' or ',' separated)."),

@@ -58,6 +58,9 @@ typedef struct {
         char *incoming_pool;
         char *pool_dir;      /* where vtpmd creates missing directory pools */
         char *kept_dir;      /* migration source's copy of the state until confirm/revert */
+        unsigned checkpoint_interval; /* seconds; 0 = no checkpoints */
+        unsigned checkpoint_keep;     /* newest checkpoints kept per instance */
+        char *checkpoint_pool;        /* on [store] uri */
     } store;
     struct {
         unsigned supported_secret_security; /* bit (1u << vtpm_secret_security) */
