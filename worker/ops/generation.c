@@ -5,6 +5,7 @@
 
 #include "fsutil.h"
 #include "ops/generation.h"
+#include "ops/ownership.h"
 
 static char *
 gen_path(vtpm_worker *w, const char *uuid)
@@ -52,13 +53,30 @@ vtpm_generation_forget(vtpm_worker *w, const char *uuid)
     (void)unlink(path);
 }
 
+/* The newest generation the fleet knows of @uuid, for a host without a
+ * record of its own: the ownership record's, and *who its host (0 and
+ * nothing when there is none, or the store cannot say). */
+static uint64_t
+fleet_last(vtpm_worker *w, const char *uuid, char **who)
+{
+    g_auto(vtpm_owner) o = { 0 };
+
+    if (!vtpm_owner_enabled(w) || vtpm_owner_read_store(w, uuid, &o, NULL) < 0 || !o.host)
+        return 0;
+    *who = g_steal_pointer(&o.host);
+    return o.generation;
+}
+
 /* Before a restore: refuse an archive older than what this host saw. */
 int
 vtpm_generation_check(vtpm_worker *w, const char *uuid, const vtpm_archive_meta *am, bool force,
                       const char *what, vtpm_error *err)
 {
+    g_autofree char *owner = NULL;
     uint64_t last = vtpm_generation_last(w, uuid);
 
+    if (last == 0)
+        last = fleet_last(w, uuid, &owner);
     if (am->generation >= last)
         return 0;
     if (force) {
@@ -72,5 +90,23 @@ vtpm_generation_check(vtpm_worker *w, const char *uuid, const vtpm_archive_meta 
                           ", older than generation %" G_GUINT64_FORMAT " that host %s has seen: "
                           "restoring it would roll the TPM back; pass force: true to do it "
                           "anyway",
-                          what, uuid, am->generation, last, w->cfg->worker.host);
+                          what, uuid, am->generation, last,
+                          owner ? owner : w->cfg->worker.host);
+}
+
+GPtrArray *
+vtpm_generation_list(vtpm_worker *w)
+{
+    g_autofree char *dir = g_build_filename(w->cfg->store.kept_dir, "generations", NULL);
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    const char *name;
+    char uuid[37];
+
+    while (d && (name = g_dir_read_name(d))) {
+        /* Only what this module writes: a canonical UUID, nothing else. */
+        if (vtpm_proto_parse_uuid(name, NULL, uuid, NULL) == 0 && strcmp(uuid, name) == 0)
+            g_ptr_array_add(out, g_strdup(name));
+    }
+    return out;
 }

@@ -25,6 +25,12 @@ int vtpm_generation_record(vtpm_worker *w, const char *uuid, uint64_t gen, vtpm_
  * a destroy nothing of it may be restored here that the record protects). */
 void vtpm_generation_forget(vtpm_worker *w, const char *uuid);
 /* Before a restore: refuse an archive older than what this host saw
- * (@what names it in the fault), unless @force. */
+ * (@what names it in the fault), unless @force.  A host without a record
+ * of its own (never saw the instance, or pruned it) asks the fleet-wide
+ * ownership record (ops/ownership.h) when checkpoints are on; a store it
+ * cannot reach leaves the local answer. */
 int vtpm_generation_check(vtpm_worker *w, const char *uuid, const vtpm_archive_meta *am,
                           bool force, const char *what, vtpm_error *err);
+/* The instances this host keeps a record of (canonical UUIDs). */
+GPtrArray *vtpm_generation_list(vtpm_worker *w);
+
