@@ -110,3 +110,53 @@ vtpm_generation_list(vtpm_worker *w)
     }
     return out;
 }
+
+/* ---- fences ----------------------------------------------------------------- */
+
+static char *
+fence_path(vtpm_worker *w, const char *uuid)
+{
+    return g_strdup_printf("%s/fenced/%s", w->cfg->store.kept_dir, uuid);
+}
+
+int
+vtpm_generation_fence(vtpm_worker *w, const char *uuid, const char *owner, uint64_t gen,
+                      vtpm_error *err)
+{
+    g_autofree char *dir = g_build_filename(w->cfg->store.kept_dir, "fenced", NULL);
+    g_autofree char *path = fence_path(w, uuid);
+    g_autofree char *text = g_strdup_printf("%s %" G_GUINT64_FORMAT "\n", owner, gen);
+    int rc;
+
+    if ((rc = vtpm_fs_mkdirs(dir, 0700, err)) < 0)
+        return rc;
+    return vtpm_fs_write_atomic(path, text, strlen(text), 0600, err);
+}
+
+int
+vtpm_generation_check_fence(vtpm_worker *w, const char *uuid, vtpm_error *err)
+{
+    g_autofree char *path = fence_path(w, uuid);
+    g_autoptr(GBytes) data = NULL;
+    g_autofree char *text = NULL;
+    g_auto(GStrv) f = NULL;
+
+    if (vtpm_fs_read(path, 512, &data, NULL) < 0)
+        return 0;
+    text = g_strndup(g_bytes_get_data(data, NULL), g_bytes_get_size(data));
+    f = g_strsplit(g_strstrip(text), " ", 2);
+    return vtpm_error_set_final(err, VTPM_FAULT_INSTANCE_CONFLICT,
+                                "instance %s was evacuated to host %s (generation %s, newer than "
+                                "any this host has): the copy of its TPM on host %s is stale and "
+                                "is not started; destroy it here",
+                                uuid, f[0] ? f[0] : "?", f[0] && f[1] ? f[1] : "?",
+                                w->cfg->worker.host);
+}
+
+void
+vtpm_generation_unfence(vtpm_worker *w, const char *uuid)
+{
+    g_autofree char *path = fence_path(w, uuid);
+
+    (void)unlink(path);
+}

@@ -34,3 +34,14 @@ int vtpm_generation_check(vtpm_worker *w, const char *uuid, const vtpm_archive_m
 /* The instances this host keeps a record of (canonical UUIDs). */
 GPtrArray *vtpm_generation_list(vtpm_worker *w);
 
+/*
+ * Fences: this host's copy of an instance is stale, because the instance
+ * was evacuated to @owner, which holds generation @gen (newer than any
+ * this host saw).  A fenced TPM is never started here (vtpm_ops_start:
+ * InstanceConflict, final) until its domain and state are removed.
+ */
+int vtpm_generation_fence(vtpm_worker *w, const char *uuid, const char *owner, uint64_t gen,
+                          vtpm_error *err);
+/* InstanceConflict (final), naming the owner, when @uuid is fenced. */
+int vtpm_generation_check_fence(vtpm_worker *w, const char *uuid, vtpm_error *err);
+void vtpm_generation_unfence(vtpm_worker *w, const char *uuid);
