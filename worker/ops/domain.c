@@ -12,6 +12,7 @@
 #include "fsutil.h"
 #include "keywrap.h"
 #include "ops/domain.h"
+#include "ops/generation.h"
 #include "rekey.h"
 #include "secret.h"
 
@@ -424,10 +425,12 @@ vtpm_ops_start_flags(vtpm_worker *w, virDomainPtr dom, GBytes *secret, unsigned 
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
     if (active)
         return 0;
-    if ((rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
-        return rc;
     if (virDomainGetUUIDString(dom, uuid) < 0)
         return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain uuid");
+    /* Its TPM lives on elsewhere, newer: this copy must never run again. */
+    if ((rc = vtpm_generation_check_fence(w, uuid, err)) < 0 ||
+        (rc = vtpm_ops_get_meta(w, dom, &meta, err)) < 0)
+        return rc;
     if ((rc = vtpm_ops_store_dir(w, uuid, &meta, err)) < 0)
         return rc;
     if (meta.tpm.version == VTPM_VERSION_NONE || !meta.encrypted)
