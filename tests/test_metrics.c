@@ -147,6 +147,8 @@ test_fresh(void **state)
         { "vtpmd_broker_reconnects_total", "counter" },
         { "vtpmd_libvirt_reconnects_total", "counter" },
         { "vtpmd_state_bytes_moved_total", "counter" },
+        { "vtpmd_checkpoints_total", "counter" },
+        { "vtpmd_checkpoint_age_seconds", "gauge" },
     };
     double start;
 
@@ -165,12 +167,68 @@ test_fresh(void **state)
     assert_line(t, "vtpmd_libvirt_reconnects_total 0");
     assert_line(t, "vtpmd_state_bytes_moved_total{direction=\"in\"} 0");
     assert_line(t, "vtpmd_state_bytes_moved_total{direction=\"out\"} 0");
+    assert_line(t, "vtpmd_checkpoints_total{outcome=\"failed\"} 0");
+    assert_line(t, "vtpmd_checkpoints_total{outcome=\"ok\"} 0");
+    assert_no_line_prefix(t, "vtpmd_checkpoint_age_seconds{");
     /* No request yet: the families are declared, without samples. */
     assert_no_line_prefix(t, "vtpmd_requests_total{");
     assert_no_line_prefix(t, "vtpmd_request_duration_seconds_");
     start = sample(t, "vtpmd_start_time_seconds");
     assert_true(start > 1.6e9);
     assert_true(start <= (double)g_get_real_time() / G_USEC_PER_SEC + 1);
+}
+
+/* Checkpoints: counted by outcome; the age of an instance's last one,
+ * which a failure does not reset, and which starts when the instance is
+ * first tracked; forgetting an instance ends its series. */
+static void
+test_checkpoints(void **state)
+{
+    const char *u1 = "0e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd001";
+    const char *u2 = "1e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd002";
+    const char *u3 = "2e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd003";
+    g_autofree char *s1 = g_strdup_printf("vtpmd_checkpoint_age_seconds{instance=\"%s\"}", u1);
+    g_autofree char *s2 = g_strdup_printf("vtpmd_checkpoint_age_seconds{instance=\"%s\"}", u2);
+    g_autofree char *s3 = g_strdup_printf("vtpmd_checkpoint_age_seconds{instance=\"%s\"}", u3);
+    g_autofree char *t = NULL;
+    g_autofree char *t2 = NULL;
+    double a1, a2, a3, b1, b2;
+
+    vtpm_metrics_checkpoint_track(u3);
+    vtpm_metrics_checkpoint(u1, true);
+    vtpm_metrics_checkpoint(u2, false);
+    vtpm_metrics_checkpoint(u2, false);
+    vtpm_metrics_checkpoint_track(u1); /* tracked already: no reset */
+    t = vtpm_metrics_render();
+    assert_valid_exposition(t);
+    assert_line(t, "vtpmd_checkpoints_total{outcome=\"failed\"} 2");
+    assert_line(t, "vtpmd_checkpoints_total{outcome=\"ok\"} 1");
+    a1 = sample(t, s1);
+    a2 = sample(t, s2);
+    a3 = sample(t, s3);
+    assert_true(a1 >= 0 && a2 >= 0 && a3 >= 0);
+    /* Sorted by instance. */
+    assert_true(strstr(t, u1) < strstr(t, u2) && strstr(t, u2) < strstr(t, u3));
+    g_usleep(20 * 1000);
+    vtpm_metrics_checkpoint(u2, true);
+    vtpm_metrics_checkpoint_forget(u3);
+    /* An unchanged state: the store's copy is current, nothing counted. */
+    vtpm_metrics_checkpoint_current(u3);
+    t2 = vtpm_metrics_render();
+    assert_valid_exposition(t2);
+    b1 = sample(t2, s1);
+    b2 = sample(t2, s2);
+    assert_true(b1 >= a1 + 0.015); /* u1's clock goes on */
+    assert_true(b2 < b1);          /* u2's was reset by its success */
+    assert_true(sample(t2, s3) <= b2);
+    assert_line(t2, "vtpmd_checkpoints_total{outcome=\"ok\"} 2");
+    assert_line(t2, "vtpmd_checkpoints_total{outcome=\"failed\"} 2");
+    vtpm_metrics_checkpoint_forget(u3);
+    {
+        g_autofree char *t3 = vtpm_metrics_render();
+
+        assert_null(strstr(t3, u3));
+    }
 }
 
 static void
@@ -469,6 +527,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_fresh, reset),
         cmocka_unit_test_setup(test_counters, reset),
+        cmocka_unit_test_setup(test_checkpoints, reset),
         cmocka_unit_test_setup(test_histogram, reset),
         cmocka_unit_test_setup(test_label_escaping, reset),
         cmocka_unit_test_setup(test_method_cap, reset),

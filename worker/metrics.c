@@ -39,6 +39,8 @@ static struct {
     guint64 broker_reconnects;
     guint64 libvirt_reconnects;
     guint64 bytes[2];        /* by vtpm_metrics_direction */
+    guint64 checkpoints[2];  /* failed, ok */
+    GHashTable *ckpt_since;  /* uuid -> double *: Unix seconds of the last checkpoint */
 } reg;
 
 static void
@@ -67,6 +69,9 @@ vtpm_metrics_reset(const char *version)
     reg.broker_reconnects = 0;
     reg.libvirt_reconnects = 0;
     memset(reg.bytes, 0, sizeof(reg.bytes));
+    memset(reg.checkpoints, 0, sizeof(reg.checkpoints));
+    if (reg.ckpt_since)
+        g_hash_table_remove_all(reg.ckpt_since);
 }
 
 /* The registry works without a reset too (a tool linking the worker
@@ -76,6 +81,8 @@ ensure_locked(void)
 {
     if (!reg.methods)
         reg.methods = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, method_stats_free);
+    if (!reg.ckpt_since)
+        reg.ckpt_since = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 }
 
 void
@@ -163,6 +170,68 @@ vtpm_metrics_state_bytes(vtpm_metrics_direction dir, uint64_t n)
 
     if ((unsigned)dir < G_N_ELEMENTS(reg.bytes))
         reg.bytes[dir] += n;
+}
+
+static double
+now_s(void)
+{
+    return (double)g_get_real_time() / G_USEC_PER_SEC;
+}
+
+void
+vtpm_metrics_checkpoint(const char *uuid, bool ok)
+{
+    g_autoptr(GMutexLocker) l = g_mutex_locker_new(&reg.lock);
+    double *since;
+
+    ensure_locked();
+    reg.checkpoints[ok ? 1 : 0]++;
+    since = g_hash_table_lookup(reg.ckpt_since, uuid);
+    if (!since) {
+        since = g_new(double, 1);
+        *since = now_s();
+        g_hash_table_insert(reg.ckpt_since, g_strdup(uuid), since);
+    }
+    if (ok)
+        *since = now_s();
+}
+
+void
+vtpm_metrics_checkpoint_current(const char *uuid)
+{
+    g_autoptr(GMutexLocker) l = g_mutex_locker_new(&reg.lock);
+    double *since;
+
+    ensure_locked();
+    since = g_hash_table_lookup(reg.ckpt_since, uuid);
+    if (!since) {
+        since = g_new(double, 1);
+        g_hash_table_insert(reg.ckpt_since, g_strdup(uuid), since);
+    }
+    *since = now_s();
+}
+
+void
+vtpm_metrics_checkpoint_track(const char *uuid)
+{
+    g_autoptr(GMutexLocker) l = g_mutex_locker_new(&reg.lock);
+    double *since;
+
+    ensure_locked();
+    if (g_hash_table_contains(reg.ckpt_since, uuid))
+        return;
+    since = g_new(double, 1);
+    *since = now_s();
+    g_hash_table_insert(reg.ckpt_since, g_strdup(uuid), since);
+}
+
+void
+vtpm_metrics_checkpoint_forget(const char *uuid)
+{
+    g_autoptr(GMutexLocker) l = g_mutex_locker_new(&reg.lock);
+
+    ensure_locked();
+    g_hash_table_remove(reg.ckpt_since, uuid);
 }
 
 /* ---- exposition ---------------------------------------------------------- */
@@ -272,6 +341,33 @@ render_durations(GString *s, GPtrArray *methods)
     }
 }
 
+/* Under the lock. */
+static void
+render_checkpoints(GString *s)
+{
+    g_autoptr(GPtrArray) uuids = sorted_keys(reg.ckpt_since);
+    double now = now_s();
+
+    family(s, "vtpmd_checkpoints_total", "counter",
+           "Checkpoints of TPM state to the state store, by outcome (ok or failed).");
+    g_string_append_printf(s, "vtpmd_checkpoints_total{outcome=\"failed\"} %" G_GUINT64_FORMAT
+                              "\nvtpmd_checkpoints_total{outcome=\"ok\"} %" G_GUINT64_FORMAT "\n",
+                           reg.checkpoints[0], reg.checkpoints[1]);
+    family(s, "vtpmd_checkpoint_age_seconds", "gauge",
+           "Seconds since the state store last held an instance's current TPM state (since "
+           "vtpmd first tried, while it has none).");
+    for (guint i = 0; i < uuids->len; i++) {
+        const char *uuid = g_ptr_array_index(uuids, i);
+        double *since = g_hash_table_lookup(reg.ckpt_since, uuid);
+
+        g_string_append(s, "vtpmd_checkpoint_age_seconds{");
+        append_label(s, "instance", uuid);
+        g_string_append(s, "} ");
+        append_double(s, "%.3f", MAX(now - *since, 0.0));
+        g_string_append_c(s, '\n');
+    }
+}
+
 char *
 vtpm_metrics_render(void)
 {
@@ -315,6 +411,7 @@ vtpm_metrics_render(void)
         append_label(s, "direction", dirs[d]);
         g_string_append_printf(s, "} %" G_GUINT64_FORMAT "\n", reg.bytes[d]);
     }
+    render_checkpoints(s);
     return g_string_free(s, FALSE);
 }
 

@@ -48,6 +48,18 @@ void vtpm_metrics_broker_reconnect(void);
 void vtpm_metrics_set_libvirt_reconnects(uint64_t total);
 void vtpm_metrics_state_bytes(vtpm_metrics_direction dir, uint64_t n);
 
+/* Checkpoints of TPM state (docs/lifecycle.md): one more taken (@ok) or
+ * failed for instance @uuid (a canonical UUID: the label set is the
+ * instances on this host).  _track starts the age clock of an instance
+ * that has none yet (its first checkpoint is still to come); _forget ends
+ * its series (it left this host). */
+void vtpm_metrics_checkpoint(const char *uuid, bool ok);
+/* The state of @uuid is still the one its last checkpoint holds: the
+ * store's copy is current, its age is 0 now (nothing counted). */
+void vtpm_metrics_checkpoint_current(const char *uuid);
+void vtpm_metrics_checkpoint_track(const char *uuid);
+void vtpm_metrics_checkpoint_forget(const char *uuid);
+
 /* The exposition text of the current values. */
 char *vtpm_metrics_render(void);
 
