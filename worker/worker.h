@@ -19,6 +19,7 @@
 #include "virt.h"
 
 typedef struct vtpm_broker vtpm_broker;
+typedef struct vtpm_checkpointer vtpm_checkpointer;
 
 /* An immutable capabilities snapshot; shared by reference. */
 typedef struct {
@@ -37,6 +38,7 @@ typedef struct vtpm_worker {
     char *virt_type;         /* resolved "qemu" | "kvm" (worker/accel.h) */
     char *virt_type_reason;  /* why: configured, or what auto found */
     vtpm_keyring *keys;      /* deployment keys; immutable after start */
+    vtpm_checkpointer *ckpt; /* NULL: checkpoints off (worker/checkpointer.h) */
 
     GMutex caps_lock;
     vtpm_caps_snapshot *caps; /* guarded by caps_lock; never NULL after start */
