@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 
+#include "checkpointer.h"
 #include "dispatch.h"
 #include "inject.h"
 #include "log.h"
@@ -21,6 +22,7 @@ struct vtpm_dispatch {
     /* I/O thread only: */
     GHashTable *inflight;    /* message_id -> job (running or queued) */
     GHashTable *busy;        /* instance uuid -> GQueue of jobs waiting behind the running one */
+    GHashTable *ckpts;       /* instance uuid -> its checkpoint job waiting in busy, if any */
     GHashTable *cache;       /* message_id -> GBytes reply (NULL for casts) */
     GQueue cache_order;      /* message_ids, oldest first */
     size_t cache_max;
@@ -46,8 +48,13 @@ struct job {
      * again", which a retry with the same message_id must be able to get
      * past once the cause is gone. */
     bool cacheable;
+    bool ok;                  /* the handler succeeded */
     bool caps_refresh;        /* internal job: refresh capabilities */
     bool beside;              /* runs in the side pool, outside its instance's queue */
+    /* Internal job in the instance's slot: a checkpoint (checkpointer.h),
+     * forced after the method ckpt_after when set. */
+    bool ckpt;
+    const char *ckpt_after;
 };
 
 static void
@@ -158,6 +165,7 @@ job_execute(job *j)
     }
     j->reply = rc == 0 ? vtpm_proto_reply_ok(sb.data, sb.size) : vtpm_proto_reply_fault(&err);
     j->cacheable = rc == 0 || !vtpm_error_retryable(&err);
+    j->ok = rc == 0;
     msgpack_sbuffer_destroy(&sb);
     took = g_get_monotonic_time() - t0;
     libvirt_ms = vtpm_timing_total_us(VTPM_TIMING_LIBVIRT) / 1000.0;
@@ -187,6 +195,8 @@ job_run(void *data, void *user)
 
     if (j->caps_refresh)
         vtpm_worker_refresh_caps(j->d->w, false);
+    else if (j->ckpt)
+        vtpm_checkpointer_slot(j->d->w->ckpt, j->key, j->ckpt_after);
     else
         job_execute(j);
     vtpm_broker_post_call(j->d->amqp, job_done, j);
@@ -208,15 +218,69 @@ static bool
 job_retire(vtpm_dispatch *d, job *j)
 {
     d->jobs--;
-    if (j->caps_refresh) {
+    if (j->caps_refresh)
         d->caps_refreshing = false;
-        job_free(j);
+    if (j->caps_refresh || j->ckpt)
         return false;
-    }
     vtpm_metrics_request_end();
     if (j->delivery->message_id)
         g_hash_table_remove(d->inflight, j->delivery->message_id);
     return true;
+}
+
+/* The next job of @key's queue runs, or the slot is free. */
+static void
+release_slot(vtpm_dispatch *d, const char *key)
+{
+    GQueue *q = g_hash_table_lookup(d->busy, key);
+    job *next = q ? g_queue_pop_head(q) : NULL;
+
+    if (!next) {
+        g_hash_table_remove(d->busy, key);
+        return;
+    }
+    if (next->ckpt)
+        g_hash_table_remove(d->ckpts, key);
+    submit(d, next);
+}
+
+/*
+ * A checkpoint of instance @key in its slot (checkpointer.h): at the head
+ * of its queue right after a state-moving method @after (so that the
+ * snapshot is of the state that method left), else at the tail.  One
+ * waiting per instance: a due one asked for again changes nothing, and
+ * becomes forced when a method asks.
+ */
+static void
+ckpt_enqueue(vtpm_dispatch *d, const char *key, const char *after)
+{
+    job *j = g_hash_table_lookup(d->ckpts, key);
+    GQueue *q;
+
+    if (!d->w->ckpt || d->draining)
+        return;
+    if (j) {
+        if (after && !j->ckpt_after)
+            j->ckpt_after = after;
+        return;
+    }
+    j = g_new0(job, 1);
+    j->d = d;
+    j->ckpt = true;
+    j->ckpt_after = after;
+    g_strlcpy(j->key, key, sizeof(j->key));
+    d->jobs++;
+    q = g_hash_table_lookup(d->busy, key);
+    if (!q) {
+        g_hash_table_insert(d->busy, g_strdup(key), g_queue_new());
+        submit(d, j);
+        return;
+    }
+    if (after)
+        g_queue_push_head(q, j);
+    else
+        g_queue_push_tail(q, j);
+    g_hash_table_insert(d->ckpts, g_strdup(key), j);
 }
 
 /* Back on the I/O thread. */
@@ -226,27 +290,22 @@ job_done(void *data)
     job *j = data;
     vtpm_dispatch *d = j->d;
 
-    if (!job_retire(d, j))
-        return;
-    /* The cache makes redelivered state changes answer instead of run
-     * again; a read served from memory is as cheap to answer afresh, and
-     * caching a scheduler's polls would fill it (and ~2 MB) with
-     * capability maps, pushing out the replies it exists for. */
-    if (!j->method->on_io_thread && j->cacheable)
-        cache_put(d, j->delivery->message_id, j->reply);
-    answer(d, j->delivery, j->reply);
-    for (guint i = 0; i < j->waiters->len; i++)
-        answer(d, g_ptr_array_index(j->waiters, i), j->reply);
-
-    if (j->key[0] && !j->beside) {
-        GQueue *q = g_hash_table_lookup(d->busy, j->key);
-        job *next = q ? g_queue_pop_head(q) : NULL;
-
-        if (next)
-            submit(d, next);
-        else
-            g_hash_table_remove(d->busy, j->key);
+    if (job_retire(d, j)) {
+        /* The cache makes redelivered state changes answer instead of run
+         * again; a read served from memory is as cheap to answer afresh,
+         * and caching a scheduler's polls would fill it (and ~2 MB) with
+         * capability maps, pushing out the replies it exists for. */
+        if (!j->method->on_io_thread && j->cacheable)
+            cache_put(d, j->delivery->message_id, j->reply);
+        answer(d, j->delivery, j->reply);
+        for (guint i = 0; i < j->waiters->len; i++)
+            answer(d, g_ptr_array_index(j->waiters, i), j->reply);
+        if (j->ok && j->method->checkpoint && j->key[0])
+            ckpt_enqueue(d, j->key, j->method->name);
     }
+    /* A job beside its instance's queue holds no place in it. */
+    if (j->key[0] && !j->beside)
+        release_slot(d, j->key);
     job_free(j);
 }
 
@@ -291,8 +350,10 @@ hand_back(vtpm_dispatch *d, vtpm_broker_delivery *dv, const vtpm_request *req, c
 static void
 job_hand_back(vtpm_dispatch *d, job *j)
 {
-    if (!job_retire(d, j))
+    if (!job_retire(d, j)) {
+        job_free(j);
         return;
+    }
     hand_back(d, j->delivery, j->req, j->key);
     for (guint i = 0; i < j->waiters->len; i++)
         hand_back(d, g_ptr_array_index(j->waiters, i), j->req, j->key);
@@ -339,6 +400,8 @@ drain_begin(void *data)
     }
     /* After the heads: these hold no place in their instance's queue. */
     g_ptr_array_extend_and_steal(held, g_steal_pointer(&side));
+    /* Checkpoint jobs waiting go with the rest (dropped, unanswered). */
+    g_hash_table_remove_all(d->ckpts);
     g_ptr_array_sort(held, by_delivery_tag);
     for (guint i = 0; i < held->len; i++)
         job_hand_back(d, g_ptr_array_index(held, i));
@@ -486,12 +549,27 @@ on_disconnected(uint64_t generation, const char *why, void *user)
      * and the broker redelivers their requests. */
 }
 
+/* The instances the checkpointer wants a slot of. */
+static void
+ckpt_due(vtpm_dispatch *d)
+{
+    g_autoptr(GPtrArray) due = NULL;
+
+    if (!d->w->ckpt || d->draining)
+        return;
+    due = vtpm_checkpointer_due(d->w->ckpt);
+    for (guint i = 0; i < due->len; i++)
+        ckpt_enqueue(d, g_ptr_array_index(due, i), NULL);
+}
+
 static void
 on_wakeup(void *user)
 {
     vtpm_dispatch *d = user;
     gint64 now = g_get_monotonic_time();
     job *j;
+
+    ckpt_due(d);
 
     if (now < d->next_caps_us || d->caps_refreshing || d->draining)
         return;
@@ -564,6 +642,7 @@ vtpm_dispatch_new(vtpm_worker *w, unsigned workers, size_t dedupe_size, vtpm_dis
     }
     d->inflight = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     d->busy = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, queue_free);
+    d->ckpts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     d->cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                      (GDestroyNotify)g_bytes_unref);
     g_queue_init(&d->cache_order);
@@ -585,6 +664,7 @@ vtpm_dispatch_free(vtpm_dispatch *d)
     vtpm_pool_free(d->side);
     g_hash_table_destroy(d->inflight);
     g_hash_table_destroy(d->busy);
+    g_hash_table_destroy(d->ckpts);
     g_queue_clear(&d->cache_order); /* keys are owned by the cache table */
     g_hash_table_destroy(d->cache);
     g_free(d);

@@ -11,29 +11,32 @@
 #include "ops/shelve.h"
 
 static const vtpm_method methods[] = {
-    { "get_capabilities", vtpm_op_get_capabilities, false, true },
-    { "spawn", vtpm_op_spawn, true, false },
-    { "destroy", vtpm_op_destroy, true, false },
-    { "power_off", vtpm_op_power_off, true, false },
-    { "power_on", vtpm_op_power_on, true, false },
-    { "migrate_disk_and_power_off", vtpm_op_migrate_disk_and_power_off, true, false },
-    { "finish_migration", vtpm_op_finish_migration, true, false },
-    { "confirm_migration", vtpm_op_confirm_migration, true, false },
-    { "finish_revert_migration", vtpm_op_finish_revert_migration, true, false },
-    { "shelve", vtpm_op_shelve, true, false },
-    { "unshelve", vtpm_op_unshelve, true, false },
-    { "rebuild", vtpm_op_rebuild, true, false },
-    { "rekey", vtpm_op_rekey, true, false },
+    /* name, handler, per_instance, on_io_thread, beside, checkpoint */
+    { "get_capabilities", vtpm_op_get_capabilities, false, true, false, false },
+    { "spawn", vtpm_op_spawn, true, false, false, true },
+    { "destroy", vtpm_op_destroy, true, false, false, false },
+    { "power_off", vtpm_op_power_off, true, false, false, true },
+    { "power_on", vtpm_op_power_on, true, false, false, false },
+    { "migrate_disk_and_power_off", vtpm_op_migrate_disk_and_power_off, true, false, false,
+      false },
+    { "finish_migration", vtpm_op_finish_migration, true, false, false, true },
+    { "confirm_migration", vtpm_op_confirm_migration, true, false, false, true },
+    { "finish_revert_migration", vtpm_op_finish_revert_migration, true, false, false, true },
+    { "shelve", vtpm_op_shelve, true, false, false, true },
+    { "unshelve", vtpm_op_unshelve, true, false, false, true },
+    { "rebuild", vtpm_op_rebuild, true, false, false, true },
+    { "rekey", vtpm_op_rekey, true, false, false, true },
     { "check_can_live_migrate_destination", vtpm_op_check_can_live_migrate_destination, true,
-      false },
-    { "pre_live_migration", vtpm_op_pre_live_migration, true, false },
-    { "live_migration", vtpm_op_live_migration, true, false },
+      false, false, false },
+    { "pre_live_migration", vtpm_op_pre_live_migration, true, false, false, false },
+    { "live_migration", vtpm_op_live_migration, true, false, false, false },
+    /* The TPM state arrived here: the destination checkpoints it. */
     { "post_live_migration_at_destination", vtpm_op_post_live_migration_at_destination, true,
-      false },
+      false, false, true },
     { "rollback_live_migration_at_destination", vtpm_op_rollback_live_migration_at_destination,
-      true, false },
+      true, false, false, false },
     /* Beside the live_migration it stops, which holds the instance. */
-    { "live_migration_abort", vtpm_op_live_migration_abort, true, false, true },
+    { "live_migration_abort", vtpm_op_live_migration_abort, true, false, true, false },
 };
 
 const vtpm_method *

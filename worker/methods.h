@@ -33,6 +33,9 @@ typedef struct {
      * instance (live_migration_abort stops a live_migration).  Not on the
      * I/O thread: it calls libvirt. */
     bool beside;
+    /* Moves or changes the instance's TPM state: when it succeeds, a
+     * checkpoint follows in the instance's slot (worker/checkpointer.h). */
+    bool checkpoint;
 } vtpm_method;
 
 /* NULL when @name is not a method of this worker. */
