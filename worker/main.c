@@ -16,6 +16,7 @@
 
 #include "amqp/url.h"
 #include "broker.h"
+#include "checkpointer.h"
 #include "config.h"
 #include "dispatch.h"
 #include "inject.h"
@@ -233,14 +234,16 @@ typedef struct {
 } vtpmd;
 
 /* Threads first (the signal thread may still stop the broker), then the
- * pool, then the last metrics write (it counts every request and says
- * vtpmd_up 0), then the broker, then libvirt. */
+ * pool, then the checkpointer (whose snapshots the pool queued), then the
+ * last metrics write (it counts every request and says vtpmd_up 0), then
+ * the broker, then libvirt. */
 static void
 vtpmd_clear(vtpmd *v)
 {
     signals_stop(&v->sigs);
     v->w.amqp = NULL;
     vtpm_dispatch_free(v->d);
+    vtpm_checkpointer_stop(g_steal_pointer(&v->w.ckpt));
     vtpm_metrics_writer_stop(v->mw);
     vtpm_broker_free(v->a);
     if (v->worker_up)
@@ -323,7 +326,10 @@ start(vtpmd *v)
         g_critical("start-up check: %s", err.message);
         return 1;
     }
-    if (vtpm_dispatch_new(&v->w, cfg->worker.workers, cfg->worker.dedupe_size, &v->d,
+    /* Before the broker: a host that comes back settles what was
+     * evacuated away before it takes a request. */
+    if (vtpm_checkpointer_start(&v->w, &v->w.ckpt, &err) < 0 ||
+        vtpm_dispatch_new(&v->w, cfg->worker.workers, cfg->worker.dedupe_size, &v->d,
                           &err) < 0 ||
         start_broker(v, &err) < 0) {
         g_critical("start-up: %s", err.message);
