@@ -3,9 +3,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "checkpointer.h"
 #include "fsutil.h"
 #include "inject.h"
 #include "ops/basics.h"
+#include "ops/checkpoint.h"
 #include "ops/custody.h"
 #include "ops/domain.h"
 #include "ops/generation.h"
@@ -187,6 +189,9 @@ destroy_rest(vtpm_worker *w, virConnectPtr conn, const char *uuid, vtpm_error *e
         vtpm_generation_forget(w, uuid);
     }
     vtpm_custody_drop_kept(w, uuid);
+    /* What an evacuation to here recorded, and a fence of a stale copy. */
+    vtpm_ckpt_evacuation_forget(w, uuid);
+    vtpm_generation_unfence(w, uuid);
     /* libvirt deletes the state only of domains it started at least once;
      * leftovers of a failed or interrupted operation go too, and what an
      * interrupted rekey left (docs/security.md, Rekey). */
@@ -243,6 +248,9 @@ vtpm_op_destroy(vtpm_worker *w, const vtpm_request *req, msgpack_packer *result,
         return rc;
     if (!keep && (rc = destroy_rest(w, conn, uuid, err)) < 0)
         return rc;
+    /* The checkpoints go with the TPM, unless another host owns them. */
+    if (!keep && had_state)
+        vtpm_checkpointer_drop(w->ckpt, uuid);
     msgpack_pack_map(result, 3);
     vtpm_pack_kv_bool(result, "destroyed", dom != NULL);
     vtpm_pack_kv_str(result, "vtpm_state", vtpm_ops_outcome_str(destroyed(had_state, keep)));
