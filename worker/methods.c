@@ -4,6 +4,7 @@
 #include "methods.h"
 #include "ops/basics.h"
 #include "ops/livemig.h"
+#include "ops/evacuate.h"
 #include "ops/migration.h"
 #include "ops/power.h"
 #include "ops/rebuild.h"
@@ -37,6 +38,7 @@ static const vtpm_method methods[] = {
       true, false, false, false },
     /* Beside the live_migration it stops, which holds the instance. */
     { "live_migration_abort", vtpm_op_live_migration_abort, true, false, true, false },
+    { "evacuate", vtpm_op_evacuate, true, false, false, true },
 };
 
 const vtpm_method *

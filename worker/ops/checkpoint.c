@@ -314,8 +314,8 @@ ckpt_prefix(const char *uuid)
     return g_strconcat(uuid, CKPT_INFIX, NULL);
 }
 
-static char *
-ckpt_name(const char *uuid, uint64_t gen)
+char *
+vtpm_ckpt_volume(const char *uuid, uint64_t gen)
 {
     return g_strdup_printf("%s" CKPT_INFIX "%" G_GUINT64_FORMAT CKPT_SUFFIX, uuid, gen);
 }
@@ -345,25 +345,34 @@ newest_first(gconstpointer a, gconstpointer b, gpointer prefix)
     return ga < gb ? 1 : ga > gb ? -1 : 0;
 }
 
-/* @uuid's checkpoints in the store, newest first; names that are not one
+/* Of @names, @uuid's checkpoints, newest first; names that are not one
  * are left out. */
+static GPtrArray *
+order(const char *uuid, GPtrArray *names)
+{
+    g_autofree char *prefix = ckpt_prefix(uuid);
+    GPtrArray *ok = g_ptr_array_new_with_free_func(g_free);
+
+    for (guint i = 0; i < names->len; i++) {
+        if (ckpt_generation(g_ptr_array_index(names, i), prefix))
+            g_ptr_array_add(ok, g_strdup(g_ptr_array_index(names, i)));
+    }
+    g_ptr_array_sort_with_data(ok, newest_first, prefix);
+    return ok;
+}
+
+/* @uuid's checkpoints in the store, newest first. */
 static int
 list_ckpts(vtpm_worker *w, virConnectPtr sconn, const char *uuid, GPtrArray **out,
            vtpm_error *err)
 {
     g_autofree char *prefix = ckpt_prefix(uuid);
     g_autoptr(GPtrArray) names = NULL;
-    g_autoptr(GPtrArray) ok = g_ptr_array_new_with_free_func(g_free);
     int rc;
 
     if ((rc = vtpm_store_list(sconn, w->cfg->store.checkpoint_pool, prefix, &names, err)) < 0)
         return rc;
-    for (guint i = 0; i < names->len; i++) {
-        if (ckpt_generation(g_ptr_array_index(names, i), prefix))
-            g_ptr_array_add(ok, g_strdup(g_ptr_array_index(names, i)));
-    }
-    g_ptr_array_sort_with_data(ok, newest_first, prefix);
-    *out = g_steal_pointer(&ok);
+    *out = order(uuid, names);
     return 0;
 }
 
@@ -389,7 +398,7 @@ vtpm_ckpt_upload(vtpm_worker *w, virConnectPtr sconn, const vtpm_ckpt_snapshot *
                  vtpm_error *err)
 {
     const char *pool = w->cfg->store.checkpoint_pool;
-    g_autofree char *name = ckpt_name(s->uuid, s->generation);
+    g_autofree char *name = vtpm_ckpt_volume(s->uuid, s->generation);
     g_auto(vtpm_owner) cur = { 0 };
     int rc;
 
@@ -425,7 +434,7 @@ vtpm_ckpt_found_free(vtpm_ckpt_found *f)
 
 /* Read and verify checkpoint @name; the reason it is not usable in @why. */
 static int
-read_ckpt(vtpm_worker *w, virConnectPtr sconn, const char *uuid, const char *name,
+read_ckpt(const char *uuid, const char *name, vtpm_ckpt_reader read, void *user,
           vtpm_ckpt_found **out, vtpm_error *why)
 {
     g_autofree char *prefix = ckpt_prefix(uuid);
@@ -433,7 +442,7 @@ read_ckpt(vtpm_worker *w, virConnectPtr sconn, const char *uuid, const char *nam
     int rc;
 
     vtpm_archive_meta_init(&f->meta);
-    if ((rc = vtpm_store_get(sconn, w->cfg->store.checkpoint_pool, name, &f->archive, why)) < 0 ||
+    if ((rc = read(name, &f->archive, why, user)) < 0 ||
         (rc = vtpm_archive_verify(g_bytes_get_data(f->archive, NULL),
                                   g_bytes_get_size(f->archive), &f->meta, why)) < 0)
         return rc;
@@ -449,37 +458,90 @@ read_ckpt(vtpm_worker *w, virConnectPtr sconn, const char *uuid, const char *nam
     return 0;
 }
 
-int
-vtpm_ckpt_newest(vtpm_worker *w, virConnectPtr sconn, const char *uuid,
-                 vtpm_ckpt_found **out, GString *passed, vtpm_error *err)
+/* vtpm_ckpt_pick; *vanished counts the checkpoints gone since the
+ * listing. */
+static int
+pick(const char *uuid, GPtrArray *names, vtpm_ckpt_reader read, void *user,
+     vtpm_ckpt_found **out, GString *passed, unsigned *vanished, vtpm_error *err)
 {
-    g_autoptr(GPtrArray) names = NULL;
+    g_autoptr(GPtrArray) newest = order(uuid, names);
     int rc;
 
-    if ((rc = list_ckpts(w, sconn, uuid, &names, err)) < 0)
-        return rc;
-    for (guint i = 0; i < names->len; i++) {
-        const char *name = g_ptr_array_index(names, i);
+    *vanished = 0;
+    for (guint i = 0; i < newest->len; i++) {
+        const char *name = g_ptr_array_index(newest, i);
         vtpm_error why = { 0 };
 
-        rc = read_ckpt(w, sconn, uuid, name, out, &why);
+        rc = read_ckpt(uuid, name, read, user, out, &why);
         if (rc == 0)
             return 0;
         /* The store itself failing is no verdict on the checkpoint. */
-        if (rc == -(int)VTPM_FAULT_STATE_TRANSFER_FAILED ||
-            rc == -(int)VTPM_FAULT_HYPERVISOR_ERROR) {
+        if (rc != -(int)VTPM_FAULT_STATE_INTEGRITY && rc != -(int)VTPM_FAULT_STATE_NOT_FOUND) {
             if (err)
                 *err = why;
             return rc;
         }
+        if (rc == -(int)VTPM_FAULT_STATE_NOT_FOUND)
+            (*vanished)++;
         g_string_append_printf(passed, "%s: %s; ", name, why.message);
     }
     *out = NULL;
-    if (names->len)
+    if (newest->len)
         return vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
-                              "none of the %u checkpoints of instance %s verifies: %s", names->len,
-                              uuid, passed->str);
+                              "none of the %u checkpoints of instance %s verifies: %s",
+                              newest->len, uuid, passed->str);
     return 0;
+}
+
+int
+vtpm_ckpt_pick(const char *uuid, GPtrArray *names, vtpm_ckpt_reader read, void *user,
+               vtpm_ckpt_found **out, GString *passed, vtpm_error *err)
+{
+    unsigned vanished = 0;
+
+    return pick(uuid, names, read, user, out, passed, &vanished, err);
+}
+
+typedef struct {
+    vtpm_worker *w;
+    virConnectPtr sconn;
+} store_reader;
+
+static int
+read_store(const char *name, GBytes **out, vtpm_error *err, void *user)
+{
+    store_reader *r = user;
+    int rc = vtpm_store_get(r->sconn, r->w->cfg->store.checkpoint_pool, name, out, err);
+
+    /* A lookup that failed is the store's failure, not the volume's. */
+    if (rc == -(int)VTPM_FAULT_HYPERVISOR_ERROR)
+        err->code = VTPM_FAULT_STATE_TRANSFER_FAILED;
+    return rc == -(int)VTPM_FAULT_HYPERVISOR_ERROR ? -(int)VTPM_FAULT_STATE_TRANSFER_FAILED : rc;
+}
+
+int
+vtpm_ckpt_newest(vtpm_worker *w, virConnectPtr sconn, const char *uuid,
+                 vtpm_ckpt_found **out, GString *passed, vtpm_error *err)
+{
+    g_autofree char *prefix = ckpt_prefix(uuid);
+    g_autoptr(GPtrArray) names = NULL;
+    store_reader r = { w, sconn };
+    int rc;
+
+    unsigned vanished = 0;
+
+    /* A host that prunes its checkpoints while this one reads them (only
+     * a live one writes) may leave none of those listed: list again. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        g_clear_pointer(&names, g_ptr_array_unref);
+        g_string_truncate(passed, 0);
+        if ((rc = vtpm_store_list(sconn, w->cfg->store.checkpoint_pool, prefix, &names,
+                                  err)) < 0 ||
+            (rc = pick(uuid, names, read_store, &r, out, passed, &vanished, err)) == 0 ||
+            !vanished)
+            return rc;
+    }
+    return rc;
 }
 
 int

@@ -89,12 +89,23 @@ typedef struct {
 void vtpm_ckpt_found_free(vtpm_ckpt_found *f);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_ckpt_found, vtpm_ckpt_found_free)
 
-/* The newest checkpoint of @uuid whose archive verifies (checksums,
- * instance, generation): when one fails, the one before it, and so on;
- * each one passed over is appended to @passed ("name: why; ").  *out NULL
- * when there is none at all; StateIntegrity when none verifies. */
+/* The newest checkpoint of @uuid in the store whose archive verifies
+ * (checksums, instance, generation): when one fails, the one before it,
+ * and so on; each one passed over is appended to @passed ("name: why; ").
+ * *out NULL when there is none at all; StateIntegrity when none
+ * verifies; StateTransferFailed when the store fails. */
 int vtpm_ckpt_newest(vtpm_worker *w, virConnectPtr sconn, const char *uuid,
                      vtpm_ckpt_found **out, GString *passed, vtpm_error *err);
+
+/* The choice itself, from the volume names @names (any order; names that
+ * are no checkpoint of @uuid are ignored), each read by @read: a read
+ * that fails with StateNotFound or StateIntegrity passes the checkpoint
+ * over, any other fault ends the choice with it. */
+typedef int (*vtpm_ckpt_reader)(const char *name, GBytes **out, vtpm_error *err, void *user);
+int vtpm_ckpt_pick(const char *uuid, GPtrArray *names, vtpm_ckpt_reader read, void *user,
+                   vtpm_ckpt_found **out, GString *passed, vtpm_error *err);
+/* The volume name of @uuid's checkpoint of generation @gen. */
+char *vtpm_ckpt_volume(const char *uuid, uint64_t gen);
 
 /* Delete the checkpoints and ownership records of @uuid, unless the
  * record names another host (whose instance they are): *removed says

@@ -44,9 +44,8 @@ name_generation(const char *name, const char *prefix)
     return g;
 }
 
-/* Parse a record; false when it is not one of @uuid's, or not of @gen. */
-static bool
-parse(const char *text, gsize len, const char *uuid, uint64_t gen, vtpm_owner *out)
+bool
+vtpm_owner_parse(const char *text, size_t len, const char *uuid, uint64_t gen, vtpm_owner *out)
 {
     g_autoptr(JsonParser) p = json_parser_new();
     JsonObject *o;
@@ -124,7 +123,8 @@ read_listed(vtpm_worker *w, virConnectPtr sconn, const char *uuid, vtpm_owner *o
         if (rc < 0)
             return vtpm_error_set(err, VTPM_FAULT_STATE_TRANSFER_FAILED, "%s", e.message);
         if (g_bytes_get_size(data) <= OWNER_MAX &&
-            parse(g_bytes_get_data(data, NULL), g_bytes_get_size(data), uuid, gen, out))
+            vtpm_owner_parse(g_bytes_get_data(data, NULL), g_bytes_get_size(data), uuid, gen,
+                             out))
             return 0;
     }
     return 0;
@@ -183,17 +183,24 @@ drop_except(vtpm_worker *w, virConnectPtr sconn, const char *uuid, const char *k
     return 0;
 }
 
+char *
+vtpm_owner_format(vtpm_worker *w, const char *uuid, uint64_t gen)
+{
+    /* The host name is [A-Za-z0-9._-] (config check), the rest numbers and
+     * a canonical UUID: nothing in it needs JSON escaping. */
+    return g_strdup_printf("{\"format\": %d, \"instance\": \"%s\", \"host\": \"%s\", "
+                           "\"generation\": %" G_GUINT64_FORMAT ", \"written_ms\": %" G_GINT64_FORMAT
+                           "}\n",
+                           OWNER_FORMAT, uuid, w->cfg->worker.host, gen,
+                           g_get_real_time() / 1000);
+}
+
 int
 vtpm_owner_write(vtpm_worker *w, virConnectPtr sconn, const char *uuid, uint64_t gen,
                  vtpm_error *err)
 {
     g_autofree char *name = g_strdup_printf("%s.owner-%" G_GUINT64_FORMAT, uuid, gen);
-    /* The host name is [A-Za-z0-9._-] (config check), the rest numbers and
-     * a canonical UUID: nothing in it needs JSON escaping. */
-    g_autofree char *text = g_strdup_printf(
-        "{\"format\": %d, \"instance\": \"%s\", \"host\": \"%s\", \"generation\": %" G_GUINT64_FORMAT
-        ", \"written_ms\": %" G_GINT64_FORMAT "}\n",
-        OWNER_FORMAT, uuid, w->cfg->worker.host, gen, g_get_real_time() / 1000);
+    g_autofree char *text = vtpm_owner_format(w, uuid, gen);
     g_autoptr(GBytes) data = g_bytes_new(text, strlen(text));
     int rc;
 

@@ -52,6 +52,13 @@ int vtpm_owner_write(vtpm_worker *w, virConnectPtr sconn, const char *uuid, uint
 /* Delete every record of @uuid (none is fine). */
 int vtpm_owner_drop(vtpm_worker *w, virConnectPtr sconn, const char *uuid, vtpm_error *err);
 
+/* A record of this host owning @uuid at generation @gen, as written. */
+char *vtpm_owner_format(vtpm_worker *w, const char *uuid, uint64_t gen);
+/* Parse @text into *out: false (and *out untouched) when it is not a
+ * record of @uuid at generation @gen (the one its volume name says). */
+bool vtpm_owner_parse(const char *text, size_t len, const char *uuid, uint64_t gen,
+                      vtpm_owner *out);
+
 /* Whether this host, whose state of the instance descends from generation
  * @base (the newest it had made or restored before), may write a record
  * over @cur: there is none, it names this host, or a generation @base
