@@ -1,0 +1,1486 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Checkpoints and evacuation (docs/lifecycle.md, "Checkpoints and
+ * evacuation"), end to end: three libvirt hosts with addresses of their
+ * own (integration.sh --net --hosts 3): "a" and "b" run a vtpmd each, "c"
+ * is the state store ([store] uri of both: libvirtd only, as a storage
+ * host every compute host reaches and that survives them).  Checkpoints
+ * every second ([store] checkpoint_interval = 1), the newest two kept.
+ *
+ * What is checked where an operator would look: the replies, virsh, the
+ * state files, the store's pool on c (its files, as c's tree holds them),
+ * the metrics files and the logs.  A dead host is one whose vtpmd, QEMUs
+ * and libvirtd were killed (SIGKILL), its disk left as it was; it comes
+ * back with libvirtd started over the same tree and a new vtpmd.
+ *
+ * "The same TPM" after the guest ran: the state file differs from the
+ * checkpoint's in a handful of bytes (a power cycle changes a few; two
+ * TPMs differ in thousands) and swtpm_setup manufactured no TPM on the
+ * new host (its log).  Guests are firmware-only QEMU/TCG domains of 64 MiB.
+ * VT_TEST_FILTER=<glob> runs some tests only.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "archive.h"
+#include "lib/harness.h"
+#include "mpjson.h"
+#include "ops/ownership.h"
+
+enum { A = 0, B = 1, C = 2, NHOSTS = 3, NVTPMD = 2 };
+
+#define OP_MS 180000
+#define WAIT_MS 90000
+#define SAME_TPM_MAX_DIFF 256
+#define POOL "var/lib/vtpmd/pools/vtpm-checkpoints"
+
+static const char *const host_name[NHOSTS] = { "a", "b", "c" };
+static const char *host_addr[NHOSTS];
+static vt_vtpmd *dmn[NVTPMD];
+static char *dkey; /* the deployment key file both hosts share */
+
+/* ---- requests, as JSON ------------------------------------------------------------------ */
+
+/* @fmt: JSON with single quotes for double ones, bytes as {'$bin': b64}. */
+static GBytes *args(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+static GBytes *
+args(const char *fmt, ...)
+{
+    g_autofree char *text = NULL;
+    msgpack_sbuffer sb;
+    vtpm_error err = { 0 };
+    GBytes *b;
+    va_list ap;
+
+    va_start(ap, fmt);
+    text = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_strdelimit(text, "'", '"');
+    msgpack_sbuffer_init(&sb);
+    if (vtpm_mpjson_from_string(text, -1, &sb, &err) < 0)
+        fail_msg("test args are not JSON: %s\n%s", err.message, text);
+    b = g_bytes_new(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return b;
+}
+
+typedef struct {
+    char *uuid;
+    const char *mode;   /* hw:tpm_secret_security */
+    char *secret;       /* base64, user mode with a secret; NULL: none */
+} inst;
+
+static void
+inst_clear(inst *i)
+{
+    g_clear_pointer(&i->uuid, g_free);
+    g_clear_pointer(&i->secret, g_free);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(inst, inst_clear)
+
+static void
+inst_init(inst *i, const char *mode, bool secret)
+{
+    guint8 s[24];
+
+    i->uuid = vt_uuid();
+    i->mode = mode;
+    if (secret) {
+        for (size_t k = 0; k < sizeof(s); k++)
+            s[k] = (guint8)g_random_int();
+        i->secret = g_base64_encode(s, sizeof(s));
+    }
+}
+
+/* The instance spec; @secret overrides the instance's (NULL: its own). */
+static char *
+spec_with(const inst *i, const char *secret)
+{
+    g_autofree char *vtpm = secret ? g_strdup_printf(", 'vtpm': {'secret': {'$bin': '%s'}}",
+                                                     secret)
+                                   : g_strdup("");
+
+    return g_strdup_printf("{'uuid': '%s', 'name': 'ev', 'flavor': {'name': 'm1.ev', "
+                           "'vcpus': 1, 'memory_mb': 64, 'extra_specs': {'hw:tpm_version': "
+                           "'2.0', 'hw:tpm_model': 'tpm-tis', 'hw:tpm_secret_security': '%s'}}, "
+                           "'image': {'id': 'firmware-only', 'properties': {}}%s}",
+                           i->uuid, i->mode, vtpm);
+}
+
+static char *
+spec(const inst *i)
+{
+    return spec_with(i, i->secret);
+}
+
+/* The flavor of every instance here. */
+static char *
+flavor_of(const inst *i)
+{
+    return g_strdup_printf("{'name': 'm1.ev', 'vcpus': 1, 'memory_mb': 64, 'extra_specs': "
+                           "{'hw:tpm_version': '2.0', 'hw:tpm_model': 'tpm-tis', "
+                           "'hw:tpm_secret_security': '%s'}}",
+                           i->mode);
+}
+
+/* {'uuid', 'vtpm'?} for the calls that read only those. */
+static char *
+ident(const inst *i)
+{
+    g_autofree char *vtpm = i->secret ? g_strdup_printf(", 'vtpm': {'secret': {'$bin': '%s'}}",
+                                                        i->secret)
+                                      : g_strdup("");
+
+    return g_strdup_printf("{'uuid': '%s'%s}", i->uuid, vtpm);
+}
+
+/* ---- calls -------------------------------------------------------------------------------- */
+
+static vt_reply *
+call(int h, const char *method, GBytes *a)
+{
+    vt_reply *r = vt_call(dmn[h], method, a, OP_MS);
+
+    g_bytes_unref(a);
+    return r;
+}
+
+static vt_reply *
+ok(int h, const char *method, GBytes *a, const char *what)
+{
+    vt_reply *r = call(h, method, a);
+
+    if (!r->rep || !r->rep->ok) {
+        g_autofree char *msg = g_strdup_printf("%s (%s on host %s): expected ok, got %s", what,
+                                               method, host_name[h], vt_reply_summary(r));
+
+        vt_reply_free(r);
+        fail_msg("%s", msg);
+    }
+    return r;
+}
+
+static void
+ok_free(int h, const char *method, GBytes *a, const char *what)
+{
+    vt_reply_free(ok(h, method, a, what));
+}
+
+static void
+res_str(const vt_reply *r, const char *path, const char *want, const char *what)
+{
+    g_autofree char *got = vt_obj_str(&r->rep->result, path);
+
+    if (g_strcmp0(got, want) != 0)
+        fail_msg("%s: result.%s should be \"%s\", got %s", what, path, want,
+                 got ? got : "nothing");
+}
+
+static uint64_t
+res_uint(const vt_reply *r, const char *path, const char *what)
+{
+    const msgpack_object *o = vt_obj_at(&r->rep->result, path);
+
+    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        fail_msg("%s: result.%s should be an unsigned integer", what, path);
+    return o->via.u64;
+}
+
+/* Top-level @key of the result is there, and null (the decoder's
+ * accessors take a null for an absent key). */
+static void
+res_nil(const vt_reply *r, const char *key, const char *what)
+{
+    const msgpack_object *m = &r->rep->result;
+
+    for (uint32_t k = 0; m->type == MSGPACK_OBJECT_MAP && k < m->via.map.size; k++) {
+        const msgpack_object_kv *kv = &m->via.map.ptr[k];
+
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
+            memcmp(kv->key.via.str.ptr, key, strlen(key)) == 0) {
+            if (kv->val.type != MSGPACK_OBJECT_NIL)
+                fail_msg("%s: result.%s should be null", what, key);
+            return;
+        }
+    }
+    fail_msg("%s: result.%s is missing (it should be null)", what, key);
+}
+
+static void
+spawn(int h, const inst *i, bool power_on)
+{
+    g_autofree char *s = spec(i);
+
+    ok_free(h, "spawn", args("{'instance': %s, 'power_on': %s}", s, power_on ? "true" : "false"),
+            "spawn");
+}
+
+static void
+power(int h, const inst *i, bool on)
+{
+    g_autofree char *id = ident(i);
+
+    ok_free(h, on ? "power_on" : "power_off", args("{'instance': %s}", id),
+            on ? "power_on" : "power_off");
+}
+
+static void
+destroy(int h, const inst *i)
+{
+    ok_free(h, "destroy", args("{'instance': {'uuid': '%s'}}", i->uuid), "destroy");
+}
+
+/* evacuate @i to @h from @from, sending @secret (NULL: none) as the
+ * instance's; @extra: more members (", 'fenced': true"). */
+static vt_reply *
+evacuate_with(int h, const inst *i, int from, const char *extra, const char *secret)
+{
+    g_autofree char *s = spec_with(i, secret);
+
+    return call(h, "evacuate", args("{'instance': %s, 'from_host': '%s'%s}", s, host_addr[from],
+                                    extra ? extra : ""));
+}
+
+static vt_reply *
+evacuate(int h, const inst *i, int from, const char *extra)
+{
+    return evacuate_with(h, i, from, extra, i->secret);
+}
+
+static void
+expect_fault(vt_reply *r, vtpm_fault code, const char *fragment, bool final, const char *what)
+{
+    g_autoptr(vt_reply) rr = r;
+
+    if (final)
+        vt_assert_final_fault(rr, code, fragment, what);
+    else
+        vt_assert_fault(rr, code, fragment, what);
+}
+
+/* ---- hosts ---------------------------------------------------------------------------------- */
+
+static char *
+hpath(int h, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static char *
+hpath(int h, const char *fmt, ...)
+{
+    g_autofree char *rel = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    rel = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    return vt_host_path(host_name[h], rel);
+}
+
+static char *
+state_dir(int h, const char *uuid)
+{
+    return hpath(h, "var/lib/libvirt/swtpm/%s", uuid);
+}
+
+static char *
+state_file(int h, const char *uuid)
+{
+    return hpath(h, "var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall", uuid);
+}
+
+static char *
+prom(int h)
+{
+    return g_strdup_printf("%s/evacuate-%s.prom", vt_env("VT_ROOT"), host_name[h]);
+}
+
+static bool
+exists(const char *path)
+{
+    struct stat st;
+
+    return lstat(path, &st) == 0;
+}
+
+static char *
+dom_state(int h, const char *uuid)
+{
+    g_autofree char *n = g_strdup_printf("instance-%s", uuid);
+    char *out = NULL;
+
+    if (vt_virsh(host_name[h], &out, "domstate", n, NULL) != 0) {
+        g_free(out);
+        return g_strdup("(no domain)");
+    }
+    return g_strstrip(out);
+}
+
+static void
+assert_dom_state(int h, const char *uuid, const char *want, const char *what)
+{
+    g_autofree char *st = dom_state(h, uuid);
+
+    if (strcmp(st, want) != 0)
+        fail_msg("%s: domain of %s on host %s should be \"%s\", virsh says \"%s\"", what, uuid,
+                 host_name[h], want, st);
+}
+
+/* How often swtpm_setup manufactured a TPM for @uuid on host @h. */
+static unsigned
+manufactured(int h, const char *uuid)
+{
+    g_autofree char *log = hpath(h, "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
+    g_autofree char *text = NULL;
+    const char *needles[] = { "Starting vTPM manufacturing", NULL };
+
+    if (!g_file_get_contents(log, &text, NULL, NULL))
+        return 0;
+    return vt_count_lines(text, needles);
+}
+
+/* Start the vtpmd of host @h: checkpoints every second, the newest @keep
+ * kept; with the deployment key when @with_key. */
+static void
+host_start(int h, unsigned keep, bool with_key)
+{
+    g_autofree char *p = prom(h);
+    g_autofree char *tail = g_strdup_printf(
+        "[store]\nuri = qemu+tcp://%s/system\ncheckpoint_interval = 1\ncheckpoint_keep = %u\n"
+        "[metrics]\ntextfile = %s\ninterval = 1\n",
+        host_addr[C], keep, p);
+    g_autofree char *vx = with_key ? g_strdup_printf("supported_secret_security = user;host;"
+                                                     "deployment\ndeployment_key_file = %s",
+                                                     dkey)
+                                   : g_strdup("supported_secret_security = user;host");
+    vt_config_opts o = {
+        .worker_host = host_addr[h],
+        .libvirt_extra = "shutdown_timeout = 3\nmigration_uri_template = qemu+tcp://%s/system",
+        .vtpm_extra = vx,
+        .tail = tail,
+    };
+
+    unlink(p);
+    dmn[h] = vt_vtpmd_start(host_name[h], &o, NULL);
+}
+
+static void
+host_stop(int h)
+{
+    if (!dmn[h])
+        return;
+    if (vt_vtpmd_running(dmn[h])) {
+        int code = vt_vtpmd_term(dmn[h], 60000);
+
+        if (code != 0)
+            fail_msg("vtpmd of host %s exited %d on SIGTERM", host_name[h], code);
+        g_autofree char *report = vt_vtpmd_sanitizer_report(dmn[h]);
+        if (report)
+            fail_msg("vtpmd of host %s: %s", host_name[h], report);
+    }
+    g_clear_pointer(&dmn[h], vt_vtpmd_free);
+}
+
+static void
+kill_procs(const char *prog, const char *needle)
+{
+    g_autoptr(GArray) pids = vt_find_procs(prog, needle);
+
+    for (guint i = 0; i < pids->len; i++)
+        kill(g_array_index(pids, pid_t, i), SIGKILL);
+}
+
+/* Host @h dies: its vtpmd, its guests' QEMU and swtpm, and its libvirtd,
+ * killed; its disk stays as it was. */
+static void
+host_die(int h, const char *const *uuids)
+{
+    vt_vtpmd_kill(dmn[h]);
+    g_clear_pointer(&dmn[h], vt_vtpmd_free);
+    for (size_t i = 0; uuids && uuids[i]; i++) {
+        kill_procs("qemu-system-x86_64", uuids[i]);
+        kill_procs("swtpm", uuids[i]);
+    }
+    vt_libvirtd_kill(host_name[h]);
+}
+
+/* ---- the store ------------------------------------------------------------------------------ */
+
+static int
+cmp_desc(gconstpointer a, gconstpointer b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Generations of the volumes "<uuid>.<kind><generation><suffix>" in the
+ * store, newest first. */
+static GArray *
+store_gens(const char *uuid, const char *kind, const char *suffix)
+{
+    g_autofree char *dir = hpath(C, POOL);
+    g_autofree char *prefix = g_strconcat(uuid, kind, NULL);
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    GArray *out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    const char *n;
+
+    while (d && (n = g_dir_read_name(d))) {
+        g_autofree char *digits = NULL;
+        guint64 g;
+
+        if (!g_str_has_prefix(n, prefix) || !g_str_has_suffix(n, suffix))
+            continue;
+        digits = g_strndup(n + strlen(prefix), strlen(n) - strlen(prefix) - strlen(suffix));
+        if (g_ascii_string_to_unsigned(digits, 10, 1, G_MAXUINT64, &g, NULL))
+            g_array_append_val(out, g);
+    }
+    g_array_sort(out, cmp_desc);
+    return out;
+}
+
+static GArray *
+ckpts(const char *uuid)
+{
+    return store_gens(uuid, ".ckpt-", ".vtpm.tar");
+}
+
+static char *
+ckpt_path(const char *uuid, uint64_t gen)
+{
+    return hpath(C, POOL "/%s.ckpt-%" G_GUINT64_FORMAT ".vtpm.tar", uuid, gen);
+}
+
+/* The host the newest ownership record of @uuid names (NULL: none).  A
+ * record vtpmd is writing right now (libvirt creates the volume, then
+ * uploads into it) is read again. */
+static char *
+owner_of(const char *uuid)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)WAIT_MS * 1000;
+
+    for (;;) {
+        g_autoptr(GArray) gens = store_gens(uuid, ".owner-", "");
+        g_autofree char *path = NULL;
+        g_autofree char *text = NULL;
+        gsize len = 0;
+        g_auto(vtpm_owner) o = { 0 };
+        uint64_t g;
+
+        if (!gens->len)
+            return NULL;
+        g = g_array_index(gens, uint64_t, 0);
+        path = hpath(C, POOL "/%s.owner-%" G_GUINT64_FORMAT, uuid, g);
+        if (g_file_get_contents(path, &text, &len, NULL) &&
+            vtpm_owner_parse(text, len, uuid, g, &o))
+            return g_steal_pointer(&o.host);
+        if (g_get_monotonic_time() > end)
+            fail_msg("%s is not an ownership record", path);
+        g_usleep(100 * 1000);
+    }
+}
+
+/* The TPM state file inside checkpoint @gen of @uuid (the archive
+ * verified); NULL when the volume is gone, or (unless @strict) when it
+ * does not verify: vtpmd may be writing it right now. */
+static GBytes *
+ckpt_state_of(const char *uuid, uint64_t gen, bool strict)
+{
+    g_autofree char *path = ckpt_path(uuid, gen);
+    g_autofree char *tmp = g_dir_make_tmp("test_evacuate-XXXXXX", NULL);
+    g_autofree char *file = g_build_filename(tmp, "tpm2", "tpm2-00.permall", NULL);
+    g_autofree char *data = NULL, *state = NULL;
+    gsize len = 0, slen = 0;
+    vtpm_error err = { 0 };
+
+    if (!g_file_get_contents(path, &data, &len, NULL))
+        return NULL;
+    if (vtpm_archive_extract(data, len, tmp, -1, -1, NULL, &err) < 0) {
+        g_autofree char *rm = g_strdup_printf("rm -rf '%s'", tmp);
+
+        g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL);
+        if (strict)
+            fail_msg("checkpoint %s does not verify: %s", path, err.message);
+        return NULL;
+    }
+    if (!g_file_get_contents(file, &state, &slen, NULL))
+        fail_msg("checkpoint %s holds no tpm2/tpm2-00.permall", path);
+    {
+        g_autofree char *rm = g_strdup_printf("rm -rf '%s'", tmp);
+
+        g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL);
+    }
+    return g_bytes_new_take(g_steal_pointer(&state), slen);
+}
+
+/* A checkpoint that is not being written: it must verify. */
+static GBytes *
+ckpt_state(const char *uuid, uint64_t gen)
+{
+    return ckpt_state_of(uuid, gen, true);
+}
+
+static GBytes *
+read_bytes(const char *path)
+{
+    char *data = NULL;
+    gsize len = 0;
+
+    if (!g_file_get_contents(path, &data, &len, NULL))
+        fail_msg("cannot read %s", path);
+    return g_bytes_new_take(data, len);
+}
+
+/* Wait until the newest checkpoint of @uuid is newer than generation
+ * @after and holds exactly the state file host @h has now; its
+ * generation. */
+static uint64_t
+wait_ckpt_after(int h, const char *uuid, uint64_t after, const char *what)
+{
+    g_autofree char *sf = state_file(h, uuid);
+    gint64 end = g_get_monotonic_time() + (gint64)WAIT_MS * 1000;
+
+    for (;;) {
+        g_autoptr(GArray) gens = ckpts(uuid);
+        g_autoptr(GBytes) now = exists(sf) ? read_bytes(sf) : NULL;
+        g_autoptr(GBytes) top = NULL;
+
+        if (gens->len && now && g_array_index(gens, uint64_t, 0) > after &&
+            (top = ckpt_state_of(uuid, g_array_index(gens, uint64_t, 0), false)) &&
+            g_bytes_equal(top, now))
+            return g_array_index(gens, uint64_t, 0);
+        if (g_get_monotonic_time() > end)
+            fail_msg("%s: no checkpoint of %s in the store holds the state of host %s "
+                     "(%u checkpoints)", what, uuid, host_name[h], gens->len);
+        g_usleep(200 * 1000);
+    }
+}
+
+/* ... of any generation. */
+static uint64_t
+wait_ckpt_of(int h, const char *uuid, const char *what)
+{
+    return wait_ckpt_after(h, uuid, 0, what);
+}
+
+/* The newest checkpoint's generation of @uuid (0: none). */
+static uint64_t
+newest(const char *uuid)
+{
+    g_autoptr(GArray) gens = ckpts(uuid);
+
+    return gens->len ? g_array_index(gens, uint64_t, 0) : 0;
+}
+
+/* power_off on @h and the checkpoint it forces; its generation. */
+static uint64_t
+off_ckpt(int h, const inst *i, const char *what)
+{
+    uint64_t before = newest(i->uuid);
+
+    power(h, i, false);
+    return wait_ckpt_after(h, i->uuid, before, what);
+}
+
+static gsize
+bytes_differing(GBytes *a, GBytes *b)
+{
+    gsize la, lb, n = 0;
+    const guint8 *pa = g_bytes_get_data(a, &la), *pb = g_bytes_get_data(b, &lb);
+
+    for (gsize i = 0; i < MIN(la, lb); i++)
+        n += pa[i] != pb[i];
+    return n + (la > lb ? la - lb : lb - la);
+}
+
+/* Flip a byte of the state file inside a stored checkpoint: its checksum
+ * no longer matches. */
+static void
+damage(const char *uuid, uint64_t gen)
+{
+    g_autofree char *path = ckpt_path(uuid, gen);
+    g_autoptr(GBytes) b = read_bytes(path);
+    gsize len;
+    const guint8 *d = g_bytes_get_data(b, &len);
+    guint8 c;
+    int fd;
+
+    /* The state file's data ends right before the two end blocks. */
+    c = d[len - 1024 - 512 + 7] ^ 0x20;
+    fd = open(path, O_WRONLY);
+    if (fd < 0 || pwrite(fd, &c, 1, (off_t)(len - 1024 - 512 + 7)) != 1)
+        fail_msg("damaging %s: %s", path, g_strerror(errno));
+    close(fd);
+}
+
+static double
+prom_value(int h, const char *series)
+{
+    g_autofree char *p = prom(h);
+    double v = -1;
+
+    vt_prom_value(p, series, &v);
+    return v;
+}
+
+static void
+wait_prom(int h, const char *series, double min, const char *what)
+{
+    g_autofree char *p = prom(h);
+    double v = -1;
+
+    if (!vt_prom_wait(p, series, min, WAIT_MS, &v))
+        fail_msg("%s: %s of host %s should reach %g, is %g", what, series, host_name[h], min, v);
+}
+
+static void
+wait_log(int h, const char *a, const char *b, const char *what)
+{
+    const char *needles[] = { a, b, NULL };
+
+    if (!vt_vtpmd_wait_log(dmn[h], needles, WAIT_MS))
+        fail_msg("%s: the log of host %s's vtpmd has no line with \"%s\"%s%s%s", what,
+                 host_name[h], a, b ? " and \"" : "", b ? b : "", b ? "\"" : "");
+}
+
+static void
+wait_gone(const char *path, const char *what)
+{
+    gint64 end = g_get_monotonic_time() + (gint64)WAIT_MS * 1000;
+
+    while (exists(path)) {
+        if (g_get_monotonic_time() > end)
+            fail_msg("%s: %s should be gone", what, path);
+        g_usleep(200 * 1000);
+    }
+}
+
+/* ---- fixtures ---------------------------------------------------------------------------- */
+
+static char *
+make_key(void)
+{
+    char *path = g_build_filename(vt_env("VT_ROOT"), "evacuate-deployment.key", NULL);
+    guint8 k[32];
+    g_autoptr(GError) gerr = NULL;
+
+    for (size_t i = 0; i < sizeof(k); i++)
+        k[i] = (guint8)g_random_int();
+    if (!g_file_set_contents_full(path, (const char *)k, sizeof(k), G_FILE_SET_CONTENTS_CONSISTENT,
+                                  0600, &gerr))
+        fail_msg("writing %s: %s", path, gerr->message);
+    return path;
+}
+
+static int
+group_setup(void **state)
+{
+    for (int h = 0; h < NHOSTS; h++) {
+        g_autofree char *var = g_strdup_printf("VT_HOST_%c_ADDR", 'A' + h);
+
+        host_addr[h] = vt_env(var);
+    }
+    dkey = make_key();
+    return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+    vt_client_drop();
+    g_free(dkey);
+    return 0;
+}
+
+/* Every test starts with both vtpmds up (the default config) and both
+ * libvirtds alive. */
+static int
+test_setup(void **state)
+{
+    for (int h = 0; h < NVTPMD; h++) {
+        if (kill(vt_host_libvirtd_pid(host_name[h]), 0) < 0)
+            vt_libvirtd_restart(host_name[h]);
+        if (dmn[h] && !vt_vtpmd_running(dmn[h]))
+            g_clear_pointer(&dmn[h], vt_vtpmd_free);
+        if (!dmn[h])
+            host_start(h, 2, true);
+    }
+    return 0;
+}
+
+static int
+test_teardown(void **state)
+{
+    for (int h = 0; h < NVTPMD; h++) {
+        if (kill(vt_host_libvirtd_pid(host_name[h]), 0) < 0)
+            vt_libvirtd_restart(host_name[h]);
+        vt_virsh_cleanup(host_name[h]);
+        host_stop(h);
+    }
+    return 0;
+}
+
+/* ---- 1. checkpoint timing, keep count, destroy ----------------------------------------------- */
+
+/* After spawn and power_off (forced), at the interval for a state that
+ * changed while the guest ran (no operation), never for a state that did
+ * not; the newest two kept; the metrics count them and say their age;
+ * destroy removes them and the ownership record. */
+static void
+test_checkpoints(void **state)
+{
+    g_auto(inst) i = { 0 };
+    g_autofree char *age = NULL;
+    g_autofree char *owner = NULL;
+    uint64_t g_spawn, g_off, g_run;
+
+    inst_init(&i, "user", false);
+    age = g_strdup_printf("vtpmd_checkpoint_age_seconds{instance=\"%s\"}", i.uuid);
+    spawn(A, &i, true);
+    g_spawn = wait_ckpt_of(A, i.uuid, "after spawn");
+    owner = owner_of(i.uuid);
+    if (g_strcmp0(owner, host_addr[A]) != 0)
+        fail_msg("after spawn: the ownership record should name host a (%s), names %s",
+                 host_addr[A], owner ? owner : "nobody");
+    /* Forced after power_off, whether the state moved or not. */
+    power(A, &i, false);
+    g_off = wait_ckpt_after(A, i.uuid, g_spawn, "after power_off");
+    print_message("checkpoints: generation %" G_GUINT64_FORMAT " after spawn, %" G_GUINT64_FORMAT
+                  " after power_off\n", g_spawn, g_off);
+
+    /* Unchanged: four intervals, no new checkpoint. */
+    g_usleep(4 * G_USEC_PER_SEC);
+    {
+        g_autoptr(GArray) gens = ckpts(i.uuid);
+
+        if (g_array_index(gens, uint64_t, 0) != g_off)
+            fail_msg("a state that did not change got a new checkpoint (%" G_GUINT64_FORMAT
+                     " after %" G_GUINT64_FORMAT ")", g_array_index(gens, uint64_t, 0), g_off);
+    }
+    /* power_on takes no checkpoint; the firmware changes the state, and
+     * the interval catches it. */
+    power(A, &i, true);
+    assert_dom_state(A, i.uuid, "running", "power_on");
+    g_run = wait_ckpt_after(A, i.uuid, g_off, "while the guest runs");
+    for (int k = 0; k < 2; k++) {
+        power(A, &i, false);
+        g_run = wait_ckpt_after(A, i.uuid, g_run, "power cycle");
+        power(A, &i, true);
+    }
+    {
+        g_autoptr(GArray) gens = ckpts(i.uuid);
+
+        if (gens->len != 2)
+            fail_msg("[store] checkpoint_keep = 2, the store holds %u checkpoints of %s",
+                     gens->len, i.uuid);
+    }
+    wait_prom(A, "vtpmd_checkpoints_total{outcome=\"ok\"}", 5, "metrics");
+    if (prom_value(A, age) < 0)
+        fail_msg("metrics: %s is missing", age);
+    print_message("metrics: %g checkpoints, age %g s\n",
+                  prom_value(A, "vtpmd_checkpoints_total{outcome=\"ok\"}"), prom_value(A, age));
+
+    destroy(A, &i);
+    {
+        g_autoptr(GArray) gens = ckpts(i.uuid);
+        g_autoptr(GArray) owners = store_gens(i.uuid, ".owner-", "");
+
+        if (gens->len || owners->len)
+            fail_msg("destroy: %u checkpoints and %u ownership records of %s are left in the "
+                     "store", gens->len, owners->len, i.uuid);
+    }
+    {
+        g_autofree char *p = prom(A);
+        double v = 0;
+        gint64 end = g_get_monotonic_time() + (gint64)WAIT_MS * 1000;
+
+        while (vt_prom_value(p, age, &v) && g_get_monotonic_time() < end)
+            g_usleep(200 * 1000);
+        if (vt_prom_value(p, age, &v))
+            fail_msg("destroy: %s is still written", age);
+    }
+}
+
+/* ---- 2. the store down ------------------------------------------------------------------- */
+
+/* The store's libvirtd dies: the instance is not disturbed (power_off
+ * and power_on answer ok), the checkpoint fails, is counted and logged,
+ * and is made once the store is back; a destroy meanwhile succeeds, and
+ * its checkpoints go once the store is back. */
+static void
+test_store_down(void **state)
+{
+    g_auto(inst) i = { 0 };
+    g_auto(inst) j = { 0 };
+    g_autofree char *drop = NULL;
+    double failed0;
+
+    inst_init(&i, "user", false);
+    inst_init(&j, "user", false);
+    spawn(A, &i, false);
+    power(A, &i, true);
+    spawn(A, &j, true);
+    wait_ckpt_of(A, i.uuid, "before the store goes");
+    wait_ckpt_of(A, j.uuid, "before the store goes");
+    failed0 = prom_value(A, "vtpmd_checkpoints_total{outcome=\"failed\"}");
+
+    vt_libvirtd_kill(host_name[C]);
+    power(A, &i, false);
+    assert_dom_state(A, i.uuid, "shut off", "power_off with the store down");
+    wait_prom(A, "vtpmd_checkpoints_total{outcome=\"failed\"}", failed0 + 1,
+              "a checkpoint with the store down");
+    wait_log(A, "checkpoint of instance", i.uuid, "a checkpoint with the store down");
+    power(A, &i, true);
+    assert_dom_state(A, i.uuid, "running", "power_on with the store down");
+    power(A, &i, false);
+    /* destroy answers ok; the checkpoints wait for the store. */
+    destroy(A, &j);
+    drop = hpath(A, "var/lib/vtpmd/kept/checkpoint-drops/%s", j.uuid);
+    if (!exists(drop))
+        fail_msg("destroy with the store down: no note %s to remove the checkpoints later", drop);
+
+    vt_libvirtd_restart(host_name[C]);
+    wait_ckpt_of(A, i.uuid, "once the store is back");
+    wait_log(A, "checkpoints of instance", "work again", "once the store is back");
+    wait_gone(drop, "once the store is back");
+    {
+        g_autoptr(GArray) gens = ckpts(j.uuid);
+
+        if (gens->len)
+            fail_msg("once the store is back: %u checkpoints of the destroyed %s are left",
+                     gens->len, j.uuid);
+    }
+    destroy(A, &i);
+}
+
+/* ---- 3. refused while the old host lives; fenced ------------------------------------------ */
+
+/* Refused, for good, while a's vtpmd answers, and while a's libvirt runs
+ * the domain; allowed with fenced: true.  a's vtpmd, back with the guest
+ * still running there, fences its copy but leaves it running; once it is
+ * stopped, a removes it (b runs the instance: confirmed). */
+static void
+test_evacuate_refused(void **state)
+{
+    g_auto(inst) i = { 0 };
+    g_autofree char *sd_a = NULL;
+
+    inst_init(&i, "user", false);
+    sd_a = state_dir(A, i.uuid);
+    spawn(A, &i, true);
+    wait_ckpt_of(A, i.uuid, "after spawn");
+    expect_fault(evacuate(B, &i, A, NULL), VTPM_FAULT_INSTANCE_CONFLICT, "its vtpmd answers",
+                 true, "evacuate while a's vtpmd answers");
+    vt_vtpmd_kill(dmn[A]);
+    g_clear_pointer(&dmn[A], vt_vtpmd_free);
+    expect_fault(evacuate(B, &i, A, NULL), VTPM_FAULT_INSTANCE_CONFLICT,
+                 "its libvirt runs the domain", true, "evacuate while a's libvirt runs it");
+    assert_dom_state(B, i.uuid, "(no domain)", "the refused evacuations");
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true}",
+                                                       spec(&i), host_addr[A]),
+                                   "evacuate, fenced");
+
+        res_str(r, "vtpm_state", "restored", "evacuate, fenced");
+    }
+    assert_dom_state(B, i.uuid, "running", "evacuate, fenced");
+
+    host_start(A, 2, true);
+    wait_log(A, "runs here although it was evacuated", i.uuid, "a comes back, guest running");
+    assert_dom_state(A, i.uuid, "running", "a's stale guest, still running");
+    {
+        g_autofree char *n = g_strdup_printf("instance-%s", i.uuid);
+
+        if (vt_virsh(host_name[A], NULL, "destroy", n, NULL) != 0)
+            fail_msg("virsh destroy %s on host a failed", n);
+    }
+    wait_gone(sd_a, "a's stale copy, once stopped");
+    wait_log(A, "its stale domain and TPM state are removed", i.uuid, "a's stale copy");
+    assert_dom_state(A, i.uuid, "(no domain)", "a's stale copy, once stopped");
+    assert_dom_state(B, i.uuid, "running", "the evacuated instance");
+    destroy(B, &i);
+}
+
+/* ---- 4. a dead host --------------------------------------------------------------------- */
+
+/* Host a dies; evacuate on b restores the newest checkpoint (the same
+ * TPM), says when it was taken, and makes b the owner; the same request
+ * again answers the same.  a comes back: its vtpmd removes its stale
+ * domain, state and generation record before serving. */
+static void
+test_evacuate_dead_host(void **state)
+{
+    g_auto(inst) i = { 0 };
+    g_autofree char *sd_a = NULL, *gen_a = NULL, *owner = NULL;
+    g_autoptr(GBytes) ck = NULL;
+    const char *uuids[2] = { NULL, NULL };
+    uint64_t g_last, got;
+    gint64 t0;
+
+    inst_init(&i, "user", false);
+    uuids[0] = i.uuid;
+    sd_a = state_dir(A, i.uuid);
+    gen_a = hpath(A, "var/lib/vtpmd/kept/generations/%s", i.uuid);
+    spawn(A, &i, true);
+    g_last = off_ckpt(A, &i, "power_off");
+    power(A, &i, true);
+    wait_ckpt_after(A, i.uuid, g_last, "the guest runs");
+    g_last = off_ckpt(A, &i, "power_off");
+    ck = ckpt_state(i.uuid, g_last);
+
+    host_die(A, uuids);
+    t0 = g_get_monotonic_time();
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s'}",
+                                                       spec(&i), host_addr[A]),
+                                   "evacuate from the dead host a");
+        uint64_t taken, age;
+
+        print_message("evacuate from a dead host: %.1f s (a's vtpmd is asked for %d s)\n",
+                      (g_get_monotonic_time() - t0) / 1e6, 5);
+        res_str(r, "vtpm_state", "restored", "evacuate");
+        res_str(r, "vtpm.version", "2.0", "evacuate");
+        res_str(r, "checkpoint.host", host_addr[A], "evacuate");
+        got = res_uint(r, "checkpoint.generation", "evacuate");
+        taken = res_uint(r, "checkpoint.taken_at", "evacuate");
+        age = res_uint(r, "checkpoint.age_s", "evacuate");
+        if (got != g_last)
+            fail_msg("evacuate restored generation %" G_GUINT64_FORMAT ", the newest is %"
+                     G_GUINT64_FORMAT, got, g_last);
+        if (taken == 0 || taken > (uint64_t)(g_get_real_time() / G_USEC_PER_SEC) ||
+            taken + age > (uint64_t)(g_get_real_time() / G_USEC_PER_SEC) + 1)
+            fail_msg("evacuate: taken_at %" G_GUINT64_FORMAT " and age_s %" G_GUINT64_FORMAT
+                     " do not fit now", taken, age);
+    }
+    assert_dom_state(B, i.uuid, "running", "evacuate");
+    if (manufactured(B, i.uuid) != 0)
+        fail_msg("evacuate: swtpm_setup manufactured a TPM on b instead of restoring one");
+    owner = owner_of(i.uuid);
+    if (g_strcmp0(owner, host_addr[B]) != 0)
+        fail_msg("evacuate: the ownership record should name b (%s), names %s", host_addr[B],
+                 owner ? owner : "nobody");
+    {
+        /* A redelivery (same spec, same old host) answers the same. */
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s'}",
+                                                       spec(&i), host_addr[A]),
+                                   "evacuate again");
+
+        res_str(r, "vtpm_state", "restored", "evacuate again");
+        if (res_uint(r, "checkpoint.generation", "evacuate again") != g_last)
+            fail_msg("evacuate again: another checkpoint");
+    }
+    power(B, &i, false);
+    {
+        g_autofree char *sf = state_file(B, i.uuid);
+        g_autoptr(GBytes) now = read_bytes(sf);
+        gsize d = bytes_differing(ck, now);
+
+        if (d > SAME_TPM_MAX_DIFF)
+            fail_msg("evacuate: b's TPM differs from the checkpoint in %zu bytes: not the same "
+                     "TPM", d);
+        print_message("evacuate: b's TPM differs from the checkpoint in %zu bytes\n", d);
+    }
+
+    vt_libvirtd_restart(host_name[A]);
+    host_start(A, 2, true);
+    wait_log(A, "its stale domain and TPM state are removed", i.uuid, "a comes back");
+    assert_dom_state(A, i.uuid, "(no domain)", "a comes back");
+    if (exists(sd_a) || exists(gen_a))
+        fail_msg("a comes back: %s or %s is left", sd_a, gen_a);
+    destroy(B, &i);
+    {
+        g_autoptr(GArray) gens = ckpts(i.uuid);
+
+        if (gens->len)
+            fail_msg("destroy on b: %u checkpoints left", gens->len);
+    }
+}
+
+/* ---- 5. fallback, no checkpoint, none that verifies, fresh: true ------------------------- */
+
+static void
+test_evacuate_fallback_fresh(void **state)
+{
+    g_auto(inst) i = { 0 }; /* newest checkpoint damaged */
+    g_auto(inst) j = { 0 }; /* never started: no checkpoint */
+    g_auto(inst) k = { 0 }; /* its only checkpoint damaged */
+    g_auto(inst) l = { 0 }; /* fresh: true */
+    g_autofree char *none_of = NULL;
+    const char *uuids[5] = { NULL };
+    uint64_t prev;
+
+    inst_init(&i, "user", false);
+    inst_init(&j, "user", false);
+    inst_init(&k, "user", false);
+    inst_init(&l, "user", false);
+    uuids[0] = i.uuid, uuids[1] = j.uuid, uuids[2] = k.uuid, uuids[3] = l.uuid;
+    spawn(A, &i, true);
+    off_ckpt(A, &i, "i: power_off");
+    power(A, &i, true);
+    off_ckpt(A, &i, "i: power_off again");
+    spawn(A, &j, false);
+    spawn(A, &k, true);
+    off_ckpt(A, &k, "k: power_off");
+    spawn(A, &l, true);
+    off_ckpt(A, &l, "l: power_off");
+    {
+        g_autoptr(GArray) gi = ckpts(i.uuid);
+        g_autoptr(GArray) gk = ckpts(k.uuid);
+        g_autoptr(GArray) gj = ckpts(j.uuid);
+
+        assert_int_equal(gi->len, 2);
+        assert_true(gk->len >= 1);
+        assert_int_equal(gj->len, 0);
+        prev = g_array_index(gi, uint64_t, 1);
+        damage(i.uuid, g_array_index(gi, uint64_t, 0));
+        for (guint n = 0; n < gk->len; n++)
+            damage(k.uuid, g_array_index(gk, uint64_t, n));
+        none_of = g_strdup_printf("none of the %u checkpoints", gk->len);
+    }
+    host_die(A, uuids);
+
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true}",
+                                                       spec(&i), host_addr[A]),
+                                   "i: newest damaged");
+
+        res_str(r, "vtpm_state", "restored", "i: newest damaged");
+        if (res_uint(r, "checkpoint.generation", "i") != prev)
+            fail_msg("i: the checkpoint before the damaged one (%" G_GUINT64_FORMAT
+                     ") should be restored", prev);
+        wait_log(B, "checkpoints passed over", i.uuid, "i: newest damaged");
+    }
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true}",
+                                                       spec(&j), host_addr[A]),
+                                   "j: no checkpoint");
+
+        res_str(r, "vtpm_state", "fresh", "j: no checkpoint");
+        res_nil(r, "checkpoint", "j: no checkpoint");
+        if (manufactured(B, j.uuid) != 1)
+            fail_msg("j: a fresh TPM should be manufactured once on b, %u times",
+                     manufactured(B, j.uuid));
+    }
+    expect_fault(evacuate(B, &k, A, ", 'fenced': true"), VTPM_FAULT_STATE_INTEGRITY, none_of,
+                 false, "k: no checkpoint verifies");
+    assert_dom_state(B, k.uuid, "(no domain)", "k: refused");
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true, 'fresh': true}",
+                                                       spec(&k), host_addr[A]),
+                                   "k: fresh: true");
+
+        res_str(r, "vtpm_state", "fresh", "k: fresh: true");
+    }
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true, 'fresh': true}",
+                                                       spec(&l), host_addr[A]),
+                                   "l: fresh: true");
+
+        res_str(r, "vtpm_state", "fresh", "l: fresh: true");
+        res_nil(r, "checkpoint", "l: fresh: true");
+        if (manufactured(B, l.uuid) != 1)
+            fail_msg("l: fresh: true must give a new TPM");
+    }
+
+    vt_libvirtd_restart(host_name[A]);
+    host_start(A, 2, true);
+    for (size_t n = 0; uuids[n]; n++) {
+        g_autofree char *sd = state_dir(A, uuids[n]);
+
+        wait_log(A, "its stale domain and TPM state are removed", uuids[n], "a comes back");
+        assert_dom_state(A, uuids[n], "(no domain)", "a comes back");
+        if (exists(sd))
+            fail_msg("a comes back: %s is left", sd);
+    }
+    destroy(B, &i);
+    destroy(B, &j);
+    destroy(B, &k);
+    destroy(B, &l);
+}
+
+/* ---- 6. key custody ------------------------------------------------------------------------ */
+
+/* The value of host @h's libvirt secret @uuid as libvirt stores it on
+ * disk (the host may be dead: its files are still there). */
+static GBytes *
+secret_on_disk(int h, const char *uuid)
+{
+    g_autofree char *path = hpath(h, "etc/libvirt/secrets/%s.base64", uuid);
+    g_autofree char *text = NULL;
+    guchar *raw;
+    gsize n = 0;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        fail_msg("no libvirt secret %s on host %s", uuid, host_name[h]);
+    raw = g_base64_decode(g_strstrip(text), &n);
+    return g_bytes_new_take(raw, n);
+}
+
+/* user: the caller's secret, required, and a wrong one opens nothing;
+ * host: the key from the checkpoint, wrapped under the deployment key by
+ * a host that has one, refused with a clear fault when the host that
+ * took it had none; deployment: from any host with the key. */
+static void
+test_evacuate_custody(void **state)
+{
+    g_auto(inst) u = { 0 };
+    g_auto(inst) h1 = { 0 };
+    g_auto(inst) d = { 0 };
+    g_auto(inst) h2 = { 0 };
+    g_autoptr(GBytes) u_secret = NULL;
+    g_autoptr(GBytes) u_before = NULL;
+    g_autoptr(GBytes) h1_key = NULL;
+    g_autofree char *wrong = g_base64_encode((const guchar *)"not-the-secret", 14);
+    const char *uuids[5] = { NULL };
+
+    inst_init(&u, "user", true);
+    inst_init(&h1, "host", false);
+    inst_init(&d, "deployment", false);
+    inst_init(&h2, "host", false);
+    uuids[0] = u.uuid, uuids[1] = h1.uuid, uuids[2] = d.uuid, uuids[3] = h2.uuid;
+    {
+        gsize n = 0;
+        guchar *raw = g_base64_decode(u.secret, &n);
+
+        u_secret = g_bytes_new_take(raw, n);
+    }
+    spawn(A, &u, true);
+    spawn(A, &h1, true);
+    spawn(A, &d, true);
+    off_ckpt(A, &u, "user: power_off");
+    off_ckpt(A, &h1, "host: power_off");
+    off_ckpt(A, &d, "deployment: power_off");
+    /* A host without the deployment key: its host-mode checkpoints carry
+     * no copy of the key. */
+    host_stop(A);
+    host_start(A, 2, false);
+    spawn(A, &h2, true);
+    off_ckpt(A, &h2, "host, no deployment key: power_off");
+    {
+        g_autofree char *sd = state_dir(A, u.uuid);
+
+        u_before = vt_tpm_plaintext(sd, u_secret);
+        if (!u_before)
+            fail_msg("user: the caller's secret does not open a's state");
+    }
+    h1_key = secret_on_disk(A, h1.uuid);
+    host_die(A, uuids);
+
+    expect_fault(evacuate_with(B, &u, A, ", 'fenced': true", NULL), VTPM_FAULT_SECRET_REQUIRED,
+                 "args.instance.vtpm.secret is required to evacuate it", false, "user, no secret");
+    expect_fault(evacuate_with(B, &u, A, ", 'fenced': true", wrong), VTPM_FAULT_SECRET_INVALID,
+                 "does not decrypt", false, "user, a wrong secret");
+    assert_dom_state(B, u.uuid, "shut off", "user, a wrong secret: defined, not started");
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true}",
+                                                       spec(&u), host_addr[A]),
+                                   "user, the secret");
+        g_autofree char *sd = state_dir(B, u.uuid);
+        g_autoptr(GBytes) after = NULL;
+
+        res_str(r, "vtpm_state", "restored", "user, the secret");
+        assert_dom_state(B, u.uuid, "running", "user, the secret");
+        power(B, &u, false);
+        after = vt_tpm_plaintext(sd, u_secret);
+        if (!after || bytes_differing(u_before, after) > SAME_TPM_MAX_DIFF)
+            fail_msg("user: b's TPM, opened with the caller's secret, is not a's TPM");
+    }
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true}",
+                                                       spec(&h1), host_addr[A]),
+                                   "host, deployment key");
+        g_autoptr(GBytes) key_b = vt_host_secret_value(host_name[B], h1.uuid);
+
+        res_str(r, "vtpm_state", "restored", "host, deployment key");
+        assert_dom_state(B, h1.uuid, "running", "host, deployment key");
+        if (!g_bytes_equal(key_b, h1_key))
+            fail_msg("host: b's libvirt secret of %s is not the key a held", h1.uuid);
+    }
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true}",
+                                                       spec(&d), host_addr[A]),
+                                   "deployment");
+
+        res_str(r, "vtpm_state", "restored", "deployment");
+        assert_dom_state(B, d.uuid, "running", "deployment");
+    }
+    expect_fault(evacuate(B, &h2, A, ", 'fenced': true"), VTPM_FAULT_SECRET_REQUIRED,
+                 "deployment_key_file", false, "host, no deployment key");
+    assert_dom_state(B, h2.uuid, "(no domain)", "host, no deployment key: refused");
+    {
+        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
+                                                       "'fenced': true, 'fresh': true}",
+                                                       spec(&h2), host_addr[A]),
+                                   "host, no deployment key, fresh");
+
+        res_str(r, "vtpm_state", "fresh", "host, no deployment key, fresh");
+    }
+
+    vt_libvirtd_restart(host_name[A]);
+    host_start(A, 2, true);
+    for (size_t n = 0; uuids[n]; n++) {
+        wait_log(A, "its stale domain and TPM state are removed", uuids[n], "a comes back");
+        assert_dom_state(A, uuids[n], "(no domain)", "a comes back");
+    }
+    destroy(B, &u);
+    destroy(B, &h1);
+    destroy(B, &d);
+    destroy(B, &h2);
+}
+
+/* ---- 7. no torn checkpoint ------------------------------------------------------------- */
+
+/* A TPM whose NV index is written in a loop (tpm2_nvwrite against a swtpm
+ * on the instance's state dir, the way the guest's writes reach it) while
+ * vtpmd checkpoints it, as fast as power_off can ask plus every second:
+ * every checkpoint taken is a whole TPM state, which a swtpm loads and
+ * whose NV index holds one of the values written. */
+static const char writer_sh[] =
+    "set -u\n"
+    "d=$1 port=$2 stop=$3 out=$4\n"
+    "swtpm socket --tpm2 --tpmstate dir=$d --server type=tcp,port=$port "
+    "  --ctrl type=tcp,port=$((port + 1)) --flags not-need-init,startup-clear "
+    "  --pid file=$out.pid --log file=$out.swtpm.log --daemon || exit 3\n"
+    "export TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=$port\n"
+    "for i in $(seq 100); do tpm2_getrandom 4 > /dev/null 2>&1 && break; sleep 0.1; done\n"
+    "tpm2_nvdefine 0x1500016 -C o -s 8 -a 'ownerread|ownerwrite|authread|authwrite' "
+    "  > /dev/null || exit 4\n"
+    "n=0\n"
+    "while [ ! -e $stop ]; do\n"
+    "  n=$((n + 1)); printf '%08d' $n > $out.v\n"
+    "  tpm2_nvwrite 0x1500016 -C o -i $out.v || exit 5\n"
+    "done\n"
+    "echo $n > $out.count\n"
+    "swtpm_ioctl --tcp 127.0.0.1:$((port + 1)) -s\n";
+
+/* Load @state (a tpm2-00.permall) into a swtpm of its own: "none" when the
+ * index was not defined yet, the value read, or "FAIL ...". */
+static const char reader_sh[] =
+    "set -u\n"
+    "d=$1 port=$2\n"
+    "swtpm socket --tpm2 --tpmstate dir=$d --server type=tcp,port=$port "
+    "  --ctrl type=tcp,port=$((port + 1)) --flags not-need-init,startup-clear "
+    "  --pid file=$d/pid --log file=$d/log --daemon || { echo FAIL swtpm; exit 0; }\n"
+    "export TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=$port\n"
+    "ok=\n"
+    "for i in $(seq 100); do tpm2_getrandom 4 > /dev/null 2>&1 && ok=1 && break; sleep 0.1; done\n"
+    "if [ -z \"$ok\" ]; then echo FAIL load; tail -3 $d/log; "
+    "elif ! tpm2_getcap handles-nv-index | grep -qi 0x1500016; then echo none; "
+    "else tpm2_nvread 0x1500016 -C o -s 8 2>&1 || echo FAIL read; fi\n"
+    "swtpm_ioctl --tcp 127.0.0.1:$((port + 1)) -s > /dev/null 2>&1\n";
+
+static char *
+run_sh(const char *script, const char *const *argv_tail, int *status)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    g_autoptr(GError) gerr = NULL;
+    char *out = NULL;
+
+    g_ptr_array_add(argv, (char *)"bash");
+    g_ptr_array_add(argv, (char *)"-c");
+    g_ptr_array_add(argv, (char *)script);
+    g_ptr_array_add(argv, (char *)"sh");
+    for (size_t k = 0; argv_tail[k]; k++)
+        g_ptr_array_add(argv, (char *)argv_tail[k]);
+    g_ptr_array_add(argv, NULL);
+    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out,
+                      NULL, status, &gerr))
+        fail_msg("bash: %s", gerr->message);
+    return out;
+}
+
+static int
+free_port(void)
+{
+    /* A port pair nobody else's swtpm takes at the same time: by pid. */
+    return 30000 + (int)(getpid() % 10000) * 2;
+}
+
+static void
+test_torn_write(void **state)
+{
+    g_auto(inst) i = { 0 };
+    g_autofree char *tpm2 = NULL, *stop = NULL, *out = NULL, *port = NULL, *count = NULL;
+    g_autoptr(GArray) gens = NULL;
+    GPid writer = 0;
+    unsigned calls = 0, valued = 0;
+
+    if (!g_find_program_in_path("tpm2_nvwrite"))
+        fail_msg("tpm2-tools (tpm2_nvwrite) is needed to write the TPM's NV in a loop");
+    host_stop(A);
+    host_start(A, 100, true);
+    inst_init(&i, "user", false);
+    spawn(A, &i, true);
+    off_ckpt(A, &i, "power_off");
+    tpm2 = hpath(A, "var/lib/libvirt/swtpm/%s/tpm2", i.uuid);
+    stop = g_strdup_printf("%s/torn-stop", vt_env("VT_ROOT"));
+    out = g_strdup_printf("%s/torn", vt_env("VT_ROOT"));
+    port = g_strdup_printf("%d", free_port());
+    unlink(stop);
+    {
+        const char *argv[] = { "bash", "-c", writer_sh, "sh", tpm2, port, stop, out, NULL };
+        g_autoptr(GError) gerr = NULL;
+
+        if (!g_spawn_async(NULL, (char **)argv, NULL,
+                           G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &writer,
+                           &gerr))
+            fail_msg("starting the NV writer: %s", gerr->message);
+    }
+    /* 20 s of writes; meanwhile a checkpoint forced as often as power_off
+     * answers, besides those of the interval. */
+    {
+        gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+
+        while (g_get_monotonic_time() < end) {
+            power(A, &i, false);
+            calls++;
+        }
+    }
+    g_file_set_contents(stop, "", 0, NULL);
+    {
+        int status = 0;
+
+        if (waitpid(writer, &status, 0) != writer || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0)
+            fail_msg("the NV writer failed (status %d); see %s.swtpm.log", status, out);
+        g_spawn_close_pid(writer);
+    }
+    count = g_strdup_printf("%s.count", out);
+    {
+        g_autofree char *n = NULL;
+
+        g_file_get_contents(count, &n, NULL, NULL);
+        print_message("torn writes: %s NV writes, %u power_off calls\n", n ? g_strstrip(n) : "?",
+                      calls);
+    }
+    /* Let the last uploads land (no new checkpoint for three intervals),
+     * then load every checkpoint. */
+    for (uint64_t last = 0, now = newest(i.uuid); now != last; now = newest(i.uuid)) {
+        last = now;
+        g_usleep(3 * G_USEC_PER_SEC);
+    }
+    gens = ckpts(i.uuid);
+    if (gens->len < 10)
+        fail_msg("only %u checkpoints were taken while the TPM was written", gens->len);
+    for (guint g = 0; g < gens->len; g++) {
+        g_autoptr(GBytes) st = ckpt_state(i.uuid, g_array_index(gens, uint64_t, g));
+        g_autofree char *dir = g_dir_make_tmp("test_evacuate-torn-XXXXXX", NULL);
+        g_autofree char *file = g_build_filename(dir, "tpm2-00.permall", NULL);
+        g_autofree char *res = NULL, *rm = g_strdup_printf("rm -rf '%s'", dir);
+        const char *argv[] = { dir, port, NULL };
+        int status = 0;
+
+        if (!st)
+            continue; /* pruned meanwhile */
+        g_file_set_contents(file, g_bytes_get_data(st, NULL), (gssize)g_bytes_get_size(st), NULL);
+        res = g_strstrip(run_sh(reader_sh, argv, &status));
+        g_spawn_command_line_sync(rm, NULL, NULL, NULL, NULL);
+        if (g_str_has_prefix(res, "FAIL") ||
+            (strcmp(res, "none") != 0 && (strlen(res) != 8 || strspn(res, "0123456789") != 8)))
+            fail_msg("checkpoint %" G_GUINT64_FORMAT " does not load as a whole TPM: %s",
+                     g_array_index(gens, uint64_t, g), res);
+        valued += strcmp(res, "none") != 0;
+    }
+    print_message("torn writes: %u checkpoints, each loads; %u hold a value written\n",
+                  gens->len, valued);
+    if (valued < gens->len / 2)
+        fail_msg("only %u of %u checkpoints were taken while the NV index was written", valued,
+                 gens->len);
+    destroy(A, &i);
+}
+
+/* ---- 8. generation records pruned against the ownership records ----------------------- */
+
+/* A migration source keeps the instance's generation record after the
+ * confirm; once the ownership record names the destination at a newer
+ * generation, a's vtpmd drops it at its start, and a migration back is
+ * judged by the ownership record, which lets it through. */
+static void
+test_prune_generations(void **state)
+{
+    g_auto(inst) i = { 0 };
+    g_autofree char *gen_a = NULL, *fl = NULL, *s = NULL, *owner = NULL;
+
+    inst_init(&i, "user", false);
+    gen_a = hpath(A, "var/lib/vtpmd/kept/generations/%s", i.uuid);
+    fl = flavor_of(&i);
+    s = spec(&i);
+    spawn(A, &i, true);
+    ok_free(A, "migrate_disk_and_power_off",
+            args("{'instance': %s, 'dest_host': '%s'}", s, host_addr[B]), "migrate a -> b");
+    ok_free(B, "finish_migration", args("{'instance': %s, 'old_flavor': %s}", s, fl),
+            "finish_migration on b");
+    ok_free(A, "confirm_migration", args("{'instance': {'uuid': '%s'}}", i.uuid),
+            "confirm_migration on a");
+    wait_ckpt_of(B, i.uuid, "b checkpoints the migrated TPM");
+    owner = owner_of(i.uuid);
+    if (g_strcmp0(owner, host_addr[B]) != 0)
+        fail_msg("after the migration the ownership record should name b, names %s",
+                 owner ? owner : "nobody");
+    if (!exists(gen_a))
+        fail_msg("the migration source should still keep %s", gen_a);
+    host_stop(A);
+    host_start(A, 2, true);
+    wait_log(A, "dropped", "generation record", "a's start");
+    if (exists(gen_a))
+        fail_msg("a's start should have dropped %s: the ownership record guards it now", gen_a);
+    ok_free(B, "migrate_disk_and_power_off",
+            args("{'instance': %s, 'dest_host': '%s'}", s, host_addr[A]), "migrate b -> a");
+    {
+        g_autoptr(vt_reply) r = ok(A, "finish_migration",
+                                   args("{'instance': %s, 'old_flavor': %s}", s, fl),
+                                   "finish_migration on a, record pruned");
+
+        res_str(r, "vtpm_state", "restored", "finish_migration on a");
+    }
+    ok_free(B, "confirm_migration", args("{'instance': {'uuid': '%s'}}", i.uuid),
+            "confirm_migration on b");
+    destroy(A, &i);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_checkpoints, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_store_down, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_evacuate_refused, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_evacuate_dead_host, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_evacuate_fallback_fresh, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_evacuate_custody, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_torn_write, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_generations, test_setup, test_teardown),
+    };
+    const char *missing = NULL;
+
+    if (!vt_env_ready(&missing) || !g_getenv("VT_HOST_C_ADDR")) {
+        fprintf(stderr, "test_evacuate: %s is not set; run it through tests/integration.sh "
+                        "--net --hosts 3 (skipped)\n", missing ? missing : "VT_HOST_C_ADDR");
+        return 77;
+    }
+    if (g_getenv("VT_TEST_FILTER"))
+        cmocka_set_test_filter(g_getenv("VT_TEST_FILTER"));
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
