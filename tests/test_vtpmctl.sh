@@ -666,7 +666,7 @@ expect_comp "completion: trait values" "$V resolve -i trait:COMPUTE_SECURITY_TPM
 expect_comp "completion: --virt-type" "$V render-xml --virt-type " qemu kvm
 expect_comp "completion: the methods of call" "$V call --host compute-1 --timeout 5 " \
     get_capabilities spawn destroy power_off power_on migrate_disk_and_power_off \
-    finish_migration confirm_migration finish_revert_migration shelve unshelve rebuild
+    finish_migration confirm_migration finish_revert_migration shelve unshelve rebuild evacuate
 expect_comp "completion: nothing after the method (ARGS_JSON is free)" "$V call spawn "
 mkdir "$tmp/cfgdir" && : > "$tmp/cfgdir/vtpmd.conf"
 expect_comp "completion: --config completes file names" "$V capabilities --config $tmp/cfgdir/vt" \

@@ -122,6 +122,8 @@ REQUESTS = {
         "ref": "vtpmd-shelve/vtpm-6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f.tar", "bytes": 10240,
         "sha256": "cd" * 32}}),
     "rekey": request("rekey", {"instance": {"uuid": INST["uuid"]}, "new_secret": Bin(b"new-secret")}),
+    "evacuate": request("evacuate", {"instance": INST, "from_host": "host-a", "fresh": False,
+                                     "fenced": True}),
     "power_on-secret": request("power_on", {"instance": {"uuid": INST["uuid"],
                                                          "vtpm": {"secret": Bin(b"s")}}}),
     "finish_migration-force": request("finish_migration", {
@@ -236,6 +238,7 @@ MSGPACK_WORDS = ["v", "method", "args", "context", "request_id", "user_id", "pro
                  "extra_specs", "image", "id", "properties", "boot", "kernel", "initrd",
                  "cmdline", "disk", "vtpm", "secret", "power_on", "old_flavor", "new_flavor",
                  "keep_vtpm", "force", "new_secret", "rekey", "shelved", "ref", "vtpm_transfer", "bytes", "sha256",
+                 "from_host", "fresh", "fenced",
                  "hw:tpm_version", "hw_tpm_version", "hw:tpm_model", "hw_tpm_model",
                  "hw:tpm_secret_security", "2.0", "1.2", "tpm-crb", "tpm-tis",
                  "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"]

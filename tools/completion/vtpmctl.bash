@@ -102,7 +102,7 @@ _vtpmctl() {
             [[ -n $have_method ]] ||
                 mapfile -t reply < <(compgen -W "get_capabilities spawn destroy power_off power_on
                     migrate_disk_and_power_off finish_migration confirm_migration
-                    finish_revert_migration shelve unshelve rebuild" -- "$cur")
+                    finish_revert_migration shelve unshelve rebuild evacuate" -- "$cur")
         fi
     fi
 
