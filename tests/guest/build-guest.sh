@@ -33,6 +33,10 @@
 #            NV secret and key as "VTPM-STATE n=<loop> nv_secret=..." and
 #            "VTPM-STATE n=<loop> key_pub_sha256=...".  vtpm.ticks=N
 #            (default 600) ticks, then it reports done and powers off.
+#   second   life, then a second random NV secret at 0x1500018 (printed as
+#            second_nv_secret), then "holding" and no power-off: the
+#            evacuation suite kills the host under the running guest
+# read, persist and life also print the second secret (nv2_secret) or "none".
 #
 # The watchdog that powers off a guest whose TPM command hangs fires after
 # vtpm.watchdog=SECONDS (default 90) of the kernel command line.
@@ -124,10 +128,12 @@ guest_common() {
 # Sourced by every script.
 export TPM2TOOLS_TCTI=device:/dev/tpmrm0
 NV=0x1500016
+NV2=0x1500018
 KEY=0x81000016
 # Files' bytes as lower-case hex, no separators.
 hex() { od -An -v -tx1 "$1" | tr -d ' \n'; }
 nv_present() { tpm2_getcap handles-nv-index 2>/dev/null | grep -qi "$NV"; }
+nv2_present() { tpm2_getcap handles-nv-index 2>/dev/null | grep -qi "$NV2"; }
 key_present() { tpm2_getcap handles-persistent 2>/dev/null | grep -qi "$KEY"; }
 # Print the current NV secret and the persistent key's public sha256 (or none).
 read_state() {
@@ -148,6 +154,15 @@ read_state() {
         fi
     else
         res "key_pub_sha256=none"
+    fi
+    if nv2_present; then
+        if tpm2_nvread -C o -s 32 -o /tmp/nv2.bin "$NV2" > /dev/null; then
+            res "nv2_secret=$(hex /tmp/nv2.bin)"
+        else
+            res "nv2_secret=error"
+        fi
+    else
+        res "nv2_secret=none"
     fi
 }
 # Write a fresh secret and key (replacing old ones); print them with prefix $1.
@@ -218,8 +233,9 @@ guest_persist() {
     cat <<'EOF'
 out=$(read_state)
 echo "$out"
+# The first secret and the key only: the second one is the second script's.
 case $out in
-    *=none*) res "persist=writing"; write_state written_ ;;
+    *" nv_secret=none"* | *" key_pub_sha256=none"*) res "persist=writing"; write_state written_ ;;
     *) res "persist=kept" ;;
 esac
 EOF
@@ -311,7 +327,24 @@ done
 EOF
 }
 
-scripts="probe write read persist life uefi tick"
+guest_second() {
+    cat <<'EOF'
+. /scripts/life
+if [ -c /dev/tpmrm0 ]; then
+    head -c 32 /dev/urandom > /tmp/secret2
+    if nv2_present; then tpm2_nvundefine -C o "$NV2" || res "error=nv2undefine"; fi
+    tpm2_nvdefine -C o -s 32 -a "ownerread|ownerwrite|authread|authwrite" "$NV2" > /dev/null ||
+        res "error=nv2define"
+    tpm2_nvwrite -C o -i /tmp/secret2 "$NV2" || res "error=nv2write"
+    res "second_nv_secret=$(hex /tmp/secret2)"
+fi
+# The host is killed under the running guest (before the watchdog's 90 s).
+res "holding"
+sleep 3600
+EOF
+}
+
+scripts="probe write read persist life uefi tick second"
 
 # ---- inputs and the cache key ----------------------------------------------
 
