@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* vtpm_fs_confine: boot paths (kernel, initrd, disk) stay inside
  * [libvirt] images_dir, whatever `..` or symlinks say (docs/security.md,
- * "Security review"). */
+ * "Security review"); vtpm_fs_list_uuids. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -169,6 +169,28 @@ test_escapes_refused(void **state)
     expect_refused("/nonexistent-images", "/etc/hostname", "images directory /nonexistent-images");
 }
 
+/* vtpm_fs_list_uuids: the per-instance records under kept_dir are named
+ * by canonical UUIDs; anything else there (a temporary file of
+ * vtpm_fs_write_atomic, an upper-case or short name) is not one. */
+static void
+test_list_uuids(void **state)
+{
+    fx *f = *state;
+    g_autofree char *missing = at(f, "nope");
+    g_autoptr(GPtrArray) none = vtpm_fs_list_uuids(missing);
+    g_autoptr(GPtrArray) got = NULL;
+
+    assert_int_equal(none->len, 0);
+    touch(f, "images/6f1c7e2a-1b2c-4d5e-8f90-a1b2c3d4e5f6");
+    touch(f, "images/6F1C7E2A-1B2C-4D5E-8F90-A1B2C3D4E5F6");
+    touch(f, "images/6f1c7e2a-1b2c-4d5e-8f90-a1b2c3d4e5f6.tmp");
+    touch(f, "images/6f1c7e2a1b2c4d5e8f90a1b2c3d4e5f6");
+    touch(f, "images/.6f1c7e2a-1b2c-4d5e-8f90-a1b2c3d4e5f6");
+    got = vtpm_fs_list_uuids(f->images);
+    assert_int_equal(got->len, 1);
+    assert_string_equal(g_ptr_array_index(got, 0), "6f1c7e2a-1b2c-4d5e-8f90-a1b2c3d4e5f6");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -177,6 +199,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T(test_inside),
         T(test_escapes_refused),
+        T(test_list_uuids),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -167,3 +167,20 @@ vtpm_fs_read(const char *path, size_t max, GBytes **out, vtpm_error *err)
     *out = g_bytes_new_take(g_steal_pointer(&buf), len);
     return 0;
 }
+
+GPtrArray *
+vtpm_fs_list_uuids(const char *dir)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    const char *name;
+
+    while (d && (name = g_dir_read_name(d))) {
+        /* Canonical: the dashed form, lower case (vtpm_proto_parse_uuid's output). */
+        g_autofree char *lower = g_ascii_strdown(name, -1);
+
+        if (g_uuid_string_is_valid(name) && strcmp(lower, name) == 0)
+            g_ptr_array_add(out, g_strdup(name));
+    }
+    return out;
+}

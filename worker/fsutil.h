@@ -46,5 +46,10 @@ int vtpm_fs_write_atomic(const char *path, const void *data, size_t len, int mod
  * does not exist. */
 int vtpm_fs_read(const char *path, size_t max, GBytes **out, vtpm_error *err);
 
+/* The names in @dir that are canonical UUIDs (the per-instance records
+ * vtpmd keeps under [store] kept_dir), nothing else; empty when @dir
+ * cannot be read. */
+GPtrArray *vtpm_fs_list_uuids(const char *dir);
+
 /* fsync a directory (after a rename or unlink in it). */
 int vtpm_fs_sync_dir(const char *dir, vtpm_error *err);

@@ -640,16 +640,8 @@ GPtrArray *
 vtpm_ckpt_drops(vtpm_worker *w)
 {
     g_autofree char *dir = g_build_filename(w->cfg->store.kept_dir, "checkpoint-drops", NULL);
-    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
-    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
-    const char *name;
-    char uuid[37];
 
-    while (d && (name = g_dir_read_name(d))) {
-        if (vtpm_proto_parse_uuid(name, NULL, uuid, NULL) == 0 && strcmp(uuid, name) == 0)
-            g_ptr_array_add(out, g_strdup(name));
-    }
-    return out;
+    return vtpm_fs_list_uuids(dir);
 }
 
 void
