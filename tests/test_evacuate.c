@@ -164,32 +164,13 @@ call(int h, const char *method, GBytes *a)
 static vt_reply *
 ok(int h, const char *method, GBytes *a, const char *what)
 {
-    vt_reply *r = call(h, method, a);
-
-    if (!r->rep || !r->rep->ok) {
-        g_autofree char *msg = g_strdup_printf("%s (%s on host %s): expected ok, got %s", what,
-                                               method, host_name[h], vt_reply_summary(r));
-
-        vt_reply_free(r);
-        fail_msg("%s", msg);
-    }
-    return r;
+    return vt_call_ok(dmn[h], method, a, OP_MS, what);
 }
 
 static void
 ok_free(int h, const char *method, GBytes *a, const char *what)
 {
     vt_reply_free(ok(h, method, a, what));
-}
-
-static void
-res_str(const vt_reply *r, const char *path, const char *want, const char *what)
-{
-    g_autofree char *got = vt_obj_str(&r->rep->result, path);
-
-    if (g_strcmp0(got, want) != 0)
-        fail_msg("%s: result.%s should be \"%s\", got %s", what, path, want,
-                 got ? got : "nothing");
 }
 
 static uint64_t
@@ -277,30 +258,15 @@ expect_fault(vt_reply *r, vtpm_fault code, const char *fragment, bool final, con
 /* ---- hosts ---------------------------------------------------------------------------------- */
 
 static char *
-hpath(int h, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-
-static char *
-hpath(int h, const char *fmt, ...)
-{
-    g_autofree char *rel = NULL;
-    va_list ap;
-
-    va_start(ap, fmt);
-    rel = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    return vt_host_path(host_name[h], rel);
-}
-
-static char *
 state_dir(int h, const char *uuid)
 {
-    return hpath(h, "var/lib/libvirt/swtpm/%s", uuid);
+    return vt_host_pathf(host_name[h], "var/lib/libvirt/swtpm/%s", uuid);
 }
 
 static char *
 state_file(int h, const char *uuid)
 {
-    return hpath(h, "var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall", uuid);
+    return vt_host_pathf(host_name[h], "var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall", uuid);
 }
 
 static char *
@@ -317,34 +283,17 @@ exists(const char *path)
     return lstat(path, &st) == 0;
 }
 
-static char *
-dom_state(int h, const char *uuid)
-{
-    g_autofree char *n = g_strdup_printf("instance-%s", uuid);
-    char *out = NULL;
-
-    if (vt_virsh(host_name[h], &out, "domstate", n, NULL) != 0) {
-        g_free(out);
-        return g_strdup("(no domain)");
-    }
-    return g_strstrip(out);
-}
-
 static void
 assert_dom_state(int h, const char *uuid, const char *want, const char *what)
 {
-    g_autofree char *st = dom_state(h, uuid);
-
-    if (strcmp(st, want) != 0)
-        fail_msg("%s: domain of %s on host %s should be \"%s\", virsh says \"%s\"", what, uuid,
-                 host_name[h], want, st);
+    vt_assert_dom_state(host_name[h], uuid, want, what);
 }
 
 /* How often swtpm_setup manufactured a TPM for @uuid on host @h. */
 static unsigned
 manufactured(int h, const char *uuid)
 {
-    g_autofree char *log = hpath(h, "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
+    g_autofree char *log = vt_host_pathf(host_name[h], "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
     g_autofree char *text = NULL;
     const char *needles[] = { "Starting vTPM manufacturing", NULL };
 
@@ -433,7 +382,7 @@ cmp_desc(gconstpointer a, gconstpointer b)
 static GArray *
 store_gens(const char *uuid, const char *kind, const char *suffix)
 {
-    g_autofree char *dir = hpath(C, POOL);
+    g_autofree char *dir = vt_host_pathf(host_name[C], POOL);
     g_autofree char *prefix = g_strconcat(uuid, kind, NULL);
     g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
     GArray *out = g_array_new(FALSE, FALSE, sizeof(uint64_t));
@@ -462,7 +411,7 @@ ckpts(const char *uuid)
 static char *
 ckpt_path(const char *uuid, uint64_t gen)
 {
-    return hpath(C, POOL "/%s.ckpt-%" G_GUINT64_FORMAT ".vtpm.tar", uuid, gen);
+    return vt_host_pathf(host_name[C], POOL "/%s.ckpt-%" G_GUINT64_FORMAT ".vtpm.tar", uuid, gen);
 }
 
 /* The host the newest ownership record of @uuid names (NULL: none).  A
@@ -484,7 +433,7 @@ owner_of(const char *uuid)
         if (!gens->len)
             return NULL;
         g = g_array_index(gens, uint64_t, 0);
-        path = hpath(C, POOL "/%s.owner-%" G_GUINT64_FORMAT, uuid, g);
+        path = vt_host_pathf(host_name[C], POOL "/%s.owner-%" G_GUINT64_FORMAT, uuid, g);
         if (g_file_get_contents(path, &text, &len, NULL) &&
             vtpm_owner_parse(text, len, uuid, g, &o))
             return g_steal_pointer(&o.host);
@@ -849,7 +798,7 @@ test_store_down(void **state)
     power(A, &i, false);
     /* destroy answers ok; the checkpoints wait for the store. */
     destroy(A, &j);
-    drop = hpath(A, "var/lib/vtpmd/kept/checkpoint-drops/%s", j.uuid);
+    drop = vt_host_pathf(host_name[A], "var/lib/vtpmd/kept/checkpoint-drops/%s", j.uuid);
     if (!exists(drop))
         fail_msg("destroy with the store down: no note %s to remove the checkpoints later", drop);
 
@@ -896,7 +845,7 @@ test_evacuate_refused(void **state)
                                                        spec(&i), host_addr[A]),
                                    "evacuate, fenced");
 
-        res_str(r, "vtpm_state", "restored", "evacuate, fenced");
+        vt_assert_res_str(r, "vtpm_state", "restored", "evacuate, fenced");
     }
     assert_dom_state(B, i.uuid, "running", "evacuate, fenced");
 
@@ -935,7 +884,7 @@ test_evacuate_dead_host(void **state)
     inst_init(&i, "user", false);
     uuids[0] = i.uuid;
     sd_a = state_dir(A, i.uuid);
-    gen_a = hpath(A, "var/lib/vtpmd/kept/generations/%s", i.uuid);
+    gen_a = vt_host_pathf(host_name[A], "var/lib/vtpmd/kept/generations/%s", i.uuid);
     spawn(A, &i, true);
     g_last = off_ckpt(A, &i, "power_off");
     power(A, &i, true);
@@ -953,9 +902,9 @@ test_evacuate_dead_host(void **state)
 
         print_message("evacuate from a dead host: %.1f s (a's vtpmd is asked for %d s)\n",
                       (g_get_monotonic_time() - t0) / 1e6, 5);
-        res_str(r, "vtpm_state", "restored", "evacuate");
-        res_str(r, "vtpm.version", "2.0", "evacuate");
-        res_str(r, "checkpoint.host", host_addr[A], "evacuate");
+        vt_assert_res_str(r, "vtpm_state", "restored", "evacuate");
+        vt_assert_res_str(r, "vtpm.version", "2.0", "evacuate");
+        vt_assert_res_str(r, "checkpoint.host", host_addr[A], "evacuate");
         got = res_uint(r, "checkpoint.generation", "evacuate");
         taken = res_uint(r, "checkpoint.taken_at", "evacuate");
         age = res_uint(r, "checkpoint.age_s", "evacuate");
@@ -980,7 +929,7 @@ test_evacuate_dead_host(void **state)
                                                        spec(&i), host_addr[A]),
                                    "evacuate again");
 
-        res_str(r, "vtpm_state", "restored", "evacuate again");
+        vt_assert_res_str(r, "vtpm_state", "restored", "evacuate again");
         if (res_uint(r, "checkpoint.generation", "evacuate again") != g_last)
             fail_msg("evacuate again: another checkpoint");
     }
@@ -1060,7 +1009,7 @@ test_evacuate_fallback_fresh(void **state)
                                                        spec(&i), host_addr[A]),
                                    "i: newest damaged");
 
-        res_str(r, "vtpm_state", "restored", "i: newest damaged");
+        vt_assert_res_str(r, "vtpm_state", "restored", "i: newest damaged");
         if (res_uint(r, "checkpoint.generation", "i") != prev)
             fail_msg("i: the checkpoint before the damaged one (%" G_GUINT64_FORMAT
                      ") should be restored", prev);
@@ -1072,7 +1021,7 @@ test_evacuate_fallback_fresh(void **state)
                                                        spec(&j), host_addr[A]),
                                    "j: no checkpoint");
 
-        res_str(r, "vtpm_state", "fresh", "j: no checkpoint");
+        vt_assert_res_str(r, "vtpm_state", "fresh", "j: no checkpoint");
         res_nil(r, "checkpoint", "j: no checkpoint");
         if (manufactured(B, j.uuid) != 1)
             fail_msg("j: a fresh TPM should be manufactured once on b, %u times",
@@ -1087,7 +1036,7 @@ test_evacuate_fallback_fresh(void **state)
                                                        spec(&k), host_addr[A]),
                                    "k: fresh: true");
 
-        res_str(r, "vtpm_state", "fresh", "k: fresh: true");
+        vt_assert_res_str(r, "vtpm_state", "fresh", "k: fresh: true");
     }
     {
         g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
@@ -1095,7 +1044,7 @@ test_evacuate_fallback_fresh(void **state)
                                                        spec(&l), host_addr[A]),
                                    "l: fresh: true");
 
-        res_str(r, "vtpm_state", "fresh", "l: fresh: true");
+        vt_assert_res_str(r, "vtpm_state", "fresh", "l: fresh: true");
         res_nil(r, "checkpoint", "l: fresh: true");
         if (manufactured(B, l.uuid) != 1)
             fail_msg("l: fresh: true must give a new TPM");
@@ -1124,7 +1073,7 @@ test_evacuate_fallback_fresh(void **state)
 static GBytes *
 secret_on_disk(int h, const char *uuid)
 {
-    g_autofree char *path = hpath(h, "etc/libvirt/secrets/%s.base64", uuid);
+    g_autofree char *path = vt_host_pathf(host_name[h], "etc/libvirt/secrets/%s.base64", uuid);
     g_autofree char *text = NULL;
     guchar *raw;
     gsize n = 0;
@@ -1198,7 +1147,7 @@ test_evacuate_custody(void **state)
         g_autofree char *sd = state_dir(B, u.uuid);
         g_autoptr(GBytes) after = NULL;
 
-        res_str(r, "vtpm_state", "restored", "user, the secret");
+        vt_assert_res_str(r, "vtpm_state", "restored", "user, the secret");
         assert_dom_state(B, u.uuid, "running", "user, the secret");
         power(B, &u, false);
         after = vt_tpm_plaintext(sd, u_secret);
@@ -1212,7 +1161,7 @@ test_evacuate_custody(void **state)
                                    "host, deployment key");
         g_autoptr(GBytes) key_b = vt_host_secret_value(host_name[B], h1.uuid);
 
-        res_str(r, "vtpm_state", "restored", "host, deployment key");
+        vt_assert_res_str(r, "vtpm_state", "restored", "host, deployment key");
         assert_dom_state(B, h1.uuid, "running", "host, deployment key");
         if (!g_bytes_equal(key_b, h1_key))
             fail_msg("host: b's libvirt secret of %s is not the key a held", h1.uuid);
@@ -1223,7 +1172,7 @@ test_evacuate_custody(void **state)
                                                        spec(&d), host_addr[A]),
                                    "deployment");
 
-        res_str(r, "vtpm_state", "restored", "deployment");
+        vt_assert_res_str(r, "vtpm_state", "restored", "deployment");
         assert_dom_state(B, d.uuid, "running", "deployment");
     }
     expect_fault(evacuate(B, &h2, A, ", 'fenced': true"), VTPM_FAULT_SECRET_REQUIRED,
@@ -1235,7 +1184,7 @@ test_evacuate_custody(void **state)
                                                        spec(&h2), host_addr[A]),
                                    "host, no deployment key, fresh");
 
-        res_str(r, "vtpm_state", "fresh", "host, no deployment key, fresh");
+        vt_assert_res_str(r, "vtpm_state", "fresh", "host, no deployment key, fresh");
     }
 
     vt_libvirtd_restart(host_name[A]);
@@ -1334,7 +1283,7 @@ test_torn_write(void **state)
     inst_init(&i, "user", false);
     spawn(A, &i, true);
     off_ckpt(A, &i, "power_off");
-    tpm2 = hpath(A, "var/lib/libvirt/swtpm/%s/tpm2", i.uuid);
+    tpm2 = vt_host_pathf(host_name[A], "var/lib/libvirt/swtpm/%s/tpm2", i.uuid);
     stop = g_strdup_printf("%s/torn-stop", vt_env("VT_ROOT"));
     out = g_strdup_printf("%s/torn", vt_env("VT_ROOT"));
     port = g_strdup_printf("%d", free_port());
@@ -1424,7 +1373,7 @@ test_prune_generations(void **state)
     g_autofree char *gen_a = NULL, *fl = NULL, *s = NULL, *owner = NULL;
 
     inst_init(&i, "user", false);
-    gen_a = hpath(A, "var/lib/vtpmd/kept/generations/%s", i.uuid);
+    gen_a = vt_host_pathf(host_name[A], "var/lib/vtpmd/kept/generations/%s", i.uuid);
     fl = flavor_of(&i);
     s = spec(&i);
     spawn(A, &i, true);
@@ -1453,7 +1402,7 @@ test_prune_generations(void **state)
                                    args("{'instance': %s, 'old_flavor': %s}", s, fl),
                                    "finish_migration on a, record pruned");
 
-        res_str(r, "vtpm_state", "restored", "finish_migration on a");
+        vt_assert_res_str(r, "vtpm_state", "restored", "finish_migration on a");
     }
     ok_free(B, "confirm_migration", args("{'instance': {'uuid': '%s'}}", i.uuid),
             "confirm_migration on b");

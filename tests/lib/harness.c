@@ -74,6 +74,18 @@ vt_host_path(const char *h, const char *path)
     return g_build_filename(vt_env(var), path, NULL);
 }
 
+char *
+vt_host_pathf(const char *h, const char *fmt, ...)
+{
+    g_autofree char *rel = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    rel = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    return vt_host_path(h, rel);
+}
+
 pid_t
 vt_host_libvirtd_pid(const char *h)
 {
@@ -639,6 +651,16 @@ vt_host_has_secret(const char *h, const char *uuid)
     if (vt_virsh(h, &out, "secret-list", NULL) != 0)
         fail_msg("virsh secret-list on host %s failed", h);
     return strstr(out, uuid) != NULL;
+}
+
+void
+vt_assert_dom_state(const char *h, const char *uuid, const char *want, const char *what)
+{
+    g_autofree char *st = vt_dom_state(h, uuid);
+
+    if (strcmp(st, want) != 0)
+        fail_msg("%s: domain of %s on host %s should be \"%s\", virsh says \"%s\"", what,
+                 uuid, h, want, st);
 }
 
 void

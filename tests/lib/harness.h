@@ -44,6 +44,8 @@ const char *vt_env(const char *name);
 const char *vt_host_uri(const char *h);
 /* $VT_HOST_<H>_ROOT/@path: a path as host @h sees it, from outside. */
 char *vt_host_path(const char *h, const char *path);
+/* vt_host_path of a path made from @fmt. */
+char *vt_host_pathf(const char *h, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* The pid of host @h's libvirtd (its mount namespace is the host's). */
 pid_t vt_host_libvirtd_pid(const char *h);
 /* A fresh random UUID (lower case). */
@@ -162,6 +164,8 @@ char *vt_dom_state(const char *h, const char *uuid);
 /* Whether host @h's libvirt holds a secret of instance @uuid (virsh
  * secret-list); fails the test when it cannot be asked. */
 bool vt_host_has_secret(const char *h, const char *uuid);
+/* Fail unless vt_dom_state() is @want. */
+void vt_assert_dom_state(const char *h, const char *uuid, const char *want, const char *what);
 /* Destroy and undefine (with TPM state) every "instance-*" domain of @h:
  * a failed test must not leave guests eating the CPU of the next one. */
 void vt_virsh_cleanup(const char *h);
@@ -256,6 +260,12 @@ void vt_assert_fault(const vt_reply *r, vtpm_fault code, const char *fragment, c
  * retryable (docs/protocol.md): retryable must be false. */
 void vt_assert_final_fault(const vt_reply *r, vtpm_fault code, const char *fragment,
                            const char *what);
+/* vt_call, taking @args, and fail the test unless the reply is ok: @what
+ * names the request in the message, with the method and d's host. */
+vt_reply *vt_call_ok(const vt_vtpmd *d, const char *method, GBytes *args, int timeout_ms,
+                     const char *what);
+/* Fail unless result.@path (vt_obj_at) is the str @want. */
+void vt_assert_res_str(const vt_reply *r, const char *path, const char *want, const char *what);
 /* "ok" or "Code: message" (for messages). */
 const char *vt_reply_summary(const vt_reply *r);
 

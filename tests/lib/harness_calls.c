@@ -151,6 +151,33 @@ vt_reply_summary(const vt_reply *r)
     return buf;
 }
 
+vt_reply *
+vt_call_ok(const vt_vtpmd *d, const char *method, GBytes *args, int timeout_ms,
+           const char *what)
+{
+    vt_reply *r = vt_call(d, method, args, timeout_ms);
+
+    g_bytes_unref(args);
+    if (!r->rep || !r->rep->ok) {
+        g_autofree char *msg = g_strdup_printf("%s (%s on host %s): expected ok, got %s", what,
+                                               method, d->lv_host, vt_reply_summary(r));
+
+        vt_reply_free(r);
+        fail_msg("%s", msg);
+    }
+    return r;
+}
+
+void
+vt_assert_res_str(const vt_reply *r, const char *path, const char *want, const char *what)
+{
+    g_autofree char *got = vt_obj_str(&r->rep->result, path);
+
+    if (g_strcmp0(got, want) != 0)
+        fail_msg("%s: result.%s should be \"%s\", got %s%s%s", what, path, want,
+                 got ? "\"" : "", got ? got : "nothing", got ? "\"" : "");
+}
+
 void
 vt_assert_ok(const vt_reply *r, const char *what)
 {
