@@ -244,6 +244,17 @@ evacuate(int h, const inst *i, int from, const char *extra)
     return evacuate_with(h, i, from, extra, i->secret);
 }
 
+/* evacuate(), and fail the test unless the reply is ok. */
+static vt_reply *
+evacuate_ok(int h, const inst *i, int from, const char *extra, const char *what)
+{
+    g_autofree char *s = spec(i);
+
+    return ok(h, "evacuate",
+              args("{'instance': %s, 'from_host': '%s'%s}", s, host_addr[from], extra ? extra : ""),
+              what);
+}
+
 static void
 expect_fault(vt_reply *r, vtpm_fault code, const char *fragment, bool final, const char *what)
 {
@@ -293,7 +304,8 @@ assert_dom_state(int h, const char *uuid, const char *want, const char *what)
 static unsigned
 manufactured(int h, const char *uuid)
 {
-    g_autofree char *log = vt_host_pathf(host_name[h], "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
+    g_autofree char *log =
+        vt_host_pathf(host_name[h], "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
     g_autofree char *text = NULL;
     const char *needles[] = { "Starting vTPM manufacturing", NULL };
 
@@ -840,10 +852,7 @@ test_evacuate_refused(void **state)
                  "its libvirt runs the domain", true, "evacuate while a's libvirt runs it");
     assert_dom_state(B, i.uuid, "(no domain)", "the refused evacuations");
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true}",
-                                                       spec(&i), host_addr[A]),
-                                   "evacuate, fenced");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &i, A, ", 'fenced': true", "evacuate, fenced");
 
         vt_assert_res_str(r, "vtpm_state", "restored", "evacuate, fenced");
     }
@@ -895,9 +904,7 @@ test_evacuate_dead_host(void **state)
     host_die(A, uuids);
     t0 = g_get_monotonic_time();
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s'}",
-                                                       spec(&i), host_addr[A]),
-                                   "evacuate from the dead host a");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &i, A, NULL, "evacuate from the dead host a");
         uint64_t taken, age;
 
         print_message("evacuate from a dead host: %.1f s (a's vtpmd is asked for %d s)\n",
@@ -925,9 +932,7 @@ test_evacuate_dead_host(void **state)
                  owner ? owner : "nobody");
     {
         /* A redelivery (same spec, same old host) answers the same. */
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s'}",
-                                                       spec(&i), host_addr[A]),
-                                   "evacuate again");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &i, A, NULL, "evacuate again");
 
         vt_assert_res_str(r, "vtpm_state", "restored", "evacuate again");
         if (res_uint(r, "checkpoint.generation", "evacuate again") != g_last)
@@ -1004,10 +1009,7 @@ test_evacuate_fallback_fresh(void **state)
     host_die(A, uuids);
 
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true}",
-                                                       spec(&i), host_addr[A]),
-                                   "i: newest damaged");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &i, A, ", 'fenced': true", "i: newest damaged");
 
         vt_assert_res_str(r, "vtpm_state", "restored", "i: newest damaged");
         if (res_uint(r, "checkpoint.generation", "i") != prev)
@@ -1016,10 +1018,7 @@ test_evacuate_fallback_fresh(void **state)
         wait_log(B, "checkpoints passed over", i.uuid, "i: newest damaged");
     }
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true}",
-                                                       spec(&j), host_addr[A]),
-                                   "j: no checkpoint");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &j, A, ", 'fenced': true", "j: no checkpoint");
 
         vt_assert_res_str(r, "vtpm_state", "fresh", "j: no checkpoint");
         res_nil(r, "checkpoint", "j: no checkpoint");
@@ -1031,18 +1030,14 @@ test_evacuate_fallback_fresh(void **state)
                  false, "k: no checkpoint verifies");
     assert_dom_state(B, k.uuid, "(no domain)", "k: refused");
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true, 'fresh': true}",
-                                                       spec(&k), host_addr[A]),
-                                   "k: fresh: true");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &k, A, ", 'fenced': true, 'fresh': true",
+                                            "k: fresh: true");
 
         vt_assert_res_str(r, "vtpm_state", "fresh", "k: fresh: true");
     }
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true, 'fresh': true}",
-                                                       spec(&l), host_addr[A]),
-                                   "l: fresh: true");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &l, A, ", 'fenced': true, 'fresh': true",
+                                            "l: fresh: true");
 
         vt_assert_res_str(r, "vtpm_state", "fresh", "l: fresh: true");
         res_nil(r, "checkpoint", "l: fresh: true");
@@ -1140,10 +1135,7 @@ test_evacuate_custody(void **state)
                  "does not decrypt", false, "user, a wrong secret");
     assert_dom_state(B, u.uuid, "shut off", "user, a wrong secret: defined, not started");
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true}",
-                                                       spec(&u), host_addr[A]),
-                                   "user, the secret");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &u, A, ", 'fenced': true", "user, the secret");
         g_autofree char *sd = state_dir(B, u.uuid);
         g_autoptr(GBytes) after = NULL;
 
@@ -1155,10 +1147,7 @@ test_evacuate_custody(void **state)
             fail_msg("user: b's TPM, opened with the caller's secret, is not a's TPM");
     }
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true}",
-                                                       spec(&h1), host_addr[A]),
-                                   "host, deployment key");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &h1, A, ", 'fenced': true", "host, deployment key");
         g_autoptr(GBytes) key_b = vt_host_secret_value(host_name[B], h1.uuid);
 
         vt_assert_res_str(r, "vtpm_state", "restored", "host, deployment key");
@@ -1167,10 +1156,7 @@ test_evacuate_custody(void **state)
             fail_msg("host: b's libvirt secret of %s is not the key a held", h1.uuid);
     }
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true}",
-                                                       spec(&d), host_addr[A]),
-                                   "deployment");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &d, A, ", 'fenced': true", "deployment");
 
         vt_assert_res_str(r, "vtpm_state", "restored", "deployment");
         assert_dom_state(B, d.uuid, "running", "deployment");
@@ -1179,10 +1165,8 @@ test_evacuate_custody(void **state)
                  "deployment_key_file", false, "host, no deployment key");
     assert_dom_state(B, h2.uuid, "(no domain)", "host, no deployment key: refused");
     {
-        g_autoptr(vt_reply) r = ok(B, "evacuate", args("{'instance': %s, 'from_host': '%s', "
-                                                       "'fenced': true, 'fresh': true}",
-                                                       spec(&h2), host_addr[A]),
-                                   "host, no deployment key, fresh");
+        g_autoptr(vt_reply) r = evacuate_ok(B, &h2, A, ", 'fenced': true, 'fresh': true",
+                                            "host, no deployment key, fresh");
 
         vt_assert_res_str(r, "vtpm_state", "fresh", "host, no deployment key, fresh");
     }
@@ -1272,11 +1256,12 @@ test_torn_write(void **state)
 {
     g_auto(inst) i = { 0 };
     g_autofree char *tpm2 = NULL, *stop = NULL, *out = NULL, *port = NULL, *count = NULL;
+    g_autofree char *nvwrite = g_find_program_in_path("tpm2_nvwrite");
     g_autoptr(GArray) gens = NULL;
     GPid writer = 0;
     unsigned calls = 0, valued = 0;
 
-    if (!g_find_program_in_path("tpm2_nvwrite"))
+    if (!nvwrite)
         fail_msg("tpm2-tools (tpm2_nvwrite) is needed to write the TPM's NV in a loop");
     host_stop(A);
     host_start(A, 100, true);
