@@ -97,7 +97,9 @@ test_evacuate_no_vtpm(void **state)
     g_autofree char *inst2 = ot_instance(uuid, "", "img-2", "");
     g_autofree char *here = ot_instance(other, "", "img-1", "");
     g_autofree char *want = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, "
-                                            "'vtpm_state': 'none', 'checkpoint': null}",
+                                            "'firmware': {'type': 'bios', 'secure_boot': "
+                                            "false, 'machine': 'q35'}, 'vtpm_state': 'none', "
+                                            "'nvram_state': 'none', 'checkpoint': null}",
                                             uuid);
 #define CONFLICT_MSG "instance %s already has a domain on host " OT_HOST ", not one evacuated " \
                      "here from host %s with this spec"
@@ -124,7 +126,8 @@ test_evacuate_no_vtpm(void **state)
     assert_string_equal(r.err.message, c3);
     assert_false(vtpm_error_retryable(&r.err));
     /* destroy forgets the evacuation: a new one is possible. */
-    ot_expect_ok(h, vtpm_op_destroy, "destroy", "{'destroyed': true, 'vtpm_state': 'none'}",
+    ot_expect_ok(h, vtpm_op_destroy, "destroy",
+                 "{'destroyed': true, 'vtpm_state': 'none', 'nvram_state': 'none'}",
                  "{'instance': {'uuid': '%s'}}", uuid);
     ot_expect_ok(h, vtpm_op_evacuate, "evacuate", want,
                  "{'instance': %s, 'from_host': 'host-c', 'fenced': true}", inst);

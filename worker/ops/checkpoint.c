@@ -182,19 +182,6 @@ wrap_host_secret(vtpm_worker *w, virConnectPtr conn, const char *uuid, char **ou
     return vtpm_keyring_wrap(w->keys, uuid, value, out, err);
 }
 
-/* The seam for UEFI: a domain with NVRAM (UEFI variables) would need its
- * NVRAM file in the checkpoint next to the TPM state, because BitLocker
- * and systemd-boot measure into the TPM from what the variables say.
- * vtpmd builds no UEFI domains yet (firmware-only and kernel boots); a
- * domain that has NVRAM is checkpointed without it, and the manifest
- * says so, so that a restore can tell. */
-static void
-nvram_seam(const char *domain_xml, GHashTable *extra)
-{
-    if (domain_xml && strstr(domain_xml, "<nvram"))
-        g_hash_table_insert(extra, g_strdup("nvram"), g_strdup("not-checkpointed"));
-}
-
 /* The archive of the state, with what a restore on another host needs in
  * its manifest: how it is keyed, who took it and why. */
 static int
@@ -204,7 +191,6 @@ pack_snapshot(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *
     g_autoptr(GHashTable) extra = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_autoptr(GHashTable) key = g_hash_table_new(g_str_hash, g_str_equal);
     g_autofree char *wrapped = NULL;
-    char *xml;
     GHashTableIter it;
     gpointer k, v;
     int rc;
@@ -221,9 +207,9 @@ pack_snapshot(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *
     }
     g_hash_table_insert(extra, g_strdup("checkpoint_host"), g_strdup(w->cfg->worker.host));
     g_hash_table_insert(extra, g_strdup("checkpoint_reason"), g_strdup(reason));
-    xml = VTPM_LV(virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE));
-    nvram_seam(xml, extra);
-    free(xml);
+    /* A UEFI instance's variable store lives in its state dir (ops/nvram.h)
+     * and so is in the archive, as in a shelve's: an evacuation restores it
+     * with the TPM, to the same point in time. */
     return vtpm_state_pack(w, dom, uuid, &dm->tpm, "checkpoint", extra, out, err);
 }
 

@@ -311,9 +311,8 @@ confine_boot(vtpm_worker *w, const vtpm_instance *inst, char **kernel, char **in
     return 0;
 }
 
-/* {type, secure_boot, machine}: the firmware as decided on this host. */
-static void
-pack_firmware(msgpack_packer *pk, const vtpm_firmware *fw)
+void
+vtpm_ops_pack_firmware(msgpack_packer *pk, const vtpm_firmware *fw)
 {
     msgpack_pack_map(pk, 3);
     vtpm_pack_kv_str(pk, "type", vtpm_firmware_type_str(fw->type));
@@ -568,7 +567,7 @@ pack_domain(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops
     vtpm_pack_str(pk, "vtpm");
     vtpm_ops_pack_vtpm(pk, w, uuid, &d->dev);
     vtpm_pack_str(pk, "firmware");
-    pack_firmware(pk, &d->fw);
+    vtpm_ops_pack_firmware(pk, &d->fw);
     if (!vtpm_state)
         return;
     vtpm_pack_kv_str(pk, "vtpm_state", vtpm_state);

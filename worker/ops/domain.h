@@ -58,6 +58,9 @@ char *vtpm_ops_spec_digest(const vtpm_instance *inst, const vtpm_device *dev);
 /* The domain's vtpmd metadata (zeroed, version NONE, when it has none). */
 int vtpm_ops_get_meta(vtpm_worker *w, virDomainPtr dom, vtpm_domxml_meta *out,
                       vtpm_error *err);
+/* {type, secure_boot, machine}: the firmware as decided on this host (a
+ * reply's "firmware"). */
+void vtpm_ops_pack_firmware(msgpack_packer *pk, const vtpm_firmware *fw);
 /* nil, or {version, model, secret_security, state_dir} */
 void vtpm_ops_pack_vtpm(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                         const vtpm_device *dev);

@@ -9,6 +9,7 @@
 #include "ops/domain.h"
 #include "ops/evacuate.h"
 #include "ops/generation.h"
+#include "ops/nvram.h"
 #include "ops/ownership.h"
 #include "ops/state.h"
 #include "peer.h"
@@ -170,9 +171,12 @@ place_tpm(vtpm_worker *w, virConnectPtr conn, const evac_args *a, vtpm_ops_domai
             return rc;
         return vtpm_fs_rmtree(state_dir, err);
     }
-    if ((rc = plan_restore(w, conn, a, d, &found->meta, err)) < 0)
+    if ((rc = plan_restore(w, conn, a, d, &found->meta, err)) < 0 ||
+        (rc = vtpm_state_restore(w, a->inst->uuid, found->archive, err)) < 0)
         return rc;
-    return vtpm_state_restore(w, a->inst->uuid, found->archive, err);
+    /* A UEFI variable store in the checkpoint comes back with the TPM
+     * (the same archive, the same rollback) when it serves this firmware. */
+    return vtpm_nvram_settle(w, a->inst->uuid, &found->meta, d, err);
 }
 
 /* The checkpoint to restore: the newest that verifies (older ones when a
@@ -264,7 +268,7 @@ evacuate_tpm(vtpm_worker *w, virConnectPtr conn, const evac_args *a, vtpm_ops_do
 /* Evacuated here before (a redelivery, or a retry after a start that
  * failed): start it and answer the same. */
 static int
-evacuated_before(vtpm_worker *w, virDomainPtr dom, const evac_args *a, const vtpm_ops_domain *d,
+evacuated_before(vtpm_worker *w, virDomainPtr dom, const evac_args *a, vtpm_ops_domain *d,
                  vtpm_ckpt_evacuation *rec, vtpm_error *err)
 {
     if (vtpm_ckpt_evacuation_read(w, a->inst->uuid, rec) < 0 ||
@@ -273,6 +277,9 @@ evacuated_before(vtpm_worker *w, virDomainPtr dom, const evac_args *a, const vtp
                                     "instance %s already has a domain on host %s, not one "
                                     "evacuated here from host %s with this spec",
                                     a->inst->uuid, w->cfg->worker.host, a->from);
+    d->nvram_state = vtpm_nvram_now(w, a->inst->uuid, d,
+                                    rec->restored ? VTPM_OPS_OUTCOME_RESTORED
+                                                  : VTPM_OPS_OUTCOME_FRESH);
     return vtpm_ops_start(w, dom, a->inst->secret, err);
 }
 
@@ -288,6 +295,9 @@ evacuate_domain(vtpm_worker *w, virConnectPtr conn, const evac_args *a, vtpm_ops
                   "asked whether it is alive", a->inst->uuid, a->from);
     else if ((rc = check_source_dead(w, a, err)) < 0)
         return rc;
+    /* libvirt's store from the template, unless the checkpoint brings one. */
+    d->nvram_state = d->fw.type == VTPM_FIRMWARE_UEFI ? VTPM_OPS_OUTCOME_FRESH
+                                                      : VTPM_OPS_OUTCOME_NONE;
     if (d->dev.version == VTPM_VERSION_NONE)
         fill_record(w, a, d, NULL, rec);
     else if ((rc = evacuate_tpm(w, conn, a, d, rec, err)) < 0)
@@ -298,7 +308,8 @@ evacuate_domain(vtpm_worker *w, virConnectPtr conn, const evac_args *a, vtpm_ops
     return vtpm_ops_start(w, dom, a->inst->secret, err);
 }
 
-/* {domain, vtpm, vtpm_state, checkpoint: nil | {taken_at, generation, age_s, host}} */
+/* {domain, vtpm, firmware, vtpm_state, nvram_state,
+ *  checkpoint: nil | {taken_at, generation, age_s, host}} */
 static void
 pack_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops_domain *d,
             const vtpm_ckpt_evacuation *rec)
@@ -307,11 +318,14 @@ pack_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops
                          : rec->restored                     ? VTPM_OPS_OUTCOME_RESTORED
                                                              : VTPM_OPS_OUTCOME_FRESH;
 
-    msgpack_pack_map(pk, 4);
+    msgpack_pack_map(pk, 6);
     vtpm_pack_kv_str(pk, "domain", d->name);
     vtpm_pack_str(pk, "vtpm");
     vtpm_ops_pack_vtpm(pk, w, uuid, &d->dev);
+    vtpm_pack_str(pk, "firmware");
+    vtpm_ops_pack_firmware(pk, &d->fw);
     vtpm_pack_kv_str(pk, "vtpm_state", vtpm_ops_outcome_str(o));
+    vtpm_pack_kv_str(pk, "nvram_state", vtpm_ops_outcome_str(d->nvram_state));
     vtpm_pack_str(pk, "checkpoint");
     if (o != VTPM_OPS_OUTCOME_RESTORED) {
         msgpack_pack_nil(pk);
