@@ -176,11 +176,7 @@ ok_free(int h, const char *method, GBytes *a, const char *what)
 static uint64_t
 res_uint(const vt_reply *r, const char *path, const char *what)
 {
-    const msgpack_object *o = vt_obj_at(&r->rep->result, path);
-
-    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        fail_msg("%s: result.%s should be an unsigned integer", what, path);
-    return o->via.u64;
+    return vt_obj_uint(&r->rep->result, path, what);
 }
 
 /* Top-level @key of the result is there, and null (the decoder's
@@ -632,21 +628,6 @@ wait_gone(const char *path, const char *what)
 
 /* ---- fixtures ---------------------------------------------------------------------------- */
 
-static char *
-make_key(void)
-{
-    char *path = g_build_filename(vt_env("VT_ROOT"), "evacuate-deployment.key", NULL);
-    guint8 k[32];
-    g_autoptr(GError) gerr = NULL;
-
-    for (size_t i = 0; i < sizeof(k); i++)
-        k[i] = (guint8)g_random_int();
-    if (!g_file_set_contents_full(path, (const char *)k, sizeof(k), G_FILE_SET_CONTENTS_CONSISTENT,
-                                  0600, &gerr))
-        fail_msg("writing %s: %s", path, gerr->message);
-    return path;
-}
-
 static int
 group_setup(void **state)
 {
@@ -655,7 +636,7 @@ group_setup(void **state)
 
         host_addr[h] = vt_env(var);
     }
-    dkey = make_key();
+    dkey = vt_key_file_new("evacuate-deployment.key");
     return 0;
 }
 

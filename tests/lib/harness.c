@@ -740,6 +740,21 @@ vt_wait_procs(const char *prog, const char *needle, bool want_running, int timeo
 }
 
 char *
+vt_key_file_new(const char *name)
+{
+    char *path = g_build_filename(vt_env("VT_ROOT"), name, NULL);
+    guint8 k[32];
+    g_autoptr(GError) gerr = NULL;
+
+    for (size_t i = 0; i < sizeof(k); i++)
+        k[i] = (guint8)g_random_int();
+    if (!g_file_set_contents_full(path, (const char *)k, sizeof(k), G_FILE_SET_CONTENTS_CONSISTENT,
+                                  0600, &gerr))
+        fail_msg("writing %s: %s", path, gerr->message);
+    return path;
+}
+
+char *
 vt_sha256_file(const char *path)
 {
     g_autofree char *data = NULL;
@@ -1027,6 +1042,16 @@ vt_obj_bool(const msgpack_object *map, const char *path)
         fail_msg("result.%s: expected a bool, got %s", path,
                  !o ? "nothing" : "another type");
     return o->via.boolean;
+}
+
+uint64_t
+vt_obj_uint(const msgpack_object *map, const char *path, const char *what)
+{
+    const msgpack_object *o = vt_obj_at(map, path);
+
+    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        fail_msg("%s: result.%s should be an unsigned integer", what, path);
+    return o->via.u64;
 }
 
 bool

@@ -177,6 +177,9 @@ void vt_virsh_cleanup(const char *h);
 GArray *vt_find_procs(const char *prog, const char *needle);
 /* Wait until vt_find_procs() finds @want_running ? some : none. */
 bool vt_wait_procs(const char *prog, const char *needle, bool want_running, int timeout_ms);
+/* A new random 32-byte key file $VT_ROOT/@name (mode 0600), e.g. a
+ * deployment key; its path. */
+char *vt_key_file_new(const char *name);
 /* sha256 of a file in hex, NULL when unreadable. */
 char *vt_sha256_file(const char *path);
 
@@ -277,6 +280,9 @@ const msgpack_object *vt_obj_at(const msgpack_object *map, const char *path);
 char *vt_obj_str(const msgpack_object *map, const char *path);
 /* The bool at @path; fails the test when absent or not a bool. */
 bool vt_obj_bool(const msgpack_object *map, const char *path);
+/* The unsigned integer at @path; fails the test (naming @what) when
+ * absent or not one. */
+uint64_t vt_obj_uint(const msgpack_object *map, const char *path, const char *what);
 /* Whether @arr is an array holding the str @s. */
 bool vt_array_has_str(const msgpack_object *arr, const char *s);
 
