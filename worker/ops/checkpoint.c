@@ -182,6 +182,52 @@ wrap_host_secret(vtpm_worker *w, virConnectPtr conn, const char *uuid, char **ou
     return vtpm_keyring_wrap(w->keys, uuid, value, out, err);
 }
 
+/* The sha256 of @uuid's variable store; NULL when it has none. */
+static char *
+store_sha256(vtpm_worker *w, const char *uuid)
+{
+    g_autofree char *dir = vtpm_ops_state_dir(w, uuid);
+    g_autofree char *path = g_build_filename(dir, VTPM_FIRMWARE_NVRAM_FILE, NULL);
+    g_autoptr(GBytes) data = NULL;
+
+    if (vtpm_fs_read(path, VTPM_ARCHIVE_MAX_FILE, &data, NULL) < 0)
+        return NULL;
+    return vtpm_archive_sha256(g_bytes_get_data(data, NULL), g_bytes_get_size(data));
+}
+
+#define STORE_PACK_TRIES 5
+
+/* swtpm replaces its files by rename, but QEMU writes a running UEFI
+ * guest's variable store in place: a pack that read it during a write
+ * would hold a torn store. The store is read before and after the pack;
+ * equal reads mean the pack's read saw no write (the writes are single
+ * short pwrite calls), else it is taken again. A store that never holds
+ * still fails the checkpoint, which is counted and retried at the next
+ * interval, and never replaces a whole one. */
+static int
+pack_whole_store(vtpm_worker *w, virDomainPtr dom, const char *uuid,
+                 const vtpm_domxml_meta *dm, GHashTable *extra, GBytes **out,
+                 vtpm_error *err)
+{
+    for (int i = 0; i < STORE_PACK_TRIES; i++) {
+        g_autofree char *before = store_sha256(w, uuid);
+        g_autofree char *after = NULL;
+        g_autoptr(GBytes) archive = NULL;
+        int rc = vtpm_state_pack(w, dom, uuid, &dm->tpm, "checkpoint", extra, &archive, err);
+
+        if (rc < 0)
+            return rc;
+        after = store_sha256(w, uuid);
+        if (g_strcmp0(before, after) == 0) {
+            *out = g_steal_pointer(&archive);
+            return 0;
+        }
+    }
+    return vtpm_error_set(err, VTPM_FAULT_STATE_INTEGRITY,
+                          "instance %s: its UEFI variable store changed during each of %d "
+                          "checkpoint attempts", uuid, STORE_PACK_TRIES);
+}
+
 /* The archive of the state, with what a restore on another host needs in
  * its manifest: how it is keyed, who took it and why. */
 static int
@@ -210,7 +256,7 @@ pack_snapshot(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const char *
     /* A UEFI instance's variable store lives in its state dir (ops/nvram.h)
      * and so is in the archive, as in a shelve's: an evacuation restores it
      * with the TPM, to the same point in time. */
-    return vtpm_state_pack(w, dom, uuid, &dm->tpm, "checkpoint", extra, out, err);
+    return pack_whole_store(w, dom, uuid, dm, extra, out, err);
 }
 
 /* Whether @uuid's domain may be checkpointed now: *status GONE / WAIT
