@@ -22,6 +22,7 @@
  * libvirtd or vtpmd under it, to abort it, or to let it time out.
  * VT_TEST_FILTER=<glob> runs some tests only.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,6 +60,7 @@ static char cur_test[96];
 typedef struct {
     char *uuid;
     const char *mode;  /* user | host | deployment */
+    bool uefi;         /* UEFI firmware with Secure Boot (image properties) */
     GBytes *secret;    /* user mode: the caller's passphrase */
     char *secret_b64;
 } guest;
@@ -101,8 +103,12 @@ inst_json(const guest *g, bool secret)
                            "\"m1.lm\", \"vcpus\": 1, \"memory_mb\": 64, \"extra_specs\": "
                            "{\"hw:tpm_version\": \"2.0\", \"hw:tpm_model\": \"tpm-tis\", "
                            "\"hw:tpm_secret_security\": \"%s\"}}, \"image\": {\"id\": \"img-1\", "
-                           "\"properties\": {}}%s}",
-                           g->uuid, g->mode, vtpm);
+                           "\"properties\": {%s}}%s}",
+                           g->uuid, g->mode,
+                           g->uefi ? "\"hw_firmware_type\": \"uefi\", \"os_secure_boot\": "
+                                     "\"required\""
+                                   : "",
+                           vtpm);
 }
 
 /* An args map from JSON (tools/mpjson.h: bytes as {"$bin": base64}). */
@@ -218,7 +224,7 @@ assert_retryable(const vt_reply *r, vtpm_fault code, const char *fragment, const
 /* ---- hosts --------------------------------------------------------------------------------- */
 
 /* What of an instance a host may hold, as files. */
-typedef enum { STATE_DIR, STATE_FILE, CONSOLE, GENERATION, SWTPM_LOG } place;
+typedef enum { STATE_DIR, STATE_FILE, NVRAM, CONSOLE, GENERATION, SWTPM_LOG } place;
 
 static char *
 hpath(int h, place k, const char *uuid)
@@ -230,6 +236,7 @@ hpath(int h, place k, const char *uuid)
     case STATE_FILE:
         rel = g_strdup_printf("var/lib/libvirt/swtpm/%s/tpm2/tpm2-00.permall", uuid);
         break;
+    case NVRAM: rel = g_strdup_printf("var/lib/libvirt/swtpm/%s/nvram.fd", uuid); break;
     case CONSOLE: rel = g_strdup_printf("var/lib/vtpmd/console/%s.log", uuid); break;
     case GENERATION: rel = g_strdup_printf("var/lib/vtpmd/kept/generations/%s", uuid); break;
     case SWTPM_LOG:
@@ -389,10 +396,17 @@ host_start(int h, const char *const *env)
     g_autofree char *vx = g_strdup_printf("supported_secret_security = user;host;deployment\n"
                                           "deployment_key_file = %s",
                                           deployment_key);
+    /* Host a pins Debian's snakeoil pair for UEFI guests ([libvirt]
+     * uefi_loader / uefi_nvram_template), host b has libvirt's
+     * auto-selection: the store crosses between the two. */
     vt_config_opts o = {
         .worker_host = host_addr[h],
-        .libvirt_extra = "virt_type = qemu\nshutdown_timeout = 3\n"
-                         "migration_uri_template = qemu+tcp://%s/system",
+        .libvirt_extra = h == A ? "virt_type = qemu\nshutdown_timeout = 3\n"
+                                  "migration_uri_template = qemu+tcp://%s/system\n"
+                                  "uefi_loader = /usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd\n"
+                                  "uefi_nvram_template = /usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
+                                : "virt_type = qemu\nshutdown_timeout = 3\n"
+                                  "migration_uri_template = qemu+tcp://%s/system",
         .vtpm_extra = vx,
         .require_secret = true,
     };
@@ -878,6 +892,211 @@ test_abort(void **state)
     destroy_on(B, &g);
 }
 
+/* ---- 4. UEFI: the variable store goes along --------------------------------------------- */
+/*
+ * A UEFI guest's store (var/lib/libvirt/swtpm/<uuid>/nvram.fd) is not in
+ * the stream as a file: the incoming QEMU opens a copy of the template
+ * and writes the flash's migrated contents over it when the guest starts
+ * running there.  The store is compared by sha256 once OVMF has written
+ * it and gone quiet (it writes its variables some 20 s into its first boot
+ * under TCG, then idles in its boot manager): the destination's must be
+ * the source's, never its template, and have the same owner and mode.
+ */
+
+#define STORE_QUIET_S 8
+#define STORE_WAIT_S 300
+
+static char *
+store_sha(int h, const char *uuid, const char *what)
+{
+    g_autofree char *p = hpath(h, NVRAM, uuid);
+    char *sha = vt_sha256_file(p);
+
+    if (!sha)
+        fail_msg("%s: no variable store %s on host %s", what, p, host_name[h]);
+    return sha;
+}
+
+/* sha256 of the template libvirt made the running domain's store from. */
+static char *
+template_sha(int h, const char *uuid, const char *what)
+{
+    g_autofree char *name = g_strdup_printf("instance-%s", uuid);
+    g_autofree char *xml = NULL;
+    const char *t = NULL, *end = NULL;
+    g_autofree char *path = NULL;
+
+    if (vt_virsh(host_name[h], &xml, "dumpxml", name, NULL) != 0 ||
+        !(t = strstr(xml, "<nvram template='")) || !(end = strchr(t + 17, '\'')))
+        fail_msg("%s: the running domain on host %s names no store template:\n%s", what,
+                 host_name[h], xml ? xml : "");
+    path = g_strndup(t + 17, (gsize)(end - t - 17));
+    return vt_sha256_file(path);
+}
+
+/* Until OVMF has written the store and left it alone for STORE_QUIET_S. */
+static void
+wait_store_quiet(int h, const char *uuid, const char *what)
+{
+    g_autofree char *tsha = template_sha(h, uuid, what);
+    g_autofree char *last = NULL;
+    gint64 end = g_get_monotonic_time() + STORE_WAIT_S * G_USEC_PER_SEC;
+    int quiet = 0;
+
+    while (g_get_monotonic_time() < end && quiet < STORE_QUIET_S) {
+        g_autofree char *now = store_sha(h, uuid, what);
+
+        quiet = g_strcmp0(now, tsha) != 0 && g_strcmp0(now, last) == 0 ? quiet + 1 : 0;
+        g_free(last);
+        last = g_steal_pointer(&now);
+        g_usleep(G_USEC_PER_SEC);
+    }
+    if (quiet < STORE_QUIET_S)
+        fail_msg("%s: OVMF did not write its variable store on host %s, or never left it "
+                 "alone, in %d s",
+                 what, host_name[h], STORE_WAIT_S);
+}
+
+/* The store's sha256, owner and mode. */
+typedef struct {
+    char *sha;
+    struct stat st;
+} store;
+
+static void
+store_clear(store *x)
+{
+    g_clear_pointer(&x->sha, g_free);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(store, store_clear)
+
+static void
+store_read(int h, const char *uuid, store *out, const char *what)
+{
+    g_autofree char *p = hpath(h, NVRAM, uuid);
+
+    out->sha = store_sha(h, uuid, what);
+    if (lstat(p, &out->st) < 0)
+        fail_msg("%s: %s: %s", what, p, g_strerror(errno));
+}
+
+/* Host @h's store is @want: its contents, owner and mode. */
+static void
+assert_store(int h, const guest *g, const store *want, const char *what)
+{
+    g_auto(store) now = { 0 };
+
+    store_read(h, g->uuid, &now, what);
+    if (strcmp(now.sha, want->sha) != 0) {
+        g_autofree char *tsha = template_sha(h, g->uuid, what);
+
+        fail_msg("%s: the variable store on host %s has sha256 %s, the guest's was %s%s", what,
+                 host_name[h], now.sha, want->sha,
+                 g_strcmp0(now.sha, tsha) == 0
+                     ? " (it is the template: the guest's variables were lost)"
+                     : "");
+    }
+    if (now.st.st_uid != want->st.st_uid || now.st.st_gid != want->st.st_gid ||
+        (now.st.st_mode & 07777) != (want->st.st_mode & 07777))
+        fail_msg("%s: the variable store on host %s is %u:%u %04o, on the source it was "
+                 "%u:%u %04o",
+                 what, host_name[h], (unsigned)now.st.st_uid, (unsigned)now.st.st_gid,
+                 (unsigned)(now.st.st_mode & 07777), (unsigned)want->st.st_uid,
+                 (unsigned)want->st.st_gid, (unsigned)(want->st.st_mode & 07777));
+}
+
+/* Spawn UEFI guest @g on a, running with its store written: the TPM's
+ * digest, and the store in *@n. */
+static char *
+uefi_spawn(const guest *g, store *n)
+{
+    g_autofree char *d = spawn_on(A, g);
+
+    wait_store_quiet(A, g->uuid, "spawn");
+    /* OVMF's boot went on touching the TPM while it wrote the store. */
+    wait_settled(A, g->uuid);
+    store_read(A, g->uuid, n, "spawn");
+    return tpm_digest(A, g, "spawn, store written");
+}
+
+/* a -> b -> a with the store, in custody @state. */
+static void
+test_uefi(void **state)
+{
+    const char *mode = *state;
+    g_auto(guest) g = { 0 };
+    g_auto(store) n = { 0 };
+    g_autofree char *d = NULL, *name = g_strdup_printf("uefi %s: a -> b -> a", mode);
+    g_autofree char *ab = g_strdup_printf("uefi %s: a -> b", mode);
+    g_autofree char *ba = g_strdup_printf("uefi %s: b -> a", mode);
+    g_autofree char *back = NULL;
+
+    begin(name);
+    guest_init(&g, mode);
+    g.uefi = true;
+    d = uefi_spawn(&g, &n);
+    move(A, B, &g, d, NULL, ab);
+    assert_store(B, &g, &n, ab);
+    if (exists_on(A, NVRAM, g.uuid))
+        fail_msg("%s: host a keeps a variable store", ab);
+    back = strcmp(mode, "user") == 0 ? NULL
+                                     : g_strdup_printf(", \"source_host\": \"%s\"", host_addr[B]);
+    move(B, A, &g, d, back, ba);
+    assert_store(A, &g, &n, ba);
+    destroy_on(A, &g);
+    if (exists_on(A, STATE_DIR, g.uuid))
+        fail_msg("%s: destroy left the state dir with the store", name);
+}
+
+/* A paused UEFI guest is refused (the destination would write its store
+ * only once resumed); an aborted migration leaves the source's store
+ * whole; the retry carries it. */
+static void
+test_uefi_paused_abort(void **state)
+{
+    g_auto(guest) g = { 0 };
+    g_auto(store) n = { 0 };
+    g_autofree char *d = NULL, *md = NULL, *corr = NULL, *mid = NULL, *st = NULL;
+    g_autofree char *name = NULL;
+    g_autoptr(vt_reply) paused = NULL, ab = NULL, r = NULL;
+
+    begin("uefi: paused refused, abort keeps the store");
+    guest_init(&g, "user");
+    g.uefi = true;
+    d = uefi_spawn(&g, &n);
+    name = g_strdup_printf("instance-%s", g.uuid);
+    md = pre_on(B, &g, true, NULL, "pre");
+    if (vt_virsh(host_name[A], NULL, "suspend", name, NULL) != 0)
+        fail_msg("suspending the guest on host a failed");
+    paused = call(A, "live_migration", args_live(&g, B, md, false, NULL));
+    vt_assert_fault(paused, VTPM_FAULT_UNSUPPORTED_OPERATION,
+                    "QEMU writes its variable store on the destination only once the guest runs "
+                    "there",
+                    "live_migration of a paused UEFI guest");
+    st = dom_state(A, g.uuid);
+    if (strcmp(st, "paused") != 0)
+        fail_msg("paused: the guest should stay paused on host a, virsh says %s", st);
+    assert_store(A, &g, &n, "paused, refused");
+    if (vt_virsh(host_name[A], NULL, "resume", name, NULL) != 0)
+        fail_msg("resuming the guest on host a failed");
+
+    slow_net(B, true);
+    mid = g_strdup_printf("lm-uefi-abort-%s", g.uuid);
+    corr = send_async(A, "live_migration", args_live(&g, B, md, false, NULL), mid);
+    wait_job(A, g.uuid, "uefi abort");
+    ab = call_ok(A, "live_migration_abort", args_uuid(&g), "uefi abort");
+    r = vt_recv_reply(corr, OP_MS, "uefi abort");
+    assert_retryable(r, VTPM_FAULT_STATE_TRANSFER_FAILED, "aborted by live_migration_abort",
+                     "the aborted live_migration");
+    assert_stayed(A, &g, d, "uefi aborted");
+    assert_store(A, &g, &n, "uefi aborted");
+    slow_net(B, false);
+    roll_back_and_retry(&g, d, "uefi aborted");
+    assert_store(B, &g, &n, "uefi aborted, retried");
+    destroy_on(B, &g);
+}
+
 /* ---- 3. vtpmd killed at every step, the request redelivered ------------------------------ */
 
 typedef enum { OP_PRE, OP_LIVE, OP_POST, OP_ROLLBACK } op;
@@ -1058,6 +1277,12 @@ main(void)
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_timeout, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_abort, test_setup, test_teardown),
+        { "uefi host: a -> b -> a", test_uefi, test_setup, test_teardown, (void *)"host" },
+        { "uefi user: a -> b -> a", test_uefi, test_setup, test_teardown, (void *)"user" },
+        { "uefi deployment: a -> b -> a", test_uefi, test_setup, test_teardown,
+          (void *)"deployment" },
+        { "uefi: paused refused, abort keeps the store", test_uefi_paused_abort, test_setup,
+          test_teardown, NULL },
     };
     const char *missing = NULL;
 

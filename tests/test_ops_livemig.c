@@ -66,23 +66,29 @@ test_check_destination(void **state)
                     "{'instance': %s}", plain);
 }
 
-/* A UEFI instance is refused before anything is made for it: its variable
- * store would not arrive (ops/livemig.c, refuse_uefi). */
+/* A UEFI instance live-migrates: the destination checks that it offers
+ * the firmware, as a spawn would.  Without a vTPM its store is libvirt's
+ * own (not in a state dir): pre_live_migration makes nothing for it. */
 static void
 test_check_destination_uefi(void **state)
 {
     ot_host *h = *state;
     g_autofree char *uuid = ot_uuid();
     g_autofree char *inst = ot_instance_props(uuid, "", "img-1", "'hw_firmware_type': 'uefi'", "");
-    g_autofree char *want = g_strdup_printf(
-        "instance %s boots UEFI firmware (hw_firmware_type=uefi): its variable store does not "
-        "travel in a live migration; a cold migration moves it",
-        uuid);
+    g_autofree char *sd = g_build_filename(h->cfg->libvirt.state_dir, uuid, NULL);
+    g_auto(ot_reply) r = { 0 };
 
+    ot_call(h, vtpm_op_check_can_live_migrate_destination, "check_can_live_migrate_destination",
+            &r, "{'instance': %s}", inst);
+    assert_int_equal(r.err.code, VTPM_FAULT_TPM_UNSUPPORTED);
+    assert_true(g_str_has_prefix(r.err.message, "host " OT_HOST " cannot provide UEFI firmware: "));
     ot_offer_firmware(h, TRUE);
-    ot_expect_fault(h, vtpm_op_check_can_live_migrate_destination,
-                    "check_can_live_migrate_destination", VTPM_FAULT_UNSUPPORTED_OPERATION, want,
-                    "{'instance': %s}", inst);
+    ot_expect_ok(h, vtpm_op_check_can_live_migrate_destination,
+                 "check_can_live_migrate_destination", "{'ok': true}", "{'instance': %s}", inst);
+    ot_expect_ok(h, vtpm_op_pre_live_migration, "pre_live_migration",
+                 "{'dest_host': '" OT_HOST "', 'inbound_addr': '" OT_HOST "'}",
+                 "{'instance': %s}", inst);
+    assert_false(g_file_test(sd, G_FILE_TEST_EXISTS));
 }
 
 static void
@@ -91,7 +97,7 @@ test_pre(void **state)
     ot_host *h = *state;
     g_autofree char *uuid = ot_uuid();
     g_autofree char *plain = ot_instance(uuid, "", "img-1", "");
-    g_autofree char *sd = NULL;
+    g_autofree char *sd = NULL, *sd_tpm = NULL;
 
     ot_expect_fault(h, vtpm_op_pre_live_migration, "pre_live_migration", BAD,
                     "args.source_host: expected str, got unsigned integer",
@@ -113,9 +119,16 @@ test_pre(void **state)
     ot_expect_ok(h, vtpm_op_pre_live_migration, "pre_live_migration",
                  "{'dest_host': '" OT_HOST "', 'inbound_addr': 'fd00::7'}", "{'instance': %s}",
                  plain);
-    /* A TPM state here that the incoming one would overwrite. */
+    /* An empty state dir is what pre_live_migration makes for a UEFI
+     * guest's store: a redelivery finds it. */
     sd = g_build_filename(h->cfg->libvirt.state_dir, uuid, NULL);
     assert_int_equal(g_mkdir_with_parents(sd, 0700), 0);
+    ot_expect_ok(h, vtpm_op_pre_live_migration, "pre_live_migration",
+                 "{'dest_host': '" OT_HOST "', 'inbound_addr': 'fd00::7'}", "{'instance': %s}",
+                 plain);
+    /* A TPM state here that the incoming one would overwrite. */
+    sd_tpm = g_build_filename(sd, "tpm2", NULL);
+    assert_int_equal(g_mkdir_with_parents(sd_tpm, 0700), 0);
     {
         g_autofree char *want = g_strdup_printf(
             "host " OT_HOST " holds a TPM state of instance %s (%s) that a live migration here "

@@ -280,6 +280,14 @@ live_args_get(vtpm_worker *w, const vtpm_request *req, live_args *a, vtpm_error 
 
 /* ---- check_can_live_migrate_destination (destination) --------------------------- */
 
+static bool
+dir_empty(const char *dir)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+
+    return d && !g_dir_read_name(d);
+}
+
 /* A live migration needs a destination without a domain of the instance:
  * it defines one there. */
 static int
@@ -299,8 +307,9 @@ check_no_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid, vtpm_error
                               "migration needs a destination without one "
                               "(rollback_live_migration_at_destination removes a failed one's)",
                               uuid, w->cfg->worker.host, guest_state_str(st));
-    /* The incoming TPM would overwrite it. */
-    if (vtpm_fs_is_dir(state_dir))
+    /* The incoming TPM would overwrite it.  An empty one is what
+     * pre_live_migration makes for a UEFI guest's store. */
+    if (vtpm_fs_is_dir(state_dir) && !dir_empty(state_dir))
         return vtpm_error_set(err, VTPM_FAULT_INSTANCE_CONFLICT,
                               "host %s holds a TPM state of instance %s (%s) that a live "
                               "migration here would overwrite (kept by destroy, or left by a "
@@ -308,23 +317,6 @@ check_no_domain(vtpm_worker *w, virConnectPtr conn, const char *uuid, vtpm_error
                               "that)",
                               w->cfg->worker.host, uuid, state_dir);
     return 0;
-}
-
-/* A UEFI guest's variable store is a file beside its TPM state that
- * QEMU's stream does not carry (only the flash's contents in RAM): the
- * destination would start from a fresh copy of the template, and the
- * source's clean-up would delete the only whole store.  Refused until
- * the store moves with the guest; a cold migration moves it. */
-static int
-refuse_uefi(const char *uuid, const vtpm_firmware *fw, vtpm_error *err)
-{
-    if (fw->type != VTPM_FIRMWARE_UEFI)
-        return 0;
-    return vtpm_error_set(err, VTPM_FAULT_UNSUPPORTED_OPERATION,
-                          "instance %s boots UEFI firmware (hw_firmware_type=uefi): its "
-                          "variable store does not travel in a live migration; a cold "
-                          "migration moves it",
-                          uuid);
 }
 
 int
@@ -340,7 +332,6 @@ vtpm_op_check_can_live_migrate_destination(vtpm_worker *w, const vtpm_request *r
      * its version, model and custody mode, the boot paths are here. */
     if ((rc = vtpm_proto_arg_instance(req, &inst, err)) < 0 ||
         (rc = vtpm_ops_prepare(w, inst, &d, err)) < 0 ||
-        (rc = refuse_uefi(inst->uuid, &d.fw, err)) < 0 ||
         (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
         (rc = check_no_domain(w, conn, inst->uuid, err)) < 0)
         return rc;
@@ -417,6 +408,22 @@ pre_key(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *inst,
     }
 }
 
+/* A UEFI guest's store lives in its state dir, where the incoming QEMU
+ * needs it before swtpm would make the dir: libvirt copies the template
+ * there for QEMU to open, which the stream's flash contents then replace
+ * (refuse_paused_uefi).  As a start here makes it (vtpm_ops_store_dir);
+ * rollback_live_migration_at_destination removes it with the state. */
+static int
+pre_store_dir(vtpm_worker *w, const char *uuid, const vtpm_ops_domain *d, vtpm_error *err)
+{
+    g_autofree char *dir = NULL;
+
+    if (!d->nvram)
+        return 0;
+    dir = vtpm_ops_state_dir(w, uuid);
+    return vtpm_fs_mkdirs(dir, 0711, err);
+}
+
 /* The migrate_data: where the source's QEMU sends the stream, and in
  * deployment mode which keys this host holds (the source refuses a guest
  * this host could not start again). */
@@ -467,7 +474,8 @@ vtpm_op_pre_live_migration(vtpm_worker *w, const vtpm_request *req, msgpack_pack
     if ((rc = vtpm_ops_prepare(w, inst, &d, err)) < 0 ||
         (rc = vtpm_virt_conn(w->virt, &conn, NULL, err)) < 0 ||
         (rc = check_no_domain(w, conn, inst->uuid, err)) < 0 ||
-        (rc = pre_key(w, conn, inst, &d.dev, source, err)) < 0)
+        (rc = pre_key(w, conn, inst, &d.dev, source, err)) < 0 ||
+        (rc = pre_store_dir(w, inst->uuid, &d, err)) < 0)
         return rc;
     vtpm_inject("pre_live_migration.after_key");
     pack_migrate_data(result, w, &d.dev);
@@ -712,6 +720,34 @@ decide(vtpm_worker *w, const live_args *a, lm_place *p, bool *moved, vtpm_error 
     return 0;
 }
 
+/* A UEFI guest's variable store is a file in its state dir; QEMU's stream
+ * carries the flash's contents only as RAM.  The incoming QEMU opens a
+ * copy of the template there (libvirt makes it) and, loading the stream,
+ * arms a handler (hw/block/pflash_cfi01.c, pflash_post_load) that writes
+ * the whole flash into that file when the guest starts running: only then
+ * is the destination's store whole.  A guest paused by its user would
+ * arrive paused, its store a template until resumed, while the source's
+ * clean-up deletes the only whole copy: refused, before anything moves. */
+static int
+refuse_paused_uefi(vtpm_worker *w, virDomainPtr dom, const char *uuid, const vtpm_firmware *fw,
+                   vtpm_error *err)
+{
+    int st = VIR_DOMAIN_NOSTATE, reason = 0;
+
+    if (fw->type != VTPM_FIRMWARE_UEFI)
+        return 0;
+    if (VTPM_LV(virDomainGetState(dom, &st, &reason, 0)) < 0)
+        return vtpm_virt_error(w->virt, VTPM_FAULT_HYPERVISOR_ERROR, err, "reading domain state");
+    if (st != VIR_DOMAIN_PAUSED)
+        return 0;
+    return vtpm_error_set(err, VTPM_FAULT_UNSUPPORTED_OPERATION,
+                          "instance %s is paused on host %s and boots UEFI firmware: QEMU writes "
+                          "its variable store on the destination only once the guest runs "
+                          "there, so the source's store would be its only whole copy; resume "
+                          "the guest first (a cold migration moves a stopped one)",
+                          uuid, w->cfg->worker.host);
+}
+
 static char *
 inbound_uri(const char *addr)
 {
@@ -735,7 +771,7 @@ migrate(vtpm_worker *w, virConnectPtr conn, virConnectPtr dconn, const live_args
     int np = 0, maxp = 0, rc;
 
     if ((rc = vtpm_ops_get_meta(w, p->here, &m, err)) < 0 ||
-        (rc = refuse_uefi(a->uuid, &m.firmware, err)) < 0 ||
+        (rc = refuse_paused_uefi(w, p->here, a->uuid, &m.firmware, err)) < 0 ||
         (rc = hand_over_key(w, conn, dconn, a, &m, err)) < 0 ||
         (rc = send_generation(w, p->here, a->uuid, err)) < 0)
         return rc;
