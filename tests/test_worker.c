@@ -855,8 +855,12 @@ test_spawn_idempotent(void **state)
      * spawn's. Paused, the guest sends the TPM nothing; a spawn that
      * redid the TPM would change the state, and one that restarted the
      * domain would leave it running. */
-    if (!settled_sha256(sf))
-        fail_msg("no TPM state file %s after spawn", sf);
+    {
+        g_autofree char *booted = settled_sha256(sf);
+
+        if (!booted)
+            fail_msg("no TPM state file %s after spawn", sf);
+    }
     if (vt_virsh(H, NULL, "suspend", name, NULL) != 0)
         fail_msg("virsh suspend of instance %s failed", uuid);
     sha1 = vt_sha256_file(sf);
