@@ -2470,64 +2470,19 @@ assert_guest_untouched(int h, const char *uuid, pid_t qemu, pid_t swtpm, const c
                  manufactured(h, uuid), host_name[h], want_manufactured);
 }
 
+/* Bring the instance to where the crash case's method applies. */
 static void
-test_crash(void **state)
+crash_setup(const crash_case *c, const instance *in_p, xfer *x, xfer *sh)
 {
-    const crash_case *c = *state;
-    const char *method = op_method[c->op];
-    int h = c->op == OP_FINISH || c->op == OP_UNSHELVE ? B : A;
-    g_autofree char *uuid = vt_uuid();
-    g_autofree char *env_kv = g_strdup_printf("VTPMD_CRASH_AT=%s", c->point);
-    const char *env[] = { env_kv, NULL };
-    g_autofree char *mid = g_strdup_printf("lc-crash-%s", uuid);
-    g_autofree char *rid = g_strdup_printf("lc-crash-%s", c->point);
-    g_autofree char *corr = NULL;
-    g_autofree char *S = NULL, *N = NULL;
-    g_autofree char *inc_b = p_incoming(B, uuid), *kept_a = p_kept(A, uuid);
-    g_autofree char *vol = p_shelved(uuid);
-    g_autofree char *sf_a = p_state_file(A, uuid, STATE_V2);
-    g_autofree char *sd_h = p_state_dir(h, uuid);
-    g_autofree char *marker = g_build_filename(sd_h, "lc-written-by-guest", NULL);
-    g_autoptr(GBytes) args = NULL, body = NULL, before = NULL;
-    g_autoptr(vt_reply) r = NULL;
-    instance in = { .uuid = uuid, .fl = &FL_TPM };
-    instance in_new = in;
-    xfer x = { 0 }, sh = { 0 };
-    pid_t qemu = 0, swtpm = 0;
-    unsigned m0, n0;
-    int code;
+    instance in = *in_p;
 
-    begin(c->name);
-    if (c->op == OP_FINISH && c->change_tpm)
-        in_new.fl = &FL_TPM12;
-    if (c->uefi)
-        in.props = in_new.props = props_uefi_sb;
-    if (c->op == OP_REBUILD) {
-        in = (instance){ .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-1",
-                         .props = c->uefi ? props_uefi_sb_tis : props_20_tis };
-        in_new = (instance){ .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-2",
-                             .props = c->change_tpm  ? props_20_crb
-                                      : c->change_fw ? props_uefi_tis
-                                      : c->uefi      ? props_uefi_sb_tis
-                                                     : props_20_tis };
-    }
-
-    /* Bring the instance to where @method applies.  A revert restores on
-     * the same host: only the firmware's own writes tell its store from a
-     * fresh copy of the template. */
-    if (c->uefi)
-        S = uefi_spawn_off(&in, c->op == OP_REVERT, &N);
-    else
-        S = spawn_off(&in);
-    before = read_file(sf_a);
-    m0 = manufactured(A, uuid);
     switch (c->op) {
     case OP_FINISH:
-        migrate(A, B, &in, &x, "setup: migrate");
+        migrate(A, B, &in, x, "setup: migrate");
         break;
     case OP_CONFIRM:
-        migrate(A, B, &in, &x, "setup: migrate");
-        call_ok_free(B, "finish_migration", args_finish(&in, &FL_TPM, false, &x),
+        migrate(A, B, &in, x, "setup: migrate");
+        call_ok_free(B, "finish_migration", args_finish(&in, &FL_TPM, false, x),
                      "setup: finish_migration");
         break;
     case OP_REVERT: {
@@ -2539,27 +2494,50 @@ test_crash(void **state)
         instance big = in;
 
         big.fl = &FL_TPM_BIG;
-        migrate(A, A, &in, &x, "setup: resize in place");
-        call_ok_free(A, "finish_migration", args_finish(&big, &FL_TPM, false, &x),
+        migrate(A, A, &in, x, "setup: resize in place");
+        call_ok_free(A, "finish_migration", args_finish(&big, &FL_TPM, false, x),
                      "setup: finish_migration in place");
-        destroy_on(A, uuid, "setup: destroy (revert flow, same host)");
+        destroy_on(A, in.uuid, "setup: destroy (revert flow, same host)");
         break;
     }
     case OP_UNSHELVE:
-        shelve_on(A, &in, &sh, "setup: shelve");
+        shelve_on(A, &in, sh, "setup: shelve");
         break;
     default:
         break;
     }
+}
+
+/* The request of the crash case's method. */
+static GBytes *
+crash_args(const crash_case *c, const instance *in, const instance *in_new, const xfer *x,
+           const xfer *sh)
+{
     switch (c->op) {
-    case OP_MIGRATE: args = args_migrate(&in, host_addr[B]); break;
-    case OP_FINISH: args = args_finish(&in_new, &FL_TPM, c->power_on, &x); break;
-    case OP_REVERT: args = args_inst_power(&in, c->power_on); break;
-    case OP_UNSHELVE: args = args_unshelve(&in, &sh, c->power_on); break;
-    case OP_REBUILD: args = args_inst(&in_new); break;
-    default: args = args_inst(&in); break;
+    case OP_MIGRATE: return args_migrate(in, host_addr[B]);
+    case OP_FINISH: return args_finish(in_new, &FL_TPM, c->power_on, x);
+    case OP_REVERT: return args_inst_power(in, c->power_on);
+    case OP_UNSHELVE: return args_unshelve(in, sh, c->power_on);
+    case OP_REBUILD: return args_inst(in_new);
+    default: return args_inst(in);
     }
-    body = vt_request(method, args, rid, 0);
+}
+
+/* Send @body to host @h's vtpmd armed to crash at the case's point, see
+ * it die there, start a fresh one and take the redelivered request's
+ * reply.  With power_on, *qemu / *swtpm are the guest the crashed vtpmd
+ * started, and @marker stands for what it wrote to its TPM since. */
+static vt_reply *
+crash_and_redeliver(const crash_case *c, int h, const char *uuid, GBytes *body, const char *mid,
+                    const char *marker, pid_t *qemu, pid_t *swtpm)
+{
+    const char *method = op_method[c->op];
+    g_autofree char *env_kv = g_strdup_printf("VTPMD_CRASH_AT=%s", c->point);
+    const char *env[] = { env_kv, NULL };
+    g_autofree char *corr = NULL;
+    vt_reply *r;
+    unsigned n0;
+    int code;
 
     /* The acting host's vtpmd, with the crash armed. */
     host_stop(h);
@@ -2588,12 +2566,12 @@ test_crash(void **state)
         fail_msg("%s: vtpmd died, but its log does not say it crashed at %s", c->name, c->point);
     if (c->power_on) {
         /* The guest the crashed vtpmd started; it writes to its TPM. */
-        qemu = first_pid("qemu-system-x86_64", uuid);
-        swtpm = first_pid("swtpm", uuid);
+        *qemu = first_pid("qemu-system-x86_64", uuid);
+        *swtpm = first_pid("swtpm", uuid);
         assert_dom_state(h, uuid, "running", "after the crash");
-        if (!qemu || !swtpm)
+        if (!*qemu || !*swtpm)
             fail_msg("%s: the guest should run after the crash (qemu %d, swtpm %d)", c->name,
-                     (int)qemu, (int)swtpm);
+                     (int)*qemu, (int)*swtpm);
         if (!g_file_set_contents(marker, "x", 1, NULL))
             fail_msg("%s: cannot write %s", c->name, marker);
     }
@@ -2607,6 +2585,97 @@ test_crash(void **state)
         fail_msg("%s: the redelivered %s should complete, got %s", c->name, method,
                  vt_reply_summary(r));
     }
+    return r;
+}
+
+/* After a rebuild's crash and redelivery: the rebuilt domain, with the
+ * old TPM kept or a fresh one, as the case asks, said and done. */
+static void
+check_rebuilt(const crash_case *c, vt_reply *r, const instance *in_new, const char *uuid,
+              const char *N, GBytes *before, unsigned m0)
+{
+    g_autofree char *sf_a = p_state_file(A, uuid, STATE_V2);
+    g_autofree char *xml = dom_xml(A, uuid, true);
+    g_autofree char *S2 = NULL, *label = vt_obj_str(&r->rep->result, "vtpm_state");
+    g_autoptr(GBytes) after = NULL;
+    const char *want = c->change_tpm ? "replaced" : "kept";
+    gsize diff;
+    unsigned made;
+    bool same_tpm;
+
+    assert_dom_state(A, uuid, "running", c->name);
+    assert_res_str(r, "nvram_state", !N ? "none" : c->change_fw ? "replaced" : "kept",
+                   c->name);
+    if (!strstr(xml, "<vtpmd:image id=\"img-2\"/>") ||
+        !strstr(xml, c->change_tpm ? "<tpm model='tpm-crb'>" : "<tpm model='tpm-tis'>"))
+        fail_msg("%s: the domain should be the rebuilt one (img-2, %s):\n%s", c->name,
+                 c->change_tpm ? "tpm-crb" : "tpm-tis", xml);
+    S2 = power_off_sha(A, in_new, STATE_V2, "power_off after the rebuild");
+    after = read_file(sf_a);
+    diff = vt_bytes_differing(before, after);
+    made = manufactured(A, uuid) - m0;
+    same_tpm = diff <= SAME_TPM_MAX_DIFF && made == 0;
+    /* Both the answer and the TPM itself, in one message. */
+    if (g_strcmp0(label, want) != 0 || same_tpm != !c->change_tpm)
+        fail_msg("%s: expected vtpm_state \"%s\" and %s; got \"%s\" and %s (%zu bytes of "
+                 "the state differ from before, %u TPM(s) manufactured)", c->name, want,
+                 c->change_tpm ? "a fresh TPM" : "the same TPM", label ? label : "nothing",
+                 same_tpm ? "the old TPM" : "a new TPM", diff, made);
+    destroy_on(A, uuid, "destroy");
+}
+
+static void
+test_crash(void **state)
+{
+    const crash_case *c = *state;
+    const char *method = op_method[c->op];
+    int h = c->op == OP_FINISH || c->op == OP_UNSHELVE ? B : A;
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *mid = g_strdup_printf("lc-crash-%s", uuid);
+    g_autofree char *rid = g_strdup_printf("lc-crash-%s", c->point);
+    g_autofree char *S = NULL, *N = NULL;
+    g_autofree char *inc_b = p_incoming(B, uuid), *kept_a = p_kept(A, uuid);
+    g_autofree char *vol = p_shelved(uuid);
+    g_autofree char *sf_a = p_state_file(A, uuid, STATE_V2);
+    g_autofree char *sd_h = p_state_dir(h, uuid);
+    g_autofree char *marker = g_build_filename(sd_h, "lc-written-by-guest", NULL);
+    g_autoptr(GBytes) args = NULL, body = NULL, before = NULL;
+    g_autoptr(vt_reply) r = NULL;
+    instance in = { .uuid = uuid, .fl = &FL_TPM };
+    instance in_new = in;
+    xfer x = { 0 }, sh = { 0 };
+    pid_t qemu = 0, swtpm = 0;
+    unsigned m0;
+
+    begin(c->name);
+    if (c->op == OP_FINISH && c->change_tpm)
+        in_new.fl = &FL_TPM12;
+    if (c->uefi)
+        in.props = in_new.props = props_uefi_sb;
+    if (c->op == OP_REBUILD) {
+        in = (instance){ .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-1",
+                         .props = c->uefi ? props_uefi_sb_tis : props_20_tis };
+        in_new = (instance){ .uuid = uuid, .fl = &FL_PLAIN, .image_id = "img-2",
+                             .props = c->change_tpm  ? props_20_crb
+                                      : c->change_fw ? props_uefi_tis
+                                      : c->uefi      ? props_uefi_sb_tis
+                                                     : props_20_tis };
+    }
+
+    /* Bring the instance to where @method applies.  A revert restores on
+     * the same host: only the firmware's own writes tell its store from a
+     * fresh copy of the template. */
+    if (c->uefi)
+        S = uefi_spawn_off(&in, c->op == OP_REVERT, &N);
+    else
+        S = spawn_off(&in);
+    before = read_file(sf_a);
+    m0 = manufactured(A, uuid);
+    crash_setup(c, &in, &x, &sh);
+    args = crash_args(c, &in, &in_new, &x, &sh);
+    body = vt_request(method, args, rid, 0);
+
+    r = crash_and_redeliver(c, h, uuid, body, mid, marker, &qemu, &swtpm);
 
     switch (c->op) {
     case OP_MIGRATE: {
@@ -2697,36 +2766,9 @@ test_crash(void **state)
             assert_nvram_sha(B, uuid, N, c->name);
         destroy_on(B, uuid, "destroy on b");
         break;
-    case OP_REBUILD: {
-        g_autofree char *xml = dom_xml(A, uuid, true);
-        g_autofree char *S2 = NULL, *label = vt_obj_str(&r->rep->result, "vtpm_state");
-        g_autoptr(GBytes) after = NULL;
-        const char *want = c->change_tpm ? "replaced" : "kept";
-        gsize diff;
-        unsigned made;
-        bool same_tpm;
-
-        assert_dom_state(A, uuid, "running", c->name);
-        assert_res_str(r, "nvram_state", !N ? "none" : c->change_fw ? "replaced" : "kept",
-                       c->name);
-        if (!strstr(xml, "<vtpmd:image id=\"img-2\"/>") ||
-            !strstr(xml, c->change_tpm ? "<tpm model='tpm-crb'>" : "<tpm model='tpm-tis'>"))
-            fail_msg("%s: the domain should be the rebuilt one (img-2, %s):\n%s", c->name,
-                     c->change_tpm ? "tpm-crb" : "tpm-tis", xml);
-        S2 = power_off_sha(A, &in_new, STATE_V2, "power_off after the rebuild");
-        after = read_file(sf_a);
-        diff = vt_bytes_differing(before, after);
-        made = manufactured(A, uuid) - m0;
-        same_tpm = diff <= SAME_TPM_MAX_DIFF && made == 0;
-        /* Both the answer and the TPM itself, in one message. */
-        if (g_strcmp0(label, want) != 0 || same_tpm != !c->change_tpm)
-            fail_msg("%s: expected vtpm_state \"%s\" and %s; got \"%s\" and %s (%zu bytes of "
-                     "the state differ from before, %u TPM(s) manufactured)", c->name, want,
-                     c->change_tpm ? "a fresh TPM" : "the same TPM", label ? label : "nothing",
-                     same_tpm ? "the old TPM" : "a new TPM", diff, made);
-        destroy_on(A, uuid, "destroy");
+    case OP_REBUILD:
+        check_rebuilt(c, r, &in_new, uuid, N, before, m0);
         break;
-    }
     }
     xfer_clear(&x);
     xfer_clear(&sh);
