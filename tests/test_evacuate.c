@@ -1261,12 +1261,23 @@ test_evacuate_custody(void **state)
  * vtpmd checkpoints it, as fast as power_off can ask plus every second:
  * every checkpoint taken is a whole TPM state, which a swtpm loads and
  * whose NV index holds one of the values written. */
+/* swtpm on a TCP port pair (tpm2-tools' swtpm TCTI speaks only TCP):
+ * below Linux's ephemeral range, where no client socket takes it, and tried
+ * again on another pair when one is taken anyway. Sets $port. */
+#define SWTPM_START_SH(dir, pid, log)                                                    \
+    "port=\n"                                                                            \
+    "for try in $(seq 20); do\n"                                                         \
+    "  p=$((20000 + (RANDOM % 6000) * 2))\n"                                             \
+    "  if swtpm socket --tpm2 --tpmstate dir=" dir " --server type=tcp,port=$p "         \
+    "     --ctrl type=tcp,port=$((p + 1)) --flags not-need-init,startup-clear "           \
+    "     --pid file=" pid " --log file=" log " --daemon 2> /dev/null; then port=$p; break; fi\n" \
+    "done\n"
+
 static const char writer_sh[] =
     "set -u\n"
-    "d=$1 port=$2 stop=$3 out=$4\n"
-    "swtpm socket --tpm2 --tpmstate dir=$d --server type=tcp,port=$port "
-    "  --ctrl type=tcp,port=$((port + 1)) --flags not-need-init,startup-clear "
-    "  --pid file=$out.pid --log file=$out.swtpm.log --daemon || exit 3\n"
+    "d=$1 stop=$2 out=$3\n"
+    SWTPM_START_SH("$d", "$out.pid", "$out.swtpm.log")
+    "[ -n \"$port\" ] || exit 3\n"
     "export TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=$port\n"
     "for i in $(seq 100); do tpm2_getrandom 4 > /dev/null 2>&1 && break; sleep 0.1; done\n"
     "tpm2_nvdefine 0x1500016 -C o -s 8 -a 'ownerread|ownerwrite|authread|authwrite' "
@@ -1283,10 +1294,9 @@ static const char writer_sh[] =
  * index was not defined yet, the value read, or "FAIL ...". */
 static const char reader_sh[] =
     "set -u\n"
-    "d=$1 port=$2\n"
-    "swtpm socket --tpm2 --tpmstate dir=$d --server type=tcp,port=$port "
-    "  --ctrl type=tcp,port=$((port + 1)) --flags not-need-init,startup-clear "
-    "  --pid file=$d/pid --log file=$d/log --daemon || { echo FAIL swtpm; exit 0; }\n"
+    "d=$1\n"
+    SWTPM_START_SH("$d", "$d/pid", "$d/log")
+    "[ -n \"$port\" ] || { echo FAIL swtpm; exit 0; }\n"
     "export TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=$port\n"
     "ok=\n"
     "for i in $(seq 100); do tpm2_getrandom 4 > /dev/null 2>&1 && ok=1 && break; sleep 0.1; done\n"
@@ -1315,18 +1325,11 @@ run_sh(const char *script, const char *const *argv_tail, int *status)
     return out;
 }
 
-static int
-free_port(void)
-{
-    /* A port pair nobody else's swtpm takes at the same time: by pid. */
-    return 30000 + (int)(getpid() % 10000) * 2;
-}
-
 static void
 test_torn_write(void **state)
 {
     g_auto(inst) i = { 0 };
-    g_autofree char *tpm2 = NULL, *stop = NULL, *out = NULL, *port = NULL, *count = NULL;
+    g_autofree char *tpm2 = NULL, *stop = NULL, *out = NULL, *count = NULL;
     g_autofree char *nvwrite = g_find_program_in_path("tpm2_nvwrite");
     g_autoptr(GArray) gens = NULL;
     GPid writer = 0;
@@ -1342,10 +1345,9 @@ test_torn_write(void **state)
     tpm2 = vt_host_pathf(host_name[A], "var/lib/libvirt/swtpm/%s/tpm2", i.uuid);
     stop = g_strdup_printf("%s/torn-stop", vt_env("VT_ROOT"));
     out = g_strdup_printf("%s/torn", vt_env("VT_ROOT"));
-    port = g_strdup_printf("%d", free_port());
     unlink(stop);
     {
-        const char *argv[] = { "bash", "-c", writer_sh, "sh", tpm2, port, stop, out, NULL };
+        const char *argv[] = { "bash", "-c", writer_sh, "sh", tpm2, stop, out, NULL };
         g_autoptr(GError) gerr = NULL;
 
         if (!g_spawn_async(NULL, (char **)argv, NULL,
@@ -1394,7 +1396,7 @@ test_torn_write(void **state)
         g_autofree char *dir = g_dir_make_tmp("test_evacuate-torn-XXXXXX", NULL);
         g_autofree char *file = g_build_filename(dir, "tpm2-00.permall", NULL);
         g_autofree char *res = NULL, *rm = g_strdup_printf("rm -rf '%s'", dir);
-        const char *argv[] = { dir, port, NULL };
+        const char *argv[] = { dir, NULL };
         int status = 0;
 
         if (!st)
