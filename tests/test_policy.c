@@ -20,6 +20,7 @@ typedef struct {
     vtpm_model model;
     vtpm_secret_security secret;
     const char *msg[4];         /* substrings the fault message must hold */
+    unsigned banks;             /* PCR banks on success (bits of vtpm_pcr_bank) */
 } policy_case;
 
 static const vtpm_device sentinel = { VTPM_VERSION_1_2, VTPM_MODEL_CRB, VTPM_SECRET_HOST };
@@ -46,6 +47,8 @@ run_case(const policy_case *c)
         if (c->version != VTPM_VERSION_NONE && dev.secret_security != c->secret)
             fail_msg("%s: secret security %d, expected %d", c->name, dev.secret_security,
                      c->secret);
+        if (dev.pcr_banks != (c->version == VTPM_VERSION_NONE ? 0 : c->banks))
+            fail_msg("%s: PCR banks 0x%x, expected 0x%x", c->name, dev.pcr_banks, c->banks);
         return;
     }
     resolve_case_fault(c->name, c->fault, rc, &err, &dev, &sentinel, sizeof(dev), c->msg,
@@ -560,10 +563,110 @@ test_null_maps_and_null_err(void **state)
     assert_int_equal(dev.version, VTPM_VERSION_NONE);
 }
 
+#define B1 (1u << VTPM_PCR_SHA1)
+#define B256 (1u << VTPM_PCR_SHA256)
+#define B384 (1u << VTPM_PCR_SHA384)
+#define B512 (1u << VTPM_PCR_SHA512)
+#define PB "hw:tpm_pcr_banks"
+#define PBI "hw_tpm_pcr_banks"
+#define ALLOWED "allowed: a comma-separated list of sha1, sha256, sha384, sha512"
+
+/* hw:tpm_pcr_banks / hw_tpm_pcr_banks: the rules of the other TPM keys
+ * (conflict only between two non-empty values, an empty flavor value falls
+ * through, an empty image value is refused), compared as sets, TPM 2.0
+ * only, every fault naming key, value and source. */
+static void
+test_pcr_banks(void **state)
+{
+    static const policy_case cases[] = {
+        { "banks: flavor", { "hw:tpm_version", "2.0", PB, "sha256,sha384", NULL }, { NULL }, OK,
+          V20, TIS, USER, { NULL }, B256 | B384 },
+        { "banks: image", { NULL }, { "hw_tpm_version", "2.0", PBI, "sha1", NULL }, OK, V20, TIS,
+          USER, { NULL }, B1 },
+        { "banks: all four, any order and case, blanks around names",
+          { "hw:tpm_version", "2.0", PB, " SHA512,sha1 , Sha384,sha256", NULL }, { NULL }, OK,
+          V20, TIS, USER, { NULL }, B1 | B256 | B384 | B512 },
+        { "banks: flavor and image name the same set",
+          { "hw:tpm_version", "2.0", PB, "sha384,sha256", NULL }, { PBI, "SHA256, sha384", NULL },
+          OK, V20, TIS, USER, { NULL }, B256 | B384 },
+        { "banks: flavor and image differ",
+          { "hw:tpm_version", "2.0", PB, "sha256", NULL }, { PBI, "sha256,sha384", NULL },
+          CONFLICT, 0, 0, 0, { FLV " " PB "=sha256", IMG " " PBI "=sha256,sha384" } },
+        { "banks: an empty flavor value falls through to the image",
+          { "hw:tpm_version", "2.0", PB, "", NULL }, { PBI, "sha512", NULL }, OK, V20, TIS, USER,
+          { NULL }, B512 },
+        { "banks: an empty flavor value alone is unset", { "hw:tpm_version", "2.0", PB, "", NULL },
+          { NULL }, OK, V20, TIS, USER, { NULL }, 0 },
+        { "banks: an empty image value is refused", { "hw:tpm_version", "2.0", NULL },
+          { PBI, "", NULL }, INVALID, 0, 0, 0, { IMG " " PBI "=: names no PCR bank", ALLOWED } },
+        { "banks: blanks only", { "hw:tpm_version", "2.0", PB, "  ", NULL }, { NULL }, INVALID, 0,
+          0, 0, { FLV " " PB "=  : names no PCR bank" } },
+        { "banks: unknown bank", { "hw:tpm_version", "2.0", PB, "sha256,md5", NULL }, { NULL },
+          INVALID, 0, 0, 0, { FLV " " PB "=sha256,md5: 'md5' is not a PCR bank", ALLOWED } },
+        { "banks: sm3 is not offered", { "hw:tpm_version", "2.0", NULL }, { PBI, "sm3-256", NULL },
+          INVALID, 0, 0, 0, { IMG " " PBI "=sm3-256: 'sm3-256' is not a PCR bank" } },
+        { "banks: a bank twice", { "hw:tpm_version", "2.0", PB, "sha256,SHA256", NULL }, { NULL },
+          INVALID, 0, 0, 0, { FLV " " PB "=sha256,SHA256: lists sha256 twice" } },
+        { "banks: an empty item", { "hw:tpm_version", "2.0", PB, "sha256,,sha384", NULL },
+          { NULL }, INVALID, 0, 0, 0, { FLV " " PB "=sha256,,sha384: has an empty item" } },
+        { "banks: a trailing comma", { "hw:tpm_version", "2.0", PB, "sha256,", NULL }, { NULL },
+          INVALID, 0, 0, 0, { "has an empty item" } },
+        { "banks: TPM 1.2 has no PCR banks to choose",
+          { "hw:tpm_version", "1.2", PB, "sha1", NULL }, { NULL }, INVALID, 0, 0, 0,
+          { FLV " " PB "=sha1: PCR banks are only valid with TPM version 2.0",
+            FLV " hw:tpm_version=1.2" } },
+        { "banks: TPM 1.2 from the image, banks from the flavor", { PB, "sha256", NULL },
+          { "hw_tpm_version", "1.2", NULL }, INVALID, 0, 0, 0,
+          { FLV " " PB "=sha256: PCR banks", "but " IMG " hw_tpm_version=1.2" } },
+        { "banks: without a vTPM they are ignored", { PB, "sha1,md5", NULL }, { NULL }, OK,
+          NOTPM },
+        { "banks: with the version trait", { T20, "required", NULL }, { PBI, "sha384", NULL }, OK,
+          V20, TIS, USER, { NULL }, B384 },
+        { "banks: a version conflict comes first",
+          { "hw:tpm_version", "2.0", PB, "md5", NULL }, { "hw_tpm_version", "1.2", NULL },
+          CONFLICT, 0, 0, 0, { "hw:tpm_version=2.0", "hw_tpm_version=1.2" } },
+        { "banks: an invalid model comes first",
+          { "hw:tpm_version", "2.0", "hw:tpm_model", "tpm-foo", PB, "md5", NULL }, { NULL },
+          INVALID, 0, 0, 0, { "hw:tpm_model=tpm-foo" } },
+        { "banks: a conflict compares the sets, invalid lists as written",
+          { "hw:tpm_version", "2.0", PB, "md5", NULL }, { PBI, "MD5", NULL }, CONFLICT, 0, 0, 0,
+          { FLV " " PB "=md5", IMG " " PBI "=MD5" } },
+    };
+
+    (void)state;
+    run_cases(cases, G_N_ELEMENTS(cases));
+}
+
+static void
+test_pcr_bank_names(void **state)
+{
+    g_autofree char *none = vtpm_pcr_banks_format(0);
+    g_autofree char *two = vtpm_pcr_banks_format(B384 | B256);
+    g_autofree char *all = vtpm_pcr_banks_format(B1 | B256 | B384 | B512);
+
+    (void)state;
+    assert_string_equal(none, "");
+    assert_string_equal(two, "sha256,sha384");
+    assert_string_equal(all, "sha1,sha256,sha384,sha512");
+    for (int b = 0; b < VTPM_PCR__COUNT; b++) {
+        g_autofree char *up = g_ascii_strup(vtpm_pcr_bank_str(b), -1);
+        g_autofree char *trait = g_strconcat("CUSTOM_VTPM_PCR_BANK_", up, NULL);
+
+        assert_int_equal(vtpm_pcr_bank_parse(vtpm_pcr_bank_str(b)), b);
+        assert_string_equal(vtpm_pcr_bank_trait(b), trait);
+    }
+    assert_null(vtpm_pcr_bank_str(VTPM_PCR__COUNT));
+    assert_null(vtpm_pcr_bank_trait(VTPM_PCR__COUNT));
+    /* Strict: case and blanks belong to the resolver. */
+    assert_int_equal(vtpm_pcr_bank_parse("SHA256"), -1);
+    assert_int_equal(vtpm_pcr_bank_parse("sha3-256"), -1);
+    assert_int_equal(vtpm_pcr_bank_parse(NULL), -1);
+}
+
 static void
 test_required_traits(void **state)
 {
-    const char *t[3] = { NULL, NULL, NULL };
+    const char *t[VTPM_POLICY_MAX_TRAITS] = { NULL };
     vtpm_device none = { VTPM_VERSION_NONE, VTPM_MODEL_CRB, VTPM_SECRET_HOST };
     vtpm_device a = { VTPM_VERSION_2_0, VTPM_MODEL_CRB, VTPM_SECRET_DEPLOYMENT };
     vtpm_device b = { VTPM_VERSION_1_2, VTPM_MODEL_TIS, VTPM_SECRET_USER };
@@ -582,6 +685,14 @@ test_required_traits(void **state)
     b.secret_security = VTPM_SECRET_HOST;
     assert_int_equal(vtpm_policy_required_traits(&b, t), 3);
     assert_string_equal(t[2], "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST");
+    /* One trait per bank asked for, after the others, in bank order. */
+    a.pcr_banks = B512 | B256;
+    assert_int_equal(vtpm_policy_required_traits(&a, t), 5);
+    assert_string_equal(t[2], "COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT");
+    assert_string_equal(t[3], "CUSTOM_VTPM_PCR_BANK_SHA256");
+    assert_string_equal(t[4], "CUSTOM_VTPM_PCR_BANK_SHA512");
+    a.pcr_banks = B1 | B256 | B384 | B512;
+    assert_int_equal(vtpm_policy_required_traits(&a, t), VTPM_POLICY_MAX_TRAITS);
 }
 
 /* A resolved device's traits are exactly the ones the resolver implies. */
@@ -591,7 +702,7 @@ test_resolve_then_traits(void **state)
     static const char *const f[] = { T20, "required", "hw:tpm_model", "crb",
                                      "hw:tpm_secret_security", "host", NULL };
     g_autoptr(GHashTable) specs = resolve_case_table(f);
-    const char *t[3];
+    const char *t[VTPM_POLICY_MAX_TRAITS];
     vtpm_device dev;
     vtpm_error err;
 
@@ -620,6 +731,9 @@ test_device_equal(void **state)
     assert_false(vtpm_device_equal(&a, &b));
     b = a;
     b.version = VTPM_VERSION_1_2;
+    assert_false(vtpm_device_equal(&a, &b));
+    b = a;
+    b.pcr_banks = B384;
     assert_false(vtpm_device_equal(&a, &b));
     assert_false(vtpm_device_equal(&a, &n1));
     /* Without a vTPM the other fields carry no meaning. */
@@ -691,6 +805,8 @@ main(void)
         cmocka_unit_test(test_version_form_combinations),
         cmocka_unit_test(test_model_form_combinations),
         cmocka_unit_test(test_null_maps_and_null_err),
+        cmocka_unit_test(test_pcr_banks),
+        cmocka_unit_test(test_pcr_bank_names),
         cmocka_unit_test(test_required_traits),
         cmocka_unit_test(test_resolve_then_traits),
         cmocka_unit_test(test_device_equal),

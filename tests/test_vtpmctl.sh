@@ -198,6 +198,13 @@ expect_json "resolve: flavor and image agree on 2.0" "d['vtpm']['version'] == '2
 run resolve -f hw:tpm_version= -i hw_tpm_version=1.2
 expect_json "resolve: an empty flavor value falls through to the image (Nova)" \
     "d['vtpm']['version'] == '1.2'"
+run resolve -f hw:tpm_version=2.0 -i hw_tpm_pcr_banks=sha384,SHA256
+expect_json "resolve: PCR banks from the image, listed in bank order, one trait each" \
+    "d['vtpm']['pcr_banks'] == ['sha256', 'sha384'] and d['vtpm']['required_traits'][3:] ==
+     ['CUSTOM_VTPM_PCR_BANK_SHA256', 'CUSTOM_VTPM_PCR_BANK_SHA384']"
+run resolve -f hw:tpm_version=1.2 -f hw:tpm_pcr_banks=sha1
+expect_fault "resolve: PCR banks with TPM 1.2 -> InvalidTPMConfig naming both settings" \
+    InvalidTPMConfig "hw:tpm_pcr_banks=sha1" "hw:tpm_version=1.2"
 run resolve -f hw:tpm_version=2.0 -f hw:tpm_model=tpm-crb
 expect_json "resolve: flavor 2.0 + tpm-crb -> CRB with its trait" \
     "d['vtpm']['model'] == 'tpm-crb' and d['vtpm']['required_traits'] ==

@@ -169,7 +169,7 @@ static JsonNode *
 device_to_json(const vtpm_device *dev, const vtpm_firmware *fw)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
-    const char *traits[3];
+    const char *traits[VTPM_POLICY_MAX_TRAITS];
 
     json_builder_begin_object(b);
     json_builder_set_member_name(b, "vtpm");
@@ -183,6 +183,17 @@ device_to_json(const vtpm_device *dev, const vtpm_firmware *fw)
         json_builder_add_string_value(b, vtpm_model_str(dev->model));
         json_builder_set_member_name(b, "secret_security");
         json_builder_add_string_value(b, vtpm_secret_security_str(dev->secret_security));
+        /* Only when asked for: without it the TPM keeps the banks it was
+         * made with. */
+        if (dev->pcr_banks) {
+            json_builder_set_member_name(b, "pcr_banks");
+            json_builder_begin_array(b);
+            for (int k = 0; k < VTPM_PCR__COUNT; k++) {
+                if (dev->pcr_banks & (1u << k))
+                    json_builder_add_string_value(b, vtpm_pcr_bank_str(k));
+            }
+            json_builder_end_array(b);
+        }
         traits_to_json(b, traits, vtpm_policy_required_traits(dev, traits));
         json_builder_end_object(b);
     }

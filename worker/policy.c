@@ -12,6 +12,8 @@
 #define KEY_MODEL_FLAVOR "hw:tpm_model"
 #define KEY_MODEL_IMAGE "hw_tpm_model"
 #define KEY_SECRET_FLAVOR "hw:tpm_secret_security"
+#define KEY_BANKS_FLAVOR "hw:tpm_pcr_banks"
+#define KEY_BANKS_IMAGE "hw_tpm_pcr_banks"
 
 /* Where a value came from, so that every fault can name it. */
 typedef struct {
@@ -54,6 +56,39 @@ static const char *const secret_traits[] = {
     [VTPM_SECRET_USER] = VTPM_TRAIT_SECRET_USER,
     [VTPM_SECRET_HOST] = VTPM_TRAIT_SECRET_HOST,
     [VTPM_SECRET_DEPLOYMENT] = VTPM_TRAIT_SECRET_DEPLOYMENT,
+};
+static const char *const bank_names[] = {
+    [VTPM_PCR_SHA1] = "sha1",
+    [VTPM_PCR_SHA256] = "sha256",
+    [VTPM_PCR_SHA384] = "sha384",
+    [VTPM_PCR_SHA512] = "sha512",
+};
+static const char *const bank_traits[] = {
+    [VTPM_PCR_SHA1] = VTPM_TRAIT_PCR_BANK_PREFIX "SHA1",
+    [VTPM_PCR_SHA256] = VTPM_TRAIT_PCR_BANK_PREFIX "SHA256",
+    [VTPM_PCR_SHA384] = VTPM_TRAIT_PCR_BANK_PREFIX "SHA384",
+    [VTPM_PCR_SHA512] = VTPM_TRAIT_PCR_BANK_PREFIX "SHA512",
+};
+G_STATIC_ASSERT(VTPM_PCR__COUNT == 4);
+/* Every set of banks in canonical form, indexed by its bits: what two
+ * lists are compared as ("sha384, SHA256" and "sha256,sha384" agree). */
+static const char *const bank_sets[1u << VTPM_PCR__COUNT] = {
+    "",
+    "sha1",
+    "sha256",
+    "sha1,sha256",
+    "sha384",
+    "sha1,sha384",
+    "sha256,sha384",
+    "sha1,sha256,sha384",
+    "sha512",
+    "sha1,sha512",
+    "sha256,sha512",
+    "sha1,sha256,sha512",
+    "sha384,sha512",
+    "sha1,sha384,sha512",
+    "sha256,sha384,sha512",
+    "sha1,sha256,sha384,sha512",
 };
 /* The seed spec's trait keys; both sources use the flavor spelling. */
 static const char *const version_trait_keys[] = {
@@ -116,6 +151,34 @@ vtpm_secret_security_parse(const char *s)
 }
 
 const char *
+vtpm_pcr_bank_str(vtpm_pcr_bank b)
+{
+    if ((unsigned)b >= G_N_ELEMENTS(bank_names))
+        return NULL;
+    return bank_names[b];
+}
+
+int
+vtpm_pcr_bank_parse(const char *s)
+{
+    return lookup_name(bank_names, G_N_ELEMENTS(bank_names), 0, s);
+}
+
+char *
+vtpm_pcr_banks_format(unsigned bits)
+{
+    return g_strdup(bank_sets[bits & ((1u << VTPM_PCR__COUNT) - 1)]);
+}
+
+const char *
+vtpm_pcr_bank_trait(vtpm_pcr_bank b)
+{
+    if ((unsigned)b >= G_N_ELEMENTS(bank_traits))
+        return NULL;
+    return bank_traits[b];
+}
+
+const char *
 vtpm_version_trait(vtpm_version v)
 {
     if (v != VTPM_VERSION_1_2 && v != VTPM_VERSION_2_0)
@@ -140,14 +203,20 @@ vtpm_secret_security_trait(vtpm_secret_security s)
 }
 
 size_t
-vtpm_policy_required_traits(const vtpm_device *dev, const char *out[3])
+vtpm_policy_required_traits(const vtpm_device *dev, const char *out[VTPM_POLICY_MAX_TRAITS])
 {
+    size_t n = 3;
+
     if (!dev || dev->version == VTPM_VERSION_NONE)
         return 0;
     out[0] = vtpm_version_trait(dev->version);
     out[1] = vtpm_model_trait(dev->model);
     out[2] = vtpm_secret_security_trait(dev->secret_security);
-    return 3;
+    for (int b = 0; b < VTPM_PCR__COUNT; b++) {
+        if (dev->pcr_banks & (1u << b))
+            out[n++] = bank_traits[b];
+    }
+    return n;
 }
 
 bool
@@ -160,7 +229,8 @@ vtpm_device_equal(const vtpm_device *a, const vtpm_device *b)
     /* Without a vTPM the model and secret security mean nothing. */
     if (a->version == VTPM_VERSION_NONE)
         return true;
-    return a->model == b->model && a->secret_security == b->secret_security;
+    return a->model == b->model && a->secret_security == b->secret_security &&
+           a->pcr_banks == b->pcr_banks;
 }
 
 /* Python truthiness, as Nova tests values: "" counts as unset. */
@@ -383,12 +453,79 @@ resolve_secret(GHashTable *specs, vtpm_secret_security *out, vtpm_error *err)
     return 0;
 }
 
+/* @s as a set of PCR banks (names in any case, blanks around them
+ * allowed): NULL with *out set, or why it is not one. */
+static char *
+parse_banks(const char *s, unsigned *out)
+{
+    g_auto(GStrv) items = g_strsplit(s, ",", -1);
+    unsigned bits = 0;
+
+    for (char **it = items; *it; it++) {
+        g_autofree char *name = g_ascii_strdown(g_strstrip(*it), -1);
+        int b = vtpm_pcr_bank_parse(name);
+
+        if (!*name)
+            return g_strdup(items[1] ? "has an empty item" : "names no PCR bank");
+        if (b < 0)
+            return g_strdup_printf("'%s' is not a PCR bank", *it);
+        if (bits & (1u << b))
+            return g_strdup_printf("lists %s twice", name);
+        bits |= 1u << b;
+    }
+    if (!bits)
+        return g_strdup("names no PCR bank");
+    *out = bits;
+    return NULL;
+}
+
+/* The canonical form of a valid list; anything else is compared as given. */
+static const char *
+norm_banks(const char *s)
+{
+    g_autofree char *why = NULL;
+    unsigned bits = 0;
+
+    if (!s || (why = parse_banks(s, &bits)))
+        return s;
+    return bank_sets[bits];
+}
+
+static int
+resolve_banks(GHashTable *specs, GHashTable *props, vtpm_version version,
+              const setting *version_origin, unsigned *out, vtpm_error *err)
+{
+    g_autofree char *why = NULL;
+    setting banks;
+    unsigned bits = 0;
+
+    if (unique_value(specs, props, KEY_BANKS_FLAVOR, KEY_BANKS_IMAGE, norm_banks, &banks, err) < 0)
+        return -(int)err->code;
+    if (!banks.source) {
+        *out = 0;
+        return 0;
+    }
+    if ((why = parse_banks(banks.value, &bits)))
+        return vtpm_error_set(err, VTPM_FAULT_INVALID_TPM_CONFIG,
+                              "%s %s=%s: %s; allowed: a comma-separated list of sha1, sha256, "
+                              "sha384, sha512",
+                              banks.source, banks.key, banks.value, why);
+    if (version != VTPM_VERSION_2_0)
+        return vtpm_error_set(err, VTPM_FAULT_INVALID_TPM_CONFIG,
+                              "%s %s=%s: PCR banks are only valid with TPM version 2.0, but %s "
+                              "%s=%s",
+                              banks.source, banks.key, banks.value, version_origin->source,
+                              version_origin->key, version_origin->value);
+    *out = bits;
+    return 0;
+}
+
 int
 vtpm_policy_resolve(GHashTable *extra_specs, GHashTable *image_props, vtpm_device *out,
                     vtpm_error *err)
 {
     vtpm_error local;
-    vtpm_device dev = { VTPM_VERSION_NONE, VTPM_MODEL_TIS, VTPM_SECRET_USER };
+    vtpm_device dev = { VTPM_VERSION_NONE, VTPM_MODEL_TIS, VTPM_SECRET_USER, 0 };
     setting origin = { 0 };
 
     /* The helpers read err->code back, so they need somewhere to write. */
@@ -398,7 +535,8 @@ vtpm_policy_resolve(GHashTable *extra_specs, GHashTable *image_props, vtpm_devic
         return -(int)err->code;
     if (dev.version != VTPM_VERSION_NONE &&
         (resolve_model(extra_specs, image_props, dev.version, &origin, &dev.model, err) < 0 ||
-         resolve_secret(extra_specs, &dev.secret_security, err) < 0))
+         resolve_secret(extra_specs, &dev.secret_security, err) < 0 ||
+         resolve_banks(extra_specs, image_props, dev.version, &origin, &dev.pcr_banks, err) < 0))
         return -(int)err->code;
     *out = dev;
     return 0;

@@ -31,10 +31,23 @@ typedef enum {
     VTPM_SECRET__COUNT
 } vtpm_secret_security;
 
+/* The PCR banks a TPM 2.0 can turn on (hw:tpm_pcr_banks). */
+typedef enum {
+    VTPM_PCR_SHA1 = 0,
+    VTPM_PCR_SHA256,
+    VTPM_PCR_SHA384,
+    VTPM_PCR_SHA512,
+    VTPM_PCR__COUNT
+} vtpm_pcr_bank;
+
 typedef struct {
     vtpm_version version; /* VTPM_VERSION_NONE: the instance gets no vTPM */
     vtpm_model model;
     vtpm_secret_security secret_security;
+    /* bit (1u << vtpm_pcr_bank): exactly these banks are active; 0: none
+     * asked for, the TPM keeps what it was made with (swtpm_setup's
+     * default, sha256) */
+    unsigned pcr_banks;
 } vtpm_device;
 
 #define VTPM_TRAIT_TPM_1_2 "COMPUTE_SECURITY_TPM_1_2"
@@ -44,19 +57,27 @@ typedef struct {
 #define VTPM_TRAIT_SECRET_USER "COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER"
 #define VTPM_TRAIT_SECRET_HOST "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST"
 #define VTPM_TRAIT_SECRET_DEPLOYMENT "COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT"
+/* A PCR bank this host can turn on: CUSTOM_VTPM_PCR_BANK_SHA256, ... */
+#define VTPM_TRAIT_PCR_BANK_PREFIX "CUSTOM_VTPM_PCR_BANK_"
+
+/* Most traits one device needs: version, model, secret security, banks. */
+#define VTPM_POLICY_MAX_TRAITS (3 + VTPM_PCR__COUNT)
 
 /*
  * @extra_specs and @image_props map str -> str; either may be NULL (empty).
  * Faults: InvalidTPMConfig, FlavorImageConflict; the message names the
- * offending key(s), value(s) and source(s) (flavor / image).
+ * offending key(s), value(s) and source(s) (flavor / image).  PCR banks
+ * (hw:tpm_pcr_banks / hw_tpm_pcr_banks, a comma list) follow the same
+ * rules as the model, and ask for TPM 2.0.
  */
 int vtpm_policy_resolve(GHashTable *extra_specs, GHashTable *image_props,
                         vtpm_device *out, vtpm_error *err);
 
 /* The traits a host must provide for @dev (version, model, secret
- * security), in that order.  Returns how many were stored (0 when the
- * device is VTPM_VERSION_NONE, else 3). */
-size_t vtpm_policy_required_traits(const vtpm_device *dev, const char *out[3]);
+ * security, then one per PCR bank asked for), in that order.  Returns how
+ * many were stored (0 when the device is VTPM_VERSION_NONE). */
+size_t vtpm_policy_required_traits(const vtpm_device *dev,
+                                   const char *out[VTPM_POLICY_MAX_TRAITS]);
 
 bool vtpm_device_equal(const vtpm_device *a, const vtpm_device *b);
 
@@ -87,7 +108,14 @@ const char *vtpm_secret_security_str(vtpm_secret_security s);
 int vtpm_version_parse(const char *s);
 int vtpm_model_parse(const char *s);
 int vtpm_secret_security_parse(const char *s);
-/* The traits naming a version / model / secret-security mode. */
+/* "sha1" / "sha256" / "sha384" / "sha512" (NULL out of range), and the
+ * strict parser of those names (-1 when not one). */
+const char *vtpm_pcr_bank_str(vtpm_pcr_bank b);
+int vtpm_pcr_bank_parse(const char *s);
+/* "sha256,sha384": the banks of @bits in their fixed order ("" for 0). */
+char *vtpm_pcr_banks_format(unsigned bits);
+/* The traits naming a version / model / secret-security mode / PCR bank. */
 const char *vtpm_version_trait(vtpm_version v);
 const char *vtpm_model_trait(vtpm_model m);
 const char *vtpm_secret_security_trait(vtpm_secret_security s);
+const char *vtpm_pcr_bank_trait(vtpm_pcr_bank b);

@@ -25,7 +25,8 @@ vtpm_fuzz_check_policy(GHashTable *specs, GHashTable *props)
     };
     vtpm_device dev = { (vtpm_version)77, (vtpm_model)77, (vtpm_secret_security)77 };
     vtpm_error err = { 0 };
-    const char *traits[3];
+    const char *traits[VTPM_POLICY_MAX_TRAITS];
+    size_t want;
     int rc = vtpm_policy_resolve(specs, props, &dev, &err);
 
     vtpm_fuzz_expect("vtpm_policy_resolve", rc, &err, faults);
@@ -35,9 +36,12 @@ vtpm_fuzz_check_policy(GHashTable *specs, GHashTable *props)
         vtpm_fuzz_check_fault_reply(&err);
         return;
     }
-    if (vtpm_policy_required_traits(&dev, traits) != (dev.version == VTPM_VERSION_NONE ? 0u : 3u))
+    want = dev.version == VTPM_VERSION_NONE ? 0u : 3u + (size_t)__builtin_popcount(dev.pcr_banks);
+    if (dev.pcr_banks >> VTPM_PCR__COUNT || (dev.pcr_banks && dev.version != VTPM_VERSION_2_0))
+        vtpm_fuzz_fail("resolved device has PCR banks out of range or without TPM 2.0");
+    if (vtpm_policy_required_traits(&dev, traits) != want)
         vtpm_fuzz_fail("resolved device has no complete trait set");
-    for (size_t i = 0; dev.version != VTPM_VERSION_NONE && i < 3; i++) {
+    for (size_t i = 0; i < want; i++) {
         if (!traits[i])
             vtpm_fuzz_fail("resolved device lacks trait %zu", i);
     }

@@ -183,6 +183,9 @@ POLICIES = {
                        "itrait:COMPUTE_SECURITY_TPM_1_2=required\nFhw:tpm_version=1.2\n",
     "trait-forbids-version": "Fhw:tpm_version=2.0\nitrait:COMPUTE_SECURITY_TPM_2_0=forbidden\n",
     "secret-in-image": "Fhw:tpm_version=2.0\nihw:tpm_secret_security=host\n",
+    "pcr-banks": "Fhw:tpm_version=2.0\nFhw:tpm_pcr_banks=sha256,sha384\n"
+                 "ihw_tpm_pcr_banks=SHA384, sha256\n",
+    "pcr-banks-bad": "ihw_tpm_version=1.2\nihw_tpm_pcr_banks=sha256,,md5,sha256\n",
 }
 
 
@@ -243,7 +246,8 @@ MSGPACK_WORDS = ["v", "method", "args", "context", "request_id", "user_id", "pro
                  "hw:tpm_secret_security", "2.0", "1.2", "tpm-crb", "tpm-tis",
                  "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"]
 POLICY_WORDS = ["hw:tpm_version=", "hw_tpm_version=", "hw:tpm_model=", "hw_tpm_model=",
-                "hw:tpm_secret_security=", "trait:COMPUTE_SECURITY_TPM_1_2=",
+                "hw:tpm_secret_security=", "hw:tpm_pcr_banks=", "hw_tpm_pcr_banks=",
+                "sha1", "sha256", "sha384", "sha512", ",", "trait:COMPUTE_SECURITY_TPM_1_2=",
                 "trait:COMPUTE_SECURITY_TPM_2_0=", "required", "forbidden", "1.2", "2.0",
                 "tpm-tis", "tpm-crb", "TIS", "CRB", "user", "host", "deployment", "-F", "-I"]
 

@@ -191,7 +191,7 @@ check_host_offers(vtpm_worker *w, const vtpm_device *dev, vtpm_firmware *fw, vtp
     g_autoptr(vtpm_caps_snapshot) snap = NULL;
     g_autoptr(GString) tpm = g_string_new(NULL);
     g_autoptr(GString) firmware = g_string_new(NULL);
-    const char *traits[3];
+    const char *traits[VTPM_POLICY_MAX_TRAITS];
     int rc;
 
     if (dev->version == VTPM_VERSION_NONE && fw->type != VTPM_FIRMWARE_UEFI)
