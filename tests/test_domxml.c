@@ -460,6 +460,45 @@ test_bad_tpm_inputs(void **state)
     f->tpm.model = VTPM_MODEL_TIS;
     f->tpm.secret_security = VTPM_SECRET__COUNT;
     expect_fault(f, VTPM_FAULT_INTERNAL, "unknown TPM secret security 3");
+    f->tpm.secret_security = VTPM_SECRET_USER;
+    f->tpm.version = VTPM_VERSION_1_2;
+    f->tpm.pcr_banks = 1u << VTPM_PCR_SHA1;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "PCR banks 0x1 for TPM 1.2");
+    f->tpm.version = VTPM_VERSION_2_0;
+    f->tpm.pcr_banks = 1u << VTPM_PCR__COUNT;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "PCR banks 0x10 for TPM 2.0");
+    f->tpm.pcr_banks = 0;
+    f->p.identity = "v1:aWQ=";
+    f->p.tpm = NULL;
+    expect_fault(f, VTPM_FAULT_INTERNAL, "TPM identity given without a TPM");
+}
+
+/* Banks asked for become <active_pcr_banks> in libvirt's order of the
+ * backend's children (the schema check of build_ok holds it to that);
+ * none asked for, no element: the TPM keeps the banks it was made with. */
+static void
+test_pcr_banks(void **state)
+{
+    fx *f = *state;
+    g_autofree char *plain = NULL, *two = NULL;
+    doc *d;
+
+    plain = build_ok(f);
+    d = doc_parse(plain);
+    assert_int_equal(count(d, "domain/devices/tpm/backend/active_pcr_banks"), 0);
+    doc_free(d);
+
+    f->tpm.pcr_banks = 1u << VTPM_PCR_SHA384 | 1u << VTPM_PCR_SHA256;
+    f->p.secret_uuid = SECRET;
+    two = build_ok(f);
+    d = doc_parse(two);
+    assert_int_equal(count(d, "domain/devices/tpm/backend/encryption"), 1);
+    assert_int_equal(count(d, "domain/devices/tpm/backend/active_pcr_banks"), 1);
+    assert_int_equal(count(d, "domain/devices/tpm/backend/active_pcr_banks/sha256"), 1);
+    assert_int_equal(count(d, "domain/devices/tpm/backend/active_pcr_banks/sha384"), 1);
+    assert_int_equal(count(d, "domain/devices/tpm/backend/active_pcr_banks/sha1"), 0);
+    assert_int_equal(count(d, "domain/devices/tpm/backend/active_pcr_banks/sha512"), 0);
+    doc_free(d);
 }
 
 /* ---- domain type, boot, console ----------------------------------------- */
@@ -847,6 +886,7 @@ assert_meta_equal(const vtpm_domxml_meta *a, const vtpm_domxml_meta *b)
     assert_int_equal(a->tpm.secret_security, b->tpm.secret_security);
     assert_int_equal(a->encrypted, b->encrypted);
     assert_string_equal(a->wrapped_secret, b->wrapped_secret);
+    assert_string_equal(a->identity, b->identity);
 }
 
 /* A domain XML (an archive's copy of the definition) reads as the domain
@@ -866,10 +906,12 @@ test_domain_metadata(void **state)
     char *desc = NULL, *md = NULL;
     vtpm_error err = { 0 };
 
-    f->tpm = (vtpm_device){ VTPM_VERSION_2_0, VTPM_MODEL_CRB, VTPM_SECRET_DEPLOYMENT };
+    f->tpm = (vtpm_device){ VTPM_VERSION_2_0, VTPM_MODEL_CRB, VTPM_SECRET_DEPLOYMENT,
+                            1u << VTPM_PCR_SHA384 };
     f->p.spec_digest = DIGEST;
     f->p.secret_uuid = SECRET;
     f->p.wrapped_secret = "v1:c2VjcmV0";
+    f->p.identity = "v1:aWRlbnRpdHkgcmVjb3Jk+/8=";
     xml = build_ok(f);
     assert_int_equal(vtpm_domxml_parse_domain_metadata(xml, &built, &err), 0);
     assert_string_equal(built.spec_digest, DIGEST);
@@ -880,6 +922,7 @@ test_domain_metadata(void **state)
     assert_int_equal(built.tpm.secret_security, VTPM_SECRET_DEPLOYMENT);
     assert_true(built.encrypted);
     assert_string_equal(built.wrapped_secret, "v1:c2VjcmV0");
+    assert_string_equal(built.identity, "v1:aWRlbnRpdHkgcmVjb3Jk+/8=");
 
     assert_non_null(conn = virConnectOpen("test:///default"));
     assert_non_null(dom = virDomainDefineXML(conn, xml));
@@ -891,6 +934,9 @@ test_domain_metadata(void **state)
     assert_int_equal(vtpm_domxml_parse_metadata(md, &element, &err), 0);
     assert_meta_equal(&whole, &built);
     assert_meta_equal(&element, &built);
+    /* libvirt keeps the banks through its own parser. */
+    assert_non_null(strstr(desc, "<active_pcr_banks>"));
+    assert_non_null(strstr(desc, "<sha384/>"));
     assert_int_equal(virDomainUndefine(dom), 0);
     virDomainFree(dom);
     virConnectClose(conn);
@@ -1410,6 +1456,7 @@ main(void)
         T(test_no_tpm),
         T(test_crb_1_2_refused),
         T(test_bad_tpm_inputs),
+        T(test_pcr_banks),
         T(test_virt_type),
         T(test_boot_kernel),
         T(test_boot_params_override),

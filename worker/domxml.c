@@ -126,6 +126,11 @@ check_tpm(const vtpm_device *tpm, const char *secret_uuid, vtpm_error *err)
     if ((unsigned)tpm->secret_security >= VTPM_SECRET__COUNT)
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "unknown TPM secret security %d",
                               (int)tpm->secret_security);
+    /* swtpm's rule: a TPM 1.2 has one fixed bank. */
+    if (tpm->pcr_banks >> VTPM_PCR__COUNT ||
+        (tpm->pcr_banks && tpm->version != VTPM_VERSION_2_0))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "PCR banks 0x%x for TPM %s",
+                              tpm->pcr_banks, vtpm_version_str(tpm->version));
     if (secret_uuid && uuid_parse(secret_uuid, u) != 0)
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "secret '%s' is not a UUID",
                               secret_uuid);
@@ -205,14 +210,14 @@ add_firmware_metadata(GString *x, const vtpm_firmware *fw)
  * precedes every peer-supplied value: a reader scanning the text for it
  * cannot be fooled by a flavor name that contains "spec_digest='...". */
 static void
-add_metadata(GString *x, const vtpm_instance *inst, const vtpm_device *tpm,
-             const char *spec_digest, const char *secret_uuid, const char *wrapped,
-             const vtpm_firmware *fw)
+add_metadata(GString *x, const vtpm_domxml_params *p, const vtpm_device *tpm)
 {
+    const vtpm_instance *inst = p->inst;
+
     add(x, "  <metadata>\n    <%s:instance xmlns:%s='%s'", VTPM_DOMXML_NS_PREFIX,
         VTPM_DOMXML_NS_PREFIX, VTPM_DOMXML_NS);
-    if (spec_digest)
-        add(x, " spec_digest='%s'", spec_digest);
+    if (p->spec_digest)
+        add(x, " spec_digest='%s'", p->spec_digest);
     g_string_append(x, ">\n");
     if (inst->flavor->name)
         add(x, "      <%s:flavor name='%s'/>\n", VTPM_DOMXML_NS_PREFIX, inst->flavor->name);
@@ -222,13 +227,15 @@ add_metadata(GString *x, const vtpm_instance *inst, const vtpm_device *tpm,
         add(x, "      <%s:vtpm version='%s' model='%s' secret_security='%s'",
             VTPM_DOMXML_NS_PREFIX, vtpm_version_str(tpm->version), vtpm_model_str(tpm->model),
             vtpm_secret_security_str(tpm->secret_security));
-        if (secret_uuid)
+        if (p->secret_uuid)
             g_string_append(x, " encrypted='yes'");
-        if (wrapped)
-            add(x, " wrapped_secret='%s'", wrapped);
+        if (p->wrapped_secret)
+            add(x, " wrapped_secret='%s'", p->wrapped_secret);
+        if (p->identity)
+            add(x, " identity='%s'", p->identity);
         g_string_append(x, "/>\n");
     }
-    add_firmware_metadata(x, fw);
+    add_firmware_metadata(x, p->firmware);
     add(x, "    </%s:instance>\n  </metadata>\n", VTPM_DOMXML_NS_PREFIX);
 }
 
@@ -279,6 +286,19 @@ add_os(GString *x, const vtpm_domxml_params *p, const boot_plan *b)
 }
 
 static void
+add_pcr_banks(GString *x, unsigned banks)
+{
+    if (!banks)
+        return;
+    g_string_append(x, "        <active_pcr_banks>\n");
+    for (int b = 0; b < VTPM_PCR__COUNT; b++) {
+        if (banks & (1u << b))
+            add(x, "          <%s/>\n", vtpm_pcr_bank_str(b));
+    }
+    g_string_append(x, "        </active_pcr_banks>\n");
+}
+
+static void
 add_devices(GString *x, const vtpm_domxml_params *p, const boot_plan *b,
             const vtpm_device *tpm)
 {
@@ -314,6 +334,7 @@ add_devices(GString *x, const vtpm_domxml_params *p, const boot_plan *b,
             vtpm_model_str(tpm->model), vtpm_version_str(tpm->version));
         if (p->secret_uuid)
             add(x, "        <encryption secret='%s'/>\n", p->secret_uuid);
+        add_pcr_banks(x, tpm->pcr_banks);
         g_string_append(x, "      </backend>\n    </tpm>\n");
     }
     /* No <graphics>: there is no "none" type, absence is how to say it. */
@@ -347,6 +368,8 @@ vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err)
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "TPM secret given without a TPM");
     if (p->wrapped_secret && !p->secret_uuid)
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "wrapped TPM secret without encryption");
+    if (p->identity && !tpm)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "TPM identity given without a TPM");
 
     if (p->virt_type && strcmp(p->virt_type, "auto") != 0) {
         if (strcmp(p->virt_type, "qemu") != 0 && strcmp(p->virt_type, "kvm") != 0)
@@ -380,7 +403,7 @@ vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err)
     /* libvirt refuses an empty <title>. */
     if (inst->name && inst->name[0])
         add(x, "  <title>%s</title>\n", inst->name);
-    add_metadata(x, inst, tpm, p->spec_digest, p->secret_uuid, p->wrapped_secret, p->firmware);
+    add_metadata(x, p, tpm);
     add(x, "  <memory unit='MiB'>%" G_GUINT64_FORMAT "</memory>\n"
            "  <vcpu>%" G_GUINT64_FORMAT "</vcpu>\n",
         inst->flavor->memory_mb, inst->flavor->vcpus);
@@ -480,6 +503,8 @@ meta_start(GMarkupParseContext *ctx, const char *element, const char **names,
         mp->m.encrypted = g_strcmp0(attr(names, values, "encrypted"), "yes") == 0;
         if ((v = attr(names, values, "wrapped_secret")) && !mp->m.wrapped_secret)
             mp->m.wrapped_secret = g_strdup(v);
+        if ((v = attr(names, values, "identity")) && !mp->m.identity)
+            mp->m.identity = g_strdup(v);
     } else if (strcmp(el, "firmware") == 0) {
         meta_firmware(mp, names, values);
     }
@@ -657,4 +682,5 @@ vtpm_domxml_meta_clear(vtpm_domxml_meta *m)
     g_clear_pointer(&m->flavor, g_free);
     g_clear_pointer(&m->image, g_free);
     g_clear_pointer(&m->wrapped_secret, g_free);
+    g_clear_pointer(&m->identity, g_free);
 }

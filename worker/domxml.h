@@ -15,10 +15,13 @@
  * from: <vtpmd:instance spec_digest> (its first attribute, when given)
  * with <vtpmd:flavor name>, <vtpmd:image id> and, only when the domain
  * has a vTPM, <vtpmd:vtpm version model secret_security> (the strings of
- * policy.h), plus encrypted='yes' when the state is encrypted and, in
- * deployment mode, wrapped_secret='v1:...' (keywrap.h); only for UEFI
- * firmware, <vtpmd:firmware type='uefi' secure_boot='yes|no' machine>, the
- * firmware decided (firmware.h), which a variable store belongs to. */
+ * policy.h), plus encrypted='yes' when the state is encrypted, in
+ * deployment mode wrapped_secret='v1:...' (keywrap.h), and identity='v1:...'
+ * when vtpmd made the TPM and recorded its endorsement keys (identity.h):
+ * the record travels with the domain definition wherever it goes (a
+ * migration's, an archive's); only for UEFI firmware, <vtpmd:firmware
+ * type='uefi' secure_boot='yes|no' machine>, the firmware decided
+ * (firmware.h), which a variable store belongs to. */
 #define VTPM_DOMXML_NS "https://vtpmd.invalid/xmlns/instance/1"
 #define VTPM_DOMXML_NS_PREFIX "vtpmd"
 
@@ -27,6 +30,7 @@ typedef struct {
     const vtpm_device *tpm;     /* NULL or version NONE: no <tpm> */
     const char *secret_uuid;    /* libvirt secret for swtpm state encryption; NULL: none */
     const char *wrapped_secret; /* deployment mode: the wrapped TPM secret; NULL: none */
+    const char *identity;       /* the TPM's identity record (text form); NULL: none */
     const char *virt_type;      /* "qemu" (TCG) or "kvm"; NULL = "qemu" */
     const char *console_log;    /* serial console appended to this file; NULL: pty */
     /* Boot paths already confined by the caller (NULL: take inst->boot as is). */
@@ -52,7 +56,9 @@ typedef struct {
  * domain UUID too, as in Nova).  Names given by users go into <title>. */
 char *vtpm_domxml_domain_name(const char *uuid);
 
-/* CRB with TPM 1.2 is refused here (InvalidTPMConfig), before libvirt. */
+/* CRB with TPM 1.2 is refused here (InvalidTPMConfig), before libvirt.  A
+ * TPM 2.0 with PCR banks gets <active_pcr_banks>: libvirt turns exactly
+ * those on (swtpm_setup --reconfigure) at every start. */
 int vtpm_domxml_build(const vtpm_domxml_params *p, char **out, vtpm_error *err);
 
 /* What a domain's <vtpmd:instance> metadata says it was built from. */
@@ -66,6 +72,7 @@ typedef struct {
     /* The firmware recorded (machine "" when not recorded); BIOS when
      * there is no <vtpmd:firmware>. */
     vtpm_firmware firmware;
+    char *identity;       /* the identity record as written; NULL when absent */
 } vtpm_domxml_meta;
 
 /* Parse the metadata element as libvirt's virDomainGetMetadata returns it
