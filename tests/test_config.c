@@ -94,6 +94,8 @@ config_equal(const vtpm_config *a, const vtpm_config *b)
            g_strcmp0(a->vtpm.previous_deployment_key_file,
                      b->vtpm.previous_deployment_key_file) == 0 &&
            a->vtpm.allow_unencrypted == b->vtpm.allow_unencrypted &&
+           g_strcmp0(a->vtpm.ek_ca_cert, b->vtpm.ek_ca_cert) == 0 &&
+           g_strcmp0(a->vtpm.ek_ca_key, b->vtpm.ek_ca_key) == 0 &&
            g_strcmp0(a->metrics.textfile, b->metrics.textfile) == 0 &&
            a->metrics.interval == b->metrics.interval;
 }
@@ -148,6 +150,8 @@ test_defaults(void **state)
     assert_null(c->vtpm.deployment_key_file);
     assert_null(c->vtpm.previous_deployment_key_file);
     assert_false(c->vtpm.allow_unencrypted);
+    assert_null(c->vtpm.ek_ca_cert);
+    assert_null(c->vtpm.ek_ca_key);
     assert_null(c->metrics.textfile);
     assert_int_equal(c->metrics.interval, 5);
     assert_null(c->path);
@@ -163,7 +167,7 @@ test_table_shape(void **state)
     g_autoptr(GHashTable) ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     const char *types[] = { "string", "bool", "uint", "size", "list", NULL };
 
-    assert_int_equal(n, 45);
+    assert_int_equal(n, 47);
     assert_null(keys[n].group);
     assert_null(keys[n].key);
     for (size_t i = 0; i < n; i++) {
@@ -212,9 +216,10 @@ test_table_defaults_match(void **state)
         g_string_append_printf(all, "%s=%s\n", keys[i].key, keys[i].dflt);
     }
     /* failover_urls, cacert, cert, key, host, uefi_loader, uefi_nvram_template,
-     * store uri, deployment_key_file, previous_deployment_key_file, metrics
-     * textfile, live_migration_uri_template, live_migration_inbound_addr */
-    assert_int_equal(unset, 13);
+     * store uri, deployment_key_file, previous_deployment_key_file, ek_ca_cert,
+     * ek_ca_key, metrics textfile, live_migration_uri_template,
+     * live_migration_inbound_addr */
+    assert_int_equal(unset, 15);
 
     {
         g_autoptr(vtpm_config) c = load_ok(all->str);
@@ -277,6 +282,8 @@ static const char full_conf[] =
     "deployment_key_file = /etc/vtpmd/dk\n"
     "previous_deployment_key_file = /etc/vtpmd/dk.old\n"
     "allow_unencrypted = true\n"
+    "ek_ca_cert = /etc/vtpmd/ek-ca.pem\n"
+    "ek_ca_key = /etc/vtpmd/ek-ca.key\n"
     "[metrics]\n"
     "textfile = /var/lib/node-exporter/v.prom\n"
     "interval = 3600\n";
@@ -342,6 +349,8 @@ test_every_key(void **state)
     assert_string_equal(c->vtpm.deployment_key_file, "/etc/vtpmd/dk");
     assert_string_equal(c->vtpm.previous_deployment_key_file, "/etc/vtpmd/dk.old");
     assert_true(c->vtpm.allow_unencrypted);
+    assert_string_equal(c->vtpm.ek_ca_cert, "/etc/vtpmd/ek-ca.pem");
+    assert_string_equal(c->vtpm.ek_ca_key, "/etc/vtpmd/ek-ca.key");
     assert_string_equal(c->metrics.textfile, "/var/lib/node-exporter/v.prom");
     assert_int_equal(c->metrics.interval, 3600);
 }
@@ -636,6 +645,12 @@ static const struct {
       "together" },
     { "[libvirt]\nuefi_loader=OVMF_CODE.fd\nuefi_nvram_template=/o/VARS.fd\n",
       "/etc/vtpmd.conf:2: [libvirt] uefi_loader: 'OVMF_CODE.fd' is not an absolute path" },
+    { "[vtpm]\nek_ca_cert=/ca.pem\n",
+      "/etc/vtpmd.conf:2: [vtpm] ek_ca_cert: ek_ca_cert and ek_ca_key go together" },
+    { "[vtpm]\n\nek_ca_key=/ca.key\n",
+      "/etc/vtpmd.conf:3: [vtpm] ek_ca_key: ek_ca_cert and ek_ca_key go together" },
+    { "[vtpm]\nek_ca_cert=ca.pem\nek_ca_key=/ca.key\n",
+      "/etc/vtpmd.conf:2: [vtpm] ek_ca_cert: 'ca.pem' is not an absolute path" },
     /* the first error in file order wins */
     { "[worker]\nworkers=0\nworkers=4\n[nope]\n",
       "/etc/vtpmd.conf:2: [worker] workers: 0 is out of range 1..256" },
@@ -922,6 +937,16 @@ test_credentials_private(void **state)
     want_dkey = g_strdup_printf("%s has mode 0604 and holds a private key "
                                 "([vtpm] deployment_key_file)", dkey);
     want_missing = g_strdup_printf("[vtpm] deployment_key_file %s: No such file", missing);
+    {
+        g_autofree char *t = g_strdup_printf("[vtpm]\nek_ca_cert = /ek-ca.pem\nek_ca_key = %s\n",
+                                             key);
+        g_autofree char *with_ca = write_mode(t, 0600);
+        g_autofree char *want_ca =
+            g_strdup_printf("%s has mode 0644 and holds a private key ([vtpm] ek_ca_key)", key);
+
+        expect_refused(with_ca, want_ca);
+        g_unlink(with_ca);
+    }
     expect_refused(with_key, want_key);
     expect_refused(with_dkey, want_dkey);
     expect_refused(with_missing, want_missing);

@@ -177,6 +177,13 @@ static const spec specs[] = {
           "Give user-mode instances sent without instance.vtpm.secret an unencrypted TPM "
           "instead of refusing them with SecretRequired (tests and demos only)."),
       K_BOOL, F(vtpm.allow_unencrypted) },
+    { KEY("vtpm", "ek_ca_cert", "string", NULL,
+          "The deployment's CA certificate for vTPM EK certificates (absolute path, PEM; needs "
+          "ek_ca_key). Unset: libvirt's host-local CA, not verifiable across hosts."),
+      K_PATH, F(vtpm.ek_ca_cert) },
+    { KEY("vtpm", "ek_ca_key", "string", NULL,
+          "Private key of ek_ca_cert (absolute path, unencrypted PEM, mode 0600)."),
+      K_PATH, F(vtpm.ek_ca_key) },
 
     { KEY("metrics", "textfile", "string", NULL,
           "Prometheus metrics file for node_exporter's textfile collector (absolute path "
@@ -638,6 +645,13 @@ check_combination(scan *sc, const vtpm_config *cfg, vtpm_error *err)
                               "%s:%u: [amqp] %s: cert and key go together", sc->name,
                               line_of(sc, "amqp", has), has);
     }
+    if (!cfg->vtpm.ek_ca_cert != !cfg->vtpm.ek_ca_key) {
+        const char *has = cfg->vtpm.ek_ca_cert ? "ek_ca_cert" : "ek_ca_key";
+
+        return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
+                              "%s:%u: [vtpm] %s: ek_ca_cert and ek_ca_key go together", sc->name,
+                              line_of(sc, "vtpm", has), has);
+    }
     /* The hostname default is not from the file, so it is checked here. */
     if ((why = vtpm_config_check_host(cfg->worker.host)))
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST,
@@ -703,7 +717,8 @@ check_credentials(scan *sc, const vtpm_config *cfg, const struct stat *st, vtpm_
         (rc = check_key_file("[vtpm] deployment_key_file", cfg->vtpm.deployment_key_file,
                              err)) < 0 ||
         (rc = check_key_file("[vtpm] previous_deployment_key_file",
-                             cfg->vtpm.previous_deployment_key_file, err)) < 0)
+                             cfg->vtpm.previous_deployment_key_file, err)) < 0 ||
+        (rc = check_key_file("[vtpm] ek_ca_key", cfg->vtpm.ek_ca_key, err)) < 0)
         return rc;
     return 0;
 }

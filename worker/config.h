@@ -67,6 +67,8 @@ typedef struct {
         char *deployment_key_file;
         char *previous_deployment_key_file; /* unwrap only (rotation) */
         bool allow_unencrypted; /* user mode without a secret: plaintext TPM */
+        char *ek_ca_cert; /* the deployment's CA for EK certificates (PEM) */
+        char *ek_ca_key;  /* its private key (PEM, unencrypted, 0600) */
     } vtpm;
     struct {
         char *textfile;    /* NULL: no metrics file */
@@ -91,7 +93,8 @@ vtpm_config *vtpm_config_new_default(void);
 /* Load @path over the defaults.  Faults: BadRequest with "FILE:LINE: ...",
  * or naming a file and its mode when @path holds a broker password
  * ([amqp] url) and is readable by others, or when a key file it names
- * ([amqp] key, [vtpm] deployment keys) is readable by others or missing. */
+ * ([amqp] key, [vtpm] deployment keys, [vtpm] ek_ca_key) is readable by
+ * others or missing. */
 int vtpm_config_load(const char *path, vtpm_config **out, vtpm_error *err);
 /* Same, from text (tests). @name is used in messages. */
 int vtpm_config_load_data(const char *name, const char *data, vtpm_config **out,
