@@ -15,101 +15,42 @@
 #include <glib/gstdio.h>
 
 #include "identity.h"
+#include "lib/testca.h"
 #include "vtpm/proto.h"
 
-typedef struct {
-    char *dir;
-} fx;
+static tc_ca *CA;
 
-static fx F;
-
-/* Run openssl in the fixture dir; fails the test when it fails. */
-static void
-openssl(const char *args)
-{
-    g_autofree char *cmd = g_strdup_printf("cd '%s' && openssl %s", F.dir, args);
-    g_autofree char *out = NULL, *errout = NULL;
-    g_autoptr(GError) gerr = NULL;
-    int status = 0;
-    const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
-
-    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &errout,
-                      &status, &gerr) ||
-        !g_spawn_check_wait_status(status, NULL))
-        fail_msg("openssl %s failed: %s%s", args, gerr ? gerr->message : "", errout ? errout : "");
-}
-
-static GBytes *
-file_bytes(const char *name)
-{
-    g_autofree char *path = g_build_filename(F.dir, name, NULL);
-    gchar *data = NULL;
-    gsize len = 0;
-
-    if (!g_file_get_contents(path, &data, &len, NULL))
-        fail_msg("cannot read %s", path);
-    return g_bytes_new_take(data, len);
-}
-
-static char *
-file_text(const char *name)
-{
-    g_autoptr(GBytes) b = file_bytes(name);
-
-    return g_strndup(g_bytes_get_data(b, NULL), g_bytes_get_size(b));
-}
-
-/* A key "NAME.key" (@genpkey options) with its public key NAME.pub and a
- * certificate NAME.der signed by the CA. */
-static void
-make_ek(const char *name, const char *genpkey)
-{
-    g_autofree char *a = g_strdup_printf("genpkey %s -out %s.key 2>/dev/null", genpkey, name);
-    g_autofree char *b = g_strdup_printf("pkey -in %s.key -pubout -out %s.pub", name, name);
-    g_autofree char *c = g_strdup_printf(
-        "req -new -key %s.key -subj /CN=0e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd001 -out %s.csr", name,
-        name);
-    g_autofree char *d = g_strdup_printf(
-        "x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -set_serial 7 -days 30 -outform der "
-        "-out %s.der 2>/dev/null", name, name);
-
-    openssl(a);
-    openssl(b);
-    openssl(c);
-    openssl(d);
-}
+#define EK_SUBJECT "/CN=0e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd001"
 
 static int
 group_setup(void **state)
 {
-    F.dir = g_dir_make_tmp("test_identity-XXXXXX", NULL);
-    assert_non_null(F.dir);
-    openssl("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 "
-            "-subj '/O=vtpmd test/CN=Test EK CA' -addext basicConstraints=critical,CA:true "
-            "2>/dev/null");
-    openssl("x509 -in ca.pem -outform der -out ca.der");
-    make_ek("rsa", "-algorithm RSA -pkeyopt rsa_keygen_bits:2048");
-    make_ek("ecc", "-algorithm EC -pkeyopt ec_paramgen_curve:P-256");
-    make_ek("rsa3072", "-algorithm RSA -pkeyopt rsa_keygen_bits:3072");
-    make_ek("p384", "-algorithm EC -pkeyopt ec_paramgen_curve:P-384");
-    make_ek("other", "-algorithm RSA -pkeyopt rsa_keygen_bits:2048");
+    CA = tc_ca_new();
+    tc_make_cert(CA, "rsa", "-algorithm RSA -pkeyopt rsa_keygen_bits:2048", EK_SUBJECT);
+    tc_make_cert(CA, "ecc", "-algorithm EC -pkeyopt ec_paramgen_curve:P-256", EK_SUBJECT);
+    tc_make_cert(CA, "rsa3072", "-algorithm RSA -pkeyopt rsa_keygen_bits:3072", EK_SUBJECT);
+    tc_make_cert(CA, "p384", "-algorithm EC -pkeyopt ec_paramgen_curve:P-384", EK_SUBJECT);
+    tc_make_cert(CA, "other", "-algorithm RSA -pkeyopt rsa_keygen_bits:2048", EK_SUBJECT);
     return 0;
 }
 
 static int
 group_teardown(void **state)
 {
-    g_autoptr(GDir) d = g_dir_open(F.dir, 0, NULL);
-    const char *name;
-
-    while (d && (name = g_dir_read_name(d))) {
-        g_autofree char *p = g_build_filename(F.dir, name, NULL);
-
-        g_unlink(p);
-    }
-    g_rmdir(F.dir);
-    g_free(F.dir);
+    g_clear_pointer(&CA, tc_ca_free);
     return 0;
+}
+
+static GBytes *
+file_bytes(const char *name)
+{
+    return tc_bytes(CA, name);
+}
+
+static char *
+file_text(const char *name)
+{
+    return tc_text(CA, name);
 }
 
 #define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"

@@ -286,11 +286,10 @@ control(vtpm_tpm2 *t, const guint8 *req, size_t len, guint8 *rest, size_t rest_l
 
 /* ---- the swtpm process -------------------------------------------------------------- */
 
-/* A pipe holding @key, its read end in *out: swtpm reads its passphrase
- * from it (pwdfd=), as when libvirt starts it.  A key fits the pipe buffer
- * (VTPM_PROTO_MAX_FIELD bytes at most), so the write cannot block. */
-static int
-passphrase_pipe(GBytes *key, int *out, vtpm_error *err)
+/* A key fits the pipe buffer (VTPM_PROTO_MAX_FIELD bytes at most), so the
+ * write cannot block. */
+int
+vtpm_tpm2_passphrase_fd(GBytes *key, int *out, vtpm_error *err)
 {
     gsize len = 0;
     const guint8 *p = g_bytes_get_data(key, &len);
@@ -350,7 +349,7 @@ start_argv(GSubprocessLauncher *l, const char *dir, GBytes *key, const char *log
     g_subprocess_launcher_take_fd(l, data, 3);
     g_subprocess_launcher_take_fd(l, ctrl, 4);
     if (key) {
-        if ((rc = passphrase_pipe(key, &kfd, err)) < 0)
+        if ((rc = vtpm_tpm2_passphrase_fd(key, &kfd, err)) < 0)
             return rc;
         g_subprocess_launcher_take_fd(l, kfd, 5);
         g_ptr_array_add(argv, g_strdup("--key"));

@@ -27,6 +27,11 @@
 
 typedef struct vtpm_tpm2 vtpm_tpm2;
 
+/* A pipe holding the passphrase @key, its read end in *out (close-on-exec:
+ * hand it to a child explicitly): how swtpm and swtpm_setup take the key
+ * of a state (pwdfd=, --pwdfile-fd), as libvirt gives it to them. */
+int vtpm_tpm2_passphrase_fd(GBytes *key, int *out, vtpm_error *err);
+
 /* Start swtpm on the TPM 2.0 state directory @dir (tpm2-00.permall; an
  * empty one makes a new TPM), keyed with the passphrase @key (NULL: a
  * plaintext state), logging to @log (NULL: nowhere).  Internal when swtpm
