@@ -14,6 +14,7 @@
 #include "policy.h"
 #include "rekey.h"
 #include "timing.h"
+#include "tpm2.h"
 #include "vtpm/proto.h"
 
 /* A TPM 2.0 permanent state is ~5 KB, a 1.2 one less; anything near this
@@ -37,33 +38,6 @@ sys_error(vtpm_error *err, const char *what, const char *path)
 {
     return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "rekey: %s %s: %s", what, path,
                           g_strerror(errno));
-}
-
-/* A pipe holding @key, read end returned: swtpm reads its passphrase from
- * it (pwdfd=), as it does when libvirt starts it. */
-static int
-key_pipe(GBytes *key, int *out, vtpm_error *err)
-{
-    gsize len = 0;
-    const guint8 *p = g_bytes_get_data(key, &len);
-    int fds[2];
-
-    /* A key fits the pipe buffer (VTPM_PROTO_MAX_FIELD bytes at most):
-     * writing it all before swtpm runs cannot block. */
-    if (len > VTPM_PROTO_MAX_FIELD)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "rekey: key of %zu bytes", (size_t)len);
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return sys_error(err, "creating", "a pipe");
-    if (write(fds[1], p, len) != (ssize_t)len) {
-        int rc = sys_error(err, "writing", "the key pipe");
-
-        close(fds[0]);
-        close(fds[1]);
-        return rc;
-    }
-    close(fds[1]);
-    *out = fds[0];
-    return 0;
 }
 
 /* An anonymous memory file: the plaintext blob's only home outside this
@@ -202,7 +176,7 @@ swtpm_start(swtpm *s, const char *dir, vtpm_version version, GBytes *key, const 
         rc = sys_error(err, "binding", s->ctrl);
         goto fail;
     }
-    if ((rc = key_pipe(key, &kfd, err)) < 0)
+    if ((rc = vtpm_tpm2_passphrase_fd(key, &kfd, err)) < 0)
         goto fail;
 
     argv[n++] = "swtpm";
