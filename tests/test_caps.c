@@ -24,14 +24,45 @@
 /* Index into this table = bit in the "provided" masks below: the vTPM
  * traits (the first NTPM), then the firmware traits. */
 static const char *const all_traits[] = {
-    VTPM_TRAIT_TPM_1_2,      VTPM_TRAIT_TPM_2_0,      VTPM_TRAIT_TPM_TIS,
-    VTPM_TRAIT_TPM_CRB,      VTPM_TRAIT_SECRET_USER,  VTPM_TRAIT_SECRET_HOST,
-    VTPM_TRAIT_SECRET_DEPLOYMENT, VTPM_TRAIT_FIRMWARE_UEFI, VTPM_TRAIT_UEFI_SECURE_BOOT,
+    VTPM_TRAIT_TPM_1_2,
+    VTPM_TRAIT_TPM_2_0,
+    VTPM_TRAIT_TPM_TIS,
+    VTPM_TRAIT_TPM_CRB,
+    VTPM_TRAIT_SECRET_USER,
+    VTPM_TRAIT_SECRET_HOST,
+    VTPM_TRAIT_SECRET_DEPLOYMENT,
+    "CUSTOM_VTPM_PCR_BANK_SHA1",
+    "CUSTOM_VTPM_PCR_BANK_SHA256",
+    "CUSTOM_VTPM_PCR_BANK_SHA384",
+    "CUSTOM_VTPM_PCR_BANK_SHA512",
+    VTPM_TRAIT_EK_DEPLOYMENT_CA,
+    VTPM_TRAIT_FIRMWARE_UEFI,
+    VTPM_TRAIT_UEFI_SECURE_BOOT,
 };
 enum {
-    B12 = 1, B20 = 2, BTIS = 4, BCRB = 8, BUSER = 16, BHOST = 32, BDEPL = 64, BTPM = 127,
-    BUEFI = 128, BSB = 256, BFW = BUEFI | BSB, BALL = BTPM | BFW, NTPM = 7
+    B12 = 1,
+    B20 = 2,
+    BTIS = 4,
+    BCRB = 8,
+    BUSER = 16,
+    BHOST = 32,
+    BDEPL = 64,
+    BSHA1 = 128,
+    BSHA256 = 256,
+    BSHA384 = 512,
+    BSHA512 = 1024,
+    BBANKS = BSHA1 | BSHA256 | BSHA384 | BSHA512,
+    BEKCA = 2048,
+    BTPM = 4095,
+    BUEFI = 4096,
+    BSB = 8192,
+    BFW = BUEFI | BSB,
+    BALL = BTPM | BFW,
+    NTPM = 12
 };
+#define ALL_BANKS                                                                         \
+    ((1u << VTPM_PCR_SHA1) | (1u << VTPM_PCR_SHA256) | (1u << VTPM_PCR_SHA384) |          \
+     (1u << VTPM_PCR_SHA512))
 
 static char *
 fixture(const char *name)
@@ -237,6 +268,9 @@ good_facts(vtpm_host_facts *f, vtpm_caps_config *cfg)
         .deployment_key_file = "/etc/vtpmd/deployment.key",
         .virt_type = "qemu",
         .virt_type_reason = "auto: no /dev/kvm",
+        .pcr_banks = ALL_BANKS,
+        .ek_ca_subject = "CN=Test EK CA,O=vtpmd test",
+        .ek_ca_sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     };
 }
 
@@ -281,6 +315,9 @@ MUT(m_no_modes, c->secret_modes = 0)
 MUT(m_no_key, c->deployment_key_file = NULL)
 MUT(m_empty_key, c->deployment_key_file = "")
 MUT(m_no_deployment_at_all, c->secret_modes = 1u << VTPM_SECRET_HOST; c->deployment_key_file = NULL)
+MUT(m_no_ek_ca, c->ek_ca_subject = NULL; c->ek_ca_sha256 = NULL)
+MUT(m_banks_unknown, c->pcr_banks = 0; c->pcr_banks_error = "swtpm: running swtpm: not found")
+MUT(m_no_sha1, c->pcr_banks = ALL_BANKS & ~(1u << VTPM_PCR_SHA1))
 MUT(m_several, c->swtpm_enabled = false; f->have_swtpm_setup = false; f->qemu_version = 2010000;
     f->models = TIS_BIT)
 MUT(m_no_ovmf, f->firmware.efi_autoselect = false; f->firmware.secure = false;
@@ -343,17 +380,25 @@ static const eval_case eval_cases[] = {
     { "tpm-crb only", m_crb_only, BALL & ~BTIS, { "tpm-tis not in domain capabilities' TPM models" } },
     { "TPM 2.0 only", m_tpm2_only, BALL & ~B12,
       { "TPM 1.2 not in domain capabilities' TPM backend versions" } },
-    { "TPM 1.2 only", m_tpm12_only, BALL & ~B20,
-      { "TPM 2.0 not in domain capabilities' TPM backend versions" } },
-    { "no backend versions", m_versions_empty, BALL & ~(B12 | B20), { "TPM backend versions" },
+    { "TPM 1.2 only: no banks either", m_tpm12_only, BALL & ~(B20 | BBANKS),
+      { "2.0" }, "CUSTOM_VTPM_PCR_BANK_SHA384",
+      "PCR banks need TPM 2.0, which domain capabilities do not offer" },
+    { "no backend versions", m_versions_empty, BALL & ~(B12 | B20 | BBANKS), { "TPM" },
       VTPM_TRAIT_TPM_1_2, "TPM 1.2" },
+    { "no deployment EK CA", m_no_ek_ca, BALL & ~BEKCA,
+      { "[vtpm] ek_ca_cert is not set: new TPMs get EK certificates of libvirt's host-local CA, "
+        "not verifiable across hosts" } },
+    { "PCR banks not probed", m_banks_unknown, BALL & ~BBANKS,
+      { "PCR banks unknown: swtpm: running swtpm: not found" } },
+    { "no sha1 bank", m_no_sha1, BALL & ~BSHA1, { "this host's swtpm has no sha1 PCR bank" } },
     { "versions not listed: both assumed", m_versions_unlisted, BALL },
     { "deployment mode not configured", m_no_deployment_mode, BALL & ~BDEPL,
       { "secret security 'deployment' not in [vtpm] supported_secret_security" } },
     { "user mode only", m_user_mode_only, BALL & ~(BHOST | BDEPL),
       { "not in [vtpm] supported_secret_security" }, VTPM_TRAIT_SECRET_HOST,
       "secret security 'host'" },
-    { "no modes", m_no_modes, B12 | B20 | BTIS | BCRB | BFW, { "supported_secret_security" },
+    { "no modes", m_no_modes, B12 | B20 | BTIS | BCRB | BBANKS | BEKCA | BFW,
+      { "supported_secret_security" },
       VTPM_TRAIT_SECRET_USER, "secret security 'user'" },
     { "no deployment key", m_no_key, BALL & ~BDEPL, { "[vtpm] deployment_key_file is not set" } },
     { "empty deployment key", m_empty_key, BALL & ~BDEPL, { "[vtpm] deployment_key_file is not set" } },
@@ -451,6 +496,11 @@ test_evaluate_all_good_list(void **state)
         "COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER",
         "COMPUTE_SECURITY_TPM_TIS",
         "COMPUTE_SECURITY_UEFI_SECURE_BOOT",
+        "CUSTOM_VTPM_EK_DEPLOYMENT_CA",
+        "CUSTOM_VTPM_PCR_BANK_SHA1",
+        "CUSTOM_VTPM_PCR_BANK_SHA256",
+        "CUSTOM_VTPM_PCR_BANK_SHA384",
+        "CUSTOM_VTPM_PCR_BANK_SHA512",
     };
     vtpm_host_facts f;
     vtpm_caps_config cfg;
@@ -595,11 +645,12 @@ test_pack_roundtrip_good(void **state)
     static const char *const models[] = { "tpm-tis", "tpm-crb" };
     static const char *const backends[] = { "passthrough", "emulator", "external" };
     static const char *const versions[] = { "1.2", "2.0" };
+    static const char *const banks[] = { "sha1", "sha256", "sha384", "sha512" };
     g_autoptr(vtpm_caps) caps = eval_with(m_none, "compute-1");
     msgpack_sbuffer sb;
     msgpack_unpacked up;
     size_t off = 0;
-    const msgpack_object *root, *tpm;
+    const msgpack_object *root, *tpm, *ek_ca;
 
     (void)state;
     pack(caps, &sb);
@@ -607,7 +658,7 @@ test_pack_roundtrip_good(void **state)
     assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
     assert_int_equal(off, sb.size);
     root = &up.data;
-    assert_int_equal(root->via.map.size, 9);
+    assert_int_equal(root->via.map.size, 10);
     assert_str(map_get(root, "host"), "compute-1");
     assert_str(map_get(root, "virt_type"), "qemu");
     assert_str(map_get(root, "virt_type_reason"), "auto: no /dev/kvm");
@@ -616,16 +667,23 @@ test_pack_roundtrip_good(void **state)
     assert_str(map_get(root, "qemu_version"), "7.2.0");
     assert_str_array(map_get(root, "traits"), (const char *const *)caps->traits->pdata,
                      caps->traits->len);
-    assert_int_equal(map_get(root, "traits")->via.array.size, 9);
+    assert_int_equal(map_get(root, "traits")->via.array.size, 14);
     assert_int_equal(map_get(root, "missing")->type, MSGPACK_OBJECT_MAP);
     assert_int_equal(map_get(root, "missing")->via.map.size, 0);
     tpm = map_get(root, "tpm");
-    assert_int_equal(tpm->via.map.size, 4);
+    assert_int_equal(tpm->via.map.size, 5);
     assert_int_equal(map_get(tpm, "supported")->type, MSGPACK_OBJECT_BOOLEAN);
     assert_true(map_get(tpm, "supported")->via.boolean);
     assert_str_array(map_get(tpm, "models"), models, 2);
     assert_str_array(map_get(tpm, "backends"), backends, 3);
     assert_str_array(map_get(tpm, "versions"), versions, 2);
+    assert_str_array(map_get(tpm, "pcr_banks"), banks, 4);
+    ek_ca = map_get(root, "ek_ca");
+    assert_int_equal(ek_ca->via.map.size, 3);
+    assert_true(map_get(ek_ca, "configured")->via.boolean);
+    assert_str(map_get(ek_ca, "subject"), "CN=Test EK CA,O=vtpmd test");
+    assert_str(map_get(ek_ca, "sha256"),
+               "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
     msgpack_unpacked_destroy(&up);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -664,7 +722,7 @@ test_pack_roundtrip_missing(void **state)
     assert_int_equal(map_get(root, "traits")->via.array.size, 0);
     missing = map_get(root, "missing");
     /* QEMU unknown, arch unknown: the firmware traits are missing too */
-    assert_int_equal(missing->via.map.size, 9);
+    assert_int_equal(missing->via.map.size, 14);
     for (uint32_t i = 0; i < missing->via.map.size; i++) {
         const msgpack_object_kv *kv = &missing->via.map.ptr[i];
         g_autofree char *key = g_strndup(kv->key.via.str.ptr, kv->key.via.str.size);
@@ -714,6 +772,8 @@ test_pack_unsupported_tpm(void **state)
     assert_int_equal(map_get(tpm, "models")->via.array.size, 0);
     assert_int_equal(map_get(tpm, "backends")->via.array.size, 0);
     assert_int_equal(map_get(tpm, "versions")->via.array.size, 0);
+    /* Banks are offered only with a TPM 2.0 to turn them on. */
+    assert_int_equal(map_get(tpm, "pcr_banks")->via.array.size, 0);
     msgpack_unpacked_destroy(&up);
     msgpack_sbuffer_destroy(&sb);
     assert_int_equal(vtpm_caps_pack(NULL, NULL), -(int)VTPM_FAULT_INTERNAL);

@@ -32,7 +32,9 @@ FlavorImageConflict TPMUnsupported SecretRequired InstanceNotFound InstanceConfl
 StateNotFound StateIntegrity StateTransferFailed HypervisorError Busy Internal'
 TRAITS='COMPUTE_SECURITY_TPM_1_2 COMPUTE_SECURITY_TPM_2_0 COMPUTE_SECURITY_TPM_TIS
 COMPUTE_SECURITY_TPM_CRB COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER
-COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT'
+COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT
+CUSTOM_VTPM_PCR_BANK_SHA1 CUSTOM_VTPM_PCR_BANK_SHA256 CUSTOM_VTPM_PCR_BANK_SHA384
+CUSTOM_VTPM_PCR_BANK_SHA512 CUSTOM_VTPM_EK_DEPLOYMENT_CA'
 export FAULT_CODES TRAITS
 
 # ---- harness -----------------------------------------------------------------
@@ -486,7 +488,7 @@ expect_usage "render-xml: stray argument -> exit 2" "unexpected argument 'extra'
 # ---- capabilities (libvirt's test driver) --------------------------------------
 
 CAPS_SHAPE="sorted(d) == sorted(['host', 'arch', 'libvirt_version', 'qemu_version', 'traits',
-            'missing', 'tpm', 'virt_type', 'virt_type_reason']) and isinstance(d['host'], str)
+            'missing', 'tpm', 'virt_type', 'virt_type_reason', 'ek_ca']) and isinstance(d['host'], str)
             and d['host'] != ''"
 # The vTPM traits and the firmware traits (the test driver offers neither).
 MISSING_ALL="sorted(d['missing']) == sorted(traits + ['COMPUTE_FIRMWARE_UEFI',
@@ -499,20 +501,38 @@ check "capabilities: JSON with host, arch, versions, traits, missing, tpm" js "$
 check "capabilities: no traits offered" js "d['traits'] == []"
 check "capabilities: virt_type auto resolves to kvm or qemu, with its reason" \
     js "d['virt_type'] in ('kvm', 'qemu') and d['virt_type_reason'].startswith('auto: ')"
-check "capabilities: all 9 traits missing, each with a non-empty reason" js "$MISSING_ALL"
+check "capabilities: all 14 traits missing, each with a non-empty reason" js "$MISSING_ALL"
 check "capabilities: default config -> every vTPM reason mentions swtpm_enabled" \
     js "all('swtpm_enabled' in d['missing'][t] for t in traits)"
 check "capabilities: the firmware traits do not depend on swtpm_enabled" \
     js "not any('swtpm_enabled' in d['missing'][t] for t in ['COMPUTE_FIRMWARE_UEFI',
         'COMPUTE_SECURITY_UEFI_SECURE_BOOT'])"
 check "capabilities: tpm part says unsupported" \
-    js "d['tpm'] == {'supported': False, 'models': [], 'backends': [], 'versions': []}"
+    js "d['tpm'] == {'supported': False, 'models': [], 'backends': [], 'versions': [],
+                     'pcr_banks': []}"
+check "capabilities: no EK CA configured -> the host-local CA, said as such" \
+    js "d['ek_ca'] == {'configured': False, 'subject': None, 'sha256': None} and
+        'host-local CA' in d['missing']['CUSTOM_VTPM_EK_DEPLOYMENT_CA']"
 
 printf '[libvirt]\nswtpm_enabled = true\n' > "$tmp/enabled.conf"
 run capabilities --connect test:///default --config "$tmp/enabled.conf"
 check "capabilities --config swtpm_enabled=true: exit 0" rc_is 0
-check "capabilities --config: still no traits, 9 reasons" \
+check "capabilities --config: still no traits, 14 reasons" \
     js "$CAPS_SHAPE and d['traits'] == [] and $MISSING_ALL"
+# The deployment's EK CA: checked as vtpmd checks it at start.
+(cd "$tmp" && openssl req -x509 -newkey rsa:2048 -nodes -keyout ekca.key -out ekca.pem -days 2 \
+    -subj '/O=vtpmctl test/CN=EK CA' -addext basicConstraints=critical,CA:true) > /dev/null 2>&1
+chmod 600 "$tmp/ekca.key"
+printf '[vtpm]\nek_ca_cert = %s\nek_ca_key = %s\n' "$tmp/ekca.pem" "$tmp/ekca.key" > "$tmp/ekca.conf"
+run capabilities --connect test:///default --config "$tmp/ekca.conf"
+check "capabilities --config with an EK CA: its subject and sha256" \
+    js "d['ek_ca']['configured'] is True and d['ek_ca']['subject'] == 'CN=EK CA,O=vtpmctl test' and
+        len(d['ek_ca']['sha256']) == 64 and
+        'ek_ca_cert' not in d['missing']['CUSTOM_VTPM_EK_DEPLOYMENT_CA']"
+chmod 640 "$tmp/ekca.key"
+run capabilities --connect test:///default --config "$tmp/ekca.conf"
+expect_fault "capabilities: an EK CA key of mode 0640 -> BadRequest as vtpmd's start" \
+    BadRequest "ek_ca_key" "has mode 0640; it must be 0600"
 printf '[libvirt]\nswtpm_enabled = true\nvirt_type = qemu\n' > "$tmp/tcg.conf"
 run capabilities --connect test:///default --config "$tmp/tcg.conf"
 check "capabilities --config virt_type=qemu: said, with the key as the reason" \

@@ -31,8 +31,10 @@
 #include "client/internal.h"
 #include "config.h"
 #include "domxml.h"
+#include "ek.h"
 #include "mpjson.h"
 #include "policy.h"
+#include "tpm2.h"
 
 enum { EXIT_OK = 0, EXIT_FAULT = 1, EXIT_USAGE = 2, EXIT_TIMEOUT = 3 };
 
@@ -291,9 +293,16 @@ load_config(const char *path, vtpm_config **out)
     return 0;
 }
 
-static void
-caps_config_from(const vtpm_config *cfg, vtpm_caps_config *cc)
+/* What vtpmd sets up at start besides the configuration: the EK CA it
+ * checks (a fault here is one vtpmd would not start with) and the PCR
+ * banks it probes.  @ca and @banks_error own what @cc points to. */
+static int
+caps_config_from(const vtpm_config *cfg, vtpm_caps_config *cc, vtpm_ek_ca **ca,
+                 char **banks_error, vtpm_error *err)
 {
+    vtpm_error perr = { 0 };
+    int rc;
+
     cc->swtpm_enabled = cfg->libvirt.swtpm_enabled;
     cc->swtpm_user = cfg->libvirt.swtpm_user;
     cc->swtpm_group = cfg->libvirt.swtpm_group;
@@ -301,6 +310,14 @@ caps_config_from(const vtpm_config *cfg, vtpm_caps_config *cc)
     cc->deployment_key_file = cfg->vtpm.deployment_key_file;
     cc->firmware.loader = cfg->libvirt.uefi_loader;
     cc->firmware.nvram_template = cfg->libvirt.uefi_nvram_template;
+    if (cfg->vtpm.ek_ca_cert &&
+        (rc = vtpm_ek_ca_load(cfg->vtpm.ek_ca_cert, cfg->vtpm.ek_ca_key, ca, err)) < 0)
+        return rc;
+    cc->ek_ca_subject = *ca ? vtpm_ek_ca_subject(*ca) : NULL;
+    cc->ek_ca_sha256 = *ca ? vtpm_ek_ca_sha256(*ca) : NULL;
+    if (cfg->libvirt.swtpm_enabled && vtpm_tpm2_probe_pcr_banks(&cc->pcr_banks, &perr) < 0)
+        cc->pcr_banks_error = *banks_error = g_strdup(perr.message);
+    return 0;
 }
 
 static int
@@ -319,6 +336,8 @@ cmd_capabilities(int argc, char **argv)
     g_autofree char *uri_source = NULL;
     g_autoptr(vtpm_config) cfg = NULL;
     g_autoptr(vtpm_caps) caps = NULL;
+    g_autoptr(vtpm_ek_ca) ek_ca = NULL;
+    g_autofree char *banks_error = NULL;
     vtpm_host_facts facts = { 0 };
     g_auto(vtpm_accel) accel = { 0 };
     vtpm_caps_config cc = { 0 };
@@ -331,7 +350,7 @@ cmd_capabilities(int argc, char **argv)
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_description(ctx,
         "Prints {host, arch, libvirt_version, qemu_version, traits, missing: {trait: reason}, tpm,\n"
-        "virt_type, virt_type_reason}.\n"
+        "virt_type, virt_type_reason, ek_ca}.\n"
         "Every trait this host does not offer is listed under \"missing\" with the reason.\n");
     if ((rc = parse_options(ctx, &argc, &argv)))
         return rc;
@@ -339,7 +358,8 @@ cmd_capabilities(int argc, char **argv)
         return usage_error(ctx, "unexpected argument '%s'", argv[1]);
     if ((rc = load_config(config, &cfg)))
         return rc;
-    caps_config_from(cfg, &cc);
+    if (caps_config_from(cfg, &cc, &ek_ca, &banks_error, &err) < 0)
+        return print_fault(&err);
     /* vtpmctl runs on the host it asks about: resolve the accelerator as
      * vtpmd would there. */
     vtpm_accel_resolve(cfg->libvirt.virt_type, NULL, &accel);

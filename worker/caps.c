@@ -19,9 +19,18 @@ static const char *const backend_names[] = {
 };
 
 static const char *const known_traits[] = {
-    VTPM_TRAIT_TPM_1_2,         VTPM_TRAIT_TPM_2_0,         VTPM_TRAIT_TPM_TIS,
-    VTPM_TRAIT_TPM_CRB,         VTPM_TRAIT_SECRET_USER,     VTPM_TRAIT_SECRET_HOST,
+    VTPM_TRAIT_TPM_1_2,
+    VTPM_TRAIT_TPM_2_0,
+    VTPM_TRAIT_TPM_TIS,
+    VTPM_TRAIT_TPM_CRB,
+    VTPM_TRAIT_SECRET_USER,
+    VTPM_TRAIT_SECRET_HOST,
     VTPM_TRAIT_SECRET_DEPLOYMENT,
+    VTPM_TRAIT_PCR_BANK_PREFIX "SHA1",
+    VTPM_TRAIT_PCR_BANK_PREFIX "SHA256",
+    VTPM_TRAIT_PCR_BANK_PREFIX "SHA384",
+    VTPM_TRAIT_PCR_BANK_PREFIX "SHA512",
+    VTPM_TRAIT_EK_DEPLOYMENT_CA,
 };
 
 /* Independent of swtpm: a host without vTPM may well boot UEFI guests. */
@@ -475,6 +484,41 @@ trait_reasons(GPtrArray *r, const char *trait, const vtpm_host_facts *f,
     }
 }
 
+/* A bank is offered where TPM 2.0 is and this host's swtpm has it. */
+static void
+bank_reasons(GPtrArray *r, const char *trait, bool tpm2_missing, const vtpm_caps_config *cfg)
+{
+    for (int b = 0; b < VTPM_PCR__COUNT; b++) {
+        if (strcmp(trait, vtpm_pcr_bank_trait(b)) != 0)
+            continue;
+        if (tpm2_missing)
+            g_ptr_array_add(r, g_strdup("PCR banks need TPM 2.0, which domain capabilities "
+                                        "do not offer"));
+        if (cfg->pcr_banks_error)
+            g_ptr_array_add(r, g_strdup_printf("PCR banks unknown: %s", cfg->pcr_banks_error));
+        else if (!cfg->pcr_banks)
+            g_ptr_array_add(r, g_strdup("the PCR banks of swtpm were not probed (vtpmd does at "
+                                        "start when swtpm_enabled is true)"));
+        else if (!(cfg->pcr_banks & (1u << b)))
+            g_ptr_array_add(r, g_strdup_printf("this host's swtpm has no %s PCR bank",
+                                               vtpm_pcr_bank_str(b)));
+    }
+}
+
+/* The reasons of the traits that are not about what libvirt offers. */
+static void
+vtpmd_reasons(GPtrArray *r, const char *trait, const vtpm_host_facts *f,
+              const vtpm_caps_config *cfg)
+{
+    bool tpm_known = f->domcaps_read && f->tpm_supported;
+    unsigned have = f->versions_listed ? f->versions : ALL_VERSIONS;
+
+    bank_reasons(r, trait, tpm_known && !(have & (1u << VTPM_VERSION_2_0)), cfg);
+    if (strcmp(trait, VTPM_TRAIT_EK_DEPLOYMENT_CA) == 0 && !cfg->ek_ca_subject)
+        g_ptr_array_add(r, g_strdup("[vtpm] ek_ca_cert is not set: new TPMs get EK certificates "
+                                    "of libvirt's host-local CA, not verifiable across hosts"));
+}
+
 static gint
 cmp_str_ptr(gconstpointer a, gconstpointer b)
 {
@@ -518,6 +562,9 @@ evaluate(vtpm_caps *caps, const vtpm_caps_config *cfg)
         cfg = &nothing;
     caps->virt_type = g_strdup(cfg->virt_type);
     caps->virt_type_reason = g_strdup(cfg->virt_type_reason);
+    caps->pcr_banks = cfg->pcr_banks;
+    caps->ek_ca_subject = g_strdup(cfg->ek_ca_subject);
+    caps->ek_ca_sha256 = g_strdup(cfg->ek_ca_sha256);
     caps->traits = g_ptr_array_new_with_free_func(g_free);
     caps->missing = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     common = common_reasons(&caps->facts, cfg);
@@ -526,6 +573,7 @@ evaluate(vtpm_caps *caps, const vtpm_caps_config *cfg)
         g_autoptr(GPtrArray) all = g_ptr_array_new(); /* borrows from common and own */
 
         trait_reasons(own, known_traits[i], &caps->facts, cfg);
+        vtpmd_reasons(own, known_traits[i], &caps->facts, cfg);
         g_ptr_array_extend(all, common, NULL, NULL);
         g_ptr_array_extend(all, own, NULL, NULL);
         offer(caps, known_traits[i], all);
@@ -612,6 +660,8 @@ vtpm_caps_free(vtpm_caps *caps)
     g_free(caps->host);
     g_free(caps->virt_type);
     g_free(caps->virt_type_reason);
+    g_free(caps->ek_ca_subject);
+    g_free(caps->ek_ca_sha256);
     vtpm_host_facts_clear(&caps->facts);
     if (caps->traits)
         g_ptr_array_unref(caps->traits);
@@ -675,13 +725,19 @@ version_name(int i)
     return vtpm_version_str(i);
 }
 
+static const char *
+bank_name(int i)
+{
+    return vtpm_pcr_bank_str(i);
+}
+
 static int
-pack_tpm(msgpack_packer *pk, const vtpm_host_facts *f)
+pack_tpm(msgpack_packer *pk, const vtpm_host_facts *f, unsigned banks)
 {
     bool tpm_known = f->domcaps_read && f->tpm_supported;
     /* Without a backendVersion enum libvirt (>= 4.5) supports both. */
     unsigned versions = !tpm_known ? 0 : f->versions_listed ? f->versions : ALL_VERSIONS;
-    int rc = msgpack_pack_map(pk, 4);
+    int rc = msgpack_pack_map(pk, 5);
 
     rc |= pack_str(pk, "supported");
     rc |= tpm_known ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
@@ -691,6 +747,24 @@ pack_tpm(msgpack_packer *pk, const vtpm_host_facts *f)
     rc |= pack_bits(pk, tpm_known ? f->backends : 0, backend_name);
     rc |= pack_str(pk, "versions");
     rc |= pack_bits(pk, versions, version_name);
+    /* The banks a TPM 2.0 can be asked for (hw:tpm_pcr_banks). */
+    rc |= pack_str(pk, "pcr_banks");
+    rc |= pack_bits(pk, versions & (1u << VTPM_VERSION_2_0) ? banks : 0, bank_name);
+    return rc;
+}
+
+/* {configured, subject, sha256}: which CA signs the EKs of new TPMs. */
+static int
+pack_ek_ca(msgpack_packer *pk, const vtpm_caps *caps)
+{
+    int rc = msgpack_pack_map(pk, 3);
+
+    rc |= pack_str(pk, "configured");
+    rc |= caps->ek_ca_subject ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    rc |= pack_str(pk, "subject");
+    rc |= pack_str(pk, caps->ek_ca_subject);
+    rc |= pack_str(pk, "sha256");
+    rc |= pack_str(pk, caps->ek_ca_sha256);
     return rc;
 }
 
@@ -703,7 +777,7 @@ vtpm_caps_pack(const vtpm_caps *caps, msgpack_packer *pk)
 
     if (!caps || !pk)
         return -(int)VTPM_FAULT_INTERNAL;
-    rc = msgpack_pack_map(pk, 9);
+    rc = msgpack_pack_map(pk, 10);
 
     rc |= pack_str(pk, "host");
     rc |= pack_str(pk, caps->host);
@@ -730,12 +804,14 @@ vtpm_caps_pack(const vtpm_caps *caps, msgpack_packer *pk)
     }
 
     rc |= pack_str(pk, "tpm");
-    rc |= pack_tpm(pk, &caps->facts);
+    rc |= pack_tpm(pk, &caps->facts, caps->pcr_banks);
     /* Which accelerator this host's domains get, and why (an "auto" that
      * fell back to TCG says what it found). */
     rc |= pack_str(pk, "virt_type");
     rc |= pack_str(pk, caps->virt_type);
     rc |= pack_str(pk, "virt_type_reason");
     rc |= pack_str(pk, caps->virt_type_reason);
+    rc |= pack_str(pk, "ek_ca");
+    rc |= pack_ek_ca(pk, caps);
     return rc ? -(int)VTPM_FAULT_INTERNAL : 0;
 }

@@ -18,6 +18,10 @@
 #include "firmware.h"
 #include "policy.h"
 
+/* This host gives new TPMs EK certificates of the deployment's CA ([vtpm]
+ * ek_ca_cert), verifiable wherever the instance runs. */
+#define VTPM_TRAIT_EK_DEPLOYMENT_CA "CUSTOM_VTPM_EK_DEPLOYMENT_CA"
+
 /* Minimum versions for an emulated TPM (seed spec). */
 #define VTPM_CAPS_MIN_LIBVIRT 4005000UL /* 4.5.0 */
 #define VTPM_CAPS_MIN_QEMU 2011000UL    /* 2.11.0 */
@@ -36,6 +40,13 @@ typedef struct {
     const char *virt_type_reason;
     /* [libvirt] uefi_loader / uefi_nvram_template (firmware.h) */
     vtpm_firmware_config firmware;
+    /* The PCR banks this host's swtpm implements (bits of vtpm_pcr_bank),
+     * probed once at start; why they are unknown when the probe failed. */
+    unsigned pcr_banks;
+    const char *pcr_banks_error;
+    /* The deployment's EK CA; NULL: not configured (host-local CA). */
+    const char *ek_ca_subject;
+    const char *ek_ca_sha256;
 } vtpm_caps_config;
 
 typedef struct {
@@ -85,6 +96,9 @@ typedef struct {
     GHashTable *missing; /* trait -> reason, for every known trait not provided */
     char *virt_type;     /* from the config; NULL when it gave none */
     char *virt_type_reason;
+    unsigned pcr_banks;  /* from the config */
+    char *ek_ca_subject; /* from the config; NULL when it gave none */
+    char *ek_ca_sha256;
 } vtpm_caps;
 
 /* Apply the rules.  @host is copied.  Never fails. */
@@ -101,7 +115,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(vtpm_caps, vtpm_caps_free)
 
 /* The get_capabilities result map: {host, traits:[...], missing:{trait:
  * reason}, libvirt_version:"9.0.0", qemu_version:"7.2.0", arch,
- * tpm:{models:[...], backends:[...], versions:[...]}} */
+ * tpm:{supported, models:[...], backends:[...], versions:[...],
+ * pcr_banks:[...]}, virt_type, virt_type_reason, ek_ca:{configured,
+ * subject, sha256}} */
 int vtpm_caps_pack(const vtpm_caps *caps, msgpack_packer *pk);
 
 /* "9.0.0" from 9000000 */

@@ -349,6 +349,14 @@ log_start(vtpmd *v)
               VTPM_VERSION, cfg->worker.host, cfg->amqp.topic, cfg->worker.host,
               cfg->libvirt.uri, v->w.virt_type, v->w.virt_type_reason, cfg->worker.workers,
               s->caps->traits->len);
+    if (v->w.ek_ca)
+        g_message("EK certificates of new TPMs: the deployment's CA %s (sha256 %s)",
+                  vtpm_ek_ca_subject(v->w.ek_ca), vtpm_ek_ca_sha256(v->w.ek_ca));
+    else
+        g_message("EK certificates of new TPMs: libvirt's host-local CA ([vtpm] ek_ca_cert "
+                  "is not set), not verifiable across hosts");
+    if (v->w.pcr_banks_error)
+        g_warning("PCR banks of this host's swtpm unknown: %s", v->w.pcr_banks_error);
 }
 
 /* Metrics are for the operator: a file that cannot be written is logged

@@ -5,6 +5,7 @@
 #include "broker.h"
 #include "worker.h"
 #include "accel.h"
+#include "tpm2.h"
 
 static void
 snapshot_free(gpointer p)
@@ -62,6 +63,10 @@ caps_config(const vtpm_worker *w, vtpm_caps_config *cc)
     cc->virt_type_reason = w->virt_type_reason;
     cc->firmware.loader = cfg->libvirt.uefi_loader;
     cc->firmware.nvram_template = cfg->libvirt.uefi_nvram_template;
+    cc->pcr_banks = w->pcr_banks;
+    cc->pcr_banks_error = w->pcr_banks_error;
+    cc->ek_ca_subject = w->ek_ca ? vtpm_ek_ca_subject(w->ek_ca) : NULL;
+    cc->ek_ca_sha256 = w->ek_ca ? vtpm_ek_ca_sha256(w->ek_ca) : NULL;
 }
 
 /* Facts when libvirt cannot be asked at all: every trait then says so. */
@@ -161,6 +166,18 @@ vtpm_worker_init(vtpm_worker *w, vtpm_config *cfg, vtpm_error *err)
     if ((rc = vtpm_keyring_load(cfg->vtpm.deployment_key_file,
                                 cfg->vtpm.previous_deployment_key_file, &w->keys, err)) < 0)
         return rc;
+    /* So is a bad EK CA: every new TPM would fail to be made. */
+    if (cfg->vtpm.ek_ca_cert &&
+        (rc = vtpm_ek_ca_load(cfg->vtpm.ek_ca_cert, cfg->vtpm.ek_ca_key, &w->ek_ca, err)) < 0)
+        return rc;
+    /* Once: what swtpm implements changes only with the package, and a
+     * probe runs a swtpm. */
+    if (cfg->libvirt.swtpm_enabled) {
+        vtpm_error perr = { 0 };
+
+        if (vtpm_tpm2_probe_pcr_banks(&w->pcr_banks, &perr) < 0)
+            w->pcr_banks_error = g_strdup(perr.message);
+    }
     if ((rc = vtpm_virt_new(cfg->libvirt.uri, &w->virt, err)) < 0)
         return rc;
     vtpm_worker_refresh_caps(w, false);
@@ -176,6 +193,8 @@ vtpm_worker_clear(vtpm_worker *w)
     w->virt = NULL;
     vtpm_keyring_free(w->keys);
     w->keys = NULL;
+    g_clear_pointer(&w->ek_ca, vtpm_ek_ca_free);
+    g_clear_pointer(&w->pcr_banks_error, g_free);
     g_free(w->virt_type);
     g_free(w->virt_type_reason);
     g_mutex_clear(&w->caps_lock);

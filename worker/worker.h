@@ -15,6 +15,7 @@
 #include "vtpm/proto.h"
 #include "caps.h"
 #include "config.h"
+#include "ek.h"
 #include "keywrap.h"
 #include "virt.h"
 
@@ -39,6 +40,11 @@ typedef struct vtpm_worker {
     char *virt_type_reason;  /* why: configured, or what auto found */
     vtpm_keyring *keys;      /* deployment keys; immutable after start */
     vtpm_checkpointer *ckpt; /* NULL: checkpoints off (worker/checkpointer.h) */
+    vtpm_ek_ca *ek_ca;       /* [vtpm] ek_ca_cert/key; NULL: unset; immutable after start */
+    /* The PCR banks this host's swtpm implements (bits of vtpm_pcr_bank),
+     * probed at start when swtpm is enabled; why not, when it failed. */
+    unsigned pcr_banks;
+    char *pcr_banks_error;
 
     GMutex caps_lock;
     vtpm_caps_snapshot *caps; /* guarded by caps_lock; never NULL after start */
