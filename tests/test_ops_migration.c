@@ -189,7 +189,7 @@ test_finish(void **state)
     g_autofree char *inst = ot_instance(uuid, "", "img-1", "");
     g_autofree char *done = g_strdup_printf(
         "{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS ", 'vtpm_state': 'none', "
-        "'nvram_state': 'none'}",
+        "'nvram_state': 'none', 'identity_changed': false}",
         uuid);
     gboolean running = FALSE;
 
@@ -214,7 +214,8 @@ test_uefi_without_vtpm(void **state)
     g_autofree char *inst = ot_instance_props(uuid, "", "img-1", "'hw_firmware_type': 'uefi'", "");
     g_autofree char *done = g_strdup_printf(
         "{'domain': 'instance-%s', 'vtpm': null, 'firmware': {'type': 'uefi', 'secure_boot': "
-        "false, 'machine': 'q35'}, 'vtpm_state': 'none', 'nvram_state': 'fresh'}",
+        "false, 'machine': 'q35'}, 'vtpm_state': 'none', 'nvram_state': 'fresh', "
+        "'identity_changed': false}",
         uuid);
     g_autofree char *reverted = g_strdup_printf("{'domain': 'instance-%s', 'vtpm_state': 'none', "
                                                 "'nvram_state': 'kept'}",

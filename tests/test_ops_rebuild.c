@@ -37,7 +37,7 @@ test_rebuild(void **state)
     g_autofree char *inst = ot_instance(uuid, "", "img-2", "");
     g_autofree char *done = g_strdup_printf(
         "{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS ", 'vtpm_state': 'none', "
-        "'nvram_state': 'none'}",
+        "'nvram_state': 'none', 'identity_changed': false}",
         uuid);
     g_autofree char *spawned =
         g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS "}", uuid);
@@ -111,10 +111,12 @@ test_rebuild_firmware(void **state)
         g_autofree char *inst = ot_instance_props(uuid, "", "img-2", cases[i].to, "");
         g_autofree char *fw = cases[i].to_uefi ? uefi(cases[i].on) : g_strdup(OT_BIOS);
         g_autofree char *done = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, %s, "
-                                                "'vtpm_state': 'none', 'nvram_state': '%s'}",
+                                                "'vtpm_state': 'none', 'nvram_state': '%s', "
+                                                "'identity_changed': false}",
                                                 uuid, fw, cases[i].nvram);
         g_autofree char *again = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, %s, "
-                                                 "'vtpm_state': 'none', 'nvram_state': '%s'}",
+                                                 "'vtpm_state': 'none', 'nvram_state': '%s', "
+                                                 "'identity_changed': false}",
                                                  uuid, fw,
                                                  !cases[i].to_uefi ? "none" : "kept");
         gboolean running = FALSE;

@@ -77,7 +77,7 @@ test_shelve_unshelve(void **state)
     g_autofree char *other = ot_instance(uuid, "", "img-2", "");
     g_autofree char *back = g_strdup_printf(
         "{'domain': 'instance-%s', 'vtpm': null, " OT_BIOS ", 'vtpm_state': 'none', "
-        "'nvram_state': 'none'}",
+        "'nvram_state': 'none', 'identity_changed': false}",
         uuid);
     g_autofree char *conflict = g_strdup_printf(
         "instance %s already has a different domain on host " OT_HOST, uuid);
@@ -149,7 +149,8 @@ test_uefi_without_vtpm(void **state)
     g_autofree char *inst = ot_instance_props(uuid, "", "img-1", "'hw_firmware_type': 'uefi'", "");
     g_autofree char *back = g_strdup_printf(
         "{'domain': 'instance-%s', 'vtpm': null, 'firmware': {'type': 'uefi', 'secure_boot': "
-        "false, 'machine': 'q35'}, 'vtpm_state': 'none', 'nvram_state': 'fresh'}",
+        "false, 'machine': 'q35'}, 'vtpm_state': 'none', 'nvram_state': 'fresh', "
+        "'identity_changed': false}",
         uuid);
 
     ot_offer_firmware(h, FALSE);

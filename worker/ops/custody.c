@@ -20,6 +20,10 @@ vtpm_custody_plan_key(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *i
         return 0;
     d->new_host_secret = false;
     g_clear_pointer(&d->wrapped_secret, g_free);
+    /* A continued TPM keeps its EKs, so its identity record goes on; a
+     * new one has none until vtpmd makes it (ops/manufacture.h). */
+    g_free(d->identity);
+    d->identity = cont ? g_strdup(cont->identity) : NULL;
     switch (d->dev.secret_security) {
     case VTPM_SECRET_USER:
         if (cont) {
@@ -101,12 +105,16 @@ vtpm_custody_write_kept(vtpm_worker *w, const char *uuid, const vtpm_domxml_meta
                         vtpm_error *err)
 {
     g_autofree char *path = kept_key_path(w, uuid);
-    g_autofree char *xml = g_markup_printf_escaped(
+    g_autofree char *head = g_markup_printf_escaped(
         "<vtpmd:instance xmlns:vtpmd='%s'><vtpmd:vtpm version='%s' model='%s' "
-        "secret_security='%s' encrypted='%s' wrapped_secret='%s'/></vtpmd:instance>\n",
+        "secret_security='%s' encrypted='%s' wrapped_secret='%s'",
         VTPM_DOMXML_NS, vtpm_version_str(m->tpm.version), vtpm_model_str(m->tpm.model),
         vtpm_secret_security_str(m->tpm.secret_security), m->encrypted ? "yes" : "no",
         m->wrapped_secret ? m->wrapped_secret : "");
+    /* The identity record too: the TPM adopted later is the same one. */
+    g_autofree char *id =
+        m->identity ? g_markup_printf_escaped(" identity='%s'", m->identity) : g_strdup("");
+    g_autofree char *xml = g_strconcat(head, id, "/></vtpmd:instance>\n", NULL);
     int rc;
 
     if ((rc = vtpm_fs_mkdirs(w->cfg->store.kept_dir, 0700, err)) < 0)

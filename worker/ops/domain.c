@@ -470,6 +470,7 @@ vtpm_ops_domain_clear(vtpm_ops_domain *d)
     g_clear_pointer(&d->console, g_free);
     g_clear_pointer(&d->wrapped_secret, g_free);
     g_clear_pointer(&d->nvram, g_free);
+    g_clear_pointer(&d->identity, g_free);
 }
 
 int
@@ -495,6 +496,7 @@ vtpm_ops_build_xml(vtpm_worker *w, const vtpm_instance *inst, vtpm_ops_domain *d
     p.nvram = d->nvram;
     p.uefi_loader = w->cfg->libvirt.uefi_loader;
     p.uefi_nvram_template = w->cfg->libvirt.uefi_nvram_template;
+    p.identity = d->identity;
     if ((rc = vtpm_domxml_build(&p, &xml, err)) < 0)
         return rc;
     g_free(d->xml);
@@ -560,30 +562,30 @@ vtpm_ops_outcome_str(vtpm_ops_outcome o)
 
 static void
 pack_domain(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops_domain *d,
-            const char *vtpm_state)
+            size_t extra)
 {
-    msgpack_pack_map(pk, vtpm_state ? 5 : 3);
+    msgpack_pack_map(pk, 3 + extra);
     vtpm_pack_kv_str(pk, "domain", d->name);
     vtpm_pack_str(pk, "vtpm");
     vtpm_ops_pack_vtpm(pk, w, uuid, &d->dev);
     vtpm_pack_str(pk, "firmware");
     vtpm_ops_pack_firmware(pk, &d->fw);
-    if (!vtpm_state)
-        return;
-    vtpm_pack_kv_str(pk, "vtpm_state", vtpm_state);
-    vtpm_pack_kv_str(pk, "nvram_state", vtpm_ops_outcome_str(d->nvram_state));
 }
 
 void
 vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                             const vtpm_ops_domain *d)
 {
-    pack_domain(pk, w, uuid, d, NULL);
+    pack_domain(pk, w, uuid, d, 0);
 }
 
 void
 vtpm_ops_pack_domain_outcome(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                              const vtpm_ops_domain *d, vtpm_ops_outcome outcome)
 {
-    pack_domain(pk, w, uuid, d, vtpm_ops_outcome_str(outcome));
+    pack_domain(pk, w, uuid, d, 3);
+    vtpm_pack_kv_str(pk, "vtpm_state", vtpm_ops_outcome_str(outcome));
+    vtpm_pack_kv_str(pk, "nvram_state", vtpm_ops_outcome_str(d->nvram_state));
+    vtpm_pack_kv_bool(pk, "identity_changed",
+                      outcome == VTPM_OPS_OUTCOME_FRESH || outcome == VTPM_OPS_OUTCOME_REPLACED);
 }

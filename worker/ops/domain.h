@@ -95,6 +95,9 @@ typedef struct {
     bool encrypted;       /* <encryption secret='<uuid>'/> */
     char *wrapped_secret; /* deployment mode */
     bool new_host_secret; /* plan_key defined a host secret (undo on failure) */
+    /* The TPM's identity record (identity.h text form): the continued
+     * TPM's, or the one vtpmd made; NULL: none known. */
+    char *identity;
 } vtpm_ops_domain;
 
 void vtpm_ops_domain_clear(vtpm_ops_domain *d);
@@ -132,6 +135,8 @@ int vtpm_ops_start_flags(vtpm_worker *w, virDomainPtr dom, GBytes *secret, unsig
 /* {domain, vtpm, firmware} */
 void vtpm_ops_pack_domain_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                                  const vtpm_ops_domain *d);
-/* {domain, vtpm, firmware, vtpm_state, nvram_state} */
+/* {domain, vtpm, firmware, vtpm_state, nvram_state, identity_changed}:
+ * identity_changed is true for a new TPM (fresh, replaced), whose EKs are
+ * not the old ones. */
 void vtpm_ops_pack_domain_outcome(msgpack_packer *pk, vtpm_worker *w, const char *uuid,
                                   const vtpm_ops_domain *d, vtpm_ops_outcome outcome);
