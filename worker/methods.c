@@ -3,8 +3,9 @@
 
 #include "methods.h"
 #include "ops/basics.h"
-#include "ops/livemig.h"
 #include "ops/evacuate.h"
+#include "ops/identity.h"
+#include "ops/livemig.h"
 #include "ops/migration.h"
 #include "ops/power.h"
 #include "ops/rebuild.h"
@@ -39,6 +40,7 @@ static const vtpm_method methods[] = {
     /* Beside the live_migration it stops, which holds the instance. */
     { "live_migration_abort", vtpm_op_live_migration_abort, true, false, true, false },
     { "evacuate", vtpm_op_evacuate, true, false, false, true },
+    { "get_vtpm_identity", vtpm_op_get_vtpm_identity, true, false, false, false },
 };
 
 const vtpm_method *

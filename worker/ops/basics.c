@@ -11,6 +11,7 @@
 #include "ops/custody.h"
 #include "ops/domain.h"
 #include "ops/generation.h"
+#include "ops/manufacture.h"
 #include "ops/nvram.h"
 #include "ops/state.h"
 #include "secret.h"
@@ -61,20 +62,34 @@ spawn_again(vtpm_worker *w, virDomainPtr dom, const vtpm_instance *inst,
     return 0;
 }
 
-/* Undo a spawn whose start failed: the domain, a state it created, a
- * host secret it defined. */
+/* Undo what a failed spawn made: a state it created (vtpmd's or
+ * libvirt's) with its record, a host secret it defined. */
 static void
-undo_spawn(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const vtpm_instance *inst,
+undo_state(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *inst,
            const vtpm_ops_domain *d, bool state_existed)
 {
     g_autofree char *state_dir = vtpm_ops_state_dir(w, inst->uuid);
     vtpm_error cleanup = { 0 };
 
+    if (!state_existed) {
+        if (vtpm_fs_rmtree(state_dir, &cleanup) < 0)
+            g_warning("instance %s: cleanup after failed spawn: %s", inst->uuid,
+                      cleanup.message);
+        vtpm_custody_drop_kept(w, inst->uuid);
+    }
+    drop_new_secret(w, conn, inst->uuid, d);
+}
+
+/* Undo a spawn whose start failed: the domain, and undo_state. */
+static void
+undo_spawn(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const vtpm_instance *inst,
+           const vtpm_ops_domain *d, bool state_existed)
+{
+    vtpm_error cleanup = { 0 };
+
     if (vtpm_virt_undefine(w->virt, dom, state_existed, &cleanup) < 0)
         g_warning("instance %s: cleanup after failed start: %s", inst->uuid, cleanup.message);
-    if (!state_existed && vtpm_fs_rmtree(state_dir, &cleanup) < 0)
-        g_warning("instance %s: cleanup after failed start: %s", inst->uuid, cleanup.message);
-    drop_new_secret(w, conn, inst->uuid, d);
+    undo_state(w, conn, inst, d, state_existed);
 }
 
 static int
@@ -94,8 +109,11 @@ spawn_new(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *inst, vtpm_op
     have_kept = state_existed && vtpm_custody_read_kept(w, inst->uuid, &d->dev, &kept) == 0;
     if ((rc = vtpm_custody_plan_key(w, conn, inst, d, have_kept ? &kept : NULL, err)) < 0)
         return rc;
-    if ((rc = vtpm_ops_define(w, conn, d->xml, &dom, err)) < 0) {
-        drop_new_secret(w, conn, inst->uuid, d);
+    /* With the deployment's EK CA the TPM is made now, so that the
+     * definition carries its identity; libvirt then finds a state. */
+    if ((!state_existed && (rc = vtpm_manufacture_fresh(w, conn, inst, d, true, err)) < 0) ||
+        (rc = vtpm_ops_define(w, conn, d->xml, &dom, err)) < 0) {
+        undo_state(w, conn, inst, d, state_existed);
         return rc;
     }
     if (power_on && (rc = vtpm_ops_start(w, dom, inst->secret, err)) < 0) {

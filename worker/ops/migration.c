@@ -8,6 +8,7 @@
 #include "ops/custody.h"
 #include "ops/domain.h"
 #include "ops/generation.h"
+#include "ops/manufacture.h"
 #include "ops/migration.h"
 #include "ops/nvram.h"
 #include "ops/state.h"
@@ -253,7 +254,9 @@ finish_fresh(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const finish_
     if (dom && (rc = vtpm_virt_stop(w->virt, dom, err)) < 0)
         return rc;
     d->nvram_state = vtpm_nvram_now(w, a->inst->uuid, d, VTPM_OPS_OUTCOME_FRESH);
-    return vtpm_fs_rmtree(state_dir, err);
+    if ((rc = vtpm_fs_rmtree(state_dir, err)) < 0)
+        return rc;
+    return vtpm_manufacture_fresh(w, conn, a->inst, d, false, err);
 }
 
 /* The state in place, define the new domain and start it. */

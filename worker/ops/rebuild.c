@@ -11,6 +11,7 @@
 #include "inject.h"
 #include "ops/custody.h"
 #include "ops/domain.h"
+#include "ops/manufacture.h"
 #include "ops/nvram.h"
 #include "ops/rebuild.h"
 #include "rekey.h"
@@ -100,18 +101,40 @@ set_store_aside(const char *state_dir, const char *replaced, vtpm_error *err)
     return vtpm_fs_sync_dir(replaced, err);
 }
 
+/* What an interrupted run left in the state dir while the old TPM was
+ * aside already (a store it brought back, a TPM it made that no definition
+ * names yet) goes: the store back beside the old TPM, the rest removed. */
+static int
+drop_interrupted(const char *state_dir, const char *replaced, vtpm_error *err)
+{
+    int rc;
+
+    if (!vtpm_fs_is_dir(state_dir))
+        return 0;
+    if ((rc = vtpm_nvram_move(state_dir, replaced, false, err)) < 0)
+        return rc;
+    if (vtpm_nvram_in(state_dir))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
+                              "a variable store both in %s and in %s: left for an operator",
+                              state_dir, replaced);
+    return vtpm_fs_rmtree(state_dir, err);
+}
+
 /* Before the new definition: set aside what goes.  A changing vTPM sets
  * the old state aside before the new definition exists, so that a crash
  * after the define cannot start the new TPM on the old state, and a failed
- * define can put it back; a store that follows comes back at once. */
+ * define can put it back. */
 static int
 set_aside(const char *state_dir, const char *replaced, const rebuild_plan *p, vtpm_error *err)
 {
     int rc;
 
-    /* A state dir without TPM state holds only a store that an
-     * interrupted run already brought back: the TPM is aside already. */
-    if (!p->same && has_tpm_state(state_dir)) {
+    /* TPM state already aside: the TPM is aside since an interrupted run
+     * (the set-aside dir goes only once a new TPM ran). */
+    if (!p->same && has_tpm_state(replaced)) {
+        if ((rc = drop_interrupted(state_dir, replaced, err)) < 0)
+            return rc;
+    } else if (!p->same && has_tpm_state(state_dir)) {
         if ((rc = vtpm_fs_rmtree(replaced, err)) < 0)
             return rc;
         if (rename(state_dir, replaced) < 0)
@@ -120,6 +143,17 @@ set_aside(const char *state_dir, const char *replaced, const rebuild_plan *p, vt
     }
     if ((p->old_uefi || p->new_uefi) && !p->follows)
         return set_store_aside(state_dir, replaced, err);
+    return 0;
+}
+
+/* After the new TPM was made (with the deployment's EK CA; it is renamed
+ * into a state dir that must not exist yet): a store that follows comes
+ * back from beside the old TPM. */
+static int
+store_back(const char *state_dir, const char *replaced, const rebuild_plan *p, vtpm_error *err)
+{
+    int rc;
+
     if (p->follows && p->new_vtpm && !p->same &&
         ((rc = vtpm_fs_mkdirs(state_dir, 0711, err)) < 0 ||
          (rc = vtpm_nvram_move(replaced, state_dir, false, err)) < 0))
@@ -128,12 +162,26 @@ set_aside(const char *state_dir, const char *replaced, const rebuild_plan *p, vt
 }
 
 /* The define failed: the old definition is still in place; so is its
- * state again, with its store. */
+ * state again, with its store.  A TPM made for the new definition (@made)
+ * goes first, once its store is beside the old TPM again. */
 static void
-put_back(const char *uuid, const char *state_dir, const char *replaced)
+put_back(const char *uuid, const char *state_dir, const char *replaced, bool made)
 {
     vtpm_error e = { 0 };
 
+    if (made && vtpm_fs_is_dir(state_dir)) {
+        if (vtpm_fs_is_dir(replaced) && vtpm_nvram_move(state_dir, replaced, false, &e) < 0)
+            vtpm_error_prefix(&e, "moving the store back");
+        else if (vtpm_nvram_in(state_dir))
+            vtpm_error_set(&e, VTPM_FAULT_INTERNAL, "a variable store in it");
+        else
+            vtpm_fs_rmtree(state_dir, &e);
+        if (e.message[0]) {
+            g_warning("instance %s: cannot remove the TPM made in %s: %s", uuid, state_dir,
+                      e.message);
+            return;
+        }
+    }
     if (has_tpm_state(replaced) && !has_tpm_state(state_dir)) {
         if (vtpm_nvram_move(state_dir, replaced, false, &e) < 0 ||
             (vtpm_fs_is_dir(state_dir) && rmdir(state_dir) < 0) || rename(replaced, state_dir) < 0)
@@ -147,22 +195,27 @@ put_back(const char *uuid, const char *state_dir, const char *replaced)
         g_warning("instance %s: cleanup after a failed define: %s", uuid, e.message);
 }
 
-/* Define the new domain for @d in place of @dom and start it. */
+/* Define the new domain for @d in place of @dom and start it.  A new TPM
+ * is made between setting the old one aside and bringing a store that
+ * follows back, so that its definition carries its identity. */
 static int
 redefine(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const vtpm_instance *inst,
-         const vtpm_ops_domain *d, const rebuild_plan *p, vtpm_error *err)
+         vtpm_ops_domain *d, const rebuild_plan *p, vtpm_error *err)
 {
     g_autofree char *state_dir = vtpm_ops_state_dir(w, inst->uuid);
     g_autofree char *replaced = vtpm_ops_replaced_dir(w, inst->uuid);
     g_autoptr(virDomain) ndom = NULL;
+    bool make = !p->same && p->new_vtpm;
     unsigned flags = 0;
     vtpm_error ignore;
     int rc;
 
     if ((rc = set_aside(state_dir, replaced, p, err)) < 0)
         return rc;
-    if ((rc = vtpm_ops_define(w, conn, d->xml, &ndom, err)) < 0) {
-        put_back(inst->uuid, state_dir, replaced);
+    if ((make && (rc = vtpm_manufacture_fresh(w, conn, inst, d, false, err)) < 0) ||
+        (rc = store_back(state_dir, replaced, p, err)) < 0 ||
+        (rc = vtpm_ops_define(w, conn, d->xml, &ndom, err)) < 0) {
+        put_back(inst->uuid, state_dir, replaced, make);
         vtpm_ops_start(w, dom, inst->secret, &ignore);
         return rc;
     }
