@@ -319,6 +319,77 @@ test_decode_refused(void **state)
     expect_decode_fault("v1:", "TPM identity record: truncated at offset 0");
 }
 
+#define UUID "0e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd001"
+
+/* What vtpmctl identity --verify says of each EK. */
+static void
+test_verify(void **state)
+{
+    g_autoptr(vtpm_identity) id = two_eks();
+    g_autoptr(GBytes) ca = tc_bytes(CA, "ca.pem");
+    g_autoptr(tc_ca) other = tc_ca_new();
+    g_autoptr(GBytes) other_pem = tc_bytes(other, "ca.pem");
+    g_autoptr(GBytes) both = NULL;
+    char *why = NULL;
+
+    for (size_t i = 0; i < id->n_ek; i++) {
+        assert_int_equal(vtpm_identity_verify_ek(id, i, UUID, ca, &why), 0);
+        assert_null(why);
+    }
+    /* Another instance's UUID: the certificate does not name it. */
+    assert_int_equal(vtpm_identity_verify_ek(id, 0, "11111111-2222-3333-4444-555555555555", ca,
+                                             &why), -1);
+    assert_string_equal(why, "the certificate's subject CN is '" UUID "', not the instance "
+                             "11111111-2222-3333-4444-555555555555");
+    g_clear_pointer(&why, g_free);
+    /* Another CA (of the same name: only the signature tells them apart). */
+    assert_int_equal(vtpm_identity_verify_ek(id, 1, UUID, other_pem, &why), -1);
+    assert_non_null(strstr(why, "The certificate is NOT trusted"));
+    g_clear_pointer(&why, g_free);
+    /* A bundle holding the right CA among others verifies. */
+    {
+        GByteArray *b = g_byte_array_new();
+
+        g_byte_array_append(b, g_bytes_get_data(other_pem, NULL), g_bytes_get_size(other_pem));
+        g_byte_array_append(b, g_bytes_get_data(ca, NULL), g_bytes_get_size(ca));
+        both = g_byte_array_free_to_bytes(b);
+    }
+    assert_int_equal(vtpm_identity_verify_ek(id, 1, UUID, both, &why), 0);
+    /* A record whose public_pem is not the certificate's key. */
+    g_free(id->ek[0].public_pem);
+    id->ek[0].public_pem = file_text("other.pub");
+    assert_int_equal(vtpm_identity_verify_ek(id, 0, UUID, ca, &why), -1);
+    assert_string_equal(why, "the certificate certifies another key than public_pem");
+    g_clear_pointer(&why, g_free);
+    assert_int_equal(vtpm_identity_verify_ek(id, 1, UUID, g_bytes_new_static("junk", 4), &why),
+                     -1);
+    assert_true(g_str_has_prefix(why, "reading the CA certificates: "));
+    g_free(why);
+}
+
+/* A client reads the reply map back into a record. */
+static void
+test_read(void **state)
+{
+    g_autoptr(vtpm_identity) id = two_eks();
+    g_autoptr(vtpm_identity) back = NULL;
+    g_autoptr(GBytes) b = packed(id);
+    msgpack_unpacked up;
+    size_t off = 0;
+    vtpm_error err = { 0 };
+
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, g_bytes_get_data(b, NULL), g_bytes_get_size(b),
+                                         &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(vtpm_identity_read(&up.data, &back, &err), 0);
+    assert_string_equal(back->ek[1].cert_pem, id->ek[1].cert_pem);
+    /* Not a map: a client's BadRequest, not a damaged record. */
+    assert_int_equal(vtpm_identity_read(&up.data.via.map.ptr[0].val, &back, &err),
+                     -(int)VTPM_FAULT_BAD_REQUEST);
+    assert_string_equal(err.message, "identity: expected map");
+    msgpack_unpacked_destroy(&up);
+}
+
 int
 main(void)
 {
@@ -328,6 +399,8 @@ main(void)
         cmocka_unit_test(test_build_refused),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_decode_refused),
+        cmocka_unit_test(test_verify),
+        cmocka_unit_test(test_read),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -279,7 +279,7 @@ decode_ek(const msgpack_object *o, size_t i, vtpm_identity *id, vtpm_error *err)
 }
 
 static int
-decode_map(const msgpack_object *m, vtpm_identity *id, vtpm_error *err)
+read_map(const msgpack_object *m, vtpm_identity *id, vtpm_error *err)
 {
     const msgpack_object *ek, *ca = NULL;
     g_autofree char *version = NULL;
@@ -312,6 +312,18 @@ decode_map(const msgpack_object *m, vtpm_identity *id, vtpm_error *err)
     return 0;
 }
 
+int
+vtpm_identity_read(const msgpack_object *map, vtpm_identity **out, vtpm_error *err)
+{
+    g_autoptr(vtpm_identity) id = vtpm_identity_new(VTPM_VERSION_NONE, NULL, NULL);
+    int rc;
+
+    if ((rc = read_map(map, id, err)) < 0)
+        return rc;
+    *out = g_steal_pointer(&id);
+    return 0;
+}
+
 /* The msgpack map of a record: its checks before msgpack-c allocates. */
 static int
 decode_bytes(const guchar *data, gsize len, vtpm_identity *id, vtpm_error *err)
@@ -329,7 +341,7 @@ decode_bytes(const guchar *data, gsize len, vtpm_identity *id, vtpm_error *err)
     if (msgpack_unpack_next(&up, (const char *)data, len, &off) != MSGPACK_UNPACK_SUCCESS)
         rc = vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "identity: not msgpack");
     else
-        rc = decode_map(&up.data, id, err);
+        rc = read_map(&up.data, id, err);
     msgpack_unpacked_destroy(&up);
     return rc;
 }
@@ -361,4 +373,85 @@ vtpm_identity_decode(const char *text, vtpm_identity **out, vtpm_error *err)
     }
     *out = g_steal_pointer(&id);
     return 0;
+}
+
+/* ---- what a tenant checks ------------------------------------------------------ */
+
+static char *
+tls_why(const char *what, int rc)
+{
+    return g_strdup_printf("%s: %s", what, gnutls_strerror(rc));
+}
+
+/* The certificate of @ek chains to one of @cas: NULL, or why not. */
+static char *
+chain_why(gnutls_x509_crt_t crt, const gnutls_x509_crt_t *cas, unsigned n, bool sha1)
+{
+    unsigned status = 0;
+    gnutls_datum_t out = { 0 };
+    char *why;
+    int rc = gnutls_x509_crt_list_verify(&crt, 1, cas, n, NULL, 0,
+                                         sha1 ? GNUTLS_VERIFY_ALLOW_SIGN_WITH_SHA1 : 0, &status);
+
+    if (rc < 0)
+        return tls_why("verifying the certificate", rc);
+    if (status == 0)
+        return NULL;
+    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) < 0)
+        return g_strdup_printf("the certificate does not verify (GnuTLS status 0x%x)", status);
+    why = g_strndup((const char *)out.data, out.size);
+    gnutls_free(out.data);
+    return why;
+}
+
+/* The certificate certifies the record's key and names the instance. */
+static char *
+content_why(gnutls_x509_crt_t crt, const vtpm_identity_ek *ek, const char *uuid, bool tpm2)
+{
+    g_auto(gnutls_pubkey_t) key = NULL;
+    vtpm_error err = { 0 };
+    char cn[256] = "";
+    size_t len = sizeof(cn);
+    int rc;
+
+    if ((rc = gnutls_pubkey_init(&key)) < 0 || (rc = gnutls_pubkey_import_x509(key, crt, 0)) < 0)
+        return tls_why("reading the certificate's key", rc);
+    if (same_key(key, ek->public_pem, &err) < 0)
+        return g_strdup(strstr(err.message, "another key")
+                            ? "the certificate certifies another key than public_pem"
+                            : err.message);
+    if (tpm2 && (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn,
+                                               &len) < 0 ||
+                 g_ascii_strcasecmp(cn, uuid) != 0))
+        return g_strdup_printf("the certificate's subject CN is '%s', not the instance %s", cn,
+                               uuid);
+    return NULL;
+}
+
+int
+vtpm_identity_verify_ek(const vtpm_identity *id, size_t i, const char *uuid, GBytes *ca_pem,
+                        char **why)
+{
+    g_auto(gnutls_x509_crt_t) crt = NULL;
+    gnutls_x509_crt_t *cas = NULL;
+    unsigned n = 0;
+    gnutls_datum_t ca = { (unsigned char *)g_bytes_get_data(ca_pem, NULL),
+                          (unsigned)g_bytes_get_size(ca_pem) };
+    gnutls_datum_t cert = { (unsigned char *)id->ek[i].cert_pem,
+                            (unsigned)strlen(id->ek[i].cert_pem) };
+    int rc;
+
+    if ((rc = gnutls_x509_crt_list_import2(&cas, &n, &ca, GNUTLS_X509_FMT_PEM, 0)) < 0) {
+        *why = tls_why("reading the CA certificates", rc);
+        return -1;
+    }
+    if ((rc = gnutls_x509_crt_init(&crt)) < 0 ||
+        (rc = gnutls_x509_crt_import(crt, &cert, GNUTLS_X509_FMT_PEM)) < 0)
+        *why = tls_why("reading the EK certificate", rc);
+    else if (!(*why = chain_why(crt, cas, n, id->version == VTPM_VERSION_1_2)))
+        *why = content_why(crt, &id->ek[i], uuid, id->version == VTPM_VERSION_2_0);
+    for (unsigned k = 0; k < n; k++)
+        gnutls_x509_crt_deinit(cas[k]);
+    gnutls_free(cas);
+    return *why ? -1 : 0;
 }

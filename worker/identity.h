@@ -60,8 +60,19 @@ int vtpm_identity_add_ek(vtpm_identity *id, const char *pub_pem, GBytes *cert_de
  * it is not a well-formed record (naming what is wrong). */
 char *vtpm_identity_encode(const vtpm_identity *id);
 int vtpm_identity_decode(const char *text, vtpm_identity **out, vtpm_error *err);
-/* The get_vtpm_identity result map. */
+/* The get_vtpm_identity result map, and reading one back (a client's
+ * side: BadRequest naming what is wrong, "identity.ek[1].alg: ..."). */
 void vtpm_identity_pack(const vtpm_identity *id, msgpack_packer *pk);
+int vtpm_identity_read(const msgpack_object *map, vtpm_identity **out, vtpm_error *err);
+
+/* What a tenant checks of EK @i (vtpmctl identity --verify): its
+ * certificate chains to a CA certificate of @ca_pem (PEM, one or more), it
+ * certifies exactly the record's public key and, for a TPM 2.0, names
+ * instance @uuid as its subject CN.  0 when it holds; -1 with *why.  A TPM
+ * 1.2's certificate is accepted signed with SHA-1, as swtpm_cert signs it;
+ * GnuTLS refuses SHA-1 otherwise. */
+int vtpm_identity_verify_ek(const vtpm_identity *id, size_t i, const char *uuid, GBytes *ca_pem,
+                            char **why);
 
 /* The subject (RFC 4514) and sha256 of the DER of a CA certificate, as a
  * record names its CA.  Internal when @ca_der is no certificate. */
