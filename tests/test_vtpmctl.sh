@@ -162,7 +162,7 @@ run help
 check "help: exit 0 with usage on stdout" eval 'rc_is 0 && grep -q "^Usage: vtpmctl" "$OUT"'
 run frobnicate
 expect_usage "unknown command: exit 2 naming it" "unknown command 'frobnicate'"
-for cmd in resolve capabilities render-xml call; do
+for cmd in resolve capabilities render-xml call identity; do
     run "$cmd" --help
     check "$cmd --help: exit 0 with usage on stdout" \
         eval 'rc_is 0 && grep -q "vtpmctl $cmd" "$OUT" && grep -q -- "--help" "$OUT"'
@@ -631,6 +631,17 @@ run capabilities --config "$tmp/deaduri.conf"
 expect_fault "capabilities: unreachable libvirt names [libvirt] uri of the config file" \
     HypervisorError "([libvirt] uri of $tmp/deaduri.conf)"
 
+# ---- identity (usage; the answers are test_vtpm_identity's) ------------------------
+
+run identity
+expect_usage "identity: no UUID -> exit 2" "expected UUID"
+run identity not-a-uuid
+expect_usage "identity: a malformed UUID -> exit 2 naming it" "UUID: not a UUID"
+run identity --verify "$tmp/no-such-ca.pem" 0e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd001
+expect_usage "identity: an unreadable --verify file -> exit 2 naming it" "--verify: "
+run identity --url amqp://127.0.0.1:1/%2f --timeout 2 0e5c8b0f-1a54-4d36-9a3b-7b4c2a6fd001
+expect_fault "identity: unreachable broker -> Busy" Busy
+
 # ---- bash completion -----------------------------------------------------------
 
 check "completion: the script is valid bash" bash -n "$COMPLETION"
@@ -660,9 +671,10 @@ expect_comp() {
     fi
 }
 
-expect_comp "completion: the commands" "$V " resolve capabilities render-xml call help --help
+expect_comp "completion: the commands" "$V " resolve capabilities render-xml call identity help \
+    --help
 expect_comp "completion: a command's prefix" "$V re" resolve render-xml
-for cmd in resolve capabilities render-xml call; do
+for cmd in resolve capabilities render-xml call identity; do
     "$V" "$cmd" --help > "$tmp/help" 2>&1
     mapfile -t want < <(grep -oE '^ +(-[A-Za-z], )?--[a-z][a-z0-9-]*' "$tmp/help" | tr -d ' ' | tr ',' '\n')
     comp "$V $cmd -"
@@ -677,10 +689,13 @@ for cmd in resolve capabilities render-xml call; do
     fi
 done
 expect_comp "completion: --flavor-spec keys" "$V resolve -f " \
-    hw:tpm_version= hw:tpm_model= hw:tpm_secret_security= \
+    hw:tpm_version= hw:tpm_model= hw:tpm_secret_security= hw:tpm_pcr_banks= \
     trait:COMPUTE_SECURITY_TPM_1_2= trait:COMPUTE_SECURITY_TPM_2_0=
 expect_comp "completion: --image-prop keys" "$V resolve --image-prop " \
-    hw_tpm_version= hw_tpm_model= trait:COMPUTE_SECURITY_TPM_1_2= trait:COMPUTE_SECURITY_TPM_2_0=
+    hw_tpm_version= hw_tpm_model= hw_tpm_pcr_banks= trait:COMPUTE_SECURITY_TPM_1_2= \
+    trait:COMPUTE_SECURITY_TPM_2_0=
+expect_comp "completion: PCR banks" "$V resolve -i hw_tpm_pcr_banks=sha" \
+    sha1 sha256 sha384 sha512 sha256,sha384
 # bash splits words at ':' and '=': only the part after the last one is replaced.
 expect_comp "completion: after 'hw:' only the rest of the key" "$V resolve -f hw:tpm_v" tpm_version=
 expect_comp "completion: TPM versions" "$V resolve -f hw:tpm_version=" 1.2 2.0
@@ -693,10 +708,13 @@ expect_comp "completion: trait values" "$V resolve -i trait:COMPUTE_SECURITY_TPM
 expect_comp "completion: --virt-type" "$V render-xml --virt-type " qemu kvm
 expect_comp "completion: the methods of call" "$V call --host compute-1 --timeout 5 " \
     get_capabilities spawn destroy power_off power_on migrate_disk_and_power_off \
-    finish_migration confirm_migration finish_revert_migration shelve unshelve rebuild evacuate
+    finish_migration confirm_migration finish_revert_migration shelve unshelve rebuild rekey \
+    evacuate get_vtpm_identity
 expect_comp "completion: nothing after the method (ARGS_JSON is free)" "$V call spawn "
 mkdir "$tmp/cfgdir" && : > "$tmp/cfgdir/vtpmd.conf"
 expect_comp "completion: --config completes file names" "$V capabilities --config $tmp/cfgdir/vt" \
+    "$tmp/cfgdir/vtpmd.conf"
+expect_comp "completion: --verify completes file names" "$V identity --verify $tmp/cfgdir/vt" \
     "$tmp/cfgdir/vtpmd.conf"
 
 tap_done

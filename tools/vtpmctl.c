@@ -32,6 +32,7 @@
 #include "config.h"
 #include "domxml.h"
 #include "ek.h"
+#include "identity.h"
 #include "mpjson.h"
 #include "policy.h"
 #include "tpm2.h"
@@ -617,17 +618,14 @@ call_context(call_opts *o)
     return ctx;
 }
 
-/* The options checked, before any connection: 0, or the exit code after
- * saying what is wrong. */
+/* What every call to a worker takes (timeout, deadline, broker, host),
+ * checked before any connection: 0, or the exit code after saying what is
+ * wrong. */
 static int
-call_check(GOptionContext *ctx, int argc, call_opts *o)
+call_check_common(GOptionContext *ctx, call_opts *o)
 {
     vtpm_error err = { 0 };
 
-    if (argc < 2 || argc > 3)
-        return usage_error(ctx, "expected METHOD [ARGS_JSON]");
-    if (o->fanout && o->host)
-        return usage_error(ctx, "--host and --fanout are mutually exclusive");
     /* Written so that NaN fails too. */
     if (!(o->timeout > 0 && o->timeout <= 86400))
         return usage_error(ctx, "--timeout must be in (0, 86400] seconds");
@@ -659,6 +657,16 @@ call_check(GOptionContext *ctx, int argc, call_opts *o)
         o->host = g_strdup(o->broker.cfg->worker.host);
     }
     return 0;
+}
+
+static int
+call_check(GOptionContext *ctx, int argc, call_opts *o)
+{
+    if (argc < 2 || argc > 3)
+        return usage_error(ctx, "expected METHOD [ARGS_JSON]");
+    if (o->fanout && o->host)
+        return usage_error(ctx, "--host and --fanout are mutually exclusive");
+    return call_check_common(ctx, o);
 }
 
 /* ARGS_JSON (or "-": from stdin, so that a secret in them, user mode's
@@ -790,6 +798,169 @@ cmd_call(int argc, char **argv)
     return worst;
 }
 
+/* ---- identity ------------------------------------------------------------ */
+
+/* What `identity` was asked to do. */
+typedef struct {
+    call_opts call;
+    char *verify; /* --verify: a PEM file of CA certificates */
+    char uuid[37];
+} identity_opts;
+
+static void
+identity_opts_clear(identity_opts *o)
+{
+    call_opts_clear(&o->call);
+    g_free(o->verify);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(identity_opts, identity_opts_clear)
+
+static GOptionContext *
+identity_context(identity_opts *o)
+{
+    GOptionEntry entries[] = {
+        { "host", 'H', 0, G_OPTION_ARG_STRING, &o->call.host,
+          "the worker holding the instance (default: [worker] host of --config)", "HOST" },
+        { "timeout", 't', 0, G_OPTION_ARG_DOUBLE, &o->call.timeout,
+          "seconds to wait (default 30)", "SECONDS" },
+        { "verify", 0, 0, G_OPTION_ARG_FILENAME, &o->verify,
+          "check each EK certificate against the CA certificates in this PEM file", "CA.pem" },
+        { NULL }
+    };
+    GOptionContext *ctx = g_option_context_new(
+        "UUID - the vTPM identity of an instance: its EK public keys, certificates and CA");
+
+    o->call.timeout = 30.0;
+    vtpm_amqpopt_add(ctx, &o->call.broker, VTPM_AMQPOPT_NAMES);
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_description(ctx,
+        "Asks the worker holding the instance for get_vtpm_identity and prints the TPM's\n"
+        "version, the CA that signed its EK certificates, and each EK (rsa2048,\n"
+        "ecc-nist-p256): its public key and certificate, PEM.  `vtpmctl call\n"
+        "get_vtpm_identity` prints the same as JSON.\n"
+        "With --verify, each certificate is checked with GnuTLS: it chains to a CA\n"
+        "certificate of the file, it certifies the EK public key the TPM reported, and\n"
+        "(TPM 2.0) its subject CN is the instance UUID; a line per EK says whether it\n"
+        "verified, and why not.  A TPM 1.2 certificate is accepted signed with SHA-1.\n"
+        "The broker options are described in vtpm-amqp(7).\n"
+        "Exit: 0 ok (with --verify: every certificate verified), 1 fault or a certificate\n"
+        "that did not verify, 2 usage, 3 timeout (no reply).\n");
+    return ctx;
+}
+
+static int
+identity_check(GOptionContext *ctx, int argc, char **argv, identity_opts *o, GBytes **ca)
+{
+    vtpm_error err = { 0 };
+    g_autoptr(GError) gerr = NULL;
+    gchar *data = NULL;
+    gsize len = 0;
+    int rc;
+
+    if (argc != 2)
+        return usage_error(ctx, "expected UUID");
+    if (vtpm_proto_parse_uuid(argv[1], "UUID", o->uuid, &err) < 0)
+        return usage_error(ctx, "%s", err.message);
+    if (o->verify) {
+        if (!g_file_get_contents(o->verify, &data, &len, &gerr))
+            return usage_error(ctx, "--verify: %s", gerr->message);
+        *ca = g_bytes_new_take(data, len);
+    }
+    if ((rc = call_check_common(ctx, &o->call)))
+        return rc;
+    return 0;
+}
+
+/* The get_vtpm_identity result for @o->uuid: 0 with *out, or the exit
+ * code after saying why (a fault as `call` prints it). */
+static int
+identity_call(identity_opts *o, vtpm_identity **out)
+{
+    g_autoptr(vtpm_client) client = NULL;
+    g_autoptr(vtpm_client_reply) r = NULL;
+    vtpm_client_call_opts co = { .timeout_ms = (int)(o->call.timeout * 1000) };
+    const void *result = NULL;
+    size_t len = 0, off = 0;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_unpacked up;
+    vtpm_client_fault f;
+    vtpm_error err = { 0 };
+    int rc;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    vtpm_pack_str(&pk, "instance");
+    msgpack_pack_map(&pk, 1);
+    vtpm_pack_kv_str(&pk, "uuid", o->uuid);
+    rc = vtpm_client_connect(&o->call.cp, &client, &f) < 0 ||
+         vtpm_client_call(client, o->call.host, "get_vtpm_identity", sb.data, sb.size, &co, &r,
+                          &f) < 0 ||
+         vtpm_client_reply_result(r, &result, &len, &f) < 0;
+    msgpack_sbuffer_destroy(&sb);
+    if (rc && f.code == VTPM_CLIENT_TIMEOUT) {
+        fprintf(stderr, "vtpmctl: no reply from %s within %.1f s\n", o->call.host,
+                o->call.timeout);
+        return EXIT_TIMEOUT;
+    }
+    if (rc)
+        return print_client_fault(&f);
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, result, len, &off) != MSGPACK_UNPACK_SUCCESS)
+        rc = vtpm_error_set(&err, VTPM_FAULT_BAD_REQUEST, "the worker's reply: not msgpack");
+    else if ((rc = vtpm_identity_read(&up.data, out, &err)) < 0)
+        vtpm_error_prefix(&err, "the worker's reply");
+    msgpack_unpacked_destroy(&up);
+    return rc < 0 ? print_fault(&err) : 0;
+}
+
+static void
+identity_print(const identity_opts *o, const vtpm_identity *id)
+{
+    printf("instance %s: TPM %s\nCA: %s\nCA sha256: %s\n", o->uuid,
+           vtpm_version_str(id->version), id->ca_subject, id->ca_sha256);
+    for (size_t i = 0; i < id->n_ek; i++)
+        printf("\nEK %s\n%s%s", vtpm_ek_alg_str(id->ek[i].alg), id->ek[i].public_pem,
+               id->ek[i].cert_pem);
+}
+
+/* A line per EK: whether its certificate verified against @ca. */
+static int
+identity_verify(const identity_opts *o, const vtpm_identity *id, GBytes *ca)
+{
+    int rc = EXIT_OK;
+
+    printf("\n");
+    for (size_t i = 0; i < id->n_ek; i++) {
+        g_autofree char *why = NULL;
+
+        if (vtpm_identity_verify_ek(id, i, o->uuid, ca, &why) == 0) {
+            printf("%s: verified against %s\n", vtpm_ek_alg_str(id->ek[i].alg), o->verify);
+        } else {
+            printf("%s: NOT verified: %s\n", vtpm_ek_alg_str(id->ek[i].alg), why);
+            rc = EXIT_FAULT;
+        }
+    }
+    return rc;
+}
+
+static int
+cmd_identity(int argc, char **argv)
+{
+    g_auto(identity_opts) o = { 0 };
+    g_autoptr(GOptionContext) ctx = identity_context(&o);
+    g_autoptr(GBytes) ca = NULL;
+    g_autoptr(vtpm_identity) id = NULL;
+    int rc;
+
+    if ((rc = parse_options(ctx, &argc, &argv)) || (rc = identity_check(ctx, argc, argv, &o, &ca)) ||
+        (rc = identity_call(&o, &id)))
+        return rc;
+    identity_print(&o, id);
+    return ca ? identity_verify(&o, id, ca) : EXIT_OK;
+}
+
 /* ---- main -------------------------------------------------------------- */
 
 static const struct {
@@ -801,6 +972,7 @@ static const struct {
     { "capabilities", cmd_capabilities, "this host's vTPM traits, and why any is missing" },
     { "render-xml", cmd_render_xml, "libvirt domain XML for an instance spec (JSON on stdin)" },
     { "call", cmd_call, "call a vtpmd worker over AMQP and print the reply" },
+    { "identity", cmd_identity, "an instance's vTPM identity (EK keys, certificates); --verify" },
 };
 
 static int

@@ -4,7 +4,7 @@
 # too: source it).  Commands and options are read from vtpmctl's own
 # --help, so they cannot drift from the binary; values are completed for
 # the TPM extra specs and image properties, --virt-type, --connect, the
-# RPC methods of "call" and file names.
+# RPC methods of "call" and file names (--config, --console-log, --verify).
 
 # The options of "vtpmctl CMD --help": sets _vtpmctl_opts (all) and
 # _vtpmctl_argopts (those taking a value).
@@ -30,9 +30,9 @@ _vtpmctl_kv() {
     local traits='trait:COMPUTE_SECURITY_TPM_1_2= trait:COMPUTE_SECURITY_TPM_2_0='
     if [[ $cur != *=* ]]; then
         if [[ $kind == flavor ]]; then
-            keys="hw:tpm_version= hw:tpm_model= hw:tpm_secret_security= $traits"
+            keys="hw:tpm_version= hw:tpm_model= hw:tpm_secret_security= hw:tpm_pcr_banks= $traits"
         else
-            keys="hw_tpm_version= hw_tpm_model= $traits"
+            keys="hw_tpm_version= hw_tpm_model= hw_tpm_pcr_banks= $traits"
         fi
         compgen -W "$keys" -- "$cur"
         return
@@ -42,6 +42,7 @@ _vtpmctl_kv() {
         hw:tpm_version | hw_tpm_version) vals='1.2 2.0' ;;
         hw:tpm_model | hw_tpm_model) vals='tpm-tis tpm-crb' ;;
         hw:tpm_secret_security) vals='user host deployment' ;;
+        hw:tpm_pcr_banks | hw_tpm_pcr_banks) vals='sha1 sha256 sha384 sha512 sha256,sha384' ;;
         trait:COMPUTE_SECURITY_TPM_*) vals='required forbidden' ;;
         *) return ;;
     esac
@@ -64,7 +65,7 @@ _vtpmctl() {
     cmd=${words[1]:-}
 
     if ((n <= 1)); then
-        mapfile -t reply < <(compgen -W "resolve capabilities render-xml call help --help" -- "$cur")
+        mapfile -t reply < <(compgen -W "resolve capabilities render-xml call identity help --help" -- "$cur")
     else
         local _vtpmctl_opts _vtpmctl_argopts opt= val= vpre=
         _vtpmctl_options "$prog" "$cmd"
@@ -83,7 +84,7 @@ _vtpmctl() {
                 --virt-type) mapfile -t reply < <(compgen -W "qemu kvm" -- "$val") ;;
                 --connect | -c)
                     mapfile -t reply < <(compgen -W "qemu:///system qemu:///session test:///default" -- "$val") ;;
-                --config | --console-log) mapfile -t reply < <(compgen -f -- "$val") ;;
+                --config | --console-log | --verify) mapfile -t reply < <(compgen -f -- "$val") ;;
             esac
             reply=("${reply[@]/#/$vpre}")
         elif [[ $cur == -* ]]; then
@@ -102,7 +103,8 @@ _vtpmctl() {
             [[ -n $have_method ]] ||
                 mapfile -t reply < <(compgen -W "get_capabilities spawn destroy power_off power_on
                     migrate_disk_and_power_off finish_migration confirm_migration
-                    finish_revert_migration shelve unshelve rebuild evacuate" -- "$cur")
+                    finish_revert_migration shelve unshelve rebuild rekey evacuate
+                    get_vtpm_identity" -- "$cur")
         fi
     fi
 
