@@ -371,6 +371,40 @@ test_dir_exists(void **state)
     assert_null(id);
 }
 
+/* The CA files changed after the check at start: nothing is signed, and
+ * swtpm_localca never meets a missing key (it would make a new CA). */
+static void
+test_ca_changed(void **state)
+{
+    fx *f = *state;
+    g_autoptr(vtpm_ek_ca) ca = load_ca(f);
+    g_autoptr(tc_ca) other = tc_ca_new();
+    g_autofree char *cert = tc_path(f->ca, "ca.pem"), *key = tc_path(f->ca, "ca.key");
+    g_autofree char *dir = g_build_filename(f->root, "t", NULL);
+    g_autofree char *work = g_build_filename(f->root, "work", NULL);
+    g_autoptr(GBytes) other_pem = tc_bytes(other, "ca.pem");
+    g_autoptr(GBytes) keep_key = tc_bytes(f->ca, "ca.key");
+    vtpm_ek_params p = { dir, work, VTPM_VERSION_2_0, UUID, 0, NULL, 0, 0 };
+    vtpm_identity *id = NULL;
+    vtpm_error err = { 0 };
+
+    assert_int_equal(g_mkdir(work, 0700), 0);
+    assert_true(g_file_set_contents(cert, g_bytes_get_data(other_pem, NULL),
+                                    g_bytes_get_size(other_pem), NULL));
+    assert_int_equal(vtpm_ek_manufacture(ca, &p, &id, &err), -(int)VTPM_FAULT_INTERNAL);
+    assert_non_null(strstr(err.message, "changed since vtpmd started"));
+    assert_non_null(strstr(err.message, "restart vtpmd"));
+    assert_null(id);
+    assert_int_equal(unlink(key), 0);
+    assert_int_equal(vtpm_fs_rmtree(dir, &err), 0);
+    assert_int_equal(vtpm_ek_manufacture(ca, &p, &id, &err), -(int)VTPM_FAULT_INTERNAL);
+    assert_non_null(strstr(err.message, "No such file or directory"));
+    /* ... and no CA was made in its place. */
+    assert_false(g_file_test(key, G_FILE_TEST_EXISTS));
+    assert_true(g_file_set_contents(key, g_bytes_get_data(keep_key, NULL),
+                                    g_bytes_get_size(keep_key), NULL));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -381,6 +415,7 @@ main(void)
         T(test_tpm2),
         T(test_tpm12),
         T(test_dir_exists),
+        T(test_ca_changed),
     };
 
     for (const char *const *p = (const char *const[]){ "swtpm", "swtpm_setup", "swtpm_localca",

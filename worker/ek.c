@@ -24,7 +24,7 @@
 #define LOG_TAIL 300
 
 struct vtpm_ek_ca {
-    int cert_fd, key_fd;
+    char *cert_path, *key_path;
     gnutls_x509_crt_t crt;
     char *subject, *sha256;
 };
@@ -39,10 +39,8 @@ vtpm_ek_ca_free(vtpm_ek_ca *ca)
 {
     if (!ca)
         return;
-    if (ca->cert_fd >= 0)
-        close(ca->cert_fd);
-    if (ca->key_fd >= 0)
-        close(ca->key_fd);
+    g_free(ca->cert_path);
+    g_free(ca->key_path);
     if (ca->crt)
         gnutls_x509_crt_deinit(ca->crt);
     g_free(ca->subject);
@@ -62,10 +60,10 @@ vtpm_ek_ca_sha256(const vtpm_ek_ca *ca)
     return ca->sha256;
 }
 
-/* Open @path and read it whole (a regular file); *fd stays open.  @key:
- * it holds a private key, which only its owner may read. */
+/* Read @path whole (a regular file).  @key: it holds a private key, which
+ * only its owner may read. */
 static int
-open_read(const char *what, const char *path, bool key, int *fd, GBytes **out, vtpm_error *err)
+read_pem(const char *what, const char *path, bool key, GBytes **out, vtpm_error *err)
 {
     g_autofree guint8 *buf = NULL;
     struct stat st;
@@ -89,12 +87,11 @@ open_read(const char *what, const char *path, bool key, int *fd, GBytes **out, v
     }
     buf = g_malloc(st.st_size + 1);
     n = pread(f, buf, st.st_size, 0);
+    close(f);
     if (n != st.st_size) {
         explicit_bzero(buf, st.st_size + 1);
-        close(f);
         return vtpm_error_set(err, VTPM_FAULT_BAD_REQUEST, "%s %s: cannot be read", what, path);
     }
-    *fd = f;
     *out = key ? vtpm_bytes_new_wiped(g_steal_pointer(&buf), n) : g_bytes_new(buf, n);
     return 0;
 }
@@ -173,9 +170,10 @@ vtpm_ek_ca_load(const char *cert_path, const char *key_path, vtpm_ek_ca **out, v
     g_autoptr(GBytes) cert = NULL, key = NULL;
     int rc;
 
-    ca->cert_fd = ca->key_fd = -1;
-    if ((rc = open_read("[vtpm] ek_ca_cert", cert_path, false, &ca->cert_fd, &cert, err)) < 0 ||
-        (rc = open_read("[vtpm] ek_ca_key", key_path, true, &ca->key_fd, &key, err)) < 0 ||
+    ca->cert_path = g_strdup(cert_path);
+    ca->key_path = g_strdup(key_path);
+    if ((rc = read_pem("[vtpm] ek_ca_cert", cert_path, false, &cert, err)) < 0 ||
+        (rc = read_pem("[vtpm] ek_ca_key", key_path, true, &key, err)) < 0 ||
         (rc = ca_cert(ca, cert, cert_path, err)) < 0 ||
         (rc = check_key(ca->crt, key, key_path, err)) < 0)
         return rc;
@@ -239,9 +237,42 @@ write_file(const char *dir, const char *name, const char *text, vtpm_error *err)
     return 0;
 }
 
-/* swtpm_setup.conf and swtpm-localca's files in @work.  The CA files are
- * the ones opened at start; the serial number starts at random, since
- * every host of the deployment signs with the same CA. */
+/* The CA files are still the ones checked at start: swtpm_localca makes a
+ * new CA in place of a missing one, and a replaced key would sign for a
+ * CA the records do not name (check_signed would refuse its certificates
+ * afterwards; this refuses before anything is signed). */
+static int
+check_ca_files(const vtpm_ek_ca *ca, vtpm_error *err)
+{
+    g_autoptr(GBytes) cert = NULL, key = NULL;
+    gnutls_datum_t pem, der = { 0 };
+    g_autofree char *sha = NULL;
+    vtpm_error e = { 0 };
+    g_auto(gnutls_x509_crt_t) crt = NULL;
+
+    if (read_pem("[vtpm] ek_ca_key", ca->key_path, true, &key, &e) < 0 ||
+        read_pem("[vtpm] ek_ca_cert", ca->cert_path, false, &cert, &e) < 0)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "%s (restart vtpmd after changing the "
+                              "EK CA)", e.message);
+    pem = (gnutls_datum_t){ (unsigned char *)g_bytes_get_data(cert, NULL),
+                            (unsigned)g_bytes_get_size(cert) };
+    if (gnutls_x509_crt_init(&crt) >= 0 &&
+        gnutls_x509_crt_import(crt, &pem, GNUTLS_X509_FMT_PEM) >= 0 &&
+        gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der) >= 0) {
+        sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, der.data, der.size);
+        gnutls_free(der.data);
+    }
+    if (g_strcmp0(sha, ca->sha256) != 0)
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL,
+                              "[vtpm] ek_ca_cert %s changed since vtpmd started (sha256 %s); "
+                              "restart vtpmd to use the new CA",
+                              ca->cert_path, ca->sha256);
+    return 0;
+}
+
+/* swtpm_setup.conf and swtpm-localca's files in @work; the serial number
+ * starts at random, since every host of the deployment signs with the
+ * same CA. */
 static int
 write_configs(const vtpm_ek_ca *ca, const char *work, vtpm_error *err)
 {
@@ -261,10 +292,9 @@ write_configs(const vtpm_ek_ca *ca, const char *work, vtpm_error *err)
     setup = g_strdup_printf("create_certs_tool = %s\ncreate_certs_tool_config = %s/localca.conf\n"
                             "create_certs_tool_options = %s/localca.options\n",
                             localca, work, work);
-    conf = g_strdup_printf("statedir = %s\nsigningkey = /proc/%d/fd/%d\n"
-                           "issuercert = /proc/%d/fd/%d\ncertserial = %s/certserial\n",
-                           statedir, (int)getpid(), ca->key_fd, (int)getpid(), ca->cert_fd,
-                           statedir);
+    conf = g_strdup_printf("statedir = %s\nsigningkey = %s\nissuercert = %s\n"
+                           "certserial = %s/certserial\n",
+                           statedir, ca->key_path, ca->cert_path, statedir);
     if ((rc = write_file(work, "swtpm_setup.conf", setup, err)) < 0 ||
         (rc = write_file(work, "localca.conf", conf, err)) < 0 ||
         (rc = write_file(work, "localca.options",
@@ -478,7 +508,8 @@ vtpm_ek_manufacture(const vtpm_ek_ca *ca, const vtpm_ek_params *p, vtpm_identity
         return vtpm_error_set(err, vtpm_fs_fault(errno), "creating %s: %s", p->dir,
                               g_strerror(errno));
     if ((rc = vtpm_fs_mkdirs(sub, 0700, err)) < 0 || (rc = vtpm_fs_mkdirs(certs, 0700, err)) < 0 ||
-        (rc = write_configs(ca, p->work, err)) < 0 || (rc = run_swtpm_setup(p, sub, err)) < 0 ||
+        (rc = check_ca_files(ca, err)) < 0 || (rc = write_configs(ca, p->work, err)) < 0 ||
+        (rc = run_swtpm_setup(p, sub, err)) < 0 ||
         (tpm2 && (rc = add_p256(p, sub, &rsa_pem, &ecc_pem, err)) < 0) ||
         (rc = add_ek(ca, p->work, "certs/ek-rsa2048.crt", rsa_pem, id, err)) < 0 ||
         (tpm2 && (rc = add_ek(ca, p->work, "p256/ek.cert", ecc_pem, id, err)) < 0) ||

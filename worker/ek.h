@@ -24,9 +24,11 @@ typedef struct vtpm_ek_ca vtpm_ek_ca;
 /* Load and check the CA: a certificate with basic constraints CA:TRUE
  * (and keyCertSign when it has a key usage), and an unencrypted private
  * key of mode 0600 or 0400 that belongs to it.  BadRequest naming the
- * file and the problem.  Both files stay open, and the certificate tool
- * reads these very files (/proc/<pid>/fd/N): what was checked at start is
- * what signs, whatever happens to the paths later. */
+ * file and the problem.  swtpm_localca reads the files again each time a
+ * TPM is made (it runs in processes of its own, which cannot be handed a
+ * descriptor through swtpm_setup): before that, vtpm_ek_manufacture checks
+ * that they are still there and the certificate is the one checked here,
+ * and after it that every certificate verifies against that one. */
 int vtpm_ek_ca_load(const char *cert_path, const char *key_path, vtpm_ek_ca **out,
                     vtpm_error *err);
 void vtpm_ek_ca_free(vtpm_ek_ca *ca);
