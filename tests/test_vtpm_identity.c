@@ -643,7 +643,7 @@ test_crash_after_making(void **state)
         fail_msg("after the redelivered spawn: the record %s should be gone", kept);
     {
         g_autoptr(GDir) d = g_dir_open(root, 0, NULL);
-        g_autofree char *prefix = g_strdup_printf(".%s.make-", uuid);
+        g_autofree char *prefix = g_strdup_printf(".%s.make", uuid);
         const char *n;
 
         while (d && (n = g_dir_read_name(d))) {

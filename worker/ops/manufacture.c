@@ -85,16 +85,17 @@ vtpm_manufacture_fresh(vtpm_worker *w, virConnectPtr conn, const vtpm_instance *
                        vtpm_ops_domain *d, bool adoptable, vtpm_error *err)
 {
     g_autofree char *final = vtpm_ops_state_dir(w, inst->uuid);
-    g_autofree char *tmp =
-        g_strdup_printf("%s/.%s.make-XXXXXX", w->cfg->libvirt.state_dir, inst->uuid);
+    g_autofree char *tmp = g_strdup_printf("%s/.%s.make", w->cfg->libvirt.state_dir, inst->uuid);
     vtpm_error ignore = { 0 };
     int rc;
 
     if (d->dev.version == VTPM_VERSION_NONE || !w->ek_ca)
         return 0;
-    if ((rc = vtpm_fs_mkdirs(w->cfg->libvirt.state_dir, 0711, err)) < 0)
+    /* What an attempt killed half-way left goes first. */
+    if ((rc = vtpm_fs_rmtree(tmp, err)) < 0 ||
+        (rc = vtpm_fs_mkdirs(w->cfg->libvirt.state_dir, 0711, err)) < 0)
         return rc;
-    if (!g_mkdtemp_full(tmp, 0700))
+    if (mkdir(tmp, 0700) < 0)
         return vtpm_error_set(err, vtpm_fs_fault(errno), "creating %s: %s", tmp,
                               g_strerror(errno));
     rc = make_in(w, conn, inst, d, tmp, final, adoptable, err);
