@@ -234,6 +234,7 @@ read_exact(int fd, guint8 *p, size_t n, const char *what, vtpm_error *err)
 static int
 transact(vtpm_tpm2 *t, GByteArray *cmd, const char *name, GBytes **out, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
     guint8 hdr[HEADER];
     g_autofree guint8 *resp = NULL;
     rd r = { hdr, sizeof(hdr), false };
@@ -271,6 +272,7 @@ static int
 control(vtpm_tpm2 *t, const guint8 *req, size_t len, guint8 *rest, size_t rest_len,
         const char *name, vtpm_error *err)
 {
+    VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
     guint8 word[4];
     rd r = { word, sizeof(word), false };
     guint32 result;
@@ -408,6 +410,7 @@ vtpm_tpm2_stop(vtpm_tpm2 *t, vtpm_error *err)
         (rc = control(t, req, sizeof(req), NULL, 0, "CMD_SHUTDOWN", err)) < 0)
         return rc;
     /* swtpm has written its state and is exiting. */
+    VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
     if (!g_subprocess_wait(t->proc, NULL, NULL) || !g_subprocess_get_successful(t->proc))
         return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "swtpm exited with status %d",
                               g_subprocess_get_status(t->proc));
