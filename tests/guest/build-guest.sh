@@ -36,6 +36,12 @@
 #   second   life, then a second random NV secret at 0x1500018 (printed as
 #            second_nv_secret), then "holding" and no power-off: the
 #            evacuation suite kills the host under the running guest
+#   identity probe, then (TPM 2.0) the EK certificates in NV (RSA
+#            0x01c00002, ECC 0x01c0000a, DER as hex, or "none"), the EK
+#            public keys tpm2_createek recreates from the TCG templates
+#            (-G rsa / -G ecc: the base64 of their SubjectPublicKeyInfo),
+#            and the active PCR banks: what the identity suite compares
+#            with get_vtpm_identity
 # read, persist and life also print the second secret (nv2_secret) or "none".
 #
 # The watchdog that powers off a guest whose TPM command hangs fires after
@@ -344,7 +350,32 @@ sleep 3600
 EOF
 }
 
-scripts="probe write read persist life uefi tick second"
+guest_identity() {
+    cat <<'EOF'
+. /scripts/probe
+if [ -c /dev/tpmrm0 ]; then
+    for alg in rsa ecc; do
+        idx=0x01c00002
+        [ $alg = ecc ] && idx=0x01c0000a
+        if tpm2_nvread -C o -o /tmp/ek-$alg.der $idx > /dev/null 2>&1; then
+            res "ek_${alg}_cert=$(hex /tmp/ek-$alg.der)"
+        else
+            res "ek_${alg}_cert=none"
+        fi
+        if tpm2_createek -G $alg -c /tmp/ek-$alg.ctx -u /tmp/ek-$alg.pem -f pem > /dev/null 2>&1; then
+            res "ek_${alg}_pub=$(grep -v -- ----- /tmp/ek-$alg.pem | tr -d '\n')"
+        else
+            res "ek_${alg}_pub=error"
+        fi
+    done
+    # The banks with PCRs selected; tpm2_getcap lists the others as "[ ]".
+    b=$(tpm2_getcap pcrs | sed -n 's/^ *- \([a-z0-9]*\): \[ *[0-9].*/\1/p' | tr '\n' ',')
+    res "pcr_banks=${b%,}"
+fi
+EOF
+}
+
+scripts="probe write read persist life uefi tick second identity"
 
 # ---- inputs and the cache key ----------------------------------------------
 
