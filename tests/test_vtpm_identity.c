@@ -698,6 +698,72 @@ test_ca_key_checked_at_start(void **state)
     unlink(copy);
 }
 
+/* ---- 7. how long vtpmd takes to answer --------------------------------------------------- */
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* get_vtpm_identity N times; what vtpmd's log says each took (duration_ms,
+ * its own libvirt_ms), for docs/performance.md.  Printed, not asserted:
+ * the suites make no timed assertions. */
+static void
+test_identity_time(void **state)
+{
+    enum { N = 200 };
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *in = inst_json(uuid, "'hw:tpm_version': '2.0'", "img-1", "");
+    g_autofree char *log = NULL;
+    g_autoptr(GArray) dur = g_array_new(FALSE, FALSE, sizeof(double));
+    g_autoptr(GArray) lv = g_array_new(FALSE, FALSE, sizeof(double));
+    g_autoptr(GArray) own = g_array_new(FALSE, FALSE, sizeof(double));
+    g_auto(GStrv) lines = NULL;
+    g_autofree char *needle = g_strdup_printf("method=get_vtpm_identity instance=%s outcome=ok",
+                                              uuid);
+    g_autofree char *spawned = g_strdup_printf("method=spawn instance=%s outcome=ok", uuid);
+
+    ok_free(A, "spawn", args("{'instance': %s, 'power_on': false}", in), "spawn");
+    for (int i = 0; i < N; i++)
+        g_free(identity_on(A, uuid, "get_vtpm_identity"));
+    log = vt_vtpmd_log(dmn[A]);
+    lines = g_strsplit(log, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        const char *d = strstr(*l, " duration_ms="), *v = strstr(*l, " libvirt_ms=");
+        double x;
+
+        /* What making the TPM costs a spawn (power_on false: no start). */
+        if (strstr(*l, spawned) && d)
+            print_message("[identity] spawn with the EK CA:%s\n", d);
+        if (!strstr(*l, needle) || !d || !v)
+            continue;
+        x = g_ascii_strtod(d + 13, NULL);
+        g_array_append_val(dur, x);
+        x = g_ascii_strtod(v + 12, NULL);
+        g_array_append_val(lv, x);
+        /* vtpmd's own time: what is not libvirt's (each rounded to 0.1). */
+        x = MAX(0.0, g_array_index(dur, double, dur->len - 1) - x);
+        g_array_append_val(own, x);
+    }
+    if (dur->len != N)
+        fail_msg("vtpmd logged %u get_vtpm_identity requests, expected %d", dur->len, N);
+    g_array_sort(dur, cmp_double);
+    g_array_sort(lv, cmp_double);
+    g_array_sort(own, cmp_double);
+    print_message("[identity] get_vtpm_identity x%d, vtpmd's duration_ms: p50 %.1f p90 %.1f p99 "
+                  "%.1f max %.1f; of it libvirt_ms p50 %.1f max %.1f; vtpmd's own p50 %.1f "
+                  "p99 %.1f max %.1f\n",
+                  N, g_array_index(dur, double, N / 2), g_array_index(dur, double, N * 9 / 10),
+                  g_array_index(dur, double, N * 99 / 100), g_array_index(dur, double, N - 1),
+                  g_array_index(lv, double, N / 2), g_array_index(lv, double, N - 1),
+                  g_array_index(own, double, N / 2), g_array_index(own, double, N * 99 / 100),
+                  g_array_index(own, double, N - 1));
+    destroy_on(A, uuid);
+}
+
 int
 main(void)
 {
@@ -708,6 +774,7 @@ main(void)
         cmocka_unit_test_teardown(test_pcr_banks, test_teardown),
         cmocka_unit_test_teardown(test_crash_after_making, test_teardown),
         cmocka_unit_test_teardown(test_ca_key_checked_at_start, test_teardown),
+        cmocka_unit_test_teardown(test_identity_time, test_teardown),
     };
     const char *missing = NULL;
 
