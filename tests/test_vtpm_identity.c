@@ -11,9 +11,10 @@
  * chains to the CA, the instance UUID as their subject, and the same
  * answer through a power cycle, a migration a -> b, a shelve on b and an
  * unshelve on a, and a rekey; a new TPM (rebuild to TPM 1.2) changes it and
- * says so; PCR banks asked for reach libvirt's XML and swtpm; a spawn
- * killed between making the TPM and defining its domain adopts that very
- * TPM when redelivered; a CA key others can read stops vtpmd at start.
+ * says so, and a revert of a resize to TPM 1.2 brings the old one back;
+ * PCR banks asked for reach libvirt's XML and swtpm; a spawn killed
+ * between making the TPM and defining its domain adopts that very TPM when
+ * redelivered; a CA key others can read stops vtpmd at start.
  * What a guest reads of its TPM is the acceptance suite's
  * (tests/acceptance/test_guest_identity.sh).
  *
@@ -518,6 +519,51 @@ test_new_tpm(void **state)
     destroy_on(A, uuid);
 }
 
+/* A resize to TPM 1.2 on b gives the instance a new TPM (b has no EK CA:
+ * libvirt makes it, with no record); the revert on a brings back the kept
+ * TPM, and with it the identity it had. */
+static void
+test_revert(void **state)
+{
+    static const char v20[] = "'hw:tpm_version': '2.0', 'hw:tpm_secret_security': 'host'";
+    static const char v12[] = "'hw:tpm_version': '1.2', 'hw:tpm_secret_security': 'host'";
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *in = inst_json(uuid, v20, "img-1", "");
+    g_autofree char *in12 = inst_json(uuid, v12, "img-1", "");
+    g_autofree char *fl = flavor_json(v20);
+    g_autofree char *I = NULL, *x = NULL;
+
+    ok_free(A, "spawn", args("{'instance': %s, 'power_on': false}", in), "spawn on a");
+    I = identity_on(A, uuid, "spawn on a");
+    {
+        g_autoptr(vt_reply) m = call_ok(A, "migrate_disk_and_power_off",
+                                        args("{'instance': %s, 'dest_host': '%s'}", in,
+                                             host_addr[B]), "resize a -> b");
+        g_autoptr(vt_reply) f = NULL, r = NULL;
+
+        x = xfer_json(m, "vtpm_transfer");
+        f = call_ok(B, "finish_migration",
+                    args("{'instance': %s, 'old_flavor': %s, 'vtpm_transfer': %s}", in12, fl, x),
+                    "finish_migration to TPM 1.2 on b");
+        assert_result(f, "vtpm_state", "fresh", "finish_migration to TPM 1.2 on b");
+        assert_identity_changed(f, true, "finish_migration to TPM 1.2 on b");
+        r = call(B, "get_vtpm_identity", args("{'instance': {'uuid': '%s'}}", uuid));
+        vt_assert_fault(r, VTPM_FAULT_STATE_NOT_FOUND, "has no identity record",
+                        "identity of the new TPM on b (no EK CA there)");
+    }
+    destroy_on(B, uuid);
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "finish_revert_migration",
+                                        args("{'instance': {'uuid': '%s'}, 'power_on': false}",
+                                             uuid), "finish_revert_migration on a");
+
+        assert_result(r, "vtpm_state", "restored", "finish_revert_migration on a");
+    }
+    assert_same_identity(I, identity_on(A, uuid, "revert"), "revert");
+    assert_not_manufactured_by_libvirt(A, uuid, "revert");
+    destroy_on(A, uuid);
+}
+
 /* ---- 3. a host without the deployment's CA ----------------------------------------------------- */
 
 static void
@@ -826,6 +872,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_travels, test_teardown),
         cmocka_unit_test_teardown(test_new_tpm, test_teardown),
+        cmocka_unit_test_teardown(test_revert, test_teardown),
         cmocka_unit_test_teardown(test_host_local_ca, test_teardown),
         cmocka_unit_test_teardown(test_pcr_banks, test_teardown),
         cmocka_unit_test_teardown(test_crash_after_making, test_teardown),
