@@ -220,27 +220,13 @@ static const char *const rsa_only[] = { "rsa2048", NULL };
 
 /* ---- hosts ------------------------------------------------------------------------------------ */
 
-static char *
-hpath(int h, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-
-static char *
-hpath(int h, const char *fmt, ...)
-{
-    g_autofree char *rel = NULL;
-    va_list ap;
-
-    va_start(ap, fmt);
-    rel = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    return vt_host_path(host_name[h], rel);
-}
-
 /* How often swtpm_setup ran for the instance from libvirt (its swtpm log):
  * to manufacture, or to turn the PCR banks asked for on at a start. */
 static unsigned
 swtpm_log_lines(int h, const char *uuid, const char *needle)
 {
-    g_autofree char *log = hpath(h, "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
+    g_autofree char *rel = g_strdup_printf("var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
+    g_autofree char *log = vt_host_path(host_name[h], rel);
     g_autofree char *text = NULL;
     const char *needles[] = { needle, NULL };
 
@@ -378,6 +364,16 @@ assert_identity_changed(const vt_reply *r, bool want, const char *what)
         fail_msg("%s: result.identity_changed should be %s", what, want ? "true" : "false");
 }
 
+/* rebuild @inst on host a: its vtpm_state and whether the identity changed. */
+static void
+rebuild_on_a(const char *inst, const char *want_state, bool want_changed, const char *what)
+{
+    g_autoptr(vt_reply) r = call_ok(A, "rebuild", args("{'instance': %s}", inst), what);
+
+    assert_result(r, "vtpm_state", want_state, what);
+    assert_identity_changed(r, want_changed, what);
+}
+
 /* `vtpmctl identity --verify @ca_file` of @uuid on host @h: its exit code
  * and stdout. */
 static int
@@ -495,22 +491,10 @@ test_new_tpm(void **state)
     ok_free(A, "spawn", args("{'instance': %s, 'power_on': false}", in), "spawn");
     I = identity_on(A, uuid, "spawn");
     assert_verifiable(I, uuid, "2.0", both_eks, "spawn");
-    {
-        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args("{'instance': %s}", same),
-                                        "rebuild keeping the TPM");
-
-        assert_result(r, "vtpm_state", "kept", "rebuild keeping the TPM");
-        assert_identity_changed(r, false, "rebuild keeping the TPM");
-    }
+    rebuild_on_a(same, "kept", false, "rebuild keeping the TPM");
     assert_same_identity(I, identity_on(A, uuid, "rebuild keeping the TPM"),
                          "rebuild keeping the TPM");
-    {
-        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args("{'instance': %s}", v12),
-                                        "rebuild to TPM 1.2");
-
-        assert_result(r, "vtpm_state", "replaced", "rebuild to TPM 1.2");
-        assert_identity_changed(r, true, "rebuild to TPM 1.2");
-    }
+    rebuild_on_a(v12, "replaced", true, "rebuild to TPM 1.2");
     I12 = identity_on(A, uuid, "rebuild to TPM 1.2");
     assert_verifiable(I12, uuid, "1.2", rsa_only, "rebuild to TPM 1.2");
     if (strcmp(I, I12) == 0)
@@ -626,13 +610,7 @@ test_pcr_banks(void **state)
     I = identity_on(A, uuid, "spawn with banks");
 
     /* Other banks on the same TPM: at its next start, same identity. */
-    {
-        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args("{'instance': %s}", more),
-                                        "rebuild with sha1,sha256");
-
-        assert_result(r, "vtpm_state", "kept", "rebuild with sha1,sha256");
-        assert_identity_changed(r, false, "rebuild with sha1,sha256");
-    }
+    rebuild_on_a(more, "kept", false, "rebuild with sha1,sha256");
     assert_banks_turned_on(A, uuid, "sha1,sha256", "rebuild");
     assert_same_identity(I, identity_on(A, uuid, "rebuild with banks"), "rebuild with banks");
     destroy_on(A, uuid);
@@ -647,8 +625,9 @@ test_crash_after_making(void **state)
     g_autofree char *in = inst_json(
         uuid, "'hw:tpm_version': '2.0', 'hw:tpm_secret_security': 'deployment'", "img-1", "");
     g_autofree char *mid = g_strdup_printf("id-crash-%s", uuid);
-    g_autofree char *kept = hpath(A, "var/lib/vtpmd/kept/%s.key.xml", uuid);
-    g_autofree char *root = hpath(A, "var/lib/libvirt/swtpm");
+    g_autofree char *kept_rel = g_strdup_printf("var/lib/vtpmd/kept/%s.key.xml", uuid);
+    g_autofree char *kept = vt_host_path(host_name[A], kept_rel);
+    g_autofree char *root = vt_host_path(host_name[A], "var/lib/libvirt/swtpm");
     g_autoptr(GBytes) body = vt_request("spawn", args("{'instance': %s}", in), "id-crash", 0);
     const char *env[] = { "VTPMD_CRASH_AT=manufacture.after_state", NULL };
     g_autoptr(vt_reply) r = NULL;
