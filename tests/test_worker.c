@@ -265,22 +265,6 @@ spawn_body_custom(const char *uuid, const char *flavor_name, size_t flavor_len, 
     return mp_bytes(&sb);
 }
 
-/* SIGTERM must drain and exit 0; under ASan a leak at exit would make the
- * status non-zero, so this is where a leak shows. */
-static void
-stop_ok(vt_vtpmd *d)
-{
-    int code = vt_vtpmd_term(d, 30000);
-    g_autofree char *report = vt_vtpmd_sanitizer_report(d);
-
-    if (code != 0 || report) {
-        vt_vtpmd_dump(d);
-        fail_msg("vtpmd %s exited %d on SIGTERM, expected 0%s%s%s", d->worker_host, code,
-                 code == -1 ? " (still running after 30 s)" : "",
-                 report ? "; sanitizer: " : "", report ? report : "");
-    }
-}
-
 /* get_capabilities answers ok: the worker still serves. */
 static void
 assert_serving(const vt_vtpmd *d, const char *after)
@@ -509,7 +493,7 @@ test_get_capabilities(void **state)
                          "got %s", all_traits[i], w ? w : "nothing");
         }
     }
-    stop_ok(d2);
+    vt_vtpmd_stop_ok(d2);
 }
 
 /* ---- 2. announcement --------------------------------------------------- */
@@ -687,7 +671,7 @@ test_capabilities_reannounce(void **state)
             fail_msg("with swtpm_setup back the host should announce %s again",
                      VTPM_TRAIT_TPM_2_0);
     }
-    stop_ok(d);
+    vt_vtpmd_stop_ok(d);
     for (size_t i = 0; i < G_N_ELEMENTS(progs); i++) {
         g_autofree char *link = g_build_filename(bin, progs[i], NULL);
 
@@ -1583,7 +1567,7 @@ test_serialization(void **state)
             fail_msg("destroys of two instances took %.0f ms: they were serialized (>= 3000 "
                      "ms) instead of overlapping (< 2600 ms)", (last - t0) / 1000.0);
     }
-    stop_ok(d);
+    vt_vtpmd_stop_ok(d);
 }
 
 /* ---- 9. SIGTERM with work in flight ------------------------------------ */
@@ -1666,7 +1650,7 @@ test_sigterm_drains(void **state)
 
         vt_assert_ok(r, "request queued across the restart");
     }
-    stop_ok(d2);
+    vt_vtpmd_stop_ok(d2);
 }
 
 /* SIGTERM while requests wait: the running one finishes and is answered;
@@ -1799,7 +1783,7 @@ test_sigterm_hands_back(void **state)
                      i ? "the destroy that waited for the pool" : "the destroy behind the running one");
         vt_assert_ok(r, "request handed back at SIGTERM, answered by the next vtpmd");
     }
-    stop_ok(d2);
+    vt_vtpmd_stop_ok(d2);
 }
 
 /* ---- 10. broker restart ------------------------------------------------ */
@@ -1944,7 +1928,7 @@ test_broker_restart(void **state)
     assert_serving(group_d, "the broker restart (group vtpmd)");
     /* The group's vtpmd lost the broker too, and counts it. */
     wait_prom_at_least(group_prom, "vtpmd_broker_reconnects_total", 1);
-    stop_ok(d);
+    vt_vtpmd_stop_ok(d);
 }
 
 /* ---- 11. configuration errors ------------------------------------------ */
@@ -2076,7 +2060,7 @@ test_metrics_file(void **state)
         fail_msg("prometheus_client read these families from %s:\n%s", prom, families);
 
     /* A clean stop writes once more: down, nothing in flight. */
-    stop_ok(d);
+    vt_vtpmd_stop_ok(d);
     assert_prom(prom, "vtpmd_up", 0);
     assert_prom(prom, "vtpmd_requests_in_flight", 0);
     assert_prom(prom, "vtpmd_requests_total{method=\"destroy\",outcome=\"ok\"}", 2);
@@ -2178,7 +2162,7 @@ test_startup_checks(void **state)
         vt_vtpmd *d = start_own(&off_ok, NULL);
 
         assert_serving(d, "start with swtpm disabled and no vTPM domain");
-        stop_ok(d);
+        vt_vtpmd_stop_ok(d);
     }
 }
 
@@ -2310,7 +2294,7 @@ test_start_without_libvirtd(void **state)
             fail_msg("that fault should be retryable: %s", vt_reply_summary(r));
         print_message("spawn without libvirtd: %s\n", vt_reply_summary(r));
     }
-    stop_ok(d);
+    vt_vtpmd_stop_ok(d);
 }
 
 /* ---- the group's vtpmd, after all that --------------------------------- */
@@ -2323,7 +2307,7 @@ test_group_sigterm(void **state)
     g_autofree char *families = NULL;
 
     assert_serving(group_d, "the whole suite");
-    stop_ok(group_d);
+    vt_vtpmd_stop_ok(group_d);
     /* Its last metrics write: down, with what the suite did counted. */
     assert_prom(group_prom, "vtpmd_up", 0);
     assert_prom(group_prom, "vtpmd_requests_in_flight", 0);

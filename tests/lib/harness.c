@@ -274,6 +274,20 @@ vt_vtpmd_term(vt_vtpmd *d, int timeout_ms)
 }
 
 void
+vt_vtpmd_stop_ok(vt_vtpmd *d)
+{
+    int code = vt_vtpmd_term(d, 30000);
+    g_autofree char *report = vt_vtpmd_sanitizer_report(d);
+
+    if (code != 0 || report) {
+        vt_vtpmd_dump(d);
+        fail_msg("vtpmd %s exited %d on SIGTERM, expected 0%s%s%s", d->worker_host, code,
+                 code == -1 ? " (still running after 30 s)" : "",
+                 report ? "; sanitizer: " : "", report ? report : "");
+    }
+}
+
+void
 vt_vtpmd_kill(vt_vtpmd *d)
 {
     if (!vt_vtpmd_running(d))
