@@ -14,7 +14,8 @@
  * says so, and a revert of a resize to TPM 1.2 brings the old one back;
  * PCR banks asked for reach libvirt's XML and swtpm; a spawn killed
  * between making the TPM and defining its domain adopts that very TPM when
- * redelivered; a CA key others can read stops vtpmd at start.
+ * redelivered; a CA key others can read stops vtpmd at start; the vtpmds
+ * stop cleanly (in the ASan+UBSan build: without a memory error or leak).
  * What a guest reads of its TPM is the acceptance suite's
  * (tests/acceptance/test_guest_identity.sh).
  *
@@ -143,9 +144,12 @@ identity_on(int h, const char *uuid, const char *what)
     return vtpm_mpjson_to_string(&r->rep->result, false);
 }
 
+/* Takes @now_owned (what identity_on returned). */
 static void
-assert_same_identity(const char *before, const char *now, const char *what)
+assert_same_identity(const char *before, char *now_owned, const char *what)
 {
+    g_autofree char *now = now_owned;
+
     if (strcmp(before, now) != 0)
         fail_msg("%s: the identity changed\n before: %s\n now:    %s", what, before, now);
 }
@@ -634,7 +638,9 @@ test_crash_after_making(void **state)
     g_autofree char *corr = NULL, *I = NULL;
     int code;
 
-    host_stop(A);
+    /* The vtpmd of a that made the TPMs so far stops cleanly (ASan). */
+    vt_vtpmd_stop_ok(dmn[A]);
+    g_clear_pointer(&dmn[A], vt_vtpmd_free);
     host_start(A, env);
     {
         vtpm_client_msg_opts o = { .routing_key = dmn[A]->routing_key, .message_id = mid };
@@ -845,6 +851,21 @@ test_identity_time(void **state)
     destroy_on(A, uuid);
 }
 
+/* ---- 8. both vtpmds stop cleanly --------------------------------------------------------------- */
+
+/* SIGTERM: exit 0, and in the ASan+UBSan build no memory error or leak in
+ * what made, recorded and answered the identities above. */
+static void
+test_clean_exit(void **state)
+{
+    for (int h = 0; h < NHOSTS; h++) {
+        if (!dmn[h])
+            fail_msg("host %s has no vtpmd to stop", host_name[h]);
+        vt_vtpmd_stop_ok(dmn[h]);
+        g_clear_pointer(&dmn[h], vt_vtpmd_free);
+    }
+}
+
 int
 main(void)
 {
@@ -857,6 +878,7 @@ main(void)
         cmocka_unit_test_teardown(test_crash_after_making, test_teardown),
         cmocka_unit_test_teardown(test_ca_key_checked_at_start, test_teardown),
         cmocka_unit_test_teardown(test_identity_time, test_teardown),
+        cmocka_unit_test(test_clean_exit),
     };
     const char *missing = NULL;
 
