@@ -291,6 +291,24 @@ assert_guest_view(fx *f, const vtpm_identity *id, const char *sub)
         assert_string_equal(nv_pem, id->ek[i].cert_pem);
         g_clear_pointer(&nv_pem, g_free);
     }
+    /* The other certificates swtpm_setup makes, signed by the same CA: the
+     * ECC NIST P-384 EK's and the platform certificate. */
+    for (size_t i = 0; i < 2; i++) {
+        const char *idx = i == 0 ? "0x01c00016" : "0x01c08000";
+        g_autofree char *pem = g_build_filename(f->root, "nv.pem", NULL);
+        g_autofree char *ca = tc_path(f->ca, "ca.pem");
+        const char *nvread[] = { "tpm2_nvread", "-C", "o", "-o", nv, idx, NULL };
+        const char *to_pem[] = { "openssl", "x509", "-inform", "der", "-in", nv, "-out", pem,
+                                 NULL };
+        const char *verify[] = { "openssl", "verify", "-CAfile", ca, pem, NULL };
+        g_autofree char *v = NULL;
+
+        g_free(run(nvread, env));
+        g_free(run(to_pem, NULL));
+        v = run(verify, NULL);
+        if (!strstr(v, ": OK"))
+            fail_msg("the certificate in NV %s does not verify against the CA: %s", idx, v);
+    }
     /* Exactly the banks asked for: sha256 and sha384. */
     assert_non_null(strstr(pcrs, "sha1: [ ]"));
     assert_non_null(strstr(pcrs, "sha512: [ ]"));
@@ -421,7 +439,9 @@ main(void)
     for (const char *const *p = (const char *const[]){ "swtpm", "swtpm_setup", "swtpm_localca",
                                                        "tpm2_createek", "openssl", NULL };
          *p; p++) {
-        if (!g_find_program_in_path(*p)) {
+        g_autofree char *found = g_find_program_in_path(*p);
+
+        if (!found) {
             print_message("%s is not installed (tools/install-deps): skipped\n", *p);
             return 77;
         }

@@ -196,8 +196,9 @@ main(void)
         T(test_nv_and_faults),
         T(test_wrong_key),
     };
+    g_autofree char *swtpm = g_find_program_in_path("swtpm");
 
-    if (!g_find_program_in_path("swtpm")) {
+    if (!swtpm) {
         print_message("swtpm is not installed (tools/install-deps): skipped\n");
         return 77;
     }
