@@ -14,8 +14,12 @@
  * says so, and a revert of a resize to TPM 1.2 brings the old one back;
  * PCR banks asked for reach libvirt's XML and swtpm; a spawn killed
  * between making the TPM and defining its domain adopts that very TPM when
- * redelivered; a CA key others can read stops vtpmd at start; the vtpmds
- * stop cleanly (in the ASan+UBSan build: without a memory error or leak).
+ * redelivered; a UEFI instance keeps its identity and its variable store
+ * (beside the TPM state) together, and a rebuild to another TPM model
+ * gives it a new identity and keeps the store, also when vtpmd is killed
+ * right after making the new TPM; a CA key others can read stops vtpmd at
+ * start; the vtpmds stop cleanly (in the ASan+UBSan build: without a
+ * memory error or leak).
  * What a guest reads of its TPM is the acceptance suite's
  * (tests/acceptance/test_guest_identity.sh).
  *
@@ -685,6 +689,182 @@ test_crash_after_making(void **state)
     destroy_on(A, uuid);
 }
 
+/* ---- 5b. a UEFI instance: its identity and its variable store together ------------------- */
+
+/* The variable store of a UEFI instance with a vTPM, beside its TPM state
+ * (docs/lifecycle.md). */
+static char *
+store_path(int h, const char *uuid)
+{
+    g_autofree char *rel = g_strdup_printf("var/lib/libvirt/swtpm/%s/nvram.fd", uuid);
+
+    return vt_host_path(host_name[h], rel);
+}
+
+/* The store's inode and sha256; it must exist. */
+static ino_t
+store_at(int h, const char *uuid, char **sha, const char *what)
+{
+    g_autofree char *p = store_path(h, uuid);
+    g_autofree char *data = NULL;
+    gsize len = 0;
+    struct stat st;
+
+    if (lstat(p, &st) < 0 || !g_file_get_contents(p, &data, &len, NULL))
+        fail_msg("%s: no variable store %s on host %s", what, p, host_name[h]);
+    if (sha)
+        *sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
+    return st.st_ino;
+}
+
+static void
+assert_same_store(int h, const char *uuid, ino_t ino, const char *what)
+{
+    if (store_at(h, uuid, NULL, what) != ino)
+        fail_msg("%s: the variable store on host %s is another file: it should have followed "
+                 "the TPM", what, host_name[h]);
+}
+
+/* Kill host a's vtpmd at manufacture.after_state in a rebuild of @inst
+ * (message id @mid), start it again and take the redelivered reply. */
+static vt_reply *
+rebuild_killed_after_making(const char *inst, const char *mid)
+{
+    g_autoptr(GBytes) body = vt_request("rebuild", args("{'instance': %s}", inst), mid, 0);
+    const char *env[] = { "VTPMD_CRASH_AT=manufacture.after_state", NULL };
+    vtpm_client_msg_opts o = { 0 };
+    vtpm_error err = { 0 };
+    g_autofree char *corr = NULL;
+    int code;
+
+    vt_vtpmd_stop_ok(dmn[A]);
+    g_clear_pointer(&dmn[A], vt_vtpmd_free);
+    host_start(A, env);
+    o.routing_key = dmn[A]->routing_key;
+    o.message_id = mid;
+    if (vtpm_client_msg_send(vt_client(), &o, g_bytes_get_data(body, NULL),
+                             g_bytes_get_size(body), &corr, &err) < 0) {
+        vt_client_drop();
+        fail_msg("sending rebuild: %s", err.message);
+    }
+    code = vt_vtpmd_wait_exit(dmn[A], OP_MS);
+    if (code != 128 + 9) {
+        vt_vtpmd_dump(dmn[A]);
+        fail_msg("vtpmd should have died at manufacture.after_state, exited %d", code);
+    }
+    g_clear_pointer(&dmn[A], vt_vtpmd_free);
+    host_start(A, NULL);
+    return vt_recv_reply(corr, OP_MS, "the redelivered rebuild");
+}
+
+/* A UEFI instance spawned where the EK CA is: its TPM is made before
+ * libvirt makes the store from its template in the same state dir.  The
+ * identity and the store stay through a power cycle and a rebuild keeping
+ * the TPM; a rebuild to another TPM model (also when vtpmd is killed right
+ * after making the new TPM, and the rebuild is redelivered) gives a new
+ * identity and keeps the store (same firmware: it follows); a migration
+ * a -> b carries both. */
+static void
+test_uefi(void **state)
+{
+    static const char specs[] = "'hw:tpm_version': '2.0', 'hw:tpm_secret_security': 'host'";
+    static const char uefi[] = "'hw_firmware_type': 'uefi'";
+    static const char uefi_crb[] = "'hw_firmware_type': 'uefi', 'hw_tpm_model': 'tpm-crb'";
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *in = inst_json(uuid, specs, "img-1", uefi);
+    g_autofree char *kept = inst_json(uuid, specs, "img-2", uefi);
+    g_autofree char *crb = inst_json(uuid, specs, "img-3", uefi_crb);
+    g_autofree char *tis = inst_json(uuid, specs, "img-4", uefi);
+    g_autofree char *fl = flavor_json(specs);
+    g_autofree char *mid = g_strdup_printf("id-uefi-crash-%s", uuid);
+    g_autofree char *I = NULL, *I2 = NULL, *I3 = NULL, *N = NULL, *x = NULL;
+    ino_t ino;
+
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "spawn", args("{'instance': %s}", in), "spawn on a");
+
+        assert_result(r, "firmware.type", "uefi", "spawn on a");
+    }
+    I = identity_on(A, uuid, "spawn on a");
+    assert_verifiable(I, uuid, "2.0", both_eks, "spawn on a");
+    assert_not_manufactured_by_libvirt(A, uuid, "spawn on a");
+    ok_free(A, "power_off", args("{'instance': {'uuid': '%s'}}", uuid), "power_off");
+    ino = store_at(A, uuid, NULL, "spawn on a");
+    ok_free(A, "power_on", args("{'instance': {'uuid': '%s'}}", uuid), "power_on");
+    assert_same_identity(I, identity_on(A, uuid, "power cycle"), "power cycle");
+    assert_same_store(A, uuid, ino, "power cycle");
+
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args("{'instance': %s}", kept),
+                                        "rebuild keeping the TPM");
+
+        assert_result(r, "vtpm_state", "kept", "rebuild keeping the TPM");
+        assert_result(r, "nvram_state", "kept", "rebuild keeping the TPM");
+        assert_identity_changed(r, false, "rebuild keeping the TPM");
+    }
+    assert_same_identity(I, identity_on(A, uuid, "rebuild keeping the TPM"),
+                         "rebuild keeping the TPM");
+    assert_same_store(A, uuid, ino, "rebuild keeping the TPM");
+
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args("{'instance': %s}", crb),
+                                        "rebuild to tpm-crb");
+
+        assert_result(r, "vtpm_state", "replaced", "rebuild to tpm-crb");
+        assert_result(r, "nvram_state", "kept", "rebuild to tpm-crb");
+        assert_identity_changed(r, true, "rebuild to tpm-crb");
+    }
+    I2 = identity_on(A, uuid, "rebuild to tpm-crb");
+    assert_verifiable(I2, uuid, "2.0", both_eks, "rebuild to tpm-crb");
+    if (strcmp(I, I2) == 0)
+        fail_msg("rebuild to tpm-crb: the identity is the old TPM's");
+    assert_same_store(A, uuid, ino, "rebuild to tpm-crb");
+    assert_not_manufactured_by_libvirt(A, uuid, "rebuild to tpm-crb");
+
+    {
+        g_autoptr(vt_reply) r = rebuild_killed_after_making(tis, mid);
+
+        if (!r->rep || !r->rep->ok)
+            fail_msg("the redelivered rebuild to tpm-tis: %s", vt_reply_summary(r));
+        assert_result(r, "vtpm_state", "replaced", "rebuild to tpm-tis, killed");
+        assert_result(r, "nvram_state", "kept", "rebuild to tpm-tis, killed");
+        assert_identity_changed(r, true, "rebuild to tpm-tis, killed");
+    }
+    I3 = identity_on(A, uuid, "rebuild to tpm-tis, killed");
+    assert_verifiable(I3, uuid, "2.0", both_eks, "rebuild to tpm-tis, killed");
+    if (strcmp(I3, I2) == 0 || strcmp(I3, I) == 0)
+        fail_msg("rebuild to tpm-tis, killed: the identity is an old TPM's");
+    assert_same_store(A, uuid, ino, "rebuild to tpm-tis, killed");
+    assert_not_manufactured_by_libvirt(A, uuid, "rebuild to tpm-tis, killed");
+
+    ok_free(A, "power_off", args("{'instance': {'uuid': '%s'}}", uuid), "power_off");
+    store_at(A, uuid, &N, "before the migration");
+    {
+        g_autoptr(vt_reply) m = call_ok(A, "migrate_disk_and_power_off",
+                                        args("{'instance': %s, 'dest_host': '%s'}", tis,
+                                             host_addr[B]), "migrate a -> b");
+        g_autoptr(vt_reply) f = NULL;
+        g_autofree char *N_b = NULL;
+
+        x = xfer_json(m, "vtpm_transfer");
+        f = call_ok(B, "finish_migration",
+                    args("{'instance': %s, 'old_flavor': %s, 'vtpm_transfer': %s, "
+                         "'power_on': false}", tis, fl, x),
+                    "finish_migration on b");
+        assert_result(f, "vtpm_state", "restored", "finish_migration on b");
+        assert_result(f, "nvram_state", "restored", "finish_migration on b");
+        assert_identity_changed(f, false, "finish_migration on b");
+        store_at(B, uuid, &N_b, "finish_migration on b");
+        if (strcmp(N, N_b) != 0)
+            fail_msg("finish_migration on b: the store has sha256 %s, on a it had %s", N_b, N);
+    }
+    ok_free(A, "confirm_migration", args("{'instance': {'uuid': '%s'}}", uuid), "confirm");
+    assert_same_identity(I3, identity_on(B, uuid, "migration a -> b"), "migration a -> b");
+    ok_free(B, "power_on", args("{'instance': {'uuid': '%s'}}", uuid), "power_on on b");
+    assert_not_manufactured_by_libvirt(B, uuid, "migration a -> b");
+    destroy_on(B, uuid);
+}
+
 /* ---- 6. the CA key is checked at start ------------------------------------------------------------ */
 
 static void
@@ -876,6 +1056,7 @@ main(void)
         cmocka_unit_test_teardown(test_host_local_ca, test_teardown),
         cmocka_unit_test_teardown(test_pcr_banks, test_teardown),
         cmocka_unit_test_teardown(test_crash_after_making, test_teardown),
+        cmocka_unit_test_teardown(test_uefi, test_teardown),
         cmocka_unit_test_teardown(test_ca_key_checked_at_start, test_teardown),
         cmocka_unit_test_teardown(test_identity_time, test_teardown),
         cmocka_unit_test(test_clean_exit),
