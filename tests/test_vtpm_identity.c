@@ -9,17 +9,17 @@
  *
  * get_vtpm_identity answers with EK certificates that openssl verify
  * chains to the CA, the instance UUID as their subject, and the same
- * answer through a power cycle, a migration a -> b, a shelve on b and an
- * unshelve on a, and a rekey; a new TPM (rebuild to TPM 1.2) changes it and
- * says so, and a revert of a resize to TPM 1.2 brings the old one back;
- * PCR banks asked for reach libvirt's XML and swtpm; a spawn killed
- * between making the TPM and defining its domain adopts that very TPM when
- * redelivered; a UEFI instance keeps its identity and its variable store
- * (beside the TPM state) together, and a rebuild to another TPM model
- * gives it a new identity and keeps the store, also when vtpmd is killed
- * right after making the new TPM; a CA key others can read stops vtpmd at
- * start; the vtpmds stop cleanly (in the ASan+UBSan build: without a
- * memory error or leak).
+ * answer through a power cycle, a migration a -> b, a live migration
+ * a -> b, a shelve on b and an unshelve on a, and a rekey; a new TPM
+ * (rebuild to TPM 1.2) changes it and says so, and a revert of a resize
+ * to TPM 1.2 brings the old one back; PCR banks asked for reach libvirt's
+ * XML and swtpm; a spawn killed between making the TPM and defining its
+ * domain adopts that very TPM when redelivered; a UEFI instance keeps its
+ * identity and its variable store (beside the TPM state) together, and a
+ * rebuild to another TPM model gives it a new identity and keeps the
+ * store, also when vtpmd is killed right after making the new TPM; a CA
+ * key others can read stops vtpmd at start; the vtpmds stop cleanly (in
+ * the ASan+UBSan build: without a memory error or leak).
  * What a guest reads of its TPM is the acceptance suite's
  * (tests/acceptance/test_guest_identity.sh).
  *
@@ -483,6 +483,51 @@ test_travels(void **state)
     assert_same_identity(I, identity_on(A, uuid, "rekey"), "rekey");
     assert_not_manufactured_by_libvirt(A, uuid, "the end");
     destroy_on(A, uuid);
+}
+
+/* A live migration a -> b in Nova's sequence: libvirt carries the
+ * definition as it is, and with it the record; b, without an EK CA of its
+ * own, answers the same identity. */
+static void
+test_live_migration(void **state)
+{
+    static const char specs[] = "'hw:tpm_version': '2.0', 'hw:tpm_secret_security': 'host'";
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *in = inst_json(uuid, specs, "img-1", "");
+    g_autofree char *I = NULL, *md = NULL;
+
+    ok_free(A, "spawn", args("{'instance': %s}", in), "spawn on a");
+    I = identity_on(A, uuid, "spawn on a");
+    assert_verifiable(I, uuid, "2.0", both_eks, "spawn on a");
+    ok_free(B, "check_can_live_migrate_destination", args("{'instance': %s}", in),
+            "check_can_live_migrate_destination on b");
+    {
+        g_autoptr(vt_reply) pre = call_ok(B, "pre_live_migration", args("{'instance': %s}", in),
+                                          "pre_live_migration on b");
+
+        md = vtpm_mpjson_to_string(&pre->rep->result, false);
+    }
+    {
+        g_autoptr(vt_reply) live =
+            call_ok(A, "live_migration",
+                    args("{'instance': %s, 'dest_host': '%s', 'migrate_data': %s}", in,
+                         host_addr[B], md), "live_migration a -> b");
+
+        if (!vt_obj_bool(&live->rep->result, "migrated"))
+            fail_msg("live_migration a -> b: result.migrated should be true");
+    }
+    ok_free(B, "post_live_migration_at_destination", args("{'instance': {'uuid': '%s'}}", uuid),
+            "post_live_migration_at_destination on b");
+    assert_same_identity(I, identity_on(B, uuid, "live migration a -> b"),
+                         "live migration a -> b");
+    assert_not_manufactured_by_libvirt(B, uuid, "live migration a -> b");
+    {
+        g_autoptr(vt_reply) r = call(A, "get_vtpm_identity",
+                                     args("{'instance': {'uuid': '%s'}}", uuid));
+
+        vt_assert_fault(r, VTPM_FAULT_INSTANCE_NOT_FOUND, uuid, "get_vtpm_identity on a");
+    }
+    destroy_on(B, uuid);
 }
 
 /* ---- 2. a new TPM, a new identity ---------------------------------------------------------------- */
@@ -1051,6 +1096,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_travels, test_teardown),
+        cmocka_unit_test_teardown(test_live_migration, test_teardown),
         cmocka_unit_test_teardown(test_new_tpm, test_teardown),
         cmocka_unit_test_teardown(test_revert, test_teardown),
         cmocka_unit_test_teardown(test_host_local_ca, test_teardown),
