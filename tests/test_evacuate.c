@@ -39,6 +39,7 @@
 
 #include "archive.h"
 #include "lib/harness.h"
+#include "lib/testca.h"
 #include "mpjson.h"
 #include "ops/ownership.h"
 
@@ -312,19 +313,20 @@ manufactured(int h, const char *uuid)
 }
 
 /* Start the vtpmd of host @h: checkpoints every second, the newest @keep
- * kept; with the deployment key when @with_key. */
+ * kept; with the deployment key when @with_key; @vtpm_more: more lines of
+ * [vtpm] (NULL: none). */
 static void
-host_start(int h, unsigned keep, bool with_key)
+host_start_with(int h, unsigned keep, bool with_key, const char *vtpm_more)
 {
     g_autofree char *p = prom(h);
     g_autofree char *tail = g_strdup_printf(
         "[store]\nuri = qemu+tcp://%s/system\ncheckpoint_interval = 1\ncheckpoint_keep = %u\n"
         "[metrics]\ntextfile = %s\ninterval = 1\n",
         host_addr[C], keep, p);
-    g_autofree char *vx = with_key ? g_strdup_printf("supported_secret_security = user;host;"
-                                                     "deployment\ndeployment_key_file = %s",
-                                                     dkey)
-                                   : g_strdup("supported_secret_security = user;host");
+    g_autofree char *vx = g_strdup_printf(
+        "supported_secret_security = user;host%s%s%s%s", with_key ? ";deployment\n" : "",
+        with_key ? "deployment_key_file = " : "", with_key ? dkey : "",
+        vtpm_more ? vtpm_more : "");
     vt_config_opts o = {
         .worker_host = host_addr[h],
         .libvirt_extra = "shutdown_timeout = 3\nmigration_uri_template = qemu+tcp://%s/system",
@@ -334,6 +336,12 @@ host_start(int h, unsigned keep, bool with_key)
 
     unlink(p);
     dmn[h] = vt_vtpmd_start(host_name[h], &o, NULL);
+}
+
+static void
+host_start(int h, unsigned keep, bool with_key)
+{
+    host_start_with(h, keep, with_key, NULL);
 }
 
 static void
@@ -1132,6 +1140,100 @@ test_evacuate_fallback_fresh(void **state)
     destroy(B, &l);
 }
 
+/* ---- 5b. the TPM's identity ------------------------------------------------------------- */
+
+/* get_vtpm_identity of @uuid on host @h, as compact JSON. */
+static char *
+identity_of(int h, const char *uuid, const char *what)
+{
+    g_autoptr(vt_reply) r = ok(h, "get_vtpm_identity", args("{'instance': {'uuid': '%s'}}", uuid),
+                               what);
+
+    return vtpm_mpjson_to_string(&r->rep->result, false);
+}
+
+static void
+assert_identity_changed(const vt_reply *r, bool want, const char *what)
+{
+    const msgpack_object *o = vt_obj_at(&r->rep->result, "identity_changed");
+
+    if (!o || o->type != MSGPACK_OBJECT_BOOLEAN || o->via.boolean != want)
+        fail_msg("%s: result.identity_changed should be %s", what, want ? "true" : "false");
+}
+
+/* Both hosts with the deployment's EK CA: a TPM restored from its
+ * checkpoint keeps its identity (the record is in the checkpoint's domain
+ * definition); fresh: true makes a new TPM with the CA, a new identity,
+ * and says so. */
+static void
+test_evacuate_identity(void **state)
+{
+    g_autoptr(tc_ca) ca = tc_ca_new();
+    g_autofree char *cert = tc_path(ca, "ca.pem"), *key = tc_path(ca, "ca.key");
+    g_autofree char *more = g_strdup_printf("\nek_ca_cert = %s\nek_ca_key = %s", cert, key);
+    g_autoptr(GBytes) ca_der = tc_bytes(ca, "ca.der");
+    g_autofree char *ca_sha = g_compute_checksum_for_bytes(G_CHECKSUM_SHA256, ca_der);
+    g_autofree char *want_ca = g_strdup_printf("\"sha256\":\"%s\"", ca_sha);
+    g_autofree char *I = NULL, *J = NULL, *I_b = NULL, *J_b = NULL;
+    g_auto(inst) i = { 0 }; /* restored */
+    g_auto(inst) j = { 0 }; /* fresh: true */
+    const char *uuids[3] = { NULL };
+
+    for (int h = 0; h < NVTPMD; h++) {
+        host_stop(h);
+        host_start_with(h, 2, true, more);
+    }
+    inst_init(&i, "host", false);
+    inst_init(&j, "deployment", false);
+    uuids[0] = i.uuid, uuids[1] = j.uuid;
+    spawn(A, &i, true);
+    spawn(A, &j, true);
+    off_ckpt(A, &i, "i: power_off");
+    off_ckpt(A, &j, "j: power_off");
+    I = identity_of(A, i.uuid, "i: spawn on a");
+    J = identity_of(A, j.uuid, "j: spawn on a");
+    if (!strstr(I, want_ca) || !strstr(J, want_ca))
+        fail_msg("spawn on a: the identities should be of the test CA (%s):\n%s\n%s", ca_sha, I,
+                 J);
+    host_die(A, uuids);
+
+    {
+        g_autoptr(vt_reply) r = evacuate_ok(B, &i, A, NULL, "i: evacuate");
+
+        vt_assert_res_str(r, "vtpm_state", "restored", "i: evacuate");
+        assert_identity_changed(r, false, "i: evacuate");
+    }
+    I_b = identity_of(B, i.uuid, "i: evacuated to b");
+    if (strcmp(I, I_b) != 0)
+        fail_msg("i: the restored TPM's identity changed\n on a: %s\n on b: %s", I, I_b);
+    {
+        g_autoptr(vt_reply) r = evacuate_ok(B, &j, A, ", 'fresh': true", "j: evacuate fresh");
+
+        vt_assert_res_str(r, "vtpm_state", "fresh", "j: evacuate fresh");
+        assert_identity_changed(r, true, "j: evacuate fresh");
+    }
+    J_b = identity_of(B, j.uuid, "j: evacuated to b");
+    if (strcmp(J, J_b) == 0 || !strstr(J_b, want_ca))
+        fail_msg("j: the fresh TPM should have a new identity of the test CA\n on a: %s\n "
+                 "on b: %s", J, J_b);
+    if (manufactured(B, i.uuid) != 0 || manufactured(B, j.uuid) != 0)
+        fail_msg("libvirt's swtpm_setup manufactured a TPM on b: the restored one or the one "
+                 "vtpmd made with the CA was not used");
+    {
+        /* A redelivery answers the same. */
+        g_autoptr(vt_reply) r = evacuate_ok(B, &j, A, ", 'fresh': true", "j: evacuate again");
+
+        assert_identity_changed(r, true, "j: evacuate again");
+    }
+
+    vt_libvirtd_restart(host_name[A]);
+    host_start(A, 2, true);
+    for (size_t n = 0; uuids[n]; n++)
+        wait_log(A, "its stale domain and TPM state are removed", uuids[n], "a comes back");
+    destroy(B, &i);
+    destroy(B, &j);
+}
+
 /* ---- 6. key custody ------------------------------------------------------------------------ */
 
 /* The value of host @h's libvirt secret @uuid as libvirt stores it on
@@ -1477,6 +1579,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_evacuate_dead_host, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_evacuate_uefi, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_evacuate_fallback_fresh, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_evacuate_identity, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_evacuate_custody, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_torn_write, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_prune_generations, test_setup, test_teardown),

@@ -99,7 +99,8 @@ test_evacuate_no_vtpm(void **state)
     g_autofree char *want = g_strdup_printf("{'domain': 'instance-%s', 'vtpm': null, "
                                             "'firmware': {'type': 'bios', 'secure_boot': "
                                             "false, 'machine': 'q35'}, 'vtpm_state': 'none', "
-                                            "'nvram_state': 'none', 'checkpoint': null}",
+                                            "'nvram_state': 'none', 'identity_changed': false, "
+                                            "'checkpoint': null}",
                                             uuid);
 #define CONFLICT_MSG "instance %s already has a domain on host " OT_HOST ", not one evacuated " \
                      "here from host %s with this spec"

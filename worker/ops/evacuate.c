@@ -9,6 +9,7 @@
 #include "ops/domain.h"
 #include "ops/evacuate.h"
 #include "ops/generation.h"
+#include "ops/manufacture.h"
 #include "ops/nvram.h"
 #include "ops/ownership.h"
 #include "ops/state.h"
@@ -166,10 +167,14 @@ place_tpm(vtpm_worker *w, virConnectPtr conn, const evac_args *a, vtpm_ops_domai
     g_autofree char *state_dir = vtpm_ops_state_dir(w, a->inst->uuid);
     int rc;
 
+    /* A new TPM, made with the deployment's EK CA when there is one (its
+     * identity record then goes into the definition); a restored one keeps
+     * the record its checkpoint's domain metadata carries (plan_restore). */
     if (!found) {
-        if ((rc = vtpm_custody_plan_key(w, conn, a->inst, d, NULL, err)) < 0)
+        if ((rc = vtpm_custody_plan_key(w, conn, a->inst, d, NULL, err)) < 0 ||
+            (rc = vtpm_fs_rmtree(state_dir, err)) < 0)
             return rc;
-        return vtpm_fs_rmtree(state_dir, err);
+        return vtpm_manufacture_fresh(w, conn, a->inst, d, false, err);
     }
     if ((rc = plan_restore(w, conn, a, d, &found->meta, err)) < 0 ||
         (rc = vtpm_state_restore(w, a->inst->uuid, found->archive, err)) < 0)
@@ -308,7 +313,7 @@ evacuate_domain(vtpm_worker *w, virConnectPtr conn, const evac_args *a, vtpm_ops
     return vtpm_ops_start(w, dom, a->inst->secret, err);
 }
 
-/* {domain, vtpm, firmware, vtpm_state, nvram_state,
+/* {domain, vtpm, firmware, vtpm_state, nvram_state, identity_changed,
  *  checkpoint: nil | {taken_at, generation, age_s, host}} */
 static void
 pack_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops_domain *d,
@@ -318,7 +323,7 @@ pack_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops
                          : rec->restored                     ? VTPM_OPS_OUTCOME_RESTORED
                                                              : VTPM_OPS_OUTCOME_FRESH;
 
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 7);
     vtpm_pack_kv_str(pk, "domain", d->name);
     vtpm_pack_str(pk, "vtpm");
     vtpm_ops_pack_vtpm(pk, w, uuid, &d->dev);
@@ -326,6 +331,8 @@ pack_result(msgpack_packer *pk, vtpm_worker *w, const char *uuid, const vtpm_ops
     vtpm_ops_pack_firmware(pk, &d->fw);
     vtpm_pack_kv_str(pk, "vtpm_state", vtpm_ops_outcome_str(o));
     vtpm_pack_kv_str(pk, "nvram_state", vtpm_ops_outcome_str(d->nvram_state));
+    /* A fresh TPM has new EKs, which a tenant must learn again. */
+    vtpm_pack_kv_bool(pk, "identity_changed", o == VTPM_OPS_OUTCOME_FRESH);
     vtpm_pack_str(pk, "checkpoint");
     if (o != VTPM_OPS_OUTCOME_RESTORED) {
         msgpack_pack_nil(pk);
