@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
@@ -12,6 +13,7 @@
 #include <gnutls/x509.h>
 
 #include "ek.h"
+#include "child.h"
 #include "fsutil.h"
 #include "rekey.h"
 #include "timing.h"
@@ -202,27 +204,20 @@ static int
 run_tool(const char *const *argv, GBytes *key, const char *log, vtpm_error *err)
 {
     VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
-    g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(
-        G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE);
-    g_autoptr(GSubprocess) p = NULL;
-    g_autoptr(GError) gerr = NULL;
-    g_autofree char *out = NULL, *tail = NULL;
-    int kfd = -1, rc;
+    g_autoptr(vtpm_child) p = NULL;
+    g_autofree char *out = NULL, *tail = NULL, *how = NULL;
+    int kfd[1] = { -1 }, status = 0, rc;
 
-    if (key) {
-        if ((rc = vtpm_tpm2_passphrase_fd(key, &kfd, err)) < 0)
-            return rc;
-        g_subprocess_launcher_take_fd(l, kfd, 3);
-    }
-    p = g_subprocess_launcher_spawnv(l, argv, &gerr);
-    if (!p || !g_subprocess_communicate_utf8(p, NULL, NULL, &out, NULL, &gerr))
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "running %s: %s", argv[0],
-                              gerr->message);
-    if (g_subprocess_get_successful(p))
+    if (key && (rc = vtpm_tpm2_passphrase_fd(key, &kfd[0], err)) < 0)
+        return rc;
+    if ((rc = vtpm_child_spawn(argv, kfd, key ? 1 : 0, VTPM_CHILD_MERGED, &p, err)) < 0 ||
+        (rc = vtpm_child_finish(p, &status, &out, err)) < 0)
+        return rc;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
     tail = log_tail(log, out);
-    return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "%s failed (exit %d): %s", argv[0],
-                          g_subprocess_get_exit_status(p), tail);
+    how = vtpm_child_describe_status(status);
+    return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "%s failed (%s): %s", argv[0], how, tail);
 }
 
 static int

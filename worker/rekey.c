@@ -6,10 +6,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
 
+#include "child.h"
 #include "fsutil.h"
 #include "policy.h"
 #include "rekey.h"
@@ -86,12 +88,10 @@ static int
 ioctl_run(const char *ctrl, const char *const *args, int fd3, vtpm_error *err)
 {
     VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
-    g_autoptr(GSubprocessLauncher) l =
-        g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
     g_autoptr(GPtrArray) argv = g_ptr_array_new();
-    g_autoptr(GSubprocess) p = NULL;
-    g_autoptr(GError) gerr = NULL;
-    g_autofree char *errout = NULL;
+    g_autoptr(vtpm_child) p = NULL;
+    g_autofree char *errout = NULL, *how = NULL;
+    int fds[1] = { -1 }, status = 0, rc;
 
     g_ptr_array_add(argv, (gpointer) "swtpm_ioctl");
     g_ptr_array_add(argv, (gpointer) "--unix");
@@ -99,28 +99,24 @@ ioctl_run(const char *ctrl, const char *const *args, int fd3, vtpm_error *err)
     for (size_t i = 0; args[i]; i++)
         g_ptr_array_add(argv, (gpointer)args[i]);
     g_ptr_array_add(argv, NULL);
-    if (fd3 >= 0) {
-        int d = dup(fd3);
-
-        if (d < 0)
-            return sys_error(err, "duplicating", "a descriptor");
-        g_subprocess_launcher_take_fd(l, d, 3);
+    if (fd3 >= 0 && (fds[0] = fcntl(fd3, F_DUPFD_CLOEXEC, 3)) < 0)
+        return sys_error(err, "duplicating", "a descriptor");
+    if ((rc = vtpm_child_spawn((const char *const *)argv->pdata, fds, fd3 >= 0 ? 1 : 0,
+                               VTPM_CHILD_STDERR, &p, err)) < 0 ||
+        (rc = vtpm_child_finish(p, &status, &errout, err)) < 0)
+        {
+        vtpm_error_prefix(err, "rekey: swtpm_ioctl %s", args[0]);
+        return rc;
     }
-    p = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &gerr);
-    if (!p || !g_subprocess_communicate_utf8(p, NULL, NULL, NULL, &errout, &gerr))
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "rekey: running swtpm_ioctl %s: %s",
-                              args[0], gerr->message);
-    if (!g_subprocess_get_successful(p))
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "rekey: swtpm_ioctl %s failed: %s",
-                              args[0], errout ? g_strstrip(errout) : "");
-    return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    how = vtpm_child_describe_status(status);
+    return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "rekey: swtpm_ioctl %s failed (%s): %s",
+                          args[0], how, g_strstrip(errout));
 }
 
-/* A standalone swtpm on state directory @dir (tpm2/ or tpm1.2/) keyed
- * with @key, its control channel a socket we bind ourselves (fd=), so it
- * is connectable the moment swtpm runs: no polling for a path. */
 typedef struct {
-    GSubprocess *proc;
+    vtpm_child *proc;
     char *ctrl, *log;
 } swtpm;
 
@@ -132,10 +128,12 @@ swtpm_stop(swtpm *s, bool graceful)
         vtpm_error ignore = { 0 };
         const char *const stop[] = { "-s", NULL };
 
-        if (!graceful || ioctl_run(s->ctrl, stop, -1, &ignore) < 0)
-            g_subprocess_force_exit(s->proc);
-        g_subprocess_wait(s->proc, NULL, NULL);
-        g_clear_object(&s->proc);
+        int status;
+
+        /* vtpm_child_free kills what did not stop. */
+        if (graceful && ioctl_run(s->ctrl, stop, -1, &ignore) == 0)
+            (void)vtpm_child_finish(s->proc, &status, NULL, &ignore);
+        g_clear_pointer(&s->proc, vtpm_child_free);
     }
     if (s->ctrl)
         (void)unlink(s->ctrl);
@@ -147,13 +145,10 @@ static int
 swtpm_start(swtpm *s, const char *dir, vtpm_version version, GBytes *key, const char *scratch,
             vtpm_error *err)
 {
-    g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(
-        G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE);
     g_autofree char *state = g_strdup_printf("dir=%s", dir);
     g_autofree char *srv_path = g_build_filename(scratch, "srv", NULL);
     g_autofree char *srv = g_strdup_printf("type=unixio,path=%s", srv_path);
     g_autofree char *logopt = NULL;
-    g_autoptr(GError) gerr = NULL;
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     int kfd = -1, cfd = -1, rc;
     const char *argv[16];
@@ -194,16 +189,14 @@ swtpm_start(swtpm *s, const char *dir, vtpm_version version, GBytes *key, const 
     argv[n++] = "--log";
     argv[n++] = logopt;
     argv[n] = NULL;
-    g_subprocess_launcher_take_fd(l, g_steal_fd(&kfd), 3);
-    g_subprocess_launcher_take_fd(l, g_steal_fd(&cfd), 4);
     {
         VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
+        int fds[2] = { g_steal_fd(&kfd), g_steal_fd(&cfd) };
 
-        s->proc = g_subprocess_launcher_spawnv(l, argv, &gerr);
-    }
-    if (!s->proc) {
-        rc = vtpm_error_set(err, VTPM_FAULT_INTERNAL, "rekey: running swtpm: %s", gerr->message);
-        goto fail;
+        if ((rc = vtpm_child_spawn(argv, fds, 2, VTPM_CHILD_SILENT, &s->proc, err)) < 0) {
+            vtpm_error_prefix(err, "rekey");
+            goto fail;
+        }
     }
     return 0;
 fail:

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
@@ -13,6 +14,7 @@
 #include <gnutls/gnutls.h>
 #include <json-glib/json-glib.h>
 
+#include "child.h"
 #include "fsutil.h"
 #include "policy.h"
 #include "timing.h"
@@ -74,7 +76,7 @@ static const guint8 policy_a_sha256[32] = {
 };
 
 struct vtpm_tpm2 {
-    GSubprocess *proc;
+    vtpm_child *proc;
     int data, ctrl; /* our ends of the socketpairs */
 };
 
@@ -318,11 +320,7 @@ vtpm_tpm2_free(vtpm_tpm2 *t)
 {
     if (!t)
         return;
-    if (t->proc) {
-        g_subprocess_force_exit(t->proc);
-        g_subprocess_wait(t->proc, NULL, NULL);
-        g_object_unref(t->proc);
-    }
+    vtpm_child_free(t->proc);
     if (t->data >= 0)
         close(t->data);
     if (t->ctrl >= 0)
@@ -330,12 +328,12 @@ vtpm_tpm2_free(vtpm_tpm2 *t)
     g_free(t);
 }
 
-/* The command line, its descriptors handed to @l. */
+/* The command line; its descriptors (fd 3, 4, and 5 with @key) in @fds. */
 static int
-start_argv(GSubprocessLauncher *l, const char *dir, GBytes *key, const char *log, int data,
-           int ctrl, GPtrArray *argv, vtpm_error *err)
+start_argv(const char *dir, GBytes *key, const char *log, GPtrArray *argv, int *fds,
+           size_t *n_fds, vtpm_error *err)
 {
-    int kfd = -1, rc;
+    int rc;
 
     g_ptr_array_add(argv, g_strdup("swtpm"));
     g_ptr_array_add(argv, g_strdup("socket"));
@@ -348,12 +346,11 @@ start_argv(GSubprocessLauncher *l, const char *dir, GBytes *key, const char *log
     g_ptr_array_add(argv, g_strdup("type=tcp,fd=3"));
     g_ptr_array_add(argv, g_strdup("--ctrl"));
     g_ptr_array_add(argv, g_strdup("type=unixio,clientfd=4"));
-    g_subprocess_launcher_take_fd(l, data, 3);
-    g_subprocess_launcher_take_fd(l, ctrl, 4);
     if (key) {
-        if ((rc = vtpm_tpm2_passphrase_fd(key, &kfd, err)) < 0)
+        if ((rc = vtpm_tpm2_passphrase_fd(key, &fds[(*n_fds)++], err)) < 0) {
+            (*n_fds)--;
             return rc;
-        g_subprocess_launcher_take_fd(l, kfd, 5);
+        }
         g_ptr_array_add(argv, g_strdup("--key"));
         g_ptr_array_add(argv, g_strdup("pwdfd=5,mode=aes-256-cbc"));
     }
@@ -370,12 +367,10 @@ vtpm_tpm2_start(const char *dir, GBytes *key, const char *log, vtpm_tpm2 **out,
                 vtpm_error *err)
 {
     VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
-    g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(
-        G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_SILENCE);
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(vtpm_tpm2) t = g_new0(vtpm_tpm2, 1);
-    g_autoptr(GError) gerr = NULL;
-    int dfd[2], cfd[2], rc;
+    int dfd[2], cfd[2], fds[3], rc;
+    size_t n_fds = 2;
 
     t->data = t->ctrl = -1;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, dfd) < 0)
@@ -386,13 +381,18 @@ vtpm_tpm2_start(const char *dir, GBytes *key, const char *log, vtpm_tpm2 **out,
         return sys_error(err, "creating the control channel");
     }
     t->ctrl = cfd[0];
-    /* The launcher owns the child's ends from here and closes ours of
-     * them when freed, so that swtpm's exit is an end of file here. */
-    if ((rc = start_argv(l, dir, key, log, dfd[1], cfd[1], argv, err)) < 0)
+    /* The child's ends are closed here once it has them (or has failed to
+     * start), so that swtpm's exit is an end of file on ours. */
+    fds[0] = dfd[1];
+    fds[1] = cfd[1];
+    if ((rc = start_argv(dir, key, log, argv, fds, &n_fds, err)) < 0) {
+        close(fds[0]);
+        close(fds[1]);
         return rc;
-    t->proc = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &gerr);
-    if (!t->proc)
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "running swtpm: %s", gerr->message);
+    }
+    if ((rc = vtpm_child_spawn((const char *const *)argv->pdata, fds, n_fds, VTPM_CHILD_SILENT,
+                               &t->proc, err)) < 0)
+        return rc;
     *out = g_steal_pointer(&t);
     return 0;
 }
@@ -411,11 +411,17 @@ vtpm_tpm2_stop(vtpm_tpm2 *t, vtpm_error *err)
         return rc;
     /* swtpm has written its state and is exiting. */
     VTPM_TIMED_SCOPE(VTPM_TIMING_HELPERS);
-    if (!g_subprocess_wait(t->proc, NULL, NULL) || !g_subprocess_get_successful(t->proc))
-        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "swtpm exited with status %d",
-                              g_subprocess_get_status(t->proc));
-    g_clear_object(&t->proc);
-    return 0;
+    {
+        int status = 0;
+        g_autofree char *how = NULL;
+
+        if ((rc = vtpm_child_finish(t->proc, &status, NULL, err)) < 0)
+            return rc;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            return 0;
+        how = vtpm_child_describe_status(status);
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "swtpm ended with %s", how);
+    }
 }
 
 /* ---- what swtpm is ---------------------------------------------------------------------- */
