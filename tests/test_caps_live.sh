@@ -33,9 +33,16 @@ HOST=COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST
 DEPL=COMPUTE_SECURITY_TPM_SECRET_SECURITY_DEPLOYMENT
 UEFI=COMPUTE_FIRMWARE_UEFI
 SB=COMPUTE_SECURITY_UEFI_SECURE_BOOT
-export T12 T20 TIS CRB USER HOST DEPL UEFI SB
+B1=CUSTOM_VTPM_PCR_BANK_SHA1
+B256=CUSTOM_VTPM_PCR_BANK_SHA256
+B384=CUSTOM_VTPM_PCR_BANK_SHA384
+B512=CUSTOM_VTPM_PCR_BANK_SHA512
+CA=CUSTOM_VTPM_EK_DEPLOYMENT_CA
+export T12 T20 TIS CRB USER HOST DEPL UEFI SB B1 B256 B384 B512 CA
 TPM_TRAITS="[T12, T20, TIS, CRB]"
-ALL_TRAITS="[T12, T20, TIS, CRB, USER, HOST, DEPL]"
+# Debian 12's swtpm (libtpms 0.9) has all four banks: probed at start.
+BANKS="[B1, B256, B384, B512]"
+ALL_TRAITS="[T12, T20, TIS, CRB, USER, HOST, DEPL, B1, B256, B384, B512, CA]"
 # The firmware traits do not depend on the vTPM settings: the machine has
 # the ovmf package (tools/install-deps), so every configuration offers them.
 FW="[UEFI, SB]"
@@ -57,7 +64,7 @@ coproc PY {
     exec python3 -u -c '
 import json, os, sys
 names = {k: os.environ[k] for k in ("T12", "T20", "TIS", "CRB", "USER", "HOST", "DEPL", "UEFI",
-                                    "SB")}
+                                    "SB", "B1", "B256", "B384", "B512", "CA")}
 for line in sys.stdin:
     path, expr = line.rstrip("\n").split("\t", 1)
     try:
@@ -103,10 +110,15 @@ swtpm_enabled = true'
 caps enabled "$ENABLED"
 check "enabled: exit 0 with JSON on stdout" eval 'rc_is 0 && js "isinstance(d, dict)"'
 check "enabled: host is [worker] host" js "d['host'] == 'caps-live-a'"
-check "enabled: offers TPM 1.2, 2.0, TIS, CRB, secret security user and host, UEFI, Secure Boot" \
-    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER, HOST] + $FW)"
-check "enabled: only DEPLOYMENT missing, because it is not configured" \
-    js "list(m) == [DEPL] and 'deployment' in m[DEPL] and 'supported_secret_security' in m[DEPL]"
+check "enabled: offers TPM 1.2, 2.0, TIS, CRB, secret security user and host, 4 PCR banks, UEFI, Secure Boot" \
+    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER, HOST] + $BANKS + $FW)"
+check "enabled: only DEPLOYMENT and the EK CA missing, because neither is configured" \
+    js "sorted(m) == sorted([DEPL, CA]) and 'deployment' in m[DEPL] and
+        'supported_secret_security' in m[DEPL] and
+        m[CA].startswith('[vtpm] ek_ca_cert is not set') and 'host-local CA' in m[CA]"
+check "enabled: tpm.pcr_banks are the four probed" \
+    js "sorted(d['tpm']['pcr_banks']) == ['sha1', 'sha256', 'sha384', 'sha512']"
+check "enabled: ek_ca not configured" js "d['ek_ca']['configured'] is False"
 check "enabled: libvirt_version 9.0.0" js "d['libvirt_version'] == '9.0.0'"
 check "enabled: qemu_version 7.2.x" js "d['qemu_version'].startswith('7.2')"
 check "enabled: arch x86_64" js "d['arch'] == 'x86_64'"
@@ -138,7 +150,7 @@ caps disabled '[libvirt]
 swtpm_enabled = false'
 check "disabled: exit 0" rc_is 0
 check "disabled: no vTPM traits, the firmware ones still" js "sorted(d['traits']) == sorted($FW)"
-check "disabled: all 7 traits missing" js "sorted(m) == sorted($ALL_TRAITS)"
+check "disabled: all 12 vTPM traits missing" js "sorted(m) == sorted($ALL_TRAITS)"
 check "disabled: every reason mentions swtpm_enabled" \
     js "all('swtpm_enabled' in v for v in m.values())"
 check "disabled: host facts still reported" \
@@ -179,8 +191,8 @@ check "supported_secret_security=user: exit 0" rc_is 0
 check "supported_secret_security=user: HOST missing with a reason" \
     js "HOST not in d['traits'] and 'host' in m.get(HOST, '') and
         'supported_secret_security' in m[HOST]"
-check "supported_secret_security=user: USER and the TPM traits still offered" \
-    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER] + $FW)"
+check "supported_secret_security=user: USER, the TPM and the bank traits still offered" \
+    js "sorted(d['traits']) == sorted([T12, T20, TIS, CRB, USER] + $BANKS + $FW)"
 
 caps nokey "$ENABLED
 [vtpm]
@@ -198,8 +210,36 @@ supported_secret_security = user;host;deployment
 deployment_key_file = $tmp/deployment.key"
 check "deployment + deployment_key_file: exit 0" rc_is 0
 check "deployment + deployment_key_file: DEPLOYMENT offered" js "DEPL in d['traits']"
-check "deployment + deployment_key_file: all 9 traits, nothing missing" \
-    js "sorted(d['traits']) == sorted($ALL_TRAITS + $FW) and m == {}"
+check "deployment + deployment_key_file: every trait but the EK CA's" \
+    js "sorted(d['traits']) == sorted([t for t in $ALL_TRAITS if t != CA] + $FW) and list(m) == [CA]"
+
+# ---- the deployment's EK CA -------------------------------------------------
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj "/O=caps-live/CN=vTPM EK CA" -keyout "$tmp/ek-ca.key" -out "$tmp/ek-ca.pem" \
+    2> "$tmp/openssl.err" || sed 's/^/#   /' "$tmp/openssl.err"
+chmod 600 "$tmp/ek-ca.key"
+ca_sha=$(openssl x509 -in "$tmp/ek-ca.pem" -outform der | sha256sum | cut -d' ' -f1)
+DEPLOYMENT_CA="$ENABLED
+[vtpm]
+supported_secret_security = user;host;deployment
+deployment_key_file = $tmp/deployment.key
+ek_ca_cert = $tmp/ek-ca.pem"
+caps ekca "$DEPLOYMENT_CA
+ek_ca_key = $tmp/ek-ca.key"
+check "EK CA configured: every trait, nothing missing" \
+    eval 'rc_is 0 && js "sorted(d[\"traits\"]) == sorted($ALL_TRAITS + $FW) and m == {}"'
+check "EK CA configured: ek_ca names its subject and the sha256 of its DER" \
+    js "d['ek_ca'] == {'configured': True, 'subject': 'CN=vTPM EK CA,O=caps-live',
+                       'sha256': '$ca_sha'}"
+
+# A CA key others may read is refused, as vtpmd would refuse to start.
+cp "$tmp/ek-ca.key" "$tmp/ek-ca-open.key"
+chmod 644 "$tmp/ek-ca-open.key"
+caps ekca_open "$DEPLOYMENT_CA
+ek_ca_key = $tmp/ek-ca-open.key"
+check "EK CA key mode 0644: refused, naming the key and ek_ca_key" \
+    eval '! rc_is 0 && grep -q "ek-ca-open.key has mode 0644 and holds a private key (\[vtpm\] ek_ca_key)" "$ERR"'
 
 # ---- UEFI and Secure Boot ----------------------------------------------------
 
