@@ -1044,6 +1044,198 @@ test_evacuate_uefi(void **state)
     destroy(B, &i);
 }
 
+/* ---- 4c. a UEFI store written while checkpoints are taken ------------------------------- */
+
+/* QEMU writes a running guest's variable store in place, one pwrite per
+ * flash update. A writer of our own does the same to the last 4 KiB of the
+ * store, each write a record of one version: a version number at both ends
+ * and one letter between. A checkpoint that read the store during a write
+ * would hold a record of two versions. */
+#define FLUX_RECORD 4096
+
+typedef struct {
+    char *path;
+    gint stop;
+    gint64 pause_us;
+    guint64 writes;
+} flux;
+
+static void
+flux_record(guint64 v, char *rec)
+{
+    char head[17];
+
+    memset(rec, 'a' + (int)(v % 26), FLUX_RECORD);
+    g_snprintf(head, sizeof(head), "VTPMFLUX%08" G_GUINT64_FORMAT, v % 100000000);
+    memcpy(rec, head, 16);
+    memcpy(rec + FLUX_RECORD - 16, head, 16);
+}
+
+static gpointer
+flux_run(gpointer data)
+{
+    flux *f = data;
+    char rec[FLUX_RECORD];
+    int fd = open(f->path, O_WRONLY | O_CLOEXEC);
+    struct stat st;
+
+    if (fd < 0 || fstat(fd, &st) < 0 || st.st_size < FLUX_RECORD)
+        return g_strdup_printf("opening %s: %s", f->path, g_strerror(errno));
+    while (!g_atomic_int_get(&f->stop)) {
+        flux_record(++f->writes, rec);
+        if (pwrite(fd, rec, FLUX_RECORD, st.st_size - FLUX_RECORD) != FLUX_RECORD) {
+            close(fd);
+            return g_strdup_printf("writing %s: %s", f->path, g_strerror(errno));
+        }
+        if (f->pause_us)
+            g_usleep((gulong)f->pause_us);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void
+flux_stop(flux *f, GThread *t)
+{
+    g_autofree char *why = NULL;
+
+    g_atomic_int_set(&f->stop, 1);
+    why = g_thread_join(t);
+    if (why)
+        fail_msg("the store writer: %s", why);
+}
+
+/* The version of the record in variable store @nv: 0 when none was
+ * written; fails on a record of two versions. */
+static guint64
+flux_version(GBytes *nv, uint64_t gen)
+{
+    gsize len;
+    const char *d = g_bytes_get_data(nv, &len);
+    const char *rec = d + len - FLUX_RECORD;
+    char want[FLUX_RECORD];
+    guint64 v;
+
+    if (len < FLUX_RECORD)
+        fail_msg("checkpoint %" G_GUINT64_FORMAT ": a store of %zu bytes", gen, len);
+    if (memcmp(rec, "VTPMFLUX", 8) != 0 && memcmp(rec + FLUX_RECORD - 16, "VTPMFLUX", 8) != 0)
+        return 0;
+    if (!g_ascii_string_to_unsigned((char[9]){ rec[8], rec[9], rec[10], rec[11], rec[12],
+                                              rec[13], rec[14], rec[15], 0 },
+                                    10, 1, G_MAXUINT64, &v, NULL))
+        fail_msg("checkpoint %" G_GUINT64_FORMAT ": a torn record head", gen);
+    flux_record(v, want);
+    if (memcmp(rec, want, FLUX_RECORD) != 0)
+        fail_msg("checkpoint %" G_GUINT64_FORMAT ": the store holds a torn record (version "
+                 "%" G_GUINT64_FORMAT " at its start, \"%.16s\" at its end)",
+                 gen, v, rec + FLUX_RECORD - 16);
+    return v;
+}
+
+/* Every checkpoint of @uuid newer than @after and not in @seen holds
+ * whole records (added to @seen); how many of them hold one the writer
+ * wrote. */
+static unsigned
+flux_check_ckpts(const char *uuid, uint64_t after, GHashTable *seen)
+{
+    g_autoptr(GArray) gens = ckpts(uuid);
+    unsigned written = 0;
+
+    for (guint k = 0; k < gens->len; k++) {
+        uint64_t g = g_array_index(gens, uint64_t, k);
+        g_autoptr(GBytes) nv = NULL;
+
+        if (g <= after || g_hash_table_contains(seen, &g) ||
+            !(nv = ckpt_file_of(uuid, g, "nvram.fd", false)))
+            continue;
+        g_hash_table_add(seen, g_memdup2(&g, sizeof(g)));
+        written += flux_version(nv, g) != 0;
+    }
+    return written;
+}
+
+static void
+test_uefi_store_in_flux(void **state)
+{
+    g_auto(inst) i = { 0 };
+    g_autofree char *path = NULL;
+    flux f = { 0 };
+    GThread *t;
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    uint64_t g0, g_end;
+    double failed0;
+    unsigned paced = 0;
+
+    inst_init(&i, "user", true);
+    i.uefi = true;
+    spawn(A, &i, true);
+    g0 = wait_ckpt_of(A, i.uuid, "the UEFI guest runs");
+    path = vt_host_pathf(host_name[A], "var/lib/libvirt/swtpm/%s/nvram.fd", i.uuid);
+    f.path = path;
+
+    /* Written without a pause: every read pair differs, so each of the
+     * five packs is taken again and the checkpoint fails, counted, the
+     * checkpoints before it kept. */
+    failed0 = prom_value(A, "vtpmd_checkpoints_total{outcome=\"failed\"}");
+    t = g_thread_new("flux", flux_run, &f);
+    wait_log(A, "its UEFI variable store changed during each of 5 checkpoint attempts", i.uuid,
+             "a store written without a pause");
+    wait_prom(A, "vtpmd_checkpoints_total{outcome=\"failed\"}", failed0 + 1,
+              "a store written without a pause");
+    flux_stop(&f, t);
+    print_message("store in flux: %" G_GUINT64_FORMAT " writes without a pause; "
+                  "%u checkpoints meanwhile hold a written record\n",
+                  f.writes, flux_check_ckpts(i.uuid, g0, seen));
+
+    /* A write every 100 ms, for 8 s: checkpoints are taken (a pack that
+     * saw a write is taken again), each holding one version whole. */
+    f.stop = 0;
+    f.pause_us = 100000;
+    {
+        uint64_t before = newest(i.uuid);
+
+        gint64 end = g_get_monotonic_time() + 8 * G_USEC_PER_SEC;
+
+        /* Each checkpoint read as it lands, before checkpoint_keep prunes
+         * it. */
+        t = g_thread_new("flux", flux_run, &f);
+        while (g_get_monotonic_time() < end) {
+            paced += flux_check_ckpts(i.uuid, before, seen);
+            g_usleep(300 * 1000);
+        }
+        flux_stop(&f, t);
+        paced += flux_check_ckpts(i.uuid, before, seen);
+        print_message("store in flux: a write every 100 ms, %" G_GUINT64_FORMAT " in all; "
+                      "%u checkpoints hold a written record, all whole\n", f.writes, paced);
+        if (paced == 0)
+            fail_msg("no checkpoint was taken while the store was written every 100 ms");
+    }
+
+    /* The writes stopped: a checkpoint holds the store as it is now. */
+    wait_log(A, "work again", i.uuid, "the store holds still");
+    {
+        g_autoptr(GBytes) now = read_bytes(path);
+        gint64 end = g_get_monotonic_time() + (gint64)WAIT_MS * 1000;
+        g_autoptr(GBytes) nv = NULL;
+
+        for (;;) {
+            g_end = newest(i.uuid);
+            g_clear_pointer(&nv, g_bytes_unref);
+            nv = ckpt_file_of(i.uuid, g_end, "nvram.fd", false);
+            if (nv && g_bytes_equal(nv, now))
+                break;
+            if (g_get_monotonic_time() > end)
+                fail_msg("no checkpoint holds host a's store after the writes stopped (the "
+                         "newest differs in %zu bytes)", nv ? bytes_differing(nv, now) : 0);
+            g_usleep(200 * 1000);
+        }
+        if (flux_version(nv, g_end) != f.writes % 100000000)
+            fail_msg("the last checkpoint holds another record than the last written (%"
+                     G_GUINT64_FORMAT ")", f.writes);
+    }
+    destroy(A, &i);
+}
+
 /* ---- 5. fallback, no checkpoint, none that verifies, fresh: true ------------------------- */
 
 static void
@@ -1578,6 +1770,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_evacuate_refused, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_evacuate_dead_host, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_evacuate_uefi, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_uefi_store_in_flux, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_evacuate_fallback_fresh, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_evacuate_identity, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_evacuate_custody, test_setup, test_teardown),
