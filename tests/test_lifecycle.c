@@ -2402,6 +2402,8 @@ static const crash_case crash_cases[] = {
     { "crash unshelve.after_start", "unshelve.after_start", OP_UNSHELVE },
     { "crash unshelve.after_start (power_on)", "unshelve.after_start", OP_UNSHELVE,
       .power_on = true },
+    { "crash rebuild.after_set_aside (vTPM model change)", "rebuild.after_set_aside", OP_REBUILD,
+      .change_tpm = true },
     { "crash rebuild.after_define", "rebuild.after_define", OP_REBUILD },
     { "crash rebuild.after_define (vTPM model change)", "rebuild.after_define", OP_REBUILD,
       .change_tpm = true },
@@ -2423,6 +2425,8 @@ static const crash_case crash_cases[] = {
       .uefi = true },
     { "crash rebuild.after_define (UEFI, Secure Boot off)", "rebuild.after_define", OP_REBUILD,
       .uefi = true, .change_fw = true },
+    { "crash rebuild.after_set_aside (UEFI, Secure Boot off)", "rebuild.after_set_aside",
+      OP_REBUILD, .uefi = true, .change_fw = true },
 };
 
 static unsigned

@@ -770,13 +770,16 @@ assert_same_store(int h, const char *uuid, ino_t ino, const char *what)
                  "the TPM", what, host_name[h]);
 }
 
-/* Kill host a's vtpmd at manufacture.after_state in a rebuild of @inst
- * (message id @mid), start it again and take the redelivered reply. */
+/* Kill host a's vtpmd at crash point @point in a rebuild of @inst
+ * (message id @mid, deadline @deadline_ms: 0 none), start it again (once
+ * the deadline has passed) and take the redelivered reply. */
 static vt_reply *
-rebuild_killed_after_making(const char *inst, const char *mid)
+rebuild_killed_at(const char *point, const char *inst, const char *mid, uint64_t deadline_ms)
 {
-    g_autoptr(GBytes) body = vt_request("rebuild", args("{'instance': %s}", inst), mid, 0);
-    const char *env[] = { "VTPMD_CRASH_AT=manufacture.after_state", NULL };
+    g_autoptr(GBytes) body =
+        vt_request("rebuild", args("{'instance': %s}", inst), mid, deadline_ms);
+    g_autofree char *crash = g_strdup_printf("VTPMD_CRASH_AT=%s", point);
+    const char *env[] = { crash, NULL };
     vtpm_client_msg_opts o = { 0 };
     vtpm_error err = { 0 };
     g_autofree char *corr = NULL;
@@ -795,9 +798,11 @@ rebuild_killed_after_making(const char *inst, const char *mid)
     code = vt_vtpmd_wait_exit(dmn[A], OP_MS);
     if (code != 128 + 9) {
         vt_vtpmd_dump(dmn[A]);
-        fail_msg("vtpmd should have died at manufacture.after_state, exited %d", code);
+        fail_msg("vtpmd should have died at %s, exited %d", point, code);
     }
     g_clear_pointer(&dmn[A], vt_vtpmd_free);
+    while (deadline_ms && (uint64_t)(g_get_real_time() / 1000) <= deadline_ms + 1000)
+        g_usleep(200 * 1000);
     host_start(A, NULL);
     return vt_recv_reply(corr, OP_MS, "the redelivered rebuild");
 }
@@ -867,7 +872,7 @@ test_uefi(void **state)
     assert_not_manufactured_by_libvirt(A, uuid, "rebuild to tpm-crb");
 
     {
-        g_autoptr(vt_reply) r = rebuild_killed_after_making(tis, mid);
+        g_autoptr(vt_reply) r = rebuild_killed_at("manufacture.after_state", tis, mid, 0);
 
         if (!r->rep || !r->rep->ok)
             fail_msg("the redelivered rebuild to tpm-tis: %s", vt_reply_summary(r));
@@ -908,6 +913,81 @@ test_uefi(void **state)
     ok_free(B, "power_on", args("{'instance': {'uuid': '%s'}}", uuid), "power_on on b");
     assert_not_manufactured_by_libvirt(B, uuid, "migration a -> b");
     destroy_on(B, uuid);
+}
+
+/* A rebuild to another TPM killed after setting the TPM aside (@point:
+ * before or after making the new one), whose redelivery comes after its
+ * deadline (Expired: nothing done), then a rebuild that keeps the vTPM and
+ * firmware of the definition in place: the instance gets its own TPM and
+ * store back, not the TPM the abandoned run made, and nothing of that run
+ * is left. */
+static void
+rebuild_abandoned_at(const char *point)
+{
+    static const char specs[] = "'hw:tpm_version': '2.0', 'hw:tpm_secret_security': 'host'";
+    static const char uefi[] = "'hw_firmware_type': 'uefi'";
+    static const char uefi_crb[] = "'hw_firmware_type': 'uefi', 'hw_tpm_model': 'tpm-crb'";
+    g_autofree char *uuid = vt_uuid();
+    g_autofree char *in = inst_json(uuid, specs, "img-1", uefi);
+    g_autofree char *crb = inst_json(uuid, specs, "img-2", uefi_crb);
+    g_autofree char *again = inst_json(uuid, specs, "img-3", uefi);
+    g_autofree char *mid = g_strdup_printf("id-abandoned-%s", uuid);
+    g_autofree char *I = NULL, *N = NULL, *N2 = NULL;
+    g_autofree char *replaced_rel = g_strdup_printf("var/lib/libvirt/swtpm/.%s.replaced", uuid);
+    g_autofree char *replaced = vt_host_path(host_name[A], replaced_rel);
+
+    g_autofree char *tpm_rel = g_strdup_printf("var/lib/libvirt/swtpm/%s/tpm2", uuid);
+    g_autofree char *tpm_dir = vt_host_path(host_name[A], tpm_rel);
+    struct stat st;
+    ino_t store_ino, tpm_ino;
+
+    ok_free(A, "spawn", args("{'instance': %s}", in), "spawn on a");
+    I = identity_on(A, uuid, "spawn on a");
+    ok_free(A, "power_off", args("{'instance': {'uuid': '%s'}}", uuid), "power_off");
+    /* The identity is the record in the definition and a firmware-only
+     * guest's first boot writes the same variables into any new store:
+     * that it is the same TPM and store shows in their files. */
+    store_ino = store_at(A, uuid, &N, "spawn on a");
+    if (lstat(tpm_dir, &st) < 0)
+        fail_msg("spawn on a: no %s", tpm_dir);
+    tpm_ino = st.st_ino;
+    {
+        uint64_t deadline = (uint64_t)(g_get_real_time() / 1000) + 30000;
+        g_autoptr(vt_reply) r = rebuild_killed_at(point, crb, mid, deadline);
+
+        vt_assert_fault(r, VTPM_FAULT_EXPIRED, "deadline", "the rebuild redelivered too late");
+    }
+    {
+        g_autoptr(vt_reply) r = call_ok(A, "rebuild", args("{'instance': %s}", again),
+                                        "a rebuild keeping the TPM after the abandoned one");
+
+        assert_result(r, "vtpm_state", "kept", "the rebuild after the abandoned one");
+        assert_result(r, "nvram_state", "kept", "the rebuild after the abandoned one");
+        assert_identity_changed(r, false, "the rebuild after the abandoned one");
+    }
+    assert_same_identity(I, identity_on(A, uuid, "after the abandoned rebuild"),
+                         "after the abandoned rebuild");
+    if (g_file_test(replaced, G_FILE_TEST_EXISTS))
+        fail_msg("after the rebuild: %s is left", replaced);
+    ok_free(A, "power_off", args("{'instance': {'uuid': '%s'}}", uuid), "power_off");
+    if (store_at(A, uuid, &N2, "after the abandoned rebuild") != store_ino)
+        fail_msg("after the abandoned rebuild: the variable store is another file");
+    if (lstat(tpm_dir, &st) < 0 || st.st_ino != tpm_ino)
+        fail_msg("after the abandoned rebuild: %s is another TPM than the instance's", tpm_dir);
+    if (strcmp(N, N2) != 0)
+        fail_msg("after the abandoned rebuild: the store has sha256 %s, before it had %s", N2, N);
+    ok_free(A, "power_on", args("{'instance': {'uuid': '%s'}}", uuid), "power_on");
+    assert_same_identity(I, identity_on(A, uuid, "power cycle"), "power cycle");
+    print_message("abandoned rebuild (killed at %s): the instance's TPM and store are back\n",
+                  point);
+    destroy_on(A, uuid);
+}
+
+static void
+test_rebuild_abandoned(void **state)
+{
+    rebuild_abandoned_at("rebuild.after_set_aside");
+    rebuild_abandoned_at("manufacture.after_state");
 }
 
 /* ---- 6. the CA key is checked at start ------------------------------------------------------------ */
@@ -1102,6 +1182,7 @@ main(void)
         cmocka_unit_test_teardown(test_host_local_ca, test_teardown),
         cmocka_unit_test_teardown(test_pcr_banks, test_teardown),
         cmocka_unit_test_teardown(test_crash_after_making, test_teardown),
+        cmocka_unit_test_teardown(test_rebuild_abandoned, test_teardown),
         cmocka_unit_test_teardown(test_uefi, test_teardown),
         cmocka_unit_test_teardown(test_ca_key_checked_at_start, test_teardown),
         cmocka_unit_test_teardown(test_identity_time, test_teardown),

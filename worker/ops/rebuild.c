@@ -34,13 +34,19 @@ typedef struct {
     bool new_vtpm;      /* the new definition has a vTPM */
     bool new_uefi;      /* ... UEFI firmware */
     bool old_uefi;
-    char *libvirt_store; /* the old store's path when libvirt kept it, to remove */
+    char *libvirt_store;  /* the old store's path when libvirt kept it, to remove */
+    char *defined_digest; /* the spec digest of the definition in place */
 } rebuild_plan;
+
+/* In the replaced dir: the spec digest of the run that set things aside,
+ * written before it makes or defines anything. */
+#define ASIDE_MARK ".rebuild-digest"
 
 static void
 rebuild_plan_clear(rebuild_plan *p)
 {
     g_clear_pointer(&p->libvirt_store, g_free);
+    g_clear_pointer(&p->defined_digest, g_free);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(rebuild_plan, rebuild_plan_clear)
@@ -161,38 +167,100 @@ store_back(const char *state_dir, const char *replaced, const rebuild_plan *p, v
     return 0;
 }
 
+/* The run whose spec digest is @digest set things aside in @replaced. */
+static int
+mark_aside(const char *replaced, const char *digest, vtpm_error *err)
+{
+    g_autofree char *mark = g_build_filename(replaced, ASIDE_MARK, NULL);
+    g_autoptr(GError) gerr = NULL;
+
+    if (!vtpm_fs_is_dir(replaced))
+        return 0;
+    if (!g_file_set_contents_full(mark, digest, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600, &gerr))
+        return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "writing %s: %s", mark, gerr->message);
+    return vtpm_fs_sync_dir(replaced, err);
+}
+
+/* Whether the run that set things aside in @replaced got as far as its
+ * definition: the definition in place is of its spec. */
+static bool
+aside_defined(const char *replaced, const char *defined_digest)
+{
+    g_autofree char *mark = g_build_filename(replaced, ASIDE_MARK, NULL);
+    g_autofree char *text = NULL;
+
+    return defined_digest && g_file_get_contents(mark, &text, NULL, NULL) &&
+           strcmp(text, defined_digest) == 0;
+}
+
+/* The mark, and an empty stand-in for a store that was not in the state
+ * dir: neither is anything to put back. */
+static int
+drop_mark_and_stand_in(const char *replaced, vtpm_error *err)
+{
+    g_autofree char *mark = g_build_filename(replaced, ASIDE_MARK, NULL);
+    g_autofree char *store = g_build_filename(replaced, VTPM_FIRMWARE_NVRAM_FILE, NULL);
+    struct stat st;
+
+    if (unlink(mark) < 0 && errno != ENOENT)
+        return vtpm_error_set(err, vtpm_fs_fault(errno), "removing %s: %s", mark,
+                              g_strerror(errno));
+    if (lstat(store, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0 && unlink(store) < 0)
+        return vtpm_error_set(err, vtpm_fs_fault(errno), "removing %s: %s", store,
+                              g_strerror(errno));
+    return 0;
+}
+
+/* What @replaced holds goes back into @state_dir: the old TPM state with
+ * its store, or the store alone.  A TPM in @state_dir while the old one is
+ * aside (@made) was made for a definition that never ran, and goes first,
+ * once its store is beside the old TPM again. */
+static int
+restore_aside(const char *state_dir, const char *replaced, bool made, vtpm_error *err)
+{
+    int rc;
+
+    if ((rc = drop_mark_and_stand_in(replaced, err)) < 0 ||
+        (made && (rc = drop_interrupted(state_dir, replaced, err)) < 0))
+        return rc;
+    if (has_tpm_state(replaced) && !has_tpm_state(state_dir)) {
+        if ((rc = vtpm_nvram_move(state_dir, replaced, false, err)) < 0)
+            return rc;
+        if ((vtpm_fs_is_dir(state_dir) && rmdir(state_dir) < 0) || rename(replaced, state_dir) < 0)
+            return vtpm_error_set(err, VTPM_FAULT_INTERNAL, "putting %s back: %s", replaced,
+                                  g_strerror(errno));
+        return 0;
+    }
+    if (vtpm_fs_is_dir(state_dir) && (rc = vtpm_nvram_move(replaced, state_dir, false, err)) < 0)
+        return rc;
+    return vtpm_fs_rmtree(replaced, err);
+}
+
 /* The define failed: the old definition is still in place; so is its
- * state again, with its store.  A TPM made for the new definition (@made)
- * goes first, once its store is beside the old TPM again. */
+ * state again, with its store. */
 static void
 put_back(const char *uuid, const char *state_dir, const char *replaced, bool made)
 {
     vtpm_error e = { 0 };
 
-    if (made && vtpm_fs_is_dir(state_dir)) {
-        if (vtpm_fs_is_dir(replaced) && vtpm_nvram_move(state_dir, replaced, false, &e) < 0)
-            vtpm_error_prefix(&e, "moving the store back");
-        else if (vtpm_nvram_in(state_dir))
-            vtpm_error_set(&e, VTPM_FAULT_INTERNAL, "a variable store in it");
-        else
-            vtpm_fs_rmtree(state_dir, &e);
-        if (e.message[0]) {
-            g_warning("instance %s: cannot remove the TPM made in %s: %s", uuid, state_dir,
-                      e.message);
-            return;
-        }
-    }
-    if (has_tpm_state(replaced) && !has_tpm_state(state_dir)) {
-        if (vtpm_nvram_move(state_dir, replaced, false, &e) < 0 ||
-            (vtpm_fs_is_dir(state_dir) && rmdir(state_dir) < 0) || rename(replaced, state_dir) < 0)
-            g_warning("instance %s: cannot put %s back: %s", uuid, replaced,
-                      e.message[0] ? e.message : g_strerror(errno));
-        return;
-    }
-    if (vtpm_fs_is_dir(state_dir) && vtpm_nvram_move(replaced, state_dir, false, &e) < 0)
-        g_warning("instance %s: cannot put the store in %s back: %s", uuid, replaced, e.message);
-    if (vtpm_fs_rmtree(replaced, &e) < 0)
-        g_warning("instance %s: cleanup after a failed define: %s", uuid, e.message);
+    if (restore_aside(state_dir, replaced, made, &e) < 0)
+        g_warning("instance %s: after a failed define: %s", uuid, e.message);
+}
+
+/* An earlier run set the TPM or its store aside and was interrupted
+ * before its definition took the place of the one there now (killed, and
+ * its redelivery expired or never came): what it set aside is still the
+ * instance's and goes back before this run sets anything aside; a TPM it
+ * made, which no definition names, goes.  Without this a rebuild keeping
+ * the TPM would start the abandoned run's TPM, or none, and drop the
+ * instance's own with the replaced dir. */
+static int
+undo_undefined(const char *state_dir, const char *replaced, const char *defined_digest,
+               vtpm_error *err)
+{
+    if (!vtpm_fs_is_dir(replaced) || aside_defined(replaced, defined_digest))
+        return 0;
+    return restore_aside(state_dir, replaced, has_tpm_state(replaced), err);
 }
 
 /* Define the new domain for @d in place of @dom and start it.  A new TPM
@@ -210,8 +278,11 @@ redefine(vtpm_worker *w, virConnectPtr conn, virDomainPtr dom, const vtpm_instan
     vtpm_error ignore;
     int rc;
 
-    if ((rc = set_aside(state_dir, replaced, p, err)) < 0)
+    if ((rc = undo_undefined(state_dir, replaced, p->defined_digest, err)) < 0 ||
+        (rc = set_aside(state_dir, replaced, p, err)) < 0 ||
+        (rc = mark_aside(replaced, d->digest, err)) < 0)
         return rc;
+    vtpm_inject("rebuild.after_set_aside");
     if ((make && (rc = vtpm_manufacture_fresh(w, conn, inst, d, false, err)) < 0) ||
         (rc = store_back(state_dir, replaced, p, err)) < 0 ||
         (rc = vtpm_ops_define(w, conn, d->xml, &ndom, err)) < 0) {
@@ -284,6 +355,7 @@ plan(const vtpm_domxml_meta *dm, vtpm_ops_domain *d, rebuild_plan *p)
     p->old_uefi = dm->firmware.type == VTPM_FIRMWARE_UEFI;
     p->new_uefi = d->fw.type == VTPM_FIRMWARE_UEFI;
     p->follows = vtpm_firmware_same_store(&dm->firmware, &d->fw) && old_vtpm == p->new_vtpm;
+    p->defined_digest = g_strdup(dm->spec_digest);
     if (!p->new_uefi)
         d->nvram_state = p->old_uefi ? VTPM_OPS_OUTCOME_DELETED : VTPM_OPS_OUTCOME_NONE;
     else
