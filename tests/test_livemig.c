@@ -834,6 +834,38 @@ test_dest_libvirtd_killed_mid(void **state)
     dest_libvirtd_killed(true);
 }
 
+/* The source's libvirtd killed with the stream in flight.  QEMU on a goes
+ * on without it; the live_migration fails, retryable.  Once a's libvirtd
+ * is back (it cancels a migration out that never reached its confirm and
+ * keeps the guest running), the guest runs on a with its TPM; b rolls
+ * back and the retry moves it. */
+static void
+test_source_libvirtd_killed_mid(void **state)
+{
+    const char *what = "a's libvirtd killed mid-stream";
+    g_auto(guest) g = { 0 };
+    g_autofree char *d = NULL, *md = NULL, *corr = NULL, *mid = NULL;
+    g_autoptr(vt_reply) r = NULL;
+
+    begin("source libvirtd killed mid-stream");
+    guest_init(&g, "user");
+    d = spawn_on(A, &g);
+    md = pre_on(B, &g, true, NULL, what);
+    mid = g_strdup_printf("lm-srckill-%s", g.uuid);
+    slow_net(B, true);
+    corr = send_async(A, "live_migration", args_live(&g, B, md, false, NULL), mid);
+    wait_job(A, g.uuid, what);
+    vt_libvirtd_kill("a");
+    r = vt_recv_reply(corr, OP_MS, what);
+    print_message("%s: %s\n", what, vt_reply_summary(r));
+    assert_retryable(r, VTPM_FAULT_HYPERVISOR_ERROR, "where the guest is now cannot be told", what);
+    slow_net(B, false);
+    vt_libvirtd_restart("a");
+    assert_stayed(A, &g, d, what);
+    roll_back_and_retry(&g, d, what);
+    destroy_on(B, &g);
+}
+
 static void
 test_timeout(void **state)
 {
@@ -1311,6 +1343,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_dest_libvirtd_killed_before, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_dest_libvirtd_killed_mid, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_source_libvirtd_killed_mid, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_timeout, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_abort, test_setup, test_teardown),
