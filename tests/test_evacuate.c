@@ -39,6 +39,7 @@
 
 #include "archive.h"
 #include "lib/harness.h"
+#include "lib/jsonargs.h"
 #include "lib/testca.h"
 #include "mpjson.h"
 #include "ops/ownership.h"
@@ -58,28 +59,7 @@ static char *dkey; /* the deployment key file both hosts share */
 /* ---- requests, as JSON ------------------------------------------------------------------ */
 
 /* @fmt: JSON with single quotes for double ones, bytes as {'$bin': b64}. */
-static GBytes *args(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-
-static GBytes *
-args(const char *fmt, ...)
-{
-    g_autofree char *text = NULL;
-    msgpack_sbuffer sb;
-    vtpm_error err = { 0 };
-    GBytes *b;
-    va_list ap;
-
-    va_start(ap, fmt);
-    text = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_strdelimit(text, "'", '"');
-    msgpack_sbuffer_init(&sb);
-    if (vtpm_mpjson_from_string(text, -1, &sb, &err) < 0)
-        fail_msg("test args are not JSON: %s\n%s", err.message, text);
-    b = g_bytes_new(sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    return b;
-}
+#define args(...) vt_json_args(true, __VA_ARGS__)
 
 typedef struct {
     char *uuid;

@@ -37,6 +37,7 @@
 #include "domxml.h"
 #include "keywrap.h"
 #include "lib/harness.h"
+#include "lib/jsonargs.h"
 #include "mpjson.h"
 
 enum { A = 0, B = 1, NHOSTS = 2 };
@@ -112,28 +113,7 @@ inst_json(const guest *g, bool secret)
 }
 
 /* An args map from JSON (tools/mpjson.h: bytes as {"$bin": base64}). */
-static GBytes *
-args(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-
-static GBytes *
-args(const char *fmt, ...)
-{
-    g_autofree char *text = NULL;
-    msgpack_sbuffer sb;
-    vtpm_error err = { 0 };
-    GBytes *out;
-    va_list ap;
-
-    va_start(ap, fmt);
-    text = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    msgpack_sbuffer_init(&sb);
-    if (vtpm_mpjson_from_string(text, -1, &sb, &err) < 0)
-        fail_msg("test args are not JSON: %s\n%s", err.message, text);
-    out = g_bytes_new(sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    return out;
-}
+#define args(...) vt_json_args(false, __VA_ARGS__)
 
 static GBytes *
 args_inst(const guest *g, bool secret)

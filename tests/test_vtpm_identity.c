@@ -41,6 +41,7 @@
 #include <glib/gstdio.h>
 
 #include "lib/harness.h"
+#include "lib/jsonargs.h"
 #include "lib/testca.h"
 #include "mpjson.h"
 
@@ -66,29 +67,8 @@ inst_json(const char *uuid, const char *specs, const char *image_id, const char 
                            uuid, specs, image_id, props);
 }
 
-static GBytes *
-args(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-
-static GBytes *
-args(const char *fmt, ...)
-{
-    g_autofree char *json = NULL;
-    msgpack_sbuffer sb;
-    vtpm_error err = { 0 };
-    GBytes *b;
-    va_list ap;
-
-    va_start(ap, fmt);
-    json = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_strdelimit(json, "'", '"');
-    msgpack_sbuffer_init(&sb);
-    if (vtpm_mpjson_from_string(json, -1, &sb, &err) < 0)
-        fail_msg("test args are not JSON: %s\n%s", err.message, json);
-    b = g_bytes_new(sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    return b;
-}
+/* An args map from JSON with ' for " (tests/lib/jsonargs.h). */
+#define args(...) vt_json_args(true, __VA_ARGS__)
 
 /* Call host @h's vtpmd; takes @a; fails the test unless ok. */
 static vt_reply *
