@@ -101,8 +101,11 @@ vt_recv_reply(const char *corr, int timeout_ms, const char *what)
     }
 }
 
-vt_reply *
-vt_call_body(const char *routing_key, const void *body, size_t len, int timeout_ms)
+/* The call, and its reply; @d (NULL: unknown) is the vtpmd called, whose
+ * log says what it was doing when no reply came. */
+static vt_reply *
+call_body(const vt_vtpmd *d, const char *routing_key, const char *what, const void *body,
+          size_t len, int timeout_ms)
 {
     vtpm_client_msg *m = NULL;
     vtpm_error err = { 0 };
@@ -110,12 +113,21 @@ vt_call_body(const char *routing_key, const void *body, size_t len, int timeout_
 
     if (rc < 0) {
         vt_client_drop();
-        fail_msg("call to %s: %s", routing_key, err.message);
+        fail_msg("%s to %s: %s", what, routing_key, err.message);
     }
-    if (rc > 0)
-        fail_msg("call to %s (%zu-byte body): no reply within %d ms", routing_key, len,
-                 timeout_ms);
+    if (rc > 0) {
+        if (d)
+            vt_vtpmd_dump(d);
+        fail_msg("%s to %s (%zu-byte body): no reply within %d ms%s", what, routing_key, len,
+                 timeout_ms, d ? " (its log above)" : "");
+    }
     return vt_reply_decode(m);
+}
+
+vt_reply *
+vt_call_body(const char *routing_key, const void *body, size_t len, int timeout_ms)
+{
+    return call_body(NULL, routing_key, "call", body, len, timeout_ms);
 }
 
 vt_reply *
@@ -131,7 +143,8 @@ vt_call(const vt_vtpmd *d, const char *method, GBytes *args, int timeout_ms)
     g_autofree char *rid = g_strdup_printf("req-%s", method);
     g_autoptr(GBytes) body = vt_request(method, args, rid, 0);
 
-    return vt_call_bytes(d->routing_key, body, timeout_ms);
+    return call_body(d, d->routing_key, method, g_bytes_get_data(body, NULL),
+                     g_bytes_get_size(body), timeout_ms);
 }
 
 const char *
