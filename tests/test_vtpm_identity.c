@@ -649,6 +649,38 @@ test_pcr_banks(void **state)
     destroy_on(A, uuid);
 }
 
+/* Host a's vtpmd armed to die at crash point @point (the one that made
+ * the TPMs so far stops cleanly first: ASan), @body sent to it as message
+ * @mid; once it died there: the correlation id of the reply a restarted
+ * vtpmd gives to the redelivery. */
+static char *
+send_killed_at(const char *point, GBytes *body, const char *mid)
+{
+    g_autofree char *crash = g_strdup_printf("VTPMD_CRASH_AT=%s", point);
+    const char *env[] = { crash, NULL };
+    vtpm_client_msg_opts o = { 0 };
+    vtpm_error err = { 0 };
+    char *corr = NULL;
+    int code;
+
+    vt_vtpmd_stop_ok(dmn[A]);
+    g_clear_pointer(&dmn[A], vt_vtpmd_free);
+    host_start(A, env);
+    o.routing_key = dmn[A]->routing_key;
+    o.message_id = mid;
+    if (vtpm_client_msg_send(vt_client(), &o, g_bytes_get_data(body, NULL),
+                             g_bytes_get_size(body), &corr, &err) < 0) {
+        vt_client_drop();
+        fail_msg("sending the request to die at %s: %s", point, err.message);
+    }
+    code = vt_vtpmd_wait_exit(dmn[A], OP_MS);
+    if (code != 128 + 9) {
+        vt_vtpmd_dump(dmn[A]);
+        fail_msg("vtpmd should have died at %s, exited %d", point, code);
+    }
+    return corr;
+}
+
 /* ---- 5. killed between making the TPM and defining its domain --------------------------------- */
 
 static void
@@ -662,30 +694,9 @@ test_crash_after_making(void **state)
     g_autofree char *kept = vt_host_path(host_name[A], kept_rel);
     g_autofree char *root = vt_host_path(host_name[A], "var/lib/libvirt/swtpm");
     g_autoptr(GBytes) body = vt_request("spawn", args("{'instance': %s}", in), "id-crash", 0);
-    const char *env[] = { "VTPMD_CRASH_AT=manufacture.after_state", NULL };
     g_autoptr(vt_reply) r = NULL;
-    g_autofree char *corr = NULL, *I = NULL;
-    int code;
+    g_autofree char *corr = send_killed_at("manufacture.after_state", body, mid), *I = NULL;
 
-    /* The vtpmd of a that made the TPMs so far stops cleanly (ASan). */
-    vt_vtpmd_stop_ok(dmn[A]);
-    g_clear_pointer(&dmn[A], vt_vtpmd_free);
-    host_start(A, env);
-    {
-        vtpm_client_msg_opts o = { .routing_key = dmn[A]->routing_key, .message_id = mid };
-        vtpm_error err = { 0 };
-
-        if (vtpm_client_msg_send(vt_client(), &o, g_bytes_get_data(body, NULL),
-                                 g_bytes_get_size(body), &corr, &err) < 0) {
-            vt_client_drop();
-            fail_msg("sending spawn: %s", err.message);
-        }
-    }
-    code = vt_vtpmd_wait_exit(dmn[A], OP_MS);
-    if (code != 128 + 9) {
-        vt_vtpmd_dump(dmn[A]);
-        fail_msg("vtpmd should have died at manufacture.after_state, exited %d", code);
-    }
     /* The TPM is made and recorded; the domain is not defined. */
     if (!g_file_test(kept, G_FILE_TEST_EXISTS))
         fail_msg("after the crash: no record %s of the made TPM", kept);
@@ -758,28 +769,8 @@ rebuild_killed_at(const char *point, const char *inst, const char *mid, uint64_t
 {
     g_autoptr(GBytes) body =
         vt_request("rebuild", args("{'instance': %s}", inst), mid, deadline_ms);
-    g_autofree char *crash = g_strdup_printf("VTPMD_CRASH_AT=%s", point);
-    const char *env[] = { crash, NULL };
-    vtpm_client_msg_opts o = { 0 };
-    vtpm_error err = { 0 };
-    g_autofree char *corr = NULL;
-    int code;
+    g_autofree char *corr = send_killed_at(point, body, mid);
 
-    vt_vtpmd_stop_ok(dmn[A]);
-    g_clear_pointer(&dmn[A], vt_vtpmd_free);
-    host_start(A, env);
-    o.routing_key = dmn[A]->routing_key;
-    o.message_id = mid;
-    if (vtpm_client_msg_send(vt_client(), &o, g_bytes_get_data(body, NULL),
-                             g_bytes_get_size(body), &corr, &err) < 0) {
-        vt_client_drop();
-        fail_msg("sending rebuild: %s", err.message);
-    }
-    code = vt_vtpmd_wait_exit(dmn[A], OP_MS);
-    if (code != 128 + 9) {
-        vt_vtpmd_dump(dmn[A]);
-        fail_msg("vtpmd should have died at %s, exited %d", point, code);
-    }
     g_clear_pointer(&dmn[A], vt_vtpmd_free);
     while (deadline_ms && (uint64_t)(g_get_real_time() / 1000) <= deadline_ms + 1000)
         g_usleep(200 * 1000);
