@@ -282,14 +282,7 @@ assert_dom_state(int h, const char *uuid, const char *want, const char *what)
 static unsigned
 manufactured(int h, const char *uuid)
 {
-    g_autofree char *log =
-        vt_host_pathf(host_name[h], "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
-    g_autofree char *text = NULL;
-    const char *needles[] = { "Starting vTPM manufacturing", NULL };
-
-    if (!g_file_get_contents(log, &text, NULL, NULL))
-        return 0;
-    return vt_count_lines(text, needles);
+    return vt_swtpm_log_lines(host_name[h], uuid, "Starting vTPM manufacturing");
 }
 
 /* Start the vtpmd of host @h: checkpoints every second, the newest @keep

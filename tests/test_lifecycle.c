@@ -457,12 +457,6 @@ p_shelved(const char *uuid)
     return hpath(A, "var/lib/vtpmd/pools/vtpm-shelved/%s.vtpm.tar", uuid);
 }
 
-static char *
-p_swtpm_log(int h, const char *uuid)
-{
-    return hpath(h, "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
-}
-
 static bool
 exists(const char *path)
 {
@@ -637,13 +631,7 @@ assert_state_perms(int h, const char *uuid, const char *what)
 static unsigned
 manufactured(int h, const char *uuid)
 {
-    g_autofree char *log = p_swtpm_log(h, uuid);
-    g_autofree char *text = NULL;
-    const char *needles[] = { "Starting vTPM manufacturing", NULL };
-
-    if (!g_file_get_contents(log, &text, NULL, NULL))
-        return 0;
-    return vt_count_lines(text, needles);
+    return vt_swtpm_log_lines(host_name[h], uuid, "Starting vTPM manufacturing");
 }
 
 /* The TPM in @now is the one in @before, after the guest ran. */

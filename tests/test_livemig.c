@@ -204,7 +204,7 @@ assert_retryable(const vt_reply *r, vtpm_fault code, const char *fragment, const
 /* ---- hosts --------------------------------------------------------------------------------- */
 
 /* What of an instance a host may hold, as files. */
-typedef enum { STATE_DIR, STATE_FILE, NVRAM, CONSOLE, GENERATION, SWTPM_LOG } place;
+typedef enum { STATE_DIR, STATE_FILE, NVRAM, CONSOLE, GENERATION } place;
 
 static char *
 hpath(int h, place k, const char *uuid)
@@ -219,9 +219,6 @@ hpath(int h, place k, const char *uuid)
     case NVRAM: rel = g_strdup_printf("var/lib/libvirt/swtpm/%s/nvram.fd", uuid); break;
     case CONSOLE: rel = g_strdup_printf("var/lib/vtpmd/console/%s.log", uuid); break;
     case GENERATION: rel = g_strdup_printf("var/lib/vtpmd/kept/generations/%s", uuid); break;
-    case SWTPM_LOG:
-        rel = g_strdup_printf("var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
-        break;
     }
     return vt_host_path(host_name[h], rel);
 }
@@ -251,13 +248,7 @@ has_secret(int h, const char *uuid)
 static unsigned
 manufactured(int h, const char *uuid)
 {
-    g_autofree char *log = hpath(h, SWTPM_LOG, uuid);
-    g_autofree char *text = NULL;
-    const char *needles[] = { "Starting vTPM manufacturing", NULL };
-
-    if (!g_file_get_contents(log, &text, NULL, NULL))
-        return 0;
-    return vt_count_lines(text, needles);
+    return vt_swtpm_log_lines(host_name[h], uuid, "Starting vTPM manufacturing");
 }
 
 /* The key that opens @g's TPM state on host @h. */

@@ -213,14 +213,7 @@ static const char *const rsa_only[] = { "rsa2048", NULL };
 static unsigned
 swtpm_log_lines(int h, const char *uuid, const char *needle)
 {
-    g_autofree char *rel = g_strdup_printf("var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
-    g_autofree char *log = vt_host_path(host_name[h], rel);
-    g_autofree char *text = NULL;
-    const char *needles[] = { needle, NULL };
-
-    if (!g_file_get_contents(log, &text, NULL, NULL))
-        return 0;
-    return vt_count_lines(text, needles);
+    return vt_swtpm_log_lines(host_name[h], uuid, needle);
 }
 
 static void

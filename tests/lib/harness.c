@@ -407,6 +407,19 @@ vt_count_lines(const char *text, const char *const *needles)
     return n;
 }
 
+unsigned
+vt_swtpm_log_lines(const char *host, const char *uuid, const char *needle)
+{
+    g_autofree char *log =
+        vt_host_pathf(host, "var/log/swtpm/libvirt/qemu/instance-%s-swtpm.log", uuid);
+    g_autofree char *text = NULL;
+    const char *needles[] = { needle, NULL };
+
+    if (!g_file_get_contents(log, &text, NULL, NULL))
+        return 0;
+    return vt_count_lines(text, needles);
+}
+
 bool
 vt_vtpmd_wait_log(const vt_vtpmd *d, const char *const *needles, int timeout_ms)
 {

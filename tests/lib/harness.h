@@ -127,6 +127,10 @@ char *vt_vtpmd_sanitizer_report(const vt_vtpmd *d);
 void vt_vtpmd_dump(const vt_vtpmd *d);
 /* Lines of @text containing every string of @needles (NULL-terminated). */
 unsigned vt_count_lines(const char *text, const char *const *needles);
+/* Lines of the swtpm log libvirt keeps for @uuid on test host @host that
+ * contain @needle (0: no log); "Starting vTPM manufacturing" counts the
+ * TPMs libvirt's swtpm_setup made for it there. */
+unsigned vt_swtpm_log_lines(const char *host, const char *uuid, const char *needle);
 /* Wait until its log has a line with every one of @needles. */
 bool vt_vtpmd_wait_log(const vt_vtpmd *d, const char *const *needles, int timeout_ms);
 
